@@ -1,0 +1,264 @@
+//! Errors: how a task ended when it did not return a value ([`TaskError`]), and why the pool refused to
+//! do something ([`Error`], [`TrySubmitError`]).
+
+use std::fmt;
+use std::time::Duration;
+
+/// The result of one task: its value, or the way it ended without one.
+pub type TaskResult<T> = Result<T, TaskError>;
+
+/// How a task ended without a value. Every outcome in martelli's model has its own variant, so a caller
+/// can match on what happened; the `Display` text says what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task ran and returned an error (a task submitted with
+    /// [`Pool::submit_fallible`](crate::Pool::submit_fallible), or a process or cluster task that
+    /// returned `Err`).
+    #[error("the task returned an error: {0}")]
+    Failed(TaskFailure),
+    /// The task panicked. The worker survived; the panic's message is kept.
+    #[error(
+        "the task panicked: {message} (the worker survived; fix the panic, or return an error instead)"
+    )]
+    Panicked {
+        /// The panic payload when it was a string, otherwise a placeholder.
+        message: String,
+    },
+    /// The task was cancelled (by [`Future::cancel`](crate::Future::cancel) or a shutdown that cancels
+    /// pending work) before it produced a value.
+    #[error("the task was cancelled before it finished")]
+    Cancelled,
+    /// The task ran longer than its timeout. On the thread backends the thread is not killed: its
+    /// [`CancelToken`](crate::CancelToken) fired and its eventual value is discarded.
+    #[error(
+        "the task timed out after {after:?} (raise the timeout with TaskOptions::timeout or \
+         PoolBuilder::task_timeout, or make the task shorter)"
+    )]
+    TimedOut {
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// The worker process running the task died (process and cluster backends).
+    #[error("the worker running the task died: {0}")]
+    WorkerDied(WorkerDeath),
+    /// The task was delivered too many times without a result and was given up (cluster backend).
+    #[error(
+        "the task was lost after {attempts} attempt(s): {reason} (look for it in the dead-letter stream)"
+    )]
+    Lost {
+        /// How many times delivery was attempted.
+        attempts: u32,
+        /// Why the last attempt failed.
+        reason: String,
+    },
+}
+
+impl TaskError {
+    /// True when the task returned an error of its own.
+    pub fn is_failed(&self) -> bool {
+        matches!(self, TaskError::Failed(_))
+    }
+    /// True when the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, TaskError::Panicked { .. })
+    }
+    /// True when the task was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, TaskError::Cancelled)
+    }
+    /// True when the task timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, TaskError::TimedOut { .. })
+    }
+    /// True when the worker running the task died.
+    pub fn is_worker_death(&self) -> bool {
+        matches!(self, TaskError::WorkerDied(_))
+    }
+    /// True when the task was lost (cluster backend).
+    pub fn is_lost(&self) -> bool {
+        matches!(self, TaskError::Lost { .. })
+    }
+
+    pub(crate) fn panicked(payload: Box<dyn std::any::Any + Send>) -> TaskError {
+        TaskError::Panicked {
+            message: panic_message(payload.as_ref()),
+        }
+    }
+}
+
+/// The text of a panic payload, when it has one.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<panic payload that is not a string>".to_owned()
+    }
+}
+
+/// An error a task returned: its message, and the original error when it did not cross a process
+/// boundary.
+pub struct TaskFailure {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl TaskFailure {
+    /// A failure from an error value; the value is kept and reachable with [`TaskFailure::source_error`].
+    pub fn from_error<E>(error: E) -> Self
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
+        let error = error.into();
+        TaskFailure {
+            message: error.to_string(),
+            source: Some(error),
+        }
+    }
+
+    /// A failure known only by its message (an error that crossed a process or machine boundary).
+    pub fn from_message(message: impl Into<String>) -> Self {
+        TaskFailure {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The error's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The original error, when the task ran in this process.
+    pub fn source_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+
+    /// The original error as type `E`, when it is one.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.source.as_ref()?.downcast_ref::<E>()
+    }
+}
+
+impl fmt::Debug for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskFailure")
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// How a worker process died: its exit code or signal, and the last lines it wrote to stderr.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerDeath {
+    /// The exit code, when the worker exited.
+    pub exit_code: Option<i32>,
+    /// The signal number, when a signal killed the worker.
+    pub signal: Option<i32>,
+    /// The last lines of the worker's stderr.
+    pub stderr_tail: String,
+}
+
+impl fmt::Display for WorkerDeath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.exit_code, self.signal) {
+            (_, Some(sig)) => write!(f, "killed by signal {sig}")?,
+            (Some(code), None) => write!(f, "exited with code {code}")?,
+            (None, None) => f.write_str("vanished")?,
+        }
+        if !self.stderr_tail.is_empty() {
+            write!(f, "; its stderr ended with:\n{}", self.stderr_tail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a pool refused to build or to take work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pool was shut down; it takes no more work. Build a new pool.
+    #[error("the pool is shut down and takes no more tasks (build a new pool)")]
+    ShutDown,
+    /// A builder setting is out of range.
+    #[error("invalid pool configuration: {0}")]
+    InvalidConfig(String),
+    /// A pool spec (`Pool::from_spec`, `MARTELLI_POOL`) could not be parsed.
+    #[error(
+        "unknown pool spec {spec:?}: {reason}; valid forms are \"inline\", \"threads\" (one per core) \
+         and \"threads:N\""
+    )]
+    UnknownSpec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A worker's initializer panicked; the pool was not started.
+    #[error(
+        "a worker's initializer panicked: {message} (the pool was not started; fix the initializer)"
+    )]
+    Initializer {
+        /// The panic's message.
+        message: String,
+    },
+    /// The operating system refused to start a worker.
+    #[error(
+        "could not start worker thread {name:?}: {source} (lower the number of workers or their stack size)"
+    )]
+    Spawn {
+        /// The worker's name.
+        name: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why [`Pool::try_submit`](crate::Pool::try_submit) did not take a task. The task is handed back.
+#[derive(thiserror::Error)]
+pub enum TrySubmitError<F> {
+    /// The pool's queue is at its bound; try again later or use `submit`, which waits.
+    #[error(
+        "the pool's queue is full (use submit, which waits for room, or raise PoolBuilder::queue_bound)"
+    )]
+    Full(F),
+    /// The pool is shut down.
+    #[error("the pool is shut down and takes no more tasks (build a new pool)")]
+    ShutDown(F),
+}
+
+impl<F> TrySubmitError<F> {
+    /// The task that was not submitted.
+    pub fn into_inner(self) -> F {
+        match self {
+            TrySubmitError::Full(f) | TrySubmitError::ShutDown(f) => f,
+        }
+    }
+    /// True when the queue was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySubmitError::Full(_))
+    }
+    /// True when the pool was shut down.
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, TrySubmitError::ShutDown(_))
+    }
+}
+
+impl<F> fmt::Debug for TrySubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySubmitError::Full(_) => f.write_str("Full(..)"),
+            TrySubmitError::ShutDown(_) => f.write_str("ShutDown(..)"),
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! [`Future<T>`]: the handle to one task's result, and the [`Promise`] a backend completes it with.
+//!
+//! # The state machine
+//!
+//! A task's shared state moves through these states, under one mutex:
+//!
+//! ```text
+//!   Queued ──start──▶ Running ──complete / expire──▶ Done ──take──▶ Taken
+//!     │                  │ cancel: token fires, stays Running
+//!     └──cancel / promise dropped unrun──▶ Done(Cancelled)
+//! ```
+//!
+//! Rules the code keeps (the loom models in `tests/loom_future.rs` check them):
+//! 1. Done is entered exactly once; the first outcome wins and later ones are dropped.
+//! 2. Everything that waits (blocked threads, an async waker, hooks, callbacks) is woken or run exactly
+//!    once, after the outcome is stored.
+//! 3. A promise dropped without an outcome (its job was discarded) resolves the future as `Cancelled`, so
+//!    no waiter hangs.
+
+use crate::cancel::CancelToken;
+use crate::error::{TaskError, TaskResult};
+use crate::sync::{Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// A task's identity within this process: unique, increasing in submission order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(pub(crate) u64);
+
+impl TaskId {
+    pub(crate) fn next() -> TaskId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TaskId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The number behind the id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task-{}", self.0)
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Submitted, not started.
+    Queued,
+    /// Started on a worker.
+    Running,
+    /// Finished, in any outcome.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Queued,
+    Running,
+    Done,
+    /// The outcome was moved out by the handle.
+    Taken,
+}
+
+type Callback<T> = Box<dyn FnOnce(&TaskResult<T>) + Send>;
+type Hook = Box<dyn FnOnce() + Send>;
+
+struct Slot<T> {
+    state: State,
+    result: Option<TaskResult<T>>,
+    /// Threads blocked in `wait*`; the condvar is only signalled when there are some.
+    waiters: usize,
+    waker: Option<Waker>,
+    hooks: Vec<Hook>,
+    callbacks: Vec<Callback<T>>,
+}
+
+pub(crate) struct Shared<T> {
+    id: TaskId,
+    token: CancelToken,
+    slot: Mutex<Slot<T>>,
+    cond: Condvar,
+}
+
+impl<T> Shared<T> {
+    fn new(token: CancelToken) -> Self {
+        Shared {
+            id: TaskId::next(),
+            token,
+            slot: Mutex::new(Slot {
+                state: State::Queued,
+                result: None,
+                waiters: 0,
+                waker: None,
+                hooks: Vec::new(),
+                callbacks: Vec::new(),
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Stores the outcome if none is stored yet (rule 1), then wakes everything (rule 2).
+    /// Returns whether this outcome won.
+    fn finish(&self, result: TaskResult<T>) -> bool {
+        let mut slot = self.slot.lock();
+        if matches!(slot.state, State::Done | State::Taken) {
+            return false;
+        }
+        slot.state = State::Done;
+        slot.result = Some(result);
+        self.wake_all(slot);
+        true
+    }
+
+    fn wake_all(&self, mut slot: MutexGuard<'_, Slot<T>>) {
+        if slot.waiters > 0 {
+            self.cond.notify_all();
+        }
+        let waker = slot.waker.take();
+        let hooks = std::mem::take(&mut slot.hooks);
+        let callbacks = std::mem::take(&mut slot.callbacks);
+        // Callbacks see the outcome by reference, so they run under the lock: the handle cannot take the
+        // outcome meanwhile. They cannot reach this lock themselves (a callback cannot capture the
+        // handle it is registered on), so this cannot deadlock.
+        if let Some(result) = slot.result.as_ref() {
+            for callback in callbacks {
+                run_guarded(|| callback(result));
+            }
+        }
+        drop(slot);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        for hook in hooks {
+            run_guarded(hook);
+        }
+    }
+}
+
+/// Runs user callbacks so that a panic in one cannot unwind through a worker.
+fn run_guarded(f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        eprintln!(
+            "martelli: a Future::on_done callback panicked: {}",
+            crate::error::panic_message(payload.as_ref())
+        );
+    }
+}
+
+/// The producing side of a [`Future`]: owned by the job that runs the task.
+pub(crate) struct Promise<T> {
+    shared: Option<Arc<Shared<T>>>,
+}
+
+impl<T> Promise<T> {
+    /// Marks the task running. False when it was cancelled while queued: then the task must not run.
+    pub(crate) fn start(&self) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let mut slot = shared.slot.lock();
+        if slot.state == State::Queued {
+            slot.state = State::Running;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn token(&self) -> &CancelToken {
+        match &self.shared {
+            Some(shared) => &shared.token,
+            None => unreachable!("a promise holds its shared state until it completes"),
+        }
+    }
+
+    /// Completes the future. Returns whether this outcome won (it loses to an earlier cancel or timeout).
+    pub(crate) fn complete(mut self, result: TaskResult<T>) -> bool {
+        match self.shared.take() {
+            Some(shared) => shared.finish(result),
+            None => false,
+        }
+    }
+}
+
+impl<T: Send + 'static> Promise<T> {
+    /// A handle to time the task out from elsewhere (the timeout watchdog).
+    pub(crate) fn expirer(&self) -> Expirer {
+        Expirer {
+            target: self.shared.as_ref().map(|s| {
+                let arc: Arc<dyn Expire> = s.clone();
+                Arc::downgrade(&arc)
+            }),
+        }
+    }
+}
+
+impl<T> Drop for Promise<T> {
+    fn drop(&mut self) {
+        // Rule 3: a job discarded without running resolves as cancelled.
+        if let Some(shared) = self.shared.take() {
+            shared.token.cancel();
+            shared.finish(Err(TaskError::Cancelled));
+        }
+    }
+}
+
+/// Something that can be timed out; implemented by every task's shared state.
+pub(crate) trait Expire: Send + Sync {
+    fn expire(&self, after: Duration);
+}
+
+impl<T: Send> Expire for Shared<T> {
+    fn expire(&self, after: Duration) {
+        let slot = self.slot.lock();
+        if slot.state == State::Running {
+            drop(slot);
+            self.token.cancel();
+            self.finish(Err(TaskError::TimedOut { after }));
+        }
+    }
+}
+
+/// A weak handle to a running task, used by the timeout watchdog.
+pub(crate) struct Expirer {
+    target: Option<crate::sync::Weak<dyn Expire>>,
+}
+
+impl Expirer {
+    pub(crate) fn expire(&self, after: Duration) {
+        if let Some(target) = self.target.as_ref().and_then(|w| w.upgrade()) {
+            target.expire(after);
+        }
+    }
+}
+
+/// A new promise and the future it completes.
+pub(crate) fn promise<T>() -> (Promise<T>, Future<T>) {
+    let shared = Arc::new(Shared::new(CancelToken::new()));
+    (
+        Promise {
+            shared: Some(shared.clone()),
+        },
+        Future { shared },
+    )
+}
+
+/// The result of a task that will finish later.
+///
+/// Get the result by blocking ([`wait`](Future::wait), [`wait_timeout`](Future::wait_timeout)), by
+/// polling ([`try_get`](Future::try_get)), by a callback ([`on_done`](Future::on_done)) or with `.await`
+/// from any async runtime: `Future<T>` implements [`std::future::Future`] and never blocks the runtime's
+/// thread. Dropping a `Future` does not stop its task; [`cancel`](Future::cancel) does.
+///
+/// ```
+/// use martelli::Pool;
+///
+/// let pool = Pool::threads(2)?;
+/// let fut = pool.submit(|| 6 * 7)?;
+/// assert_eq!(fut.wait()?, 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Future<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Future<T> {
+    /// The task's id (unique in this process, increasing in submission order).
+    pub fn id(&self) -> TaskId {
+        self.shared.id
+    }
+
+    /// Where the task is now.
+    pub fn status(&self) -> Status {
+        match self.shared.slot.lock().state {
+            State::Queued => Status::Queued,
+            State::Running => Status::Running,
+            State::Done | State::Taken => Status::Done,
+        }
+    }
+
+    /// True when the task has finished (in any outcome); [`wait`](Future::wait) then returns at once.
+    pub fn is_done(&self) -> bool {
+        self.status() == Status::Done
+    }
+
+    /// True while the task runs on a worker.
+    pub fn is_running(&self) -> bool {
+        self.status() == Status::Running
+    }
+
+    /// The task's cancellation token (it fires on [`cancel`](Future::cancel) and on timeout).
+    pub fn token(&self) -> &CancelToken {
+        &self.shared.token
+    }
+
+    /// Cancels the task. Returns true when it was still queued: it will not run, and the future resolves
+    /// as [`TaskError::Cancelled`] now. A running task is not stopped (a thread is never killed): its
+    /// [`CancelToken`] fires, and the task may check it and return early; then `cancel` returns false.
+    /// A finished task is left as it is.
+    pub fn cancel(&self) -> bool {
+        let slot = self.shared.slot.lock();
+        match slot.state {
+            State::Queued => {
+                drop(slot);
+                self.shared.token.cancel();
+                self.shared.finish(Err(TaskError::Cancelled))
+            }
+            State::Running => {
+                drop(slot);
+                self.shared.token.cancel();
+                false
+            }
+            State::Done | State::Taken => false,
+        }
+    }
+
+    /// Blocks until the task finishes and returns its outcome.
+    pub fn wait(self) -> TaskResult<T> {
+        let mut slot = self.shared.slot.lock();
+        while slot.state != State::Done && slot.state != State::Taken {
+            slot.waiters += 1;
+            slot = self.shared.cond.wait(slot);
+            slot.waiters -= 1;
+        }
+        take(&mut slot)
+    }
+
+    /// Blocks until the task finishes or `timeout` elapses. On time-out the future is handed back
+    /// unchanged (the task goes on), as `Err(self)`.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<TaskResult<T>, Future<T>> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.wait_deadline(deadline),
+            None => Ok(self.wait()),
+        }
+    }
+
+    /// Blocks until the task finishes or `deadline` passes; like [`wait_timeout`](Future::wait_timeout).
+    pub fn wait_deadline(self, deadline: Instant) -> Result<TaskResult<T>, Future<T>> {
+        {
+            let mut slot = self.shared.slot.lock();
+            loop {
+                if slot.state == State::Done || slot.state == State::Taken {
+                    return Ok(take(&mut slot));
+                }
+                slot.waiters += 1;
+                let (guard, timed_out) = self.shared.cond.wait_until(slot, deadline);
+                slot = guard;
+                slot.waiters -= 1;
+                if timed_out && slot.state != State::Done {
+                    break;
+                }
+            }
+        }
+        Err(self)
+    }
+
+    /// The outcome if the task has finished, otherwise the future back as `Err(self)`. Never blocks.
+    pub fn try_get(self) -> Result<TaskResult<T>, Future<T>> {
+        {
+            let mut slot = self.shared.slot.lock();
+            if slot.state == State::Done || slot.state == State::Taken {
+                return Ok(take(&mut slot));
+            }
+        }
+        Err(self)
+    }
+
+    /// Runs `callback` with the outcome when the task finishes: on the thread that finishes it, or at
+    /// once on this thread if it already has. Keep callbacks short; a panicking callback is reported on
+    /// stderr and does not harm the worker.
+    pub fn on_done<F>(&self, callback: F)
+    where
+        F: FnOnce(&TaskResult<T>) + Send + 'static,
+    {
+        let mut slot = self.shared.slot.lock();
+        match slot.state {
+            State::Done => {
+                if let Some(result) = slot.result.as_ref() {
+                    run_guarded(|| callback(result));
+                }
+            }
+            State::Taken => {}
+            State::Queued | State::Running => slot.callbacks.push(Box::new(callback)),
+        }
+    }
+
+    /// Runs `hook` once the task is done (at once if it is). Used by `as_completed`, `wait` and `map`.
+    pub(crate) fn add_hook(&self, hook: Hook) {
+        let mut slot = self.shared.slot.lock();
+        match slot.state {
+            State::Done | State::Taken => {
+                drop(slot);
+                hook();
+            }
+            State::Queued | State::Running => slot.hooks.push(hook),
+        }
+    }
+
+    /// True when the task finished with an error of any kind.
+    pub(crate) fn is_error(&self) -> bool {
+        let slot = self.shared.slot.lock();
+        matches!(slot.result, Some(Err(_)))
+    }
+}
+
+fn take<T>(slot: &mut Slot<T>) -> TaskResult<T> {
+    slot.state = State::Taken;
+    match slot.result.take() {
+        Some(result) => result,
+        // Unreachable through the public API: only the single handle takes, and it is consumed.
+        None => Err(TaskError::Cancelled),
+    }
+}
+
+impl<T> std::future::Future for Future<T> {
+    type Output = TaskResult<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.shared.slot.lock();
+        match slot.state {
+            State::Done => Poll::Ready(take(&mut slot)),
+            State::Taken => panic!("martelli::Future polled after it returned its result"),
+            State::Queued | State::Running => {
+                match &slot.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => slot.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Future")
+            .field("id", &self.shared.id)
+            .field("status", &self.status())
+            .finish()
+    }
+}

@@ -1,0 +1,477 @@
+//! [`Pool`] and [`PoolBuilder`]: the one face every backend shows.
+
+use crate::backend::{
+    Admission, Backend, BackendConfig, Initializer, Rejected, inline::Inline, threads::Threads,
+};
+use crate::error::{Error, TrySubmitError};
+use crate::future::{Future, Promise, promise};
+use crate::job::{Body, Fallible, Job, Owned, Plain, TaskJob, Timeout};
+use crate::local::WorkerInfo;
+use crate::spec::Spec;
+use crate::sync::Arc;
+use crate::watchdog::Watchdog;
+use std::fmt;
+use std::time::Duration;
+
+/// The most worker threads one pool may have. Far above what any machine runs well; it catches
+/// mistakes like a million threads before the operating system does.
+pub const MAX_THREADS: usize = 100_000;
+
+/// The smallest stack a worker may have (64 KiB).
+pub const MIN_STACK_SIZE: usize = 64 * 1024;
+
+/// A task's priority: queued tasks start in priority order (FIFO within a level), so a `High`
+/// submission — the foreground — overtakes queued `Normal` and `Low` ones. A task that already runs is
+/// never preempted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Interactive work: starts before everything queued at lower levels.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Background work: starts only when nothing of higher priority waits.
+    Low,
+}
+
+impl Priority {
+    pub(crate) fn level(self) -> usize {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+}
+
+/// How [`Pool::shutdown`] treats work that has not finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Run every queued task, then stop (what dropping a pool does).
+    #[default]
+    Wait,
+    /// Cancel queued tasks (their futures resolve as `Cancelled`), fire the tokens of running ones, and
+    /// wait for the running ones to return.
+    CancelPending,
+}
+
+/// Per-task settings for [`Pool::submit_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskOptions {
+    priority: Priority,
+    timeout: Option<Duration>,
+}
+
+impl TaskOptions {
+    /// Normal priority, the pool's default timeout.
+    pub fn new() -> Self {
+        TaskOptions::default()
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets a timeout for this task, counted from the moment it starts running; it replaces the pool's
+    /// default. On threads the task is not killed: its future resolves as `TimedOut` and its
+    /// [`CancelToken`](crate::CancelToken) fires.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// The backend a builder will build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Inline,
+    Threads(usize),
+}
+
+/// Configures and builds a [`Pool`].
+///
+/// ```
+/// use martelli::{Pool, Priority};
+/// use std::time::Duration;
+///
+/// let pool = Pool::builder()
+///     .threads(4)
+///     .name_prefix("resize")
+///     .queue_bound(1_000)
+///     .task_timeout(Duration::from_secs(30))
+///     .build()?;
+/// assert_eq!(pool.workers(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct PoolBuilder {
+    kind: Kind,
+    name_prefix: String,
+    stack_size: Option<usize>,
+    queue_bound: Option<usize>,
+    task_timeout: Option<Duration>,
+    initializer: Option<Initializer>,
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("kind", &self.kind)
+            .field("name_prefix", &self.name_prefix)
+            .field("stack_size", &self.stack_size)
+            .field("queue_bound", &self.queue_bound)
+            .field("task_timeout", &self.task_timeout)
+            .field("initializer", &self.initializer.is_some())
+            .finish()
+    }
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            kind: Kind::Threads(0),
+            name_prefix: "martelli".to_owned(),
+            stack_size: None,
+            queue_bound: None,
+            task_timeout: None,
+            initializer: None,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// A builder for a thread pool with one worker per core; change the backend with
+    /// [`inline`](PoolBuilder::inline) or [`threads`](PoolBuilder::threads).
+    pub fn new() -> Self {
+        PoolBuilder::default()
+    }
+
+    /// Runs each task on the caller's thread, inside `submit` (the 1-core tier).
+    pub fn inline(mut self) -> Self {
+        self.kind = Kind::Inline;
+        self
+    }
+
+    /// Runs tasks on `n` worker threads; 0 means one per available core.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.kind = Kind::Threads(n);
+        self
+    }
+
+    /// Names workers `{prefix}-{index}` (default `martelli`), as shown by debuggers and `top -H`.
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
+    }
+
+    /// Each worker thread's stack size in bytes (default: the platform's, 2 MiB on Linux).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Bounds the queue of tasks waiting to start: `submit` then blocks while `bound` tasks wait
+    /// (backpressure), and `try_submit` hands the task back. Unbounded by default.
+    pub fn queue_bound(mut self, bound: usize) -> Self {
+        self.queue_bound = Some(bound);
+        self
+    }
+
+    /// A default timeout for every task (a task's own [`TaskOptions::timeout`] replaces it).
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Runs `init` on each worker as it starts, before it takes any task (Python's `initializer`).
+    /// If it panics on any worker, [`build`](PoolBuilder::build) fails with [`Error::Initializer`].
+    /// For state that tasks use, see [`WorkerLocal`](crate::WorkerLocal).
+    pub fn initializer<F>(mut self, init: F) -> Self
+    where
+        F: Fn(&WorkerInfo) + Send + Sync + 'static,
+    {
+        self.initializer = Some(Arc::new(init));
+        self
+    }
+
+    /// Checks the settings and starts the pool.
+    pub fn build(self) -> Result<Pool, Error> {
+        if let Some(bound) = self.queue_bound {
+            if bound == 0 {
+                return Err(Error::InvalidConfig(
+                    "queue_bound(0) would block every submit forever; use a bound of at least 1, or no \
+                     bound"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(size) = self.stack_size {
+            if size < MIN_STACK_SIZE {
+                return Err(Error::InvalidConfig(format!(
+                    "stack_size({size}) is below the minimum of {MIN_STACK_SIZE} bytes"
+                )));
+            }
+        }
+        if self.task_timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidConfig(
+                "task_timeout(0) would time out every task at once; use a positive duration".into(),
+            ));
+        }
+        if self.name_prefix.contains('\0') {
+            return Err(Error::InvalidConfig(
+                "name_prefix contains a NUL byte, which thread names cannot hold".into(),
+            ));
+        }
+        let backend: Box<dyn Backend> = match self.kind {
+            Kind::Inline => Box::new(Inline::default()),
+            Kind::Threads(n) => {
+                let workers = if n == 0 { available_cores() } else { n };
+                if workers > MAX_THREADS {
+                    return Err(Error::InvalidConfig(format!(
+                        "threads({workers}) is more than the {MAX_THREADS} threads a pool may have; \
+                         for many concurrent waits use the async backend"
+                    )));
+                }
+                let config = BackendConfig {
+                    workers,
+                    name_prefix: self.name_prefix,
+                    stack_size: self.stack_size,
+                    queue_bound: self.queue_bound,
+                    initializer: self.initializer.clone(),
+                };
+                Box::new(Threads::start(&config)?)
+            }
+        };
+        if let (Kind::Inline, Some(init)) = (self.kind, &self.initializer) {
+            init(&WorkerInfo::current());
+        }
+        Ok(Pool {
+            backend,
+            watchdog: Arc::new(Watchdog::default()),
+            task_timeout: self.task_timeout,
+        })
+    }
+}
+
+/// The number of cores this process may use (its CPU affinity, and the cgroup quota where the standard
+/// library reads it); at least 1.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A pool of workers that run tasks: the one API over every backend.
+///
+/// Pick a backend by constructor ([`Pool::inline`], [`Pool::threads`]), by builder
+/// ([`Pool::builder`]) or by name at run time ([`Pool::from_spec`], [`Pool::from_env`]). Then hand work
+/// over with [`submit`](Pool::submit) (one task, one [`Future`]), [`map`](Pool::map) (a lazy parallel
+/// map) or [`scope`](Pool::scope) (tasks that borrow, joined at a barrier).
+///
+/// Dropping a pool runs every task already submitted to the end and joins the workers, like
+/// [`Pool::shutdown`] with [`Shutdown::Wait`]. A pool is `Send + Sync`: share it by reference, or in an
+/// `Arc` to submit from inside tasks.
+pub struct Pool {
+    backend: Box<dyn Backend>,
+    watchdog: Arc<Watchdog>,
+    task_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("backend", &self.backend)
+            .field("task_timeout", &self.task_timeout)
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A builder with the default settings.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    /// A pool that runs each task on the caller's thread inside `submit`: the 1-core tier.
+    pub fn inline() -> Pool {
+        Pool {
+            backend: Box::new(Inline::default()),
+            watchdog: Arc::new(Watchdog::default()),
+            task_timeout: None,
+        }
+    }
+
+    /// A pool of `n` worker threads (0: one per available core).
+    pub fn threads(n: usize) -> Result<Pool, Error> {
+        PoolBuilder::new().threads(n).build()
+    }
+
+    /// A pool described by a spec string: `"inline"`, `"threads"` (one per core) or `"threads:N"`.
+    /// An unknown spec is an error that lists the valid forms.
+    pub fn from_spec(spec: &str) -> Result<Pool, Error> {
+        Spec::parse(spec)?.builder().build()
+    }
+
+    /// A pool from the `MARTELLI_POOL` environment variable, or from `default` when it is unset, so a
+    /// program's tier can change without recompiling: `MARTELLI_POOL=inline ./app` for debugging,
+    /// `MARTELLI_POOL=threads:16 ./app` on a bigger machine.
+    pub fn from_env(default: &str) -> Result<Pool, Error> {
+        match std::env::var("MARTELLI_POOL") {
+            Ok(spec) if !spec.trim().is_empty() => Pool::from_spec(&spec),
+            _ => Pool::from_spec(default),
+        }
+    }
+
+    /// The backend's name: `"inline"` or `"threads"`.
+    pub fn kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    /// How many tasks can run at once.
+    pub fn workers(&self) -> usize {
+        self.backend.workers()
+    }
+
+    /// Tasks waiting to start.
+    pub fn queued(&self) -> usize {
+        self.backend.queued()
+    }
+
+    /// True once [`shutdown`](Pool::shutdown) has begun.
+    pub fn is_shut_down(&self) -> bool {
+        self.backend.is_shut_down()
+    }
+
+    /// Submits `f` and returns the future of its value. With a bounded queue, blocks while it is full.
+    /// A panic in `f` resolves the future as [`TaskError::Panicked`](crate::TaskError::Panicked); the
+    /// worker goes on.
+    pub fn submit<F, T>(&self, f: F) -> Result<Future<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_body(TaskOptions::default(), Plain(f), Admission::Wait)
+            .map_err(|_| Error::ShutDown)
+    }
+
+    /// Submits `f` with per-task options (priority, timeout).
+    pub fn submit_with<F, T>(&self, options: TaskOptions, f: F) -> Result<Future<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_body(options, Plain(f), Admission::Wait)
+            .map_err(|_| Error::ShutDown)
+    }
+
+    /// Submits a task that returns `Result`: an `Err` resolves the future as
+    /// [`TaskError::Failed`](crate::TaskError::Failed), which [`wait`](crate::wait()) with
+    /// [`WaitMode::FirstError`](crate::WaitMode::FirstError) reacts to.
+    pub fn submit_fallible<F, T, E>(&self, f: F) -> Result<Future<T>, Error>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
+        self.submit_body(TaskOptions::default(), Fallible(f), Admission::Wait)
+            .map_err(|_| Error::ShutDown)
+    }
+
+    /// Submits `f` if the queue has room now; otherwise hands `f` back in the error
+    /// ([`TrySubmitError::Full`] or [`TrySubmitError::ShutDown`]).
+    pub fn try_submit<F, T>(&self, f: F) -> Result<Future<T>, TrySubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.try_submit_with(TaskOptions::default(), f)
+    }
+
+    /// [`try_submit`](Pool::try_submit) with per-task options.
+    pub fn try_submit_with<F, T>(
+        &self,
+        options: TaskOptions,
+        f: F,
+    ) -> Result<Future<T>, TrySubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.submit_body(options, Plain(f), Admission::Try) {
+            Ok(future) => Ok(future),
+            Err(rejected) => {
+                let (job, full) = match rejected {
+                    Rejected::Full(job) => (job, true),
+                    Rejected::ShutDown(job) => (job, false),
+                };
+                let owned = job
+                    .task
+                    .into_any()
+                    .and_then(|any| any.downcast::<Owned<Plain<F>, T>>().ok());
+                match owned {
+                    Some(owned) => {
+                        let Plain(f) = owned.0.into_body();
+                        Err(if full {
+                            TrySubmitError::Full(f)
+                        } else {
+                            TrySubmitError::ShutDown(f)
+                        })
+                    }
+                    None => unreachable!("the job built above is an Owned<Plain<F>, T>"),
+                }
+            }
+        }
+    }
+
+    fn submit_body<B, T>(
+        &self,
+        options: TaskOptions,
+        body: B,
+        admission: Admission,
+    ) -> Result<Future<T>, Rejected>
+    where
+        B: Body<T> + 'static,
+        T: Send + 'static,
+    {
+        let (promise, future) = promise::<T>();
+        let timeout = self.timeout_for(options, Promise::<T>::expirer);
+        let job = Job {
+            priority: options.priority,
+            task: Box::new(Owned(TaskJob {
+                body,
+                promise,
+                timeout,
+            })),
+        };
+        self.backend.execute(job, admission).map(|()| future)
+    }
+
+    pub(crate) fn timeout_for<T>(
+        &self,
+        options: TaskOptions,
+        expirer: fn(&Promise<T>) -> crate::future::Expirer,
+    ) -> Option<Timeout<T>> {
+        options.timeout.or(self.task_timeout).map(|after| Timeout {
+            after,
+            watchdog: Arc::clone(&self.watchdog),
+            expirer,
+        })
+    }
+
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// Stops taking tasks and finishes the ones taken, as `mode` says; returns when the workers have
+    /// exited. Later submissions fail with [`Error::ShutDown`]. Calling it again does nothing more.
+    pub fn shutdown(&self, mode: Shutdown) {
+        self.backend.shutdown(mode);
+        self.watchdog.stop();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown(Shutdown::Wait);
+    }
+}

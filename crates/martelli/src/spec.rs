@@ -1,0 +1,78 @@
+//! Pool specs: the strings `Pool::from_spec` and `MARTELLI_POOL` take.
+
+use crate::error::Error;
+use crate::pool::PoolBuilder;
+
+/// A parsed pool spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spec {
+    Inline,
+    Threads(usize),
+}
+
+impl Spec {
+    pub(crate) fn parse(spec: &str) -> Result<Spec, Error> {
+        let unknown = |reason: &str| Error::UnknownSpec {
+            spec: spec.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let s = spec.trim();
+        let (name, arg) = match s.split_once(':') {
+            Some((name, arg)) => (name, Some(arg)),
+            None => (s, None),
+        };
+        match (name.to_ascii_lowercase().as_str(), arg) {
+            ("inline", None) => Ok(Spec::Inline),
+            ("inline", Some(_)) => Err(unknown("\"inline\" takes no worker count")),
+            ("threads", None) => Ok(Spec::Threads(0)),
+            ("threads", Some(n)) => match n.trim().parse::<usize>() {
+                Ok(n) => Ok(Spec::Threads(n)),
+                Err(_) => Err(unknown(
+                    "the worker count after \"threads:\" must be a whole number",
+                )),
+            },
+            ("processes", _) => Err(unknown("the process backend is not built yet")),
+            ("redis" | "rediss", _) => Err(unknown("the cluster backend is not built yet")),
+            ("async", _) => Err(unknown("the async backend is not built yet")),
+            ("", _) => Err(unknown("the spec is empty")),
+            _ => Err(unknown("no backend has that name")),
+        }
+    }
+
+    pub(crate) fn builder(self) -> PoolBuilder {
+        match self {
+            Spec::Inline => PoolBuilder::new().inline(),
+            Spec::Threads(n) => PoolBuilder::new().threads(n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spec;
+
+    #[test]
+    fn parses_valid_forms() {
+        assert_eq!(Spec::parse("inline").ok(), Some(Spec::Inline));
+        assert_eq!(Spec::parse(" threads ").ok(), Some(Spec::Threads(0)));
+        assert_eq!(Spec::parse("threads:8").ok(), Some(Spec::Threads(8)));
+        assert_eq!(Spec::parse("THREADS:2").ok(), Some(Spec::Threads(2)));
+    }
+
+    #[test]
+    fn rejects_invalid_forms_with_the_valid_ones_listed() {
+        for bad in [
+            "",
+            "thread",
+            "threads:x",
+            "threads:-1",
+            "inline:2",
+            "processes:4",
+            "gpu",
+        ] {
+            let err = Spec::parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("\"threads:N\""), "{bad}: {err}");
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+    }
+}

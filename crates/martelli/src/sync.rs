@@ -1,0 +1,100 @@
+//! The synchronisation primitives martelli's state machines use.
+//!
+//! Everything that coordinates threads inside martelli goes through this module: the standard library
+//! normally, [loom](https://docs.rs/loom) when built with `RUSTFLAGS="--cfg loom"`, so that the same code
+//! can be model-checked (see `tests/loom_*.rs`). Locks ignore poisoning: martelli never runs user code
+//! while it holds one of its own locks, so a poisoned lock only means another thread panicked in
+//! martelli's bookkeeping, and the state it protects is still consistent.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    Arc, Weak,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+#[cfg(loom)]
+pub(crate) use std::sync::Weak;
+
+#[cfg(not(loom))]
+use std::sync as imp;
+
+#[cfg(loom)]
+use loom::sync as imp;
+
+use std::time::{Duration, Instant};
+
+/// A mutex whose `lock` never fails (poisoning is ignored, see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T>(imp::Mutex<T>);
+
+/// The guard of [`Mutex`].
+pub(crate) type MutexGuard<'a, T> = imp::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Mutex(imp::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A condition variable paired with [`Mutex`].
+#[derive(Debug, Default)]
+pub(crate) struct Condvar(imp::Condvar);
+
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Condvar(imp::Condvar::new())
+    }
+
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.0
+            .wait(guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until notified or until `deadline`; returns the guard and whether the deadline passed.
+    pub(crate) fn wait_until<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Instant,
+    ) -> (MutexGuard<'a, T>, bool) {
+        let now = Instant::now();
+        if now >= deadline {
+            return (guard, true);
+        }
+        self.wait_for(guard, deadline - now)
+    }
+
+    /// Waits until notified or until `timeout` elapsed; returns the guard and whether it elapsed.
+    pub(crate) fn wait_for<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+    ) -> (MutexGuard<'a, T>, bool) {
+        match self.0.wait_timeout(guard, timeout) {
+            Ok((guard, result)) => (guard, result.timed_out()),
+            Err(poisoned) => {
+                let (guard, result) = poisoned.into_inner();
+                (guard, result.timed_out())
+            }
+        }
+    }
+
+    pub(crate) fn notify_one(&self) {
+        self.0.notify_one();
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
