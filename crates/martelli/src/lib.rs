@@ -68,6 +68,7 @@ mod job;
 mod local;
 mod map;
 mod pool;
+mod queue;
 mod scope;
 mod spec;
 mod sync;
@@ -82,6 +83,10 @@ pub use map::Map;
 pub use pool::{
     MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder, Priority, Shutdown, TaskOptions,
     available_cores,
+};
+pub use queue::{
+    GetError, GetTimeoutError, JoinTimeoutError, JoinableQueue, Order, PutError, PutTimeoutError,
+    QueueBuilder, QueueConfigError, TaskDoneError, Taken, TryGetError, TryPutError,
 };
 pub use scope::Scope;
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
