@@ -61,7 +61,9 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
+mod barrier;
 mod cancel;
+pub mod consume;
 mod error;
 mod future;
 mod job;
@@ -75,7 +77,9 @@ mod sync;
 mod wait;
 mod watchdog;
 
+pub use barrier::{Barrier, BarrierError, BarrierWaitResult, Participant};
 pub use cancel::{CancelToken, cancel_token, is_cancelled};
+pub use consume::{Consume, ConsumeError, Consumers, ItemError};
 pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
 pub use future::{Future, Status, TaskId};
 pub use local::{WorkerInfo, WorkerLocal};

@@ -249,6 +249,7 @@ impl PoolBuilder {
         }
         Ok(Pool {
             backend,
+            daemons: Default::default(),
             watchdog: Arc::new(Watchdog::default()),
             task_timeout: self.task_timeout,
         })
@@ -273,6 +274,7 @@ pub fn available_cores() -> usize {
 /// `Arc` to submit from inside tasks.
 pub struct Pool {
     backend: Box<dyn Backend>,
+    daemons: crate::consume::Daemons,
     watchdog: Arc<Watchdog>,
     task_timeout: Option<Duration>,
 }
@@ -296,6 +298,7 @@ impl Pool {
     pub fn inline() -> Pool {
         Pool {
             backend: Box::new(Inline::default()),
+            daemons: Default::default(),
             watchdog: Arc::new(Watchdog::default()),
             task_timeout: None,
         }
@@ -458,6 +461,10 @@ impl Pool {
         })
     }
 
+    pub(crate) fn daemons(&self) -> &crate::consume::Daemons {
+        &self.daemons
+    }
+
     pub(crate) fn backend(&self) -> &dyn Backend {
         &*self.backend
     }
@@ -465,6 +472,8 @@ impl Pool {
     /// Stops taking tasks and finishes the ones taken, as `mode` says; returns when the workers have
     /// exited. Later submissions fail with [`Error::ShutDown`]. Calling it again does nothing more.
     pub fn shutdown(&self, mode: Shutdown) {
+        // Daemon consumers (`Pool::consume`) wait on their queues, not on the pool: stop them first.
+        self.daemons.stop_all();
         self.backend.shutdown(mode);
         self.watchdog.stop();
     }
