@@ -60,8 +60,8 @@ use crate::error::{TaskError, TaskFailure, TaskResult};
 use crate::future::{Future, promise};
 use crate::job::{Job, Owned, Plain, TaskJob};
 use crate::pool::{Pool, Priority};
-use crate::queue::JoinableQueue;
-use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::queue::{JoinableQueue, StopSignal};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -267,7 +267,12 @@ where
         if self.consumers == Some(0) {
             return Err(ConsumeError::NoConsumers);
         }
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters {
+            stop: StopSignal::new(),
+            live: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        });
         let group = Arc::new(Group {
             input: self.input,
             output: self.output,
@@ -318,9 +323,9 @@ where
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counters {
-    stop: AtomicBool,
+    stop: StopSignal,
     /// Consumers started (or about to be) and not yet returned.
     live: AtomicU64,
     processed: AtomicU64,
@@ -408,7 +413,7 @@ impl<T, R> Group<T, R> {
 
     /// Sets the stop flag, then wakes every queue a consumer may block on so it sees the flag.
     fn stop(&self) {
-        self.counters.stop.store(true, Ordering::Release);
+        self.counters.stop.fire();
         self.input.wake_all();
         if let Some(output) = &self.output {
             output.wake_all();

@@ -43,33 +43,37 @@
 //!
 //! # Protocol
 //!
-//! One mutex guards the items, the `closed` flag and the sleep bookkeeping; three condition variables
-//! carry the wake-ups: `not_empty` for getters, `not_full` for putters (bounded queues), `all_done` for
-//! joiners. The count of unfinished items is an atomic, so `task_done` — once per item, on the hot
-//! path — takes no lock unless someone joins. The rules:
+//! Two flavours sit behind one type, as crossbeam-channel keeps its flavours apart:
 //!
-//! 1. `put` increments `unfinished` under the lock, before the item is pushed. So the matching
-//!    `task_done`, which can only follow a `get` of that item (under the same lock), always finds the
-//!    increment, and `unfinished >= len` holds whenever the lock is free.
-//! 2. `task_done` decrements `unfinished` with a compare-and-swap that refuses to go below zero: a
-//!    miscount is reported and changes nothing.
-//! 3. A joiner increments `joiners` and then re-reads `unfinished`, both sequentially consistent and
-//!    under the lock, and sleeps on `all_done` while it is not zero. A `task_done` that brings
-//!    `unfinished` to zero reads `joiners` afterwards (also `SeqCst`); if any, it takes the lock and
-//!    notifies. In the single order of `SeqCst` operations either the joiner sees zero or the
-//!    `task_done` sees the joiner; and since the joiner holds the lock from its check until it sleeps,
-//!    the notification cannot fall between the two.
-//! 4. A getter sleeps on `not_empty` only while there is no item and the queue is open; a putter sleeps
-//!    on `not_full` only while the queue is full and open. Each side counts its sleepers and how many
-//!    have been signalled but not yet woken: a push (pop) signals one sleeping getter (putter) only when
-//!    some sleeper has not been signalled already, so a burst to a busy queue makes no system calls.
-//!    A waiter that leaves without acting on a signal it may have consumed (a consumer told to stop)
-//!    passes the signal on.
-//! 5. `close` sets `closed`, which is never cleared, and wakes every sleeper. `close_now` also removes
-//!    every item and subtracts their number from `unfinished` (rule 1 keeps it from underflowing), then
-//!    notifies joiners.
+//! - FIFO queues move items through a crossbeam channel, lock-free on the fast path
+//!   (`channel.rs`).
+//! - LIFO and priority queues keep a store under a mutex with two condition variables (`locked.rs`),
+//!   which is what their orderings need.
+//!
+//! Both share one accounting word for `task_done`/`join` and `closed` (`accounting.rs`). The rules,
+//! which the code cites by number:
+//!
+//! 1. A put counts its item as unfinished *before* the item becomes visible, and fails if it finds
+//!    the queue closed; so the matching `task_done`, which can only follow a `get` of the item, always
+//!    finds the count.
+//! 2. `task_done` decrements with a compare-and-swap that refuses to go below zero: a miscount is
+//!    reported and changes nothing.
+//! 3. A joiner registers, then re-reads the count, and sleeps while it is not zero; whatever brings
+//!    the count to zero afterwards sees the registration and wakes it (sequentially consistent
+//!    operations, and a lock held by the joiner from its check until it sleeps).
+//! 4. `closed` is set once and never cleared. Once it is set and no put is in flight, nothing can
+//!    land: a getter that then finds the queue empty reports `Closed`, and `close_now` drains knowing
+//!    nothing arrives behind it. A put that began before the close may still land; it is then drained
+//!    like any other item.
+//! 5. (Locked flavour.) Getters sleep only while the store is empty and open, putters only while it
+//!    is full and open; a push or pop signals a sleeper only when one has not been signalled already.
+//!
+//! `accounting.rs`, `channel.rs` and `locked.rs` spell each rule out where it is kept.
 
+mod accounting;
+mod channel;
 mod error;
+mod locked;
 mod store;
 
 pub use error::{
@@ -78,7 +82,12 @@ pub use error::{
 };
 pub use store::Order;
 
-use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
+use accounting::Accounting;
+use channel::Channel;
+use crossbeam_channel::{Receiver, Sender};
+use locked::Locked;
+use std::convert::Infallible;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
@@ -92,49 +101,14 @@ pub struct JoinableQueue<T> {
 }
 
 struct Shared<T> {
-    state: Mutex<State<T>>,
+    flavor: Flavor<T>,
     capacity: Option<usize>,
-    not_empty: Condvar,
-    not_full: Condvar,
-    all_done: Condvar,
-    /// Items put and not yet marked done (rules 1–3).
-    unfinished: AtomicU64,
-    /// Threads inside `join` (rule 3).
-    joiners: AtomicU64,
+    acct: Accounting,
 }
 
-struct State<T> {
-    items: Store<T>,
-    closed: bool,
-    getters: Sleepers,
-    putters: Sleepers,
-}
-
-/// Rule 4's bookkeeping for one condition variable.
-#[derive(Debug, Default)]
-struct Sleepers {
-    sleeping: usize,
-    signalled: usize,
-}
-
-impl Sleepers {
-    /// True when a sleeper should be signalled: one that has not been signalled already.
-    #[inline]
-    fn claim(&mut self) -> bool {
-        if self.sleeping > self.signalled {
-            self.signalled += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Bookkeeping for a sleeper that woke, for whatever reason.
-    #[inline]
-    fn woke(&mut self) {
-        self.sleeping -= 1;
-        self.signalled = self.signalled.saturating_sub(1).min(self.sleeping);
-    }
+enum Flavor<T> {
+    Channel(Channel<T>),
+    Locked(Locked<T>),
 }
 
 /// How long an operation may block.
@@ -163,193 +137,82 @@ pub(crate) enum Refusal {
     Timeout,
     /// The queue is closed (and, for gets, empty).
     Closed,
-    /// The caller's stop flag fired (gets only; a stopped put goes through).
+    /// The caller's stop signal fired (gets only; a stopped put goes through).
     Stopped,
 }
 
+/// Tells a consumer blocked in a queue operation to stop: its get returns `Stopped`, and its put
+/// into a full queue goes in over the bound instead of waiting.
+pub(crate) struct StopSignal {
+    flag: AtomicBool,
+    /// Dropped by `fire`, which wakes every channel `Select` that watches `rx`.
+    tx: Mutex<Option<Sender<Infallible>>>,
+    rx: Receiver<Infallible>,
+}
+
+impl StopSignal {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        StopSignal {
+            flag: AtomicBool::new(false),
+            tx: Mutex::new(Some(tx)),
+            rx,
+        }
+    }
+
+    /// Fires the signal. The locked flavour also needs [`JoinableQueue::wake_all`] afterwards.
+    pub(crate) fn fire(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        drop(self.tx.lock().take());
+    }
+
+    pub(crate) fn is_fired(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+impl fmt::Debug for StopSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StopSignal")
+            .field("fired", &self.is_fired())
+            .finish()
+    }
+}
+
 impl<T> Shared<T> {
-    /// Sleeps on `cond` as rule 4 says, until `block` ends. Returns the guard and whether it timed out.
-    fn sleep<'a>(
-        &self,
-        cond: &Condvar,
-        mut state: MutexGuard<'a, State<T>>,
-        getter: bool,
-        block: Block,
-    ) -> (MutexGuard<'a, State<T>>, bool) {
-        if getter {
-            state.getters.sleeping += 1;
-        } else {
-            state.putters.sleeping += 1;
-        }
-        let (mut state, timed_out) = match block {
-            Block::Forever => (cond.wait(state), false),
-            Block::Until(deadline) => cond.wait_until(state, deadline),
-            Block::Never => (state, true),
-        };
-        if getter {
-            state.getters.woke();
-        } else {
-            state.putters.woke();
-        }
-        (state, timed_out)
-    }
-
-    fn is_full(&self, state: &State<T>) -> bool {
-        self.capacity.is_some_and(|cap| state.items.len() >= cap)
-    }
-
-    /// Puts `item`, blocking as `block` says. When `stop` fires while the queue is full, the item goes
-    /// in anyway (the bound is overrun by one) so that a stopping consumer loses no result.
-    fn put(&self, item: T, block: Block, stop: Option<&AtomicBool>) -> Result<(), (T, Refusal)> {
-        let mut state = self.state.lock();
-        let mut expired = false;
-        loop {
-            if state.closed {
-                return Err((item, Refusal::Closed));
-            }
-            if !self.is_full(&state) || stop.is_some_and(|s| s.load(Ordering::Acquire)) {
-                break;
-            }
-            match block {
-                Block::Never => return Err((item, Refusal::WouldBlock)),
-                _ if expired => return Err((item, Refusal::Timeout)),
-                _ => {}
-            }
-            let (guard, timed_out) = self.sleep(&self.not_full, state, false, block);
-            state = guard;
-            expired = timed_out;
-        }
-        // Rule 1: count the item before it becomes visible.
-        self.unfinished.fetch_add(1, Ordering::Relaxed);
-        state.items.push(item);
-        if state.getters.claim() {
-            self.not_empty.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Gets an item, blocking as `block` says. When `stop` fires, returns `Stopped` without taking one.
-    fn get(&self, block: Block, stop: Option<&AtomicBool>) -> Result<T, Refusal> {
-        let mut state = self.state.lock();
-        let mut expired = false;
-        loop {
-            if stop.is_some_and(|s| s.load(Ordering::Acquire)) {
-                // Rule 4: a signal this getter consumed must not strand an item.
-                if state.items.len() > 0 && state.getters.claim() {
-                    self.not_empty.notify_one();
-                }
-                return Err(Refusal::Stopped);
-            }
-            if let Some(item) = state.items.pop() {
-                if self.capacity.is_some() && state.putters.claim() {
-                    self.not_full.notify_one();
-                }
-                return Ok(item);
-            }
-            if state.closed {
-                return Err(Refusal::Closed);
-            }
-            match block {
-                Block::Never => return Err(Refusal::WouldBlock),
-                _ if expired => return Err(Refusal::Timeout),
-                _ => {}
-            }
-            let (guard, timed_out) = self.sleep(&self.not_empty, state, true, block);
-            state = guard;
-            expired = timed_out;
+    fn put(&self, item: T, block: Block, stop: Option<&StopSignal>) -> Result<(), (T, Refusal)> {
+        match &self.flavor {
+            Flavor::Channel(c) => c.put(&self.acct, item, block, stop),
+            Flavor::Locked(l) => l.put(&self.acct, self.capacity, item, block, stop),
         }
     }
 
-    fn task_done(&self) -> Result<(), TaskDoneError> {
-        // Rule 2.
-        let mut current = self.unfinished.load(Ordering::Relaxed);
-        loop {
-            if current == 0 {
-                return Err(TaskDoneError);
-            }
-            match self.unfinished.compare_exchange_weak(
-                current,
-                current - 1,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => current = now,
-            }
+    fn get(&self, block: Block, stop: Option<&StopSignal>) -> Result<T, Refusal> {
+        match &self.flavor {
+            Flavor::Channel(c) => c.get(&self.acct, block, stop),
+            Flavor::Locked(l) => l.get(&self.acct, self.capacity, block, stop),
         }
-        // Rule 3.
-        if current == 1 && self.joiners.load(Ordering::SeqCst) > 0 {
-            let _state = self.state.lock();
-            self.all_done.notify_all();
-        }
-        Ok(())
-    }
-
-    fn join(&self, block: Block) -> Result<(), JoinTimeoutError> {
-        if self.unfinished.load(Ordering::SeqCst) == 0 {
-            return Ok(());
-        }
-        let mut state = self.state.lock();
-        self.joiners.fetch_add(1, Ordering::SeqCst);
-        let result = loop {
-            let unfinished = self.unfinished.load(Ordering::SeqCst);
-            if unfinished == 0 {
-                break Ok(());
-            }
-            let timed_out;
-            (state, timed_out) = match block {
-                Block::Forever => (self.all_done.wait(state), false),
-                Block::Until(deadline) => self.all_done.wait_until(state, deadline),
-                Block::Never => (state, true),
-            };
-            if timed_out {
-                let unfinished = self.unfinished.load(Ordering::SeqCst);
-                break if unfinished == 0 {
-                    Ok(())
-                } else {
-                    Err(JoinTimeoutError {
-                        unfinished: usize::try_from(unfinished).unwrap_or(usize::MAX),
-                    })
-                };
-            }
-        };
-        self.joiners.fetch_sub(1, Ordering::SeqCst);
-        drop(state);
-        result
     }
 
     fn close(&self, discard: bool) -> Vec<T> {
-        let mut state = self.state.lock();
-        state.closed = true;
-        let discarded = if discard {
-            state.items.drain()
-        } else {
-            Vec::new()
-        };
-        if !discarded.is_empty() {
-            // Rule 5: the discarded items count as done; rule 1 keeps this from underflowing.
-            let n = discarded.len() as u64;
-            self.unfinished.fetch_sub(n, Ordering::SeqCst);
-            self.all_done.notify_all();
+        match &self.flavor {
+            Flavor::Channel(c) => c.close(&self.acct, discard),
+            Flavor::Locked(l) => l.close(&self.acct, discard),
         }
-        self.not_empty.notify_all();
-        self.not_full.notify_all();
-        drop(state);
-        discarded
     }
 
-    /// Wakes every sleeper so it re-checks its stop flag (the flag is set before this is called).
-    fn wake_all(&self) {
-        let _state = self.state.lock();
-        self.not_empty.notify_all();
-        self.not_full.notify_all();
+    fn len(&self) -> usize {
+        match &self.flavor {
+            Flavor::Channel(c) => c.len(),
+            Flavor::Locked(l) => l.len(),
+        }
     }
 }
 
 impl<T> JoinableQueue<T> {
     /// An unbounded FIFO queue: `put` never blocks.
     pub fn new() -> Self {
-        Self::with(None, Store::fifo())
+        Self::with(None, Flavor::fifo(None))
     }
 
     /// An unbounded FIFO queue (the same as [`new`](JoinableQueue::new)).
@@ -369,7 +232,7 @@ impl<T> JoinableQueue<T> {
             capacity > 0,
             "JoinableQueue::bounded(0) could never take an item; use a capacity of at least 1"
         );
-        Self::with(Some(capacity), Store::fifo())
+        Self::with(Some(capacity), Flavor::fifo(Some(capacity)))
     }
 
     /// A builder for the other orderings and for a checked capacity.
@@ -387,25 +250,17 @@ impl<T> JoinableQueue<T> {
     pub fn builder() -> QueueBuilder<T> {
         QueueBuilder {
             capacity: None,
-            store: Store::fifo,
+            order: Order::Fifo,
+            flavor: Flavor::fifo,
         }
     }
 
-    fn with(capacity: Option<usize>, items: Store<T>) -> Self {
+    fn with(capacity: Option<usize>, flavor: Flavor<T>) -> Self {
         JoinableQueue {
             shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    items,
-                    closed: false,
-                    getters: Sleepers::default(),
-                    putters: Sleepers::default(),
-                }),
+                flavor,
                 capacity,
-                not_empty: Condvar::new(),
-                not_full: Condvar::new(),
-                all_done: Condvar::new(),
-                unfinished: AtomicU64::new(0),
-                joiners: AtomicU64::new(0),
+                acct: Accounting::default(),
             }),
         }
     }
@@ -498,7 +353,7 @@ impl<T> JoinableQueue<T> {
     /// Marks one item taken with `get` as done. Fails, changing nothing, when every item put has
     /// already been marked done.
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
-        self.shared.task_done()
+        self.shared.acct.task_done()
     }
 
     /// Waits until every item put has been marked done (the barrier of queue-based work). Returns at
@@ -506,12 +361,12 @@ impl<T> JoinableQueue<T> {
     /// the items already taken.
     pub fn join(&self) {
         // `Block::Forever` never times out.
-        let _ = self.shared.join(Block::Forever);
+        let _ = self.shared.acct.join(Block::Forever);
     }
 
     /// [`join`](JoinableQueue::join), giving up after `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinTimeoutError> {
-        self.shared.join(Block::after(timeout))
+        self.shared.acct.join(Block::after(timeout))
     }
 
     /// Closes the queue (Python's `shutdown()`): later puts fail and hand their item back, gets return
@@ -529,12 +384,12 @@ impl<T> JoinableQueue<T> {
 
     /// True once [`close`](JoinableQueue::close) or [`close_now`](JoinableQueue::close_now) was called.
     pub fn is_closed(&self) -> bool {
-        self.shared.state.lock().closed
+        self.shared.acct.is_closed()
     }
 
     /// Items waiting to be taken.
     pub fn len(&self) -> usize {
-        self.shared.state.lock().items.len()
+        self.shared.len()
     }
 
     /// True when no item waits to be taken.
@@ -544,7 +399,9 @@ impl<T> JoinableQueue<T> {
 
     /// True when the queue is bounded and at its capacity.
     pub fn is_full(&self) -> bool {
-        self.shared.is_full(&self.shared.state.lock())
+        self.shared
+            .capacity
+            .is_some_and(|cap| self.shared.len() >= cap)
     }
 
     /// The capacity, or `None` when unbounded.
@@ -554,12 +411,15 @@ impl<T> JoinableQueue<T> {
 
     /// The order items leave the queue in.
     pub fn order(&self) -> Order {
-        self.shared.state.lock().items.order()
+        match &self.shared.flavor {
+            Flavor::Channel(_) => Order::Fifo,
+            Flavor::Locked(l) => l.order(),
+        }
     }
 
     /// Items put and not yet marked done (queued, or taken and in progress).
     pub fn unfinished(&self) -> usize {
-        usize::try_from(self.shared.unfinished.load(Ordering::SeqCst)).unwrap_or(usize::MAX)
+        usize::try_from(self.shared.acct.unfinished()).unwrap_or(usize::MAX)
     }
 
     /// True when both handles are the same queue.
@@ -567,23 +427,28 @@ impl<T> JoinableQueue<T> {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    // The consumer machinery (`Pool::consume`) blocks with a stop flag, so the pool can stop it.
+    // The consumer machinery (`Pool::consume`) blocks with a stop signal, so the pool can stop it.
 
-    /// `get` that returns `Stopped` once `stop` fires (after [`wake_all`](Self::wake_all)).
-    pub(crate) fn get_or_stop(&self, stop: &AtomicBool) -> Result<T, Refusal> {
+    /// `get` that returns `Stopped` once `stop` fires (the locked flavour also needs
+    /// [`wake_all`](Self::wake_all)).
+    pub(crate) fn get_or_stop(&self, stop: &StopSignal) -> Result<T, Refusal> {
         self.shared.get(Block::Forever, Some(stop))
     }
 
-    /// `put` that overruns the capacity by one instead of waiting once `stop` fires.
-    pub(crate) fn put_or_stop(&self, item: T, stop: &AtomicBool) -> Result<(), T> {
+    /// `put` that goes in over the bound instead of waiting once `stop` fires. Fails only when the
+    /// queue is closed, handing the item back.
+    pub(crate) fn put_or_stop(&self, item: T, stop: &StopSignal) -> Result<(), T> {
         self.shared
             .put(item, Block::Forever, Some(stop))
             .map_err(|(item, _)| item)
     }
 
-    /// Wakes every blocked caller so it re-checks its stop flag.
+    /// Wakes every caller blocked in the locked flavour so it re-checks its stop signal (the channel
+    /// flavour's waits watch the signal themselves).
     pub(crate) fn wake_all(&self) {
-        self.shared.wake_all();
+        if let Flavor::Locked(l) = &self.shared.flavor {
+            l.wake_all();
+        }
     }
 }
 
@@ -603,14 +468,30 @@ impl<T> Default for JoinableQueue<T> {
 
 impl<T> fmt::Debug for JoinableQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.shared.state.lock();
         f.debug_struct("JoinableQueue")
-            .field("order", &state.items.order())
-            .field("len", &state.items.len())
+            .field("order", &self.order())
+            .field("len", &self.len())
             .field("capacity", &self.shared.capacity)
-            .field("unfinished", &self.shared.unfinished.load(Ordering::Relaxed))
-            .field("closed", &state.closed)
+            .field("unfinished", &self.unfinished())
+            .field("closed", &self.is_closed())
             .finish()
+    }
+}
+
+impl<T> Flavor<T> {
+    fn fifo(capacity: Option<usize>) -> Self {
+        Flavor::Channel(Channel::new(capacity))
+    }
+
+    fn lifo(_capacity: Option<usize>) -> Self {
+        Flavor::Locked(Locked::new(Store::lifo()))
+    }
+
+    fn priority(_capacity: Option<usize>) -> Self
+    where
+        T: Ord + Send + 'static,
+    {
+        Flavor::Locked(Locked::new(Store::priority()))
     }
 }
 
@@ -622,14 +503,15 @@ pub struct QueueConfigError;
 /// Configures a [`JoinableQueue`]: its [`Order`] and its capacity.
 pub struct QueueBuilder<T> {
     capacity: Option<usize>,
-    store: fn() -> Store<T>,
+    order: Order,
+    flavor: fn(Option<usize>) -> Flavor<T>,
 }
 
 impl<T> fmt::Debug for QueueBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QueueBuilder")
             .field("capacity", &self.capacity)
-            .field("order", &(self.store)().order())
+            .field("order", &self.order)
             .finish()
     }
 }
@@ -648,13 +530,15 @@ impl<T> QueueBuilder<T> {
 
     /// First in, first out (the default).
     pub fn fifo(mut self) -> Self {
-        self.store = Store::fifo;
+        self.order = Order::Fifo;
+        self.flavor = Flavor::fifo;
         self
     }
 
     /// Last in, first out.
     pub fn lifo(mut self) -> Self {
-        self.store = Store::lifo;
+        self.order = Order::Lifo;
+        self.flavor = Flavor::lifo;
         self
     }
 
@@ -675,7 +559,8 @@ impl<T> QueueBuilder<T> {
     where
         T: Ord + Send + 'static,
     {
-        self.store = Store::priority;
+        self.order = Order::Priority;
+        self.flavor = Flavor::priority;
         self
     }
 
@@ -684,7 +569,10 @@ impl<T> QueueBuilder<T> {
         if self.capacity == Some(0) {
             return Err(QueueConfigError);
         }
-        Ok(JoinableQueue::with(self.capacity, (self.store)()))
+        Ok(JoinableQueue::with(
+            self.capacity,
+            (self.flavor)(self.capacity),
+        ))
     }
 }
 

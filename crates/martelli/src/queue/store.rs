@@ -1,7 +1,7 @@
 //! Where a queue keeps its items: the three orderings behind one small enum.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 /// The order items leave a queue in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -83,17 +83,13 @@ impl<T: Ord + Send> Heap<T> for MinHeap<T> {
     }
 }
 
+/// The locked flavour's store (FIFO queues use a channel instead).
 pub(super) enum Store<T> {
-    Fifo(VecDeque<T>),
     Lifo(Vec<T>),
     Priority(Box<dyn Heap<T>>),
 }
 
 impl<T> Store<T> {
-    pub(super) fn fifo() -> Self {
-        Store::Fifo(VecDeque::new())
-    }
-
     pub(super) fn lifo() -> Self {
         Store::Lifo(Vec::new())
     }
@@ -111,7 +107,6 @@ impl<T> Store<T> {
     #[inline]
     pub(super) fn push(&mut self, item: T) {
         match self {
-            Store::Fifo(q) => q.push_back(item),
             Store::Lifo(s) => s.push(item),
             Store::Priority(h) => h.push(item),
         }
@@ -120,7 +115,6 @@ impl<T> Store<T> {
     #[inline]
     pub(super) fn pop(&mut self) -> Option<T> {
         match self {
-            Store::Fifo(q) => q.pop_front(),
             Store::Lifo(s) => s.pop(),
             Store::Priority(h) => h.pop(),
         }
@@ -129,7 +123,6 @@ impl<T> Store<T> {
     #[inline]
     pub(super) fn len(&self) -> usize {
         match self {
-            Store::Fifo(q) => q.len(),
             Store::Lifo(s) => s.len(),
             Store::Priority(h) => h.len(),
         }
@@ -138,7 +131,6 @@ impl<T> Store<T> {
     /// Removes every item, in the order gets would have returned them.
     pub(super) fn drain(&mut self) -> Vec<T> {
         match self {
-            Store::Fifo(q) => q.drain(..).collect(),
             Store::Lifo(s) => s.drain(..).rev().collect(),
             Store::Priority(h) => h.drain(),
         }
@@ -146,7 +138,6 @@ impl<T> Store<T> {
 
     pub(super) fn order(&self) -> Order {
         match self {
-            Store::Fifo(_) => Order::Fifo,
             Store::Lifo(_) => Order::Lifo,
             Store::Priority(_) => Order::Priority,
         }
@@ -166,7 +157,6 @@ mod tests {
 
     #[test]
     fn orders() {
-        assert_eq!(drain_by_pop(Store::fifo(), [3, 1, 2]), [3, 1, 2]);
         assert_eq!(drain_by_pop(Store::lifo(), [3, 1, 2]), [2, 1, 3]);
         assert_eq!(drain_by_pop(Store::priority(), [3, 1, 2]), [1, 2, 3]);
     }
@@ -196,7 +186,7 @@ mod tests {
 
     #[test]
     fn drain_matches_pop_order() {
-        for make in [Store::fifo, Store::lifo, Store::priority] {
+        for make in [Store::lifo, Store::priority] {
             let mut a = make();
             let mut b = make();
             for x in [5, 3, 9, 1] {
