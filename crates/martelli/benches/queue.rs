@@ -11,7 +11,8 @@
 //! N=200000 REPS=5 cargo bench -p martelli --bench queue
 //! ```
 //!
-//! Prints a table, then one JSON line per queue (for `scripts/bench-queue.sh`).
+//! The queues run interleaved, one repetition of each in turn, so that a change in the machine's load
+//! affects them alike. Prints a table, then one JSON line per queue (for `scripts/bench-queue.sh`).
 
 use martelli::JoinableQueue;
 use std::sync::{Arc, Barrier, Mutex};
@@ -193,17 +194,32 @@ fn main() {
     println!(
         "MPMC {PRODUCERS} producers x {CONSUMERS} consumers, {n} items, bound {CAPACITY}, median of {reps}"
     );
-    println!("{:<20} {:>14} {:>12} {:>10}", "queue", "items/s", "ns/item", "vs crossbeam");
-    let mut results = Vec::new();
-    for (name, rep) in &queues {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
+    println!(
+        "{:<20} {:>14} {:>12} {:>10}",
+        "queue", "items/s", "ns/item", "vs crossbeam"
+    );
+    let selected: Vec<&(&str, Rep)> = queues
+        .iter()
+        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    for (_, rep) in &selected {
         rep(n / 10); // warm up: threads, allocator, caches
-        let samples: Vec<Duration> = (0..reps).map(|_| rep(n)).collect();
-        let (med, min, max) = median(samples);
-        results.push((*name, med, min, max));
     }
+    // Interleave the queues rep by rep, so a change in the machine's load hits all of them alike.
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(reps); selected.len()];
+    for _ in 0..reps {
+        for (i, (_, rep)) in selected.iter().enumerate() {
+            samples[i].push(rep(n));
+        }
+    }
+    let results: Vec<(&str, Duration, Duration, Duration)> = selected
+        .iter()
+        .zip(samples)
+        .map(|((name, _), samples)| {
+            let (med, min, max) = median(samples);
+            (*name, med, min, max)
+        })
+        .collect();
     let crossbeam = results
         .iter()
         .find(|r| r.0 == "crossbeam-channel")

@@ -58,10 +58,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("{parallel} primes below {limit}: {elapsed:.2?} on {workers} worker(s)");
     let start = Instant::now();
     let sequential = count_primes(0..limit);
-    println!(
-        "sequential check: {sequential} in {:.2?}",
-        start.elapsed()
-    );
+    println!("sequential check: {sequential} in {:.2?}", start.elapsed());
     if parallel != sequential {
         return Err("the pipeline and the sequential count disagree".into());
     }

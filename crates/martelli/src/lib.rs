@@ -90,7 +90,7 @@ pub use pool::{
 };
 pub use queue::{
     GetError, GetTimeoutError, JoinTimeoutError, JoinableQueue, Order, PutError, PutTimeoutError,
-    QueueBuilder, QueueConfigError, TaskDoneError, Taken, TryGetError, TryPutError,
+    QueueBuilder, QueueConfigError, Taken, TaskDoneError, TryGetError, TryPutError,
 };
 pub use scope::Scope;
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};

@@ -68,9 +68,16 @@ fn a_timeout_breaks_the_barrier_for_every_waiter() {
         barrier.wait_timeout(Duration::from_millis(20)),
         Err(BarrierError::Timeout)
     );
-    assert_eq!(within(move || other.join().unwrap()), Err(BarrierError::Broken));
+    assert_eq!(
+        within(move || other.join().unwrap()),
+        Err(BarrierError::Broken)
+    );
     assert!(barrier.is_broken());
-    assert_eq!(barrier.wait(), Err(BarrierError::Broken), "later arrivals too");
+    assert_eq!(
+        barrier.wait(),
+        Err(BarrierError::Broken),
+        "later arrivals too"
+    );
     barrier.reset();
     assert!(!barrier.is_broken());
     // Usable again after reset.
@@ -110,7 +117,10 @@ fn reset_while_threads_wait_gives_them_broken_and_then_works() {
     };
     until_waiting(&barrier, 1);
     barrier.reset();
-    assert_eq!(within(move || waiter.join().unwrap()), Err(BarrierError::Broken));
+    assert_eq!(
+        within(move || waiter.join().unwrap()),
+        Err(BarrierError::Broken)
+    );
     assert!(!barrier.is_broken());
     let b = barrier.clone();
     let t = thread::spawn(move || b.wait());
@@ -201,7 +211,9 @@ fn many_rounds_with_random_aborts_never_hang() {
                     let mut seed = t + 1;
                     let mut ok = 0;
                     for _ in 0..300 {
-                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        seed = seed
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         let result = if seed >> 60 == 0 {
                             b.wait_timeout(Duration::from_micros(50))
                         } else {

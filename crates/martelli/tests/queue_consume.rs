@@ -116,12 +116,20 @@ fn failing_items_go_to_the_error_queue_and_the_worker_goes_on() {
         input.put(n).unwrap();
     }
     input.join();
-    assert_eq!(drain(&output).len(), 40 - 5, "35 items succeeded on the one consumer");
+    assert_eq!(
+        drain(&output).len(),
+        40 - 5,
+        "35 items succeeded on the one consumer"
+    );
     let failures: Vec<ItemError> = drain(&errors);
     assert_eq!(failures.len(), 5);
     let panics: Vec<_> = failures.iter().filter(|f| f.error().is_panic()).collect();
     assert_eq!(panics.len(), 1);
-    assert!(panics[0].to_string().contains("unlucky 13"), "{}", panics[0]);
+    assert!(
+        panics[0].to_string().contains("unlucky 13"),
+        "{}",
+        panics[0]
+    );
     let failed: Vec<_> = failures.iter().filter(|f| f.error().is_failed()).collect();
     assert_eq!(failed.len(), 4);
     assert!(failed.iter().all(|f| f.consumer() == 0));
@@ -173,7 +181,10 @@ fn pool_drop_does_not_hang_on_idle_consumers() {
         pool.consume(&q, |_| ()).start().unwrap();
         drop(pool); // consumers wait on an empty queue; the shutdown must stop them
     });
-    assert!(!input.is_closed(), "the pool's shutdown leaves the queue to its owner");
+    assert!(
+        !input.is_closed(),
+        "the pool's shutdown leaves the queue to its owner"
+    );
 }
 
 #[test]
@@ -194,11 +205,7 @@ fn shutdown_while_a_consumer_blocks_on_a_full_output_loses_no_result() {
     let (i, o) = (input.clone(), output.clone());
     within(move || {
         let pool = Pool::threads(1).unwrap();
-        let consumers = pool
-            .consume(&i, |n: u32| n)
-            .output(&o)
-            .start()
-            .unwrap();
+        let consumers = pool.consume(&i, |n: u32| n).output(&o).start().unwrap();
         i.put(1).unwrap();
         i.put(2).unwrap();
         // The first result fills the output; the consumer then blocks putting the second.

@@ -47,7 +47,11 @@ fn fifo_lifo_and_priority_orders() {
 
 #[test]
 fn priority_is_fifo_among_equal_priorities() {
-    let q = JoinableQueue::builder().priority().capacity(16).build().unwrap();
+    let q = JoinableQueue::builder()
+        .priority()
+        .capacity(16)
+        .build()
+        .unwrap();
     // Tuples compare by priority first; the names are equal-priority items in arrival order.
     #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
     struct Job {
@@ -159,7 +163,12 @@ fn task_done_too_many_is_an_error_that_changes_nothing() {
     assert_eq!(q.unfinished(), 0);
     // The count did not go negative: the next item is still awaited by join.
     q.put(3).unwrap();
-    assert_eq!(q.join_timeout(Duration::from_millis(10)).unwrap_err().unfinished, 1);
+    assert_eq!(
+        q.join_timeout(Duration::from_millis(10))
+            .unwrap_err()
+            .unfinished,
+        1
+    );
     q.get().unwrap();
     q.task_done().unwrap();
     q.join();
@@ -246,7 +255,11 @@ fn close_wakes_blocked_getters_and_putters() {
             .map(|p| p.join().unwrap().unwrap_err())
             .collect();
         handed_back.sort_unstable();
-        assert_eq!(handed_back, [1, 2, 3, 4], "every blocked put got its item back");
+        assert_eq!(
+            handed_back,
+            [1, 2, 3, 4],
+            "every blocked put got its item back"
+        );
     });
     assert_eq!(full.get(), Ok(0));
 }
@@ -264,7 +277,12 @@ fn close_now_discards_hands_items_back_and_releases_join() {
     assert!(q.is_empty());
     assert!(q.get().is_err());
     // Only the item already taken is still awaited.
-    assert_eq!(q.join_timeout(Duration::from_millis(10)).unwrap_err().unfinished, 1);
+    assert_eq!(
+        q.join_timeout(Duration::from_millis(10))
+            .unwrap_err()
+            .unfinished,
+        1
+    );
     let joiner = {
         let q = q.clone();
         thread::spawn(move || q.join())
@@ -354,7 +372,10 @@ fn taken_done_reports_a_miscount() {
 #[test]
 fn zero_capacity_is_refused() {
     assert_eq!(
-        JoinableQueue::<u8>::builder().capacity(0).build().unwrap_err(),
+        JoinableQueue::<u8>::builder()
+            .capacity(0)
+            .build()
+            .unwrap_err(),
         QueueConfigError
     );
     let message = QueueConfigError.to_string();
@@ -403,7 +424,10 @@ fn bounded_memory_with_a_slow_consumer() {
     q.close();
     let (most, seen) = consumer.join().unwrap();
     assert_eq!(seen, ITEMS);
-    assert!(most <= CAP, "the queue held {most} items, above its capacity {CAP}");
+    assert!(
+        most <= CAP,
+        "the queue held {most} items, above its capacity {CAP}"
+    );
 }
 
 #[test]

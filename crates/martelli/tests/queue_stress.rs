@@ -2,7 +2,7 @@
 //! run checks the accounting exactly (nothing lost, nothing counted twice), and a hang fails the test
 //! through a deadline instead of stalling the suite.
 
-use martelli::JoinableQueue;
+use martelli::{JoinableQueue, Pool};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -41,7 +41,16 @@ fn put_get_close_races_lose_nothing() {
             let capacity = 1 + (rng.next() % 4) as usize;
             let immediate = rng.next() % 2 == 0;
             let delay = rng.next() % 64;
-            let q = JoinableQueue::bounded(capacity);
+            // Even iterations exercise the channel flavour (FIFO), odd ones the locked one (LIFO).
+            let q = if iteration % 2 == 0 {
+                JoinableQueue::bounded(capacity)
+            } else {
+                JoinableQueue::builder()
+                    .lifo()
+                    .capacity(capacity)
+                    .build()
+                    .unwrap()
+            };
             let accepted = AtomicU64::new(0);
             let handed_back = AtomicU64::new(0);
             let got = AtomicU64::new(0);
@@ -84,7 +93,11 @@ fn put_get_close_races_lose_nothing() {
                 got + discarded,
                 "iteration {iteration}: every accepted item was got or handed back by close_now"
             );
-            assert_eq!(handed_back.into_inner(), 2, "each producer's last put was refused");
+            assert_eq!(
+                handed_back.into_inner(),
+                2,
+                "each producer's last put was refused"
+            );
             assert_eq!(q.unfinished(), 0, "iteration {iteration}");
             q.join();
         }
@@ -121,9 +134,18 @@ fn timeouts_racing_with_puts_strand_no_item() {
     // Getters that time out must not swallow the wake-up meant for a getter that blocks for good.
     within(LIMIT, || {
         let mut rng = XorShift(7);
-        for _ in 0..ITERATIONS / 5 {
+        for iteration in 0..ITERATIONS / 5 {
             let items = 50u64;
-            let q = JoinableQueue::bounded(1 + (rng.next() % 3) as usize);
+            let capacity = 1 + (rng.next() % 3) as usize;
+            let q = if iteration % 2 == 0 {
+                JoinableQueue::bounded(capacity)
+            } else {
+                JoinableQueue::builder()
+                    .priority()
+                    .capacity(capacity)
+                    .build()
+                    .unwrap()
+            };
             let got = AtomicU64::new(0);
             thread::scope(|s| {
                 for c in 0..3u64 {
@@ -172,7 +194,11 @@ fn timeouts_racing_with_puts_strand_no_item() {
 fn many_producers_and_consumers_with_priorities() {
     within(LIMIT, || {
         const PER_PRODUCER: u64 = 2_000;
-        let q = JoinableQueue::builder().priority().capacity(8).build().unwrap();
+        let q = JoinableQueue::builder()
+            .priority()
+            .capacity(8)
+            .build()
+            .unwrap();
         let total = AtomicU64::new(0);
         let count = AtomicU64::new(0);
         thread::scope(|s| {
@@ -203,5 +229,44 @@ fn many_producers_and_consumers_with_priorities() {
         let n = 4 * PER_PRODUCER;
         assert_eq!(count.into_inner(), n);
         assert_eq!(total.into_inner(), n * (n - 1) / 2);
+    });
+}
+
+#[test]
+fn pool_shutdown_racing_with_consumers_loses_no_item() {
+    // Items are either processed (their result in the output, spilled over the bound if need be) or
+    // still queued in the input; never both, never neither.
+    within(LIMIT, || {
+        let mut rng = XorShift(99);
+        for iteration in 0..ITERATIONS / 10 {
+            let items = 40u64;
+            let input = if iteration % 2 == 0 {
+                JoinableQueue::new()
+            } else {
+                JoinableQueue::builder().lifo().build().unwrap()
+            };
+            let output = JoinableQueue::bounded(1 + (rng.next() % 4) as usize);
+            let pool = Pool::threads(2).unwrap();
+            pool.consume(&input, |n: u64| n)
+                .output(&output)
+                .start()
+                .unwrap();
+            for n in 0..items {
+                input.put(n).unwrap();
+            }
+            for _ in 0..rng.next() % 200 {
+                thread::yield_now();
+            }
+            drop(pool);
+            let mut seen: Vec<u64> = std::iter::from_fn(|| output.try_get().ok()).collect();
+            assert_eq!(input.unfinished(), input.len(), "iteration {iteration}");
+            seen.extend(std::iter::from_fn(|| input.try_get().ok()));
+            seen.sort_unstable();
+            assert_eq!(
+                seen,
+                (0..items).collect::<Vec<_>>(),
+                "iteration {iteration}"
+            );
+        }
     });
 }

@@ -21,24 +21,36 @@
 //!    any more: a getter that then finds the queue empty may report `Closed`, and `close_now` may
 //!    drain, knowing that nothing will arrive behind it.
 
-use super::error::{JoinTimeoutError, TaskDoneError};
 use super::Block;
+use super::error::{JoinTimeoutError, TaskDoneError};
 use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
+use crossbeam_utils::CachePadded;
 
 const CLOSED: u64 = 1 << 63;
 const PENDING: u64 = 1 << 40;
 const PENDING_MASK: u64 = CLOSED - PENDING;
 const COUNT_MASK: u64 = PENDING - 1;
 
-#[derive(Debug, Default)]
+/// The word and the joiner count sit on cache lines of their own: every put and `task_done` writes
+/// the word, and nothing else should pay for that traffic.
+#[derive(Debug)]
 pub(super) struct Accounting {
-    word: AtomicU64,
-    joiners: AtomicU64,
+    word: CachePadded<AtomicU64>,
+    joiners: CachePadded<AtomicU64>,
     lock: Mutex<()>,
     all_done: Condvar,
 }
 
 impl Accounting {
+    pub(super) fn new() -> Self {
+        Accounting {
+            word: CachePadded::new(AtomicU64::new(0)),
+            joiners: CachePadded::new(AtomicU64::new(0)),
+            lock: Mutex::new(()),
+            all_done: Condvar::new(),
+        }
+    }
+
     /// Rule 1 for a put that lands later (channel flavour): counts the item and marks it pending.
     /// False, with nothing counted, when the queue is closed.
     #[inline]

@@ -260,7 +260,7 @@ impl<T> JoinableQueue<T> {
             shared: Arc::new(Shared {
                 flavor,
                 capacity,
-                acct: Accounting::default(),
+                acct: Accounting::new(),
             }),
         }
     }
@@ -297,17 +297,17 @@ impl<T> JoinableQueue<T> {
     /// is left and then [`GetError`]. Call [`task_done`](JoinableQueue::task_done) when the item is
     /// processed (or use [`take`](JoinableQueue::take), which does it for you).
     pub fn get(&self) -> Result<T, GetError> {
-        self.shared
-            .get(Block::Forever, None)
-            .map_err(|_| GetError)
+        self.shared.get(Block::Forever, None).map_err(|_| GetError)
     }
 
     /// Takes the next item if there is one now.
     pub fn try_get(&self) -> Result<T, TryGetError> {
-        self.shared.get(Block::Never, None).map_err(|why| match why {
-            Refusal::Closed => TryGetError::Closed,
-            _ => TryGetError::Empty,
-        })
+        self.shared
+            .get(Block::Never, None)
+            .map_err(|why| match why {
+                Refusal::Closed => TryGetError::Closed,
+                _ => TryGetError::Empty,
+            })
     }
 
     /// Takes the next item, waiting at most `timeout` for one.
@@ -346,8 +346,7 @@ impl<T> JoinableQueue<T> {
 
     /// [`get_timeout`](JoinableQueue::get_timeout) with a [`Taken`] guard.
     pub fn take_timeout(&self, timeout: Duration) -> Result<Taken<'_, T>, GetTimeoutError> {
-        self.get_timeout(timeout)
-            .map(|item| Taken::new(self, item))
+        self.get_timeout(timeout).map(|item| Taken::new(self, item))
     }
 
     /// Marks one item taken with `get` as done. Fails, changing nothing, when every item put has
@@ -497,7 +496,9 @@ impl<T> Flavor<T> {
 
 /// A capacity that a queue cannot have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a queue capacity of 0 could never take an item; use a capacity of at least 1, or no bound")]
+#[error(
+    "a queue capacity of 0 could never take an item; use a capacity of at least 1, or no bound"
+)]
 pub struct QueueConfigError;
 
 /// Configures a [`JoinableQueue`]: its [`Order`] and its capacity.
