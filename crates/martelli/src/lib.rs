@@ -61,7 +61,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
-mod barrier;
+pub mod barrier;
 mod cancel;
 pub mod consume;
 mod error;
@@ -70,7 +70,7 @@ mod job;
 mod local;
 mod map;
 mod pool;
-mod queue;
+pub mod queue;
 mod scope;
 mod spec;
 mod sync;

@@ -209,7 +209,7 @@ fn shutdown_while_a_consumer_blocks_on_a_full_output_loses_no_result() {
         i.put(1).unwrap();
         i.put(2).unwrap();
         // The first result fills the output; the consumer then blocks putting the second.
-        while consumers.processed() < 1 || o.len() < 1 {
+        while consumers.processed() < 1 || o.is_empty() {
             thread::yield_now();
         }
         drop(pool);

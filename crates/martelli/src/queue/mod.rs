@@ -95,7 +95,7 @@ use store::Store;
 
 /// A multi-producer, multi-consumer work queue with Python's `task_done`/`join` accounting.
 ///
-/// See the [module documentation](self) for the semantics and the protocol.
+/// See the [module documentation](crate::queue) for the semantics and the protocol.
 pub struct JoinableQueue<T> {
     shared: Arc<Shared<T>>,
 }
