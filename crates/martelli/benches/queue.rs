@@ -3,7 +3,9 @@
 //!
 //! martelli's figure includes the join accounting: every consumer calls `task_done` per item and the
 //! clock stops when `join` returns (as in Python's `queue.Queue` peer). The channels have no such
-//! accounting; their clock stops when the consumers have received every item. std's receiver cannot
+//! accounting; their clock stops when the consumers have received every item. A reference row,
+//! `crossbeam+counter`, adds one shared counter to crossbeam-channel: the least exact join
+//! accounting can cost over a channel. std's receiver cannot
 //! be shared, so its two consumers share it behind a mutex (the usual way to get MPMC from mpsc).
 //!
 //! ```text
@@ -15,6 +17,7 @@
 //! affects them alike. Prints a table, then one JSON line per queue (for `scripts/bench-queue.sh`).
 
 use martelli::JoinableQueue;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -153,6 +156,32 @@ fn main() {
                     || crossbeam_channel::bounded::<u64>(CAPACITY),
                     |tx, i| tx.send(i).expect("receivers alive"),
                     |rx| rx.iter().fold(0u64, u64::wrapping_add),
+                )
+            }),
+        ),
+        (
+            // A reference, not a peer: crossbeam-channel plus one shared counter that every send
+            // increments and every receive decrements — the least that exact join accounting over a
+            // channel adds. martelli's queue pays this and its close bookkeeping.
+            "crossbeam+counter",
+            Box::new(|n| {
+                channel_rep(
+                    n,
+                    || {
+                        let (tx, rx) = crossbeam_channel::bounded::<u64>(CAPACITY);
+                        let count = Arc::new(AtomicU64::new(0));
+                        ((tx, Arc::clone(&count)), (rx, count))
+                    },
+                    |(tx, count), i| {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        tx.send(i).expect("receivers alive")
+                    },
+                    |(rx, count)| {
+                        rx.iter().fold(0u64, |sum, x| {
+                            count.fetch_sub(1, Ordering::SeqCst);
+                            sum.wrapping_add(x)
+                        })
+                    },
                 )
             }),
         ),

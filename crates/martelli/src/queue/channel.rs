@@ -10,6 +10,7 @@ use super::accounting::Accounting;
 use super::{Block, Refusal, StopSignal};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
+use crossbeam_utils::Backoff;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
@@ -60,18 +61,28 @@ impl<T> Channel<T> {
         if !acct.begin_put() {
             return Err((item, Refusal::Closed));
         }
-        let item = match self.tx.try_send(item) {
-            Ok(()) => {
-                acct.end_put();
-                return Ok(());
+        // Like crossbeam's own `send`: retry with a short exponential backoff before blocking, which
+        // costs far less than a `Select` when the consumers are about to make room.
+        let backoff = Backoff::new();
+        let mut item = item;
+        loop {
+            item = match self.tx.try_send(item) {
+                Ok(()) => {
+                    acct.end_put();
+                    return Ok(());
+                }
+                Err(TrySendError::Full(item)) => item,
+                // The queue holds a receiver, so the channel cannot disconnect.
+                Err(TrySendError::Disconnected(item)) => {
+                    acct.abort_put();
+                    return Err((item, Refusal::Closed));
+                }
+            };
+            if matches!(block, Block::Never) || backoff.is_completed() {
+                break;
             }
-            Err(TrySendError::Full(item)) => item,
-            // The queue holds a receiver, so the channel cannot disconnect.
-            Err(TrySendError::Disconnected(item)) => {
-                acct.abort_put();
-                return Err((item, Refusal::Closed));
-            }
-        };
+            backoff.snooze();
+        }
         if stop.is_some_and(StopSignal::is_fired) {
             self.spill(item);
             acct.end_put();
@@ -152,6 +163,7 @@ impl<T> Channel<T> {
         block: Block,
         stop: Option<&StopSignal>,
     ) -> Result<T, Refusal> {
+        let mut spun = false;
         loop {
             if stop.is_some_and(StopSignal::is_fired) {
                 return Err(Refusal::Stopped);
@@ -179,6 +191,18 @@ impl<T> Channel<T> {
                 Block::Until(deadline) => Some(deadline),
                 Block::Forever => None,
             };
+            if !spun {
+                // As in `put`: a short backoff before the costlier `Select`.
+                spun = true;
+                let backoff = Backoff::new();
+                while !backoff.is_completed() {
+                    backoff.snooze();
+                    if let Ok(item) = self.rx.try_recv() {
+                        return Ok(item);
+                    }
+                }
+                continue;
+            }
             let mut sel = Select::new();
             let recv = sel.recv(&self.rx);
             let close = sel.recv(&self.close_rx);
