@@ -93,7 +93,7 @@ enum Kind {
 /// Configures and builds a [`Pool`].
 ///
 /// ```
-/// use martelli::{Pool, Priority};
+/// use martelli::Pool;
 /// use std::time::Duration;
 ///
 /// let pool = Pool::builder()
