@@ -108,7 +108,12 @@ impl<T> Shared<T> {
     /// Stores the outcome if none is stored yet (rule 1), then wakes everything (rule 2).
     /// Returns whether this outcome won.
     fn finish(&self, result: TaskResult<T>) -> bool {
-        let mut slot = self.slot.lock();
+        self.settle(self.slot.lock(), result)
+    }
+
+    /// `finish` with the lock already held, so that a caller's check of the state and the transition
+    /// are one atomic step.
+    fn settle(&self, mut slot: MutexGuard<'_, Slot<T>>, result: TaskResult<T>) -> bool {
         if matches!(slot.state, State::Done | State::Taken) {
             return false;
         }
@@ -220,9 +225,8 @@ impl<T: Send> Expire for Shared<T> {
     fn expire(&self, after: Duration) {
         let slot = self.slot.lock();
         if slot.state == State::Running {
-            drop(slot);
             self.token.cancel();
-            self.finish(Err(TaskError::TimedOut { after }));
+            self.settle(slot, Err(TaskError::TimedOut { after }));
         }
     }
 }
@@ -308,9 +312,9 @@ impl<T> Future<T> {
         let slot = self.shared.slot.lock();
         match slot.state {
             State::Queued => {
-                drop(slot);
+                // Checked and settled under one lock: a worker cannot start the task in between.
                 self.shared.token.cancel();
-                self.shared.finish(Err(TaskError::Cancelled))
+                self.shared.settle(slot, Err(TaskError::Cancelled))
             }
             State::Running => {
                 drop(slot);
