@@ -85,3 +85,8 @@ pub use pool::{
 };
 pub use scope::Scope;
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
+
+/// The README's example, compiled and run as a doctest so it cannot go stale.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
