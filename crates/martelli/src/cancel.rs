@@ -1,8 +1,10 @@
 //! Cooperative cancellation: a thread is never killed, it is asked to stop.
 
-use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 use std::cell::RefCell;
 use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 /// A flag that tells a running task it should stop.
 ///
@@ -32,25 +34,70 @@ use std::fmt;
 /// ```
 #[derive(Clone, Default)]
 pub struct CancelToken {
-    flag: Arc<AtomicBool>,
+    inner: Arc<TokenInner>,
+}
+
+#[derive(Default)]
+struct TokenInner {
+    flag: AtomicBool,
+    /// Async waiters of [`CancelToken::cancelled`].
+    wakers: Mutex<Vec<Waker>>,
 }
 
 impl CancelToken {
     /// A new token that has not fired.
     pub fn new() -> Self {
-        CancelToken {
-            flag: Arc::new(AtomicBool::new(false)),
-        }
+        CancelToken::default()
     }
 
     /// True once the token has fired.
     pub fn is_cancelled(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
+        self.inner.flag.load(Ordering::Acquire)
     }
 
     /// Fires the token. Idempotent.
     pub fn cancel(&self) {
-        self.flag.store(true, Ordering::Release);
+        if !self.inner.flag.swap(true, Ordering::AcqRel) {
+            let wakers = std::mem::take(&mut *self.inner.wakers.lock());
+            for waker in wakers {
+                waker.wake();
+            }
+        }
+    }
+
+    /// A future that completes when the token fires: `select!` on it to stop async work at its next
+    /// `.await`.
+    pub fn cancelled(&self) -> Cancelled<'_> {
+        Cancelled { token: self }
+    }
+}
+
+/// The future [`CancelToken::cancelled`] returns.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct Cancelled<'a> {
+    token: &'a CancelToken,
+}
+
+impl std::future::Future for Cancelled<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.token.is_cancelled() {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.token.inner.wakers.lock();
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        drop(wakers);
+        // Checked again after registering: a `cancel` in between has either seen the waker or set
+        // the flag before this load.
+        if self.token.is_cancelled() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 

@@ -71,10 +71,13 @@ mod pool;
 mod scope;
 mod spec;
 mod sync;
+mod task_future;
 mod wait;
 mod watchdog;
 
-pub use cancel::{CancelToken, cancel_token, is_cancelled};
+#[cfg(feature = "async")]
+pub use backend::event_loop::to_thread;
+pub use cancel::{CancelToken, Cancelled, cancel_token, is_cancelled};
 pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
 pub use future::{Future, Status, TaskId};
 pub use local::{WorkerInfo, WorkerLocal};
@@ -84,6 +87,7 @@ pub use pool::{
     available_cores,
 };
 pub use scope::Scope;
+pub use task_future::BlockingReport;
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
 
 /// The README's example, compiled and run as a doctest so it cannot go stale.
