@@ -67,6 +67,7 @@ mod future;
 mod job;
 mod local;
 mod map;
+mod map_async;
 mod pool;
 mod scope;
 mod spec;
@@ -82,6 +83,7 @@ pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, Worke
 pub use future::{Future, Status, TaskId};
 pub use local::{WorkerInfo, WorkerLocal};
 pub use map::Map;
+pub use map_async::MapAsync;
 pub use pool::{
     MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder, Priority, Shutdown, TaskOptions,
     available_cores,

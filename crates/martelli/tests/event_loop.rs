@@ -296,3 +296,63 @@ fn a_queue_bound_limits_tasks_in_flight() {
     }
     pool.try_submit(|| ()).unwrap().wait().unwrap();
 }
+
+#[test]
+fn map_async_keeps_order_and_never_exceeds_its_concurrency() {
+    use std::sync::atomic::AtomicUsize;
+    let pool = Pool::event_loop().unwrap();
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let out: Vec<u32> = pool
+        .map_async(
+            |x: u32| {
+                let now = Arc::clone(&now);
+                let peak = Arc::clone(&peak);
+                async move {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    x * 10
+                }
+            },
+            0..60,
+        )
+        .concurrency(5)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(out, (0..60).map(|x| x * 10).collect::<Vec<_>>());
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((2..=5).contains(&peak), "peak concurrency {peak}");
+}
+
+#[test]
+fn map_async_unordered_returns_every_result_and_each_timeout() {
+    let pool = Pool::event_loop().unwrap();
+    let mut ok = Vec::new();
+    let mut timed_out = 0;
+    for r in pool
+        .map_async(
+            |x: u64| async move {
+                if x % 10 == 0 {
+                    CancelToken::new().cancelled().await; // never finishes
+                }
+                x
+            },
+            0..50,
+        )
+        .options(TaskOptions::new().timeout(Duration::from_millis(20)))
+        .unordered()
+    {
+        match r {
+            Ok(x) => ok.push(x),
+            Err(e) => {
+                assert!(e.is_timeout(), "{e}");
+                timed_out += 1;
+            }
+        }
+    }
+    ok.sort_unstable();
+    assert_eq!(timed_out, 5);
+    assert_eq!(ok, (0..50).filter(|x| x % 10 != 0).collect::<Vec<_>>());
+}
