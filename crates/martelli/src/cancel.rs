@@ -41,7 +41,39 @@ pub struct CancelToken {
 struct TokenInner {
     flag: AtomicBool,
     /// Async waiters of [`CancelToken::cancelled`].
-    wakers: Mutex<Vec<Waker>>,
+    wakers: Mutex<Wakers>,
+}
+
+/// Usually one task waits on a token: its waker is kept inline, without an allocation.
+#[derive(Default)]
+struct Wakers {
+    first: Option<Waker>,
+    /// Boxed so that a token nobody else waits on stays one pointer smaller: tokens exist per task,
+    /// and 100,000 waiting tasks should cost as little memory as possible.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<Vec<Waker>>>,
+}
+
+impl Wakers {
+    fn register(&mut self, waker: &Waker) {
+        match &self.first {
+            None => self.first = Some(waker.clone()),
+            Some(w) if w.will_wake(waker) => {}
+            Some(_) => {
+                let rest = self.rest.get_or_insert_with(Default::default);
+                if !rest.iter().any(|w| w.will_wake(waker)) {
+                    rest.push(waker.clone());
+                }
+            }
+        }
+    }
+
+    fn wake_all(self) {
+        let rest = self.rest.map(|b| *b).unwrap_or_default();
+        for waker in self.first.into_iter().chain(rest) {
+            waker.wake();
+        }
+    }
 }
 
 impl CancelToken {
@@ -59,9 +91,7 @@ impl CancelToken {
     pub fn cancel(&self) {
         if !self.inner.flag.swap(true, Ordering::AcqRel) {
             let wakers = std::mem::take(&mut *self.inner.wakers.lock());
-            for waker in wakers {
-                waker.wake();
-            }
+            wakers.wake_all();
         }
     }
 
@@ -86,11 +116,7 @@ impl std::future::Future for Cancelled<'_> {
         if self.token.is_cancelled() {
             return Poll::Ready(());
         }
-        let mut wakers = self.token.inner.wakers.lock();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
-        }
-        drop(wakers);
+        self.token.inner.wakers.lock().register(cx.waker());
         // Checked again after registering: a `cancel` in between has either seen the waker or set
         // the flag before this load.
         if self.token.is_cancelled() {

@@ -127,7 +127,7 @@ pub struct PoolBuilder {
     queue_bound: Option<usize>,
     task_timeout: Option<Duration>,
     initializer: Option<Initializer>,
-    detector: Option<Detector>,
+    detector: Option<Arc<Detector>>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -199,10 +199,10 @@ impl PoolBuilder {
     /// It watches async tasks ([`Pool::spawn`]) on every backend.
     pub fn detect_blocking(mut self, threshold: Duration) -> Self {
         let report = match self.detector.take() {
-            Some(d) => d.report,
+            Some(d) => d.report.clone(),
             None => Arc::new(|r: &BlockingReport| eprintln!("martelli: warning: {r}")),
         };
-        self.detector = Some(Detector { threshold, report });
+        self.detector = Some(Arc::new(Detector { threshold, report }));
         self
     }
 
@@ -216,10 +216,10 @@ impl PoolBuilder {
             .detector
             .as_ref()
             .map_or(Duration::from_millis(100), |d| d.threshold);
-        self.detector = Some(Detector {
+        self.detector = Some(Arc::new(Detector {
             threshold,
             report: Arc::new(report),
-        });
+        }));
         self
     }
 
@@ -353,7 +353,7 @@ pub struct Pool {
     backend: Box<dyn Backend>,
     watchdog: Arc<Watchdog>,
     task_timeout: Option<Duration>,
-    detector: Option<Detector>,
+    detector: Option<Arc<Detector>>,
 }
 
 impl fmt::Debug for Pool {
@@ -398,6 +398,11 @@ impl Pool {
     /// life. Cancellation is cooperative: [`Future::cancel`] or a timeout drops the task at its next
     /// `.await` and resolves it as `Cancelled` or `TimedOut`.
     ///
+    /// Write the task as an `async` block: `pool.spawn(async { tokio::time::sleep(d).await })`. A
+    /// tokio future made outside the runtime (`pool.spawn(tokio::time::sleep(d))` from plain code)
+    /// panics where it is made, because tokio binds timers and sockets to a runtime when they are
+    /// created.
+    ///
     /// ```
     /// use martelli::Pool;
     ///
@@ -427,14 +432,7 @@ impl Pool {
         let (promise, future) = promise::<F::Output>();
         let token = promise.token().clone();
         let timeout = self.timeout_for(options, Promise::<F::Output>::expirer);
-        let task = driver(
-            fut,
-            promise,
-            timeout,
-            self.detector.clone(),
-            options.name,
-            future.id(),
-        );
+        let task = driver(fut, promise, timeout, self.detector.clone(), options.name);
         self.backend
             .spawn_task(task, token, options.priority)
             .map(|()| future)

@@ -56,84 +56,116 @@ impl fmt::Debug for Detector {
     }
 }
 
-/// Polls the user's future with its token current, catching panics and timing each poll.
-struct Guarded<F> {
-    inner: Pin<Box<F>>,
-    token: CancelToken,
-    detector: Option<Detector>,
-    name: Option<&'static str>,
-    id: TaskId,
+/// Runs one async task: starts it (unless it was cancelled while queued), arms its timeout, polls the
+/// user's future with the task's token current — catching panics and timing each poll for the
+/// detector — and completes the promise. One allocation per task holds all of it.
+struct Driver<F: Future> {
+    /// Structurally pinned: never moved out of the driver, which has no `Drop` of its own.
+    fut: F,
+    /// `None` once the outcome is delivered.
+    promise: Option<Promise<F::Output>>,
+    started: bool,
+    /// The rarely used settings, boxed so that a plain task's driver stays small (100,000 waiting tasks
+    /// should cost as little memory as possible).
+    extras: Option<Box<Extras<F::Output>>>,
 }
 
-impl<F: Future> Future for Guarded<F> {
-    type Output = TaskResult<F::Output>;
+struct Extras<T> {
+    timeout: Option<Timeout<T>>,
+    detector: Option<Arc<Detector>>,
+    name: Option<&'static str>,
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        if this.token.is_cancelled() {
-            return Poll::Ready(Err(TaskError::Cancelled));
-        }
-        let started = this.detector.as_ref().map(|_| Instant::now());
-        let polled = {
-            let _current = CurrentTokenGuard::enter(&this.token);
-            catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx)))
+impl<F: Future> Future for Driver<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `fut` is the only field treated as pinned, and it is only ever used through
+        // `Pin::new_unchecked` below; no other code moves it, and `Driver` implements neither `Drop` nor
+        // `Unpin` by hand, so it stays where it is until it is dropped in place.
+        let this = unsafe { self.get_unchecked_mut() };
+        let Some(promise) = this.promise.as_ref() else {
+            return Poll::Ready(());
         };
-        if let (Some(detector), Some(started)) = (&this.detector, started) {
-            let blocked_for = started.elapsed();
+        if !this.started {
+            this.started = true;
+            if !promise.start() {
+                this.promise = None; // cancelled while queued: the future is already resolved
+                return Poll::Ready(());
+            }
+            if let Some(t) = this.extras.as_mut().and_then(|e| e.timeout.take()) {
+                t.watchdog.arm(t.after, (t.expirer)(promise));
+            }
+        }
+        let token = promise.token().clone();
+        if token.is_cancelled() {
+            return this.finish(Err(TaskError::Cancelled));
+        }
+        let detector = this.extras.as_ref().and_then(|e| e.detector.as_ref());
+        let before = detector.map(|_| Instant::now());
+        let polled = {
+            let _current = CurrentTokenGuard::enter(&token);
+            // SAFETY: see above; `fut` is pinned for the driver's whole life.
+            let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+            catch_unwind(AssertUnwindSafe(|| fut.poll(cx)))
+        };
+        if let (Some(detector), Some(before)) = (detector, before) {
+            let blocked_for = before.elapsed();
             if blocked_for >= detector.threshold {
                 (detector.report)(&BlockingReport {
-                    task: this.name,
-                    id: this.id,
+                    task: this.extras.as_ref().and_then(|e| e.name),
+                    id: promise.id(),
                     blocked_for,
                 });
             }
         }
         match polled {
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Ok(Poll::Ready(value)) => this.finish(Ok(value)),
+            Err(payload) => this.finish(Err(TaskError::panicked(payload))),
             Ok(Poll::Pending) => {
-                // The token may fire while the task waits: be woken for it too.
-                let mut cancelled = this.token.cancelled();
-                if Pin::new(&mut cancelled).poll(cx).is_ready() {
-                    return Poll::Ready(Err(TaskError::Cancelled));
+                // The token may fire while the task waits (cancel, timeout, shutdown): be woken for it.
+                if Pin::new(&mut token.cancelled()).poll(cx).is_ready() {
+                    return this.finish(Err(TaskError::Cancelled));
                 }
                 Poll::Pending
             }
-            Err(payload) => Poll::Ready(Err(TaskError::panicked(payload))),
         }
     }
 }
 
-/// Builds the driver future of an async task: it starts the task (unless cancelled while queued), arms
-/// its timeout, runs it until it ends or its token fires, and completes the promise.
+impl<F: Future> Driver<F> {
+    fn finish(&mut self, outcome: TaskResult<F::Output>) -> Poll<()> {
+        if let Some(promise) = self.promise.take() {
+            promise.complete(outcome);
+        }
+        Poll::Ready(())
+    }
+}
+
+/// The boxed driver of an async task.
 pub(crate) fn driver<F>(
     fut: F,
     promise: Promise<F::Output>,
     timeout: Option<Timeout<F::Output>>,
-    detector: Option<Detector>,
+    detector: Option<Arc<Detector>>,
     name: Option<&'static str>,
-    id: TaskId,
 ) -> BoxTask
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    Box::pin(async move {
-        if !promise.start() {
-            return;
-        }
-        if let Some(t) = timeout {
-            t.watchdog.arm(t.after, (t.expirer)(&promise));
-        }
-        let token = promise.token().clone();
-        let outcome = Guarded {
-            inner: Box::pin(fut),
-            token,
+    let extras = (timeout.is_some() || detector.is_some() || name.is_some()).then(|| {
+        Box::new(Extras {
+            timeout,
             detector,
             name,
-            id,
-        }
-        .await;
-        promise.complete(outcome);
+        })
+    });
+    Box::pin(Driver {
+        fut,
+        promise: Some(promise),
+        started: false,
+        extras,
     })
 }
 

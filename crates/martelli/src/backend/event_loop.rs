@@ -19,7 +19,6 @@ use crate::local::{self, WorkerInfo};
 use crate::pool::{Priority, Shutdown};
 use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
 use crate::task_future::BoxTask;
-use std::collections::HashMap;
 use std::fmt;
 use std::thread::JoinHandle;
 use tokio::runtime::{Builder, Handle, Runtime};
@@ -32,25 +31,33 @@ struct Tracker {
 
 struct Tracked {
     live: usize,
+    /// Threads blocked on `changed` (a full bound, or a shutdown waiting for the last task): the
+    /// condition variable is signalled only when there are some.
+    waiting: usize,
     bound: Option<usize>,
     closed: bool,
-    next_key: u64,
-    tokens: HashMap<u64, CancelToken>,
+    /// The tokens of live tasks, in a slab: a task's key is its index.
+    tokens: Vec<Option<CancelToken>>,
+    free: Vec<usize>,
 }
 
 /// Counts one task as live until dropped.
 struct Live {
     tracker: Arc<Tracker>,
-    key: u64,
+    key: usize,
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         let mut state = self.tracker.state.lock();
         state.live -= 1;
-        state.tokens.remove(&self.key);
-        drop(state);
-        self.tracker.changed.notify_all();
+        if let Some(slot) = state.tokens.get_mut(self.key) {
+            *slot = None;
+            state.free.push(self.key);
+        }
+        if state.waiting > 0 {
+            self.tracker.changed.notify_all();
+        }
     }
 }
 
@@ -76,15 +83,26 @@ impl Tracker {
                     Admission::Try => return Err(Refusal::Full),
                     // Waiting on the loop's own thread would stop the tasks that make room.
                     Admission::Wait if on_loop => break,
-                    Admission::Wait => state = self.changed.wait(state),
+                    Admission::Wait => {
+                        state.waiting += 1;
+                        state = self.changed.wait(state);
+                        state.waiting -= 1;
+                    }
                 },
                 _ => break,
             }
         }
         state.live += 1;
-        state.next_key += 1;
-        let key = state.next_key;
-        state.tokens.insert(key, token);
+        let key = match state.free.pop() {
+            Some(key) => {
+                state.tokens[key] = Some(token);
+                key
+            }
+            None => {
+                state.tokens.push(Some(token));
+                state.tokens.len() - 1
+            }
+        };
         Ok(Live {
             tracker: Arc::clone(self),
             key,
@@ -136,10 +154,11 @@ impl EventLoop {
         let tracker = Arc::new(Tracker {
             state: Mutex::new(Tracked {
                 live: 0,
+                waiting: 0,
                 bound: queue_bound,
                 closed: false,
-                next_key: 0,
-                tokens: HashMap::new(),
+                tokens: Vec::new(),
+                free: Vec::new(),
             }),
             changed: Condvar::new(),
         });
@@ -270,7 +289,7 @@ impl Backend for EventLoop {
             let mut state = self.tracker.state.lock();
             state.closed = true;
             if mode == Shutdown::CancelPending {
-                for token in state.tokens.values() {
+                for token in state.tokens.iter().flatten() {
                     token.cancel();
                 }
             }
@@ -281,7 +300,9 @@ impl Backend for EventLoop {
         if !self.on_a_runtime_thread() {
             let mut state = self.tracker.state.lock();
             while state.live > 0 {
+                state.waiting += 1;
                 state = self.tracker.changed.wait(state);
+                state.waiting -= 1;
             }
         }
         let owned = self.owned.lock().take();
