@@ -14,6 +14,7 @@ out=$(mktemp -d)
 for r in $(seq "$ROUNDS"); do
   "$BIN" baseline >>"$out/m_base"
   "$BIN" async 100000 >>"$out/m_async"
+  "$BIN" tokio 100000 >>"$out/m_tokio"
   "$BIN" async 10000 >>"$out/m_async10k"
   "$BIN" threads 10000 >>"$out/m_threads10k"
   if command -v python3 >/dev/null && [ -f "$PEER" ]; then
@@ -35,6 +36,7 @@ def summary(name):
     return {"n": n, "wall": med(r["wall_s"] for r in rs), "spawn": med(r["spawn_s"] for r in rs),
             "kib_per": (med(r["peak_rss_kib"] for r in rs) - base) / n}
 a, a10, t10 = summary("m_async"), summary("m_async10k"), summary("m_threads10k")
+tk = summary("m_tokio")
 print(f"machine: {os.cpu_count()} cpus; rounds: {len(rows('m_async'))}; medians")
 print()
 print("| row | martelli | peer | ratio (martelli / peer) | target |")
@@ -48,6 +50,7 @@ if py:
 else:
     print(f"| 100k tasks × sleep 10 ms: wall | {a['wall']:.3f} s | (python peer not found) | | ≤ 0.3 s |")
     print(f"| 100k tasks × sleep 10 ms: memory per task | {a['kib_per']:.2f} KiB | (python peer not found) | | |")
+print(f"| 100k tasks: martelli over bare tokio (the floor) | {a['kib_per']:.2f} KiB, {a['wall']:.3f} s | tokio {tk['kib_per']:.2f} KiB, {tk['wall']:.3f} s | {a['kib_per']/tk['kib_per']:.2f}× memory, {a['wall']/tk['wall']:.2f}× wall | |")
 print(f"| 10k units: spawn time | async {a10['spawn']*1e3:.1f} ms | threads {t10['spawn']*1e3:.1f} ms | {a10['spawn']/t10['spawn']:.3f}× | |")
 print(f"| 10k units: memory per unit | async {a10['kib_per']:.2f} KiB | threads {t10['kib_per']:.2f} KiB | {a10['kib_per']/t10['kib_per']:.3f}× | |")
 print(f"| 10k units: wall | async {a10['wall']*1e3:.1f} ms | threads {t10['wall']*1e3:.1f} ms | {a10['wall']/t10['wall']:.3f}× | |")
