@@ -51,9 +51,10 @@
 //!   per consumer rather than losing it — and takes no more. Items still queued stay in the queue
 //!   (they are not done, so a `join` on it keeps waiting until someone else serves it or closes it).
 //!
-//! The inline backend runs tasks on the caller's thread, where a daemon would run forever, so
-//! `consume` on an inline pool fails with [`ConsumeError::Inline`]. The process and cluster backends
-//! are not built yet; when they are, items and results will cross as serde values.
+//! Daemons run on the thread backend. The inline backend runs tasks on the caller's thread and the
+//! event loop (`async`) on its loop thread, either of which a daemon would block for good, so
+//! `consume` on those pools fails with [`ConsumeError::Unsupported`] rather than hang. The process and
+//! cluster backends are not built yet; when they are, items and results will cross as serde values.
 
 use crate::backend::Admission;
 use crate::error::{TaskError, TaskFailure, TaskResult};
@@ -69,14 +70,18 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConsumeError {
-    /// The pool is inline: its tasks run on the caller's thread, where a daemon consumer would serve
-    /// the queue forever.
+    /// The pool's backend cannot host a daemon: the inline backend runs tasks on the caller's thread,
+    /// the event loop (`async`) on its loop thread, and a consumer there would block that thread for
+    /// the life of the pool.
     #[error(
-        "an inline pool runs each task on the caller's thread, so a daemon consumer would serve the \
-         queue there forever; use a thread pool (Pool::threads) for consumers, or drain the queue on \
-         this thread with try_get"
+        "daemon consumers need workers that are threads of their own, but the {backend:?} backend runs          tasks {runs_on}, which a consumer would block for the life of the pool; use a thread pool          (Pool::threads) for consumers"
     )]
-    Inline,
+    Unsupported {
+        /// The pool's backend (`Pool::kind`).
+        backend: &'static str,
+        /// Where that backend runs tasks.
+        runs_on: &'static str,
+    },
     /// The pool is shut down.
     #[error("the pool is shut down and starts no consumers (build a new pool)")]
     ShutDown,
@@ -261,8 +266,26 @@ where
     /// Starts the consumers on the pool's workers.
     pub fn start(self) -> Result<Consumers, ConsumeError> {
         let pool = self.pool;
-        if pool.kind() == "inline" {
-            return Err(ConsumeError::Inline);
+        match pool.kind() {
+            "threads" => {}
+            "inline" => {
+                return Err(ConsumeError::Unsupported {
+                    backend: "inline",
+                    runs_on: "on the caller's thread",
+                });
+            }
+            "async" => {
+                return Err(ConsumeError::Unsupported {
+                    backend: "async",
+                    runs_on: "on its event-loop thread",
+                });
+            }
+            other => {
+                return Err(ConsumeError::Unsupported {
+                    backend: other,
+                    runs_on: "where daemons are not supported yet",
+                });
+            }
         }
         if self.consumers == Some(0) {
             return Err(ConsumeError::NoConsumers);
@@ -375,6 +398,8 @@ impl<T, R> Group<T, R> {
                 (Ok(_), _) => {}
                 (Err(error), _) => self.report(index, error),
             }
+            // Counted before `task_done`, so that once `join` returns the counters are complete.
+            self.counters.processed.fetch_add(1, Ordering::Relaxed);
             if self.input.task_done().is_err() {
                 self.report(
                     index,
@@ -384,7 +409,6 @@ impl<T, R> Group<T, R> {
                     )),
                 );
             }
-            self.counters.processed.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -274,8 +274,30 @@ fn an_inline_pool_refuses_daemon_consumers() {
     let pool = Pool::inline();
     let input: JoinableQueue<u8> = JoinableQueue::new();
     let err = pool.consume(&input, |_| ()).start().unwrap_err();
-    assert!(matches!(err, ConsumeError::Inline));
-    assert!(err.to_string().contains("thread pool"), "{err}");
+    assert!(matches!(
+        err,
+        ConsumeError::Unsupported {
+            backend: "inline",
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("Pool::threads"), "{err}");
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn an_event_loop_pool_refuses_daemon_consumers() {
+    let pool = Pool::event_loop().unwrap();
+    let input: JoinableQueue<u8> = JoinableQueue::new();
+    let err = pool.consume(&input, |_| ()).start().unwrap_err();
+    assert!(matches!(
+        err,
+        ConsumeError::Unsupported {
+            backend: "async",
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("event-loop"), "{err}");
 }
 
 #[test]
