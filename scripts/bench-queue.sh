@@ -2,8 +2,9 @@
 # Queue throughput, side by side: martelli's JoinableQueue (with task_done/join accounting) against
 # crossbeam-channel, flume and std::sync::mpsc (one Rust benchmark binary that interleaves them rep by
 # rep), and Python's queue.Queue with task_done/join (the peer script). The Rust binary and the Python
-# peer alternate for ROUNDS rounds, so a change in the machine's load hits both; each figure is the
-# median over the rounds of each round's median. Prints the figures and the ratios.
+# peer alternate for ROUNDS rounds; each round gives its ratios (martelli over each peer, both measured
+# in that round, so a change in the machine's load between rounds cancels out), and the script reports
+# the median ratio over the rounds with its range, and the median throughput of each queue.
 #
 #   scripts/bench-queue.sh                 # N=1000000 items (Rust), PY_N=200000 (Python), REPS=7, ROUNDS=3
 #   N=200000 REPS=3 ROUNDS=1 scripts/bench-queue.sh
@@ -41,7 +42,7 @@ rate() { grep "\"impl\":\"$1\"" | sed -E 's/.*"items_per_s_median":([0-9.e+]+).*
 # The median of the numbers read from stdin, one a line.
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-declare -A samples
+declare -A samples ratios
 impls=(martelli crossbeam-channel crossbeam+counter flume std-mpsc)
 for ((round = 1; round <= rounds; round++)); do
     echo
@@ -51,10 +52,14 @@ for ((round = 1; round <= rounds; round++)); do
     for impl in "${impls[@]}"; do
         samples[$impl]+="$(rate "$impl" <<<"$out")"$'\n'
     done
+    m="$(rate martelli <<<"$out")"
+    ratios[crossbeam]+="$(awk -v m="$m" -v c="$(rate crossbeam-channel <<<"$out")" 'BEGIN { print m / c }')"$'\n'
     if [[ -n "$python" ]]; then
         py_out="$(N="$py_n" python3 "$script")"
         echo "python queue.Queue: $py_out"
-        samples[python]+="$(sed -E 's/.*"items_per_s_median": ?([0-9.e+]+).*/\1/' <<<"$py_out")"$'\n'
+        p="$(sed -E 's/.*"items_per_s_median": ?([0-9.e+]+).*/\1/' <<<"$py_out")"
+        samples[python]+="$p"$'\n'
+        ratios[python]+="$(awk -v m="$m" -v p="$p" 'BEGIN { print m / p }')"$'\n'
     fi
 done
 
@@ -63,12 +68,13 @@ echo "medians over $rounds round(s):"
 for impl in "${impls[@]}" ${python:+python}; do
     printf '  %-20s %14.0f items/s\n' "$impl" "$(printf '%s' "${samples[$impl]}" | median)"
 done
-martelli="$(printf '%s' "${samples[martelli]}" | median)"
-crossbeam="$(printf '%s' "${samples[crossbeam-channel]}" | median)"
-awk -v m="$martelli" -v c="$crossbeam" \
-    'BEGIN { printf "martelli / crossbeam-channel throughput: %.2fx (target >= 0.8x)\n", m / c }'
+# "median (min–max)" of the ratios read from stdin.
+summary() {
+    sort -g | awk '{ v[NR] = $1 } END {
+        med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%.2fx (rounds: %.2fx to %.2fx)", med, v[1], v[NR] }'
+}
+echo "martelli / crossbeam-channel throughput: $(printf '%s' "${ratios[crossbeam]}" | summary) (target >= 0.8x)"
 if [[ -n "$python" ]]; then
-    py="$(printf '%s' "${samples[python]}" | median)"
-    awk -v m="$martelli" -v p="$py" \
-        'BEGIN { printf "martelli / Python queue.Queue throughput: %.1fx (target >= 30x)\n", m / p }'
+    echo "martelli / Python queue.Queue throughput: $(printf '%s' "${ratios[python]}" | summary) (target >= 30x)"
 fi
