@@ -130,13 +130,15 @@ impl ItemError {
     }
 }
 
+// User closures are shared with `std`'s `Arc` even under loom: they are not synchronisation state, and
+// loom's `Arc` cannot hold unsized values.
 type TaskFn<T, R> = dyn Fn(T) -> TaskResult<R> + Send + Sync;
 type ErrorCallback = dyn Fn(ItemError) + Send + Sync;
 
 enum ErrorSink {
     Stderr,
     Queue(JoinableQueue<ItemError>),
-    Callback(Arc<ErrorCallback>),
+    Callback(std::sync::Arc<ErrorCallback>),
 }
 
 /// Configures daemon consumers of a queue; made by [`Pool::consume`] or [`Pool::consume_fallible`],
@@ -145,7 +147,7 @@ enum ErrorSink {
 pub struct Consume<'p, T, R> {
     pool: &'p Pool,
     input: JoinableQueue<T>,
-    task: Arc<TaskFn<T, R>>,
+    task: std::sync::Arc<TaskFn<T, R>>,
     consumers: Option<usize>,
     output: Option<JoinableQueue<R>>,
     errors: ErrorSink,
@@ -189,7 +191,7 @@ impl Pool {
         R: Send + 'static,
         F: Fn(T) -> R + Send + Sync + 'static,
     {
-        self.consume_task(queue, Arc::new(move |item| Ok(task(item))))
+        self.consume_task(queue, std::sync::Arc::new(move |item| Ok(task(item))))
     }
 
     /// [`consume`](Pool::consume) with a task that returns `Result`: an `Err` is a failed item, reported
@@ -207,7 +209,7 @@ impl Pool {
     {
         self.consume_task(
             queue,
-            Arc::new(move |item| {
+            std::sync::Arc::new(move |item| {
                 task(item).map_err(|e| TaskError::Failed(TaskFailure::from_error(e)))
             }),
         )
@@ -216,7 +218,7 @@ impl Pool {
     fn consume_task<T, R>(
         &self,
         queue: &JoinableQueue<T>,
-        task: Arc<TaskFn<T, R>>,
+        task: std::sync::Arc<TaskFn<T, R>>,
     ) -> Consume<'_, T, R> {
         Consume {
             pool: self,
@@ -259,7 +261,7 @@ where
     where
         F: Fn(ItemError) + Send + Sync + 'static,
     {
-        self.errors = ErrorSink::Callback(Arc::new(callback));
+        self.errors = ErrorSink::Callback(std::sync::Arc::new(callback));
         self
     }
 
@@ -367,7 +369,7 @@ struct Group<T, R> {
     input: JoinableQueue<T>,
     output: Option<JoinableQueue<R>>,
     errors: ErrorSink,
-    task: Arc<TaskFn<T, R>>,
+    task: std::sync::Arc<TaskFn<T, R>>,
     counters: Arc<Counters>,
 }
 

@@ -69,6 +69,21 @@
 //!    is full and open; a push or pop signals a sleeper only when one has not been signalled already.
 //!
 //! `accounting.rs`, `channel.rs` and `locked.rs` spell each rule out where it is kept.
+//!
+//! # Cost
+//!
+//! A FIFO `put` or `get` is a crossbeam-channel operation plus the accounting: one atomic
+//! read-modify-write on the shared word when a put begins, one when it lands (rule 4 needs to know),
+//! and one per `task_done`. That word is the price of an exact `join`: on a 2-core machine the queue
+//! moves about half to two thirds of crossbeam-channel's items per second, and crossbeam-channel with
+//! one shared counter added, the least such accounting costs, about three quarters (`BENCHMARKS.md`,
+//! *Queues*). A queue counts at most 2⁴⁰ unfinished items at once.
+//!
+//! # Model checking
+//!
+//! The accounting word and the locked flavour synchronise through the crate's `sync` module, so loom
+//! models can drive them; the channel flavour relies on crossbeam-channel's own synchronisation. No loom
+//! model of the queue exists yet.
 
 mod accounting;
 mod channel;
