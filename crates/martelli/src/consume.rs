@@ -265,7 +265,9 @@ where
         self
     }
 
-    /// Starts the consumers on the pool's workers.
+    /// Starts the consumers on the pool's workers. Call it from outside the pool's own tasks: a task
+    /// that starts consumers on its own pool while that pool's queue bound is reached would run the
+    /// first consumer itself, as a worker runs any task it cannot queue to its own full pool.
     pub fn start(self) -> Result<Consumers, ConsumeError> {
         let pool = self.pool;
         match pool.kind() {
