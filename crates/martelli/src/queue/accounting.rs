@@ -1,14 +1,15 @@
 //! The `task_done`/`join` accounting and the `closed` flag, packed into one atomic word so that the
 //! hot path costs one read-modify-write per `put` landing and one per `task_done`.
 //!
-//! The word holds, from the top bit down: `CLOSED` (1 bit), `pending` (23 bits: puts that passed the
-//! closed check and have not yet landed or given up), and `unfinished` (40 bits: items put and not
-//! yet marked done). The rules (numbered as in the [queue module](super)):
+//! The word holds, from the top bit down: `CLOSED` (1 bit), `SEALED` (1 bit), `pending` (22 bits:
+//! puts that passed the closed check and have not yet landed or given up, for the rare put that cannot
+//! use a [put fence](super::fence)), and `unfinished` (40 bits: items put and not yet marked done). The
+//! rules (numbered as in the [queue module](super)):
 //!
-//! 1. A put adds one to `unfinished` (and, for the channel flavour, one to `pending`) in a single
-//!    `SeqCst` read-modify-write *before* its item becomes visible, and fails if that operation saw
-//!    `CLOSED`; it then undoes its addition. So the matching `task_done`, which can only follow a `get`
-//!    of the item, always finds the addition, and `unfinished >= len` holds at every quiescent point.
+//! 1. A put adds one to `unfinished` in a single `SeqCst` read-modify-write *before* its item becomes
+//!    visible, and fails if that operation saw `CLOSED`; it then undoes its addition. So the matching
+//!    `task_done`, which can only follow a `get` of the item, always finds the addition, and
+//!    `unfinished >= len` holds at every quiescent point.
 //! 2. `task_done` decrements `unfinished` with a compare-and-swap that refuses to go below zero: a
 //!    miscount is reported and changes nothing.
 //! 3. A joiner increments `joiners` and then re-reads the word, both `SeqCst`, under `lock`, and sleeps
@@ -17,9 +18,10 @@
 //!    notifies. In the single order of `SeqCst` operations either the joiner sees zero or the other
 //!    side sees the joiner; and since the joiner holds `lock` from its check until it sleeps, the
 //!    notification cannot fall in between.
-//! 4. `CLOSED` is set once and never cleared. Once it is set and `pending` is zero, no item can land
-//!    any more: a getter that then finds the queue empty may report `Closed`, and `close_now` may
-//!    drain, knowing that nothing will arrive behind it.
+//! 4. `CLOSED` is set once and never cleared. The closer then waits out the puts in flight — those
+//!    behind a put fence and those counted as pending — and sets `SEALED`: from then on no item can
+//!    land, so a getter that finds the queue empty may report `Closed`, and `close_now` may drain,
+//!    knowing that nothing will arrive behind it.
 
 use super::Block;
 use super::error::{JoinTimeoutError, TaskDoneError};
@@ -27,8 +29,9 @@ use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 use crossbeam_utils::CachePadded;
 
 const CLOSED: u64 = 1 << 63;
+const SEALED: u64 = 1 << 62;
 const PENDING: u64 = 1 << 40;
-const PENDING_MASK: u64 = CLOSED - PENDING;
+const PENDING_MASK: u64 = SEALED - PENDING;
 const COUNT_MASK: u64 = PENDING - 1;
 
 /// The word and the joiner count sit on cache lines of their own: every put and `task_done` writes
@@ -51,27 +54,37 @@ impl Accounting {
         }
     }
 
-    /// Rule 1 for a put that lands later (channel flavour): counts the item and marks it pending.
-    /// False, with nothing counted, when the queue is closed.
+    /// Rule 1 for a put that lands later (channel flavour): counts the item, and marks it pending
+    /// unless the put is behind a fence. False, with nothing counted, when the queue is closed.
     #[inline]
-    pub(super) fn begin_put(&self) -> bool {
-        let before = self.word.fetch_add(PENDING + 1, Ordering::SeqCst);
+    pub(super) fn begin_put(&self, fenced: bool) -> bool {
+        let delta = Self::put_delta(fenced);
+        let before = self.word.fetch_add(delta, Ordering::SeqCst);
         if before & CLOSED != 0 {
-            self.abort_put();
+            self.abort_put(fenced);
             return false;
         }
         true
     }
 
-    /// The pending put landed: its item is visible.
     #[inline]
-    pub(super) fn end_put(&self) {
-        self.word.fetch_sub(PENDING, Ordering::SeqCst);
+    fn put_delta(fenced: bool) -> u64 {
+        if fenced { 1 } else { PENDING + 1 }
     }
 
-    /// The pending put gave up (closed, timed out, would block): undo rule 1's additions.
-    pub(super) fn abort_put(&self) {
-        let before = self.word.fetch_sub(PENDING + 1, Ordering::SeqCst);
+    /// The put landed: its item is visible.
+    #[inline]
+    pub(super) fn end_put(&self, fenced: bool) {
+        if !fenced {
+            self.word.fetch_sub(PENDING, Ordering::SeqCst);
+        }
+    }
+
+    /// The put gave up (closed, timed out, would block): undo rule 1's additions.
+    pub(super) fn abort_put(&self, fenced: bool) {
+        let before = self
+            .word
+            .fetch_sub(Self::put_delta(fenced), Ordering::SeqCst);
         if before & COUNT_MASK == 1 {
             self.wake_joiners();
         }
@@ -136,10 +149,19 @@ impl Accounting {
         self.word.load(Ordering::SeqCst) & CLOSED != 0
     }
 
-    /// True once closed with no put in flight: nothing can land any more (rule 4).
+    /// Puts counted as pending (those without a fence) that have not landed or given up.
+    pub(super) fn pending(&self) -> u64 {
+        (self.word.load(Ordering::SeqCst) & PENDING_MASK) / PENDING
+    }
+
+    /// Rule 4: every put in flight at the close has landed or given up.
+    pub(super) fn seal(&self) {
+        self.word.fetch_or(SEALED, Ordering::SeqCst);
+    }
+
+    /// True once sealed: nothing can land any more (rule 4).
     pub(super) fn is_sealed(&self) -> bool {
-        let word = self.word.load(Ordering::SeqCst);
-        word & CLOSED != 0 && word & PENDING_MASK == 0
+        self.word.load(Ordering::SeqCst) & SEALED != 0
     }
 
     pub(super) fn unfinished(&self) -> u64 {

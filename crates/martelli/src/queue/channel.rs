@@ -7,6 +7,7 @@
 //! list that gets read after the channel, rather than lose it or keep the shutdown waiting.
 
 use super::accounting::Accounting;
+use super::fence;
 use super::{Block, Refusal, StopSignal};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
@@ -51,6 +52,11 @@ impl<T> Channel<T> {
         self.rx.len() + self.spilled.load(Ordering::Acquire) as usize
     }
 
+    /// This queue's identity in the put fences.
+    fn identity(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
     pub(super) fn put(
         &self,
         acct: &Accounting,
@@ -58,7 +64,23 @@ impl<T> Channel<T> {
         block: Block,
         stop: Option<&StopSignal>,
     ) -> Result<(), (T, Refusal)> {
-        if !acct.begin_put() {
+        let fenced = fence::enter(self.identity());
+        let result = self.put_counted(acct, item, block, stop, fenced);
+        if fenced {
+            fence::leave();
+        }
+        result
+    }
+
+    fn put_counted(
+        &self,
+        acct: &Accounting,
+        item: T,
+        block: Block,
+        stop: Option<&StopSignal>,
+        fenced: bool,
+    ) -> Result<(), (T, Refusal)> {
+        if !acct.begin_put(fenced) {
             return Err((item, Refusal::Closed));
         }
         // Like crossbeam's own `send`: retry with a short exponential backoff before blocking, which
@@ -68,13 +90,13 @@ impl<T> Channel<T> {
         loop {
             item = match self.tx.try_send(item) {
                 Ok(()) => {
-                    acct.end_put();
+                    acct.end_put(fenced);
                     return Ok(());
                 }
                 Err(TrySendError::Full(item)) => item,
                 // The queue holds a receiver, so the channel cannot disconnect.
                 Err(TrySendError::Disconnected(item)) => {
-                    acct.abort_put();
+                    acct.abort_put(fenced);
                     return Err((item, Refusal::Closed));
                 }
             };
@@ -85,12 +107,12 @@ impl<T> Channel<T> {
         }
         if stop.is_some_and(StopSignal::is_fired) {
             self.spill(item);
-            acct.end_put();
+            acct.end_put(fenced);
             return Ok(());
         }
         let deadline = match block {
             Block::Never => {
-                acct.abort_put();
+                acct.abort_put(fenced);
                 return Err((item, Refusal::WouldBlock));
             }
             Block::Until(deadline) => Some(deadline),
@@ -105,7 +127,7 @@ impl<T> Channel<T> {
             Some(deadline) => match sel.select_deadline(deadline) {
                 Ok(oper) => oper,
                 Err(_) => {
-                    acct.abort_put();
+                    acct.abort_put(fenced);
                     return Err((item, Refusal::Timeout));
                 }
             },
@@ -114,17 +136,17 @@ impl<T> Channel<T> {
         if index == send {
             match oper.send(&self.tx, item) {
                 Ok(()) => {
-                    acct.end_put();
+                    acct.end_put(fenced);
                     Ok(())
                 }
                 Err(err) => {
-                    acct.abort_put();
+                    acct.abort_put(fenced);
                     Err((err.into_inner(), Refusal::Closed))
                 }
             }
         } else if index == close {
             let _ = oper.recv(&self.close_rx);
-            acct.abort_put();
+            acct.abort_put(fenced);
             Err((item, Refusal::Closed))
         } else {
             // The stop signal fired while the output was full.
@@ -132,7 +154,7 @@ impl<T> Channel<T> {
                 let _ = oper.recv(&signal.rx);
             }
             self.spill(item);
-            acct.end_put();
+            acct.end_put(fenced);
             Ok(())
         }
     }
@@ -182,7 +204,7 @@ impl<T> Channel<T> {
                         Err(_) => self.take_spilled().ok_or(Refusal::Closed),
                     };
                 }
-                // A put that began before the close is landing or giving up: let it.
+                // The closer is waiting out the puts in flight (rule 4): let it.
                 std::thread::yield_now();
                 continue;
             }
@@ -235,13 +257,16 @@ impl<T> Channel<T> {
 
     pub(super) fn close(&self, acct: &Accounting, discard: bool) -> Vec<T> {
         acct.close();
+        // Wake every blocked put and get; a blocked put gives up.
         drop(self.close_tx.lock().take());
+        // Rule 4: wait out the puts in flight, then seal.
+        fence::wait_out(self.identity());
+        while acct.pending() > 0 {
+            std::thread::yield_now();
+        }
+        acct.seal();
         if !discard {
             return Vec::new();
-        }
-        // Rule 4: wait out the puts in flight (a blocked one was just woken and gives up).
-        while !acct.is_sealed() {
-            std::thread::yield_now();
         }
         let mut items: Vec<T> = self.rx.try_iter().collect();
         {

@@ -88,6 +88,7 @@
 mod accounting;
 mod channel;
 mod error;
+mod fence;
 mod locked;
 mod store;
 
