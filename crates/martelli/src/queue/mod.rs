@@ -61,10 +61,11 @@
 //! 3. A joiner registers, then re-reads the count, and sleeps while it is not zero; whatever brings
 //!    the count to zero afterwards sees the registration and wakes it (sequentially consistent
 //!    operations, and a lock held by the joiner from its check until it sleeps).
-//! 4. `closed` is set once and never cleared. Once it is set and no put is in flight, nothing can
-//!    land: a getter that then finds the queue empty reports `Closed`, and `close_now` drains knowing
-//!    nothing arrives behind it. A put that began before the close may still land; it is then drained
-//!    like any other item.
+//! 4. `closed` is set once and never cleared. `close` then waits out the puts in flight — each put
+//!    publishes the queue it is putting into in a per-thread *put fence* (`fence.rs`) — and seals the
+//!    queue: from then on nothing can land, so a getter that finds it empty reports `Closed`, and
+//!    `close_now` drains knowing nothing arrives behind it. A put that began before the close may
+//!    still land; it is then drained like any other item.
 //! 5. (Locked flavour.) Getters sleep only while the store is empty and open, putters only while it
 //!    is full and open; a push or pop signals a sleeper only when one has not been signalled already.
 //!
@@ -73,17 +74,16 @@
 //! # Cost
 //!
 //! A FIFO `put` or `get` is a crossbeam-channel operation plus the accounting: one atomic
-//! read-modify-write on the shared word when a put begins, one when it lands (rule 4 needs to know),
-//! and one per `task_done`. That word is the price of an exact `join`: on a 2-core machine the queue
-//! moves about half to two thirds of crossbeam-channel's items per second, and crossbeam-channel with
-//! one shared counter added, the least such accounting costs, about three quarters (`BENCHMARKS.md`,
-//! *Queues*). A queue counts at most 2⁴⁰ unfinished items at once.
+//! read-modify-write of the shared word per put (plus two plain stores to the thread's put fence) and
+//! one per `task_done`. That shared word is the price of an exact `join`; `BENCHMARKS.md` (*Queues*)
+//! has the figures against crossbeam-channel, and against crossbeam-channel with one shared counter
+//! added — the least such accounting can cost. A queue counts at most 2⁴⁰ unfinished items at once.
 //!
 //! # Model checking
 //!
 //! The accounting word and the locked flavour synchronise through the crate's `sync` module, so loom
-//! models can drive them; the channel flavour relies on crossbeam-channel's own synchronisation. No loom
-//! model of the queue exists yet.
+//! models can drive them; the channel flavour relies on crossbeam-channel's own synchronisation, and
+//! the put fences' registry on `std`'s. No loom model of the queue exists yet.
 
 mod accounting;
 mod channel;
