@@ -19,7 +19,7 @@
 
 use crate::cancel::CancelToken;
 use crate::error::{TaskError, TaskResult};
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -32,8 +32,7 @@ pub struct TaskId(pub(crate) u64);
 
 impl TaskId {
     pub(crate) fn next() -> TaskId {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        TaskId(NEXT.fetch_add(1, Ordering::Relaxed))
+        TaskId(crate::sync::next_id())
     }
 
     /// The number behind the id.
@@ -214,6 +213,14 @@ impl<T> Promise<T> {
 
 impl<T: Send + 'static> Promise<T> {
     /// A handle to time the task out from elsewhere (the timeout watchdog).
+    #[cfg(loom)]
+    pub(crate) fn expirer(&self) -> Expirer {
+        // Timeouts are not part of the loom models; loom's Arc has no weak references.
+        Expirer { target: None }
+    }
+
+    /// A handle to time the task out from elsewhere (the timeout watchdog).
+    #[cfg(not(loom))]
     pub(crate) fn expirer(&self) -> Expirer {
         Expirer {
             target: self.shared.as_ref().map(|s| {
@@ -251,7 +258,7 @@ impl<T: Send> Expire for Shared<T> {
 
 /// A weak handle to a running task, used by the timeout watchdog.
 pub(crate) struct Expirer {
-    target: Option<crate::sync::Weak<dyn Expire>>,
+    target: Option<std::sync::Weak<dyn Expire>>,
 }
 
 impl Expirer {

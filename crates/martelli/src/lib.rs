@@ -82,6 +82,8 @@ mod error;
 mod future;
 mod job;
 mod local;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod map;
 mod map_async;
 mod pool;

@@ -3,11 +3,11 @@
 use crate::error::{TaskError, TaskFailure, TaskResult};
 use crate::future::Future;
 use crate::pool::{Pool, TaskOptions};
-use crate::sync::Arc;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::iter::Fuse;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 

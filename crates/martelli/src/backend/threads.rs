@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::job::Job;
 use crate::local::{self, WorkerInfo};
 use crate::pool::Shutdown;
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{Arc, Condvar, Mutex};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -109,10 +109,9 @@ impl Threads {
     /// Starts the workers and runs each one's initializer; fails if a thread cannot start or an
     /// initializer panics (then the workers already started are stopped).
     pub(crate) fn start(config: &BackendConfig) -> Result<Threads, Error> {
-        static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
         let n = config.workers;
         let inner = Arc::new(Inner {
-            id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
+            id: crate::sync::next_id(),
             queue: Mutex::new(Queue {
                 levels: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
                 len: 0,
