@@ -176,6 +176,7 @@ pub(crate) struct Promise<T> {
 impl<T> Promise<T> {
     /// Marks the task running. False when it was cancelled while queued: then the task must not run.
     pub(crate) fn start(&self) -> bool {
+        crate::chaos::point();
         let Some(shared) = &self.shared else {
             return false;
         };
@@ -204,6 +205,7 @@ impl<T> Promise<T> {
 
     /// Completes the future. Returns whether this outcome won (it loses to an earlier cancel or timeout).
     pub(crate) fn complete(mut self, result: TaskResult<T>) -> bool {
+        crate::chaos::point();
         match self.shared.take() {
             Some(shared) => shared.finish(result),
             None => false,
@@ -352,6 +354,7 @@ impl<T> Future<T> {
 
     /// Blocks until the task finishes and returns its outcome.
     pub fn wait(self) -> TaskResult<T> {
+        crate::chaos::point();
         let mut slot = self.shared.slot.lock();
         while slot.state != State::Done && slot.state != State::Taken {
             slot.waiters += 1;

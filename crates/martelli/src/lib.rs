@@ -78,6 +78,7 @@
 
 mod backend;
 mod cancel;
+pub mod chaos;
 mod error;
 mod future;
 mod job;

@@ -274,6 +274,7 @@ impl Backend for EventLoop {
             let _live = live;
             task.await;
         });
+        crate::chaos::point();
         Ok(())
     }
 

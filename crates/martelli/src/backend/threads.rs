@@ -156,6 +156,7 @@ impl Threads {
                     return;
                 }
                 while let Some(job) = inner.next_job() {
+                    crate::chaos::point();
                     inner.run(index, job);
                 }
             });
@@ -223,6 +224,8 @@ impl Backend for Threads {
             q.to_wake += 1;
             inner.work.notify_one();
         }
+        drop(q);
+        crate::chaos::point();
         Ok(())
     }
 
