@@ -56,6 +56,10 @@ struct Args {
     /// Run only these benchmarks (default: all). `python` needs `submit` and runs it too.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Bench>,
+    /// Run martelli's contenders only, not the peers (for profiling martelli; the ratios are then
+    /// meaningless and the table is not printed).
+    #[arg(long)]
+    martelli_only: bool,
     /// Print every round's figures as they are measured.
     #[arg(long, short)]
     verbose: bool,
@@ -132,6 +136,9 @@ fn main() -> anyhow::Result<()> {
         let mut round_submit = [0.0; 3];
         if run_submit {
             for which in rotation(3, round) {
+                if args.martelli_only && which != 0 {
+                    continue;
+                }
                 round_submit[which] = submit_wait(which, SUBMIT_TASKS)?;
                 submit[which].push(round_submit[which]);
             }
@@ -149,6 +156,9 @@ fn main() -> anyhow::Result<()> {
         if run_map {
             let mut t = [0.0; 2];
             for which in rotation(2, round) {
+                if args.martelli_only && which != 0 {
+                    continue;
+                }
                 t[which] = map_collect(which, &map_inputs)?;
                 map[which].push(t[which]);
             }
@@ -164,6 +174,9 @@ fn main() -> anyhow::Result<()> {
         if run_cpu {
             let mut t = [0.0; 3];
             for which in rotation(3, round) {
+                if args.martelli_only && which == 2 {
+                    continue;
+                }
                 t[which] = cpu_bound(which, cpu_iters, cores)?;
                 cpu[which].push(t[which]);
             }
@@ -191,6 +204,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
         eprintln!("round {}/{} done", round + 1, args.rounds);
+    }
+    if args.martelli_only {
+        return Ok(());
     }
 
     let median = |s: &Samples| s.median().unwrap_or(f64::NAN);
