@@ -160,7 +160,9 @@ pub struct Map<'p, I: Iterator, F, T> {
     chunk: usize,
     window: usize,
     in_flight: InFlight<T>,
-    /// Finished chunks being handed out, oldest first.
+    /// The finished chunk being handed out, kept out of `ready` so that `next` is a few instructions.
+    current: Cursor<T>,
+    /// Finished chunks waiting to be handed out, oldest first.
     ready: VecDeque<Cursor<T>>,
 }
 
@@ -181,6 +183,10 @@ where
             chunk: 1,
             window: (pool.workers() * 2).max(2),
             in_flight: InFlight::Ordered(VecDeque::new()),
+            current: Cursor::Failed {
+                error: TaskError::Cancelled,
+                left: 0,
+            },
             ready: VecDeque::new(),
         }
     }
@@ -317,10 +323,21 @@ where
 
     #[inline]
     fn next(&mut self) -> Option<TaskResult<T>> {
-        if let Some(result) = self.ready.front_mut().and_then(Cursor::next) {
-            return Some(result);
+        if let Cursor::Ran {
+            values,
+            next_failure,
+            position,
+            ..
+        } = &mut self.current
+        {
+            if *position != *next_failure {
+                if let Some(value) = values.next() {
+                    *position += 1;
+                    return Some(Ok(value));
+                }
+            }
         }
-        self.next_chunk()
+        self.next_slow()
     }
 }
 
@@ -331,16 +348,18 @@ where
     F: Fn(I::Item) -> T + Send + Sync + 'static,
     T: Send + 'static,
 {
-    /// The slow path of `next`: drops the exhausted chunk, refills the window and waits for the next
-    /// chunk to finish.
+    /// The slow path of `next`: a failure in the current chunk, or the next chunk (refilling the
+    /// window and waiting for a chunk to finish when none is ready).
     #[cold]
-    fn next_chunk(&mut self) -> Option<TaskResult<T>> {
+    #[inline(never)]
+    fn next_slow(&mut self) -> Option<TaskResult<T>> {
         loop {
-            while let Some(cursor) = self.ready.front_mut() {
-                if let Some(result) = cursor.next() {
-                    return Some(result);
-                }
-                self.ready.pop_front();
+            if let Some(result) = self.current.next() {
+                return Some(result);
+            }
+            if let Some(cursor) = self.ready.pop_front() {
+                self.current = cursor;
+                continue;
             }
             self.fill();
             if !self.ready.is_empty() {
@@ -374,7 +393,7 @@ impl<I: Iterator, F, T> fmt::Debug for Map<'_, I, F, T> {
             .field("window", &self.window)
             .field(
                 "buffered",
-                &self.ready.iter().map(Cursor::len).sum::<usize>(),
+                &(self.current.len() + self.ready.iter().map(Cursor::len).sum::<usize>()),
             )
             .finish_non_exhaustive()
     }
