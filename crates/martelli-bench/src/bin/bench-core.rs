@@ -89,8 +89,9 @@ fn main() -> anyhow::Result<()> {
 
     let cores = martelli::available_cores();
     eprintln!(
-        "machine: {cores} cores ({}); {} rounds",
+        "machine: {cores} cores ({}); load average {}; {} rounds",
         cpu_model(),
+        load_average(),
         args.rounds
     );
 
@@ -117,15 +118,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if run_map {
-        for which in 0..2 {
+        for which in 0..3 {
             map_collect(which, &map_inputs[..10_000])?;
         }
     }
 
     let mut submit = [Samples::new(), Samples::new(), Samples::new()];
     let mut submit_ratio = [Samples::new(), Samples::new()];
-    let mut map = [Samples::new(), Samples::new()];
-    let mut map_ratio = Samples::new();
+    let mut map = [Samples::new(), Samples::new(), Samples::new()];
+    let mut map_ratio = [Samples::new(), Samples::new()];
     let mut cpu = [Samples::new(), Samples::new(), Samples::new()];
     let mut cpu_speedup = Samples::new();
     let mut cpu_vs_rayon = Samples::new();
@@ -154,20 +155,22 @@ fn main() -> anyhow::Result<()> {
             }
         }
         if run_map {
-            let mut t = [0.0; 2];
-            for which in rotation(2, round) {
+            let mut t = [0.0; 3];
+            for which in rotation(3, round) {
                 if args.martelli_only && which != 0 {
                     continue;
                 }
                 t[which] = map_collect(which, &map_inputs)?;
                 map[which].push(t[which]);
             }
-            map_ratio.push(t[1] / t[0]);
+            map_ratio[0].push(t[1] / t[0]);
+            map_ratio[1].push(t[2] / t[0]);
             if args.verbose {
                 eprintln!(
-                    "round {round}: map martelli {} rayon {}",
+                    "round {round}: map martelli {} rayon {} sequential {}",
                     format_seconds(t[0]),
                     format_seconds(t[1]),
+                    format_seconds(t[2]),
                 );
             }
         }
@@ -233,8 +236,15 @@ fn main() -> anyhow::Result<()> {
             benchmark: format!("map {MAP_ITEMS} × (x*2+1) collected, {THREADS} threads"),
             martelli: format_seconds(median(&map[0])),
             peer: format!("rayon par_iter {}", format_seconds(median(&map[1]))),
-            ratio: map_ratio.median(),
+            ratio: map_ratio[0].median(),
             target: Some(0.8),
+        });
+        rows.push(Row {
+            benchmark: format!("map {MAP_ITEMS} × (x*2+1) collected, {THREADS} threads"),
+            martelli: format_seconds(median(&map[0])),
+            peer: format!("sequential loop {}", format_seconds(median(&map[2]))),
+            ratio: map_ratio[1].median(),
+            target: None,
         });
     }
     if run_cpu {
@@ -271,12 +281,25 @@ fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
+        "machine: {cores} cores ({}); load average at the end {}",
+        cpu_model(),
+        load_average()
+    );
+    println!(
         "Ratios: martelli's throughput over the peer's (above 1: martelli is faster), median of the \
          per-round ratios over {} rounds; the CPU row is the speedup itself.",
         args.rounds
     );
     print!("{}", render_table(&rows));
     Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages, for the record: a loaded machine shows in every figure.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The CPU model, for the record.
@@ -376,7 +399,8 @@ fn submit_wait(which: usize, n: u64) -> anyhow::Result<f64> {
 }
 
 /// `x * 2 + 1` over `inputs` on two threads, collected into a `Vec<u64>`; seconds.
-/// `which`: 0 martelli `map`, 1 rayon `par_iter().map().collect()`.
+/// `which`: 0 martelli `map`, 1 rayon `par_iter().map().collect()`, 2 a plain loop on the calling
+/// thread (no pool: the floor a single consumer of the results cannot beat).
 fn map_collect(which: usize, inputs: &[u64]) -> anyhow::Result<f64> {
     let (secs, out) = match which {
         0 => {
@@ -395,6 +419,12 @@ fn map_collect(which: usize, inputs: &[u64]) -> anyhow::Result<f64> {
             pool.install(|| ());
             time(|| pool.install(|| inputs.par_iter().map(|&x| x * 2 + 1).collect::<Vec<u64>>()))
         }
+        2 => time(|| {
+            black_box(inputs)
+                .iter()
+                .map(|&x| x * 2 + 1)
+                .collect::<Vec<u64>>()
+        }),
         _ => bail!("no map contender {which}"),
     };
     ensure!(
