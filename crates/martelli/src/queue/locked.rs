@@ -186,3 +186,61 @@ impl<T> Locked<T> {
         self.not_full.notify_all();
     }
 }
+
+/// loom models of rule 5 (run by `scripts/loom.sh`, which selects tests named `loom_models`).
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::{Accounting, Block, Locked, Refusal, Store};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A getter blocked on an empty queue is woken by a put, then by the close.
+    #[test]
+    fn a_blocked_get_is_woken_by_put_and_by_close() {
+        loom::model(|| {
+            let queue = Arc::new((Accounting::new(), Locked::new(Store::lifo())));
+            let producer = {
+                let queue = Arc::clone(&queue);
+                thread::spawn(move || {
+                    let (acct, store) = &*queue;
+                    store
+                        .put(acct, None, 7u32, Block::Forever, None)
+                        .expect("open");
+                    store.close(acct, false);
+                })
+            };
+            let (acct, store) = &*queue;
+            assert_eq!(store.get(acct, None, Block::Forever, None), Ok(7));
+            assert_eq!(
+                store.get(acct, None, Block::Forever, None),
+                Err(Refusal::Closed)
+            );
+            producer.join().expect("no panic");
+        });
+    }
+
+    /// A putter blocked on a full queue is woken by the get that makes room.
+    #[test]
+    fn a_blocked_put_is_woken_by_get() {
+        loom::model(|| {
+            let queue = Arc::new((Accounting::new(), Locked::new(Store::lifo())));
+            let (acct, store) = &*queue;
+            store
+                .put(acct, Some(1), 1u32, Block::Forever, None)
+                .expect("open");
+            let producer = {
+                let queue = Arc::clone(&queue);
+                thread::spawn(move || {
+                    let (acct, store) = &*queue;
+                    store
+                        .put(acct, Some(1), 2u32, Block::Forever, None)
+                        .expect("open");
+                })
+            };
+            assert_eq!(store.get(acct, Some(1), Block::Forever, None), Ok(1));
+            assert_eq!(store.get(acct, Some(1), Block::Forever, None), Ok(2));
+            producer.join().expect("no panic");
+            assert_eq!(acct.unfinished(), 2);
+        });
+    }
+}
