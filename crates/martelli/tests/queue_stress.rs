@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-const ITERATIONS: u64 = if cfg!(miri) { 10 } else { 1_500 };
+const ITERATIONS: u64 = if cfg!(miri) { 10 } else { 2_000 };
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs `f` on a thread and fails the test if it does not return within `limit`.
