@@ -85,7 +85,9 @@ impl Helper {
             )));
         }
         serde_json::from_slice(&out.stdout).map_err(|e| {
-            ProbeError::Helper(format!("helper `{mode}` printed something that is not its report: {e}"))
+            ProbeError::Helper(format!(
+                "helper `{mode}` printed something that is not its report: {e}"
+            ))
         })
     }
 }
@@ -225,12 +227,17 @@ fn shm(size: usize) -> Result<(), ProbeError> {
     }
 }
 
-/// CPU worker: for each line `N` on stdin, spins N work units and answers `done`.
+/// CPU worker: says it is ready; then, for each line `N` on stdin, spins N work units and answers
+/// `done`.
 fn spin() -> io::Result<()> {
     let mut output = own(io::stdout().as_fd())?;
+    output.write_all(b"ready\n")?;
     for line in io::stdin().lock().lines() {
         let units: u64 = line?.trim().parse().map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, "spin helper expects a number per line")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "spin helper expects a number per line",
+            )
         })?;
         std::hint::black_box(workload::spin(units));
         output.write_all(b"done\n")?;

@@ -82,14 +82,24 @@ fn walk(v: &Value, path: String, out: &mut BTreeMap<String, Leaf>) {
             for (i, item) in items.iter().enumerate() {
                 let key = ["workers", "concurrency"]
                     .iter()
-                    .find_map(|k| item.get(*k).and_then(Value::as_u64).map(|n| format!("{k}={n}")))
+                    .find_map(|k| {
+                        item.get(*k)
+                            .and_then(Value::as_u64)
+                            .map(|n| format!("{k}={n}"))
+                    })
                     .unwrap_or_else(|| i.to_string());
                 walk(item, format!("{path}[{key}]"), out);
             }
         }
         Value::Number(n) => {
             if let Some(x) = n.as_f64() {
-                out.insert(path, Leaf { value: x, unit: None });
+                out.insert(
+                    path,
+                    Leaf {
+                        value: x,
+                        unit: None,
+                    },
+                );
             }
         }
         _ => {}
@@ -133,9 +143,10 @@ pub(crate) fn render(now: &Report, earlier: &Value, path: &Path) -> Result<Strin
     let (a, b) = (flatten(&now_value), flatten(earlier));
     let mut t = String::new();
     let machine = |v: &Value, key: &str| {
-        v.get("machine")
-            .and_then(|m| m.get(key))
-            .map_or_else(|| "?".to_owned(), |x| x.to_string().trim_matches('"').to_owned())
+        v.get("machine").and_then(|m| m.get(key)).map_or_else(
+            || "?".to_owned(),
+            |x| x.to_string().trim_matches('"').to_owned(),
+        )
     };
     let _ = writeln!(
         t,
@@ -198,13 +209,25 @@ mod tests {
                 "threads": {"median": 50.0, "min": 49.0, "max": 51.0, "reps": 5, "unit": "ms"}}]}}
         });
         let flat = flatten(&v);
-        assert_eq!(flat["machine.logical_cores"], Leaf { value: 4.0, unit: None });
+        assert_eq!(
+            flat["machine.logical_cores"],
+            Leaf {
+                value: 4.0,
+                unit: None
+            }
+        );
         assert_eq!(
             flat["creation.thread_spawn_join"],
-            Leaf { value: 20.0, unit: Some(Unit::Micros) }
+            Leaf {
+                value: 20.0,
+                unit: Some(Unit::Micros)
+            }
         );
         assert_eq!(flat["curves.cpu.points[workers=2].threads"].value, 50.0);
-        assert_eq!(flat["curves.cpu.points[workers=2].threads_speedup"].value, 1.9);
+        assert_eq!(
+            flat["curves.cpu.points[workers=2].threads_speedup"].value,
+            1.9
+        );
         assert!(!flat.contains_key("creation.process_worker_handshake"));
         assert!(!flat.contains_key("machine.cgroup_pids_max"));
     }

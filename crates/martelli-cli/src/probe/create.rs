@@ -89,7 +89,10 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
             })
         })?)
     } else {
-        notes.insert("creation.process_fork_exec", format!("not available: no {TRUE}"));
+        notes.insert(
+            "creation.process_fork_exec",
+            format!("not available: no {TRUE}"),
+        );
         None
     };
     let process_posix_spawn = if std::path::Path::new(TRUE).exists() {
@@ -102,7 +105,10 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
             })
         })?)
     } else {
-        notes.insert("creation.process_posix_spawn", format!("not available: no {TRUE}"));
+        notes.insert(
+            "creation.process_posix_spawn",
+            format!("not available: no {TRUE}"),
+        );
         None
     };
     let k = ctx.pick(5, 15);
@@ -118,7 +124,10 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
             Ok(())
         })
     })?;
-    notes.insert("creation.process_worker_handshake", NO_PROCESS_BACKEND.to_owned());
+    notes.insert(
+        "creation.process_worker_handshake",
+        NO_PROCESS_BACKEND.to_owned(),
+    );
 
     ctx.step("creation: async tasks");
     let rt = tokio::runtime::Builder::new_current_thread()

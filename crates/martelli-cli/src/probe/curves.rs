@@ -100,9 +100,8 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Curves, ProbeError
 }
 
 fn cpu(ctx: &Ctx) -> Result<CpuCurve, ProbeError> {
-    ctx.step("curves: CPU-bound job");
     // Calibrate: how many spin units make the job last `target` ms on one core.
-    let target_ms = f64::from(ctx.pick(25, 120));
+    let target_ms = f64::from(ctx.pick(20, 120));
     let probe_units = 2_000_000u64;
     let t = Instant::now();
     spin(probe_units);
@@ -114,62 +113,32 @@ fn cpu(ctx: &Ctx) -> Result<CpuCurve, ProbeError> {
 
     let counts = worker_counts(ctx.cores);
     let plan = ctx.plan;
-    let mut rows = Vec::with_capacity(counts.len());
-    for &w in &counts {
-        ctx.step(&format!("curves: CPU-bound job on {w} workers"));
-        let share = units / w;
-        let pool = Pool::builder()
-            .threads(w as usize)
-            .name_prefix("probe-cpu")
-            .build()
-            .map_err(ProbeError::Pool)?;
-        let mut workers: Vec<Piped> = (0..w)
-            .map(|_| ctx.helper.spawn_piped("spin", &[]))
-            .collect::<Result<_, _>>()?;
-        let order = format!("{share}\n");
-        let on_threads = || {
-            let start = Instant::now();
-            let futures = (0..w)
-                .map(|_| pool.submit(move || spin(share)))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ProbeError::Pool)?;
-            for f in futures {
-                f.wait()
-                    .map_err(|e| ProbeError::Helper(format!("a CPU task failed: {e}")))?;
-            }
-            Ok::<_, ProbeError>(in_unit(start.elapsed(), Unit::Millis))
-        };
-        let mut on_processes = || {
-            let start = Instant::now();
-            for worker in &mut workers {
-                worker.stdin()?.write_all(order.as_bytes())?;
-            }
-            for worker in &mut workers {
-                let line = worker.read_line()?;
-                if line.trim() != "done" {
-                    return Err(ProbeError::Helper(format!("spin helper said {line:?}")));
-                }
-            }
-            Ok(in_unit(start.elapsed(), Unit::Millis))
-        };
-        // Threads and processes take turns, so that a change in the machine's load while the
-        // probe runs touches both sides of the comparison alike.
-        let (mut t_samples, mut p_samples) = (Vec::new(), Vec::new());
-        for round in 0..plan.warmup + plan.reps.max(1) {
-            let (t, p) = (on_threads()?, on_processes()?);
+    // Rounds go over every worker count, and threads and processes take turns within a count, so
+    // that a change in the machine's load while the probe runs touches every point alike.
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); counts.len()];
+    let rounds = plan.warmup + plan.reps.max(1);
+    for round in 0..rounds {
+        ctx.step(&format!(
+            "curves: CPU-bound job, round {} of {rounds}",
+            round + 1
+        ));
+        for (i, &w) in counts.iter().enumerate() {
+            let share = units / w;
+            let t = cpu_on_threads(w, share)?;
+            let p = cpu_on_processes(ctx, w, share)?;
             if round >= plan.warmup {
-                t_samples.push(t);
-                p_samples.push(p);
+                samples[i].0.push(t);
+                samples[i].1.push(p);
             }
         }
-        drop(workers);
-        drop(pool);
-        let summary = |samples: &[f64]| {
-            Stat::from_samples(samples, Unit::Millis)
-                .ok_or_else(|| ProbeError::Helper("the CPU curve measured nothing".into()))
-        };
-        let (threads, processes) = (summary(&t_samples)?, summary(&p_samples)?);
-        rows.push((w, threads, processes));
+    }
+    let summary = |samples: &[f64]| {
+        Stat::from_samples(samples, Unit::Millis)
+            .ok_or_else(|| ProbeError::Helper("the CPU curve measured nothing".into()))
+    };
+    let mut rows = Vec::with_capacity(counts.len());
+    for (&w, (t, p)) in counts.iter().zip(&samples) {
+        rows.push((w, summary(t)?, summary(p)?));
     }
     let base = rows.first().map(|&(_, t, p)| (t.median, p.median));
     let points = rows
@@ -191,9 +160,53 @@ fn cpu(ctx: &Ctx) -> Result<CpuCurve, ProbeError> {
     })
 }
 
+/// The CPU job on a fresh martelli pool of `w` threads (started before the clock, joined after it).
+fn cpu_on_threads(w: u64, share: u64) -> Result<f64, ProbeError> {
+    let pool = Pool::builder()
+        .threads(usize::try_from(w).unwrap_or(usize::MAX))
+        .name_prefix("probe-cpu")
+        .build()
+        .map_err(ProbeError::Pool)?;
+    let start = Instant::now();
+    let futures = (0..w)
+        .map(|_| pool.submit(move || spin(share)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ProbeError::Pool)?;
+    for f in futures {
+        f.wait()
+            .map_err(|e| ProbeError::Helper(format!("a CPU task failed: {e}")))?;
+    }
+    Ok(in_unit(start.elapsed(), Unit::Millis))
+}
+
+/// The CPU job on `w` fresh helper processes (started and ready before the clock).
+fn cpu_on_processes(ctx: &Ctx, w: u64, share: u64) -> Result<f64, ProbeError> {
+    let mut workers: Vec<Piped> = (0..w)
+        .map(|_| ctx.helper.spawn_piped("spin", &[]))
+        .collect::<Result<_, _>>()?;
+    for worker in &mut workers {
+        let line = worker.read_line()?;
+        if line.trim() != "ready" {
+            return Err(ProbeError::Helper(format!("spin helper said {line:?}")));
+        }
+    }
+    let order = format!("{share}\n");
+    let start = Instant::now();
+    for worker in &mut workers {
+        worker.stdin()?.write_all(order.as_bytes())?;
+    }
+    for worker in &mut workers {
+        let line = worker.read_line()?;
+        if line.trim() != "done" {
+            return Err(ProbeError::Helper(format!("spin helper said {line:?}")));
+        }
+    }
+    Ok(in_unit(start.elapsed(), Unit::Millis))
+}
+
 fn io(ctx: &Ctx, notes: &mut Notes) -> Result<IoCurve, ProbeError> {
     let wait_ms = 10;
-    let reps = ctx.plan.reps.clamp(1, 5);
+    let reps = ctx.pick(3, 5);
     let mut points = Vec::new();
     for (i, n) in io_concurrencies(ctx.quick).into_iter().enumerate() {
         ctx.step(&format!("curves: {n} concurrent waits"));

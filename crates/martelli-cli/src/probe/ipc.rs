@@ -95,7 +95,8 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Ipc, ProbeError> {
             let msg = message(size);
             let mut reader = ours.try_clone().map_err(ProbeError::Io)?;
             let stat = plan.measure(mbps, || exchange(&mut ours, &mut reader, &msg, k));
-            ours.shutdown(std::net::Shutdown::Both).map_err(ProbeError::Io)?;
+            ours.shutdown(std::net::Shutdown::Both)
+                .map_err(ProbeError::Io)?;
             stat
         };
         (measure_size(KIB, small_k)?, measure_size(MIB, big_k)?)
@@ -128,7 +129,8 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Ipc, ProbeError> {
                 }
                 Ok::<_, ProbeError>(mib_per_sec(size as u64 * u64::from(k), start.elapsed()))
             });
-            bell.shutdown(std::net::Shutdown::Both).map_err(ProbeError::Io)?;
+            bell.shutdown(std::net::Shutdown::Both)
+                .map_err(ProbeError::Io)?;
             stat
         };
         (measure_size(KIB, small_k)?, measure_size(MIB, big_k)?)
@@ -149,7 +151,10 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Ipc, ProbeError> {
 }
 
 fn closed() -> ProbeError {
-    ProbeError::Io(io::Error::new(io::ErrorKind::BrokenPipe, "helper stdin closed"))
+    ProbeError::Io(io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "helper stdin closed",
+    ))
 }
 
 /// A message of `size` bytes that is not all zeroes.
@@ -171,7 +176,10 @@ fn exchange(
         tx.flush().map_err(ProbeError::Io)?;
         rx.read_exact(&mut ack).map_err(ProbeError::Io)?;
     }
-    Ok(mib_per_sec(msg.len() as u64 * u64::from(k), start.elapsed()))
+    Ok(mib_per_sec(
+        msg.len() as u64 * u64::from(k),
+        start.elapsed(),
+    ))
 }
 
 /// Waits for a helper whose input has been closed, and kills it if waiting fails.
@@ -196,7 +204,9 @@ impl SharedMap {
     /// Maps the first `len` bytes of `fd`, shared and writable.
     pub(crate) fn map(fd: BorrowedFd<'_>, len: usize) -> Result<SharedMap, ProbeError> {
         if len == 0 {
-            return Err(ProbeError::Helper("a shared mapping needs at least one byte".into()));
+            return Err(ProbeError::Helper(
+                "a shared mapping needs at least one byte".into(),
+            ));
         }
         // SAFETY: a new mapping at an address the kernel picks (null hint) overlaps no Rust object;
         // `fd` is a valid descriptor for the call's duration. Rule 1 covers the result's lifetime.
@@ -287,7 +297,8 @@ fn codec(ctx: &Ctx) -> Result<Codec, ProbeError> {
     let buffer_1mib_as_seq = ctx.plan.measure(Unit::MibPerSec, || {
         let start = Instant::now();
         for _ in 0..k {
-            let bytes = postcard::to_allocvec(std::hint::black_box(&buffer.0)).map_err(encode_err)?;
+            let bytes =
+                postcard::to_allocvec(std::hint::black_box(&buffer.0)).map_err(encode_err)?;
             let back: Vec<u8> = postcard::from_bytes(&bytes).map_err(encode_err)?;
             std::hint::black_box(back);
         }
@@ -308,8 +319,8 @@ mod tests {
 
     #[test]
     fn shared_map_round_trips_bytes() {
-        let fd = rustix::fs::memfd_create("probe-test", rustix::fs::MemfdFlags::CLOEXEC)
-            .expect("memfd");
+        let fd =
+            rustix::fs::memfd_create("probe-test", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
         rustix::fs::ftruncate(&fd, 4096).expect("ftruncate");
         let a = SharedMap::map(fd.as_fd(), 4096).expect("map a");
         let b = SharedMap::map(fd.as_fd(), 4096).expect("map b");
@@ -331,11 +342,17 @@ mod tests {
             deadline_ms: None,
         };
         let bytes = postcard::to_allocvec(&task).expect("encode");
-        assert_eq!(postcard::from_bytes::<SmallTask>(&bytes).expect("decode"), task);
+        assert_eq!(
+            postcard::from_bytes::<SmallTask>(&bytes).expect("decode"),
+            task
+        );
         let buf = AsBytes(message(1000));
         let bytes = postcard::to_allocvec(&buf).expect("encode");
         // A length prefix and the bytes themselves: no per-element framing.
         assert!(bytes.len() <= 1000 + 3);
-        assert_eq!(postcard::from_bytes::<AsBytes>(&bytes).expect("decode").0, buf.0);
+        assert_eq!(
+            postcard::from_bytes::<AsBytes>(&bytes).expect("decode").0,
+            buf.0
+        );
     }
 }

@@ -189,7 +189,10 @@ fn physical_cores(root: &Path) -> Option<u64> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if !name.strip_prefix("cpu").is_some_and(|n| n.parse::<u32>().is_ok()) {
+            let is_cpu = name
+                .strip_prefix("cpu")
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+            if !is_cpu {
                 continue;
             }
             let topo = entry.path().join("topology");
@@ -202,9 +205,7 @@ fn physical_cores(root: &Path) -> Option<u64> {
         }
     }
     if cores.is_empty() {
-        return physical_cores_from_cpuinfo(
-            &fs::read_to_string(root.join("proc/cpuinfo")).ok()?,
-        );
+        return physical_cores_from_cpuinfo(&fs::read_to_string(root.join("proc/cpuinfo")).ok()?);
     }
     Some(cores.len() as u64)
 }
@@ -320,7 +321,10 @@ fn ancestors(base: &Path, rel: &str) -> Vec<PathBuf> {
     out
 }
 
-fn tightest<T: PartialOrd + Copy>(dirs: &[PathBuf], read: impl Fn(&Path) -> Option<T>) -> Option<T> {
+fn tightest<T: PartialOrd + Copy>(
+    dirs: &[PathBuf],
+    read: impl Fn(&Path) -> Option<T>,
+) -> Option<T> {
     dirs.iter()
         .filter_map(|d| read(d))
         .fold(None, |best, v| match best {

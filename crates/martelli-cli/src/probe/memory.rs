@@ -24,7 +24,7 @@ pub(crate) struct Memory {
 }
 
 pub(crate) fn measure(ctx: &Ctx) -> Result<Memory, ProbeError> {
-    let reps = ctx.plan.reps.max(1);
+    let reps = ctx.pick(3, 5);
     let threads = u64::from(ctx.pick(100, 400));
     let tasks = u64::from(ctx.pick(10_000, 50_000));
 

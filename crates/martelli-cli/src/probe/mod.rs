@@ -171,7 +171,10 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
 /// Writes to stdout; a closed pipe (`martelli probe | head`) is not an error.
 fn write_stdout(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
@@ -194,7 +197,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     };
     let machine = machine::read();
     let cores = machine::effective_cores(machine.available_cores, machine.cgroup_cpu_quota_cores);
-    let steps = 14 + curves::worker_counts(cores).len() + curves::io_concurrencies(quick).len();
+    let steps = 14 + (plan.warmup + plan.reps) as usize + curves::io_concurrencies(quick).len();
     let progress = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
     progress.set_style(
         ProgressStyle::with_template("probing {bar:30} {pos}/{len} {wide_msg}")

@@ -8,6 +8,7 @@
 use super::ProbeError;
 use super::curves::IoSide;
 use super::schema::Report;
+use super::stats::{Human, Unit};
 use plotters::prelude::*;
 use std::error::Error;
 use std::path::Path;
@@ -31,7 +32,9 @@ pub(crate) fn check_path(path: &Path) -> Result<(), ProbeError> {
         return Err(fail("the plot is SVG: give a file name that ends in .svg"));
     }
     if path.is_dir() {
-        return Err(fail("it is a directory; give a file name that ends in .svg"));
+        return Err(fail(
+            "it is a directory; give a file name that ends in .svg",
+        ));
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     if parent.is_some_and(|p| !p.is_dir()) {
@@ -57,7 +60,11 @@ fn io_series(report: &Report, pick: impl Fn(&IoSide, f64) -> f64, threads: bool)
         .points
         .iter()
         .filter_map(|p| {
-            let side = if threads { p.threads.as_ref() } else { p.async_.as_ref() }?;
+            let side = if threads {
+                p.threads.as_ref()
+            } else {
+                p.async_.as_ref()
+            }?;
             let n = p.concurrency as f64;
             let y = pick(side, n);
             // A log axis cannot show zero: a growth too small to register is left out.
@@ -121,6 +128,8 @@ fn draw_inner(report: &Report, path: &Path) -> Result<(), Box<dyn Error>> {
         .build_cartesian_2d(0.5f64..max_w + 0.5, 0f64..max_s * 1.2)?;
     chart
         .configure_mesh()
+        .x_labels(cpu.len().max(2))
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .x_desc("workers")
         .y_desc("speedup over 1 worker (×)")
         .draw()?;
@@ -130,9 +139,14 @@ fn draw_inner(report: &Report, path: &Path) -> Result<(), Box<dyn Error>> {
         (&procs, PROCESSES, "processes"),
     ] {
         chart
-            .draw_series(LineSeries::new(series.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                series.iter().copied(),
+                color.stroke_width(2),
+            ))?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         chart.draw_series(series.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
     chart
@@ -154,20 +168,25 @@ fn draw_inner(report: &Report, path: &Path) -> Result<(), Box<dyn Error>> {
     let panels_io = [
         (
             &panels[1],
-            format!("I/O-bound job: wall time ({} ms waits)", report.curves.io.wait_ms),
-            "wall time (ms)",
+            format!(
+                "I/O-bound job: wall time ({} ms waits)",
+                report.curves.io.wait_ms
+            ),
+            Unit::Millis,
+            "wall time",
             io_series(report, |s, _| s.wall.median, true),
             io_series(report, |s, _| s.wall.median, false),
         ),
         (
             &panels[2],
             "I/O-bound job: memory per wait".to_owned(),
-            "resident bytes per wait",
+            Unit::Bytes,
+            "resident memory per wait",
             io_series(report, |s, n| s.memory.median / n, true),
             io_series(report, |s, n| s.memory.median / n, false),
         ),
     ];
-    for (area, caption, y_desc, t, a) in panels_io {
+    for (area, caption, unit, y_desc, t, a) in panels_io {
         let (lo, hi) = bounds(&[&t, &a]);
         let mut chart = ChartBuilder::on(area)
             .caption(caption, ("sans-serif", 18))
@@ -180,13 +199,21 @@ fn draw_inner(report: &Report, path: &Path) -> Result<(), Box<dyn Error>> {
             )?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_labels(6)
+            .y_label_formatter(&|y| Human(*y, unit).to_string())
             .x_desc("concurrent waits")
             .y_desc(y_desc)
             .draw()?;
-        for (series, color, label) in [(&t, THREADS, "threads (1 per wait)"), (&a, ASYNC, "async (1 thread)")]
-        {
+        for (series, color, label) in [
+            (&t, THREADS, "threads (1 per wait)"),
+            (&a, ASYNC, "async (1 thread)"),
+        ] {
             chart
-                .draw_series(LineSeries::new(series.iter().copied(), color.stroke_width(2)))?
+                .draw_series(LineSeries::new(
+                    series.iter().copied(),
+                    color.stroke_width(2),
+                ))?
                 .label(label)
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))

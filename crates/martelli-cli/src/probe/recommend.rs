@@ -115,7 +115,11 @@ fn tier(i: Inputs<'_>) -> Recommendation {
     } else {
         format!("{workers} workers")
     };
-    let basis = ["machine.available_cores", "machine.cgroup_cpu_quota_cores", "curves.cpu"];
+    let basis = [
+        "machine.available_cores",
+        "machine.cgroup_cpu_quota_cores",
+        "curves.cpu",
+    ];
     let contended = if workers < cores && m.tier.level > 1 {
         format!(
             " That is fewer than its {cores} cores: other work competed for them while the \
@@ -252,8 +256,8 @@ fn async_memory(i: Inputs<'_>) -> Option<Recommendation> {
                  growth did not register at {n_max} waits: use async for many waits. {times}",
                 Bytes(t_mem)
             ),
-            f64::INFINITY,
-            "x",
+            t_mem,
+            "bytes",
             &basis,
         )),
         None => Some(rec(
@@ -274,7 +278,10 @@ fn keep_workers_warm(i: Inputs<'_>) -> Option<Recommendation> {
     let (process, basis) = match (&c.process_posix_spawn, &c.process_fork_exec) {
         (Some(p), _) => (p.median, "creation.process_posix_spawn"),
         (None, Some(f)) => (f.median, "creation.process_fork_exec"),
-        (None, None) => (c.process_reexec_ready.median, "creation.process_reexec_ready"),
+        (None, None) => (
+            c.process_reexec_ready.median,
+            "creation.process_reexec_ready",
+        ),
     };
     let thread = c.thread_spawn_join.median;
     let ratio = process / thread;
@@ -291,7 +298,11 @@ fn keep_workers_warm(i: Inputs<'_>) -> Option<Recommendation> {
             ),
             ratio,
             "x",
-            &[basis, "creation.thread_spawn_join", "creation.process_reexec_ready"],
+            &[
+                basis,
+                "creation.thread_spawn_join",
+                "creation.process_reexec_ready",
+            ],
         )
     })
 }
@@ -394,7 +405,10 @@ fn codec_bytes(i: Inputs<'_>) -> Option<Recommendation> {
             ),
             ratio,
             "x",
-            &["ipc.codec.buffer_1mib_as_seq", "ipc.codec.buffer_1mib_as_bytes"],
+            &[
+                "ipc.codec.buffer_1mib_as_seq",
+                "ipc.codec.buffer_1mib_as_bytes",
+            ],
         )
     })
 }
@@ -631,7 +645,11 @@ pub(crate) mod tests {
     fn async_memory_threshold_and_ratio() {
         let r = synthetic().find("async_memory");
         // 10 waits: 200 KB more, under 1 MiB; 100 waits: 1.4 MB vs 40 KB, both criteria met.
-        assert!(r.text.starts_with("From 100 concurrent waits"), "{}", r.text);
+        assert!(
+            r.text.starts_with("From 100 concurrent waits"),
+            "{}",
+            r.text
+        );
         assert!((r.value - 35.0).abs() < 1e-9, "{}", r.value);
     }
 

@@ -44,9 +44,7 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Switch, ProbeError> {
         .build()
         .map_err(ProbeError::Runtime)?;
     let k = ctx.pick(20_000, 100_000);
-    let async_one_thread = ctx
-        .plan
-        .measure(us, || rt.block_on(async_ping_pong(k)))?;
+    let async_one_thread = ctx.plan.measure(us, || rt.block_on(async_ping_pong(k)))?;
 
     Ok(Switch {
         thread_condvar,

@@ -19,12 +19,14 @@ pub(crate) fn render(r: &Report) -> String {
     };
     let _ = writeln!(
         t,
-        "martelli probe {} ({mode}, {:.1} s) — each row: median, then min – max over {} runs after {} warm-up{}",
+        "martelli probe {} ({mode}, {:.1} s)\nEach row: the median, then min – max, over {} runs after {} \
+         warm-up{} (memory rows and the I/O job: {} fresh processes each).",
         r.martelli_version,
         r.duration_s,
         r.reps,
         r.warmup,
-        if r.warmup == 1 { "" } else { "s" }
+        if r.warmup == 1 { "" } else { "s" },
+        r.memory.process_idle_rss.reps,
     );
     machine(&mut t, r);
     creation(&mut t, r);
@@ -138,8 +140,16 @@ fn creation(t: &mut String, r: &Report) {
     let c = &r.creation;
     section(t, "CREATION (per unit)");
     row(t, "thread: spawn + join", &c.thread_spawn_join);
-    row(t, "martelli thread pool (1): start + shut down", &c.pool_start_shutdown);
-    row(t, "martelli thread pool: submit → wait", &c.pool_submit_wait);
+    row(
+        t,
+        "martelli thread pool (1): start + shut down",
+        &c.pool_start_shutdown,
+    );
+    row(
+        t,
+        "martelli thread pool: submit → wait",
+        &c.pool_submit_wait,
+    );
     opt_row(
         t,
         r,
@@ -154,7 +164,11 @@ fn creation(t: &mut String, r: &Report) {
         "process: posix_spawn /bin/true, wait",
         c.process_posix_spawn.as_ref(),
     );
-    row(t, "process: this binary, start → first reply", &c.process_reexec_ready);
+    row(
+        t,
+        "process: this binary, start → first reply",
+        &c.process_reexec_ready,
+    );
     match &c.process_worker_handshake {
         Some(s) => row(t, "martelli process worker: spawn → handshake", s),
         None => absent(
@@ -165,15 +179,27 @@ fn creation(t: &mut String, r: &Report) {
                 .unwrap_or(NO_PROCESS_BACKEND),
         ),
     }
-    row(t, "async task (tokio, 1 thread): spawn → done", &c.async_spawn_complete);
+    row(
+        t,
+        "async task (tokio, 1 thread): spawn → done",
+        &c.async_spawn_complete,
+    );
 }
 
 fn switch(t: &mut String, r: &Report) {
     let s = &r.switch;
     section(t, "SWITCH (one round trip: A wakes B, B wakes A)");
     row(t, "threads: mutex + condvar (futex)", &s.thread_condvar);
-    row(t, "processes: a byte each way through pipes", &s.process_pipe);
-    row(t, "async tasks on one thread: channels", &s.async_one_thread);
+    row(
+        t,
+        "processes: a byte each way through pipes",
+        &s.process_pipe,
+    );
+    row(
+        t,
+        "async tasks on one thread: channels",
+        &s.async_one_thread,
+    );
 }
 
 fn memory(t: &mut String, r: &Report) {
@@ -187,14 +213,20 @@ fn memory(t: &mut String, r: &Report) {
     row(t, "process of this binary: resident", &m.process_idle_rss);
     row(
         t,
-        &format!("async task, suspended: resident ({} parked)", m.tasks_per_sample),
+        &format!(
+            "async task, suspended: resident ({} parked)",
+            m.tasks_per_sample
+        ),
         &m.async_task_suspended,
     );
 }
 
 fn ipc(t: &mut String, r: &Report) {
     let i = &r.ipc;
-    section(t, "IPC (to another process: one message, then a 1-byte ack)");
+    section(
+        t,
+        "IPC (to another process: one message, then a 1-byte ack)",
+    );
     row(t, "pipe, 1 KiB messages", &i.pipe_1kib);
     row(t, "pipe, 1 MiB messages", &i.pipe_1mib);
     row(t, "Unix socket, 1 KiB messages", &i.unix_socket_1kib);
@@ -280,7 +312,12 @@ fn io_curve(t: &mut String, r: &Report) {
         );
         for kind in ["threads", "async"] {
             if let Some(why) = r.notes.get(&format!("curves.io.points[{i}].{kind}")) {
-                wrap(t, &format!("{kind} at {}: {why}", p.concurrency), "          ", "          ");
+                wrap(
+                    t,
+                    &format!("{kind} at {}: {why}", p.concurrency),
+                    "          ",
+                    "          ",
+                );
             }
         }
     }

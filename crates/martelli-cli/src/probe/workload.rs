@@ -70,7 +70,9 @@ pub(crate) fn idle_threads(n: u64) -> Result<PerUnit, ProbeError> {
                     open = cv.wait(open).unwrap_or_else(|p| p.into_inner());
                 }
             })
-            .map_err(|e| ProbeError::Limit(format!("could not start thread {}: {e}", handles.len() + 1)));
+            .map_err(|e| {
+                ProbeError::Limit(format!("could not start thread {}: {e}", handles.len() + 1))
+            });
         match handle {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -230,8 +232,9 @@ pub(crate) fn io_run(kind: IoKind, n: u64, wait_ms: u64) -> Result<IoRun, ProbeE
                 let (rss1, _) = self_memory()?;
                 gate.notify_waiters();
                 for h in handles {
-                    h.await
-                        .map_err(|e| ProbeError::Helper(format!("an async I/O task failed: {e}")))?;
+                    h.await.map_err(|e| {
+                        ProbeError::Helper(format!("an async I/O task failed: {e}"))
+                    })?;
                 }
                 Ok(IoRun {
                     wall_ms: start.elapsed().as_secs_f64() * 1e3,
@@ -255,7 +258,10 @@ mod tests {
     #[test]
     fn statm_parses() {
         let page = rustix::param::page_size() as u64;
-        assert_eq!(parse_statm("100 20 5 1 0 30 0\n"), Some((20 * page, 100 * page)));
+        assert_eq!(
+            parse_statm("100 20 5 1 0 30 0\n"),
+            Some((20 * page, 100 * page))
+        );
         assert_eq!(parse_statm("oops"), None);
     }
 
