@@ -52,7 +52,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
     })?;
 
     ctx.step("creation: martelli thread pool");
-    let k = ctx.pick(30, 100);
+    let k = ctx.pick(10, 100);
     let pool_start_shutdown = plan.measure(us, || {
         per_op(k, us, || {
             drop(Pool::threads(1).map_err(ProbeError::Pool)?);

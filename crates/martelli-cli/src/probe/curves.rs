@@ -101,7 +101,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Curves, ProbeError
 
 fn cpu(ctx: &Ctx) -> Result<CpuCurve, ProbeError> {
     // Calibrate: how many spin units make the job last `target` ms on one core.
-    let target_ms = f64::from(ctx.pick(20, 120));
+    let target_ms = f64::from(ctx.pick(10, 120));
     let probe_units = 2_000_000u64;
     let t = Instant::now();
     spin(probe_units);

@@ -63,8 +63,8 @@ pub(crate) struct Codec {
 pub(crate) fn measure(ctx: &Ctx) -> Result<Ipc, ProbeError> {
     let plan = ctx.plan;
     let mbps = Unit::MibPerSec;
-    let small_k = ctx.pick(1_000, 5_000);
-    let big_k = ctx.pick(10, 40);
+    let small_k = ctx.pick(300, 5_000);
+    let big_k = ctx.pick(5, 40);
 
     ctx.step("IPC: pipe");
     let (pipe_1kib, pipe_1mib) = {

@@ -42,7 +42,7 @@ use stats::Plan;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Options of `martelli probe`.
 #[derive(Debug, Clone, clap::Args)]
@@ -203,7 +203,6 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
         ProgressStyle::with_template("probing {bar:30} {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    progress.enable_steady_tick(Duration::from_millis(200));
     let ctx = Ctx {
         plan,
         quick,
