@@ -46,6 +46,12 @@ fn runs() -> &'static Runs {
             .output()
             .expect("run martelli probe");
         check(&out, "probe --quick --json --plot");
+        // stderr is not a terminal here: no progress bar, and nothing else to say on success.
+        assert!(
+            out.stderr.is_empty(),
+            "unexpected stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let json: Value = serde_json::from_slice(&out.stdout).expect("the report is JSON");
         let json_path = dir.path().join("quick.json");
         std::fs::write(&json_path, &out.stdout).expect("save the report");

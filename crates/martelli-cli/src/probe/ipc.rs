@@ -182,14 +182,14 @@ fn exchange(
     ))
 }
 
-/// Waits for a helper whose input has been closed, and kills it if waiting fails.
+/// Ends and reaps a helper when its measurement is over, whichever way it ended: the helper has no
+/// more work, and killing it cannot hang on a socket that failed to shut down.
 struct Reaper(std::process::Child);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        if self.0.wait().is_err() {
-            let _ = self.0.kill();
-        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -41,6 +41,8 @@ pub(crate) struct Inputs<'a> {
 
 /// Speedups within this fraction of the best count as "as good as the best".
 const NEAR_BEST: f64 = 0.95;
+/// A best speedup below this fraction of the usable cores means other work competed for them.
+const CONTENDED: f64 = 0.6;
 /// Threads "cost more memory" than async from this ratio on…
 const MEMORY_RATIO: f64 = 2.0;
 /// …when the difference is also at least this many bytes.
@@ -120,7 +122,13 @@ fn tier(i: Inputs<'_>) -> Recommendation {
         "machine.cgroup_cpu_quota_cores",
         "curves.cpu",
     ];
-    let contended = if workers < cores && m.tier.level > 1 {
+    let contended = if m.tier.level > 1 && speedup.is_finite() && speedup < CONTENDED * cores as f64
+    {
+        format!(
+            " The best speedup, {speedup_s}, is far below its {cores} cores: other work competed \
+             for them while the probe ran; probe again on a quiet machine before sizing a pool."
+        )
+    } else if m.tier.level > 1 && workers < cores {
         format!(
             " That is fewer than its {cores} cores: other work competed for them while the \
              probe ran; probe again on a quiet machine before sizing a pool."
@@ -581,6 +589,18 @@ pub(crate) mod tests {
         let r = s.find("tier");
         assert_eq!(r.value, 2.0);
         assert!(r.text.contains("competed"), "{}", r.text);
+    }
+
+    #[test]
+    fn a_flat_curve_is_called_out_even_past_the_cores() {
+        let mut s = synthetic();
+        // The knee is at 5 workers, past the 4 cores, but 1.3× is far from 4 cores' worth.
+        for p in &mut s.curves.cpu.points {
+            p.processes_speedup = if p.workers >= 5 { 1.3 } else { 1.0 };
+        }
+        let r = s.find("tier");
+        assert_eq!(r.value, 5.0);
+        assert!(r.text.contains("far below its 4 cores"), "{}", r.text);
     }
 
     #[test]

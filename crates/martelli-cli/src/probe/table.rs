@@ -283,8 +283,8 @@ fn io_curve(t: &mut String, r: &Report) {
     section(
         t,
         &format!(
-            "I/O-BOUND JOB (concurrent waits of {} ms: threads = one martelli pool thread each, \
-             async = tokio tasks on one thread)",
+            "I/O-BOUND JOB (concurrent {} ms waits; threads: a pool thread each; async: tokio tasks \
+             on one thread)",
             c.wait_ms
         ),
     );
