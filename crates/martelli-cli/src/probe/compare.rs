@@ -7,7 +7,7 @@
 
 use super::ProbeError;
 use super::schema::Report;
-use super::stats::{Human, Unit};
+use super::stats::{Bytes, Human, Unit};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -75,6 +75,10 @@ fn walk(v: &Value, path: String, out: &mut BTreeMap<String, Leaf>) {
                 return;
             }
             for (k, child) in map {
+                // A curve point's key is in its path already (`points[workers=2]`).
+                if path.ends_with(']') && (k == "workers" || k == "concurrency") {
+                    continue;
+                }
                 walk(child, format!("{path}.{k}"), out);
             }
         }
@@ -106,9 +110,10 @@ fn walk(v: &Value, path: String, out: &mut BTreeMap<String, Leaf>) {
     }
 }
 
-fn show(leaf: Leaf) -> String {
+fn show(path: &str, leaf: Leaf) -> String {
     match leaf.unit {
         Some(u) => Human(leaf.value, u).to_string(),
+        None if path.ends_with("_bytes") => Bytes(leaf.value).to_string(),
         None if leaf.value.fract() == 0.0 && leaf.value.abs() < 1e15 => {
             format!("{}", leaf.value as i64)
         }
@@ -175,8 +180,8 @@ pub(crate) fn render(now: &Report, earlier: &Value, path: &Path) -> Result<Strin
             t,
             "  {:<52} {:>11} {:>11} {:>10} {}",
             path,
-            show(*now_leaf),
-            show(*before),
+            show(path, *now_leaf),
+            show(path, *before),
             ratio_s,
             verdict(ratio, now_leaf.unit.map(Unit::higher_is_better))
         );
@@ -230,6 +235,7 @@ mod tests {
         );
         assert!(!flat.contains_key("creation.process_worker_handshake"));
         assert!(!flat.contains_key("machine.cgroup_pids_max"));
+        assert!(!flat.contains_key("curves.cpu.points[workers=2].workers"));
     }
 
     #[test]
