@@ -402,9 +402,10 @@ fn cpu_curve_covers_one_to_twice_the_cores() {
         );
         for k in ["threads_speedup", "processes_speedup"] {
             let s = p[k].as_f64().expect("speedup");
-            // Noise on a busy machine can push a point past the ideal, but not past 4× of it.
+            // Noise on a busy machine can push a point past the ideal (the one-worker runs slowed
+            // by other work), but a speedup of 16× the cores is a broken measurement.
             assert!(
-                s > 0.0 && s <= 4.0 * cores as f64,
+                s > 0.0 && s <= 16.0 * cores as f64,
                 "{k} at {}: {s}",
                 workers[i]
             );
@@ -563,9 +564,9 @@ fn table_reads_well_and_compares() {
         .collect();
     assert_eq!(compared.len(), 1, "{t}");
     assert!(compared[0].contains('×'), "{}", compared[0]);
-    // No line of the table is wider than a wide terminal.
+    // No line of the table is wider than 100 columns.
     for line in t.lines().take_while(|l| !l.starts_with("COMPARED WITH")) {
-        assert!(line.chars().count() <= 120, "too wide: {line}");
+        assert!(line.chars().count() <= 100, "too wide: {line}");
     }
 }
 

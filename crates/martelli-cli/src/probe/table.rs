@@ -19,14 +19,21 @@ pub(crate) fn render(r: &Report) -> String {
     };
     let _ = writeln!(
         t,
-        "martelli probe {} ({mode}, {:.1} s)\nEach row: the median, then min – max, over {} runs after {} \
-         warm-up{} (memory rows and the I/O job: {} fresh processes each).",
-        r.martelli_version,
-        r.duration_s,
-        r.reps,
-        r.warmup,
-        if r.warmup == 1 { "" } else { "s" },
-        r.memory.process_idle_rss.reps,
+        "martelli probe {} ({mode}, {:.1} s)",
+        r.martelli_version, r.duration_s
+    );
+    wrap(
+        &mut t,
+        &format!(
+            "Each row: the median, then min – max, over {} runs after {} warm-up{} (memory rows and \
+             the I/O job: {} fresh processes each).",
+            r.reps,
+            r.warmup,
+            if r.warmup == 1 { "" } else { "s" },
+            r.memory.process_idle_rss.reps,
+        ),
+        "",
+        "",
     );
     machine(&mut t, r);
     creation(&mut t, r);
@@ -283,8 +290,8 @@ fn io_curve(t: &mut String, r: &Report) {
     section(
         t,
         &format!(
-            "I/O-BOUND JOB (concurrent {} ms waits; threads: a pool thread each; async: tokio tasks \
-             on one thread)",
+            "I/O-BOUND JOB (concurrent {} ms waits; threads: a pool thread each; async: tokio \
+             tasks, 1 thread)",
             c.wait_ms
         ),
     );
