@@ -615,3 +615,52 @@ fn a_bad_helper_invocation_is_an_error() {
     );
     assert!(err.contains("unknown helper invocation"), "{err}");
 }
+
+#[test]
+fn thread_rows_beyond_the_task_limit_are_absent_and_explained() {
+    // A soft RLIMIT_NPROC of 1200 leaves no room for the 1000-thread point plus a margin for the
+    // rest of the system: the probe must skip that point, say why, and still measure async there.
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    use std::os::unix::process::CommandExt;
+    let hard = getrlimit(Resource::Nproc).maximum;
+    let soft = hard.map_or(1200, |h| h.min(1200));
+    let mut cmd = martelli();
+    cmd.args(["probe", "--quick", "--json"]);
+    // SAFETY: between fork and exec the hook makes one system call (setrlimit), which is
+    // async-signal-safe, and touches no lock or allocation of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            setrlimit(
+                Resource::Nproc,
+                Rlimit {
+                    current: Some(soft),
+                    maximum: hard,
+                },
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
+    let out = cmd.output().expect("run martelli probe");
+    check(&out, "probe --quick --json under ulimit -u 1200");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("the report is JSON");
+    assert_eq!(r["machine"]["rlimit_nproc"], soft);
+    let p = &r["curves"]["io"]["points"][2];
+    assert_eq!(p["concurrency"], 1000);
+    assert!(p["threads"].is_null(), "{p}");
+    assert!(p["async"]["wall"]["median"].as_f64().is_some(), "{p}");
+    let why = r["notes"]["curves.io.points[2].threads"]
+        .as_str()
+        .expect("a note for the skipped point");
+    assert!(why.contains(&format!("RLIMIT_NPROC ({soft})")), "{why}");
+    if soft >= 100 + 256 {
+        // The smaller points still ran on threads.
+        assert!(r["curves"]["io"]["points"][1]["threads"].is_object());
+    }
+    let limit = r["recommendations"]
+        .as_array()
+        .expect("recommendations")
+        .iter()
+        .find(|x| x["id"] == "task_limit")
+        .expect("a task_limit recommendation");
+    assert_eq!(limit["value"], soft as f64);
+}

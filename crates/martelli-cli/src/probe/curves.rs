@@ -66,6 +66,10 @@ pub(crate) struct IoSide {
     pub(crate) memory: Stat,
 }
 
+/// Threads or processes left for the rest of the system when the I/O curve sizes its thread pools
+/// against the machine's task limit.
+const THREAD_MARGIN: u64 = 256;
+
 /// The worker counts of the CPU curve: every count from 1 to 2×cores on small machines, powers of
 /// two plus the core count and its double on big ones.
 pub(crate) fn worker_counts(cores: u64) -> Vec<u64> {
@@ -218,6 +222,20 @@ fn io(ctx: &Ctx, notes: &mut Notes) -> Result<IoCurve, ProbeError> {
     for (i, n) in io_concurrencies(ctx.quick).into_iter().enumerate() {
         ctx.step(&format!("curves: {n} concurrent waits"));
         let mut side = |kind: &str| -> Result<Option<IoSide>, ProbeError> {
+            // Threads beyond what the machine allows would only fail, and could starve other
+            // programs of theirs: say so instead of trying (a margin is left for everything else).
+            if let (true, Some((limit, which))) = (kind == "threads", ctx.task_limit) {
+                if n + THREAD_MARGIN > limit {
+                    notes.insert(
+                        &format!("curves.io.points[{i}].{kind}"),
+                        format!(
+                            "not available: {n} threads would exceed {which} ({limit}) with \
+                             everything else running"
+                        ),
+                    );
+                    return Ok(None);
+                }
+            }
             let mut runs: Vec<IoRun> = Vec::new();
             for _ in 0..reps {
                 match ctx

@@ -114,6 +114,8 @@ pub(crate) struct Ctx {
     pub(crate) quick: bool,
     /// The cores work can use (affinity and cgroup quota).
     pub(crate) cores: u64,
+    /// The most threads and processes that may exist, and the limit that says so.
+    pub(crate) task_limit: Option<(u64, &'static str)>,
     pub(crate) helper: child::Helper,
     progress: ProgressBar,
 }
@@ -207,6 +209,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
         plan,
         quick,
         cores,
+        task_limit: machine.task_limit(),
         helper: child::Helper::new()?,
         progress,
     };
