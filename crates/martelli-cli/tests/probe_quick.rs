@@ -664,3 +664,23 @@ fn thread_rows_beyond_the_task_limit_are_absent_and_explained() {
         .expect("a task_limit recommendation");
     assert_eq!(limit["value"], soft as f64);
 }
+
+#[test]
+fn a_plot_that_cannot_be_written_keeps_the_report() {
+    // /proc takes no new files, even from root: the write fails after the measurements.
+    let out = martelli()
+        .args([
+            "probe",
+            "--quick",
+            "--json",
+            "--plot",
+            "/proc/martelli-probe-curves.svg",
+        ])
+        .output()
+        .expect("run martelli probe");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot write the plot"), "{stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("the report was printed first");
+    assert_eq!(r["schema"], "martelli-probe/1");
+}

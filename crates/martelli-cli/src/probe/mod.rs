@@ -149,9 +149,8 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
 
     let report = probe(args.quick)?;
 
-    if let Some(path) = &args.plot {
-        plot::draw(&report, path)?;
-    }
+    // The report is printed before the plot is drawn, so that a plot that cannot be written costs
+    // the error message, not the minute of measurements.
     let mut out = String::new();
     if args.json {
         out = serde_json::to_string_pretty(&report)?;
@@ -162,11 +161,14 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
             out.push('\n');
             out.push_str(&compare::render(&report, earlier, path)?);
         }
-        if let Some(path) = &args.plot {
-            out.push_str(&format!("\nCurves drawn in {}\n", path.display()));
-        }
     }
     write_stdout(&out)?;
+    if let Some(path) = &args.plot {
+        plot::draw(&report, path)?;
+        if !args.json {
+            write_stdout(&format!("\nCurves drawn in {}\n", path.display()))?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
