@@ -229,6 +229,7 @@ fn creation_costs_are_plausible() {
         keys(c),
         [
             "async_spawn_complete",
+            "event_loop_spawn_wait",
             "pool_start_shutdown",
             "pool_submit_wait",
             "process_fork_exec",
@@ -245,6 +246,7 @@ fn creation_costs_are_plausible() {
     stat(r, "creation.process_posix_spawn", US, (10.0, 1_000_000.0));
     stat(r, "creation.process_reexec_ready", US, (50.0, 5_000_000.0));
     stat(r, "creation.async_spawn_complete", US, (0.01, 10_000.0));
+    stat(r, "creation.event_loop_spawn_wait", US, (0.05, 100_000.0));
 }
 
 #[test]
@@ -285,6 +287,7 @@ fn memory_per_unit_is_plausible() {
         keys(get(r, "memory")),
         [
             "async_task_suspended",
+            "event_loop_task_suspended",
             "process_idle_rss",
             "tasks_per_sample",
             "thread_idle_rss",
@@ -307,6 +310,12 @@ fn memory_per_unit_is_plausible() {
     stat(
         r,
         "memory.async_task_suspended",
+        BYTES,
+        (1.0, 1024.0 * 1024.0),
+    );
+    stat(
+        r,
+        "memory.event_loop_task_suspended",
         BYTES,
         (1.0, 1024.0 * 1024.0),
     );

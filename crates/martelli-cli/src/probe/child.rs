@@ -145,6 +145,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, ProbeError> {
         "spin" => spin()?,
         "mem-threads" => print_json(&workload::idle_threads(num(1)?)?)?,
         "mem-async" => print_json(&workload::idle_async_tasks(num(1)?)?)?,
+        "mem-event-loop" => print_json(&workload::idle_event_loop_tasks(num(1)?)?)?,
         "io" => {
             let kind = match args.get(1).map(String::as_str) {
                 Some("threads") => IoKind::Threads,

@@ -33,6 +33,9 @@ pub(crate) struct Creation {
     pub(crate) process_worker_handshake: Option<Stat>,
     /// A tokio task spawned on a one-thread runtime and awaited to completion.
     pub(crate) async_spawn_complete: Stat,
+    /// An async task handed to martelli's event-loop pool and waited for from this thread:
+    /// `Pool::spawn` → `Future::wait`.
+    pub(crate) event_loop_spawn_wait: Stat,
 }
 
 pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeError> {
@@ -146,6 +149,19 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
         })
     })?;
 
+    let pool = Pool::event_loop().map_err(ProbeError::Pool)?;
+    let k = ctx.pick(1000, 5000);
+    let event_loop_spawn_wait = plan.measure(us, || {
+        per_op(k, us, || {
+            pool.spawn(async { std::hint::black_box(1u64) })
+                .map_err(ProbeError::Pool)?
+                .wait()
+                .map(drop)
+                .map_err(|e| ProbeError::Helper(format!("an empty async task failed: {e}")))
+        })
+    })?;
+    drop(pool);
+
     Ok(Creation {
         thread_spawn_join,
         pool_start_shutdown,
@@ -155,6 +171,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
         process_reexec_ready,
         process_worker_handshake: None,
         async_spawn_complete,
+        event_loop_spawn_wait,
     })
 }
 

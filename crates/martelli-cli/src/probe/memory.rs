@@ -17,6 +17,9 @@ pub(crate) struct Memory {
     pub(crate) process_idle_rss: Stat,
     /// Resident memory a tokio task suspended on a wait adds.
     pub(crate) async_task_suspended: Stat,
+    /// Resident memory a task on martelli's event-loop pool (`Pool::event_loop`, `Pool::spawn`)
+    /// suspended on a wait adds: tokio's task plus martelli's future, token and driver.
+    pub(crate) event_loop_task_suspended: Stat,
     /// How many threads were parked per sample.
     pub(crate) threads_per_sample: u64,
     /// How many async tasks were parked per sample.
@@ -45,6 +48,14 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Memory, ProbeError> {
     for _ in 0..reps {
         per_task.push(ctx.helper.run_json("mem-async", &[tasks.to_string()])?);
     }
+    ctx.step("memory: suspended martelli event-loop tasks");
+    let mut per_loop_task: Vec<PerUnit> = Vec::new();
+    for _ in 0..reps {
+        per_loop_task.push(
+            ctx.helper
+                .run_json("mem-event-loop", &[tasks.to_string()])?,
+        );
+    }
     let stat = |samples: Vec<f64>| {
         Stat::from_samples(&samples, Unit::Bytes)
             .ok_or_else(|| ProbeError::Helper("a memory helper reported no usable value".into()))
@@ -53,6 +64,7 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Memory, ProbeError> {
         thread_idle_rss: stat(per_thread.iter().map(|p| p.rss).collect())?,
         process_idle_rss: stat(per_process)?,
         async_task_suspended: stat(per_task.iter().map(|p| p.rss).collect())?,
+        event_loop_task_suspended: stat(per_loop_task.iter().map(|p| p.rss).collect())?,
         threads_per_sample: threads,
         tasks_per_sample: tasks,
     })

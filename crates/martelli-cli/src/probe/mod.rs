@@ -201,7 +201,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     };
     let machine = machine::read();
     let cores = machine::effective_cores(machine.available_cores, machine.cgroup_cpu_quota_cores);
-    let steps = 15 + (plan.warmup + plan.reps) as usize + curves::io_concurrencies(quick).len();
+    let steps = 16 + (plan.warmup + plan.reps) as usize + curves::io_concurrencies(quick).len();
     let progress = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
     progress.set_style(
         ProgressStyle::with_template("probing {bar:30} {pos}/{len} {wide_msg}")

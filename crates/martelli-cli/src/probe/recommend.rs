@@ -502,6 +502,7 @@ pub(crate) mod tests {
                 process_reexec_ready: us(1500.0),
                 process_worker_handshake: None,
                 async_spawn_complete: us(0.3),
+                event_loop_spawn_wait: us(15.0),
             },
             switch: Switch {
                 thread_condvar: us(8.0),
@@ -512,6 +513,7 @@ pub(crate) mod tests {
                 thread_idle_rss: Stat::exact(12_288.0, Unit::Bytes),
                 process_idle_rss: Stat::exact(4.0 * 1024.0 * 1024.0, Unit::Bytes),
                 async_task_suspended: Stat::exact(300.0, Unit::Bytes),
+                event_loop_task_suspended: Stat::exact(700.0, Unit::Bytes),
                 threads_per_sample: 100,
                 tasks_per_sample: 10_000,
             },

@@ -191,6 +191,11 @@ fn creation(t: &mut String, r: &Report) {
         "async task (tokio, 1 thread): spawn → done",
         &c.async_spawn_complete,
     );
+    row(
+        t,
+        "martelli event loop: spawn → wait",
+        &c.event_loop_spawn_wait,
+    );
 }
 
 fn switch(t: &mut String, r: &Report) {
@@ -225,6 +230,11 @@ fn memory(t: &mut String, r: &Report) {
             m.tasks_per_sample
         ),
         &m.async_task_suspended,
+    );
+    row(
+        t,
+        "martelli event-loop task, suspended: resident",
+        &m.event_loop_task_suspended,
     );
 }
 

@@ -136,6 +136,49 @@ pub(crate) fn idle_async_tasks(n: u64) -> Result<PerUnit, ProbeError> {
     })
 }
 
+/// Spawns `n` tasks on a martelli event-loop pool (`Pool::event_loop`), waits until each is suspended
+/// on a wait, and reports the growth of this process's memory per task: tokio's task plus martelli's
+/// future, cancel token and driver.
+pub(crate) fn idle_event_loop_tasks(n: u64) -> Result<PerUnit, ProbeError> {
+    let pool = Pool::event_loop().map_err(ProbeError::Pool)?;
+    let (rss0, _) = self_memory()?;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let parked = Arc::new(AtomicU64::new(0));
+    let (all_parked, on_all_parked) = std::sync::mpsc::channel::<()>();
+    let mut futures = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let gate = Arc::clone(&gate);
+        let parked = Arc::clone(&parked);
+        let all_parked = all_parked.clone();
+        let future = pool
+            .spawn(async move {
+                let opened = gate.notified();
+                let mut opened = std::pin::pin!(opened);
+                // Registered before it is counted: the gate cannot open between the two.
+                opened.as_mut().enable();
+                if parked.fetch_add(1, Ordering::AcqRel) + 1 == n {
+                    let _ = all_parked.send(());
+                }
+                opened.await;
+            })
+            .map_err(ProbeError::Pool)?;
+        futures.push(future);
+    }
+    drop(all_parked);
+    on_all_parked
+        .recv()
+        .map_err(|_| ProbeError::Helper("event-loop tasks ended before all were parked".into()))?;
+    let (rss1, _) = self_memory()?;
+    gate.notify_waiters();
+    for f in futures {
+        f.wait()
+            .map_err(|e| ProbeError::Helper(format!("an event-loop task failed: {e}")))?;
+    }
+    Ok(PerUnit {
+        rss: rss1.saturating_sub(rss0) as f64 / n as f64,
+    })
+}
+
 /// Which side of the I/O curve a run is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IoKind {
@@ -280,5 +323,7 @@ mod tests {
         assert!(t.rss >= 4096.0, "{t:?}");
         let a = idle_async_tasks(1000).expect("1000 idle tasks");
         assert!(a.rss >= 0.0 && a.rss.is_finite(), "{a:?}");
+        let e = idle_event_loop_tasks(1000).expect("1000 idle event-loop tasks");
+        assert!(e.rss >= 0.0 && e.rss.is_finite(), "{e:?}");
     }
 }
