@@ -76,8 +76,11 @@ def main():
         fmt_us(spawn["subprocess_python_c_pass_us"]["median"]), "subprocess `python3 -c pass`")
     ours = m["async_task_suspended"]["median"]
     theirs = aio["asyncio_tasks"]["kib_per_task_median"] * 1024
-    row("memory per suspended async task", ours, fmt_bytes(ours), theirs, fmt_bytes(theirs),
+    row("memory per suspended async task (tokio)", ours, fmt_bytes(ours), theirs, fmt_bytes(theirs),
         f"asyncio task ({aio['n_async_tasks']} tasks, peak RSS)")
+    ours = m["event_loop_task_suspended"]["median"]
+    row("memory per suspended task on martelli's event loop", ours, fmt_bytes(ours), theirs,
+        fmt_bytes(theirs), f"asyncio task ({aio['n_async_tasks']} tasks, peak RSS)")
     ours = m["thread_idle_rss"]["median"]
     theirs = aio["threads"]["kib_per_thread_median"] * 1024
     row("memory per waiting thread", ours, fmt_bytes(ours), theirs, fmt_bytes(theirs),

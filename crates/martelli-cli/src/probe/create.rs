@@ -63,7 +63,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
         })
     })?;
     let pool = Pool::threads(1).map_err(ProbeError::Pool)?;
-    let k = ctx.pick(1000, 5000);
+    let k = ctx.pick(1000, 2000);
     let pool_submit_wait = plan.measure(us, || {
         per_op(k, us, || {
             pool.submit(|| std::hint::black_box(1u64))
@@ -150,7 +150,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
     })?;
 
     let pool = Pool::event_loop().map_err(ProbeError::Pool)?;
-    let k = ctx.pick(1000, 5000);
+    let k = ctx.pick(1000, 2000);
     let event_loop_spawn_wait = plan.measure(us, || {
         per_op(k, us, || {
             pool.spawn(async { std::hint::black_box(1u64) })

@@ -105,7 +105,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Curves, ProbeError
 
 fn cpu(ctx: &Ctx) -> Result<CpuCurve, ProbeError> {
     // Calibrate: how many spin units make the job last `target` ms on one core.
-    let target_ms = f64::from(ctx.pick(10, 120));
+    let target_ms = f64::from(ctx.pick(10, 60));
     // The fastest of three short runs sets the size: on a machine whose CPU time comes in bursts
     // (a shared virtual machine), one run can be slowed several times over.
     let probe_units = 2_000_000u64;
@@ -218,6 +218,8 @@ fn cpu_on_processes(ctx: &Ctx, w: u64, share: u64) -> Result<f64, ProbeError> {
 fn io(ctx: &Ctx, notes: &mut Notes) -> Result<IoCurve, ProbeError> {
     let wait_ms = 10;
     let reps = ctx.pick(3, 5);
+    // Ten thousand threads take a second or more per run: three runs say enough.
+    let reps_for = |n: u64| if n >= 10_000 { reps.min(3) } else { reps };
     let mut points = Vec::new();
     for (i, n) in io_concurrencies(ctx.quick).into_iter().enumerate() {
         ctx.step(&format!("curves: {n} concurrent waits"));
@@ -237,7 +239,7 @@ fn io(ctx: &Ctx, notes: &mut Notes) -> Result<IoCurve, ProbeError> {
                 }
             }
             let mut runs: Vec<IoRun> = Vec::new();
-            for _ in 0..reps {
+            for _ in 0..reps_for(n) {
                 match ctx
                     .helper
                     .run_json::<IoRun>("io", &[kind.to_owned(), n.to_string(), wait_ms.to_string()])

@@ -63,7 +63,7 @@ pub(crate) struct Codec {
 pub(crate) fn measure(ctx: &Ctx) -> Result<Ipc, ProbeError> {
     let plan = ctx.plan;
     let mbps = Unit::MibPerSec;
-    let small_k = ctx.pick(300, 5_000);
+    let small_k = ctx.pick(300, 2_000);
     let big_k = ctx.pick(5, 40);
 
     ctx.step("IPC: pipe");

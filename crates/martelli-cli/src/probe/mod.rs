@@ -194,10 +194,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     let plan = if quick {
         Plan { warmup: 1, reps: 5 }
     } else {
-        Plan {
-            warmup: 2,
-            reps: 11,
-        }
+        Plan { warmup: 2, reps: 9 }
     };
     let machine = machine::read();
     let cores = machine::effective_cores(machine.available_cores, machine.cgroup_cpu_quota_cores);

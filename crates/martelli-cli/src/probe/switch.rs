@@ -22,12 +22,12 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Switch, ProbeError> {
     let us = Unit::Micros;
 
     ctx.step("switch: threads");
-    let k = ctx.pick(500, 10_000);
+    let k = ctx.pick(500, 4_000);
     let thread_condvar = ctx.plan.measure(us, || thread_ping_pong(k))?;
 
     ctx.step("switch: processes");
     let mut echo = ctx.helper.spawn_piped("echo", &[])?;
-    let k = ctx.pick(500, 10_000);
+    let k = ctx.pick(500, 4_000);
     let process_pipe = ctx.plan.measure(us, || {
         let start = Instant::now();
         let mut byte = [7u8; 1];
