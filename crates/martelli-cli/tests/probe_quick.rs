@@ -1,6 +1,9 @@
 //! `martelli probe --quick` end to end: the real binary, its real helper processes, the JSON schema,
 //! the SVG plot, the table and `--compare`. The probe runs twice in this file (once as JSON with a
 //! plot, once as a table comparing against the first run); every test reads those two runs.
+//! Linux-only, like the probe.
+
+#![cfg(target_os = "linux")]
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -17,31 +17,55 @@
 //! process re-execute this binary as a helper ([`child`]). Linux-only: it reads `/proc` and `/sys`,
 //! and uses memfd and `mmap` for the shared-memory row.
 //!
+//! The probe is built on Linux only; elsewhere `martelli probe` says so and exits with an error.
+//!
 //! Modules: [`machine`] facts, [`create`] creation costs, [`switch`] switch costs, [`memory`] memory
 //! per unit, [`ipc`] transports and codec, [`curves`] workload curves (jobs in [`workload`]),
 //! [`recommend`], [`table`] for people, [`schema`] for programs, [`compare`] and [`plot`].
 
+#[cfg(target_os = "linux")]
 mod child;
+#[cfg(target_os = "linux")]
 mod compare;
+#[cfg(target_os = "linux")]
 mod create;
+#[cfg(target_os = "linux")]
 mod curves;
+#[cfg(target_os = "linux")]
 mod ipc;
+#[cfg(target_os = "linux")]
 mod machine;
+#[cfg(target_os = "linux")]
 mod memory;
+#[cfg(target_os = "linux")]
 mod plot;
+#[cfg(target_os = "linux")]
 mod recommend;
+#[cfg(target_os = "linux")]
 mod schema;
+#[cfg(target_os = "linux")]
 mod stats;
+#[cfg(target_os = "linux")]
 mod switch;
+#[cfg(target_os = "linux")]
 mod table;
+#[cfg(target_os = "linux")]
 mod workload;
 
+#[cfg(target_os = "linux")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+#[cfg(target_os = "linux")]
 use schema::{Mode, Notes, Report, SCHEMA};
+#[cfg(target_os = "linux")]
 use stats::Plan;
+#[cfg(target_os = "linux")]
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+#[cfg(target_os = "linux")]
+use std::path::Path;
+use std::path::PathBuf;
+#[cfg(target_os = "linux")]
 use std::process::ExitCode;
+#[cfg(target_os = "linux")]
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Options of `martelli probe`.
@@ -69,6 +93,7 @@ pub(crate) struct ProbeArgs {
     child: Option<Vec<String>>,
 }
 
+#[cfg(target_os = "linux")]
 /// Why the probe could not finish.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProbeError {
@@ -98,6 +123,7 @@ pub(crate) enum ProbeError {
     Plot { path: PathBuf, reason: String },
 }
 
+#[cfg(target_os = "linux")]
 impl ProbeError {
     fn spawn(what: &str, source: io::Error) -> ProbeError {
         ProbeError::Spawn {
@@ -107,6 +133,7 @@ impl ProbeError {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// What every measuring module gets: the plan, the mode, the cores, the helper, the progress bar.
 #[derive(Debug)]
 pub(crate) struct Ctx {
@@ -120,6 +147,7 @@ pub(crate) struct Ctx {
     progress: ProgressBar,
 }
 
+#[cfg(target_os = "linux")]
 impl Ctx {
     /// `quick` in quick mode, `full` otherwise.
     pub(crate) fn pick(&self, quick: u32, full: u32) -> u32 {
@@ -133,6 +161,7 @@ impl Ctx {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Runs `martelli probe`.
 pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     if let Some(child_args) = &args.child {
@@ -172,6 +201,7 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(target_os = "linux")]
 /// Writes to stdout; a closed pipe (`martelli probe | head`) is not an error.
 fn write_stdout(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
@@ -184,6 +214,7 @@ fn write_stdout(text: &str) -> io::Result<()> {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Measures everything and derives the recommendations.
 fn probe(quick: bool) -> Result<Report, ProbeError> {
     let started = Instant::now();
@@ -247,7 +278,17 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     })
 }
 
+#[cfg(target_os = "linux")]
 /// Reads a file the user named, with an error that says which file and why.
 fn read_user_file(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
+/// Runs `martelli probe` where it is not built: it says so.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn run(_args: &ProbeArgs) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::bail!(
+        "martelli probe runs on Linux only for now: it reads /proc and /sys, and measures shared \
+         memory with memfd"
+    )
 }
