@@ -1,6 +1,7 @@
 //! `martelli probe --quick` end to end: the real binary, its real helper processes, the JSON schema,
-//! the SVG plot, the table and `--compare`. The probe runs twice in this file (once as JSON with a
-//! plot, once as a table comparing against the first run); every test reads those two runs.
+//! the SVG plot, the table and `--compare`. Most tests read two shared runs (one as JSON with a plot,
+//! one as a table comparing against the first); two tests run the probe under conditions of their
+//! own (a low RLIMIT_NPROC, a plot that cannot be written).
 //! Linux-only, like the probe.
 
 #![cfg(target_os = "linux")]
