@@ -52,7 +52,7 @@ impl Helper {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(ProbeError::Helper(format!(
+            return Err(ProbeError::Measure(format!(
                 "helper `{mode}` started without pipes"
             )));
         };
@@ -77,7 +77,7 @@ impl Helper {
             .map_err(|e| ProbeError::spawn(mode, e))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(ProbeError::Helper(format!(
+            return Err(ProbeError::Measure(format!(
                 "helper `{mode} {}` failed ({}): {}",
                 args.join(" "),
                 out.status,
@@ -85,7 +85,7 @@ impl Helper {
             )));
         }
         serde_json::from_slice(&out.stdout).map_err(|e| {
-            ProbeError::Helper(format!(
+            ProbeError::Measure(format!(
                 "helper `{mode}` printed something that is not its report: {e}"
             ))
         })
@@ -132,7 +132,7 @@ impl Drop for Piped {
 
 /// Runs this process as a helper (`martelli probe --child MODE ARGS…`).
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, ProbeError> {
-    let bad = || ProbeError::Helper(format!("unknown helper invocation: {}", args.join(" ")));
+    let bad = || ProbeError::Measure(format!("unknown helper invocation: {}", args.join(" ")));
     let num = |i: usize| -> Result<u64, ProbeError> {
         args.get(i).and_then(|s| s.parse().ok()).ok_or_else(bad)
     };
@@ -161,7 +161,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, ProbeError> {
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), ProbeError> {
     let line = serde_json::to_string(value)
-        .map_err(|e| ProbeError::Helper(format!("cannot encode a helper report: {e}")))?;
+        .map_err(|e| ProbeError::Measure(format!("cannot encode a helper report: {e}")))?;
     println!("{line}");
     Ok(())
 }

@@ -50,7 +50,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
                 .spawn(|| {})
                 .map_err(|e| ProbeError::Limit(format!("cannot start a thread: {e}")))?
                 .join()
-                .map_err(|_| ProbeError::Helper("an empty thread panicked".into()))
+                .map_err(|_| ProbeError::Measure("an empty thread panicked".into()))
         })
     })?;
 
@@ -70,7 +70,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
                 .map_err(ProbeError::Pool)?
                 .wait()
                 .map(drop)
-                .map_err(|e| ProbeError::Helper(format!("an empty task failed: {e}")))
+                .map_err(|e| ProbeError::Measure(format!("an empty task failed: {e}")))
         })
     })?;
     drop(pool);
@@ -120,7 +120,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
             let mut child = ctx.helper.spawn_piped("idle", &[])?;
             let line = child.read_line().map_err(ProbeError::Io)?;
             if line.trim() != "ready" {
-                return Err(ProbeError::Helper(format!("idle helper said {line:?}")));
+                return Err(ProbeError::Measure(format!("idle helper said {line:?}")));
             }
             child.stdin()?.flush().map_err(ProbeError::Io)?;
             drop(child);
@@ -143,7 +143,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
             for _ in 0..k {
                 tokio::spawn(async { std::hint::black_box(1u64) })
                     .await
-                    .map_err(|e| ProbeError::Helper(format!("an empty async task failed: {e}")))?;
+                    .map_err(|e| ProbeError::Measure(format!("an empty async task failed: {e}")))?;
             }
             Ok::<_, ProbeError>(super::stats::in_unit(start.elapsed(), us) / f64::from(k))
         })
@@ -157,7 +157,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
                 .map_err(ProbeError::Pool)?
                 .wait()
                 .map(drop)
-                .map_err(|e| ProbeError::Helper(format!("an empty async task failed: {e}")))
+                .map_err(|e| ProbeError::Measure(format!("an empty async task failed: {e}")))
         })
     })?;
     drop(pool);
@@ -180,6 +180,6 @@ fn run_true(cmd: &mut Command) -> Result<(), ProbeError> {
     if status.success() {
         Ok(())
     } else {
-        Err(ProbeError::Helper(format!("{TRUE} exited with {status}")))
+        Err(ProbeError::Measure(format!("{TRUE} exited with {status}")))
     }
 }

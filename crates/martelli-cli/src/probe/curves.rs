@@ -145,7 +145,7 @@ fn cpu(ctx: &Ctx) -> Result<CpuCurve, ProbeError> {
     }
     let summary = |samples: &[f64]| {
         Stat::from_samples(samples, Unit::Millis)
-            .ok_or_else(|| ProbeError::Helper("the CPU curve measured nothing".into()))
+            .ok_or_else(|| ProbeError::Measure("the CPU curve measured nothing".into()))
     };
     let mut rows = Vec::with_capacity(counts.len());
     for (&w, (t, p)) in counts.iter().zip(&samples) {
@@ -185,7 +185,7 @@ fn cpu_on_threads(w: u64, share: u64) -> Result<f64, ProbeError> {
         .map_err(ProbeError::Pool)?;
     for f in futures {
         f.wait()
-            .map_err(|e| ProbeError::Helper(format!("a CPU task failed: {e}")))?;
+            .map_err(|e| ProbeError::Measure(format!("a CPU task failed: {e}")))?;
     }
     Ok(in_unit(start.elapsed(), Unit::Millis))
 }
@@ -198,7 +198,7 @@ fn cpu_on_processes(ctx: &Ctx, w: u64, share: u64) -> Result<f64, ProbeError> {
     for worker in &mut workers {
         let line = worker.read_line()?;
         if line.trim() != "ready" {
-            return Err(ProbeError::Helper(format!("spin helper said {line:?}")));
+            return Err(ProbeError::Measure(format!("spin helper said {line:?}")));
         }
     }
     let order = format!("{share}\n");
@@ -209,7 +209,7 @@ fn cpu_on_processes(ctx: &Ctx, w: u64, share: u64) -> Result<f64, ProbeError> {
     for worker in &mut workers {
         let line = worker.read_line()?;
         if line.trim() != "done" {
-            return Err(ProbeError::Helper(format!("spin helper said {line:?}")));
+            return Err(ProbeError::Measure(format!("spin helper said {line:?}")));
         }
     }
     Ok(in_unit(start.elapsed(), Unit::Millis))
@@ -261,7 +261,7 @@ fn io(ctx: &Ctx, notes: &mut Notes) -> Result<IoCurve, ProbeError> {
                 Stat::from_samples(&memory, Unit::Bytes),
             ) {
                 (Some(wall), Some(memory)) => Ok(Some(IoSide { wall, memory })),
-                _ => Err(ProbeError::Helper(format!(
+                _ => Err(ProbeError::Measure(format!(
                     "the {kind} I/O helper reported no usable value"
                 ))),
             }

@@ -204,7 +204,7 @@ impl SharedMap {
     /// Maps the first `len` bytes of `fd`, shared and writable.
     pub(crate) fn map(fd: BorrowedFd<'_>, len: usize) -> Result<SharedMap, ProbeError> {
         if len == 0 {
-            return Err(ProbeError::Helper(
+            return Err(ProbeError::Measure(
                 "a shared mapping needs at least one byte".into(),
             ));
         }
@@ -222,7 +222,7 @@ impl SharedMap {
         }
         .map_err(|e| ProbeError::Io(e.into()))?;
         let ptr = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| ProbeError::Helper("mmap returned a null mapping".into()))?;
+            .ok_or_else(|| ProbeError::Measure("mmap returned a null mapping".into()))?;
         Ok(SharedMap { ptr, len })
     }
 
@@ -264,7 +264,7 @@ struct SmallTask {
 struct AsBytes(#[serde(with = "serde_bytes")] Vec<u8>);
 
 fn codec(ctx: &Ctx) -> Result<Codec, ProbeError> {
-    let encode_err = |e: postcard::Error| ProbeError::Helper(format!("{CODEC} failed: {e}"));
+    let encode_err = |e: postcard::Error| ProbeError::Measure(format!("{CODEC} failed: {e}"));
     let task = SmallTask {
         id: 42,
         name: "images::resize".into(),

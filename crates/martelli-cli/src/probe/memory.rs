@@ -58,7 +58,7 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Memory, ProbeError> {
     }
     let stat = |samples: Vec<f64>| {
         Stat::from_samples(&samples, Unit::Bytes)
-            .ok_or_else(|| ProbeError::Helper("a memory helper reported no usable value".into()))
+            .ok_or_else(|| ProbeError::Measure("a memory helper reported no usable value".into()))
     };
     Ok(Memory {
         thread_idle_rss: stat(per_thread.iter().map(|p| p.rss).collect())?,

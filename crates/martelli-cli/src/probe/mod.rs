@@ -105,8 +105,9 @@ pub(crate) enum ProbeError {
         #[source]
         source: io::Error,
     },
+    /// A measurement or a helper process failed; the message says which and why.
     #[error("{0}")]
-    Helper(String),
+    Measure(String),
     #[error("{0}; raise the limit (ulimit -u, cgroup pids.max) or probe with --quick")]
     Limit(String),
     #[error("talking to a helper process failed: {0}")]

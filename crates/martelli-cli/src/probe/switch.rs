@@ -99,7 +99,7 @@ fn thread_ping_pong(k: u32) -> Result<f64, ProbeError> {
     let elapsed = start.elapsed();
     partner
         .join()
-        .map_err(|_| ProbeError::Helper("the ping-pong thread panicked".into()))?;
+        .map_err(|_| ProbeError::Measure("the ping-pong thread panicked".into()))?;
     Ok(in_unit(elapsed, Unit::Micros) / f64::from(k))
 }
 
@@ -118,11 +118,11 @@ async fn async_ping_pong(k: u32) -> Result<f64, ProbeError> {
         ping_tx
             .send(i)
             .await
-            .map_err(|_| ProbeError::Helper("the async partner stopped".into()))?;
+            .map_err(|_| ProbeError::Measure("the async partner stopped".into()))?;
         pong_rx
             .recv()
             .await
-            .ok_or_else(|| ProbeError::Helper("the async partner stopped".into()))?;
+            .ok_or_else(|| ProbeError::Measure("the async partner stopped".into()))?;
     }
     let elapsed = start.elapsed();
     drop(ping_tx);

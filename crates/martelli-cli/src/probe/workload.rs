@@ -25,14 +25,14 @@ pub(crate) fn spin(units: u64) -> u64 {
 pub(crate) fn self_memory() -> Result<(u64, u64), ProbeError> {
     let statm = std::fs::read_to_string("/proc/self/statm").map_err(ProbeError::Proc)?;
     parse_statm(&statm)
-        .ok_or_else(|| ProbeError::Helper(format!("unexpected /proc/self/statm: {statm:?}")))
+        .ok_or_else(|| ProbeError::Measure(format!("unexpected /proc/self/statm: {statm:?}")))
 }
 
 /// Resident size in bytes of process `pid`.
 pub(crate) fn process_rss(pid: u32) -> Result<u64, ProbeError> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).map_err(ProbeError::Proc)?;
     Ok(parse_statm(&statm)
-        .ok_or_else(|| ProbeError::Helper(format!("unexpected /proc/{pid}/statm: {statm:?}")))?
+        .ok_or_else(|| ProbeError::Measure(format!("unexpected /proc/{pid}/statm: {statm:?}")))?
         .0)
 }
 
@@ -167,12 +167,12 @@ pub(crate) fn idle_event_loop_tasks(n: u64) -> Result<PerUnit, ProbeError> {
     drop(all_parked);
     on_all_parked
         .recv()
-        .map_err(|_| ProbeError::Helper("event-loop tasks ended before all were parked".into()))?;
+        .map_err(|_| ProbeError::Measure("event-loop tasks ended before all were parked".into()))?;
     let (rss1, _) = self_memory()?;
     gate.notify_waiters();
     for f in futures {
         f.wait()
-            .map_err(|e| ProbeError::Helper(format!("an event-loop task failed: {e}")))?;
+            .map_err(|e| ProbeError::Measure(format!("an event-loop task failed: {e}")))?;
     }
     Ok(PerUnit {
         rss: rss1.saturating_sub(rss0) as f64 / n as f64,
@@ -227,7 +227,7 @@ pub(crate) fn io_run(kind: IoKind, n: u64, wait_ms: u64) -> Result<IoRun, ProbeE
                         drop(s);
                         std::thread::sleep(wait);
                     })
-                    .map_err(|e| ProbeError::Helper(format!("submit to the I/O pool: {e}")))?;
+                    .map_err(|e| ProbeError::Measure(format!("submit to the I/O pool: {e}")))?;
                 futures.push(future);
             }
             let rss1 = {
@@ -243,7 +243,7 @@ pub(crate) fn io_run(kind: IoKind, n: u64, wait_ms: u64) -> Result<IoRun, ProbeE
             };
             for f in futures {
                 f.wait()
-                    .map_err(|e| ProbeError::Helper(format!("an I/O task failed: {e}")))?;
+                    .map_err(|e| ProbeError::Measure(format!("an I/O task failed: {e}")))?;
             }
             drop(pool);
             Ok(IoRun {
@@ -276,7 +276,7 @@ pub(crate) fn io_run(kind: IoKind, n: u64, wait_ms: u64) -> Result<IoRun, ProbeE
                 gate.notify_waiters();
                 for h in handles {
                     h.await.map_err(|e| {
-                        ProbeError::Helper(format!("an async I/O task failed: {e}"))
+                        ProbeError::Measure(format!("an async I/O task failed: {e}"))
                     })?;
                 }
                 Ok(IoRun {
