@@ -162,6 +162,7 @@ fn machine_facts_are_present_and_plausible() {
             "cgroup_version",
             "cpu_model",
             "kernel",
+            "load_average",
             "logical_cores",
             "memory_available_bytes",
             "memory_total_bytes",
@@ -187,6 +188,15 @@ fn machine_facts_are_present_and_plausible() {
     assert!(n("memory_available_bytes") <= n("memory_total_bytes"));
     assert!([4096, 16384, 65536].contains(&n("page_size_bytes")));
     assert!(m["kernel"].as_str().expect("kernel").starts_with("Linux"));
+    let load: Vec<f64> = m["load_average"]
+        .as_array()
+        .expect("load averages")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect();
+    assert_eq!(load.len(), 3);
+    // A load average is 0 on an idle machine; never negative, and far below 10,000 here.
+    assert!(load.iter().all(|l| (0.0..10_000.0).contains(l)), "{load:?}");
     // Limits are a positive number, or null for "no limit".
     for k in [
         "cgroup_memory_max_bytes",

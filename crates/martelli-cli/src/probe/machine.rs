@@ -69,6 +69,8 @@ pub(crate) struct Machine {
     pub(crate) threads_max: Option<u64>,
     pub(crate) pid_max: Option<u64>,
     pub(crate) page_size_bytes: u64,
+    /// The load average over 1, 5 and 15 minutes when the probe started (runnable tasks).
+    pub(crate) load_average: [f64; 3],
     pub(crate) tier: Tier,
 }
 
@@ -124,6 +126,8 @@ pub(crate) fn read() -> Machine {
         threads_max: read_u64("/proc/sys/kernel/threads-max"),
         pid_max: read_u64("/proc/sys/kernel/pid_max"),
         page_size_bytes: rustix::param::page_size() as u64,
+        load_average: parse_loadavg(&fs::read_to_string("/proc/loadavg").unwrap_or_default())
+            .unwrap_or([0.0; 3]),
         tier: Tier::for_cores(effective_cores(available_cores, cgroup.cpu_quota_cores)),
     }
 }
@@ -333,6 +337,12 @@ fn tightest<T: PartialOrd + Copy>(
         })
 }
 
+/// The three load averages of `/proc/loadavg`.
+pub(crate) fn parse_loadavg(s: &str) -> Option<[f64; 3]> {
+    let mut it = s.split_whitespace().map(|x| x.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
 /// `max` → no limit; a number → that limit.
 pub(crate) fn parse_max(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -392,6 +402,16 @@ mod tests {
         assert_eq!(parse_cpu_max("50000"), Some(0.5));
         assert_eq!(parse_max("max\n"), None);
         assert_eq!(parse_max("1073741824\n"), Some(1 << 30));
+    }
+
+    #[test]
+    fn load_averages() {
+        assert_eq!(
+            parse_loadavg("0.52 1.25 2.00 3/120 4567\n"),
+            Some([0.52, 1.25, 2.0])
+        );
+        assert_eq!(parse_loadavg("0.52"), None);
+        assert_eq!(parse_loadavg(""), None);
     }
 
     #[test]

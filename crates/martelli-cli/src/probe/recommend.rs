@@ -120,18 +120,24 @@ fn tier(i: Inputs<'_>) -> Recommendation {
     let basis = [
         "machine.available_cores",
         "machine.cgroup_cpu_quota_cores",
+        "machine.load_average",
         "curves.cpu",
     ];
+    let load = format!(
+        "load average {:.1} when the probe started",
+        m.load_average[0]
+    );
     let contended = if m.tier.level > 1 && speedup.is_finite() && speedup < CONTENDED * cores as f64
     {
         format!(
             " The best speedup, {speedup_s}, is far below its {cores} cores: other work competed \
-             for them while the probe ran; probe again on a quiet machine before sizing a pool."
+             for them while the probe ran ({load}); probe again on a quiet machine before sizing a \
+             pool."
         )
     } else if m.tier.level > 1 && workers < cores {
         format!(
-            " That is fewer than its {cores} cores: other work competed for them while the \
-             probe ran; probe again on a quiet machine before sizing a pool."
+            " That is fewer than its {cores} cores: other work competed for them while the probe \
+             ran ({load}); probe again on a quiet machine before sizing a pool."
         )
     } else {
         String::new()
@@ -491,6 +497,7 @@ pub(crate) mod tests {
                 threads_max: Some(126_000),
                 pid_max: Some(4_194_304),
                 page_size_bytes: 4096,
+                load_average: [0.1, 0.2, 0.3],
                 tier: Tier::for_cores(cores),
             },
             creation: Creation {

@@ -125,6 +125,14 @@ fn machine(t: &mut String, r: &Report) {
     );
     fact(
         t,
+        "load",
+        &format!(
+            "{:.2} · {:.2} · {:.2} (1, 5, 15 min averages when the probe started)",
+            m.load_average[0], m.load_average[1], m.load_average[2]
+        ),
+    );
+    fact(
+        t,
         "limits",
         &format!(
             "RLIMIT_NPROC {} · threads-max {} · pid_max {}",
