@@ -48,6 +48,7 @@ def main():
     ap.add_argument("--peers", default=os.environ.get("PEERS", "../shared/peers/python"))
     args = ap.parse_args()
     py = sys.executable
+    load_before = os.getloadavg()
 
     quick, quick_wall = run_json([args.martelli, "probe", "--quick", "--json"])
     full, full_wall = run_json([args.martelli, "probe", "--json"])
@@ -93,6 +94,8 @@ def main():
 
     print(f"Machine: {os.cpu_count()} cores ({full['machine']['available_cores']} usable), {cpu_model()}; "
           f"Python {spawn['python']}; martelli {full['martelli_version']}")
+    print(f"Load average (1, 5, 15 min): {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f} after")
     print(f"Probe wall time: --quick {quick_wall:.2f} s (target < 5 s), full {full_wall:.2f} s (target < 60 s)\n")
     print("| quantity | martelli probe | Python peer | peer measures | Python / martelli |")
     print("| --- | ---: | ---: | --- | ---: |")
