@@ -3,6 +3,8 @@
 //! Subcommands arrive with their features: `run` (a GNU-parallel-compatible command runner), `probe`
 //! (measures this machine's concurrency costs) and `worker` (cluster worker).
 
+mod probe;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -16,7 +18,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Measure this machine's concurrency costs and recommend a model (start here).
+    Probe(probe::ProbeArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,5 +32,9 @@ fn main() -> ExitCode {
             let _ = Cli::command().print_help();
             ExitCode::from(2)
         }
+        Some(Command::Probe(args)) => probe::run(&args).unwrap_or_else(|e| {
+            eprintln!("martelli probe: {e:#}");
+            ExitCode::FAILURE
+        }),
     }
 }
