@@ -79,8 +79,10 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
+pub mod barrier;
 mod cancel;
 pub mod chaos;
+pub mod consume;
 mod error;
 mod future;
 mod job;
@@ -90,6 +92,7 @@ mod loom_models;
 mod map;
 mod map_async;
 mod pool;
+pub mod queue;
 mod scope;
 mod spec;
 mod sync;
@@ -99,7 +102,9 @@ mod watchdog;
 
 #[cfg(feature = "async")]
 pub use backend::event_loop::to_thread;
+pub use barrier::{Barrier, BarrierError, BarrierWaitResult, Participant};
 pub use cancel::{CancelToken, Cancelled, cancel_token, is_cancelled};
+pub use consume::{Consume, ConsumeError, Consumers, ItemError};
 pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
 pub use future::{Future, Status, TaskId};
 pub use local::{WorkerInfo, WorkerLocal};
@@ -108,6 +113,10 @@ pub use map_async::MapAsync;
 pub use pool::{
     MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder, Priority, Shutdown, TaskOptions,
     available_cores,
+};
+pub use queue::{
+    GetError, GetTimeoutError, JoinTimeoutError, JoinableQueue, Order, PutError, PutTimeoutError,
+    QueueBuilder, QueueConfigError, Taken, TaskDoneError, TryGetError, TryPutError,
 };
 pub use scope::Scope;
 pub use task_future::BlockingReport;

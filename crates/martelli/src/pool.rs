@@ -326,6 +326,7 @@ impl PoolBuilder {
         }
         Ok(Pool {
             backend,
+            daemons: Default::default(),
             watchdog: Arc::new(Watchdog::default()),
             task_timeout: self.task_timeout,
             detector: self.detector,
@@ -351,6 +352,7 @@ pub fn available_cores() -> usize {
 /// `Arc` to submit from inside tasks.
 pub struct Pool {
     backend: Box<dyn Backend>,
+    daemons: crate::consume::Daemons,
     watchdog: Arc<Watchdog>,
     task_timeout: Option<Duration>,
     detector: Option<Arc<Detector>>,
@@ -375,6 +377,7 @@ impl Pool {
     pub fn inline() -> Pool {
         Pool {
             backend: Box::new(Inline::default()),
+            daemons: Default::default(),
             watchdog: Arc::new(Watchdog::default()),
             task_timeout: None,
             detector: None,
@@ -606,6 +609,10 @@ impl Pool {
         })
     }
 
+    pub(crate) fn daemons(&self) -> &crate::consume::Daemons {
+        &self.daemons
+    }
+
     pub(crate) fn backend(&self) -> &dyn Backend {
         &*self.backend
     }
@@ -613,6 +620,8 @@ impl Pool {
     /// Stops taking tasks and finishes the ones taken, as `mode` says; returns when the workers have
     /// exited. Later submissions fail with [`Error::ShutDown`]. Calling it again does nothing more.
     pub fn shutdown(&self, mode: Shutdown) {
+        // Daemon consumers (`Pool::consume`) wait on their queues, not on the pool: stop them first.
+        self.daemons.stop_all();
         self.backend.shutdown(mode);
         self.watchdog.stop();
     }

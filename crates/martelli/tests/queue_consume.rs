@@ -1,0 +1,369 @@
+//! Pool::consume: daemon consumers, chained stages, failure reporting, and stopping cleanly on queue
+//! close, on stop() and on pool shutdown.
+
+use martelli::{ConsumeError, ItemError, JoinableQueue, Pool, Shutdown};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs `f` on a thread and fails the test if it does not return within `LIMIT`: a shutdown that
+/// hangs becomes a failure instead of a stuck test run.
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(LIMIT)
+        .expect("hung: did not return within the limit")
+}
+
+fn drain<T>(q: &JoinableQueue<T>) -> Vec<T> {
+    std::iter::from_fn(|| {
+        let item = q.try_get().ok()?;
+        q.task_done().unwrap();
+        Some(item)
+    })
+    .collect()
+}
+
+#[test]
+fn consumers_process_every_item_and_results_reach_the_output() {
+    let pool = Pool::threads(3).unwrap();
+    let input = JoinableQueue::bounded(8);
+    let output = JoinableQueue::new();
+    let consumers = pool
+        .consume(&input, |n: u64| n * n)
+        .consumers(3)
+        .output(&output)
+        .start()
+        .unwrap();
+    assert_eq!(consumers.count(), 3);
+    for n in 0..1_000 {
+        input.put(n).unwrap();
+    }
+    input.join();
+    // Rule of the module: input.join() returning means every result is already in the output.
+    let mut squares = drain(&output);
+    squares.sort_unstable();
+    assert_eq!(squares, (0..1_000).map(|n| n * n).collect::<Vec<_>>());
+    assert_eq!(consumers.processed(), 1_000);
+    assert_eq!(consumers.failed(), 0);
+}
+
+#[test]
+fn two_stages_chain_with_backpressure_end_to_end() {
+    let fetchers = Pool::threads(4).unwrap();
+    let parsers = Pool::threads(1).unwrap();
+    let urls = JoinableQueue::bounded(2);
+    let pages = JoinableQueue::bounded(2);
+    let records = JoinableQueue::new();
+    let most_pages = Arc::new(AtomicUsize::new(0));
+    fetchers
+        .consume(&urls, |url: String| format!("<html>{url}</html>"))
+        .output(&pages)
+        .start()
+        .unwrap();
+    let seen = Arc::clone(&most_pages);
+    let pages_handle = pages.clone();
+    parsers
+        .consume(&pages, move |page: String| {
+            seen.fetch_max(pages_handle.len(), Ordering::Relaxed);
+            thread::sleep(Duration::from_micros(300)); // a slow last stage under test
+            page.len()
+        })
+        .output(&records)
+        .start()
+        .unwrap();
+    for i in 0..100 {
+        urls.put(format!("u{i}")).unwrap();
+        assert!(urls.len() <= 2);
+    }
+    urls.join();
+    pages.join();
+    let lengths = drain(&records);
+    assert_eq!(lengths.len(), 100);
+    assert!(
+        most_pages.load(Ordering::Relaxed) <= 2,
+        "the middle queue stayed within its bound"
+    );
+}
+
+#[test]
+fn failing_items_go_to_the_error_queue_and_the_worker_goes_on() {
+    let pool = Pool::threads(2).unwrap();
+    let input = JoinableQueue::new();
+    let output = JoinableQueue::new();
+    let errors = JoinableQueue::new();
+    let consumers = pool
+        .consume_fallible(&input, |n: i32| {
+            if n == 13 {
+                panic!("unlucky {n}");
+            }
+            if n % 10 == 0 {
+                return Err(format!("{n} is round"));
+            }
+            Ok(n)
+        })
+        .consumers(1)
+        .output(&output)
+        .errors(&errors)
+        .start()
+        .unwrap();
+    for n in 1..=40 {
+        input.put(n).unwrap();
+    }
+    input.join();
+    assert_eq!(
+        drain(&output).len(),
+        40 - 5,
+        "35 items succeeded on the one consumer"
+    );
+    let failures: Vec<ItemError> = drain(&errors);
+    assert_eq!(failures.len(), 5);
+    let panics: Vec<_> = failures.iter().filter(|f| f.error().is_panic()).collect();
+    assert_eq!(panics.len(), 1);
+    assert!(
+        panics[0].to_string().contains("unlucky 13"),
+        "{}",
+        panics[0]
+    );
+    let failed: Vec<_> = failures.iter().filter(|f| f.error().is_failed()).collect();
+    assert_eq!(failed.len(), 4);
+    assert!(failed.iter().all(|f| f.consumer() == 0));
+    assert_eq!(consumers.failed(), 5);
+    assert_eq!(consumers.processed(), 40);
+    assert_eq!(consumers.running(), 1, "the worker survived every failure");
+}
+
+#[test]
+fn failures_reach_an_on_error_callback() {
+    let pool = Pool::threads(1).unwrap();
+    let input = JoinableQueue::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    pool.consume(&input, |s: &'static str| {
+        assert!(!s.is_empty(), "empty document");
+    })
+    .on_error(move |failure| sink.lock().unwrap().push(failure.to_string()))
+    .start()
+    .unwrap();
+    for s in ["a", "", "b", ""] {
+        input.put(s).unwrap();
+    }
+    input.join();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].contains("empty document"), "{}", seen[0]);
+}
+
+#[test]
+fn closing_the_queue_stops_the_consumers() {
+    let pool = Pool::threads(2).unwrap();
+    let input = JoinableQueue::new();
+    let consumers = pool.consume(&input, |_: u8| ()).start().unwrap();
+    assert_eq!(consumers.count(), 2, "default: every free worker");
+    input.put(1).unwrap();
+    input.close();
+    within(move || consumers.wait());
+    // The workers are free again: the pool runs ordinary tasks.
+    assert_eq!(pool.submit(|| 5).unwrap().wait().unwrap(), 5);
+}
+
+#[test]
+fn pool_drop_does_not_hang_on_idle_consumers() {
+    let input: JoinableQueue<u32> = JoinableQueue::new();
+    let q = input.clone();
+    within(move || {
+        let pool = Pool::threads(2).unwrap();
+        pool.consume(&q, |_| ()).start().unwrap();
+        drop(pool); // consumers wait on an empty queue; the shutdown must stop them
+    });
+    assert!(
+        !input.is_closed(),
+        "the pool's shutdown leaves the queue to its owner"
+    );
+}
+
+#[test]
+fn shutdown_cancel_pending_stops_consumers_too() {
+    within(|| {
+        let pool = Pool::threads(1).unwrap();
+        let input: JoinableQueue<u32> = JoinableQueue::new();
+        pool.consume(&input, |_| ()).start().unwrap();
+        pool.shutdown(Shutdown::CancelPending);
+        assert!(pool.is_shut_down());
+    });
+}
+
+#[test]
+fn shutdown_while_a_consumer_blocks_on_a_full_output_loses_no_result() {
+    let output = JoinableQueue::bounded(1);
+    let input = JoinableQueue::new();
+    let (i, o) = (input.clone(), output.clone());
+    within(move || {
+        let pool = Pool::threads(1).unwrap();
+        let consumers = pool.consume(&i, |n: u32| n).output(&o).start().unwrap();
+        i.put(1).unwrap();
+        i.put(2).unwrap();
+        // The first result fills the output; the consumer then blocks putting the second.
+        while consumers.processed() < 1 || o.is_empty() {
+            thread::yield_now();
+        }
+        drop(pool);
+    });
+    // The second result went in over the bound rather than being lost; the item was marked done.
+    assert_eq!(drain(&output), [1, 2]);
+    input.join();
+}
+
+#[test]
+fn items_left_when_the_pool_stops_stay_in_the_queue() {
+    let input = JoinableQueue::new();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let pool = Arc::new(Pool::threads(1).unwrap());
+    pool.consume(&input, move |n: u32| {
+        if n == 0 {
+            started_tx.send(()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+        }
+    })
+    .start()
+    .unwrap();
+    for n in 0..5 {
+        input.put(n).unwrap();
+    }
+    started_rx.recv().unwrap(); // item 0 in hand
+    let stopper = {
+        let pool = Arc::clone(&pool);
+        thread::spawn(move || pool.shutdown(Shutdown::Wait))
+    };
+    // The pool reports shut down only after its consumers were told to stop; then release item 0.
+    while !pool.is_shut_down() {
+        thread::yield_now();
+    }
+    release_tx.send(()).unwrap();
+    within(move || stopper.join().unwrap());
+    // Item 0 finished and was marked done; items 1..5 were never taken and are still unfinished.
+    assert_eq!(input.len(), 4);
+    assert_eq!(input.unfinished(), 4);
+    assert_eq!(drain(&input), [1, 2, 3, 4]);
+}
+
+#[test]
+fn stop_then_wait() {
+    let pool = Pool::threads(2).unwrap();
+    let input: JoinableQueue<u32> = JoinableQueue::new();
+    let consumers = pool.consume(&input, |_| ()).consumers(2).start().unwrap();
+    consumers.stop();
+    within(move || consumers.wait());
+    input.put(1).unwrap();
+    assert_eq!(input.len(), 1, "stopped consumers take nothing");
+    // Their workers are free: new consumers can start.
+    let again = pool.consume(&input, |_| ()).consumers(2).start().unwrap();
+    input.join();
+    assert_eq!(again.processed(), 1);
+}
+
+#[test]
+fn an_inline_pool_refuses_daemon_consumers() {
+    let pool = Pool::inline();
+    let input: JoinableQueue<u8> = JoinableQueue::new();
+    let err = pool.consume(&input, |_| ()).start().unwrap_err();
+    assert!(matches!(
+        err,
+        ConsumeError::Unsupported {
+            backend: "inline",
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("Pool::threads"), "{err}");
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn an_event_loop_pool_refuses_daemon_consumers() {
+    let pool = Pool::event_loop().unwrap();
+    let input: JoinableQueue<u8> = JoinableQueue::new();
+    let err = pool.consume(&input, |_| ()).start().unwrap_err();
+    assert!(matches!(
+        err,
+        ConsumeError::Unsupported {
+            backend: "async",
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("event-loop"), "{err}");
+}
+
+#[test]
+fn consumers_never_outnumber_free_workers() {
+    let pool = Pool::threads(3).unwrap();
+    let a: JoinableQueue<u8> = JoinableQueue::new();
+    let b: JoinableQueue<u8> = JoinableQueue::new();
+    pool.consume(&a, |_| ()).consumers(2).start().unwrap();
+    match pool.consume(&b, |_| ()).consumers(2).start() {
+        Err(ConsumeError::NotEnoughWorkers {
+            asked: 2,
+            free: 1,
+            workers: 3,
+        }) => {}
+        other => panic!("expected NotEnoughWorkers, got {other:?}"),
+    }
+    assert!(matches!(
+        pool.consume(&b, |_| ()).consumers(0).start(),
+        Err(ConsumeError::NoConsumers)
+    ));
+    // The default takes the one free worker; then none is left.
+    assert_eq!(pool.consume(&b, |_| ()).start().unwrap().count(), 1);
+    assert!(matches!(
+        pool.consume(&b, |_| ()).start(),
+        Err(ConsumeError::NotEnoughWorkers { free: 0, .. })
+    ));
+}
+
+#[test]
+fn consume_after_shutdown_is_refused() {
+    let pool = Pool::threads(1).unwrap();
+    pool.shutdown(Shutdown::Wait);
+    let input: JoinableQueue<u8> = JoinableQueue::new();
+    assert!(matches!(
+        pool.consume(&input, |_| ()).start(),
+        Err(ConsumeError::ShutDown)
+    ));
+}
+
+#[test]
+fn pool_task_timeout_does_not_apply_to_the_daemon_itself() {
+    let pool = Pool::builder()
+        .threads(1)
+        .task_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let input = JoinableQueue::new();
+    let output = JoinableQueue::new();
+    // Each item reports whether the consumer's cancellation token has fired: a daemon under the
+    // pool's task timeout would see it fire 20 ms after it started.
+    pool.consume(&input, |()| martelli::is_cancelled())
+        .output(&output)
+        .start()
+        .unwrap();
+    input.put(()).unwrap();
+    input.join();
+    thread::sleep(Duration::from_millis(60)); // longer than the pool's task timeout
+    input.put(()).unwrap();
+    input.join();
+    assert_eq!(drain(&output), [false, false]);
+}
+
+#[test]
+fn consumer_types_are_send_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<martelli::Consumers>();
+    assert_send_sync::<ItemError>();
+    assert_send_sync::<ConsumeError>();
+}
