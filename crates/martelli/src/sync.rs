@@ -7,15 +7,17 @@
 //! martelli's bookkeeping, and the state it protects is still consistent.
 
 #[cfg(not(loom))]
+#[allow(unused_imports)] // not every primitive is used by every feature set
 pub(crate) use std::sync::{
     Arc,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
 #[cfg(loom)]
+#[allow(unused_imports)]
 pub(crate) use loom::sync::{
     Arc,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
 /// A fresh process-wide id (tasks, pools, worker-locals). Ids are not synchronisation, so this counter
