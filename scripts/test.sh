@@ -14,3 +14,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test (unit, integration and doc tests; examples are built and run by tests)"
 cargo test --workspace
+
+step "loom models (every interleaving up to a preemption bound)"
+bash scripts/loom.sh

@@ -13,13 +13,20 @@
 //! Rules the code keeps (the loom models in `tests/loom_future.rs` check them):
 //! 1. Done is entered exactly once; the first outcome wins and later ones are dropped.
 //! 2. Everything that waits (blocked threads, an async waker, hooks, callbacks) is woken or run exactly
-//!    once, after the outcome is stored.
+//!    once, after the outcome is fixed: callbacks under the lock in the critical section that enters
+//!    Done (they see the outcome by reference), everything else after the outcome is stored.
 //! 3. A promise dropped without an outcome (its job was discarded) resolves the future as `Cancelled`, so
 //!    no waiter hangs.
+//!
+//! # Layout
+//!
+//! The shared state is allocated once per task, so its size is part of the cost of a task: an error is
+//! stored boxed ([`Outcome`]), which keeps the allocation for a word-sized result within 128 bytes, the
+//! largest size the system allocator recycles through its fast bins.
 
 use crate::cancel::CancelToken;
 use crate::error::{TaskError, TaskResult};
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -32,8 +39,7 @@ pub struct TaskId(pub(crate) u64);
 
 impl TaskId {
     pub(crate) fn next() -> TaskId {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        TaskId(NEXT.fetch_add(1, Ordering::Relaxed))
+        TaskId(crate::sync::next_id())
     }
 
     /// The number behind the id.
@@ -79,9 +85,32 @@ enum OnDone<T> {
     Hook(Hook),
 }
 
+/// A task's outcome as stored: the error boxed, so that a small value keeps the state small (an error
+/// costs an allocation, a value does not).
+enum Outcome<T> {
+    Value(T),
+    Error(Box<TaskError>),
+}
+
+impl<T> Outcome<T> {
+    fn new(result: TaskResult<T>) -> Self {
+        match result {
+            Ok(value) => Outcome::Value(value),
+            Err(error) => Outcome::Error(Box::new(error)),
+        }
+    }
+
+    fn into_result(self) -> TaskResult<T> {
+        match self {
+            Outcome::Value(value) => Ok(value),
+            Outcome::Error(error) => Err(*error),
+        }
+    }
+}
+
 struct Slot<T> {
     state: State,
-    result: Option<TaskResult<T>>,
+    outcome: Option<Outcome<T>>,
     /// Threads blocked in `wait*`; the condvar is only signalled when there are some.
     waiters: u32,
     waker: Option<Waker>,
@@ -102,7 +131,7 @@ impl<T> Shared<T> {
             token,
             slot: Mutex::new(Slot {
                 state: State::Queued,
-                result: None,
+                outcome: None,
                 waiters: 0,
                 waker: None,
                 on_done: Vec::new(),
@@ -124,15 +153,13 @@ impl<T> Shared<T> {
             return false;
         }
         slot.state = State::Done;
-        slot.result = Some(result);
-        self.wake_all(slot);
+        self.wake_all(slot, result);
         true
     }
 
-    fn wake_all(&self, mut slot: MutexGuard<'_, Slot<T>>) {
-        if slot.waiters > 0 {
-            self.cond.notify_all();
-        }
+    /// Runs the callbacks with `result`, stores it, and wakes everything else (rule 2); `slot` has just
+    /// entered Done.
+    fn wake_all(&self, mut slot: MutexGuard<'_, Slot<T>>, result: TaskResult<T>) {
         let waker = slot.waker.take();
         let on_done = std::mem::take(&mut slot.on_done);
         // Callbacks see the outcome by reference, so they run under the lock: the handle cannot take the
@@ -141,13 +168,13 @@ impl<T> Shared<T> {
         let mut hooks = Vec::new();
         for item in on_done {
             match item {
-                OnDone::Callback(callback) => {
-                    if let Some(result) = slot.result.as_ref() {
-                        run_guarded(|| callback(result));
-                    }
-                }
+                OnDone::Callback(callback) => run_guarded(|| callback(&result)),
                 OnDone::Hook(hook) => hooks.push(hook),
             }
+        }
+        slot.outcome = Some(Outcome::new(result));
+        if slot.waiters > 0 {
+            self.cond.notify_all();
         }
         drop(slot);
         if let Some(waker) = waker {
@@ -177,6 +204,7 @@ pub(crate) struct Promise<T> {
 impl<T> Promise<T> {
     /// Marks the task running. False when it was cancelled while queued: then the task must not run.
     pub(crate) fn start(&self) -> bool {
+        crate::chaos::point();
         let Some(shared) = &self.shared else {
             return false;
         };
@@ -205,6 +233,7 @@ impl<T> Promise<T> {
 
     /// Completes the future. Returns whether this outcome won (it loses to an earlier cancel or timeout).
     pub(crate) fn complete(mut self, result: TaskResult<T>) -> bool {
+        crate::chaos::point();
         match self.shared.take() {
             Some(shared) => shared.finish(result),
             None => false,
@@ -214,6 +243,14 @@ impl<T> Promise<T> {
 
 impl<T: Send + 'static> Promise<T> {
     /// A handle to time the task out from elsewhere (the timeout watchdog).
+    #[cfg(loom)]
+    pub(crate) fn expirer(&self) -> Expirer {
+        // Timeouts are not part of the loom models; loom's Arc has no weak references.
+        Expirer { target: None }
+    }
+
+    /// A handle to time the task out from elsewhere (the timeout watchdog).
+    #[cfg(not(loom))]
     pub(crate) fn expirer(&self) -> Expirer {
         Expirer {
             target: self.shared.as_ref().map(|s| {
@@ -251,7 +288,7 @@ impl<T: Send> Expire for Shared<T> {
 
 /// A weak handle to a running task, used by the timeout watchdog.
 pub(crate) struct Expirer {
-    target: Option<crate::sync::Weak<dyn Expire>>,
+    target: Option<std::sync::Weak<dyn Expire>>,
 }
 
 impl Expirer {
@@ -345,6 +382,7 @@ impl<T> Future<T> {
 
     /// Blocks until the task finishes and returns its outcome.
     pub fn wait(self) -> TaskResult<T> {
+        crate::chaos::point();
         let mut slot = self.shared.slot.lock();
         while slot.state != State::Done && slot.state != State::Taken {
             slot.waiters += 1;
@@ -404,8 +442,10 @@ impl<T> Future<T> {
         let mut slot = self.shared.slot.lock();
         match slot.state {
             State::Done => {
-                if let Some(result) = slot.result.as_ref() {
-                    run_guarded(|| callback(result));
+                if let Some(outcome) = slot.outcome.take() {
+                    let result = outcome.into_result();
+                    run_guarded(|| callback(&result));
+                    slot.outcome = Some(Outcome::new(result));
                 }
             }
             State::Taken => {}
@@ -430,14 +470,14 @@ impl<T> Future<T> {
     /// True when the task finished with an error of any kind.
     pub(crate) fn is_error(&self) -> bool {
         let slot = self.shared.slot.lock();
-        matches!(slot.result, Some(Err(_)))
+        matches!(slot.outcome, Some(Outcome::Error(_)))
     }
 }
 
 fn take<T>(slot: &mut Slot<T>) -> TaskResult<T> {
     slot.state = State::Taken;
-    match slot.result.take() {
-        Some(result) => result,
+    match slot.outcome.take() {
+        Some(outcome) => outcome.into_result(),
         // Unreachable through the public API: only the single handle takes, and it is consumed.
         None => Err(TaskError::Cancelled),
     }
@@ -468,5 +508,42 @@ impl<T> fmt::Debug for Future<T> {
             .field("id", &self.shared.id)
             .field("status", &self.status())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(not(loom))]
+    /// The layout note in the module docs: the shared state of a task with a word-sized result,
+    /// with the `Arc` counts and the allocator's size word, fits a 128-byte chunk.
+    #[test]
+    fn shared_state_of_a_small_result_fits_128_bytes() {
+        let arc_inner = 2 * size_of::<usize>() + size_of::<Shared<u64>>();
+        assert!(arc_inner + size_of::<usize>() <= 128, "{arc_inner} bytes");
+    }
+
+    #[test]
+    fn outcome_round_trips() {
+        assert_eq!(
+            Outcome::new(Ok::<u8, TaskError>(7)).into_result().ok(),
+            Some(7)
+        );
+        let error = Outcome::<u8>::new(Err(TaskError::Cancelled)).into_result();
+        assert!(matches!(error, Err(TaskError::Cancelled)));
+    }
+
+    #[test]
+    fn on_done_after_done_sees_the_error_and_keeps_it() {
+        let (promise, future) = promise::<u8>();
+        assert!(promise.complete(Err(TaskError::Cancelled)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        future.on_done(move |r| {
+            let _ = tx.send(matches!(r, Err(TaskError::Cancelled)));
+        });
+        assert_eq!(rx.recv().ok(), Some(true));
+        assert!(future.is_error());
+        assert!(matches!(future.wait(), Err(TaskError::Cancelled)));
     }
 }

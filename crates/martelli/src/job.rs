@@ -5,10 +5,10 @@ use crate::cancel::{CancelToken, CurrentTokenGuard};
 use crate::error::{TaskError, TaskFailure, TaskResult};
 use crate::future::{Expirer, Promise};
 use crate::pool::Priority;
-use crate::sync::Arc;
 use crate::watchdog::Watchdog;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A unit of work as a backend sees it.

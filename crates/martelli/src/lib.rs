@@ -61,6 +61,8 @@
 //! - **Keep mutable state per worker.** [`WorkerLocal`] gives every worker its own value.
 //! - **Keep the foreground responsive.** [`Priority::High`] tasks overtake queued background work, and
 //!   a `Future` can be awaited without blocking an event loop.
+//! - **Expect tests to hide concurrency bugs.** [`chaos`] mode perturbs every internal synchronisation
+//!   point by seed, and [`chaos::check`] finds the seed that breaks a scenario.
 //! - **Join everything at a barrier.** [`wait()`] with [`WaitMode::All`], [`Pool::scope`], and pool
 //!   shutdown.
 //!
@@ -78,10 +80,13 @@
 
 mod backend;
 mod cancel;
+pub mod chaos;
 mod error;
 mod future;
 mod job;
 mod local;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod map;
 mod map_async;
 mod pool;

@@ -1,11 +1,11 @@
 //! Per-worker state: [`WorkerInfo`] says which worker runs the current task, and [`WorkerLocal<T>`]
 //! gives each worker its own value — the answer to mutable globals.
 
-use crate::sync::{Arc, AtomicU64, Ordering};
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// Which worker runs the current task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,9 +131,8 @@ impl<T: 'static> WorkerLocal<T> {
     where
         F: Fn(&WorkerInfo) -> T + Send + Sync + 'static,
     {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
         WorkerLocal {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            id: crate::sync::next_id(),
             init: Arc::new(init),
         }
     }

@@ -1,13 +1,18 @@
 //! [`Pool::map`]: a lazy parallel map that pulls inputs only as workers free up.
+//!
+//! Inputs travel to workers in chunks. A worker returns a chunk's values in one vector, with the few
+//! items that panicked set apart by position ([`ChunkOutput`]), so that the consuming thread, which
+//! hands out every result one by one, moves one word per item, not a whole `Result` with its error
+//! slot; a finished chunk is handed out through a [`Cursor`].
 
 use crate::error::{TaskError, TaskFailure, TaskResult};
 use crate::future::Future;
 use crate::pool::{Pool, TaskOptions};
-use crate::sync::Arc;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::iter::Fuse;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -17,7 +22,105 @@ const TARGET_CHUNK_TIME: Duration = Duration::from_micros(200);
 /// The largest automatic chunk.
 const MAX_AUTO_CHUNK: usize = 16 * 1024;
 
-type ChunkOutput<T> = (Vec<TaskResult<T>>, Duration);
+/// What a worker returns for one chunk.
+struct ChunkOutput<T> {
+    /// The values of the items that returned, in input order.
+    values: Vec<T>,
+    /// The items that panicked: their position in the chunk (ascending) and their outcome.
+    failures: Vec<(usize, TaskError)>,
+    /// How long the chunk took, for automatic chunking.
+    elapsed: Duration,
+}
+
+/// Runs `f` over a chunk, catching each item's panic on its own.
+fn run_chunk<A, T>(f: &impl Fn(A) -> T, items: Vec<A>) -> ChunkOutput<T> {
+    let start = Instant::now();
+    let mut values = Vec::with_capacity(items.len());
+    let mut failures = Vec::new();
+    for (position, item) in items.into_iter().enumerate() {
+        match catch_unwind(AssertUnwindSafe(|| f(item))) {
+            Ok(value) => values.push(value),
+            Err(payload) => failures.push((position, TaskError::panicked(payload))),
+        }
+    }
+    ChunkOutput {
+        values,
+        failures,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// A finished chunk whose outcomes are being handed out, one per input, in input order.
+enum Cursor<T> {
+    /// The chunk ran: values, with failures interleaved at their positions.
+    Ran {
+        values: std::vec::IntoIter<T>,
+        failures: std::vec::IntoIter<(usize, TaskError)>,
+        /// The position of the next failure (`usize::MAX`: none left), so the common case compares
+        /// two words.
+        next_failure: usize,
+        position: usize,
+    },
+    /// The chunk as a whole failed (cancelled, timed out, …): each of its `left` inputs gets the
+    /// same outcome.
+    Failed { error: TaskError, left: usize },
+}
+
+/// The position of the first failure in `failures`, `usize::MAX` when there is none.
+fn first_position(failures: &[(usize, TaskError)]) -> usize {
+    failures
+        .first()
+        .map_or(usize::MAX, |(position, _)| *position)
+}
+
+impl<T> Cursor<T> {
+    fn ran(output: ChunkOutput<T>) -> Self {
+        let failures = output.failures.into_iter();
+        Cursor::Ran {
+            values: output.values.into_iter(),
+            next_failure: first_position(failures.as_slice()),
+            failures,
+            position: 0,
+        }
+    }
+
+    #[inline]
+    fn next(&mut self) -> Option<TaskResult<T>> {
+        match self {
+            Cursor::Ran {
+                values,
+                failures,
+                next_failure,
+                position,
+            } => {
+                let at = *position;
+                *position += 1;
+                if at != *next_failure {
+                    return values.next().map(Ok);
+                }
+                let (_, error) = failures.next()?;
+                *next_failure = first_position(failures.as_slice());
+                Some(Err(error))
+            }
+            Cursor::Failed { error, left } => {
+                if *left == 0 {
+                    return None;
+                }
+                *left -= 1;
+                Some(Err(replicate(error)))
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Cursor::Ran {
+                values, failures, ..
+            } => values.len() + failures.len(),
+            Cursor::Failed { left, .. } => *left,
+        }
+    }
+}
 
 enum InFlight<T> {
     Ordered(VecDeque<(usize, Future<ChunkOutput<T>>)>),
@@ -57,7 +160,10 @@ pub struct Map<'p, I: Iterator, F, T> {
     chunk: usize,
     window: usize,
     in_flight: InFlight<T>,
-    out: VecDeque<TaskResult<T>>,
+    /// The finished chunk being handed out, kept out of `ready` so that `next` is a few instructions.
+    current: Cursor<T>,
+    /// Finished chunks waiting to be handed out, oldest first.
+    ready: VecDeque<Cursor<T>>,
 }
 
 impl<'p, I, F, T> Map<'p, I, F, T>
@@ -77,7 +183,11 @@ where
             chunk: 1,
             window: (pool.workers() * 2).max(2),
             in_flight: InFlight::Ordered(VecDeque::new()),
-            out: VecDeque::new(),
+            current: Cursor::Failed {
+                error: TaskError::Cancelled,
+                left: 0,
+            },
+            ready: VecDeque::new(),
         }
     }
 
@@ -136,16 +246,9 @@ where
             }
             let len = items.len();
             let f = Arc::clone(&self.f);
-            let submitted = self.pool.submit_with(self.options, move || {
-                let start = Instant::now();
-                let results = items
-                    .into_iter()
-                    .map(|item| {
-                        catch_unwind(AssertUnwindSafe(|| f(item))).map_err(TaskError::panicked)
-                    })
-                    .collect::<Vec<_>>();
-                (results, start.elapsed())
-            });
+            let submitted = self
+                .pool
+                .submit_with(self.options, move || run_chunk(&*f, items));
             match submitted {
                 Ok(future) => match &mut self.in_flight {
                     InFlight::Ordered(q) => q.push_back((len, future)),
@@ -161,9 +264,12 @@ where
                     }
                 },
                 // The pool is shut down: every input of the chunk gets an outcome all the same.
-                Err(_) => self.out.extend((0..len).map(|_| Err(TaskError::Cancelled))),
+                Err(_) => self.ready.push_back(Cursor::Failed {
+                    error: TaskError::Cancelled,
+                    left: len,
+                }),
             }
-            if !self.out.is_empty() {
+            if !self.ready.is_empty() {
                 return;
             }
         }
@@ -171,9 +277,10 @@ where
 
     fn absorb(&mut self, len: usize, outcome: TaskResult<ChunkOutput<T>>) {
         match outcome {
-            Ok((results, elapsed)) => {
-                if self.fixed_chunk.is_none() && !results.is_empty() {
-                    let per_item = elapsed / results.len() as u32;
+            Ok(output) => {
+                let items = output.values.len() + output.failures.len();
+                if self.fixed_chunk.is_none() && items > 0 {
+                    let per_item = output.elapsed / items as u32;
                     let ideal = if per_item.is_zero() {
                         MAX_AUTO_CHUNK
                     } else {
@@ -181,9 +288,9 @@ where
                     };
                     self.chunk = ideal.clamp(1, MAX_AUTO_CHUNK);
                 }
-                self.out.extend(results);
+                self.ready.push_back(Cursor::ran(output));
             }
-            Err(error) => self.out.extend((0..len).map(|_| Err(replicate(&error)))),
+            Err(error) => self.ready.push_back(Cursor::Failed { error, left: len }),
         }
     }
 }
@@ -214,13 +321,48 @@ where
 {
     type Item = TaskResult<T>;
 
+    #[inline]
     fn next(&mut self) -> Option<TaskResult<T>> {
+        if let Cursor::Ran {
+            values,
+            next_failure,
+            position,
+            ..
+        } = &mut self.current
+        {
+            if *position != *next_failure {
+                if let Some(value) = values.next() {
+                    *position += 1;
+                    return Some(Ok(value));
+                }
+            }
+        }
+        self.next_slow()
+    }
+}
+
+impl<I, F, T> Map<'_, I, F, T>
+where
+    I: Iterator,
+    I::Item: Send + 'static,
+    F: Fn(I::Item) -> T + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    /// The slow path of `next`: a failure in the current chunk, or the next chunk (refilling the
+    /// window and waiting for a chunk to finish when none is ready).
+    #[cold]
+    #[inline(never)]
+    fn next_slow(&mut self) -> Option<TaskResult<T>> {
         loop {
-            if let Some(result) = self.out.pop_front() {
+            if let Some(result) = self.current.next() {
                 return Some(result);
             }
+            if let Some(cursor) = self.ready.pop_front() {
+                self.current = cursor;
+                continue;
+            }
             self.fill();
-            if !self.out.is_empty() {
+            if !self.ready.is_empty() {
                 continue;
             }
             let (len, outcome) = match &mut self.in_flight {
@@ -249,7 +391,10 @@ impl<I: Iterator, F, T> fmt::Debug for Map<'_, I, F, T> {
         f.debug_struct("Map")
             .field("chunk", &self.chunk)
             .field("window", &self.window)
-            .field("buffered", &self.out.len())
+            .field(
+                "buffered",
+                &(self.current.len() + self.ready.iter().map(Cursor::len).sum::<usize>()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -264,5 +409,65 @@ impl Pool {
         T: Send + 'static,
     {
         Map::new(self, f, inputs.into_iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain<T>(mut cursor: Cursor<T>) -> Vec<Result<T, String>> {
+        std::iter::from_fn(|| cursor.next())
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn cursor_puts_failures_back_at_their_positions() {
+        let output = ChunkOutput {
+            values: vec![10, 11, 13],
+            failures: vec![
+                (0, TaskError::Cancelled),
+                (3, TaskError::Cancelled),
+                (5, TaskError::Cancelled),
+            ],
+            elapsed: Duration::ZERO,
+        };
+        let cursor = Cursor::ran(output);
+        assert_eq!(cursor.len(), 6);
+        let got: Vec<Option<i32>> = drain(cursor).into_iter().map(Result::ok).collect();
+        assert_eq!(got, [None, Some(10), Some(11), None, Some(13), None]);
+    }
+
+    #[test]
+    fn run_chunk_keeps_order_and_isolates_a_panicking_item() {
+        let output = run_chunk(
+            &|x: u32| {
+                assert!(x != 2, "two is not allowed");
+                x * 10
+            },
+            vec![0, 1, 2, 3],
+        );
+        let got = drain(Cursor::ran(output));
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], Ok(0));
+        assert_eq!(got[1], Ok(10));
+        assert!(
+            got[2]
+                .as_ref()
+                .is_err_and(|e| e.contains("two is not allowed"))
+        );
+        assert_eq!(got[3], Ok(30));
+    }
+
+    #[test]
+    fn a_failed_chunk_gives_each_input_the_outcome() {
+        let cursor: Cursor<u8> = Cursor::Failed {
+            error: TaskError::Cancelled,
+            left: 3,
+        };
+        let got = drain(cursor);
+        assert_eq!(got.len(), 3);
+        assert!(got.iter().all(Result::is_err));
     }
 }

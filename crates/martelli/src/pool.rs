@@ -11,10 +11,10 @@ use crate::future::{Future, Promise, promise};
 use crate::job::{Body, Fallible, Job, Owned, Plain, TaskJob, Timeout};
 use crate::local::WorkerInfo;
 use crate::spec::Spec;
-use crate::sync::Arc;
 use crate::task_future::{BlockingReport, Detector, driver};
 use crate::watchdog::Watchdog;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The most worker threads one pool may have. Far above what any machine runs well; it catches

@@ -8,17 +8,22 @@
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    Arc, Weak,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
     Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, Ordering},
 };
-#[cfg(loom)]
-pub(crate) use std::sync::Weak;
+
+/// A fresh process-wide id (tasks, pools, worker-locals). Ids are not synchronisation, so this counter
+/// is a plain std atomic even under loom.
+pub(crate) fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 #[cfg(not(loom))]
 use std::sync as imp;

@@ -6,11 +6,11 @@ use crate::cancel::{CancelToken, CurrentTokenGuard};
 use crate::error::{TaskError, TaskResult};
 use crate::future::{Promise, TaskId};
 use crate::job::Timeout;
-use crate::sync::Arc;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 

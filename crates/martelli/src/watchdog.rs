@@ -2,10 +2,11 @@
 //! tasks which outlive their deadline as `TimedOut` and fires their cancel tokens.
 
 use crate::future::Expirer;
-use crate::sync::{Arc, Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fmt;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 

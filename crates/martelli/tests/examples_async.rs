@@ -1,31 +1,9 @@
 //! The async examples run, scaled down, and say what they claim: the same waits on fewer threads, and
 //! every request answered.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-/// An example binary that `cargo test` built beside this test.
-fn example(name: &str) -> PathBuf {
-    let mut dir = std::env::current_exe().expect("the test binary has a path");
-    dir.pop(); // the test binary
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("examples").join(name)
-}
-
-fn run(name: &str, args: &[&str]) -> String {
-    let out = Command::new(example(name))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run example {name} ({e}); build the examples with the tests: cargo test --all-targets"));
-    assert!(
-        out.status.success(),
-        "{name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
+use common::run_example as run;
 
 #[test]
 fn three_waits_overlap_on_threads_and_on_one_async_thread() {

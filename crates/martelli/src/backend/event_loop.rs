@@ -17,9 +17,11 @@ use crate::future::promise;
 use crate::job::{Job, Plain, TaskJob};
 use crate::local::{self, WorkerInfo};
 use crate::pool::{Priority, Shutdown};
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{Condvar, Mutex};
 use crate::task_future::BoxTask;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use tokio::runtime::{Builder, Handle, Runtime};
 
@@ -149,8 +151,7 @@ impl EventLoop {
         name_prefix: &str,
         queue_bound: Option<usize>,
     ) -> Result<EventLoop, Error> {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = crate::sync::next_id();
         let tracker = Arc::new(Tracker {
             state: Mutex::new(Tracked {
                 live: 0,
@@ -203,12 +204,12 @@ impl EventLoop {
             }
             Some(n) => {
                 let n = n.max(1);
-                let counter = Arc::new(AtomicU64::new(0));
+                let counter = std::sync::Arc::new(AtomicU64::new(0));
                 let runtime = Builder::new_multi_thread()
                     .worker_threads(n)
                     .thread_name_fn({
                         let prefix = prefix.clone();
-                        let counter = Arc::clone(&counter);
+                        let counter = std::sync::Arc::clone(&counter);
                         move || format!("{prefix}-{}", counter.fetch_add(1, Ordering::Relaxed))
                     })
                     .on_thread_start(move || LOOP_OF_THIS_THREAD.with(|l| l.set(id)))
@@ -273,6 +274,7 @@ impl Backend for EventLoop {
             let _live = live;
             task.await;
         });
+        crate::chaos::point();
         Ok(())
     }
 

@@ -19,9 +19,9 @@ use crate::job::Job;
 use crate::local::WorkerInfo;
 use crate::pool::Priority;
 use crate::pool::Shutdown;
-use crate::sync::Arc;
 use crate::task_future::{BoxTask, FutureJob};
 use std::fmt;
+use std::sync::Arc;
 
 /// Whether `execute` may wait for room in a bounded queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,12 +9,20 @@
 //!    it without the lock. With nothing queued it sleeps on `work`, counted in `sleeping`.
 //! 2. A submitter pushes under the lock and signals `work` only when some worker sleeps that has not
 //!    already been signalled (`sleeping > to_wake`); a woken worker decrements `to_wake`. So a burst of
-//!    submissions to busy workers makes no system calls at all.
+//!    submissions to busy workers makes no system calls at all. The decision to signal is taken under
+//!    the lock, the signal itself is sent after unlocking: the sleeper registered under the lock before
+//!    it waited, so the signal cannot be lost, and the system call stays out of the critical section.
 //! 3. With a bound, a submitter waits on `space` while `len >= bound`; a worker that pops signals
 //!    `space` when a submitter waits.
 //! 4. Shutdown sets `closed` and wakes everyone: workers drain the queue (`Wait`) or the queue is
 //!    emptied first and the removed jobs are dropped, which resolves their futures as cancelled
 //!    (`CancelPending`); workers exit when the queue is empty and `closed` is set.
+//! 5. Before sleeping, an idle worker waits a few rounds of [`backoff`] without the lock, watching
+//!    `has_work` (kept under the lock: set by the push that makes the queue non-empty, cleared by the
+//!    pop that empties it, set by shutdown), then takes the lock and looks again. A submission that
+//!    arrives meanwhile costs neither the worker a sleep nor the submitter a wake-up call. The flag
+//!    is only a hint: every decision is taken again under the lock, so a stale value costs a round,
+//!    never a lost job.
 
 use super::{Admission, Backend, BackendConfig, Rejected};
 use crate::cancel::CancelToken;
@@ -22,7 +30,7 @@ use crate::error::Error;
 use crate::job::Job;
 use crate::local::{self, WorkerInfo};
 use crate::pool::Shutdown;
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -33,6 +41,22 @@ use std::thread::{self, JoinHandle, ThreadId};
 thread_local! {
     /// The id of the thread pool this thread works for (0: none).
     static POOL_OF_THIS_THREAD: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many rounds of [`backoff`] an idle worker waits for work before it sleeps (rule 5). None
+/// under loom, whose models would only grow.
+const SPIN_ROUNDS: u32 = if cfg!(loom) { 0 } else { 10 };
+
+/// One round of waiting without the lock: busy-spin for the first rounds (1, 2, 4, … pauses), then
+/// yield the core, which on a machine with more threads than cores lets the submitter run.
+fn backoff(round: u32) {
+    if round < 6 {
+        for _ in 0..1u32 << round {
+            std::hint::spin_loop();
+        }
+    } else {
+        thread::yield_now();
+    }
 }
 
 struct Queue {
@@ -56,6 +80,9 @@ impl Queue {
 struct Inner {
     id: u64,
     queue: Mutex<Queue>,
+    /// A hint, read without the lock, that the queue holds jobs: set when a push makes it non-empty,
+    /// cleared when a pop empties it (rule 5).
+    has_work: AtomicBool,
     work: Condvar,
     space: Condvar,
     /// The token of the task each worker runs, so `CancelPending` can fire it.
@@ -65,10 +92,16 @@ struct Inner {
 impl Inner {
     /// Takes the next job, sleeping while there is none. `None` once closed and drained.
     fn next_job(&self) -> Option<Job> {
+        let mut spins = 0;
         let mut q = self.queue.lock();
         loop {
             if let Some(job) = q.pop() {
-                if q.blocked_submitters > 0 {
+                if q.len == 0 {
+                    self.has_work.store(false, Ordering::Relaxed);
+                }
+                let blocked = q.blocked_submitters > 0;
+                drop(q);
+                if blocked {
                     self.space.notify_one();
                 }
                 return Some(job);
@@ -76,10 +109,21 @@ impl Inner {
             if q.closed {
                 return None;
             }
+            if spins < SPIN_ROUNDS {
+                // Rule 5: wait a moment without the lock for a submission before going to sleep.
+                drop(q);
+                while spins < SPIN_ROUNDS && !self.has_work.load(Ordering::Relaxed) {
+                    backoff(spins);
+                    spins += 1;
+                }
+                q = self.queue.lock();
+                continue;
+            }
             q.sleeping += 1;
             q = self.work.wait(q);
             q.sleeping -= 1;
             q.to_wake = q.to_wake.saturating_sub(1);
+            spins = 0;
         }
     }
 
@@ -109,10 +153,9 @@ impl Threads {
     /// Starts the workers and runs each one's initializer; fails if a thread cannot start or an
     /// initializer panics (then the workers already started are stopped).
     pub(crate) fn start(config: &BackendConfig) -> Result<Threads, Error> {
-        static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
         let n = config.workers;
         let inner = Arc::new(Inner {
-            id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
+            id: crate::sync::next_id(),
             queue: Mutex::new(Queue {
                 levels: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
                 len: 0,
@@ -122,6 +165,7 @@ impl Threads {
                 blocked_submitters: 0,
                 closed: false,
             }),
+            has_work: AtomicBool::new(false),
             work: Condvar::new(),
             space: Condvar::new(),
             running: (0..n).map(|_| Mutex::new(None)).collect(),
@@ -157,6 +201,7 @@ impl Threads {
                     return;
                 }
                 while let Some(job) = inner.next_job() {
+                    crate::chaos::point();
                     inner.run(index, job);
                 }
             });
@@ -220,10 +265,19 @@ impl Backend for Threads {
         }
         q.levels[job.priority.level()].push_back(job);
         q.len += 1;
-        if q.sleeping > q.to_wake {
+        if q.len == 1 {
+            inner.has_work.store(true, Ordering::Relaxed);
+        }
+        let wake = q.sleeping > q.to_wake;
+        if wake {
             q.to_wake += 1;
+        }
+        drop(q);
+        // Signalled after unlocking (rule 2), so the woken worker does not wake into a held lock.
+        if wake {
             inner.work.notify_one();
         }
+        crate::chaos::point();
         Ok(())
     }
 
@@ -238,6 +292,9 @@ impl Backend for Threads {
         let job = {
             let mut q = self.inner.queue.lock();
             let job = q.pop();
+            if q.len == 0 {
+                self.inner.has_work.store(false, Ordering::Relaxed);
+            }
             if job.is_some() && q.blocked_submitters > 0 {
                 self.inner.space.notify_one();
             }
@@ -264,6 +321,8 @@ impl Backend for Threads {
                 }
             }
         };
+        // Ends the spinning of idle workers at once: they take the lock and see `closed`.
+        self.inner.has_work.store(true, Ordering::Relaxed);
         self.inner.work.notify_all();
         self.inner.space.notify_all();
         if mode == Shutdown::CancelPending {

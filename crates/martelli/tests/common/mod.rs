@@ -236,3 +236,30 @@ macro_rules! backend_suite {
         }
     };
 }
+
+/// Runs an example binary that `cargo test` built beside the calling test, and returns its stdout.
+/// Panics (failing the test) when it cannot run or exits unsuccessfully.
+#[allow(dead_code)] // not every test binary that includes this module runs examples
+pub(crate) fn run_example(name: &str, args: &[&str]) -> String {
+    let mut dir = std::env::current_exe().expect("the test binary has a path");
+    dir.pop(); // the test binary
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let exe = dir.join("examples").join(name);
+    let out = std::process::Command::new(&exe)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); build the examples with the tests: cargo test",
+                exe.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}

@@ -1,0 +1,154 @@
+//! loom models of martelli's synchronisation: every interleaving (up to a preemption bound) of the
+//! operations below is run, and each must keep the rules written at the top of `future.rs` and
+//! `cancel.rs`. Run them with `bash scripts/loom.sh`.
+
+use crate::cancel::CancelToken;
+use crate::error::TaskError;
+use crate::future::promise;
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+
+/// Rule 1: a task cancelled while queued never runs; a task that runs is never reported cancelled by
+/// that cancel; exactly one outcome is delivered.
+#[test]
+fn cancel_races_with_start() {
+    loom::model(|| {
+        let (p, f) = promise::<u32>();
+        let worker = thread::spawn(move || {
+            if p.start() {
+                p.complete(Ok(7));
+                true
+            } else {
+                false
+            }
+        });
+        let cancelled = f.cancel();
+        let outcome = f.wait();
+        let ran = worker.join().expect("the worker does not panic");
+        assert!(!(cancelled && ran), "a cancelled task ran");
+        match outcome {
+            Ok(v) => {
+                assert!(ran);
+                assert_eq!(v, 7);
+            }
+            Err(e) => {
+                assert!(e.is_cancelled());
+                assert!(cancelled && !ran);
+            }
+        }
+    });
+}
+
+/// Rule 2: a thread blocked in `wait` is always woken by the completion (no lost wake-up).
+#[test]
+fn wait_is_woken_by_complete() {
+    loom::model(|| {
+        let (p, f) = promise::<u32>();
+        let worker = thread::spawn(move || {
+            assert!(p.start());
+            p.complete(Ok(1));
+        });
+        assert_eq!(f.wait().expect("completed"), 1);
+        worker.join().expect("the worker does not panic");
+    });
+}
+
+/// Rule 3: a promise dropped unrun (its job discarded) resolves the future as cancelled.
+#[test]
+fn dropped_promise_resolves_cancelled() {
+    loom::model(|| {
+        let (p, f) = promise::<u32>();
+        let dropper = thread::spawn(move || drop(p));
+        assert!(f.wait().expect_err("no value").is_cancelled());
+        dropper.join().expect("no panic");
+    });
+}
+
+/// Rule 2: a callback registered while the task completes runs exactly once, with the outcome.
+#[test]
+fn on_done_runs_exactly_once() {
+    loom::model(|| {
+        let (p, f) = promise::<u32>();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let worker = thread::spawn(move || {
+            assert!(p.start());
+            p.complete(Ok(5));
+        });
+        let counter = Arc::clone(&calls);
+        f.on_done(move |r| {
+            assert_eq!(*r.as_ref().expect("a value"), 5);
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        worker.join().expect("no panic");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(f.wait().expect("a value"), 5);
+    });
+}
+
+/// Rule 1: a value and a cancel of the running task: the value wins; the token fires if the task was
+/// still running.
+#[test]
+fn cancel_of_a_running_task_keeps_its_value() {
+    loom::model(|| {
+        let (p, f) = promise::<u32>();
+        assert!(p.start());
+        let token = p.token().clone();
+        let worker = thread::spawn(move || {
+            p.complete(Ok(3));
+        });
+        assert!(!f.cancel());
+        // The token fired, unless the task had already finished (then cancel leaves it as it is).
+        assert!(token.is_cancelled() || f.is_done());
+        worker.join().expect("no panic");
+        assert_eq!(f.wait().expect("the value wins"), 3);
+    });
+}
+
+/// `.await` on a future is woken by its completion on another thread.
+#[test]
+fn await_is_woken_by_complete() {
+    loom::model(|| {
+        let (p, f) = promise::<u32>();
+        let worker = thread::spawn(move || {
+            assert!(p.start());
+            p.complete(Err(TaskError::Cancelled));
+        });
+        let outcome = loom::future::block_on(f);
+        assert!(outcome.expect_err("an error").is_cancelled());
+        worker.join().expect("no panic");
+    });
+}
+
+/// A task waiting on `CancelToken::cancelled` is woken by `cancel` from another thread.
+#[test]
+fn cancelled_future_is_woken_by_cancel() {
+    loom::model(|| {
+        let token = CancelToken::new();
+        let remote = token.clone();
+        let canceller = thread::spawn(move || remote.cancel());
+        loom::future::block_on(token.cancelled());
+        assert!(token.is_cancelled());
+        canceller.join().expect("no panic");
+    });
+}
+
+/// Completion hooks (what `as_completed` and `wait` build on) run exactly once, whether registered
+/// before or after completion.
+#[test]
+fn hooks_run_exactly_once() {
+    loom::model(|| {
+        let (p, f) = promise::<u32>();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let worker = thread::spawn(move || {
+            assert!(p.start());
+            p.complete(Ok(0));
+        });
+        let counter = Arc::clone(&hits);
+        f.add_hook(Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+        worker.join().expect("no panic");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    });
+}
