@@ -14,13 +14,15 @@ The peers directory defaults to ../shared/peers/python (or the PEERS environment
 import argparse, json, os, platform, subprocess, sys, time
 
 
-def run_json(cmd, env=None):
+def run_json(cmd, env=None, last_line=False):
+    """Runs cmd; returns its JSON output (the whole of stdout, or its last line) and its wall time."""
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1] if cmd[0].startswith("python") else out.stdout), wall
+    text = out.stdout.strip().splitlines()[-1] if last_line else out.stdout
+    return json.loads(text), wall
 
 
 def cpu_model():
@@ -53,9 +55,9 @@ def main():
     quick, quick_wall = run_json([args.martelli, "probe", "--quick", "--json"])
     full, full_wall = run_json([args.martelli, "probe", "--json"])
     env = dict(os.environ, REPS="5")
-    spawn, _ = run_json([py, os.path.join(args.peers, "bench_spawn_cost.py")], env)
+    spawn, _ = run_json([py, os.path.join(args.peers, "bench_spawn_cost.py")], env, last_line=True)
     env = dict(os.environ, REPS="3")
-    aio, _ = run_json([py, os.path.join(args.peers, "bench_async_vs_threads.py")], env)
+    aio, _ = run_json([py, os.path.join(args.peers, "bench_async_vs_threads.py")], env, last_line=True)
 
     c, m = full["creation"], full["memory"]
     io = {p["concurrency"]: p for p in full["curves"]["io"]["points"]}

@@ -46,6 +46,14 @@ pub(crate) fn render(r: &Report) -> String {
     for rec in &r.recommendations {
         wrap(&mut t, &rec.text, "  • ", "    ");
     }
+    t.push('\n');
+    wrap(
+        &mut t,
+        "More: --json for the whole report, --plot FILE.svg for the curves, --compare FILE.json to \
+         set two runs side by side; docs/probe.md explains every row.",
+        "",
+        "",
+    );
     t
 }
 
