@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod run;
+
 /// martelli: one task API from one core to a cluster.
 #[derive(Debug, Parser)]
 #[command(name = "martelli", version, about, long_about = None, propagate_version = true)]
@@ -16,11 +18,22 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a command over many arguments in parallel, with GNU parallel's syntax.
+    ///
+    /// See `martelli run --help` for the options.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Run {
+        /// Options, command and argument sources, as for GNU parallel.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Run { args }) => run::main(args),
         None => {
             use clap::CommandFactory;
             // `martelli` with no subcommand prints the help and fails, as git does.

@@ -68,6 +68,8 @@ mod job;
 mod local;
 mod map;
 mod pool;
+#[cfg(target_os = "linux")]
+pub mod process;
 mod scope;
 mod spec;
 mod sync;

@@ -1,0 +1,521 @@
+//! The engine: a fixed number of slots, each a thread that starts one job at a time as a
+//! supervised process group, reads its output with `poll`, and reaps it; the main thread prints,
+//! logs, counts and decides when to halt.
+//!
+//! A job's process is spawned, watched and reaped by the same slot thread, which lives until the
+//! run ends, so the parent-death signal each job asks for stays armed while the job runs (Linux
+//! sends it when the spawning *thread* exits).
+//!
+//! Signals: the first SIGINT or SIGTERM stops starting jobs and lets the running ones finish; the
+//! second kills every running job's process group (SIGTERM, then SIGKILL after the grace) and
+//! exits with 128 + the signal.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use martelli::process::{self, Signal, Spawn, Stream, Supervision};
+
+use super::config::{Config, HaltOn, OutputMode, Threshold};
+use super::input::{self, Args, Inputs};
+use super::joblog::Joblog;
+use super::output::{LineSink, Outcome, Print, PrintError, Printer};
+use super::template::Composed;
+use super::{EXIT_OWN_ERROR, RunError};
+
+/// Jobs at most one failure count can report (GNU parallel's cap).
+const MAX_FAILED_EXIT: u64 = 101;
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the data consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where slots take their next job.
+struct Feed {
+    inputs: Inputs,
+    next_seq: u64,
+    next_order: u64,
+    skip: HashSet<u64>,
+}
+
+impl Feed {
+    /// The next job to run: (order, seq, args); skips jobs the joblog says are done.
+    fn next(&mut self) -> Option<Result<(u64, u64, Args), RunError>> {
+        loop {
+            let args = match self.inputs.iter.next()? {
+                Ok(args) => args,
+                Err(e) => return Some(Err(e)),
+            };
+            self.next_seq += 1;
+            if self.skip.contains(&self.next_seq) {
+                continue;
+            }
+            let order = self.next_order;
+            self.next_order += 1;
+            return Some(Ok((order, self.next_seq, args)));
+        }
+    }
+}
+
+/// State the slots, the main thread and the signal thread share.
+struct Shared {
+    config: Config,
+    feed: Mutex<Feed>,
+    /// Set to stop starting jobs.
+    stop: AtomicBool,
+    /// Set by `--halt now`: running jobs are being killed, do not retry them.
+    killing: AtomicBool,
+    /// Process groups of running jobs, registered between spawn and reap.
+    live: Mutex<HashSet<u32>>,
+    /// When the next job may start (`--delay`).
+    next_start: Mutex<Instant>,
+    started: AtomicU64,
+    /// The signal that interrupted the run, 0 if none.
+    interrupted: AtomicI32,
+}
+
+enum Message {
+    Done(Box<Outcome>),
+    Failed(RunError),
+}
+
+/// Runs the jobs; returns the exit status.
+pub(crate) fn run(config: Config) -> Result<u8, RunError> {
+    let (joblog, skip) = match &config.joblog {
+        Some(path) if !config.dry_run => {
+            let (log, skip) = Joblog::open(path, config.resume)?;
+            (Some(log), skip)
+        }
+        _ => (None, HashSet::new()),
+    };
+    let inputs = input::inputs(&config.sources, config.link, config.separator)?;
+    let total = inputs.total.map(|t| t.saturating_sub(skip.len() as u64));
+    let mut feed = Feed { inputs, next_seq: 0, next_order: 0, skip };
+    if config.dry_run {
+        return dry_run(&config, &mut feed);
+    }
+    // Orphans a job leaves behind become our children, so they are reaped, not left as zombies.
+    let _ = process::become_subreaper();
+    let shared = Arc::new(Shared {
+        feed: Mutex::new(feed),
+        stop: AtomicBool::new(false),
+        killing: AtomicBool::new(false),
+        live: Mutex::new(HashSet::new()),
+        next_start: Mutex::new(Instant::now()),
+        started: AtomicU64::new(0),
+        interrupted: AtomicI32::new(0),
+        config,
+    });
+    watch_signals(&shared)?;
+    let (tx, rx) = mpsc::channel();
+    let mut slots = Vec::with_capacity(shared.config.jobs);
+    for slot in 1..=shared.config.jobs {
+        let shared = Arc::clone(&shared);
+        let tx = tx.clone();
+        let spawned = thread::Builder::new().name(format!("slot-{slot}")).spawn(move || run_slot(&shared, slot, &tx));
+        match spawned {
+            Ok(handle) => slots.push(handle),
+            // Fewer slots than asked is still a run; none at all is an error.
+            Err(e) if slots.is_empty() => return Err(RunError::System { what: "cannot start a job slot thread", source: e }),
+            Err(_) => break,
+        }
+    }
+    drop(tx);
+    let code = collect(&shared, rx, joblog, total);
+    for handle in slots {
+        let _ = handle.join();
+    }
+    code
+}
+
+fn dry_run(config: &Config, feed: &mut Feed) -> Result<u8, RunError> {
+    let mut out = io::stdout().lock();
+    while let Some(job) = feed.next() {
+        let (_, seq, args) = job?;
+        let slot = ((seq - 1) % config.jobs as u64) as usize + 1;
+        let mut line = config.template.compose(&args, seq, slot).display();
+        line.push(b'\n');
+        if out.write_all(&line).is_err() {
+            break; // stdout closed: nothing more to show
+        }
+    }
+    Ok(0)
+}
+
+/// Installs the SIGINT/SIGTERM handling described in the module docs.
+fn watch_signals(shared: &Arc<Shared>) -> Result<(), RunError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|source| RunError::System { what: "cannot install the Ctrl-C handler", source })?;
+    let shared = Arc::clone(shared);
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if shared.interrupted.swap(signal, Ordering::SeqCst) == 0 {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    let running = lock(&shared.live).len();
+                    let _ = writeln!(
+                        io::stderr().lock(),
+                        "martelli run: stopping: no new jobs; waiting for {running} running job(s) to finish; \
+                         send the signal again to kill them"
+                    );
+                } else {
+                    shared.killing.store(true, Ordering::SeqCst);
+                    kill_all(&shared);
+                    std::process::exit(128 + signal);
+                }
+            }
+        })
+        .map_err(|source| RunError::System { what: "cannot start the signal thread", source })?;
+    Ok(())
+}
+
+/// Kills the process group of every running job: SIGTERM, the grace period, then SIGKILL.
+fn kill_all(shared: &Shared) {
+    let groups: Vec<u32> = lock(&shared.live).iter().copied().collect();
+    for &pgid in &groups {
+        let _ = process::signal_group(pgid, Signal::TERM);
+    }
+    let deadline = Instant::now() + shared.config.grace;
+    while Instant::now() < deadline && !lock(&shared.live).is_empty() {
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Only groups still registered: their leaders are unreaped, so the ids cannot be reused.
+    for pgid in lock(&shared.live).iter().copied() {
+        let _ = process::signal_group(pgid, Signal::KILL);
+    }
+}
+
+fn run_slot(shared: &Shared, slot: usize, tx: &mpsc::Sender<Message>) {
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let job = lock(&shared.feed).next();
+        let (order, seq, args) = match job {
+            None => return,
+            Some(Ok(job)) => job,
+            Some(Err(e)) => {
+                shared.stop.store(true, Ordering::SeqCst);
+                let _ = tx.send(Message::Failed(e));
+                return;
+            }
+        };
+        if let Some(delay) = shared.config.delay {
+            let wait_until = {
+                let mut next = lock(&shared.next_start);
+                let at = (*next).max(Instant::now());
+                *next = at + delay;
+                at
+            };
+            thread::sleep(wait_until.saturating_duration_since(Instant::now()));
+        }
+        shared.started.fetch_add(1, Ordering::Relaxed);
+        let outcome = run_job(shared, slot, order, seq, args);
+        if tx.send(Message::Done(Box::new(outcome))).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_job(shared: &Shared, slot: usize, order: u64, seq: u64, args: Args) -> Outcome {
+    let config = &shared.config;
+    let composed = config.template.compose(&args, seq, slot);
+    let command = composed.display();
+    let capture = config.output != OutputMode::Ungroup;
+    let supervision = Supervision::default().timeout(config.timeout).grace(config.grace);
+    let tag_prefix = if config.tag {
+        let mut t = args.join(&b' ');
+        t.push(b'\t');
+        t
+    } else {
+        Vec::new()
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let start = SystemTime::now();
+        let clock = Instant::now();
+        let mut outcome = Outcome {
+            order,
+            seq,
+            args: Vec::new(),
+            command: Vec::new(),
+            start,
+            runtime: Duration::ZERO,
+            code: None,
+            signal: 0,
+            timed_out: false,
+            spawn_error: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_bytes: 0,
+        };
+        let mut spawn = match &composed {
+            Composed::Shell(line) => Spawn::shell(OsString::from_vec(line.clone())),
+            Composed::Argv(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
+                .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
+        }
+        .capture_output(capture);
+        spawn.command_mut().stdin(Stdio::null());
+        if let Some(n) = config.nice {
+            spawn = spawn.nice(n);
+        }
+        // Registration and spawn under one lock: a second Ctrl-C sees every group that exists.
+        let spawned = {
+            let mut live = lock(&shared.live);
+            if shared.killing.load(Ordering::SeqCst) {
+                None
+            } else {
+                let child = spawn.spawn();
+                if let Ok(c) = &child {
+                    live.insert(c.pgid());
+                }
+                Some(child)
+            }
+        };
+        match spawned {
+            None => {
+                outcome.signal = Signal::KILL.as_raw();
+            }
+            Some(Err(e)) => {
+                let program = match &composed {
+                    Composed::Shell(_) => "/bin/sh".to_string(),
+                    Composed::Argv(argv) => String::from_utf8_lossy(&argv[0]).into_owned(),
+                };
+                let message = format!("martelli run: cannot run '{program}': {e}\n");
+                outcome.stderr.extend_from_slice(message.as_bytes());
+                outcome.spawn_error = Some(format!("cannot run '{program}': {e}"));
+            }
+            Some(Ok(mut child)) => {
+                let mut lines = (config.output == OutputMode::LineBuffer).then(|| LineSink::new(tag_prefix.clone()));
+                let result = child.communicate(&supervision, |stream, bytes| {
+                    let i = match stream {
+                        Stream::Stdout => 0,
+                        Stream::Stderr => 1,
+                    };
+                    if i == 0 {
+                        outcome.stdout_bytes += bytes.len() as u64;
+                    }
+                    match &mut lines {
+                        Some(sink) => sink.push(i, bytes),
+                        None if i == 0 => outcome.stdout.extend_from_slice(bytes),
+                        None => outcome.stderr.extend_from_slice(bytes),
+                    }
+                });
+                if let Some(sink) = &mut lines {
+                    sink.finish();
+                }
+                match result {
+                    Ok(done) => {
+                        use std::os::unix::process::ExitStatusExt;
+                        outcome.code = done.status.code();
+                        outcome.signal = done.status.signal().unwrap_or(0);
+                        outcome.timed_out = done.timed_out;
+                    }
+                    Err(e) => {
+                        // Watching the job failed (a system error): make sure it is gone.
+                        let _ = child.kill_tree(config.grace);
+                        outcome.spawn_error = Some(format!("lost track of the job: {e}"));
+                    }
+                }
+                lock(&shared.live).remove(&child.pgid());
+            }
+        }
+        outcome.runtime = clock.elapsed();
+        let retry = outcome.failed() && attempt < config.tries && !shared.killing.load(Ordering::SeqCst);
+        if !retry {
+            outcome.args = args;
+            outcome.command = command;
+            return outcome;
+        }
+    }
+}
+
+/// Counts for `--halt` and the exit status.
+#[derive(Debug, Default)]
+struct Tally {
+    finished: u64,
+    failed: u64,
+    succeeded: u64,
+}
+
+/// Receives outcomes until every slot is done; prints, logs, halts. Returns the exit status.
+fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Joblog>, total: Option<u64>) -> Result<u8, RunError> {
+    let config = &shared.config;
+    let print = match config.output {
+        OutputMode::Group => Print::Grouped { tag: config.tag },
+        OutputMode::Json => Print::Json,
+        OutputMode::LineBuffer | OutputMode::Ungroup => Print::Nothing,
+    };
+    let mut printer = Printer::new(print, config.keep_order, config.results.clone());
+    let bar = progress_bar(config, total);
+    let around_stderr = |f: &mut dyn FnMut()| match &bar {
+        Some(bar) => bar.suspend(f),
+        None => f(),
+    };
+    let mut tally = Tally::default();
+    let mut halt_status: Option<u8> = None;
+    let mut own_error: Option<RunError> = None;
+    let mut stdout_closed = false;
+    for message in rx {
+        let outcome = match message {
+            Message::Done(outcome) => *outcome,
+            Message::Failed(e) => {
+                own_error.get_or_insert(e);
+                continue;
+            }
+        };
+        // Jobs killed by `--halt now` are logged but their output is not shown.
+        let quiet = shared.killing.load(Ordering::SeqCst) || stdout_closed;
+        tally.finished += 1;
+        if outcome.failed() {
+            tally.failed += 1;
+        } else {
+            tally.succeeded += 1;
+        }
+        if let Some(log) = &mut joblog {
+            if let Err(e) = log.record(&outcome) {
+                shared.stop.store(true, Ordering::SeqCst);
+                own_error.get_or_insert(e);
+            }
+        }
+        if let Some(reason) = &outcome.spawn_error {
+            if config.output != OutputMode::Json && !outcome.stderr.is_empty() && outcome.stdout_bytes == 0 && print == Print::Nothing {
+                around_stderr(&mut || {
+                    let _ = writeln!(io::stderr().lock(), "martelli run: {reason}");
+                });
+            }
+        }
+        if outcome.timed_out && !quiet {
+            let command = String::from_utf8_lossy(&outcome.command).into_owned();
+            around_stderr(&mut || {
+                let _ = writeln!(io::stderr().lock(), "martelli run: job {} timed out and was killed: {command}", outcome.seq);
+            });
+        }
+        let halt_now = halt_status.is_none() && check_halt(config, &tally, &outcome);
+        let halted_by_this = halt_now.then(|| {
+            let status = match config.halt.map(|h| h.on) {
+                Some(HaltOn::Success) => 0,
+                _ if outcome.failed() => outcome.exit_status(),
+                _ => 0,
+            };
+            (status, config.halt.is_some_and(|h| h.now))
+        });
+        match printer.push(outcome, quiet, &around_stderr) {
+            Ok(()) => {}
+            Err(PrintError::Stdout(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                // Nobody reads our output any more: stop, as `head` expects, and succeed.
+                stdout_closed = true;
+                shared.stop.store(true, Ordering::SeqCst);
+                shared.killing.store(true, Ordering::SeqCst);
+                kill_all(shared);
+            }
+            Err(PrintError::Stdout(e)) => {
+                shared.stop.store(true, Ordering::SeqCst);
+                own_error.get_or_insert(RunError::System { what: "cannot write to stdout", source: e });
+            }
+            Err(PrintError::Run(e)) => {
+                shared.stop.store(true, Ordering::SeqCst);
+                own_error.get_or_insert(e);
+            }
+        }
+        if let Some((status, now)) = halted_by_this {
+            halt_status = Some(status);
+            shared.stop.store(true, Ordering::SeqCst);
+            if now {
+                shared.killing.store(true, Ordering::SeqCst);
+                kill_all(shared);
+            }
+        }
+        if let Some(bar) = &bar {
+            update_bar(bar, config, shared, &tally);
+        }
+    }
+    if let Err(PrintError::Stdout(e)) = printer.flush(&around_stderr) {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            own_error.get_or_insert(RunError::System { what: "cannot write to stdout", source: e });
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = own_error {
+        let _ = writeln!(io::stderr().lock(), "martelli run: error: {e}");
+        return Ok(EXIT_OWN_ERROR);
+    }
+    let signal = shared.interrupted.load(Ordering::SeqCst);
+    if signal != 0 {
+        return Ok(u8::try_from(128 + signal).unwrap_or(EXIT_OWN_ERROR));
+    }
+    if stdout_closed {
+        return Ok(0);
+    }
+    if let Some(status) = halt_status {
+        return Ok(status);
+    }
+    Ok(u8::try_from(tally.failed.min(MAX_FAILED_EXIT)).unwrap_or(EXIT_OWN_ERROR))
+}
+
+/// Whether `--halt` triggers after `outcome`.
+fn check_halt(config: &Config, tally: &Tally, outcome: &Outcome) -> bool {
+    let Some(halt) = config.halt else { return false };
+    let relevant = match halt.on {
+        HaltOn::Fail => outcome.failed(),
+        HaltOn::Success => !outcome.failed(),
+        HaltOn::Done => true,
+    };
+    if !relevant {
+        return false;
+    }
+    let count = match halt.on {
+        HaltOn::Fail => tally.failed,
+        HaltOn::Success => tally.succeeded,
+        HaltOn::Done => tally.finished,
+    };
+    match halt.threshold {
+        Threshold::Count(n) => count >= n,
+        // As GNU parallel: a percentage of the finished jobs, once at least 3 have finished.
+        Threshold::Percent(p) => tally.finished >= 3 && (count as f64) * 100.0 >= p * tally.finished as f64,
+    }
+}
+
+fn progress_bar(config: &Config, total: Option<u64>) -> Option<ProgressBar> {
+    let p = config.progress;
+    if !p.any() {
+        return None;
+    }
+    let mut template = String::new();
+    if p.bar {
+        template.push_str(if total.is_some() { "{wide_bar} {pos}/{len} {percent}% " } else { "{spinner} {pos} done " });
+    }
+    if p.counts {
+        template.push_str("{msg} ");
+    }
+    if p.eta && total.is_some() {
+        template.push_str("ETA {eta} ");
+    }
+    template.push_str("{elapsed}");
+    let style = ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr()).with_style(style);
+    bar.enable_steady_tick(Duration::from_millis(250));
+    Some(bar)
+}
+
+fn update_bar(bar: &ProgressBar, config: &Config, shared: &Shared, tally: &Tally) {
+    bar.set_position(tally.finished);
+    if config.progress.counts {
+        let running = lock(&shared.live).len();
+        bar.set_message(format!("running {running}, done {}, failed {}", tally.finished, tally.failed));
+    }
+}
