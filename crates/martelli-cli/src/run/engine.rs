@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use martelli::process::{self, Signal, Spawn, Stream, Supervision};
+use martelli::process::{self, Guardian, Signal, Spawn, Stream, Supervision};
 
 use super::config::{Config, HaltOn, OutputMode, Threshold};
 use super::input::{self, Args, Inputs};
@@ -105,6 +105,10 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     }
     // Orphans a job leaves behind become our children, so they are reaped, not left as zombies.
     let _ = process::become_subreaper();
+    // Kills the jobs' process groups if this process dies without doing it (SIGKILL).
+    let guardian = Guardian::start(config.jobs, config.grace)
+        .map(Arc::new)
+        .map_err(|source| RunError::System { what: "cannot start the guardian process", source })?;
     let shared = Arc::new(Shared {
         feed: Mutex::new(feed),
         stop: AtomicBool::new(false),
@@ -121,7 +125,9 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     for slot in 1..=shared.config.jobs {
         let shared = Arc::clone(&shared);
         let tx = tx.clone();
-        let spawned = thread::Builder::new().name(format!("slot-{slot}")).spawn(move || run_slot(&shared, slot, &tx));
+        let guardian = Arc::clone(&guardian);
+        let spawned =
+            thread::Builder::new().name(format!("slot-{slot}")).spawn(move || run_slot(&shared, &guardian, slot, &tx));
         match spawned {
             Ok(handle) => slots.push(handle),
             // Fewer slots than asked is still a run; none at all is an error.
@@ -134,6 +140,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     for handle in slots {
         let _ = handle.join();
     }
+    drop(guardian);
     code
 }
 
@@ -196,7 +203,7 @@ fn kill_all(shared: &Shared) {
     }
 }
 
-fn run_slot(shared: &Shared, slot: usize, tx: &mpsc::Sender<Message>) {
+fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize, tx: &mpsc::Sender<Message>) {
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return;
@@ -221,14 +228,14 @@ fn run_slot(shared: &Shared, slot: usize, tx: &mpsc::Sender<Message>) {
             thread::sleep(wait_until.saturating_duration_since(Instant::now()));
         }
         shared.started.fetch_add(1, Ordering::Relaxed);
-        let outcome = run_job(shared, slot, order, seq, args);
+        let outcome = run_job(shared, guardian, slot, order, seq, args);
         if tx.send(Message::Done(Box::new(outcome))).is_err() {
             return;
         }
     }
 }
 
-fn run_job(shared: &Shared, slot: usize, order: u64, seq: u64, args: Args) -> Outcome {
+fn run_job(shared: &Shared, guardian: &Guardian, slot: usize, order: u64, seq: u64, args: Args) -> Outcome {
     let config = &shared.config;
     let composed = config.template.compose(&args, seq, slot);
     let command = composed.display();
@@ -280,6 +287,8 @@ fn run_job(shared: &Shared, slot: usize, order: u64, seq: u64, args: Args) -> Ou
                 let child = spawn.spawn();
                 if let Ok(c) = &child {
                     live.insert(c.pgid());
+                    // Best effort: without the guardian the parent-death signal still applies.
+                    let _ = guardian.watch(c.pgid());
                 }
                 Some(child)
             }
@@ -329,6 +338,7 @@ fn run_job(shared: &Shared, slot: usize, order: u64, seq: u64, args: Args) -> Ou
                         outcome.spawn_error = Some(format!("lost track of the job: {e}"));
                     }
                 }
+                let _ = guardian.forget(child.pgid());
                 lock(&shared.live).remove(&child.pgid());
             }
         }

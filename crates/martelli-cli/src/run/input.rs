@@ -6,7 +6,7 @@
 //! `--link` (shorter sources wrap around) and `:::+`/`::::+` (the shortest decides).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::RunError;
@@ -141,14 +141,6 @@ impl Iterator for Product {
         }
         Some(Ok(row))
     }
-}
-
-/// Reads all of a reader, for tests and small inputs.
-#[allow(dead_code)]
-fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.read_to_end(&mut v)?;
-    Ok(v)
 }
 
 #[cfg(test)]

@@ -176,24 +176,50 @@ pub(crate) enum PrintError {
     Run(RunError),
 }
 
-fn json(o: &Outcome) -> serde_json::Value {
+/// One `--json` line: `{"type":"job","data":{…}}`, the envelope leaving room for other kinds of
+/// line later.
+#[derive(Debug, serde::Serialize)]
+struct JsonLine<'a> {
+    r#type: &'static str,
+    data: JsonJob<'a>,
+}
+
+/// The `data` of a `--json` line. Output that is not UTF-8 is shown with U+FFFD in its place.
+#[derive(Debug, serde::Serialize)]
+struct JsonJob<'a> {
+    seq: u64,
+    args: Vec<String>,
+    command: String,
+    exit_code: Option<i32>,
+    signal: i32,
+    timed_out: bool,
+    /// Seconds since the Unix epoch.
+    start: f64,
+    /// Seconds.
+    runtime: f64,
+    stdout: String,
+    stderr: String,
+    error: Option<&'a str>,
+}
+
+fn json(o: &Outcome) -> JsonLine<'_> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    serde_json::json!({
-        "type": "job",
-        "data": {
-            "seq": o.seq,
-            "args": o.args.iter().map(|a| text(a)).collect::<Vec<_>>(),
-            "command": text(&o.command),
-            "exit_code": o.code,
-            "signal": o.signal,
-            "timed_out": o.timed_out,
-            "start": o.start.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
-            "runtime": o.runtime.as_secs_f64(),
-            "stdout": text(&o.stdout),
-            "stderr": text(&o.stderr),
-            "error": o.spawn_error,
-        }
-    })
+    JsonLine {
+        r#type: "job",
+        data: JsonJob {
+            seq: o.seq,
+            args: o.args.iter().map(|a| text(a)).collect(),
+            command: text(&o.command),
+            exit_code: o.code,
+            signal: o.signal,
+            timed_out: o.timed_out,
+            start: o.start.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
+            runtime: o.runtime.as_secs_f64(),
+            stdout: text(&o.stdout),
+            stderr: text(&o.stderr),
+            error: o.spawn_error.as_deref(),
+        },
+    }
 }
 
 /// `--results DIR`: DIR/1/ARG1/2/ARG2/…/{stdout,stderr,seq}, with `\` written `\\` and `/`

@@ -39,9 +39,10 @@
 //! 2. **Children die with their supervisor.** By default each child asks the kernel for `SIGKILL`
 //!    when its parent dies (`prctl(PR_SET_PDEATHSIG)`), and checks after asking that the parent did
 //!    not die in between. Linux delivers this signal when the *thread* that spawned the child exits,
-//!    so spawn from a thread that outlives the child. Grandchildren are not covered by the kernel;
-//!    [`Child::communicate`] and [`Child::kill_tree`] clean up the whole group while the supervisor
-//!    lives.
+//!    so spawn from a thread that outlives the child. Grandchildren are not covered by the kernel:
+//!    while the supervisor lives, [`Child::communicate`] and [`Child::kill_tree`] clean up the
+//!    whole group, and a [`Guardian`] kills the groups it watches when the supervisor dies, even
+//!    by `SIGKILL`.
 //! 3. **A group is killed as a tree**: `SIGTERM` to the group, a grace period to exit, then `SIGKILL`
 //!    ([`kill_tree`], [`Child::kill_tree`]).
 //! 4. **A child is reaped exactly once**, by the [`Child`] that owns it. Its pid, and therefore its
@@ -55,7 +56,9 @@
 
 mod child;
 mod group;
+mod guardian;
 
 pub use child::{Child, Finished, Spawn, Stream, Supervision, become_subreaper};
+pub use guardian::Guardian;
 pub use group::{group_alive, kill_tree, signal_group};
 pub use rustix::process::{Resource, Signal};
