@@ -219,16 +219,26 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
 /// clap's error as one line: the problem, and clap's tip when it has one.
 fn one_line(error: &clap::Error) -> String {
     let rendered = error.render().to_string();
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
     for line in rendered.lines().map(str::trim) {
-        if let Some(problem) = line.strip_prefix("error: ") {
-            parts.push(problem.to_string());
-        } else if let Some(tip) = line.strip_prefix("tip: ") {
-            parts.push(tip.to_string());
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.strip_prefix("error: ").or_else(|| line.strip_prefix("tip: ")).unwrap_or(line);
+        match parts.last_mut() {
+            // A line ending in ':' introduces a list (such as missing arguments): keep it together.
+            Some(last) if last.ends_with(':') => {
+                last.push(' ');
+                last.push_str(line);
+            }
+            _ => parts.push(line.to_string()),
         }
     }
     if parts.is_empty() {
-        parts.push(rendered.lines().next().unwrap_or("invalid arguments").to_string());
+        parts.push("invalid arguments".to_string());
     }
     parts.push("see `martelli run --help`".to_string());
     parts.join("; ")
