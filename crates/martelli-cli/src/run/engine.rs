@@ -81,6 +81,9 @@ struct Shared {
     started: AtomicU64,
     /// The signal that interrupted the run, 0 if none.
     interrupted: AtomicI32,
+    /// Finished jobs, counted by the slots before they take another job, so that `--halt` stops
+    /// the very next start.
+    tally: Mutex<Tally>,
 }
 
 enum Message {
@@ -117,6 +120,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         next_start: Mutex::new(Instant::now()),
         started: AtomicU64::new(0),
         interrupted: AtomicI32::new(0),
+        tally: Mutex::new(Tally::default()),
         config,
     });
     watch_signals(&shared)?;
@@ -228,7 +232,12 @@ fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize, tx: &mpsc::Sender
             thread::sleep(wait_until.saturating_duration_since(Instant::now()));
         }
         shared.started.fetch_add(1, Ordering::Relaxed);
-        let outcome = run_job(shared, guardian, slot, order, seq, args);
+        let mut outcome = run_job(shared, guardian, slot, order, seq, args);
+        // A job that ends while `--halt now` kills the others was killed: its output is not shown.
+        outcome.suppressed = shared.killing.load(Ordering::SeqCst);
+        if count(shared, &outcome) {
+            kill_all(shared);
+        }
         if tx.send(Message::Done(Box::new(outcome))).is_err() {
             return;
         }
@@ -267,6 +276,7 @@ fn run_job(shared: &Shared, guardian: &Guardian, slot: usize, order: u64, seq: u
             stdout: Vec::new(),
             stderr: Vec::new(),
             stdout_bytes: 0,
+            suppressed: false,
         };
         let mut spawn = match &composed {
             Composed::Shell(line) => Spawn::shell(OsString::from_vec(line.clone())),
@@ -358,6 +368,34 @@ struct Tally {
     finished: u64,
     failed: u64,
     succeeded: u64,
+    /// The exit status `--halt` decided, once it triggered.
+    halt_status: Option<u8>,
+}
+
+/// Counts a finished job and applies `--halt`; returns whether running jobs must be killed now.
+fn count(shared: &Shared, outcome: &Outcome) -> bool {
+    let config = &shared.config;
+    let mut tally = lock(&shared.tally);
+    tally.finished += 1;
+    if outcome.failed() {
+        tally.failed += 1;
+    } else {
+        tally.succeeded += 1;
+    }
+    if tally.halt_status.is_some() || !check_halt(config, &tally, outcome) {
+        return false;
+    }
+    let Some(halt) = config.halt else { return false };
+    tally.halt_status = Some(match halt.on {
+        HaltOn::Success => 0,
+        _ if outcome.failed() => outcome.exit_status(),
+        _ => 0,
+    });
+    shared.stop.store(true, Ordering::SeqCst);
+    if halt.now {
+        shared.killing.store(true, Ordering::SeqCst);
+    }
+    halt.now
 }
 
 /// Receives outcomes until every slot is done; prints, logs, halts. Returns the exit status.
@@ -374,8 +412,6 @@ fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Jobl
         Some(bar) => bar.suspend(f),
         None => f(),
     };
-    let mut tally = Tally::default();
-    let mut halt_status: Option<u8> = None;
     let mut own_error: Option<RunError> = None;
     let mut stdout_closed = false;
     for message in rx {
@@ -387,13 +423,7 @@ fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Jobl
             }
         };
         // Jobs killed by `--halt now` are logged but their output is not shown.
-        let quiet = shared.killing.load(Ordering::SeqCst) || stdout_closed;
-        tally.finished += 1;
-        if outcome.failed() {
-            tally.failed += 1;
-        } else {
-            tally.succeeded += 1;
-        }
+        let quiet = outcome.suppressed || stdout_closed;
         if let Some(log) = &mut joblog {
             if let Err(e) = log.record(&outcome) {
                 shared.stop.store(true, Ordering::SeqCst);
@@ -413,15 +443,6 @@ fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Jobl
                 let _ = writeln!(io::stderr().lock(), "martelli run: job {} timed out and was killed: {command}", outcome.seq);
             });
         }
-        let halt_now = halt_status.is_none() && check_halt(config, &tally, &outcome);
-        let halted_by_this = halt_now.then(|| {
-            let status = match config.halt.map(|h| h.on) {
-                Some(HaltOn::Success) => 0,
-                _ if outcome.failed() => outcome.exit_status(),
-                _ => 0,
-            };
-            (status, config.halt.is_some_and(|h| h.now))
-        });
         match printer.push(outcome, quiet, &around_stderr) {
             Ok(()) => {}
             Err(PrintError::Stdout(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
@@ -440,16 +461,8 @@ fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Jobl
                 own_error.get_or_insert(e);
             }
         }
-        if let Some((status, now)) = halted_by_this {
-            halt_status = Some(status);
-            shared.stop.store(true, Ordering::SeqCst);
-            if now {
-                shared.killing.store(true, Ordering::SeqCst);
-                kill_all(shared);
-            }
-        }
         if let Some(bar) = &bar {
-            update_bar(bar, config, shared, &tally);
+            update_bar(bar, config, shared);
         }
     }
     if let Err(PrintError::Stdout(e)) = printer.flush(&around_stderr) {
@@ -471,7 +484,8 @@ fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Jobl
     if stdout_closed {
         return Ok(0);
     }
-    if let Some(status) = halt_status {
+    let tally = lock(&shared.tally);
+    if let Some(status) = tally.halt_status {
         return Ok(status);
     }
     Ok(u8::try_from(tally.failed.min(MAX_FAILED_EXIT)).unwrap_or(EXIT_OWN_ERROR))
@@ -522,10 +536,14 @@ fn progress_bar(config: &Config, total: Option<u64>) -> Option<ProgressBar> {
     Some(bar)
 }
 
-fn update_bar(bar: &ProgressBar, config: &Config, shared: &Shared, tally: &Tally) {
-    bar.set_position(tally.finished);
+fn update_bar(bar: &ProgressBar, config: &Config, shared: &Shared) {
+    let (finished, failed) = {
+        let tally = lock(&shared.tally);
+        (tally.finished, tally.failed)
+    };
+    bar.set_position(finished);
     if config.progress.counts {
         let running = lock(&shared.live).len();
-        bar.set_message(format!("running {running}, done {}, failed {}", tally.finished, tally.failed));
+        bar.set_message(format!("running {running}, done {finished}, failed {failed}"));
     }
 }

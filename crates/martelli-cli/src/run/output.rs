@@ -32,6 +32,8 @@ pub(crate) struct Outcome {
     pub(crate) stdout: Vec<u8>,
     pub(crate) stderr: Vec<u8>,
     pub(crate) stdout_bytes: u64,
+    /// Killed by `--halt now`: logged, not printed.
+    pub(crate) suppressed: bool,
 }
 
 impl Outcome {

@@ -84,6 +84,12 @@ pub fn live_with(marker: &str) -> Vec<Proc> {
     live_processes().into_iter().filter(|p| p.cmdline.contains(marker)).collect()
 }
 
+/// Live `sleep` processes whose duration is `marker`.
+pub fn live_sleeps(marker: &str) -> Vec<Proc> {
+    let wanted = format!("sleep {marker}");
+    live_processes().into_iter().filter(|p| p.cmdline.trim_end() == wanted).collect()
+}
+
 /// Live processes in process group `pgrp`.
 pub fn live_in_group(pgrp: u32) -> Vec<Proc> {
     live_processes().into_iter().filter(|p| p.pgrp == pgrp).collect()
