@@ -39,11 +39,18 @@ fn replacement_strings_on_paths_with_dots_slashes_and_spaces() {
 
 #[test]
 fn job_numbers_slots_and_positional_sources() {
-    let o = run(&["-j1", "-k", "echo", "{#}", "{%}", "{2}", "{1}", "{-1}", ":::", "a", "b", ":::", "1", "2"]);
+    let o = run(&[
+        "-j1", "-k", "echo", "{#}", "{%}", "{2}", "{1}", "{-1}", ":::", "a", "b", ":::", "1", "2",
+    ]);
     assert_code(&o, 0);
-    assert_eq!(lines(&o), ["1 1 1 a 1", "2 1 2 a 2", "3 1 1 b 1", "4 1 2 b 2"]);
+    assert_eq!(
+        lines(&o),
+        ["1 1 1 a 1", "2 1 2 a 2", "3 1 1 b 1", "4 1 2 b 2"]
+    );
     // {n.} and friends on one source of several.
-    let o = run(&["-k", "echo", "{2/.}", "{1//}", ":::", "x/y", ":::", "d/f.txt"]);
+    let o = run(&[
+        "-k", "echo", "{2/.}", "{1//}", ":::", "x/y", ":::", "d/f.txt",
+    ]);
     assert_eq!(lines(&o), ["f x"]);
 }
 
@@ -56,7 +63,9 @@ fn arguments_are_appended_without_a_replacement_string() {
 
 #[test]
 fn link_pairs_sources_and_wraps_the_shorter() {
-    let o = run(&["-k", "--link", "echo", ":::", "a", "b", "c", ":::", "1", "2"]);
+    let o = run(&[
+        "-k", "--link", "echo", ":::", "a", "b", "c", ":::", "1", "2",
+    ]);
     assert_eq!(lines(&o), ["a 1", "b 2", "c 1"]);
     let o = run(&["-k", "echo", ":::", "a", "b", "c", ":::+", "1", "2"]);
     assert_eq!(lines(&o), ["a 1", "b 2"]);
@@ -64,7 +73,18 @@ fn link_pairs_sources_and_wraps_the_shorter() {
 
 #[test]
 fn arguments_with_quotes_dollars_and_semicolons_reach_the_command_intact() {
-    let args = ["it's", "a\"b", "$HOME", "a;b", "a b", "`id`", "*", "$(echo x)", "back\\slash", ""];
+    let args = [
+        "it's",
+        "a\"b",
+        "$HOME",
+        "a;b",
+        "a b",
+        "`id`",
+        "*",
+        "$(echo x)",
+        "back\\slash",
+        "",
+    ];
     let mut argv = vec!["-k", "printf", "'[%s]\\n'", ":::"];
     argv.extend(args);
     let o = run(&argv);
@@ -75,9 +95,28 @@ fn arguments_with_quotes_dollars_and_semicolons_reach_the_command_intact() {
 
 #[test]
 fn dry_run_prints_gnu_parallel_quoting() {
-    let o = run(&["--dry-run", "-k", "echo", ":::", "a b", "it's", "x$y;z", "", "plain-1.2/x_y"]);
+    let o = run(&[
+        "--dry-run",
+        "-k",
+        "echo",
+        ":::",
+        "a b",
+        "it's",
+        "x$y;z",
+        "",
+        "plain-1.2/x_y",
+    ]);
     assert_code(&o, 0);
-    assert_eq!(lines(&o), ["echo 'a b'", "echo 'it'\"'\"'s'", "echo 'x$y;z'", "echo ''", "echo plain-1.2/x_y"]);
+    assert_eq!(
+        lines(&o),
+        [
+            "echo 'a b'",
+            "echo 'it'\"'\"'s'",
+            "echo 'x$y;z'",
+            "echo ''",
+            "echo plain-1.2/x_y"
+        ]
+    );
 }
 
 #[test]
@@ -86,13 +125,26 @@ fn quote_mode_and_no_shell_mode_keep_words_whole() {
     let o = run(&["-q", "-k", "echo", "a;b", "{} x", ":::", "c d"]);
     assert_code(&o, 0);
     assert_eq!(lines(&o), ["a;b c d x"]);
-    let o = run(&["--no-shell", "-k", "printf", "<%s>\\n", "{}", "$HOME", ":::", "a b"]);
+    let o = run(&[
+        "--no-shell",
+        "-k",
+        "printf",
+        "<%s>\\n",
+        "{}",
+        "$HOME",
+        ":::",
+        "a b",
+    ]);
     assert_code(&o, 0);
     assert_eq!(lines(&o), ["<a b>", "<$HOME>"]);
     // A program that does not exist fails the job (127, like a shell), not the runner.
     let o = run(&["--no-shell", "no-such-program-martelli", ":::", "a"]);
     assert_code(&o, 1);
-    assert!(stderr(&o).contains("no-such-program-martelli"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no-such-program-martelli"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -133,7 +185,11 @@ fn keep_order_with_random_durations() {
     argv.extend(d.iter().map(String::as_str));
     let o = run(&argv);
     assert_code(&o, 0);
-    let expected: Vec<String> = d.iter().enumerate().map(|(i, s)| format!("{} {s}", i + 1)).collect();
+    let expected: Vec<String> = d
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{} {s}", i + 1))
+        .collect();
     assert_eq!(lines(&o), expected);
 }
 
@@ -141,7 +197,11 @@ fn keep_order_with_random_durations() {
 fn grouped_output_never_interleaves() {
     // Each job writes three lines with pauses between; other jobs write meanwhile.
     let d = durations(12);
-    let mut argv = vec!["-j6", "echo {#}-1; sleep {}; echo {#}-2; sleep {}; echo {#}-3", ":::"];
+    let mut argv = vec![
+        "-j6",
+        "echo {#}-1; sleep {}; echo {#}-2; sleep {}; echo {#}-3",
+        ":::",
+    ];
     argv.extend(d.iter().map(String::as_str));
     let o = run(&argv);
     assert_code(&o, 0);
@@ -149,24 +209,49 @@ fn grouped_output_never_interleaves() {
     assert_eq!(out.len(), 36);
     for block in out.chunks(3) {
         let job = block[0].trim_end_matches("-1");
-        assert_eq!(block, [format!("{job}-1"), format!("{job}-2"), format!("{job}-3")]);
+        assert_eq!(
+            block,
+            [format!("{job}-1"), format!("{job}-2"), format!("{job}-3")]
+        );
     }
 }
 
 #[test]
 fn line_buffer_prints_lines_as_they_come() {
     // Job 1 prints a line, then waits; job 2 prints a line in the middle of that wait.
-    let o = run(&["--line-buffer", "-j2", "sh -c {}", ":::", "echo a1; sleep 1; echo a2", "sleep 0.3; echo b1"]);
+    let o = run(&[
+        "--line-buffer",
+        "-j2",
+        "sh -c {}",
+        ":::",
+        "echo a1; sleep 1; echo a2",
+        "sleep 0.3; echo b1",
+    ]);
     assert_code(&o, 0);
     assert_eq!(lines(&o), ["a1", "b1", "a2"]);
     // Grouped (the default), job 2 ends first and job 1 prints whole.
-    let o = run(&["-j2", "sh -c {}", ":::", "echo a1; sleep 1; echo a2", "sleep 0.3; echo b1"]);
+    let o = run(&[
+        "-j2",
+        "sh -c {}",
+        ":::",
+        "echo a1; sleep 1; echo a2",
+        "sleep 0.3; echo b1",
+    ]);
     assert_eq!(lines(&o), ["b1", "a1", "a2"]);
 }
 
 #[test]
 fn tag_prefixes_every_line_of_both_streams() {
-    let o = run(&["-k", "--tag", "echo {}; echo err{} >&2", ":::", "a", "b", ":::", "1"]);
+    let o = run(&[
+        "-k",
+        "--tag",
+        "echo {}; echo err{} >&2",
+        ":::",
+        "a",
+        "b",
+        ":::",
+        "1",
+    ]);
     assert_code(&o, 0);
     assert_eq!(lines(&o), ["a 1\ta 1", "b 1\tb 1"]);
     assert_eq!(stderr(&o), "a 1\terra 1\nb 1\terrb 1\n");
@@ -176,20 +261,40 @@ fn tag_prefixes_every_line_of_both_streams() {
 fn results_directory_holds_each_jobs_output() {
     let dir = tempfile::tempdir().unwrap();
     let res = dir.path().join("out");
-    let o = run(&["--results", res.to_str().unwrap(), "echo {}; echo e >&2", ":::", "a/b", "c\\d"]);
+    let o = run(&[
+        "--results",
+        res.to_str().unwrap(),
+        "echo {}; echo e >&2",
+        ":::",
+        "a/b",
+        "c\\d",
+    ]);
     assert_code(&o, 0);
     let job = res.join("1").join("a\\_b");
     assert_eq!(fs::read_to_string(job.join("stdout")).unwrap(), "a/b\n");
     assert_eq!(fs::read_to_string(job.join("stderr")).unwrap(), "e\n");
     assert_eq!(fs::read_to_string(job.join("seq")).unwrap(), "1\n");
-    assert_eq!(fs::read_to_string(res.join("1").join("c\\\\d").join("stdout")).unwrap(), "c\\d\n");
+    assert_eq!(
+        fs::read_to_string(res.join("1").join("c\\\\d").join("stdout")).unwrap(),
+        "c\\d\n"
+    );
 }
 
 #[test]
 fn json_prints_one_line_per_job() {
-    let o = run(&["-k", "--json", "echo out {}; echo err >&2; exit {}", ":::", "0", "3"]);
+    let o = run(&[
+        "-k",
+        "--json",
+        "echo out {}; echo err >&2; exit {}",
+        ":::",
+        "0",
+        "3",
+    ]);
     assert_code(&o, 1);
-    let jobs: Vec<serde_json::Value> = lines(&o).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let jobs: Vec<serde_json::Value> = lines(&o)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(jobs.len(), 2);
     assert_eq!(jobs[0]["type"], "job");
     let d = &jobs[1]["data"];
@@ -224,9 +329,18 @@ fn bad_input_is_a_one_line_error_with_exit_255() {
         (vec!["--jbos", "2", "echo", ":::", "a"], "--jobs"),
         (vec!["-j", "two", "echo", ":::", "a"], "invalid -j 'two'"),
         (vec![":::", "a"], "no command given"),
-        (vec!["echo", "::::", missing.to_str().unwrap()], "missing.txt"),
-        (vec!["--halt", "now,fial=1", "echo", ":::", "a"], "invalid --halt"),
-        (vec!["--timeout", "soon", "echo", ":::", "a"], "invalid --timeout"),
+        (
+            vec!["echo", "::::", missing.to_str().unwrap()],
+            "missing.txt",
+        ),
+        (
+            vec!["--halt", "now,fial=1", "echo", ":::", "a"],
+            "invalid --halt",
+        ),
+        (
+            vec!["--timeout", "soon", "echo", ":::", "a"],
+            "invalid --timeout",
+        ),
         (vec!["echo", "{2}", ":::", "a"], "{2}"),
         (vec!["echo", ":::"], ":::"),
         (vec!["--resume", "echo", ":::", "a"], "--joblog"),
@@ -253,15 +367,27 @@ fn help_is_printed_and_succeeds() {
 fn joblog_rows(path: &std::path::Path) -> Vec<Vec<String>> {
     let text = fs::read_to_string(path).unwrap();
     let mut rows = text.lines();
-    assert_eq!(rows.next(), Some("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"));
-    rows.map(|l| l.split('\t').map(str::to_owned).collect()).collect()
+    assert_eq!(
+        rows.next(),
+        Some("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand")
+    );
+    rows.map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
 }
 
 #[test]
 fn joblog_has_gnu_parallels_format() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    let o = run(&["-j1", "--joblog", log.to_str().unwrap(), "echo hi; exit {}", ":::", "0", "3"]);
+    let o = run(&[
+        "-j1",
+        "--joblog",
+        log.to_str().unwrap(),
+        "echo hi; exit {}",
+        ":::",
+        "0",
+        "3",
+    ]);
     assert_code(&o, 1);
     let rows = joblog_rows(&log);
     assert_eq!(rows.len(), 2);
@@ -270,8 +396,15 @@ fn joblog_has_gnu_parallels_format() {
         assert_eq!(row[0], seq);
         assert_eq!(row[1], ":");
         let (secs, millis) = row[2].split_once('.').unwrap();
-        assert!(secs.parse::<u64>().unwrap() > 1_600_000_000 && millis.len() == 3, "{row:?}");
-        assert_eq!(row[3].len(), 10, "runtime is right-aligned in 10 columns: {row:?}");
+        assert!(
+            secs.parse::<u64>().unwrap() > 1_600_000_000 && millis.len() == 3,
+            "{row:?}"
+        );
+        assert_eq!(
+            row[3].len(),
+            10,
+            "runtime is right-aligned in 10 columns: {row:?}"
+        );
         assert!(row[3].trim_start().parse::<f64>().is_ok(), "{row:?}");
         assert_eq!(row[4], "0");
         assert_eq!(row[5], "3", "bytes received: 'hi\\n'");
@@ -306,11 +439,21 @@ fn resume_skips_logged_jobs_and_resume_failed_reruns_failures() {
     assert_code(&with(&["--resume-failed"]), 1);
     assert_eq!(fs::read_to_string(&ran).unwrap(), "0\n3\n0\n3\n");
     let rows = joblog_rows(std::path::Path::new(log));
-    assert_eq!(rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["1", "2", "3", "2"]);
+    assert_eq!(
+        rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3", "2"]
+    );
     // A file that is not a joblog is refused, not overwritten.
     fs::write(dir.path().join("bad"), "hello\n").unwrap();
     let bad = dir.path().join("bad");
-    let o = run(&["--joblog", bad.to_str().unwrap(), "--resume", "echo", ":::", "a"]);
+    let o = run(&[
+        "--joblog",
+        bad.to_str().unwrap(),
+        "--resume",
+        "echo",
+        ":::",
+        "a",
+    ]);
     assert_code(&o, 255);
     assert_eq!(fs::read_to_string(&bad).unwrap(), "hello\n");
 }
@@ -331,9 +474,23 @@ fn nice_lowers_the_jobs_priority() {
 fn delay_spaces_job_starts() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    let o = run(&["-j3", "--delay", "0.3", "--joblog", log.to_str().unwrap(), "true", ":::", "a", "b", "c"]);
+    let o = run(&[
+        "-j3",
+        "--delay",
+        "0.3",
+        "--joblog",
+        log.to_str().unwrap(),
+        "true",
+        ":::",
+        "a",
+        "b",
+        "c",
+    ]);
     assert_code(&o, 0);
-    let mut starts: Vec<f64> = joblog_rows(&log).iter().map(|r| r[2].parse().unwrap()).collect();
+    let mut starts: Vec<f64> = joblog_rows(&log)
+        .iter()
+        .map(|r| r[2].parse().unwrap())
+        .collect();
     starts.sort_by(f64::total_cmp);
     for pair in starts.windows(2) {
         assert!(pair[1] - pair[0] >= 0.29, "starts {starts:?}");

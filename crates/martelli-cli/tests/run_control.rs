@@ -7,11 +7,17 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
-use util::{assert_code, eventually, lines, live_in_group, live_sleeps, marker, martelli, run, stderr, stdout};
+use util::{
+    assert_code, eventually, lines, live_in_group, live_sleeps, marker, martelli, run, stderr,
+    stdout,
+};
 
 /// Sends `signal` to process `pid`.
 fn signal(pid: u32, signal: &str) {
-    let ok = std::process::Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -51,15 +57,35 @@ fn timeout_kills_the_whole_process_group_grandchildren_included() {
     // The shell records its process group, then waits on a pipeline: `sleep` and `cat` are its
     // children, in its group.
     let cmd = format!("echo $$ > {}; sleep {m} | cat; : {{}}", pgfile.display());
-    let o = run(&["--timeout", "1", "--joblog", log.to_str().unwrap(), &cmd, ":::", "x"]);
+    let o = run(&[
+        "--timeout",
+        "1",
+        "--joblog",
+        log.to_str().unwrap(),
+        &cmd,
+        ":::",
+        "x",
+    ]);
     assert_code(&o, 1);
     assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
     let pgid: u32 = fs::read_to_string(&pgfile).unwrap().trim().parse().unwrap();
-    assert!(live_in_group(pgid).is_empty(), "left in the job's group: {:?}", live_in_group(pgid));
-    assert!(live_sleeps(&m).is_empty(), "left running: {:?}", live_sleeps(&m));
+    assert!(
+        live_in_group(pgid).is_empty(),
+        "left in the job's group: {:?}",
+        live_in_group(pgid)
+    );
+    assert!(
+        live_sleeps(&m).is_empty(),
+        "left running: {:?}",
+        live_sleeps(&m)
+    );
     let log = fs::read_to_string(&log).unwrap();
     let row: Vec<&str> = log.lines().nth(1).unwrap().split('\t').collect();
-    assert_eq!((row[6], row[7]), ("-1", "15"), "Exitval -1 and SIGTERM for a timeout: {row:?}");
+    assert_eq!(
+        (row[6], row[7]),
+        ("-1", "15"),
+        "Exitval -1 and SIGTERM for a timeout: {row:?}"
+    );
 }
 
 #[test]
@@ -68,7 +94,11 @@ fn timeout_escalates_to_sigkill_after_the_grace() {
     let cmd = format!("trap '' TERM; sleep {m}; : {{}}");
     let o = run(&["--timeout", "0.3", "--kill-grace", "0.3", &cmd, ":::", "x"]);
     assert_code(&o, 1);
-    assert!(live_sleeps(&m).is_empty(), "left running: {:?}", live_sleeps(&m));
+    assert!(
+        live_sleeps(&m).is_empty(),
+        "left running: {:?}",
+        live_sleeps(&m)
+    );
 }
 
 #[test]
@@ -76,10 +106,17 @@ fn retries_run_a_failing_job_again_and_report_the_last_try() {
     let dir = tempfile::tempdir().unwrap();
     let count = dir.path().join("count");
     // Fails on the first try, succeeds on the second.
-    let cmd = format!("n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}; echo try $n; [ $n -ge {{}} ]", c = count.display());
+    let cmd = format!(
+        "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}; echo try $n; [ $n -ge {{}} ]",
+        c = count.display()
+    );
     let o = run(&["--retries", "3", &cmd, ":::", "2"]);
     assert_code(&o, 0);
-    assert_eq!(lines(&o), ["try 2"], "only the last try's output is printed");
+    assert_eq!(
+        lines(&o),
+        ["try 2"],
+        "only the last try's output is printed"
+    );
     assert_eq!(fs::read_to_string(&count).unwrap(), "2\n");
     // Never succeeds: three tries in all, one failed job.
     fs::remove_file(&count).unwrap();
@@ -93,30 +130,78 @@ fn halt_now_fail_kills_running_jobs_and_exits_with_the_failure() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let m = marker(3);
-    let o = run(&["-j2", "--halt", "now,fail=1", "--joblog", log.to_str().unwrap(), "sh -c {}", ":::", &format!("sleep {m}"), "sleep 0.3; exit 4", "echo never"]);
+    let o = run(&[
+        "-j2",
+        "--halt",
+        "now,fail=1",
+        "--joblog",
+        log.to_str().unwrap(),
+        "sh -c {}",
+        ":::",
+        &format!("sleep {m}"),
+        "sleep 0.3; exit 4",
+        "echo never",
+    ]);
     assert_code(&o, 4);
     assert!(live_sleeps(&m).is_empty());
     let log = fs::read_to_string(&log).unwrap();
-    assert_eq!(log.lines().count(), 3, "two jobs ran, the third never started:\n{log}");
+    assert_eq!(
+        log.lines().count(),
+        3,
+        "two jobs ran, the third never started:\n{log}"
+    );
     assert!(!stdout(&o).contains("never"));
     let killed = log.lines().find(|l| l.contains(&m)).unwrap();
-    assert!(killed.split('\t').nth(7) != Some("0"), "the sleeping job was killed by a signal: {killed}");
+    assert!(
+        killed.split('\t').nth(7) != Some("0"),
+        "the sleeping job was killed by a signal: {killed}"
+    );
 }
 
 #[test]
 fn halt_soon_fail_lets_running_jobs_finish_but_starts_no_more() {
-    let o = run(&["-j2", "-k", "--halt", "soon,fail=1", "sh -c {}", ":::", "sleep 0.6; echo finished", "sleep 0.1; exit 3", "echo never"]);
+    let o = run(&[
+        "-j2",
+        "-k",
+        "--halt",
+        "soon,fail=1",
+        "sh -c {}",
+        ":::",
+        "sleep 0.6; echo finished",
+        "sleep 0.1; exit 3",
+        "echo never",
+    ]);
     assert_code(&o, 3);
     assert_eq!(lines(&o), ["finished"]);
 }
 
 #[test]
 fn halt_on_success_and_on_a_percentage() {
-    let o = run(&["-j1", "--halt", "now,success=1", "echo {}; exit {}", ":::", "3", "0", "4"]);
+    let o = run(&[
+        "-j1",
+        "--halt",
+        "now,success=1",
+        "echo {}; exit {}",
+        ":::",
+        "3",
+        "0",
+        "4",
+    ]);
     assert_code(&o, 0);
     assert_eq!(lines(&o), ["3", "0"]);
     // 50% of finished jobs failing (counted from the third job on) halts.
-    let o = run(&["-j1", "--halt", "soon,fail=50%", "echo {}; exit {}", ":::", "0", "1", "2", "0", "0"]);
+    let o = run(&[
+        "-j1",
+        "--halt",
+        "soon,fail=50%",
+        "echo {}; exit {}",
+        ":::",
+        "0",
+        "1",
+        "2",
+        "0",
+        "0",
+    ]);
     assert_code(&o, 2);
     assert_eq!(lines(&o), ["0", "1", "2"]);
 }
@@ -133,7 +218,16 @@ fn ten_thousand_jobs() {
 
 #[test]
 fn first_ctrl_c_waits_for_running_jobs_and_starts_no_more() {
-    let mut child = spawn_run(&["-j2", "--line-buffer", "echo started {}; sleep 1; echo done {}", ":::", "1", "2", "3", "4"]);
+    let mut child = spawn_run(&[
+        "-j2",
+        "--line-buffer",
+        "echo started {}; sleep 1; echo done {}",
+        ":::",
+        "1",
+        "2",
+        "3",
+        "4",
+    ]);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut seen = read_until(&mut out, "started");
     seen.extend(read_until(&mut out, "started"));
@@ -145,7 +239,11 @@ fn first_ctrl_c_waits_for_running_jobs_and_starts_no_more() {
     seen.extend(rest.lines().map(|l| format!("{l}\n")));
     let done: Vec<&String> = seen.iter().filter(|l| l.starts_with("done")).collect();
     assert_eq!(done.len(), 2, "both running jobs finished: {seen:?}");
-    assert_eq!(seen.iter().filter(|l| l.starts_with("started")).count(), 2, "no job started after Ctrl-C: {seen:?}");
+    assert_eq!(
+        seen.iter().filter(|l| l.starts_with("started")).count(),
+        2,
+        "no job started after Ctrl-C: {seen:?}"
+    );
 }
 
 #[test]
@@ -163,7 +261,11 @@ fn second_ctrl_c_kills_every_jobs_process_group() {
     signal(child.id(), "INT");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert!(eventually(5.0, || live_sleeps(&m).is_empty()), "left running: {:?}", live_sleeps(&m));
+    assert!(
+        eventually(5.0, || live_sleeps(&m).is_empty()),
+        "left running: {:?}",
+        live_sleeps(&m)
+    );
 }
 
 #[test]
@@ -175,8 +277,17 @@ fn no_job_outlives_a_runner_killed_with_sigkill() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     read_until(&mut out, "started");
     read_until(&mut out, "started");
-    assert_eq!(live_sleeps(&m).len(), 2, "both jobs run: {:?}", live_sleeps(&m));
+    assert_eq!(
+        live_sleeps(&m).len(),
+        2,
+        "both jobs run: {:?}",
+        live_sleeps(&m)
+    );
     signal(child.id(), "KILL");
     child.wait().unwrap();
-    assert!(eventually(5.0, || live_sleeps(&m).is_empty()), "orphans: {:?}", live_sleeps(&m));
+    assert!(
+        eventually(5.0, || live_sleeps(&m).is_empty()),
+        "orphans: {:?}",
+        live_sleeps(&m)
+    );
 }

@@ -21,11 +21,21 @@ use super::RunError;
 /// {} {.} {/} {//} {/.} {#} {%} {N} {N.} {N/} {N//} {N/.}. Without one in COMMAND, the arguments are
 /// appended.
 #[derive(Debug, Parser)]
-#[command(name = "martelli run", version, disable_version_flag = true, max_term_width = 100)]
+#[command(
+    name = "martelli run",
+    version,
+    disable_version_flag = true,
+    max_term_width = 100
+)]
 pub(crate) struct RawOptions {
     /// Number of jobs at once: N, N% of the cores, +N or -N cores, 0 for as many as possible
     /// [default: the number of cores].
-    #[arg(short = 'j', long = "jobs", visible_alias = "max-procs", value_name = "N")]
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        visible_alias = "max-procs",
+        value_name = "N"
+    )]
     pub(crate) jobs: Option<String>,
 
     /// Print the output of jobs in the order of their input, not of their completion.
@@ -169,7 +179,10 @@ const MARKERS: [&str; 4] = [":::", ":::+", "::::", "::::+"];
 
 /// Parses the arguments after `martelli run`.
 pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
-    let split = args.iter().position(|a| a.to_str().is_some_and(|s| MARKERS.contains(&s))).unwrap_or(args.len());
+    let split = args
+        .iter()
+        .position(|a| a.to_str().is_some_and(|s| MARKERS.contains(&s)))
+        .unwrap_or(args.len());
     let mut head = args;
     let tail = head.split_off(split);
     let argv = std::iter::once(OsString::from("martelli run")).chain(head);
@@ -183,13 +196,19 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
     let mut sources: Vec<Source> = options
         .arg_file
         .iter()
-        .map(|f| Source { spec: SourceSpec::File(f.clone()), linked: false })
+        .map(|f| Source {
+            spec: SourceSpec::File(f.clone()),
+            linked: false,
+        })
         .collect();
     let mut marker: Option<&str> = None;
     for arg in tail {
         match arg.to_str() {
             Some(m @ (":::" | ":::+")) => {
-                sources.push(Source { spec: SourceSpec::Values(Vec::new()), linked: m == ":::+" });
+                sources.push(Source {
+                    spec: SourceSpec::Values(Vec::new()),
+                    linked: m == ":::+",
+                });
                 marker = Some(":::");
             }
             Some(m @ ("::::" | "::::+")) => {
@@ -197,21 +216,33 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
             }
             _ => match marker {
                 Some(":::") => {
-                    if let Some(Source { spec: SourceSpec::Values(values), .. }) = sources.last_mut() {
+                    if let Some(Source {
+                        spec: SourceSpec::Values(values),
+                        ..
+                    }) = sources.last_mut()
+                    {
                         values.push(arg.into_vec());
                     }
                 }
                 Some(m) => {
                     // Every file after `::::` is a source of its own; `::::+` links the first one.
-                    sources.push(Source { spec: SourceSpec::File(PathBuf::from(arg)), linked: m == "::::+" });
+                    sources.push(Source {
+                        spec: SourceSpec::File(PathBuf::from(arg)),
+                        linked: m == "::::+",
+                    });
                     marker = Some("::::");
                 }
                 None => unreachable!("the tail starts with a marker"),
             },
         }
     }
-    if sources.iter().any(|s| s.spec == SourceSpec::Values(Vec::new())) {
-        return Err(RunError::Usage("an input source `:::` has no arguments; give at least one after each `:::`".into()));
+    if sources
+        .iter()
+        .any(|s| s.spec == SourceSpec::Values(Vec::new()))
+    {
+        return Err(RunError::Usage(
+            "an input source `:::` has no arguments; give at least one after each `:::`".into(),
+        ));
     }
     Ok(Request::Run(Box::new(Parsed { options, sources })))
 }
@@ -227,7 +258,10 @@ fn one_line(error: &clap::Error) -> String {
         if line.is_empty() {
             continue;
         }
-        let line = line.strip_prefix("error: ").or_else(|| line.strip_prefix("tip: ")).unwrap_or(line);
+        let line = line
+            .strip_prefix("error: ")
+            .or_else(|| line.strip_prefix("tip: "))
+            .unwrap_or(line);
         match parts.last_mut() {
             // A line ending in ':' introduces a list (such as missing arguments): keep it together.
             Some(last) if last.ends_with(':') => {
@@ -257,31 +291,54 @@ mod tests {
 
     #[test]
     fn splits_options_command_and_sources() {
-        let p = run(&["-j", "3", "-k", "echo", "-n", "{}", ":::", "a", "b", ":::+", "1", "::::", "f1", "f2"]).unwrap();
+        let p = run(&[
+            "-j", "3", "-k", "echo", "-n", "{}", ":::", "a", "b", ":::+", "1", "::::", "f1", "f2",
+        ])
+        .unwrap();
         assert_eq!(p.options.jobs.as_deref(), Some("3"));
         assert!(p.options.keep_order);
         assert_eq!(p.options.command, ["echo", "-n", "{}"]);
         assert_eq!(
             p.sources,
             vec![
-                Source { spec: SourceSpec::Values(vec![b"a".to_vec(), b"b".to_vec()]), linked: false },
-                Source { spec: SourceSpec::Values(vec![b"1".to_vec()]), linked: true },
-                Source { spec: SourceSpec::File("f1".into()), linked: false },
-                Source { spec: SourceSpec::File("f2".into()), linked: false },
+                Source {
+                    spec: SourceSpec::Values(vec![b"a".to_vec(), b"b".to_vec()]),
+                    linked: false
+                },
+                Source {
+                    spec: SourceSpec::Values(vec![b"1".to_vec()]),
+                    linked: true
+                },
+                Source {
+                    spec: SourceSpec::File("f1".into()),
+                    linked: false
+                },
+                Source {
+                    spec: SourceSpec::File("f2".into()),
+                    linked: false
+                },
             ]
         );
     }
 
     #[test]
     fn unknown_option_is_one_line_with_a_tip() {
-        let Err(RunError::Usage(message)) = run(&["--jbos", "2", "echo"]) else { panic!("accepted") };
+        let Err(RunError::Usage(message)) = run(&["--jbos", "2", "echo"]) else {
+            panic!("accepted")
+        };
         assert!(!message.contains('\n'), "{message}");
-        assert!(message.contains("--jbos") && message.contains("--jobs"), "{message}");
+        assert!(
+            message.contains("--jbos") && message.contains("--jobs"),
+            "{message}"
+        );
     }
 
     #[test]
     fn empty_source_is_an_error() {
         assert!(matches!(run(&["echo", ":::"]), Err(RunError::Usage(_))));
-        assert!(matches!(run(&["echo", ":::", ":::", "a"]), Err(RunError::Usage(_))));
+        assert!(matches!(
+            run(&["echo", ":::", ":::", "a"]),
+            Err(RunError::Usage(_))
+        ));
     }
 }

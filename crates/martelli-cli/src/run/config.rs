@@ -97,7 +97,8 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
     let o = parsed.options;
     if o.command.is_empty() {
         return Err(RunError::Usage(
-            "no command given; write it before the arguments, as in `martelli run echo ::: a b`".into(),
+            "no command given; write it before the arguments, as in `martelli run echo ::: a b`"
+                .into(),
         ));
     }
     let words: Vec<Vec<u8>> = o.command.iter().map(|w| w.as_bytes().to_vec()).collect();
@@ -133,14 +134,23 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
     let retries = match &o.retries {
         None => 1,
         Some(n) => n.parse::<u32>().map_err(|_| {
-            RunError::Usage(format!("invalid --retries '{n}': expected a whole number of tries, such as 3"))
+            RunError::Usage(format!(
+                "invalid --retries '{n}': expected a whole number of tries, such as 3"
+            ))
         })?,
     };
     let nice = match &o.nice {
         None => None,
-        Some(n) => Some(n.parse::<i32>().ok().filter(|n| (-20..=19).contains(n)).ok_or_else(|| {
-            RunError::Usage(format!("invalid --nice '{n}': expected a niceness from -20 to 19"))
-        })?),
+        Some(n) => Some(
+            n.parse::<i32>()
+                .ok()
+                .filter(|n| (-20..=19).contains(n))
+                .ok_or_else(|| {
+                    RunError::Usage(format!(
+                        "invalid --nice '{n}': expected a niceness from -20 to 19"
+                    ))
+                })?,
+        ),
     };
     Ok(Config {
         jobs,
@@ -152,11 +162,24 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         keep_order: o.keep_order,
         tag: o.tag,
         results: o.results,
-        timeout: o.timeout.as_deref().map(|s| parse_seconds("--timeout", s)).transpose()?,
-        grace: o.kill_grace.as_deref().map(|s| parse_seconds("--kill-grace", s)).transpose()?.unwrap_or(Duration::from_millis(500)),
+        timeout: o
+            .timeout
+            .as_deref()
+            .map(|s| parse_seconds("--timeout", s))
+            .transpose()?,
+        grace: o
+            .kill_grace
+            .as_deref()
+            .map(|s| parse_seconds("--kill-grace", s))
+            .transpose()?
+            .unwrap_or(Duration::from_millis(500)),
         tries: retries.max(1),
         halt: o.halt.as_deref().map(parse_halt).transpose()?.flatten(),
-        delay: o.delay.as_deref().map(|s| parse_seconds("--delay", s)).transpose()?,
+        delay: o
+            .delay
+            .as_deref()
+            .map(|s| parse_seconds("--delay", s))
+            .transpose()?,
         nice,
         dry_run: o.dry_run,
         joblog: o.joblog,
@@ -165,7 +188,11 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             (_, true) => Resume::Succeeded,
             _ => Resume::No,
         },
-        progress: Progress { bar: o.bar, counts: o.progress, eta: o.eta },
+        progress: Progress {
+            bar: o.bar,
+            counts: o.progress,
+            eta: o.eta,
+        },
     })
 }
 
@@ -204,7 +231,11 @@ fn parse_seconds(option: &str, s: &str) -> Result<Duration, RunError> {
     s.parse::<f64>()
         .ok()
         .and_then(|f| Duration::try_from_secs_f64(f).ok())
-        .ok_or_else(|| RunError::Usage(format!("invalid {option} '{s}': expected a number of seconds, such as 2 or 0.5")))
+        .ok_or_else(|| {
+            RunError::Usage(format!(
+                "invalid {option} '{s}': expected a number of seconds, such as 2 or 0.5"
+            ))
+        })
 }
 
 /// `--halt`; `None` for `never`.
@@ -216,8 +247,20 @@ pub(crate) fn parse_halt(spec: &str) -> Result<Option<Halt>, RunError> {
     };
     match spec {
         "never" | "0" => return Ok(None),
-        "1" => return Ok(Some(Halt { now: false, on: HaltOn::Fail, threshold: Threshold::Count(1) })),
-        "2" => return Ok(Some(Halt { now: true, on: HaltOn::Fail, threshold: Threshold::Count(1) })),
+        "1" => {
+            return Ok(Some(Halt {
+                now: false,
+                on: HaltOn::Fail,
+                threshold: Threshold::Count(1),
+            }));
+        }
+        "2" => {
+            return Ok(Some(Halt {
+                now: true,
+                on: HaltOn::Fail,
+                threshold: Threshold::Count(1),
+            }));
+        }
         _ => {}
     }
     let (when, condition) = match spec.split_once(',') {
@@ -270,12 +313,33 @@ mod tests {
     #[test]
     fn halt_specs() {
         let h = parse_halt("now,fail=1").unwrap().unwrap();
-        assert_eq!(h, Halt { now: true, on: HaltOn::Fail, threshold: Threshold::Count(1) });
+        assert_eq!(
+            h,
+            Halt {
+                now: true,
+                on: HaltOn::Fail,
+                threshold: Threshold::Count(1)
+            }
+        );
         let h = parse_halt("soon,success=20%").unwrap().unwrap();
-        assert_eq!(h, Halt { now: false, on: HaltOn::Success, threshold: Threshold::Percent(20.0) });
+        assert_eq!(
+            h,
+            Halt {
+                now: false,
+                on: HaltOn::Success,
+                threshold: Threshold::Percent(20.0)
+            }
+        );
         assert_eq!(parse_halt("never").unwrap(), None);
         assert_eq!(parse_halt("2").unwrap().unwrap().now, true);
-        for bad in ["now", "now,fail", "later,fail=1", "now,fail=0", "now,oops=1", "now,fail=x%"] {
+        for bad in [
+            "now",
+            "now,fail",
+            "later,fail=1",
+            "now,fail=0",
+            "now,oops=1",
+            "now,fail=x%",
+        ] {
             assert!(parse_halt(bad).is_err(), "{bad}");
         }
     }

@@ -102,7 +102,12 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     };
     let inputs = input::inputs(&config.sources, config.link, config.separator)?;
     let total = inputs.total.map(|t| t.saturating_sub(skip.len() as u64));
-    let mut feed = Feed { inputs, next_seq: 0, next_order: 0, skip };
+    let mut feed = Feed {
+        inputs,
+        next_seq: 0,
+        next_order: 0,
+        skip,
+    };
     if config.dry_run {
         return dry_run(&config, &mut feed);
     }
@@ -111,7 +116,10 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     // Kills the jobs' process groups if this process dies without doing it (SIGKILL).
     let guardian = Guardian::start(config.jobs, config.grace)
         .map(Arc::new)
-        .map_err(|source| RunError::System { what: "cannot start the guardian process", source })?;
+        .map_err(|source| RunError::System {
+            what: "cannot start the guardian process",
+            source,
+        })?;
     let shared = Arc::new(Shared {
         feed: Mutex::new(feed),
         stop: AtomicBool::new(false),
@@ -125,17 +133,31 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     });
     watch_signals(&shared)?;
     let (tx, rx) = mpsc::channel();
-    let mut slots = Vec::with_capacity(shared.config.jobs);
-    for slot in 1..=shared.config.jobs {
+    // No more slots than jobs, when their number is known.
+    let slot_count = total.map_or(shared.config.jobs, |t| {
+        shared
+            .config
+            .jobs
+            .min(usize::try_from(t).unwrap_or(usize::MAX))
+            .max(1)
+    });
+    let mut slots = Vec::with_capacity(slot_count);
+    for slot in 1..=slot_count {
         let shared = Arc::clone(&shared);
         let tx = tx.clone();
         let guardian = Arc::clone(&guardian);
-        let spawned =
-            thread::Builder::new().name(format!("slot-{slot}")).spawn(move || run_slot(&shared, &guardian, slot, &tx));
+        let spawned = thread::Builder::new()
+            .name(format!("slot-{slot}"))
+            .spawn(move || run_slot(&shared, &guardian, slot, &tx));
         match spawned {
             Ok(handle) => slots.push(handle),
             // Fewer slots than asked is still a run; none at all is an error.
-            Err(e) if slots.is_empty() => return Err(RunError::System { what: "cannot start a job slot thread", source: e }),
+            Err(e) if slots.is_empty() => {
+                return Err(RunError::System {
+                    what: "cannot start a job slot thread",
+                    source: e,
+                });
+            }
             Err(_) => break,
         }
     }
@@ -165,8 +187,12 @@ fn dry_run(config: &Config, feed: &mut Feed) -> Result<u8, RunError> {
 /// Installs the SIGINT/SIGTERM handling described in the module docs.
 fn watch_signals(shared: &Arc<Shared>) -> Result<(), RunError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|source| RunError::System { what: "cannot install the Ctrl-C handler", source })?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|source| {
+        RunError::System {
+            what: "cannot install the Ctrl-C handler",
+            source,
+        }
+    })?;
     let shared = Arc::clone(shared);
     thread::Builder::new()
         .name("signals".into())
@@ -244,12 +270,21 @@ fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize, tx: &mpsc::Sender
     }
 }
 
-fn run_job(shared: &Shared, guardian: &Guardian, slot: usize, order: u64, seq: u64, args: Args) -> Outcome {
+fn run_job(
+    shared: &Shared,
+    guardian: &Guardian,
+    slot: usize,
+    order: u64,
+    seq: u64,
+    args: Args,
+) -> Outcome {
     let config = &shared.config;
     let composed = config.template.compose(&args, seq, slot);
     let command = composed.display();
     let capture = config.output != OutputMode::Ungroup;
-    let supervision = Supervision::default().timeout(config.timeout).grace(config.grace);
+    let supervision = Supervision::default()
+        .timeout(config.timeout)
+        .grace(config.grace);
     let tag_prefix = if config.tag {
         let mut t = args.join(&b' ');
         t.push(b'\t');
@@ -283,7 +318,10 @@ fn run_job(shared: &Shared, guardian: &Guardian, slot: usize, order: u64, seq: u
             Composed::Argv(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
                 .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
         }
-        .capture_output(capture);
+        .capture_output(capture)
+        // The guardian kills the job's whole group if this process dies, which also covers the
+        // direct child; without a parent-death signal the spawn can use posix_spawn, not fork.
+        .parent_death_signal(None);
         spawn.command_mut().stdin(Stdio::null());
         if let Some(n) = config.nice {
             spawn = spawn.nice(n);
@@ -317,7 +355,8 @@ fn run_job(shared: &Shared, guardian: &Guardian, slot: usize, order: u64, seq: u
                 outcome.spawn_error = Some(format!("cannot run '{program}': {e}"));
             }
             Some(Ok(mut child)) => {
-                let mut lines = (config.output == OutputMode::LineBuffer).then(|| LineSink::new(tag_prefix.clone()));
+                let mut lines = (config.output == OutputMode::LineBuffer)
+                    .then(|| LineSink::new(tag_prefix.clone()));
                 let result = child.communicate(&supervision, |stream, bytes| {
                     let i = match stream {
                         Stream::Stdout => 0,
@@ -353,7 +392,8 @@ fn run_job(shared: &Shared, guardian: &Guardian, slot: usize, order: u64, seq: u
             }
         }
         outcome.runtime = clock.elapsed();
-        let retry = outcome.failed() && attempt < config.tries && !shared.killing.load(Ordering::SeqCst);
+        let retry =
+            outcome.failed() && attempt < config.tries && !shared.killing.load(Ordering::SeqCst);
         if !retry {
             outcome.args = args;
             outcome.command = command;
@@ -385,7 +425,9 @@ fn count(shared: &Shared, outcome: &Outcome) -> bool {
     if tally.halt_status.is_some() || !check_halt(config, &tally, outcome) {
         return false;
     }
-    let Some(halt) = config.halt else { return false };
+    let Some(halt) = config.halt else {
+        return false;
+    };
     tally.halt_status = Some(match halt.on {
         HaltOn::Success => 0,
         _ if outcome.failed() => outcome.exit_status(),
@@ -399,7 +441,12 @@ fn count(shared: &Shared, outcome: &Outcome) -> bool {
 }
 
 /// Receives outcomes until every slot is done; prints, logs, halts. Returns the exit status.
-fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Joblog>, total: Option<u64>) -> Result<u8, RunError> {
+fn collect(
+    shared: &Shared,
+    rx: mpsc::Receiver<Message>,
+    mut joblog: Option<Joblog>,
+    total: Option<u64>,
+) -> Result<u8, RunError> {
     let config = &shared.config;
     let print = match config.output {
         OutputMode::Group => Print::Grouped { tag: config.tag },
@@ -431,7 +478,11 @@ fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Jobl
             }
         }
         if let Some(reason) = &outcome.spawn_error {
-            if config.output != OutputMode::Json && !outcome.stderr.is_empty() && outcome.stdout_bytes == 0 && print == Print::Nothing {
+            if config.output != OutputMode::Json
+                && !outcome.stderr.is_empty()
+                && outcome.stdout_bytes == 0
+                && print == Print::Nothing
+            {
                 around_stderr(&mut || {
                     let _ = writeln!(io::stderr().lock(), "martelli run: {reason}");
                 });
@@ -440,7 +491,11 @@ fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Jobl
         if outcome.timed_out && !quiet {
             let command = String::from_utf8_lossy(&outcome.command).into_owned();
             around_stderr(&mut || {
-                let _ = writeln!(io::stderr().lock(), "martelli run: job {} timed out and was killed: {command}", outcome.seq);
+                let _ = writeln!(
+                    io::stderr().lock(),
+                    "martelli run: job {} timed out and was killed: {command}",
+                    outcome.seq
+                );
             });
         }
         match printer.push(outcome, quiet, &around_stderr) {
@@ -454,7 +509,10 @@ fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Jobl
             }
             Err(PrintError::Stdout(e)) => {
                 shared.stop.store(true, Ordering::SeqCst);
-                own_error.get_or_insert(RunError::System { what: "cannot write to stdout", source: e });
+                own_error.get_or_insert(RunError::System {
+                    what: "cannot write to stdout",
+                    source: e,
+                });
             }
             Err(PrintError::Run(e)) => {
                 shared.stop.store(true, Ordering::SeqCst);
@@ -467,7 +525,10 @@ fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Jobl
     }
     if let Err(PrintError::Stdout(e)) = printer.flush(&around_stderr) {
         if e.kind() != io::ErrorKind::BrokenPipe {
-            own_error.get_or_insert(RunError::System { what: "cannot write to stdout", source: e });
+            own_error.get_or_insert(RunError::System {
+                what: "cannot write to stdout",
+                source: e,
+            });
         }
     }
     if let Some(bar) = bar {
@@ -493,7 +554,9 @@ fn collect(shared: &Shared, rx: mpsc::Receiver<Message>, mut joblog: Option<Jobl
 
 /// Whether `--halt` triggers after `outcome`.
 fn check_halt(config: &Config, tally: &Tally, outcome: &Outcome) -> bool {
-    let Some(halt) = config.halt else { return false };
+    let Some(halt) = config.halt else {
+        return false;
+    };
     let relevant = match halt.on {
         HaltOn::Fail => outcome.failed(),
         HaltOn::Success => !outcome.failed(),
@@ -510,7 +573,9 @@ fn check_halt(config: &Config, tally: &Tally, outcome: &Outcome) -> bool {
     match halt.threshold {
         Threshold::Count(n) => count >= n,
         // As GNU parallel: a percentage of the finished jobs, once at least 3 have finished.
-        Threshold::Percent(p) => tally.finished >= 3 && (count as f64) * 100.0 >= p * tally.finished as f64,
+        Threshold::Percent(p) => {
+            tally.finished >= 3 && (count as f64) * 100.0 >= p * tally.finished as f64
+        }
     }
 }
 
@@ -521,7 +586,11 @@ fn progress_bar(config: &Config, total: Option<u64>) -> Option<ProgressBar> {
     }
     let mut template = String::new();
     if p.bar {
-        template.push_str(if total.is_some() { "{wide_bar} {pos}/{len} {percent}% " } else { "{spinner} {pos} done " });
+        template.push_str(if total.is_some() {
+            "{wide_bar} {pos}/{len} {percent}% "
+        } else {
+            "{spinner} {pos} done "
+        });
     }
     if p.counts {
         template.push_str("{msg} ");
@@ -530,7 +599,8 @@ fn progress_bar(config: &Config, total: Option<u64>) -> Option<ProgressBar> {
         template.push_str("ETA {eta} ");
     }
     template.push_str("{elapsed}");
-    let style = ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
     let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr()).with_style(style);
     bar.enable_steady_tick(Duration::from_millis(250));
     Some(bar)
@@ -544,6 +614,8 @@ fn update_bar(bar: &ProgressBar, config: &Config, shared: &Shared) {
     bar.set_position(finished);
     if config.progress.counts {
         let running = lock(&shared.live).len();
-        bar.set_message(format!("running {running}, done {finished}, failed {failed}"));
+        bar.set_message(format!(
+            "running {running}, done {finished}, failed {failed}"
+        ));
     }
 }

@@ -23,7 +23,9 @@ pub(crate) struct Inputs {
 
 impl std::fmt::Debug for Inputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inputs").field("total", &self.total).finish_non_exhaustive()
+        f.debug_struct("Inputs")
+            .field("total", &self.total)
+            .finish_non_exhaustive()
     }
 }
 
@@ -31,37 +33,71 @@ fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, RunError> {
     if path == Path::new("-") {
         return Ok(Box::new(BufReader::new(io::stdin())));
     }
-    let file = File::open(path).map_err(|source| RunError::Input { path: path.to_owned(), source })?;
+    let file = File::open(path).map_err(|source| RunError::Input {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(Box::new(BufReader::new(file)))
 }
 
 /// Splits a reader into arguments at `separator`, without the separator.
-fn lines(reader: Box<dyn BufRead + Send>, separator: u8, path: PathBuf) -> impl Iterator<Item = Result<Vec<u8>, RunError>> + Send {
-    reader.split(separator).map(move |r| r.map_err(|source| RunError::Input { path: path.clone(), source }))
+fn lines(
+    reader: Box<dyn BufRead + Send>,
+    separator: u8,
+    path: PathBuf,
+) -> impl Iterator<Item = Result<Vec<u8>, RunError>> + Send {
+    reader.split(separator).map(move |r| {
+        r.map_err(|source| RunError::Input {
+            path: path.clone(),
+            source,
+        })
+    })
 }
 
 /// Builds the job arguments from the sources (stdin when there are none).
 pub(crate) fn inputs(sources: &[Source], link: bool, separator: u8) -> Result<Inputs, RunError> {
     match sources {
         [] => {
-            let iter = lines(Box::new(BufReader::new(io::stdin())), separator, "-".into()).map(|r| r.map(|a| vec![a]));
-            Ok(Inputs { iter: Box::new(iter), total: None })
+            let iter = lines(Box::new(BufReader::new(io::stdin())), separator, "-".into())
+                .map(|r| r.map(|a| vec![a]));
+            Ok(Inputs {
+                iter: Box::new(iter),
+                total: None,
+            })
         }
-        [Source { spec: SourceSpec::Values(values), .. }] => {
+        [
+            Source {
+                spec: SourceSpec::Values(values),
+                ..
+            },
+        ] => {
             let total = values.len() as u64;
             let iter = values.clone().into_iter().map(|a| Ok(vec![a]));
-            Ok(Inputs { iter: Box::new(iter), total: Some(total) })
+            Ok(Inputs {
+                iter: Box::new(iter),
+                total: Some(total),
+            })
         }
-        [Source { spec: SourceSpec::File(path), .. }] => {
+        [
+            Source {
+                spec: SourceSpec::File(path),
+                ..
+            },
+        ] => {
             let iter = lines(open(path)?, separator, path.clone()).map(|r| r.map(|a| vec![a]));
-            Ok(Inputs { iter: Box::new(iter), total: None })
+            Ok(Inputs {
+                iter: Box::new(iter),
+                total: None,
+            })
         }
         _ => {
             let mut columns = Vec::with_capacity(sources.len());
             for source in sources {
                 let values = match &source.spec {
                     SourceSpec::Values(values) => values.clone(),
-                    SourceSpec::File(path) => lines(open(path)?, separator, path.clone()).collect::<Result<_, _>>()?,
+                    SourceSpec::File(path) => {
+                        lines(open(path)?, separator, path.clone()).collect::<Result<_, _>>()?
+                    }
                 };
                 columns.push(values);
             }
@@ -77,7 +113,18 @@ fn combine(sources: &[Source], columns: Vec<Vec<Vec<u8>>>, link: bool) -> Inputs
     if link {
         let longest = columns.iter().map(Vec::len).max().unwrap_or(0);
         let rows = (0..longest)
-            .map(|i| columns.iter().map(|c| if c.is_empty() { Vec::new() } else { c[i % c.len()].clone() }).collect())
+            .map(|i| {
+                columns
+                    .iter()
+                    .map(|c| {
+                        if c.is_empty() {
+                            Vec::new()
+                        } else {
+                            c[i % c.len()].clone()
+                        }
+                    })
+                    .collect()
+            })
             .collect();
         groups.push(rows);
     } else {
@@ -92,14 +139,21 @@ fn combine(sources: &[Source], columns: Vec<Vec<Vec<u8>>>, link: bool) -> Inputs
             groups.push(rows_of(current));
         }
     }
-    let total = groups.iter().try_fold(1u64, |acc, g| acc.checked_mul(g.len() as u64));
-    Inputs { iter: Box::new(Product::new(groups)), total }
+    let total = groups
+        .iter()
+        .try_fold(1u64, |acc, g| acc.checked_mul(g.len() as u64));
+    Inputs {
+        iter: Box::new(Product::new(groups)),
+        total,
+    }
 }
 
 /// Rows of linked columns: the shortest column decides.
 fn rows_of(columns: Vec<Vec<Vec<u8>>>) -> Vec<Args> {
     let shortest = columns.iter().map(Vec::len).min().unwrap_or(0);
-    (0..shortest).map(|i| columns.iter().map(|c| c[i].clone()).collect()).collect()
+    (0..shortest)
+        .map(|i| columns.iter().map(|c| c[i].clone()).collect())
+        .collect()
 }
 
 /// The cartesian product of groups of rows, the first group varying slowest.
@@ -113,7 +167,11 @@ impl Product {
     fn new(groups: Vec<Vec<Args>>) -> Self {
         let done = groups.is_empty() || groups.iter().any(Vec::is_empty);
         let index = vec![0; groups.len()];
-        Product { groups, index, done }
+        Product {
+            groups,
+            index,
+            done,
+        }
     }
 }
 
@@ -124,7 +182,12 @@ impl Iterator for Product {
         if self.done {
             return None;
         }
-        let row: Args = self.groups.iter().zip(&self.index).flat_map(|(g, &i)| g[i].iter().cloned()).collect();
+        let row: Args = self
+            .groups
+            .iter()
+            .zip(&self.index)
+            .flat_map(|(g, &i)| g[i].iter().cloned())
+            .collect();
         // Advance the odometer from the last group.
         let mut k = self.groups.len();
         loop {
@@ -148,13 +211,22 @@ mod tests {
     use super::*;
 
     fn values(v: &[&str], linked: bool) -> Source {
-        Source { spec: SourceSpec::Values(v.iter().map(|s| s.as_bytes().to_vec()).collect()), linked }
+        Source {
+            spec: SourceSpec::Values(v.iter().map(|s| s.as_bytes().to_vec()).collect()),
+            linked,
+        }
     }
 
     fn collect(inputs: Inputs) -> Vec<String> {
         inputs
             .iter
-            .map(|r| r.unwrap().iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "))
+            .map(|r| {
+                r.unwrap()
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect()
     }
 
@@ -169,8 +241,18 @@ mod tests {
     #[test]
     fn link_wraps_and_plus_truncates() {
         let s = [values(&["a", "b", "c"], false), values(&["1", "2"], false)];
-        assert_eq!(collect(inputs(&s, true, b'\n').unwrap()), ["a 1", "b 2", "c 1"]);
-        let s = [values(&["a", "b", "c"], false), values(&["1", "2"], true), values(&["x", "y"], false)];
-        assert_eq!(collect(inputs(&s, false, b'\n').unwrap()), ["a 1 x", "a 1 y", "b 2 x", "b 2 y"]);
+        assert_eq!(
+            collect(inputs(&s, true, b'\n').unwrap()),
+            ["a 1", "b 2", "c 1"]
+        );
+        let s = [
+            values(&["a", "b", "c"], false),
+            values(&["1", "2"], true),
+            values(&["x", "y"], false),
+        ];
+        assert_eq!(
+            collect(inputs(&s, false, b'\n').unwrap()),
+            ["a 1 x", "a 1 y", "b 2 x", "b 2 y"]
+        );
     }
 }

@@ -31,7 +31,10 @@ impl Joblog {
     /// Opens the joblog: truncated with a fresh header, or appended to when resuming.
     /// Returns the job numbers to skip.
     pub(crate) fn open(path: &Path, resume: Resume) -> Result<(Joblog, HashSet<u64>), RunError> {
-        let err = |message: String| RunError::Joblog { path: path.to_owned(), message };
+        let err = |message: String| RunError::Joblog {
+            path: path.to_owned(),
+            message,
+        };
         let skip = match resume {
             Resume::No => HashSet::new(),
             _ => match File::open(path) {
@@ -46,26 +49,42 @@ impl Joblog {
         } else {
             options.append(true).create(true);
         }
-        let mut file = options.open(path).map_err(|e| err(format!("{e}; check that its directory exists and is writable")))?;
+        let mut file = options.open(path).map_err(|e| {
+            err(format!(
+                "{e}; check that its directory exists and is writable"
+            ))
+        })?;
         let empty = file.metadata().map(|m| m.len() == 0).unwrap_or(true);
         if empty {
-            file.write_all(HEADER.as_bytes()).map_err(|e| err(e.to_string()))?;
+            file.write_all(HEADER.as_bytes())
+                .map_err(|e| err(e.to_string()))?;
         }
-        Ok((Joblog { file, path: path.to_owned() }, skip))
+        Ok((
+            Joblog {
+                file,
+                path: path.to_owned(),
+            },
+            skip,
+        ))
     }
 
     /// Appends one finished job (one `write` per line, so an interrupted run keeps whole lines).
     pub(crate) fn record(&mut self, outcome: &Outcome) -> Result<(), RunError> {
         let line = format_line(outcome);
-        self.file
-            .write_all(&line)
-            .map_err(|e| RunError::Joblog { path: self.path.clone(), message: e.to_string() })
+        self.file.write_all(&line).map_err(|e| RunError::Joblog {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
     }
 }
 
 /// One joblog line.
 pub(crate) fn format_line(o: &Outcome) -> Vec<u8> {
-    let start = o.start.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let start = o
+        .start
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     let mut line = format!(
         "{}\t:\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t",
         o.seq,
@@ -91,7 +110,13 @@ fn read_skip(reader: impl BufRead, resume: Resume) -> Result<HashSet<u64>, Strin
             continue;
         }
         let fields: Vec<&[u8]> = line.splitn(9, |&b| b == b'\t').collect();
-        let number = |i: usize| -> Option<i64> { std::str::from_utf8(fields.get(i)?).ok()?.trim().parse().ok() };
+        let number = |i: usize| -> Option<i64> {
+            std::str::from_utf8(fields.get(i)?)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
         let (Some(seq), Some(exitval), Some(signal)) = (number(0), number(6), number(7)) else {
             return Err(format!(
                 "line {} is not a joblog line (Seq, Host, Starttime, JobRuntime, Send, Receive, Exitval, Signal, Command); \

@@ -33,16 +33,25 @@ pub(crate) enum RunError {
     Usage(String),
     /// An input file could not be read.
     #[error("cannot read arguments from '{}': {source}; check that the file exists and is readable", path.display())]
-    Input { path: PathBuf, source: std::io::Error },
+    Input {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The joblog could not be read, parsed or written.
     #[error("joblog '{}': {message}", path.display())]
     Joblog { path: PathBuf, message: String },
     /// `--results` could not be written.
     #[error("cannot write results under '{}': {source}; check that the directory is writable", path.display())]
-    Results { path: PathBuf, source: std::io::Error },
+    Results {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Anything else the runner needs from the system.
     #[error("{what}: {source}")]
-    System { what: &'static str, source: std::io::Error },
+    System {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Runs `martelli run` with the arguments after `run`.
@@ -56,6 +65,17 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// The number of CPUs this process may run on, as GNU parallel counts cores for `-j`. (Cheaper at
+/// start-up than `available_parallelism`, which also reads cgroup files.)
+fn cores() -> usize {
+    rustix::thread::sched_getaffinity(None)
+        .map(|set| set.count() as usize)
+        .ok()
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().map(usize::from).ok())
+        .unwrap_or(1)
+}
+
 fn try_main(args: Vec<OsString>) -> Result<u8, RunError> {
     let parsed = match args::parse(args)? {
         args::Request::Help(text) => {
@@ -64,7 +84,7 @@ fn try_main(args: Vec<OsString>) -> Result<u8, RunError> {
         }
         args::Request::Run(parsed) => *parsed,
     };
-    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let cores = cores();
     let config = config::validate(parsed, cores)?;
     engine::run(config)
 }

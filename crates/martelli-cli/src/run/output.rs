@@ -105,7 +105,13 @@ pub(crate) struct Printer {
 
 impl Printer {
     pub(crate) fn new(print: Print, keep_order: bool, results: Option<PathBuf>) -> Self {
-        Printer { print, keep_order, pending: BTreeMap::new(), next: 0, results }
+        Printer {
+            print,
+            keep_order,
+            pending: BTreeMap::new(),
+            next: 0,
+            results,
+        }
     }
 
     /// Takes one outcome; prints it and any outcomes it was holding back. `quiet` suppresses the
@@ -132,29 +138,43 @@ impl Printer {
     }
 
     /// Prints what is still held back (after a halt or an interrupt left gaps in the order).
-    pub(crate) fn flush(&mut self, around_stderr: &dyn Fn(&mut dyn FnMut())) -> Result<(), PrintError> {
+    pub(crate) fn flush(
+        &mut self,
+        around_stderr: &dyn Fn(&mut dyn FnMut()),
+    ) -> Result<(), PrintError> {
         for (_, o) in std::mem::take(&mut self.pending) {
             self.print_one(&o, false, around_stderr)?;
         }
         Ok(())
     }
 
-    fn print_one(&self, o: &Outcome, quiet: bool, around_stderr: &dyn Fn(&mut dyn FnMut())) -> Result<(), PrintError> {
+    fn print_one(
+        &self,
+        o: &Outcome,
+        quiet: bool,
+        around_stderr: &dyn Fn(&mut dyn FnMut()),
+    ) -> Result<(), PrintError> {
         if quiet {
             return Ok(());
         }
         match self.print {
             Print::Nothing => Ok(()),
             Print::Json => {
-                let mut line = serde_json::to_vec(&json(o)).map_err(|e| PrintError::Stdout(io::Error::other(e)))?;
+                let mut line = serde_json::to_vec(&json(o))
+                    .map_err(|e| PrintError::Stdout(io::Error::other(e)))?;
                 line.push(b'\n');
-                io::stdout().lock().write_all(&line).map_err(PrintError::Stdout)
+                io::stdout()
+                    .lock()
+                    .write_all(&line)
+                    .map_err(PrintError::Stdout)
             }
             Print::Grouped { tag } => {
                 let prefix = if tag { o.tag() } else { Vec::new() };
                 if !o.stdout.is_empty() {
                     let mut out = io::stdout().lock();
-                    write_prefixed(&mut out, &prefix, &o.stdout).and_then(|()| out.flush()).map_err(PrintError::Stdout)?;
+                    write_prefixed(&mut out, &prefix, &o.stdout)
+                        .and_then(|()| out.flush())
+                        .map_err(PrintError::Stdout)?;
                 }
                 if !o.stderr.is_empty() {
                     around_stderr(&mut || {
@@ -215,7 +235,11 @@ fn json(o: &Outcome) -> JsonLine<'_> {
             exit_code: o.code,
             signal: o.signal,
             timed_out: o.timed_out,
-            start: o.start.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
+            start: o
+                .start
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
             runtime: o.runtime.as_secs_f64(),
             stdout: text(&o.stdout),
             stderr: text(&o.stderr),
@@ -241,7 +265,10 @@ fn store_results(dir: &Path, o: &Outcome) -> Result<(), RunError> {
         path.push((i + 1).to_string());
         path.push(std::ffi::OsStr::from_bytes(&escaped));
     }
-    let err = |source| RunError::Results { path: path.clone(), source };
+    let err = |source| RunError::Results {
+        path: path.clone(),
+        source,
+    };
     std::fs::create_dir_all(&path).map_err(err)?;
     std::fs::write(path.join("stdout"), &o.stdout).map_err(err)?;
     std::fs::write(path.join("stderr"), &o.stderr).map_err(err)?;
@@ -258,7 +285,10 @@ pub(crate) struct LineSink {
 
 impl LineSink {
     pub(crate) fn new(prefix: Vec<u8>) -> Self {
-        LineSink { prefix, partial: [Vec::new(), Vec::new()] }
+        LineSink {
+            prefix,
+            partial: [Vec::new(), Vec::new()],
+        }
     }
 
     /// Takes a chunk of stream 0 (stdout) or 1 (stderr).

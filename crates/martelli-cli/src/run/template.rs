@@ -20,7 +20,10 @@ enum Part {
 enum Piece {
     Literal(Vec<u8>),
     /// An argument; `source` is 1-based (negative counts from the end), `None` means all of them.
-    Arg { source: Option<i64>, part: Part },
+    Arg {
+        source: Option<i64>,
+        part: Part,
+    },
     /// `{#}`
     Seq,
     /// `{%}`
@@ -74,8 +77,15 @@ impl Template {
     /// parallel.
     pub(crate) fn parse(words: &[Vec<u8>], mode: Mode) -> Template {
         let words: Vec<Vec<Piece>> = words.iter().map(|w| parse_word(w)).collect();
-        let takes_input = words.iter().flatten().any(|p| matches!(p, Piece::Arg { .. }));
-        Template { words, mode, takes_input }
+        let takes_input = words
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, Piece::Arg { .. }));
+        Template {
+            words,
+            mode,
+            takes_input,
+        }
     }
 
     /// The largest source number a replacement string names (`{3}` → 3), to check it exists.
@@ -84,7 +94,9 @@ impl Template {
             .iter()
             .flatten()
             .filter_map(|p| match p {
-                Piece::Arg { source: Some(n), .. } => Some(n.abs()),
+                Piece::Arg {
+                    source: Some(n), ..
+                } => Some(n.abs()),
                 _ => None,
             })
             .max()
@@ -163,11 +175,21 @@ fn render(piece: &Piece, args: &[Vec<u8>], seq: u64, slot: usize, quote: bool, o
                 emit(&transform(arg, *part), out);
             }
         }
-        Piece::Arg { source: Some(n), part } => {
-            let index = if *n > 0 { usize::try_from(*n - 1).ok() } else { args.len().checked_sub(n.unsigned_abs() as usize) };
+        Piece::Arg {
+            source: Some(n),
+            part,
+        } => {
+            let index = if *n > 0 {
+                usize::try_from(*n - 1).ok()
+            } else {
+                args.len().checked_sub(n.unsigned_abs() as usize)
+            };
             // Sources are checked against the template before any job runs; an index out of range
             // can only come from a short line of a linked source and renders as empty.
-            let value = index.and_then(|i| args.get(i)).map(|a| transform(a, *part)).unwrap_or_default();
+            let value = index
+                .and_then(|i| args.get(i))
+                .map(|a| transform(a, *part))
+                .unwrap_or_default();
             emit(&value, out);
         }
     }
@@ -207,7 +229,11 @@ fn parse_replacement(inner: &[u8]) -> Option<Piece> {
         b"%" => return Some(Piece::Slot),
         _ => {}
     }
-    let digits = inner.iter().enumerate().take_while(|&(i, &b)| b.is_ascii_digit() || (i == 0 && b == b'-')).count();
+    let digits = inner
+        .iter()
+        .enumerate()
+        .take_while(|&(i, &b)| b.is_ascii_digit() || (i == 0 && b == b'-'))
+        .count();
     let (number, rest) = inner.split_at(digits);
     let source = if number.is_empty() {
         None
@@ -315,7 +341,12 @@ mod tests {
     fn shell(cmd: &[&str], args: &[&str]) -> String {
         let words: Vec<Vec<u8>> = cmd.iter().map(|w| w.as_bytes().to_vec()).collect();
         let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
-        String::from_utf8(Template::parse(&words, Mode::Shell).compose(&args, 7, 2).display()).unwrap()
+        String::from_utf8(
+            Template::parse(&words, Mode::Shell)
+                .compose(&args, 7, 2)
+                .display(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -332,9 +363,18 @@ mod tests {
     #[test]
     fn replacement_strings_follow_gnu_parallel() {
         let cmd = ["echo", "{}", "{.}", "{/}", "{//}", "{/.}", "{#}", "{%}"];
-        assert_eq!(shell(&cmd, &["dir.d/a.b.c"]), "echo dir.d/a.b.c dir.d/a.b a.b.c dir.d a.b 7 2");
-        assert_eq!(shell(&cmd, &["noext"]), "echo noext noext noext . noext 7 2");
-        assert_eq!(shell(&cmd, &[".hidden"]), "echo .hidden '' .hidden . '' 7 2");
+        assert_eq!(
+            shell(&cmd, &["dir.d/a.b.c"]),
+            "echo dir.d/a.b.c dir.d/a.b a.b.c dir.d a.b 7 2"
+        );
+        assert_eq!(
+            shell(&cmd, &["noext"]),
+            "echo noext noext noext . noext 7 2"
+        );
+        assert_eq!(
+            shell(&cmd, &[".hidden"]),
+            "echo .hidden '' .hidden . '' 7 2"
+        );
         assert_eq!(shell(&cmd, &["/abs"]), "echo /abs /abs abs / abs 7 2");
         assert_eq!(shell(&cmd, &["tr/"]), "echo tr/ tr/ '' . '' 7 2");
         assert_eq!(shell(&["echo", "{//}"], &["a/b/"]), "echo a");
@@ -343,7 +383,10 @@ mod tests {
 
     #[test]
     fn positional_and_appended_arguments() {
-        assert_eq!(shell(&["echo", "{2}-{1}", "{-1}"], &["a", "b c"]), "echo 'b c'-a 'b c'");
+        assert_eq!(
+            shell(&["echo", "{2}-{1}", "{-1}"], &["a", "b c"]),
+            "echo 'b c'-a 'b c'"
+        );
         assert_eq!(shell(&["echo", "{2.}"], &["a", "x.y"]), "echo x");
         assert_eq!(shell(&["echo"], &["a", "b c"]), "echo a 'b c'");
         assert_eq!(shell(&["echo", "{#}"], &["a"]), "echo 7 a");
@@ -355,8 +398,14 @@ mod tests {
     fn quote_mode_quotes_whole_words() {
         let words = vec![b"echo".to_vec(), b"{} x".to_vec()];
         let t = Template::parse(&words, Mode::Quote);
-        assert_eq!(t.compose(&[b"a b".to_vec()], 1, 1).display(), b"echo 'a b x'");
+        assert_eq!(
+            t.compose(&[b"a b".to_vec()], 1, 1).display(),
+            b"echo 'a b x'"
+        );
         let t = Template::parse(&words, Mode::NoShell);
-        assert_eq!(t.compose(&[b"a b".to_vec()], 1, 1), Composed::Argv(vec![b"echo".to_vec(), b"a b x".to_vec()]));
+        assert_eq!(
+            t.compose(&[b"a b".to_vec()], 1, 1),
+            Composed::Argv(vec![b"echo".to_vec(), b"a b x".to_vec()])
+        );
     }
 }

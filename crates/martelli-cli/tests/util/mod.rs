@@ -12,7 +12,12 @@ pub fn martelli() -> Command {
 
 /// Runs `martelli run ARGS…` with an empty stdin.
 pub fn run(args: &[&str]) -> Output {
-    martelli().arg("run").args(args).stdin(Stdio::null()).output().expect("the martelli binary runs")
+    martelli()
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the martelli binary runs")
 }
 
 /// Runs `martelli run ARGS…` with `input` on stdin.
@@ -25,7 +30,12 @@ pub fn run_stdin(args: &[&str], input: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the martelli binary runs");
-    child.stdin.take().expect("piped stdin").write_all(input).expect("stdin accepts the input");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .expect("stdin accepts the input");
     child.wait_with_output().expect("martelli finishes")
 }
 
@@ -44,7 +54,13 @@ pub fn lines(o: &Output) -> Vec<String> {
 /// Asserts the exit code, showing stderr when it differs.
 #[track_caller]
 pub fn assert_code(o: &Output, code: i32) {
-    assert_eq!(o.status.code(), Some(code), "stderr: {}\nstdout: {}", stderr(o), stdout(o));
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stderr: {}\nstdout: {}",
+        stderr(o),
+        stdout(o)
+    );
 }
 
 /// A process as `/proc` shows it.
@@ -60,39 +76,65 @@ pub struct Proc {
 /// never reaps them).
 pub fn live_processes() -> Vec<Proc> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // Fields after the command name, which is in parentheses and may hold spaces.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split(' ').collect();
-        let (Some(state), Some(pgrp)) = (fields.first().and_then(|s| s.chars().next()), fields.get(2)) else { continue };
+        let (Some(state), Some(pgrp)) =
+            (fields.first().and_then(|s| s.chars().next()), fields.get(2))
+        else {
+            continue;
+        };
         let Ok(pgrp) = pgrp.parse() else { continue };
         if state == 'Z' || state == 'X' {
             continue;
         }
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        out.push(Proc { pid, pgrp, state, cmdline });
+        out.push(Proc {
+            pid,
+            pgrp,
+            state,
+            cmdline,
+        });
     }
     out
 }
 
 /// Live processes whose command line contains `marker`.
 pub fn live_with(marker: &str) -> Vec<Proc> {
-    live_processes().into_iter().filter(|p| p.cmdline.contains(marker)).collect()
+    live_processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(marker))
+        .collect()
 }
 
 /// Live `sleep` processes whose duration is `marker`.
 pub fn live_sleeps(marker: &str) -> Vec<Proc> {
     let wanted = format!("sleep {marker}");
-    live_processes().into_iter().filter(|p| p.cmdline.trim_end() == wanted).collect()
+    live_processes()
+        .into_iter()
+        .filter(|p| p.cmdline.trim_end() == wanted)
+        .collect()
 }
 
 /// Live processes in process group `pgrp`.
 pub fn live_in_group(pgrp: u32) -> Vec<Proc> {
-    live_processes().into_iter().filter(|p| p.pgrp == pgrp).collect()
+    live_processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgrp)
+        .collect()
 }
 
 /// Polls `check` until it holds or `secs` pass: for the kernel's asynchronous clean-up after a

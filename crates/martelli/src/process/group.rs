@@ -14,7 +14,12 @@ fn pid(pgid: u32) -> io::Result<Pid> {
     i32::try_from(pgid)
         .ok()
         .and_then(Pid::from_raw)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{pgid} is not a process group id")))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{pgid} is not a process group id"),
+            )
+        })
 }
 
 /// Sends `signal` to every process in group `pgid`.

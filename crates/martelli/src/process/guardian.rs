@@ -59,8 +59,12 @@ impl Guardian {
             }
             pid => {
                 drop(read);
-                let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::other("fork returned an invalid pid"))?;
-                Ok(Guardian { pipe: Some(write), pid })
+                let pid = Pid::from_raw(pid)
+                    .ok_or_else(|| io::Error::other("fork returned an invalid pid"))?;
+                Ok(Guardian {
+                    pipe: Some(write),
+                    pid,
+                })
             }
         }
     }
@@ -76,7 +80,9 @@ impl Guardian {
     }
 
     fn send(&self, op: u32, pgid: u32) -> io::Result<()> {
-        let Some(pipe) = &self.pipe else { return Ok(()) };
+        let Some(pipe) = &self.pipe else {
+            return Ok(());
+        };
         let mut record = [0u8; 8];
         record[..4].copy_from_slice(&op.to_ne_bytes());
         record[4..].copy_from_slice(&pgid.to_ne_bytes());
@@ -144,7 +150,10 @@ fn guard(pipe: &OwnedFd, table: &mut Vec<u32>, grace: Duration) -> ! {
                 }
             }
             if signal == Signal::TERM {
-                let ts = rustix::time::Timespec { tv_sec: grace.as_secs() as i64, tv_nsec: i64::from(grace.subsec_nanos()) };
+                let ts = rustix::time::Timespec {
+                    tv_sec: grace.as_secs() as i64,
+                    tv_nsec: i64::from(grace.subsec_nanos()),
+                };
                 let _ = rustix::thread::nanosleep(&ts);
             }
         }

@@ -59,6 +59,6 @@ mod group;
 mod guardian;
 
 pub use child::{Child, Finished, Spawn, Stream, Supervision, become_subreaper};
-pub use guardian::Guardian;
 pub use group::{group_alive, kill_tree, signal_group};
+pub use guardian::Guardian;
 pub use rustix::process::{Resource, Signal};
