@@ -277,9 +277,9 @@ fn no_job_outlives_a_runner_killed_with_sigkill() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     read_until(&mut out, "started");
     read_until(&mut out, "started");
-    assert_eq!(
-        live_sleeps(&m).len(),
-        2,
+    // `started` comes just before the shell forks the pipeline: wait for both sleeps to exist.
+    assert!(
+        eventually(5.0, || live_sleeps(&m).len() == 2),
         "both jobs run: {:?}",
         live_sleeps(&m)
     );

@@ -331,7 +331,7 @@ mod tests {
             }
         );
         assert_eq!(parse_halt("never").unwrap(), None);
-        assert_eq!(parse_halt("2").unwrap().unwrap().now, true);
+        assert!(parse_halt("2").unwrap().unwrap().now);
         for bad in [
             "now",
             "now,fail",

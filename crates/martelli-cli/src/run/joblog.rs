@@ -1,8 +1,8 @@
 //! The joblog, in GNU parallel's tab-separated format, and `--resume` from it.
 //!
 //! ```text
-//! Seq	Host	Starttime	JobRuntime	Send	Receive	Exitval	Signal	Command
-//! 1	:	1795657432.926	     0.003	0	2	0	0	echo a
+//! Seq<TAB>Host<TAB>Starttime<TAB>JobRuntime<TAB>Send<TAB>Receive<TAB>Exitval<TAB>Signal<TAB>Command
+//! 1<TAB>:<TAB>1795657432.926<TAB>     0.003<TAB>0<TAB>2<TAB>0<TAB>0<TAB>echo a
 //! ```
 //!
 //! Host is `:` (this machine); Send is 0; Receive is the number of bytes the job wrote to stdout;

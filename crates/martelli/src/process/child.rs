@@ -159,7 +159,7 @@ impl Spawn {
                     rustix::process::nice(increment)?;
                 }
                 for (resource, limit) in &rlimits {
-                    setrlimit(*resource, limit.clone())?;
+                    setrlimit(*resource, *limit)?;
                 }
                 Ok(())
             };

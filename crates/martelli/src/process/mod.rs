@@ -8,6 +8,8 @@
 //! use std::time::Duration;
 //! use martelli::process::{Spawn, Stream, Supervision};
 //!
+//! // Orphans our children leave become ours, so they are reaped, never left as zombies.
+//! martelli::process::become_subreaper()?;
 //! let mut child = Spawn::shell("echo hello; echo oops >&2").capture_output(true).spawn()?;
 //! let mut out = Vec::new();
 //! let done = child.communicate(&Supervision::default(), |stream, bytes| {
