@@ -496,3 +496,39 @@ fn delay_spaces_job_starts() {
         assert!(pair[1] - pair[0] >= 0.29, "starts {starts:?}");
     }
 }
+
+#[test]
+fn progress_goes_to_stderr_only_and_only_when_asked() {
+    let o = run(&["-k", "--bar", "echo", ":::", "a", "b", "c"]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["a", "b", "c"], "stdout holds job output only");
+    assert!(
+        stderr(&o).contains("3/3"),
+        "the bar reached 3 of 3: {:?}",
+        stderr(&o)
+    );
+    let o = run(&["-k", "--progress", "echo", ":::", "a", "b"]);
+    assert!(stderr(&o).contains("done 2, failed 0"), "{:?}", stderr(&o));
+    let o = run(&["-k", "echo", ":::", "a"]);
+    assert!(o.stderr.is_empty());
+}
+
+#[test]
+fn line_buffer_with_results_still_stores_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("out");
+    let o = run(&[
+        "--line-buffer",
+        "--results",
+        res.to_str().unwrap(),
+        "echo",
+        ":::",
+        "a",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["a"]);
+    assert_eq!(
+        fs::read_to_string(res.join("1").join("a").join("stdout")).unwrap(),
+        "a\n"
+    );
+}

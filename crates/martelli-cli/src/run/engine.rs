@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -148,6 +148,8 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         let guardian = Arc::clone(&guardian);
         let spawned = thread::Builder::new()
             .name(format!("slot-{slot}"))
+            // A slot needs little stack (its read buffer is 32 KiB); `-j 0` may start many.
+            .stack_size(256 * 1024)
             .spawn(move || run_slot(&shared, &guardian, slot, &tx));
         match spawned {
             Ok(handle) => slots.push(handle),
@@ -282,6 +284,8 @@ fn run_job(
     let composed = config.template.compose(&args, seq, slot);
     let command = composed.display();
     let capture = config.output != OutputMode::Ungroup;
+    // Output printed line by line as it comes is kept too only when `--results` stores it.
+    let keep_output = config.output != OutputMode::LineBuffer || config.results.is_some();
     let supervision = Supervision::default()
         .timeout(config.timeout)
         .grace(config.grace);
@@ -365,10 +369,15 @@ fn run_job(
                     if i == 0 {
                         outcome.stdout_bytes += bytes.len() as u64;
                     }
-                    match &mut lines {
-                        Some(sink) => sink.push(i, bytes),
-                        None if i == 0 => outcome.stdout.extend_from_slice(bytes),
-                        None => outcome.stderr.extend_from_slice(bytes),
+                    if let Some(sink) = &mut lines {
+                        sink.push(i, bytes);
+                    }
+                    if keep_output {
+                        if i == 0 {
+                            outcome.stdout.extend_from_slice(bytes);
+                        } else {
+                            outcome.stderr.extend_from_slice(bytes);
+                        }
                     }
                 });
                 if let Some(sink) = &mut lines {
@@ -387,7 +396,7 @@ fn run_job(
                         outcome.spawn_error = Some(format!("lost track of the job: {e}"));
                     }
                 }
-                let _ = guardian.forget(child.pgid());
+                guardian.forget(child.pgid());
                 lock(&shared.live).remove(&child.pgid());
             }
         }
@@ -477,12 +486,9 @@ fn collect(
                 own_error.get_or_insert(e);
             }
         }
+        // Grouped and JSON output carry the reason with the job; other modes print it here.
         if let Some(reason) = &outcome.spawn_error {
-            if config.output != OutputMode::Json
-                && !outcome.stderr.is_empty()
-                && outcome.stdout_bytes == 0
-                && print == Print::Nothing
-            {
+            if print == Print::Nothing {
                 around_stderr(&mut || {
                     let _ = writeln!(io::stderr().lock(), "martelli run: {reason}");
                 });
@@ -532,7 +538,8 @@ fn collect(
         }
     }
     if let Some(bar) = bar {
-        bar.finish_and_clear();
+        // The final state stays on screen, as GNU parallel leaves its bar at 100%.
+        bar.finish();
     }
     if let Some(e) = own_error {
         let _ = writeln!(io::stderr().lock(), "martelli run: error: {e}");
@@ -601,7 +608,14 @@ fn progress_bar(config: &Config, total: Option<u64>) -> Option<ProgressBar> {
     template.push_str("{elapsed}");
     let style =
         ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
-    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr()).with_style(style);
+    // Asked for, progress is drawn even when stderr is not a terminal (indicatif's own stderr target
+    // would hide it then); it never goes to stdout.
+    let target = if io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), 4)
+    };
+    let bar = ProgressBar::with_draw_target(total, target).with_style(style);
     bar.enable_steady_tick(Duration::from_millis(250));
     Some(bar)
 }
