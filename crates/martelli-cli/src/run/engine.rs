@@ -15,8 +15,7 @@ use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -78,17 +77,13 @@ struct Shared {
     live: Mutex<HashSet<u32>>,
     /// When the next job may start (`--delay`).
     next_start: Mutex<Instant>,
-    started: AtomicU64,
     /// The signal that interrupted the run, 0 if none.
     interrupted: AtomicI32,
     /// Finished jobs, counted by the slots before they take another job, so that `--halt` stops
     /// the very next start.
     tally: Mutex<Tally>,
-}
-
-enum Message {
-    Done(Box<Outcome>),
-    Failed(RunError),
+    /// Output, joblog and progress, reported to by the slots.
+    reporter: Mutex<Reporter>,
 }
 
 /// Runs the jobs; returns the exit status.
@@ -126,13 +121,12 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         killing: AtomicBool::new(false),
         live: Mutex::new(HashSet::new()),
         next_start: Mutex::new(Instant::now()),
-        started: AtomicU64::new(0),
         interrupted: AtomicI32::new(0),
         tally: Mutex::new(Tally::default()),
+        reporter: Mutex::new(Reporter::new(&config, joblog, total)),
         config,
     });
     watch_signals(&shared)?;
-    let (tx, rx) = mpsc::channel();
     // No more slots than jobs, when their number is known.
     let slot_count = total.map_or(shared.config.jobs, |t| {
         shared
@@ -144,13 +138,12 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     let mut slots = Vec::with_capacity(slot_count);
     for slot in 1..=slot_count {
         let shared = Arc::clone(&shared);
-        let tx = tx.clone();
         let guardian = Arc::clone(&guardian);
         let spawned = thread::Builder::new()
             .name(format!("slot-{slot}"))
             // A slot needs little stack (its read buffer is 32 KiB); `-j 0` may start many.
             .stack_size(256 * 1024)
-            .spawn(move || run_slot(&shared, &guardian, slot, &tx));
+            .spawn(move || run_slot(&shared, &guardian, slot));
         match spawned {
             Ok(handle) => slots.push(handle),
             // Fewer slots than asked is still a run; none at all is an error.
@@ -163,13 +156,12 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
             Err(_) => break,
         }
     }
-    drop(tx);
-    let code = collect(&shared, rx, joblog, total);
     for handle in slots {
         let _ = handle.join();
     }
     drop(guardian);
-    code
+    let code = lock(&shared.reporter).finish(&shared);
+    Ok(code)
 }
 
 fn dry_run(config: &Config, feed: &mut Feed) -> Result<u8, RunError> {
@@ -235,7 +227,7 @@ fn kill_all(shared: &Shared) {
     }
 }
 
-fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize, tx: &mpsc::Sender<Message>) {
+fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize) {
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return;
@@ -245,8 +237,7 @@ fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize, tx: &mpsc::Sender
             None => return,
             Some(Ok(job)) => job,
             Some(Err(e)) => {
-                shared.stop.store(true, Ordering::SeqCst);
-                let _ = tx.send(Message::Failed(e));
+                lock(&shared.reporter).fail(shared, e);
                 return;
             }
         };
@@ -259,15 +250,14 @@ fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize, tx: &mpsc::Sender
             };
             thread::sleep(wait_until.saturating_duration_since(Instant::now()));
         }
-        shared.started.fetch_add(1, Ordering::Relaxed);
         let mut outcome = run_job(shared, guardian, slot, order, seq, args);
         // A job that ends while `--halt now` kills the others was killed: its output is not shown.
         outcome.suppressed = shared.killing.load(Ordering::SeqCst);
-        if count(shared, &outcome) {
+        let halt_now = count(shared, &outcome);
+        let stdout_closed = lock(&shared.reporter).report(shared, outcome);
+        // Killing waits up to the grace period: not under the reporter's lock.
+        if halt_now || stdout_closed {
             kill_all(shared);
-        }
-        if tx.send(Message::Done(Box::new(outcome))).is_err() {
-            return;
         }
     }
 }
@@ -449,54 +439,70 @@ fn count(shared: &Shared, outcome: &Outcome) -> bool {
     halt.now
 }
 
-/// Receives outcomes until every slot is done; prints, logs, halts. Returns the exit status.
-fn collect(
-    shared: &Shared,
-    rx: mpsc::Receiver<Message>,
-    mut joblog: Option<Joblog>,
-    total: Option<u64>,
-) -> Result<u8, RunError> {
-    let config = &shared.config;
-    let print = match config.output {
-        OutputMode::Group => Print::Grouped { tag: config.tag },
-        OutputMode::Json => Print::Json,
-        OutputMode::LineBuffer | OutputMode::Ungroup => Print::Nothing,
-    };
-    let mut printer = Printer::new(print, config.keep_order, config.results.clone());
-    let bar = progress_bar(config, total);
-    let around_stderr = |f: &mut dyn FnMut()| match &bar {
-        Some(bar) => bar.suspend(f),
-        None => f(),
-    };
-    let mut own_error: Option<RunError> = None;
-    let mut stdout_closed = false;
-    for message in rx {
-        let outcome = match message {
-            Message::Done(outcome) => *outcome,
-            Message::Failed(e) => {
-                own_error.get_or_insert(e);
-                continue;
-            }
+/// Prints, logs and shows progress for finished jobs. Slots report to it under a lock, so no
+/// thread hand-off (and no wake-up of another thread) is paid per job.
+struct Reporter {
+    print: Print,
+    printer: Printer,
+    joblog: Option<Joblog>,
+    bar: Option<ProgressBar>,
+    own_error: Option<RunError>,
+    stdout_closed: bool,
+}
+
+impl Reporter {
+    fn new(config: &Config, joblog: Option<Joblog>, total: Option<u64>) -> Self {
+        let print = match config.output {
+            OutputMode::Group => Print::Grouped { tag: config.tag },
+            OutputMode::Json => Print::Json,
+            OutputMode::LineBuffer | OutputMode::Ungroup => Print::Nothing,
         };
+        Reporter {
+            print,
+            printer: Printer::new(print, config.keep_order, config.results.clone()),
+            joblog,
+            bar: progress_bar(config, total),
+            own_error: None,
+            stdout_closed: false,
+        }
+    }
+
+    /// Runs `f`, which writes to stderr, with the progress bar out of the way.
+    fn around_stderr(bar: &Option<ProgressBar>, f: &mut dyn FnMut()) {
+        match bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// An error of the runner itself: the first one is reported, and no new job starts.
+    fn fail(&mut self, shared: &Shared, error: RunError) {
+        shared.stop.store(true, Ordering::SeqCst);
+        self.own_error.get_or_insert(error);
+    }
+
+    /// Reports one finished job. Returns whether the running jobs must be killed (stdout closed).
+    fn report(&mut self, shared: &Shared, outcome: Outcome) -> bool {
+        let config = &shared.config;
         // Jobs killed by `--halt now` are logged but their output is not shown.
-        let quiet = outcome.suppressed || stdout_closed;
-        if let Some(log) = &mut joblog {
+        let quiet = outcome.suppressed || self.stdout_closed;
+        if let Some(log) = &mut self.joblog {
             if let Err(e) = log.record(&outcome) {
-                shared.stop.store(true, Ordering::SeqCst);
-                own_error.get_or_insert(e);
+                self.fail(shared, e);
             }
         }
+        let bar = &self.bar;
         // Grouped and JSON output carry the reason with the job; other modes print it here.
         if let Some(reason) = &outcome.spawn_error {
-            if print == Print::Nothing {
-                around_stderr(&mut || {
+            if self.print == Print::Nothing {
+                Self::around_stderr(bar, &mut || {
                     let _ = writeln!(io::stderr().lock(), "martelli run: {reason}");
                 });
             }
         }
         if outcome.timed_out && !quiet {
             let command = String::from_utf8_lossy(&outcome.command).into_owned();
-            around_stderr(&mut || {
+            Self::around_stderr(bar, &mut || {
                 let _ = writeln!(
                     io::stderr().lock(),
                     "martelli run: job {} timed out and was killed: {command}",
@@ -504,59 +510,68 @@ fn collect(
                 );
             });
         }
-        match printer.push(outcome, quiet, &around_stderr) {
+        let mut kill = false;
+        match self
+            .printer
+            .push(outcome, quiet, &|f| Self::around_stderr(bar, f))
+        {
             Ok(()) => {}
             Err(PrintError::Stdout(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
                 // Nobody reads our output any more: stop, as `head` expects, and succeed.
-                stdout_closed = true;
+                self.stdout_closed = true;
                 shared.stop.store(true, Ordering::SeqCst);
                 shared.killing.store(true, Ordering::SeqCst);
-                kill_all(shared);
+                kill = true;
             }
             Err(PrintError::Stdout(e)) => {
-                shared.stop.store(true, Ordering::SeqCst);
-                own_error.get_or_insert(RunError::System {
+                self.fail(
+                    shared,
+                    RunError::System {
+                        what: "cannot write to stdout",
+                        source: e,
+                    },
+                );
+            }
+            Err(PrintError::Run(e)) => self.fail(shared, e),
+        }
+        if let Some(bar) = &self.bar {
+            update_bar(bar, config, shared);
+        }
+        kill
+    }
+
+    /// After the last job: prints what `-k` still holds, and decides the exit status.
+    fn finish(&mut self, shared: &Shared) -> u8 {
+        let bar = &self.bar;
+        if let Err(PrintError::Stdout(e)) = self.printer.flush(&|f| Self::around_stderr(bar, f)) {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                self.own_error.get_or_insert(RunError::System {
                     what: "cannot write to stdout",
                     source: e,
                 });
             }
-            Err(PrintError::Run(e)) => {
-                shared.stop.store(true, Ordering::SeqCst);
-                own_error.get_or_insert(e);
-            }
         }
-        if let Some(bar) = &bar {
-            update_bar(bar, config, shared);
+        if let Some(bar) = &self.bar {
+            // The final state stays on screen, as GNU parallel leaves its bar at 100%.
+            bar.finish();
         }
-    }
-    if let Err(PrintError::Stdout(e)) = printer.flush(&around_stderr) {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            own_error.get_or_insert(RunError::System {
-                what: "cannot write to stdout",
-                source: e,
-            });
+        if let Some(e) = &self.own_error {
+            let _ = writeln!(io::stderr().lock(), "martelli run: error: {e}");
+            return EXIT_OWN_ERROR;
         }
+        let signal = shared.interrupted.load(Ordering::SeqCst);
+        if signal != 0 {
+            return u8::try_from(128 + signal).unwrap_or(EXIT_OWN_ERROR);
+        }
+        if self.stdout_closed {
+            return 0;
+        }
+        let tally = lock(&shared.tally);
+        if let Some(status) = tally.halt_status {
+            return status;
+        }
+        u8::try_from(tally.failed.min(MAX_FAILED_EXIT)).unwrap_or(EXIT_OWN_ERROR)
     }
-    if let Some(bar) = bar {
-        // The final state stays on screen, as GNU parallel leaves its bar at 100%.
-        bar.finish();
-    }
-    if let Some(e) = own_error {
-        let _ = writeln!(io::stderr().lock(), "martelli run: error: {e}");
-        return Ok(EXIT_OWN_ERROR);
-    }
-    let signal = shared.interrupted.load(Ordering::SeqCst);
-    if signal != 0 {
-        return Ok(u8::try_from(128 + signal).unwrap_or(EXIT_OWN_ERROR));
-    }
-    if stdout_closed {
-        return Ok(0);
-    }
-    let tally = lock(&shared.tally);
-    if let Some(status) = tally.halt_status {
-        return Ok(status);
-    }
-    Ok(u8::try_from(tally.failed.min(MAX_FAILED_EXIT)).unwrap_or(EXIT_OWN_ERROR))
 }
 
 /// Whether `--halt` triggers after `outcome`.
