@@ -320,20 +320,23 @@ fn run_job(
         if let Some(n) = config.nice {
             spawn = spawn.nice(n);
         }
-        // Registration and spawn under one lock: a second Ctrl-C sees every group that exists.
-        let spawned = {
-            let mut live = lock(&shared.live);
-            if shared.killing.load(Ordering::SeqCst) {
-                None
-            } else {
-                let child = spawn.spawn();
-                if let Ok(c) = &child {
-                    live.insert(c.pgid());
-                    // Best effort: without the guardian the parent-death signal still applies.
-                    let _ = guardian.watch(c.pgid());
+        // The spawn runs without a lock (it takes a while: it returns once the child has exec'd),
+        // so slots start jobs side by side. A job registered after `kill_all` looked at the live
+        // groups sees `killing` and stops itself; if this process exits first, the guardian,
+        // which watches it from the start, kills it.
+        let spawned = if shared.killing.load(Ordering::SeqCst) {
+            None
+        } else {
+            let child = spawn.spawn();
+            if let Ok(c) = &child {
+                // Best effort: the guardian only fails to watch beyond its capacity (`-j`).
+                let _ = guardian.watch(c.pgid());
+                lock(&shared.live).insert(c.pgid());
+                if shared.killing.load(Ordering::SeqCst) {
+                    let _ = c.signal_group(Signal::TERM);
                 }
-                Some(child)
             }
+            Some(child)
         };
         match spawned {
             None => {
