@@ -532,3 +532,33 @@ fn line_buffer_with_results_still_stores_the_output() {
         "a\n"
     );
 }
+
+#[test]
+fn plain_commands_behave_as_under_the_shell() {
+    // Plain commands are run without a shell; what only a shell does must still work.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("noshebang");
+    fs::write(&script, "echo script ran with $1\n").unwrap();
+    let mut perms = fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    fs::set_permissions(&script, perms).unwrap();
+    let o = run(&[script.to_str().unwrap(), ":::", "x"]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["script ran with x"]);
+    // A missing program: the shell's message and status 127 in the joblog.
+    let log = dir.path().join("log");
+    let o = run(&[
+        "--joblog",
+        log.to_str().unwrap(),
+        "no-such-program-martelli",
+        ":::",
+        "x",
+    ]);
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().nth(1).unwrap().split('\t').nth(6), Some("127"));
+    // Builtins keep the shell's meaning (dash's echo interprets backslashes, /bin/echo does not).
+    let o = run(&["echo", "'a\\tb'", ":::", "x"]);
+    assert_eq!(stdout(&o), "a\tb x\n");
+}

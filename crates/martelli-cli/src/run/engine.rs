@@ -27,7 +27,7 @@ use super::config::{Config, HaltOn, OutputMode, Threshold};
 use super::input::{self, Args, Inputs};
 use super::joblog::Joblog;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
-use super::template::Composed;
+use super::template::{Composed, simple_command};
 use super::{EXIT_OWN_ERROR, RunError};
 
 /// Jobs at most one failure count can report (GNU parallel's cap).
@@ -273,6 +273,11 @@ fn run_job(
     let config = &shared.config;
     let composed = config.template.compose(&args, seq, slot);
     let command = composed.display();
+    // A shell line that is one plain command is run without the shell (see `simple_command`).
+    let direct = match &composed {
+        Composed::Shell(line) => simple_command(line),
+        Composed::Argv(_) => None,
+    };
     let capture = config.output != OutputMode::Ungroup;
     // Output printed line by line as it comes is kept too only when `--results` stores it.
     let keep_output = config.output != OutputMode::LineBuffer || config.results.is_some();
@@ -307,19 +312,22 @@ fn run_job(
             stdout_bytes: 0,
             suppressed: false,
         };
-        let mut spawn = match &composed {
-            Composed::Shell(line) => Spawn::shell(OsString::from_vec(line.clone())),
-            Composed::Argv(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
-                .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
-        }
-        .capture_output(capture)
-        // The guardian kills the job's whole group if this process dies, which also covers the
-        // direct child; without a parent-death signal the spawn can use posix_spawn, not fork.
-        .parent_death_signal(None);
-        spawn.command_mut().stdin(Stdio::null());
-        if let Some(n) = config.nice {
-            spawn = spawn.nice(n);
-        }
+        let build = |argv: Option<&[Vec<u8>]>| {
+            let mut spawn = match argv {
+                Some(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
+                    .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
+                None => Spawn::shell(OsString::from_vec(command.clone())),
+            }
+            .capture_output(capture)
+            // The guardian kills the job's whole group if this process dies, which also covers
+            // the direct child; without a parent-death signal the spawn can use posix_spawn.
+            .parent_death_signal(None);
+            spawn.command_mut().stdin(Stdio::null());
+            if let Some(n) = config.nice {
+                spawn = spawn.nice(n);
+            }
+            spawn.spawn()
+        };
         // The spawn runs without a lock (it takes a while: it returns once the child has exec'd),
         // so slots start jobs side by side. A job registered after `kill_all` looked at the live
         // groups sees `killing` and stops itself; if this process exits first, the guardian,
@@ -327,7 +335,13 @@ fn run_job(
         let spawned = if shared.killing.load(Ordering::SeqCst) {
             None
         } else {
-            let child = spawn.spawn();
+            let child = match (&composed, &direct) {
+                (Composed::Argv(argv), _) => build(Some(argv)),
+                // A simple command runs without the shell; if it cannot start, the shell runs it
+                // (for its exact errors, and for scripts without `#!`, which only a shell runs).
+                (Composed::Shell(_), Some(argv)) => build(Some(argv)).or_else(|_| build(None)),
+                (Composed::Shell(_), None) => build(None),
+            };
             if let Ok(c) = &child {
                 // Best effort: the guardian only fails to watch beyond its capacity (`-j`).
                 let _ = guardian.watch(c.pgid());
