@@ -1,14 +1,21 @@
-//! The engine: a fixed number of slots, each a thread that starts one job at a time as a
-//! supervised process group, reads its output with `poll`, and reaps it; the main thread prints,
-//! logs, counts and decides when to halt.
+//! The engine: a fixed number of slots, each a thread that takes the next job, starts it as a
+//! supervised process group, reads its output with `poll`, reaps it, and reports it (output,
+//! joblog, progress) under a lock. No thread hand-off is paid per job; the main thread only starts
+//! the slots and waits for them.
 //!
-//! A job's process is spawned, watched and reaped by the same slot thread, which lives until the
-//! run ends, so the parent-death signal each job asks for stays armed while the job runs (Linux
-//! sends it when the spawning *thread* exits).
+//! Every job is watched by the [`Guardian`] from its spawn to its reaping, so that it dies with
+//! `martelli run` even when `martelli run` is killed with SIGKILL; with the guardian in place the
+//! jobs do not ask for a parent-death signal, which lets them be spawned with `posix_spawn` rather
+//! than `fork`.
 //!
 //! Signals: the first SIGINT or SIGTERM stops starting jobs and lets the running ones finish; the
 //! second kills every running job's process group (SIGTERM, then SIGKILL after the grace) and
 //! exits with 128 + the signal.
+//!
+//! A job's group is registered (in `live` and with the guardian) from its spawn until just after
+//! its leader is reaped. Signalling a registered group therefore cannot reach an unrelated process,
+//! except in the microseconds between the reaping and the deregistration, and only if the group was
+//! empty and its id reused within them.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -135,8 +142,9 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
             .min(usize::try_from(t).unwrap_or(usize::MAX))
             .max(1)
     });
-    let mut slots = Vec::with_capacity(slot_count);
-    for slot in 1..=slot_count {
+    // Slot 1 runs on this thread: one job at a time costs no thread at all.
+    let mut slots = Vec::with_capacity(slot_count - 1);
+    for slot in 2..=slot_count {
         let shared = Arc::clone(&shared);
         let guardian = Arc::clone(&guardian);
         let spawned = thread::Builder::new()
@@ -146,16 +154,11 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
             .spawn(move || run_slot(&shared, &guardian, slot));
         match spawned {
             Ok(handle) => slots.push(handle),
-            // Fewer slots than asked is still a run; none at all is an error.
-            Err(e) if slots.is_empty() => {
-                return Err(RunError::System {
-                    what: "cannot start a job slot thread",
-                    source: e,
-                });
-            }
+            // Fewer slots than asked is still a run.
             Err(_) => break,
         }
     }
+    run_slot(&shared, &guardian, 1);
     for handle in slots {
         let _ = handle.join();
     }
@@ -221,7 +224,7 @@ fn kill_all(shared: &Shared) {
     while Instant::now() < deadline && !lock(&shared.live).is_empty() {
         thread::sleep(Duration::from_millis(5));
     }
-    // Only groups still registered: their leaders are unreaped, so the ids cannot be reused.
+    // Only groups still registered, whose leaders are (all but) unreaped: see the module docs.
     for pgid in lock(&shared.live).iter().copied() {
         let _ = process::signal_group(pgid, Signal::KILL);
     }
