@@ -30,7 +30,17 @@ use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 use rustix::process::{Pid, Signal, WaitOptions, kill_process_group, waitpid};
 
-/// Kills the process groups it watches when this process dies. See the [module docs](self).
+/// Kills the process groups it watches when this process dies, even by `SIGKILL`.
+///
+/// The parent-death signal reaches only a supervisor's direct children; a shell's own children
+/// (`sh -c 'a | b'`) would outlive a supervisor killed with `SIGKILL`. A guardian closes that gap.
+/// It is a forked copy of the supervisor, in a session of its own (a terminal's Ctrl-C does not
+/// reach it), blocked reading a pipe nobody writes to. The groups to protect are kept in a table in
+/// memory both processes share, so [`watch`](Guardian::watch) and [`forget`](Guardian::forget) cost
+/// no system call and never wake the guardian. When the supervisor dies in any way, the kernel
+/// closes its end of the pipe; the guardian then sends `SIGTERM` to every group still watched,
+/// waits the grace period, sends `SIGKILL`, and exits. Dropping the `Guardian` ends it the same way
+/// (with nothing left to kill, if every group was forgotten) and reaps it.
 ///
 /// ```
 /// use martelli::process::{Guardian, Spawn};
