@@ -562,3 +562,34 @@ fn plain_commands_behave_as_under_the_shell() {
     let o = run(&["echo", "'a\\tb'", ":::", "x"]);
     assert_eq!(stdout(&o), "a\tb x\n");
 }
+
+#[test]
+fn ungroup_and_job_counts() {
+    // -u: output is not captured, so it reaches our pipe straight from the job.
+    let o = run(&["-u", "-j1", "echo", ":::", "a", "b"]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["a", "b"]);
+    // -j 0 (as many as can run), -j N%, -j +N: all jobs run, once each.
+    for j in ["0", "50%", "+1", "-1"] {
+        let o = run(&["-k", "-j", j, "echo", ":::", "1", "2", "3", "4", "5"]);
+        assert_code(&o, 0);
+        assert_eq!(lines(&o), ["1", "2", "3", "4", "5"], "-j {j}");
+    }
+    // {%} never exceeds -j.
+    let o = run(&["-j3", "echo", "{%}", ":::", "a", "b", "c", "d", "e", "f"]);
+    assert!(
+        lines(&o)
+            .iter()
+            .all(|l| ["1", "2", "3"].contains(&l.as_str())),
+        "{:?}",
+        lines(&o)
+    );
+}
+
+#[test]
+fn eta_is_shown_when_asked() {
+    let o = run(&["--eta", "true", ":::", "a", "b"]);
+    assert_code(&o, 0);
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("ETA"), "{:?}", stderr(&o));
+}

@@ -34,7 +34,8 @@ pub(crate) struct RawOptions {
         short = 'j',
         long = "jobs",
         visible_alias = "max-procs",
-        value_name = "N"
+        value_name = "N",
+        allow_hyphen_values = true
     )]
     pub(crate) jobs: Option<String>,
 
