@@ -577,10 +577,13 @@ fn ungroup_and_job_counts() {
     }
     // {%} never exceeds -j.
     let o = run(&["-j3", "echo", "{%}", ":::", "a", "b", "c", "d", "e", "f"]);
+    let slots: Vec<String> = lines(&o)
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(slots.len(), 6);
     assert!(
-        lines(&o)
-            .iter()
-            .all(|l| ["1", "2", "3"].contains(&l.as_str())),
+        slots.iter().all(|s| ["1", "2", "3"].contains(&s.as_str())),
         "{:?}",
         lines(&o)
     );
