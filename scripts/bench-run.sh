@@ -13,9 +13,9 @@
 # Also: the start-up latency of one job (median of 21 runs), and whether `--timeout 1` on
 # `sh -c 'sleep 60 | cat'` leaves a process behind.
 #
-# Peers: GNU parallel is installed with apt-get when missing (needs root); rust-parallel is used
-# when `rust-parallel` is on PATH or in ~/.cargo/bin (install it with `cargo install rust-parallel`;
-# set INSTALL_RUST_PARALLEL=1 to have this script do it). A missing peer is reported, not faked.
+# Peers: GNU parallel is installed with apt-get when missing (needs root); rust-parallel is
+# installed with `cargo install rust-parallel` when missing (a few minutes of compiling; give up
+# after 15; INSTALL_RUST_PARALLEL=0 skips it). A peer that is missing is reported, never faked.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -28,8 +28,10 @@ if ! command -v parallel >/dev/null; then
         || echo "note: could not install GNU parallel; its rows are skipped" >&2
 fi
 PATH="$PATH:$HOME/.cargo/bin"
-if ! command -v rust-parallel >/dev/null && [ "${INSTALL_RUST_PARALLEL:-0}" = 1 ]; then
-    cargo install rust-parallel >/dev/null 2>&1 || echo "note: cargo install rust-parallel failed" >&2
+if ! command -v rust-parallel >/dev/null && [ "${INSTALL_RUST_PARALLEL:-1}" = 1 ]; then
+    echo "installing rust-parallel with cargo install (INSTALL_RUST_PARALLEL=0 skips it)" >&2
+    timeout 900 cargo install --quiet rust-parallel >/dev/null 2>&1 \
+        || echo "note: cargo install rust-parallel failed or took too long; its rows are skipped" >&2
 fi
 [ -x /usr/bin/time ] || { echo "GNU time (/usr/bin/time) is needed: apt-get install time" >&2; exit 1; }
 
@@ -101,7 +103,7 @@ report() { # workload, tools...
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "tools: $($MARTELLI --version), $(xargs --version | head -1)$( [ $HAVE_PARALLEL = 1 ] && echo ", $(parallel --version | head -1)")$( [ $HAVE_RP = 1 ] && echo ", $(rust-parallel --version)")"
 [ $HAVE_PARALLEL = 1 ] || echo "GNU parallel: not installed, skipped"
-[ $HAVE_RP = 1 ] || echo "rust-parallel: not installed, skipped (cargo install rust-parallel, or INSTALL_RUST_PARALLEL=1)"
+[ $HAVE_RP = 1 ] || echo "rust-parallel: not installed, skipped"
 
 for round in $(seq "$ROUNDS"); do
     for t in "${tools_true[@]}"; do measure "true" "${t%%|*}" "${t#*|}"; done
