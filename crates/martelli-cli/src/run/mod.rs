@@ -12,6 +12,8 @@
 mod args;
 mod config;
 mod engine;
+#[cfg(test)]
+mod fuzz;
 mod input;
 mod joblog;
 mod output;
