@@ -1,7 +1,10 @@
 //! The `martelli` command.
 //!
-//! Subcommands arrive with their features: `run` (a GNU-parallel-compatible command runner), `probe`
-//! (measures this machine's concurrency costs) and `worker` (cluster worker).
+//! `probe` measures this machine's concurrency costs and recommends a model; `run` runs commands in
+//! parallel with GNU parallel's syntax. (`worker`, the cluster worker, comes with the cluster backend.)
+
+mod probe;
+mod run;
 
 use std::process::ExitCode;
 
@@ -16,11 +19,28 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Measure this machine's concurrency costs and recommend a model (start here).
+    Probe(probe::ProbeArgs),
+    /// Run a command over many arguments in parallel, with GNU parallel's syntax.
+    ///
+    /// See `martelli run --help` for the options.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Run {
+        /// Options, command and argument sources, as for GNU parallel.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Probe(args)) => probe::run(&args).unwrap_or_else(|e| {
+            eprintln!("martelli probe: {e:#}");
+            ExitCode::FAILURE
+        }),
+        Some(Command::Run { args }) => run::main(args),
         None => {
             use clap::CommandFactory;
             // `martelli` with no subcommand prints the help and fails, as git does.

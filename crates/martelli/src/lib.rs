@@ -92,6 +92,8 @@ mod loom_models;
 mod map;
 mod map_async;
 mod pool;
+#[cfg(target_os = "linux")]
+pub mod process;
 pub mod queue;
 mod scope;
 mod spec;

@@ -1,0 +1,479 @@
+//! The report as a table for people: one section per question, one row per measurement, the
+//! recommendations last.
+
+use super::create::NO_PROCESS_BACKEND;
+use super::curves::IoSide;
+use super::schema::{Mode, Report};
+use super::stats::{Bytes, Human, Stat};
+use std::fmt::Write;
+
+const LABEL: usize = 46;
+const WIDTH: usize = 100;
+
+/// Renders the whole report.
+pub(crate) fn render(r: &Report) -> String {
+    let mut t = String::new();
+    let mode = match r.mode {
+        Mode::Quick => "quick",
+        Mode::Full => "full",
+    };
+    let _ = writeln!(
+        t,
+        "martelli probe {} ({mode}, {:.1} s)",
+        r.martelli_version, r.duration_s
+    );
+    wrap(
+        &mut t,
+        &format!(
+            "Each row: the median, then min – max, over {} runs after {} warm-up{} (memory rows and \
+             the I/O job: {} fresh processes each).",
+            r.reps,
+            r.warmup,
+            if r.warmup == 1 { "" } else { "s" },
+            r.memory.process_idle_rss.reps,
+        ),
+        "",
+        "",
+    );
+    machine(&mut t, r);
+    creation(&mut t, r);
+    switch(&mut t, r);
+    memory(&mut t, r);
+    ipc(&mut t, r);
+    cpu_curve(&mut t, r);
+    io_curve(&mut t, r);
+    section(&mut t, "RECOMMENDATIONS");
+    for rec in &r.recommendations {
+        wrap(&mut t, &rec.text, "  • ", "    ");
+    }
+    t.push('\n');
+    wrap(
+        &mut t,
+        "More: --json for the whole report, --plot FILE.svg for the curves, --compare FILE.json to \
+         set two runs side by side; docs/probe.md explains every row.",
+        "",
+        "",
+    );
+    t
+}
+
+fn section(t: &mut String, title: &str) {
+    let _ = writeln!(t, "\n{title}");
+}
+
+fn fact(t: &mut String, label: &str, value: &str) {
+    let _ = writeln!(t, "  {label:<18} {value}");
+}
+
+fn row(t: &mut String, label: &str, stat: &Stat) {
+    let _ = writeln!(
+        t,
+        "  {label:<LABEL$} {:>10}   {} – {}",
+        Human(stat.median, stat.unit).to_string(),
+        Human(stat.min, stat.unit),
+        Human(stat.max, stat.unit)
+    );
+}
+
+fn absent(t: &mut String, label: &str, why: &str) {
+    let _ = writeln!(t, "  {label:<LABEL$} {why}");
+}
+
+fn opt_row(t: &mut String, r: &Report, path: &str, label: &str, stat: Option<&Stat>) {
+    match stat {
+        Some(s) => row(t, label, s),
+        None => absent(t, label, r.notes.get(path).unwrap_or("not available")),
+    }
+}
+
+fn limit(v: Option<u64>) -> String {
+    v.map_or_else(|| "none".to_owned(), |v| v.to_string())
+}
+
+fn machine(t: &mut String, r: &Report) {
+    let m = &r.machine;
+    section(t, "THE MACHINE");
+    fact(t, "cpu", m.cpu_model.as_deref().unwrap_or("unknown"));
+    fact(t, "kernel", &m.kernel);
+    fact(
+        t,
+        "cores",
+        &format!(
+            "{} logical · {} physical · {} usable by this process",
+            m.logical_cores,
+            m.physical_cores
+                .map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+            m.available_cores
+        ),
+    );
+    fact(
+        t,
+        "memory",
+        &format!(
+            "{} total · {} available",
+            Bytes(m.memory_total_bytes as f64),
+            Bytes(m.memory_available_bytes as f64)
+        ),
+    );
+    let cgroup = match m.cgroup_version {
+        Some(v) => format!("cgroup v{v}"),
+        None => "cgroup".to_owned(),
+    };
+    fact(
+        t,
+        &cgroup,
+        &format!(
+            "cpu quota {} · memory limit {} · pids limit {}",
+            m.cgroup_cpu_quota_cores
+                .map_or_else(|| "none".to_owned(), |q| format!("{q:.2} cores")),
+            m.cgroup_memory_max_bytes
+                .map_or_else(|| "none".to_owned(), |b| Bytes(b as f64).to_string()),
+            limit(m.cgroup_pids_max)
+        ),
+    );
+    fact(
+        t,
+        "load",
+        &format!(
+            "{:.2} · {:.2} · {:.2} (1, 5, 15 min averages when the probe started)",
+            m.load_average[0], m.load_average[1], m.load_average[2]
+        ),
+    );
+    fact(
+        t,
+        "limits",
+        &format!(
+            "RLIMIT_NPROC {} · threads-max {} · pid_max {}",
+            limit(m.rlimit_nproc),
+            limit(m.threads_max),
+            limit(m.pid_max)
+        ),
+    );
+    let mut tier = String::new();
+    wrap(
+        &mut tier,
+        &format!("{} ({}): {}", m.tier.level, m.tier.name, m.tier.advice),
+        &format!("  {:<18} ", "tier"),
+        &" ".repeat(21),
+    );
+    t.push_str(&tier);
+}
+
+fn creation(t: &mut String, r: &Report) {
+    let c = &r.creation;
+    section(t, "CREATION (per unit)");
+    row(t, "thread: spawn + join", &c.thread_spawn_join);
+    row(
+        t,
+        "martelli thread pool (1): start + shut down",
+        &c.pool_start_shutdown,
+    );
+    row(
+        t,
+        "martelli thread pool: submit → wait",
+        &c.pool_submit_wait,
+    );
+    opt_row(
+        t,
+        r,
+        "creation.process_fork_exec",
+        "process: fork + exec /bin/true, wait",
+        c.process_fork_exec.as_ref(),
+    );
+    opt_row(
+        t,
+        r,
+        "creation.process_posix_spawn",
+        "process: posix_spawn /bin/true, wait",
+        c.process_posix_spawn.as_ref(),
+    );
+    row(
+        t,
+        "process: this binary, start → first reply",
+        &c.process_reexec_ready,
+    );
+    match &c.process_worker_handshake {
+        Some(s) => row(t, "martelli process worker: spawn → handshake", s),
+        None => absent(
+            t,
+            "martelli process worker: spawn → handshake",
+            r.notes
+                .get("creation.process_worker_handshake")
+                .unwrap_or(NO_PROCESS_BACKEND),
+        ),
+    }
+    row(
+        t,
+        "async task (tokio, 1 thread): spawn → done",
+        &c.async_spawn_complete,
+    );
+    row(
+        t,
+        "martelli event loop: spawn → wait",
+        &c.event_loop_spawn_wait,
+    );
+}
+
+fn switch(t: &mut String, r: &Report) {
+    let s = &r.switch;
+    section(t, "SWITCH (one round trip: A wakes B, B wakes A)");
+    row(t, "threads: mutex + condvar (futex)", &s.thread_condvar);
+    row(
+        t,
+        "processes: a byte each way through pipes",
+        &s.process_pipe,
+    );
+    row(
+        t,
+        "async tasks on one thread: channels",
+        &s.async_one_thread,
+    );
+}
+
+fn memory(t: &mut String, r: &Report) {
+    let m = &r.memory;
+    section(t, "MEMORY (per idle unit)");
+    row(
+        t,
+        &format!("thread: resident ({} parked)", m.threads_per_sample),
+        &m.thread_idle_rss,
+    );
+    row(t, "process of this binary: resident", &m.process_idle_rss);
+    row(
+        t,
+        &format!(
+            "async task, suspended: resident ({} parked)",
+            m.tasks_per_sample
+        ),
+        &m.async_task_suspended,
+    );
+    row(
+        t,
+        "martelli event-loop task, suspended: resident",
+        &m.event_loop_task_suspended,
+    );
+}
+
+fn ipc(t: &mut String, r: &Report) {
+    let i = &r.ipc;
+    section(
+        t,
+        "IPC (to another process: one message, then a 1-byte ack)",
+    );
+    row(t, "pipe, 1 KiB messages", &i.pipe_1kib);
+    row(t, "pipe, 1 MiB messages", &i.pipe_1mib);
+    row(t, "Unix socket, 1 KiB messages", &i.unix_socket_1kib);
+    row(t, "Unix socket, 1 MiB messages", &i.unix_socket_1mib);
+    row(t, "shared memory + doorbell, 1 KiB", &i.shared_memory_1kib);
+    row(t, "shared memory + doorbell, 1 MiB", &i.shared_memory_1mib);
+    let c = &i.codec;
+    row(
+        t,
+        &format!(
+            "{}: small task ({} B), encode + decode",
+            c.name, c.small_struct_bytes
+        ),
+        &c.small_struct_round_trip,
+    );
+    row(
+        t,
+        &format!("{}: 1 MiB as bytes, encode + decode", c.name),
+        &c.buffer_1mib_as_bytes,
+    );
+    row(
+        t,
+        &format!("{}: 1 MiB Vec<u8> as a sequence", c.name),
+        &c.buffer_1mib_as_seq,
+    );
+}
+
+fn cpu_curve(t: &mut String, r: &Report) {
+    let c = &r.curves.cpu;
+    section(
+        t,
+        "CPU-BOUND JOB (a fixed amount of work split evenly over the workers; wall time)",
+    );
+    let _ = writeln!(
+        t,
+        "  {:>7}   {:>10} {:>9}   {:>10} {:>9}",
+        "workers", "threads", "speedup", "processes", "speedup"
+    );
+    for p in &c.points {
+        let _ = writeln!(
+            t,
+            "  {:>7}   {:>10} {:>8.2}×   {:>10} {:>8.2}×",
+            p.workers,
+            Human(p.threads.median, p.threads.unit).to_string(),
+            p.threads_speedup,
+            Human(p.processes.median, p.processes.unit).to_string(),
+            p.processes_speedup
+        );
+    }
+}
+
+fn io_curve(t: &mut String, r: &Report) {
+    let c = &r.curves.io;
+    section(
+        t,
+        &format!(
+            "I/O-BOUND JOB (concurrent {} ms waits; threads: a pool thread each; async: tokio \
+             tasks, 1 thread)",
+            c.wait_ms
+        ),
+    );
+    let _ = writeln!(
+        t,
+        "  {:>7}   {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10}",
+        "waits", "threads", "memory", "per wait", "async", "memory", "per wait"
+    );
+    let side = |s: Option<&IoSide>, n: u64| match s {
+        Some(s) => format!(
+            "{:>10} {:>10} {:>10}",
+            Human(s.wall.median, s.wall.unit).to_string(),
+            Bytes(s.memory.median).to_string(),
+            Bytes(s.memory.median / n as f64).to_string()
+        ),
+        None => format!("{:>32}", "not available"),
+    };
+    for (i, p) in c.points.iter().enumerate() {
+        let _ = writeln!(
+            t,
+            "  {:>7}   {}   {}",
+            p.concurrency,
+            side(p.threads.as_ref(), p.concurrency),
+            side(p.async_.as_ref(), p.concurrency)
+        );
+        for kind in ["threads", "async"] {
+            if let Some(why) = r.notes.get(&format!("curves.io.points[{i}].{kind}")) {
+                wrap(
+                    t,
+                    &format!("{kind} at {}: {why}", p.concurrency),
+                    "          ",
+                    "          ",
+                );
+            }
+        }
+    }
+}
+
+/// Appends `text` wrapped at [`WIDTH`] columns, the first line after `first`, the rest after `rest`.
+pub(crate) fn wrap(t: &mut String, text: &str, first: &str, rest: &str) {
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            t.push_str(&line);
+            t.push('\n');
+            line = rest.to_owned();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    t.push_str(&line);
+    t.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::recommend::{derive, tests::synthetic};
+    use crate::probe::schema::{Notes, SCHEMA};
+
+    fn report() -> Report {
+        let s = synthetic();
+        let recommendations = derive(s.inputs());
+        Report {
+            schema: SCHEMA.to_owned(),
+            martelli_version: "0.0.0".into(),
+            mode: Mode::Quick,
+            started_unix_s: 1_800_000_000,
+            duration_s: 2.5,
+            warmup: 1,
+            reps: 5,
+            machine: s.machine,
+            creation: s.creation,
+            switch: s.switch,
+            memory: s.memory,
+            ipc: s.ipc,
+            curves: s.curves,
+            recommendations,
+            notes: Notes::default(),
+        }
+    }
+
+    #[test]
+    fn absent_rows_show_their_reason() {
+        let mut r = report();
+        r.creation.process_fork_exec = None;
+        r.notes.insert(
+            "creation.process_fork_exec",
+            "not available: no /bin/true".into(),
+        );
+        r.curves.io.points[2].threads = None;
+        r.notes.insert(
+            "curves.io.points[2].threads",
+            "not available: 1000 threads would exceed RLIMIT_NPROC (900)".into(),
+        );
+        let t = render(&r);
+        let line = |needle: &str| {
+            t.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} in:\n{t}"))
+        };
+        assert!(line("fork + exec").ends_with("not available: no /bin/true"));
+        assert!(line("spawn → handshake").ends_with(NO_PROCESS_BACKEND));
+        assert!(line("   1000   ").contains("not available"));
+        assert!(t.contains("threads at 1000: not available: 1000 threads would exceed"));
+    }
+
+    #[test]
+    fn every_section_and_recommendation_is_rendered() {
+        let r = report();
+        let t = render(&r);
+        for section in [
+            "THE MACHINE",
+            "CREATION",
+            "SWITCH",
+            "MEMORY",
+            "IPC",
+            "CPU-BOUND JOB",
+            "I/O-BOUND JOB",
+            "RECOMMENDATIONS",
+        ] {
+            assert!(t.contains(section), "no {section}");
+        }
+        assert_eq!(t.matches("\n  • ").count(), r.recommendations.len());
+        assert!(t.contains("Synthetic CPU"));
+        assert!(t.contains("tier               2 (2–8 cores)"));
+        // A header line, then one row per point: 8 CPU points, 3 I/O points.
+        let rows = |title: &str| {
+            t.lines()
+                .skip_while(|l| !l.starts_with(title))
+                .skip(2)
+                .take_while(|l| !l.is_empty())
+                .count()
+        };
+        assert_eq!(rows("CPU-BOUND JOB"), 8);
+        assert_eq!(rows("I/O-BOUND JOB"), 3);
+        for line in t.lines() {
+            assert!(line.chars().count() <= WIDTH, "too wide: {line}");
+        }
+    }
+
+    #[test]
+    fn wrap_keeps_words_whole_and_indents() {
+        let mut t = String::new();
+        let text = "word ".repeat(40);
+        wrap(&mut t, &text, "  • ", "    ");
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines.len() > 1);
+        assert!(lines[0].starts_with("  • word"));
+        assert!(lines[1..].iter().all(|l| l.starts_with("    word")));
+        assert!(lines.iter().all(|l| l.chars().count() <= WIDTH));
+        assert_eq!(t.split_whitespace().filter(|w| *w == "word").count(), 40);
+    }
+}

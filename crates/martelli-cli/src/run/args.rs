@@ -1,0 +1,345 @@
+//! Parsing: the raw command line into options, the command, and input sources.
+//!
+//! The options before the command are parsed with clap, so an unknown or misspelt option gets
+//! clap's suggestion. Everything from the first `:::`, `:::+`, `::::` or `::::+` on is GNU
+//! parallel's input-source syntax, which does not fit a derive parser; it is split off first and
+//! parsed here.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use super::RunError;
+
+/// Run a command for every argument, several at a time (GNU parallel's syntax).
+///
+/// martelli run [OPTIONS] COMMAND [ARG…] ::: ARGS… [::: ARGS…] [:::: FILE…]
+///
+/// Without an input source, arguments are read from stdin, one per line. Replacement strings:
+/// {} {.} {/} {//} {/.} {#} {%} {N} {N.} {N/} {N//} {N/.}. Without one in COMMAND, the arguments are
+/// appended.
+#[derive(Debug, Parser)]
+#[command(
+    name = "martelli run",
+    version,
+    disable_version_flag = true,
+    max_term_width = 100
+)]
+pub(crate) struct RawOptions {
+    /// Number of jobs at once: N, N% of the cores, +N or -N cores, 0 for as many as possible
+    /// [default: the number of cores].
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        visible_alias = "max-procs",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    pub(crate) jobs: Option<String>,
+
+    /// Print the output of jobs in the order of their input, not of their completion.
+    #[arg(short = 'k', long = "keep-order")]
+    pub(crate) keep_order: bool,
+
+    /// Print output line by line as it comes (lines of different jobs may mix, never split).
+    #[arg(long = "line-buffer", visible_alias = "lb", conflicts_with_all = ["keep_order", "ungroup"])]
+    pub(crate) line_buffer: bool,
+
+    /// Do not capture output: jobs write straight to the terminal (output may interleave).
+    #[arg(short = 'u', long = "ungroup", conflicts_with_all = ["keep_order", "tag", "json", "results"])]
+    pub(crate) ungroup: bool,
+
+    /// Prefix every output line with the job's arguments and a tab.
+    #[arg(long = "tag")]
+    pub(crate) tag: bool,
+
+    /// Also store each job's stdout, stderr and sequence number in DIR/1/ARG/…/{stdout,stderr,seq}.
+    #[arg(long = "results", visible_alias = "res", value_name = "DIR")]
+    pub(crate) results: Option<PathBuf>,
+
+    /// Print one JSON line per finished job (instead of its output) on stdout.
+    #[arg(long = "json", conflicts_with_all = ["line_buffer", "tag"])]
+    pub(crate) json: bool,
+
+    /// Kill a job's process group after SECS seconds (SIGTERM, then SIGKILL after the grace).
+    #[arg(long = "timeout", value_name = "SECS")]
+    pub(crate) timeout: Option<String>,
+
+    /// Time between SIGTERM and SIGKILL when a job is killed [default: 0.5].
+    #[arg(long = "kill-grace", value_name = "SECS")]
+    pub(crate) kill_grace: Option<String>,
+
+    /// Run a failing job up to N times in all.
+    #[arg(long = "retries", value_name = "N")]
+    pub(crate) retries: Option<String>,
+
+    /// When to stop: never, now|soon,fail=N, fail=N%, success=N, done=N (or 0, 1, 2).
+    #[arg(long = "halt", visible_alias = "halt-on-error", value_name = "SPEC")]
+    pub(crate) halt: Option<String>,
+
+    /// Wait SECS seconds between starting jobs.
+    #[arg(long = "delay", value_name = "SECS")]
+    pub(crate) delay: Option<String>,
+
+    /// Run jobs with this niceness increment.
+    #[arg(long = "nice", value_name = "N", allow_hyphen_values = true)]
+    pub(crate) nice: Option<String>,
+
+    /// Print the commands instead of running them.
+    #[arg(long = "dry-run")]
+    pub(crate) dry_run: bool,
+
+    /// Log every finished job to FILE in GNU parallel's tab-separated format.
+    #[arg(long = "joblog", value_name = "FILE")]
+    pub(crate) joblog: Option<PathBuf>,
+
+    /// Skip jobs already in the joblog.
+    #[arg(long = "resume", requires = "joblog")]
+    pub(crate) resume: bool,
+
+    /// Skip jobs that succeeded in the joblog; run the failed ones again.
+    #[arg(long = "resume-failed", requires = "joblog", conflicts_with = "resume")]
+    pub(crate) resume_failed: bool,
+
+    /// Show a progress bar on stderr.
+    #[arg(long = "bar")]
+    pub(crate) bar: bool,
+
+    /// Show running, done and failed counts on stderr.
+    #[arg(long = "progress")]
+    pub(crate) progress: bool,
+
+    /// Show the estimated time left on stderr.
+    #[arg(long = "eta")]
+    pub(crate) eta: bool,
+
+    /// Quote the command: its words are passed to the shell as they are, not interpreted.
+    #[arg(short = 'q', long = "quote", conflicts_with = "no_shell")]
+    pub(crate) quote: bool,
+
+    /// Run the command's words as a program and its arguments, without a shell (martelli only).
+    #[arg(long = "no-shell")]
+    pub(crate) no_shell: bool,
+
+    /// Read arguments from FILE, one per line (like `:::: FILE`; `-` is stdin).
+    #[arg(short = 'a', long = "arg-file", value_name = "FILE")]
+    pub(crate) arg_file: Vec<PathBuf>,
+
+    /// Pair the input sources element by element instead of combining every one with every other.
+    #[arg(long = "link", visible_alias = "xapply")]
+    pub(crate) link: bool,
+
+    /// Arguments from files and stdin are separated by NUL instead of newline.
+    #[arg(short = '0', long = "null")]
+    pub(crate) null: bool,
+
+    /// Accepted and ignored, for drop-in compatibility with GNU parallel.
+    #[arg(long = "will-cite", hide = true)]
+    pub(crate) will_cite: bool,
+
+    /// The command and its fixed arguments.
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// Where one input source's arguments come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SourceSpec {
+    /// `::: a b c`
+    Values(Vec<Vec<u8>>),
+    /// `:::: FILE` or `-a FILE` (`-` is stdin).
+    File(PathBuf),
+}
+
+/// An input source and whether it is linked to the previous one (`:::+`, `::::+`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Source {
+    pub(crate) spec: SourceSpec,
+    pub(crate) linked: bool,
+}
+
+/// The command line, parsed but not yet validated.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub(crate) options: RawOptions,
+    pub(crate) sources: Vec<Source>,
+}
+
+/// What `martelli run` was asked to do.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Print this text (help) and exit 0.
+    Help(String),
+    /// Run.
+    Run(Box<Parsed>),
+}
+
+const MARKERS: [&str; 4] = [":::", ":::+", "::::", "::::+"];
+
+/// Parses the arguments after `martelli run`.
+pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
+    let split = args
+        .iter()
+        .position(|a| a.to_str().is_some_and(|s| MARKERS.contains(&s)))
+        .unwrap_or(args.len());
+    let mut head = args;
+    let tail = head.split_off(split);
+    let argv = std::iter::once(OsString::from("martelli run")).chain(head);
+    let options = match RawOptions::try_parse_from(argv) {
+        Ok(options) => options,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp) => {
+            return Ok(Request::Help(e.render().to_string()));
+        }
+        Err(e) => return Err(RunError::Usage(one_line(&e))),
+    };
+    let mut sources: Vec<Source> = options
+        .arg_file
+        .iter()
+        .map(|f| Source {
+            spec: SourceSpec::File(f.clone()),
+            linked: false,
+        })
+        .collect();
+    let mut marker: Option<&str> = None;
+    for arg in tail {
+        match arg.to_str() {
+            Some(m @ (":::" | ":::+")) => {
+                sources.push(Source {
+                    spec: SourceSpec::Values(Vec::new()),
+                    linked: m == ":::+",
+                });
+                marker = Some(":::");
+            }
+            Some(m @ ("::::" | "::::+")) => {
+                marker = Some(if m == "::::+" { "::::+" } else { "::::" });
+            }
+            _ => match marker {
+                Some(":::") => {
+                    if let Some(Source {
+                        spec: SourceSpec::Values(values),
+                        ..
+                    }) = sources.last_mut()
+                    {
+                        values.push(arg.into_vec());
+                    }
+                }
+                Some(m) => {
+                    // Every file after `::::` is a source of its own; `::::+` links the first one.
+                    sources.push(Source {
+                        spec: SourceSpec::File(PathBuf::from(arg)),
+                        linked: m == "::::+",
+                    });
+                    marker = Some("::::");
+                }
+                None => unreachable!("the tail starts with a marker"),
+            },
+        }
+    }
+    if sources
+        .iter()
+        .any(|s| s.spec == SourceSpec::Values(Vec::new()))
+    {
+        return Err(RunError::Usage(
+            "an input source `:::` has no arguments; give at least one after each `:::`".into(),
+        ));
+    }
+    Ok(Request::Run(Box::new(Parsed { options, sources })))
+}
+
+/// clap's error as one line: the problem, and clap's tip when it has one.
+fn one_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let mut parts: Vec<String> = Vec::new();
+    for line in rendered.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let line = line
+            .strip_prefix("error: ")
+            .or_else(|| line.strip_prefix("tip: "))
+            .unwrap_or(line);
+        match parts.last_mut() {
+            // A line ending in ':' introduces a list (such as missing arguments): keep it together.
+            Some(last) if last.ends_with(':') => {
+                last.push(' ');
+                last.push_str(line);
+            }
+            _ => parts.push(line.to_string()),
+        }
+    }
+    if parts.is_empty() {
+        parts.push("invalid arguments".to_string());
+    }
+    parts.push("see `martelli run --help`".to_string());
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Parsed, RunError> {
+        match parse(args.iter().map(OsString::from).collect())? {
+            Request::Run(parsed) => Ok(*parsed),
+            Request::Help(_) => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn splits_options_command_and_sources() {
+        let p = run(&[
+            "-j", "3", "-k", "echo", "-n", "{}", ":::", "a", "b", ":::+", "1", "::::", "f1", "f2",
+        ])
+        .unwrap();
+        assert_eq!(p.options.jobs.as_deref(), Some("3"));
+        assert!(p.options.keep_order);
+        assert_eq!(p.options.command, ["echo", "-n", "{}"]);
+        assert_eq!(
+            p.sources,
+            vec![
+                Source {
+                    spec: SourceSpec::Values(vec![b"a".to_vec(), b"b".to_vec()]),
+                    linked: false
+                },
+                Source {
+                    spec: SourceSpec::Values(vec![b"1".to_vec()]),
+                    linked: true
+                },
+                Source {
+                    spec: SourceSpec::File("f1".into()),
+                    linked: false
+                },
+                Source {
+                    spec: SourceSpec::File("f2".into()),
+                    linked: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_option_is_one_line_with_a_tip() {
+        let Err(RunError::Usage(message)) = run(&["--jbos", "2", "echo"]) else {
+            panic!("accepted")
+        };
+        assert!(!message.contains('\n'), "{message}");
+        assert!(
+            message.contains("--jbos") && message.contains("--jobs"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn empty_source_is_an_error() {
+        assert!(matches!(run(&["echo", ":::"]), Err(RunError::Usage(_))));
+        assert!(matches!(
+            run(&["echo", ":::", ":::", "a"]),
+            Err(RunError::Usage(_))
+        ));
+    }
+}

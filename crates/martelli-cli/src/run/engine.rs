@@ -1,0 +1,670 @@
+//! The engine: a fixed number of slots, each a thread that takes the next job, starts it as a
+//! supervised process group, reads its output with `poll`, reaps it, and reports it (output,
+//! joblog, progress) under a lock. No thread hand-off is paid per job; the main thread only starts
+//! the slots and waits for them.
+//!
+//! Every job is watched by the [`Guardian`] from its spawn to its reaping, so that it dies with
+//! `martelli run` even when `martelli run` is killed with SIGKILL; with the guardian in place the
+//! jobs do not ask for a parent-death signal, which lets them be spawned with `posix_spawn` rather
+//! than `fork`.
+//!
+//! Signals: the first SIGINT or SIGTERM stops starting jobs and lets the running ones finish; the
+//! second kills every running job's process group (SIGTERM, then SIGKILL after the grace) and
+//! exits with 128 + the signal.
+//!
+//! A job's group is registered (in `live` and with the guardian) from its spawn until just after
+//! its leader is reaped. Signalling a registered group therefore cannot reach an unrelated process,
+//! except in the microseconds between the reaping and the deregistration, and only if the group was
+//! empty and its id reused within them.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::{self, IsTerminal, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use martelli::process::{self, Guardian, Signal, Spawn, Stream, Supervision};
+
+use super::config::{Config, HaltOn, OutputMode, Threshold};
+use super::input::{self, Args, Inputs};
+use super::joblog::Joblog;
+use super::output::{LineSink, Outcome, Print, PrintError, Printer};
+use super::template::{Composed, simple_command};
+use super::{EXIT_OWN_ERROR, RunError};
+
+/// Jobs at most one failure count can report (GNU parallel's cap).
+const MAX_FAILED_EXIT: u64 = 101;
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the data consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where slots take their next job.
+struct Feed {
+    inputs: Inputs,
+    next_seq: u64,
+    next_order: u64,
+    skip: HashSet<u64>,
+}
+
+impl Feed {
+    /// The next job to run: (order, seq, args); skips jobs the joblog says are done.
+    fn next(&mut self) -> Option<Result<(u64, u64, Args), RunError>> {
+        loop {
+            let args = match self.inputs.iter.next()? {
+                Ok(args) => args,
+                Err(e) => return Some(Err(e)),
+            };
+            self.next_seq += 1;
+            if self.skip.contains(&self.next_seq) {
+                continue;
+            }
+            let order = self.next_order;
+            self.next_order += 1;
+            return Some(Ok((order, self.next_seq, args)));
+        }
+    }
+}
+
+/// State the slots, the main thread and the signal thread share.
+struct Shared {
+    config: Config,
+    feed: Mutex<Feed>,
+    /// Set to stop starting jobs.
+    stop: AtomicBool,
+    /// Set by `--halt now`: running jobs are being killed, do not retry them.
+    killing: AtomicBool,
+    /// Process groups of running jobs, registered between spawn and reap.
+    live: Mutex<HashSet<u32>>,
+    /// When the next job may start (`--delay`).
+    next_start: Mutex<Instant>,
+    /// The signal that interrupted the run, 0 if none.
+    interrupted: AtomicI32,
+    /// Finished jobs, counted by the slots before they take another job, so that `--halt` stops
+    /// the very next start.
+    tally: Mutex<Tally>,
+    /// Output, joblog and progress, reported to by the slots.
+    reporter: Mutex<Reporter>,
+}
+
+/// Runs the jobs; returns the exit status.
+pub(crate) fn run(config: Config) -> Result<u8, RunError> {
+    let (joblog, skip) = match &config.joblog {
+        Some(path) if !config.dry_run => {
+            let (log, skip) = Joblog::open(path, config.resume)?;
+            (Some(log), skip)
+        }
+        _ => (None, HashSet::new()),
+    };
+    let inputs = input::inputs(&config.sources, config.link, config.separator)?;
+    let total = inputs.total.map(|t| t.saturating_sub(skip.len() as u64));
+    let mut feed = Feed {
+        inputs,
+        next_seq: 0,
+        next_order: 0,
+        skip,
+    };
+    if config.dry_run {
+        return dry_run(&config, &mut feed);
+    }
+    // Orphans a job leaves behind become our children, so they are reaped, not left as zombies.
+    let _ = process::become_subreaper();
+    // Kills the jobs' process groups if this process dies without doing it (SIGKILL).
+    let guardian = Guardian::start(config.jobs, config.grace)
+        .map(Arc::new)
+        .map_err(|source| RunError::System {
+            what: "cannot start the guardian process",
+            source,
+        })?;
+    let shared = Arc::new(Shared {
+        feed: Mutex::new(feed),
+        stop: AtomicBool::new(false),
+        killing: AtomicBool::new(false),
+        live: Mutex::new(HashSet::new()),
+        next_start: Mutex::new(Instant::now()),
+        interrupted: AtomicI32::new(0),
+        tally: Mutex::new(Tally::default()),
+        reporter: Mutex::new(Reporter::new(&config, joblog, total)),
+        config,
+    });
+    watch_signals(&shared)?;
+    // No more slots than jobs, when their number is known.
+    let slot_count = total.map_or(shared.config.jobs, |t| {
+        shared
+            .config
+            .jobs
+            .min(usize::try_from(t).unwrap_or(usize::MAX))
+            .max(1)
+    });
+    // Slot 1 runs on this thread: one job at a time costs no thread at all.
+    let mut slots = Vec::with_capacity(slot_count - 1);
+    for slot in 2..=slot_count {
+        let shared = Arc::clone(&shared);
+        let guardian = Arc::clone(&guardian);
+        let spawned = thread::Builder::new()
+            .name(format!("slot-{slot}"))
+            // A slot needs little stack (its read buffer is 32 KiB); `-j 0` may start many.
+            .stack_size(256 * 1024)
+            .spawn(move || run_slot(&shared, &guardian, slot));
+        match spawned {
+            Ok(handle) => slots.push(handle),
+            // Fewer slots than asked is still a run.
+            Err(_) => break,
+        }
+    }
+    run_slot(&shared, &guardian, 1);
+    for handle in slots {
+        let _ = handle.join();
+    }
+    drop(guardian);
+    let code = lock(&shared.reporter).finish(&shared);
+    Ok(code)
+}
+
+fn dry_run(config: &Config, feed: &mut Feed) -> Result<u8, RunError> {
+    let mut out = io::stdout().lock();
+    while let Some(job) = feed.next() {
+        let (_, seq, args) = job?;
+        let slot = ((seq - 1) % config.jobs as u64) as usize + 1;
+        let mut line = config.template.compose(&args, seq, slot).display();
+        line.push(b'\n');
+        if out.write_all(&line).is_err() {
+            break; // stdout closed: nothing more to show
+        }
+    }
+    Ok(0)
+}
+
+/// Installs the SIGINT/SIGTERM handling described in the module docs.
+fn watch_signals(shared: &Arc<Shared>) -> Result<(), RunError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|source| {
+        RunError::System {
+            what: "cannot install the Ctrl-C handler",
+            source,
+        }
+    })?;
+    let shared = Arc::clone(shared);
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if shared.interrupted.swap(signal, Ordering::SeqCst) == 0 {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    let running = lock(&shared.live).len();
+                    let _ = writeln!(
+                        io::stderr().lock(),
+                        "martelli run: stopping: no new jobs; waiting for {running} running job(s) to finish; \
+                         send the signal again to kill them"
+                    );
+                } else {
+                    shared.killing.store(true, Ordering::SeqCst);
+                    kill_all(&shared);
+                    std::process::exit(128 + signal);
+                }
+            }
+        })
+        .map_err(|source| RunError::System { what: "cannot start the signal thread", source })?;
+    Ok(())
+}
+
+/// Kills the process group of every running job: SIGTERM, the grace period, then SIGKILL.
+fn kill_all(shared: &Shared) {
+    let groups: Vec<u32> = lock(&shared.live).iter().copied().collect();
+    for &pgid in &groups {
+        let _ = process::signal_group(pgid, Signal::TERM);
+    }
+    let deadline = Instant::now() + shared.config.grace;
+    while Instant::now() < deadline && !lock(&shared.live).is_empty() {
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Only groups still registered, whose leaders are (all but) unreaped: see the module docs.
+    for pgid in lock(&shared.live).iter().copied() {
+        let _ = process::signal_group(pgid, Signal::KILL);
+    }
+}
+
+fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize) {
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let job = lock(&shared.feed).next();
+        let (order, seq, args) = match job {
+            None => return,
+            Some(Ok(job)) => job,
+            Some(Err(e)) => {
+                lock(&shared.reporter).fail(shared, e);
+                return;
+            }
+        };
+        if let Some(delay) = shared.config.delay {
+            let wait_until = {
+                let mut next = lock(&shared.next_start);
+                let at = (*next).max(Instant::now());
+                *next = at + delay;
+                at
+            };
+            thread::sleep(wait_until.saturating_duration_since(Instant::now()));
+        }
+        let mut outcome = run_job(shared, guardian, slot, order, seq, args);
+        // A job that ends while `--halt now` kills the others was killed: its output is not shown.
+        outcome.suppressed = shared.killing.load(Ordering::SeqCst);
+        let halt_now = count(shared, &outcome);
+        let stdout_closed = lock(&shared.reporter).report(shared, outcome);
+        // Killing waits up to the grace period: not under the reporter's lock.
+        if halt_now || stdout_closed {
+            kill_all(shared);
+        }
+    }
+}
+
+fn run_job(
+    shared: &Shared,
+    guardian: &Guardian,
+    slot: usize,
+    order: u64,
+    seq: u64,
+    args: Args,
+) -> Outcome {
+    let config = &shared.config;
+    let composed = config.template.compose(&args, seq, slot);
+    let command = composed.display();
+    // A shell line that is one plain command is run without the shell (see `simple_command`).
+    let direct = match &composed {
+        Composed::Shell(line) => simple_command(line),
+        Composed::Argv(_) => None,
+    };
+    let capture = config.output != OutputMode::Ungroup;
+    // Output printed line by line as it comes is kept too only when `--results` stores it.
+    let keep_output = config.output != OutputMode::LineBuffer || config.results.is_some();
+    let supervision = Supervision::default()
+        .timeout(config.timeout)
+        .grace(config.grace);
+    let tag_prefix = if config.tag {
+        let mut t = args.join(&b' ');
+        t.push(b'\t');
+        t
+    } else {
+        Vec::new()
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let start = SystemTime::now();
+        let clock = Instant::now();
+        let mut outcome = Outcome {
+            order,
+            seq,
+            args: Vec::new(),
+            command: Vec::new(),
+            start,
+            runtime: Duration::ZERO,
+            code: None,
+            signal: 0,
+            timed_out: false,
+            spawn_error: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_bytes: 0,
+            suppressed: false,
+        };
+        let build = |argv: Option<&[Vec<u8>]>| {
+            let mut spawn = match argv {
+                Some(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
+                    .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
+                None => Spawn::shell(OsString::from_vec(command.clone())),
+            }
+            .capture_output(capture)
+            // The guardian kills the job's whole group if this process dies, which also covers
+            // the direct child; without a parent-death signal the spawn can use posix_spawn.
+            .parent_death_signal(None);
+            spawn.command_mut().stdin(Stdio::null());
+            if let Some(n) = config.nice {
+                spawn = spawn.nice(n);
+            }
+            spawn.spawn()
+        };
+        // The spawn runs without a lock (it takes a while: it returns once the child has exec'd),
+        // so slots start jobs side by side. A job registered after `kill_all` looked at the live
+        // groups sees `killing` and stops itself; if this process exits first, the guardian,
+        // which watches it from the start, kills it.
+        let spawned = if shared.killing.load(Ordering::SeqCst) {
+            None
+        } else {
+            let child = match (&composed, &direct) {
+                (Composed::Argv(argv), _) => build(Some(argv)),
+                // A simple command runs without the shell; if it cannot start, the shell runs it
+                // (for its exact errors, and for scripts without `#!`, which only a shell runs).
+                (Composed::Shell(_), Some(argv)) => build(Some(argv)).or_else(|_| build(None)),
+                (Composed::Shell(_), None) => build(None),
+            };
+            if let Ok(c) = &child {
+                // Best effort: the guardian only fails to watch beyond its capacity (`-j`).
+                let _ = guardian.watch(c.pgid());
+                lock(&shared.live).insert(c.pgid());
+                if shared.killing.load(Ordering::SeqCst) {
+                    let _ = c.signal_group(Signal::TERM);
+                }
+            }
+            Some(child)
+        };
+        match spawned {
+            None => {
+                outcome.signal = Signal::KILL.as_raw();
+            }
+            Some(Err(e)) => {
+                let program = match &composed {
+                    Composed::Shell(_) => "/bin/sh".to_string(),
+                    Composed::Argv(argv) => String::from_utf8_lossy(&argv[0]).into_owned(),
+                };
+                let message = format!("martelli run: cannot run '{program}': {e}\n");
+                outcome.stderr.extend_from_slice(message.as_bytes());
+                outcome.spawn_error = Some(format!("cannot run '{program}': {e}"));
+            }
+            Some(Ok(mut child)) => {
+                let mut lines = (config.output == OutputMode::LineBuffer)
+                    .then(|| LineSink::new(tag_prefix.clone()));
+                let result = child.communicate(&supervision, |stream, bytes| {
+                    let i = match stream {
+                        Stream::Stdout => 0,
+                        Stream::Stderr => 1,
+                    };
+                    if i == 0 {
+                        outcome.stdout_bytes += bytes.len() as u64;
+                    }
+                    if let Some(sink) = &mut lines {
+                        sink.push(i, bytes);
+                    }
+                    if keep_output {
+                        if i == 0 {
+                            outcome.stdout.extend_from_slice(bytes);
+                        } else {
+                            outcome.stderr.extend_from_slice(bytes);
+                        }
+                    }
+                });
+                if let Some(sink) = &mut lines {
+                    sink.finish();
+                }
+                match result {
+                    Ok(done) => {
+                        use std::os::unix::process::ExitStatusExt;
+                        outcome.code = done.status.code();
+                        outcome.signal = done.status.signal().unwrap_or(0);
+                        outcome.timed_out = done.timed_out;
+                    }
+                    Err(e) => {
+                        // Watching the job failed (a system error): make sure it is gone.
+                        let _ = child.kill_tree(config.grace);
+                        outcome.spawn_error = Some(format!("lost track of the job: {e}"));
+                    }
+                }
+                guardian.forget(child.pgid());
+                lock(&shared.live).remove(&child.pgid());
+            }
+        }
+        outcome.runtime = clock.elapsed();
+        let retry =
+            outcome.failed() && attempt < config.tries && !shared.killing.load(Ordering::SeqCst);
+        if !retry {
+            outcome.args = args;
+            outcome.command = command;
+            return outcome;
+        }
+    }
+}
+
+/// Counts for `--halt` and the exit status.
+#[derive(Debug, Default)]
+struct Tally {
+    finished: u64,
+    failed: u64,
+    succeeded: u64,
+    /// The exit status `--halt` decided, once it triggered.
+    halt_status: Option<u8>,
+}
+
+/// Counts a finished job and applies `--halt`; returns whether running jobs must be killed now.
+fn count(shared: &Shared, outcome: &Outcome) -> bool {
+    let config = &shared.config;
+    let mut tally = lock(&shared.tally);
+    tally.finished += 1;
+    if outcome.failed() {
+        tally.failed += 1;
+    } else {
+        tally.succeeded += 1;
+    }
+    if tally.halt_status.is_some() || !check_halt(config, &tally, outcome) {
+        return false;
+    }
+    let Some(halt) = config.halt else {
+        return false;
+    };
+    tally.halt_status = Some(match halt.on {
+        HaltOn::Success => 0,
+        _ if outcome.failed() => outcome.exit_status(),
+        _ => 0,
+    });
+    shared.stop.store(true, Ordering::SeqCst);
+    if halt.now {
+        shared.killing.store(true, Ordering::SeqCst);
+    }
+    halt.now
+}
+
+/// Prints, logs and shows progress for finished jobs. Slots report to it under a lock, so no
+/// thread hand-off (and no wake-up of another thread) is paid per job.
+struct Reporter {
+    print: Print,
+    printer: Printer,
+    joblog: Option<Joblog>,
+    bar: Option<ProgressBar>,
+    own_error: Option<RunError>,
+    stdout_closed: bool,
+}
+
+impl Reporter {
+    fn new(config: &Config, joblog: Option<Joblog>, total: Option<u64>) -> Self {
+        let print = match config.output {
+            OutputMode::Group => Print::Grouped { tag: config.tag },
+            OutputMode::Json => Print::Json,
+            OutputMode::LineBuffer | OutputMode::Ungroup => Print::Nothing,
+        };
+        Reporter {
+            print,
+            printer: Printer::new(print, config.keep_order, config.results.clone()),
+            joblog,
+            bar: progress_bar(config, total),
+            own_error: None,
+            stdout_closed: false,
+        }
+    }
+
+    /// Runs `f`, which writes to stderr, with the progress bar out of the way.
+    fn around_stderr(bar: &Option<ProgressBar>, f: &mut dyn FnMut()) {
+        match bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// An error of the runner itself: the first one is reported, and no new job starts.
+    fn fail(&mut self, shared: &Shared, error: RunError) {
+        shared.stop.store(true, Ordering::SeqCst);
+        self.own_error.get_or_insert(error);
+    }
+
+    /// Reports one finished job. Returns whether the running jobs must be killed (stdout closed).
+    fn report(&mut self, shared: &Shared, outcome: Outcome) -> bool {
+        let config = &shared.config;
+        // Jobs killed by `--halt now` are logged but their output is not shown.
+        let quiet = outcome.suppressed || self.stdout_closed;
+        if let Some(log) = &mut self.joblog {
+            if let Err(e) = log.record(&outcome) {
+                self.fail(shared, e);
+            }
+        }
+        let bar = &self.bar;
+        // Grouped and JSON output carry the reason with the job; other modes print it here.
+        if let Some(reason) = &outcome.spawn_error {
+            if self.print == Print::Nothing {
+                Self::around_stderr(bar, &mut || {
+                    let _ = writeln!(io::stderr().lock(), "martelli run: {reason}");
+                });
+            }
+        }
+        if outcome.timed_out && !quiet {
+            let command = String::from_utf8_lossy(&outcome.command).into_owned();
+            Self::around_stderr(bar, &mut || {
+                let _ = writeln!(
+                    io::stderr().lock(),
+                    "martelli run: job {} timed out and was killed: {command}",
+                    outcome.seq
+                );
+            });
+        }
+        let mut kill = false;
+        match self
+            .printer
+            .push(outcome, quiet, &|f| Self::around_stderr(bar, f))
+        {
+            Ok(()) => {}
+            Err(PrintError::Stdout(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                // Nobody reads our output any more: stop, as `head` expects, and succeed.
+                self.stdout_closed = true;
+                shared.stop.store(true, Ordering::SeqCst);
+                shared.killing.store(true, Ordering::SeqCst);
+                kill = true;
+            }
+            Err(PrintError::Stdout(e)) => {
+                self.fail(
+                    shared,
+                    RunError::System {
+                        what: "cannot write to stdout",
+                        source: e,
+                    },
+                );
+            }
+            Err(PrintError::Run(e)) => self.fail(shared, e),
+        }
+        if let Some(bar) = &self.bar {
+            update_bar(bar, config, shared);
+        }
+        kill
+    }
+
+    /// After the last job: prints what `-k` still holds, and decides the exit status.
+    fn finish(&mut self, shared: &Shared) -> u8 {
+        let bar = &self.bar;
+        if let Err(PrintError::Stdout(e)) = self.printer.flush(&|f| Self::around_stderr(bar, f)) {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                self.own_error.get_or_insert(RunError::System {
+                    what: "cannot write to stdout",
+                    source: e,
+                });
+            }
+        }
+        if let Some(bar) = &self.bar {
+            // The final state stays on screen, as GNU parallel leaves its bar at 100%.
+            bar.finish();
+        }
+        if let Some(e) = &self.own_error {
+            let _ = writeln!(io::stderr().lock(), "martelli run: error: {e}");
+            return EXIT_OWN_ERROR;
+        }
+        let signal = shared.interrupted.load(Ordering::SeqCst);
+        if signal != 0 {
+            return u8::try_from(128 + signal).unwrap_or(EXIT_OWN_ERROR);
+        }
+        if self.stdout_closed {
+            return 0;
+        }
+        let tally = lock(&shared.tally);
+        if let Some(status) = tally.halt_status {
+            return status;
+        }
+        u8::try_from(tally.failed.min(MAX_FAILED_EXIT)).unwrap_or(EXIT_OWN_ERROR)
+    }
+}
+
+/// Whether `--halt` triggers after `outcome`.
+fn check_halt(config: &Config, tally: &Tally, outcome: &Outcome) -> bool {
+    let Some(halt) = config.halt else {
+        return false;
+    };
+    let relevant = match halt.on {
+        HaltOn::Fail => outcome.failed(),
+        HaltOn::Success => !outcome.failed(),
+        HaltOn::Done => true,
+    };
+    if !relevant {
+        return false;
+    }
+    let count = match halt.on {
+        HaltOn::Fail => tally.failed,
+        HaltOn::Success => tally.succeeded,
+        HaltOn::Done => tally.finished,
+    };
+    match halt.threshold {
+        Threshold::Count(n) => count >= n,
+        // As GNU parallel: a percentage of the finished jobs, once at least 3 have finished.
+        Threshold::Percent(p) => {
+            tally.finished >= 3 && (count as f64) * 100.0 >= p * tally.finished as f64
+        }
+    }
+}
+
+fn progress_bar(config: &Config, total: Option<u64>) -> Option<ProgressBar> {
+    let p = config.progress;
+    if !p.any() {
+        return None;
+    }
+    let mut template = String::new();
+    if p.bar {
+        template.push_str(if total.is_some() {
+            "{wide_bar} {pos}/{len} {percent}% "
+        } else {
+            "{spinner} {pos} done "
+        });
+    }
+    if p.counts {
+        template.push_str("{msg} ");
+    }
+    if p.eta && total.is_some() {
+        template.push_str("ETA {eta} ");
+    }
+    template.push_str("{elapsed}");
+    let style =
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
+    // Asked for, progress is drawn even when stderr is not a terminal (indicatif's own stderr target
+    // would hide it then); it never goes to stdout.
+    let target = if io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), 4)
+    };
+    let bar = ProgressBar::with_draw_target(total, target).with_style(style);
+    bar.enable_steady_tick(Duration::from_millis(250));
+    Some(bar)
+}
+
+fn update_bar(bar: &ProgressBar, config: &Config, shared: &Shared) {
+    let (finished, failed) = {
+        let tally = lock(&shared.tally);
+        (tally.finished, tally.failed)
+    };
+    bar.set_position(finished);
+    if config.progress.counts {
+        let running = lock(&shared.live).len();
+        bar.set_message(format!(
+            "running {running}, done {finished}, failed {failed}"
+        ));
+    }
+}

@@ -1,0 +1,258 @@
+//! Input sources into the argument lists of jobs.
+//!
+//! One source (or stdin) is streamed, so `find | martelli run …` starts at once and holds no more
+//! than the running jobs. Several sources are read whole and combined: every argument of one with
+//! every argument of the others (the first source varies slowest), or element by element with
+//! `--link` (shorter sources wrap around) and `:::+`/`::::+` (the shortest decides).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use super::RunError;
+use super::args::{Source, SourceSpec};
+
+/// The arguments of one job, one per input source.
+pub(crate) type Args = Vec<Vec<u8>>;
+
+/// An iterator of jobs' arguments, and their number when known in advance.
+pub(crate) struct Inputs {
+    pub(crate) iter: Box<dyn Iterator<Item = Result<Args, RunError>> + Send>,
+    pub(crate) total: Option<u64>,
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inputs")
+            .field("total", &self.total)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, RunError> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufReader::new(io::stdin())));
+    }
+    let file = File::open(path).map_err(|source| RunError::Input {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(Box::new(BufReader::new(file)))
+}
+
+/// Splits a reader into arguments at `separator`, without the separator.
+fn lines(
+    reader: Box<dyn BufRead + Send>,
+    separator: u8,
+    path: PathBuf,
+) -> impl Iterator<Item = Result<Vec<u8>, RunError>> + Send {
+    reader.split(separator).map(move |r| {
+        r.map_err(|source| RunError::Input {
+            path: path.clone(),
+            source,
+        })
+    })
+}
+
+/// Builds the job arguments from the sources (stdin when there are none).
+pub(crate) fn inputs(sources: &[Source], link: bool, separator: u8) -> Result<Inputs, RunError> {
+    match sources {
+        [] => {
+            let iter = lines(Box::new(BufReader::new(io::stdin())), separator, "-".into())
+                .map(|r| r.map(|a| vec![a]));
+            Ok(Inputs {
+                iter: Box::new(iter),
+                total: None,
+            })
+        }
+        [
+            Source {
+                spec: SourceSpec::Values(values),
+                ..
+            },
+        ] => {
+            let total = values.len() as u64;
+            let iter = values.clone().into_iter().map(|a| Ok(vec![a]));
+            Ok(Inputs {
+                iter: Box::new(iter),
+                total: Some(total),
+            })
+        }
+        [
+            Source {
+                spec: SourceSpec::File(path),
+                ..
+            },
+        ] => {
+            let iter = lines(open(path)?, separator, path.clone()).map(|r| r.map(|a| vec![a]));
+            Ok(Inputs {
+                iter: Box::new(iter),
+                total: None,
+            })
+        }
+        _ => {
+            let mut columns = Vec::with_capacity(sources.len());
+            for source in sources {
+                let values = match &source.spec {
+                    SourceSpec::Values(values) => values.clone(),
+                    SourceSpec::File(path) => {
+                        lines(open(path)?, separator, path.clone()).collect::<Result<_, _>>()?
+                    }
+                };
+                columns.push(values);
+            }
+            Ok(combine(sources, columns, link))
+        }
+    }
+}
+
+/// Combines whole sources: groups of linked sources, then the product of the groups.
+fn combine(sources: &[Source], columns: Vec<Vec<Vec<u8>>>, link: bool) -> Inputs {
+    // Each group is a list of rows; a row holds one argument per source of the group.
+    let mut groups: Vec<Vec<Args>> = Vec::new();
+    if link {
+        let longest = columns.iter().map(Vec::len).max().unwrap_or(0);
+        let rows = (0..longest)
+            .map(|i| {
+                columns
+                    .iter()
+                    .map(|c| {
+                        if c.is_empty() {
+                            Vec::new()
+                        } else {
+                            c[i % c.len()].clone()
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        groups.push(rows);
+    } else {
+        let mut current: Vec<Vec<Vec<u8>>> = Vec::new();
+        for (source, column) in sources.iter().zip(columns) {
+            if !source.linked && !current.is_empty() {
+                groups.push(rows_of(std::mem::take(&mut current)));
+            }
+            current.push(column);
+        }
+        if !current.is_empty() {
+            groups.push(rows_of(current));
+        }
+    }
+    let total = groups
+        .iter()
+        .try_fold(1u64, |acc, g| acc.checked_mul(g.len() as u64));
+    Inputs {
+        iter: Box::new(Product::new(groups)),
+        total,
+    }
+}
+
+/// Rows of linked columns: the shortest column decides.
+fn rows_of(columns: Vec<Vec<Vec<u8>>>) -> Vec<Args> {
+    let shortest = columns.iter().map(Vec::len).min().unwrap_or(0);
+    (0..shortest)
+        .map(|i| columns.iter().map(|c| c[i].clone()).collect())
+        .collect()
+}
+
+/// The cartesian product of groups of rows, the first group varying slowest.
+struct Product {
+    groups: Vec<Vec<Args>>,
+    index: Vec<usize>,
+    done: bool,
+}
+
+impl Product {
+    fn new(groups: Vec<Vec<Args>>) -> Self {
+        let done = groups.is_empty() || groups.iter().any(Vec::is_empty);
+        let index = vec![0; groups.len()];
+        Product {
+            groups,
+            index,
+            done,
+        }
+    }
+}
+
+impl Iterator for Product {
+    type Item = Result<Args, RunError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let row: Args = self
+            .groups
+            .iter()
+            .zip(&self.index)
+            .flat_map(|(g, &i)| g[i].iter().cloned())
+            .collect();
+        // Advance the odometer from the last group.
+        let mut k = self.groups.len();
+        loop {
+            if k == 0 {
+                self.done = true;
+                break;
+            }
+            k -= 1;
+            self.index[k] += 1;
+            if self.index[k] < self.groups[k].len() {
+                break;
+            }
+            self.index[k] = 0;
+        }
+        Some(Ok(row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(v: &[&str], linked: bool) -> Source {
+        Source {
+            spec: SourceSpec::Values(v.iter().map(|s| s.as_bytes().to_vec()).collect()),
+            linked,
+        }
+    }
+
+    fn collect(inputs: Inputs) -> Vec<String> {
+        inputs
+            .iter
+            .map(|r| {
+                r.unwrap()
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn product_first_source_slowest() {
+        let s = [values(&["a", "b"], false), values(&["1", "2"], false)];
+        let i = inputs(&s, false, b'\n').unwrap();
+        assert_eq!(i.total, Some(4));
+        assert_eq!(collect(i), ["a 1", "a 2", "b 1", "b 2"]);
+    }
+
+    #[test]
+    fn link_wraps_and_plus_truncates() {
+        let s = [values(&["a", "b", "c"], false), values(&["1", "2"], false)];
+        assert_eq!(
+            collect(inputs(&s, true, b'\n').unwrap()),
+            ["a 1", "b 2", "c 1"]
+        );
+        let s = [
+            values(&["a", "b", "c"], false),
+            values(&["1", "2"], true),
+            values(&["x", "y"], false),
+        ];
+        assert_eq!(
+            collect(inputs(&s, false, b'\n').unwrap()),
+            ["a 1 x", "a 1 y", "b 2 x", "b 2 y"]
+        );
+    }
+}

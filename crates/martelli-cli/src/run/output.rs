@@ -1,0 +1,325 @@
+//! Job outcomes and how their output is printed: grouped per job (whole, never interleaved),
+//! in input order with `-k`, line by line with `--line-buffer`, tagged, as JSON Lines, and stored
+//! under `--results`.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::RunError;
+use super::input::Args;
+
+/// How one job ended.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// Position among the jobs started (for `-k`).
+    pub(crate) order: u64,
+    /// Job number (`{#}`).
+    pub(crate) seq: u64,
+    pub(crate) args: Args,
+    /// The command as shown in the joblog.
+    pub(crate) command: Vec<u8>,
+    pub(crate) start: SystemTime,
+    pub(crate) runtime: Duration,
+    /// Exit code; `None` when killed by a signal or not started.
+    pub(crate) code: Option<i32>,
+    /// Terminating signal, 0 if none.
+    pub(crate) signal: i32,
+    pub(crate) timed_out: bool,
+    /// Why the job could not start, if it could not.
+    pub(crate) spawn_error: Option<String>,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+    pub(crate) stdout_bytes: u64,
+    /// Killed by `--halt now`: logged, not printed.
+    pub(crate) suppressed: bool,
+}
+
+impl Outcome {
+    pub(crate) fn failed(&self) -> bool {
+        self.code != Some(0) || self.signal != 0 || self.timed_out
+    }
+
+    /// The joblog's Exitval: -1 for a timeout (as GNU parallel), 127 when the job could not
+    /// start (as a shell), the exit code otherwise (0 when killed by a signal).
+    pub(crate) fn exitval(&self) -> i32 {
+        if self.timed_out {
+            -1
+        } else if self.spawn_error.is_some() {
+            127
+        } else {
+            self.code.unwrap_or(0)
+        }
+    }
+
+    /// The status a `--halt … fail` exit reports for this job.
+    pub(crate) fn exit_status(&self) -> u8 {
+        match (self.code, self.signal) {
+            (Some(c), _) if c != 0 => u8::try_from(c & 0xff).unwrap_or(1),
+            (_, s) if s != 0 => u8::try_from(128 + s).unwrap_or(1),
+            _ if self.spawn_error.is_some() => 127,
+            _ => 1,
+        }
+    }
+
+    fn tag(&self) -> Vec<u8> {
+        let mut tag = self.args.join(&b' ');
+        tag.push(b'\t');
+        tag
+    }
+}
+
+/// Writes `data` with `prefix` before every line (none when `prefix` is empty).
+pub(crate) fn write_prefixed(w: &mut impl Write, prefix: &[u8], data: &[u8]) -> io::Result<()> {
+    if prefix.is_empty() {
+        return w.write_all(data);
+    }
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        w.write_all(prefix)?;
+        w.write_all(line)?;
+    }
+    Ok(())
+}
+
+/// What the printer does with an outcome's captured output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Print {
+    /// Output printed already (`--line-buffer`) or never captured (`-u`).
+    Nothing,
+    /// stdout to stdout, stderr to stderr, each job in one piece.
+    Grouped { tag: bool },
+    /// One JSON line per job.
+    Json,
+}
+
+/// Prints outcomes on the main thread, in completion or input order.
+#[derive(Debug)]
+pub(crate) struct Printer {
+    print: Print,
+    keep_order: bool,
+    pending: BTreeMap<u64, Outcome>,
+    next: u64,
+    results: Option<PathBuf>,
+}
+
+impl Printer {
+    pub(crate) fn new(print: Print, keep_order: bool, results: Option<PathBuf>) -> Self {
+        Printer {
+            print,
+            keep_order,
+            pending: BTreeMap::new(),
+            next: 0,
+            results,
+        }
+    }
+
+    /// Takes one outcome; prints it and any outcomes it was holding back. `quiet` suppresses the
+    /// output of jobs killed by `--halt now`. `around_stderr` wraps writes to stderr (to hide a
+    /// progress bar meanwhile).
+    pub(crate) fn push(
+        &mut self,
+        outcome: Outcome,
+        quiet: bool,
+        around_stderr: &dyn Fn(&mut dyn FnMut()),
+    ) -> Result<(), PrintError> {
+        if let Some(dir) = &self.results {
+            store_results(dir, &outcome).map_err(PrintError::Run)?;
+        }
+        if !self.keep_order {
+            return self.print_one(&outcome, quiet, around_stderr);
+        }
+        self.pending.insert(outcome.order, outcome);
+        while let Some(o) = self.pending.remove(&self.next) {
+            self.next += 1;
+            self.print_one(&o, quiet, around_stderr)?;
+        }
+        Ok(())
+    }
+
+    /// Prints what is still held back (after a halt or an interrupt left gaps in the order).
+    pub(crate) fn flush(
+        &mut self,
+        around_stderr: &dyn Fn(&mut dyn FnMut()),
+    ) -> Result<(), PrintError> {
+        for (_, o) in std::mem::take(&mut self.pending) {
+            self.print_one(&o, false, around_stderr)?;
+        }
+        Ok(())
+    }
+
+    fn print_one(
+        &self,
+        o: &Outcome,
+        quiet: bool,
+        around_stderr: &dyn Fn(&mut dyn FnMut()),
+    ) -> Result<(), PrintError> {
+        if quiet {
+            return Ok(());
+        }
+        match self.print {
+            Print::Nothing => Ok(()),
+            Print::Json => {
+                let mut line = serde_json::to_vec(&json(o))
+                    .map_err(|e| PrintError::Stdout(io::Error::other(e)))?;
+                line.push(b'\n');
+                io::stdout()
+                    .lock()
+                    .write_all(&line)
+                    .map_err(PrintError::Stdout)
+            }
+            Print::Grouped { tag } => {
+                let prefix = if tag { o.tag() } else { Vec::new() };
+                if !o.stdout.is_empty() {
+                    let mut out = io::stdout().lock();
+                    write_prefixed(&mut out, &prefix, &o.stdout)
+                        .and_then(|()| out.flush())
+                        .map_err(PrintError::Stdout)?;
+                }
+                if !o.stderr.is_empty() {
+                    around_stderr(&mut || {
+                        // Hold the stdout lock too so that a job's two streams never interleave with
+                        // another job's output on a shared terminal.
+                        let _out = io::stdout().lock();
+                        let _ = write_prefixed(&mut io::stderr().lock(), &prefix, &o.stderr);
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Printing failed: stdout went away (a closed pipe ends the run quietly) or results could not be
+/// stored.
+#[derive(Debug)]
+pub(crate) enum PrintError {
+    Stdout(io::Error),
+    Run(RunError),
+}
+
+/// One `--json` line: `{"type":"job","data":{…}}`, the envelope leaving room for other kinds of
+/// line later.
+#[derive(Debug, serde::Serialize)]
+struct JsonLine<'a> {
+    r#type: &'static str,
+    data: JsonJob<'a>,
+}
+
+/// The `data` of a `--json` line. Output that is not UTF-8 is shown with U+FFFD in its place.
+#[derive(Debug, serde::Serialize)]
+struct JsonJob<'a> {
+    seq: u64,
+    args: Vec<String>,
+    command: String,
+    exit_code: Option<i32>,
+    signal: i32,
+    timed_out: bool,
+    /// Seconds since the Unix epoch.
+    start: f64,
+    /// Seconds.
+    runtime: f64,
+    stdout: String,
+    stderr: String,
+    error: Option<&'a str>,
+}
+
+fn json(o: &Outcome) -> JsonLine<'_> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    JsonLine {
+        r#type: "job",
+        data: JsonJob {
+            seq: o.seq,
+            args: o.args.iter().map(|a| text(a)).collect(),
+            command: text(&o.command),
+            exit_code: o.code,
+            signal: o.signal,
+            timed_out: o.timed_out,
+            start: o
+                .start
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            runtime: o.runtime.as_secs_f64(),
+            stdout: text(&o.stdout),
+            stderr: text(&o.stderr),
+            error: o.spawn_error.as_deref(),
+        },
+    }
+}
+
+/// `--results DIR`: DIR/1/ARG1/2/ARG2/…/{stdout,stderr,seq}, with `\` written `\\` and `/`
+/// written `\_` in arguments, as GNU parallel does.
+fn store_results(dir: &Path, o: &Outcome) -> Result<(), RunError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut path = dir.to_path_buf();
+    for (i, arg) in o.args.iter().enumerate() {
+        let mut escaped = Vec::with_capacity(arg.len());
+        for &b in arg {
+            match b {
+                b'\\' => escaped.extend_from_slice(b"\\\\"),
+                b'/' => escaped.extend_from_slice(b"\\_"),
+                _ => escaped.push(b),
+            }
+        }
+        path.push((i + 1).to_string());
+        path.push(std::ffi::OsStr::from_bytes(&escaped));
+    }
+    let err = |source| RunError::Results {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&path).map_err(err)?;
+    std::fs::write(path.join("stdout"), &o.stdout).map_err(err)?;
+    std::fs::write(path.join("stderr"), &o.stderr).map_err(err)?;
+    std::fs::write(path.join("seq"), format!("{}\n", o.seq)).map_err(err)?;
+    Ok(())
+}
+
+/// `--line-buffer`: passes complete lines on at once, holding a partial line until it ends.
+#[derive(Debug)]
+pub(crate) struct LineSink {
+    prefix: Vec<u8>,
+    partial: [Vec<u8>; 2],
+}
+
+impl LineSink {
+    pub(crate) fn new(prefix: Vec<u8>) -> Self {
+        LineSink {
+            prefix,
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    /// Takes a chunk of stream 0 (stdout) or 1 (stderr).
+    pub(crate) fn push(&mut self, stream: usize, chunk: &[u8]) {
+        let Some(last) = chunk.iter().rposition(|&b| b == b'\n') else {
+            self.partial[stream].extend_from_slice(chunk);
+            return;
+        };
+        let partial = std::mem::take(&mut self.partial[stream]);
+        let mut lines = partial;
+        lines.extend_from_slice(&chunk[..=last]);
+        self.emit(stream, &lines);
+        self.partial[stream].extend_from_slice(&chunk[last + 1..]);
+    }
+
+    /// Prints what is left of unterminated lines.
+    pub(crate) fn finish(&mut self) {
+        for stream in 0..2 {
+            let rest = std::mem::take(&mut self.partial[stream]);
+            if !rest.is_empty() {
+                self.emit(stream, &rest);
+            }
+        }
+    }
+
+    fn emit(&self, stream: usize, data: &[u8]) {
+        // A closed stdout is noticed by the printer; here output is best effort.
+        if stream == 0 {
+            let _ = write_prefixed(&mut io::stdout().lock(), &self.prefix, data);
+        } else {
+            let _ = write_prefixed(&mut io::stderr().lock(), &self.prefix, data);
+        }
+    }
+}

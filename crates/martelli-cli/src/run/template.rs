@@ -1,0 +1,571 @@
+//! The command template: replacement strings, shell quoting, and composing one job's command.
+
+/// What a replacement string takes from an argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// `{}`: the whole argument.
+    Whole,
+    /// `{.}`: without its extension.
+    NoExt,
+    /// `{/}`: its basename.
+    Base,
+    /// `{//}`: its directory.
+    Dir,
+    /// `{/.}`: its basename without extension.
+    BaseNoExt,
+}
+
+/// One piece of a command word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Literal(Vec<u8>),
+    /// An argument; `source` is 1-based (negative counts from the end), `None` means all of them.
+    Arg {
+        source: Option<i64>,
+        part: Part,
+    },
+    /// `{#}`
+    Seq,
+    /// `{%}`
+    Slot,
+}
+
+/// How the composed command is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Words joined as they are, arguments shell-quoted, run with `sh -c` (GNU parallel's default).
+    Shell,
+    /// `-q`: every word, arguments included, shell-quoted, run with `sh -c`.
+    Quote,
+    /// `--no-shell`: the words are the program and its arguments; no shell runs.
+    NoShell,
+}
+
+/// What one job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Composed {
+    /// A line for `sh -c`.
+    Shell(Vec<u8>),
+    /// A program and its arguments.
+    Argv(Vec<Vec<u8>>),
+}
+
+impl Composed {
+    /// The command as a person reads it (and as the joblog and `--dry-run` show it).
+    pub(crate) fn display(&self) -> Vec<u8> {
+        match self {
+            Composed::Shell(line) => line.clone(),
+            Composed::Argv(argv) => {
+                let quoted: Vec<Vec<u8>> = argv.iter().map(|w| shell_quote(w)).collect();
+                quoted.join(&b' ')
+            }
+        }
+    }
+}
+
+/// A parsed command template.
+#[derive(Debug, Clone)]
+pub(crate) struct Template {
+    words: Vec<Vec<Piece>>,
+    mode: Mode,
+    /// Whether a replacement string takes input; without one, the arguments are appended.
+    takes_input: bool,
+}
+
+impl Template {
+    /// Parses the command words. Braces that are not a replacement string stay literal, as in GNU
+    /// parallel.
+    pub(crate) fn parse(words: &[Vec<u8>], mode: Mode) -> Template {
+        let words: Vec<Vec<Piece>> = words.iter().map(|w| parse_word(w)).collect();
+        let takes_input = words
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, Piece::Arg { .. }));
+        Template {
+            words,
+            mode,
+            takes_input,
+        }
+    }
+
+    /// The largest source number a replacement string names (`{3}` → 3), to check it exists.
+    pub(crate) fn max_source(&self) -> Option<i64> {
+        self.words
+            .iter()
+            .flatten()
+            .filter_map(|p| match p {
+                Piece::Arg {
+                    source: Some(n), ..
+                } => Some(n.abs()),
+                _ => None,
+            })
+            .max()
+    }
+
+    /// The command of job number `seq` running in `slot`, with `args` (one per input source).
+    pub(crate) fn compose(&self, args: &[Vec<u8>], seq: u64, slot: usize) -> Composed {
+        match self.mode {
+            Mode::Shell => {
+                let mut line = Vec::new();
+                for (i, word) in self.words.iter().enumerate() {
+                    if i > 0 {
+                        line.push(b' ');
+                    }
+                    for piece in word {
+                        render(piece, args, seq, slot, true, &mut line);
+                    }
+                }
+                if !self.takes_input {
+                    for arg in args {
+                        line.push(b' ');
+                        line.extend_from_slice(&shell_quote(arg));
+                    }
+                }
+                Composed::Shell(line)
+            }
+            Mode::Quote => {
+                let mut words = self.raw_words(args, seq, slot);
+                if !self.takes_input {
+                    words.extend(args.iter().cloned());
+                }
+                let quoted: Vec<Vec<u8>> = words.iter().map(|w| shell_quote(w)).collect();
+                Composed::Shell(quoted.join(&b' '))
+            }
+            Mode::NoShell => {
+                let mut words = self.raw_words(args, seq, slot);
+                if !self.takes_input {
+                    words.extend(args.iter().cloned());
+                }
+                Composed::Argv(words)
+            }
+        }
+    }
+
+    fn raw_words(&self, args: &[Vec<u8>], seq: u64, slot: usize) -> Vec<Vec<u8>> {
+        self.words
+            .iter()
+            .map(|word| {
+                let mut out = Vec::new();
+                for piece in word {
+                    render(piece, args, seq, slot, false, &mut out);
+                }
+                out
+            })
+            .collect()
+    }
+}
+
+fn render(piece: &Piece, args: &[Vec<u8>], seq: u64, slot: usize, quote: bool, out: &mut Vec<u8>) {
+    let emit = |value: &[u8], out: &mut Vec<u8>| {
+        if quote {
+            out.extend_from_slice(&shell_quote(value));
+        } else {
+            out.extend_from_slice(value);
+        }
+    };
+    match piece {
+        Piece::Literal(text) => out.extend_from_slice(text),
+        Piece::Seq => out.extend_from_slice(seq.to_string().as_bytes()),
+        Piece::Slot => out.extend_from_slice(slot.to_string().as_bytes()),
+        Piece::Arg { source: None, part } => {
+            for (i, arg) in args.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                emit(&transform(arg, *part), out);
+            }
+        }
+        Piece::Arg {
+            source: Some(n),
+            part,
+        } => {
+            let index = if *n > 0 {
+                usize::try_from(*n - 1).ok()
+            } else {
+                args.len().checked_sub(n.unsigned_abs() as usize)
+            };
+            // Sources are checked against the template before any job runs; an index out of range
+            // can only come from a short line of a linked source and renders as empty.
+            let value = index
+                .and_then(|i| args.get(i))
+                .map(|a| transform(a, *part))
+                .unwrap_or_default();
+            emit(&value, out);
+        }
+    }
+}
+
+/// Parses one command word into literals and replacement strings.
+fn parse_word(word: &[u8]) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut literal = Vec::new();
+    let mut i = 0;
+    while i < word.len() {
+        if word[i] == b'{' {
+            if let Some(len) = word[i + 1..].iter().position(|&b| b == b'}') {
+                if let Some(piece) = parse_replacement(&word[i + 1..i + 1 + len]) {
+                    if !literal.is_empty() {
+                        pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+                    }
+                    pieces.push(piece);
+                    i += len + 2;
+                    continue;
+                }
+            }
+        }
+        literal.push(word[i]);
+        i += 1;
+    }
+    if !literal.is_empty() {
+        pieces.push(Piece::Literal(literal));
+    }
+    pieces
+}
+
+/// Parses the inside of `{…}`; `None` when it is not a replacement string.
+fn parse_replacement(inner: &[u8]) -> Option<Piece> {
+    match inner {
+        b"#" => return Some(Piece::Seq),
+        b"%" => return Some(Piece::Slot),
+        _ => {}
+    }
+    let digits = inner
+        .iter()
+        .enumerate()
+        .take_while(|&(i, &b)| b.is_ascii_digit() || (i == 0 && b == b'-'))
+        .count();
+    let (number, rest) = inner.split_at(digits);
+    let source = if number.is_empty() {
+        None
+    } else {
+        let n: i64 = std::str::from_utf8(number).ok()?.parse().ok()?;
+        if n == 0 {
+            return None;
+        }
+        Some(n)
+    };
+    let part = match rest {
+        b"" => Part::Whole,
+        b"." => Part::NoExt,
+        b"/" => Part::Base,
+        b"//" => Part::Dir,
+        b"/." => Part::BaseNoExt,
+        _ => return None,
+    };
+    Some(Piece::Arg { source, part })
+}
+
+fn transform(arg: &[u8], part: Part) -> Vec<u8> {
+    match part {
+        Part::Whole => arg.to_vec(),
+        Part::NoExt => strip_ext(arg).to_vec(),
+        Part::Base => basename(arg).to_vec(),
+        Part::Dir => dirname(arg),
+        Part::BaseNoExt => strip_ext(basename(arg)).to_vec(),
+    }
+}
+
+/// GNU parallel's `{.}`: removes `\.[^/.]*$`.
+fn strip_ext(s: &[u8]) -> &[u8] {
+    match s.iter().rposition(|&b| b == b'.' || b == b'/') {
+        Some(i) if s[i] == b'.' => &s[..i],
+        _ => s,
+    }
+}
+
+/// GNU parallel's `{/}`: removes `.*/`.
+fn basename(s: &[u8]) -> &[u8] {
+    match s.iter().rposition(|&b| b == b'/') {
+        Some(i) => &s[i + 1..],
+        None => s,
+    }
+}
+
+/// GNU parallel's `{//}`: Perl's `File::Basename::dirname` (`a/b` → `a`, `a` → `.`, `/a` → `/`,
+/// `a/b/` → `a`).
+fn dirname(s: &[u8]) -> Vec<u8> {
+    fn fileparse(p: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => (p[..=i].to_vec(), p[i + 1..].to_vec()),
+            None => (b"./".to_vec(), p.to_vec()),
+        }
+    }
+    fn strip_trailing_slashes(d: &mut Vec<u8>) {
+        while d.len() > 1 && d.last() == Some(&b'/') {
+            d.pop();
+        }
+    }
+    let (mut dir, base) = fileparse(s);
+    strip_trailing_slashes(&mut dir);
+    if base.is_empty() {
+        dir = fileparse(&dir).0;
+        strip_trailing_slashes(&mut dir);
+    }
+    dir
+}
+
+/// Quotes `s` for a POSIX shell as GNU parallel does: as it is when it is made only of
+/// `[-_.+a-zA-Z0-9/]`, `''` when empty, otherwise in single quotes with each `'` written `'"'"'`.
+pub(crate) fn shell_quote(s: &[u8]) -> Vec<u8> {
+    if s.is_empty() {
+        return b"''".to_vec();
+    }
+    let safe = |b: &u8| b.is_ascii_alphanumeric() || b"-_.+/".contains(b);
+    if s.iter().all(safe) {
+        return s.to_vec();
+    }
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'\'');
+    for &b in s {
+        if b == b'\'' {
+            out.extend_from_slice(b"'\"'\"'");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
+    // GNU parallel drops the empty '' that a leading or trailing quote leaves.
+    if out.starts_with(b"''") {
+        out.drain(..2);
+    }
+    if out.ends_with(b"''") {
+        out.truncate(out.len() - 2);
+    }
+    out
+}
+
+/// Words of `sh`'s grammar that a program of the same name would not replace: reserved words and
+/// the builtins of POSIX shells (dash's set and a few of bash's).
+const SHELL_WORDS: &[&[u8]] = &[
+    b"!",
+    b"{",
+    b"}",
+    b"case",
+    b"do",
+    b"done",
+    b"elif",
+    b"else",
+    b"esac",
+    b"fi",
+    b"for",
+    b"if",
+    b"in",
+    b"then",
+    b"until",
+    b"while",
+    b"function",
+    b"select",
+    b"time",
+    b"[[",
+    b".",
+    b":",
+    b"[",
+    b"alias",
+    b"bg",
+    b"break",
+    b"builtin",
+    b"cd",
+    b"chdir",
+    b"command",
+    b"continue",
+    b"declare",
+    b"echo",
+    b"eval",
+    b"exec",
+    b"exit",
+    b"export",
+    b"false",
+    b"fc",
+    b"fg",
+    b"getopts",
+    b"hash",
+    b"jobs",
+    b"kill",
+    b"let",
+    b"local",
+    b"printf",
+    b"pwd",
+    b"read",
+    b"readonly",
+    b"return",
+    b"set",
+    b"shift",
+    b"source",
+    b"test",
+    b"times",
+    b"trap",
+    b"true",
+    b"type",
+    b"typeset",
+    b"ulimit",
+    b"umask",
+    b"unalias",
+    b"unset",
+    b"wait",
+];
+
+/// The program and arguments of a shell line that is one simple command with nothing for the
+/// shell to do: words of plain characters (`[A-Za-z0-9_./,:@%+=-]`) and single-quoted strings,
+/// separated by spaces, whose first word is not a shell builtin, reserved word or assignment.
+/// Running such a line with `sh -c` would only have the shell split it into these words and run
+/// the program, so it can be run directly, saving a shell. `None` when the shell is needed.
+pub(crate) fn simple_command(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"_./,:@%+=-".contains(&b);
+    let mut words = Vec::new();
+    let mut word: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b' ' => {
+                words.extend(word.take());
+                i += 1;
+            }
+            b'\'' => {
+                let close = i + 1 + line[i + 1..].iter().position(|&b| b == b'\'')?;
+                word.get_or_insert_with(Vec::new)
+                    .extend_from_slice(&line[i + 1..close]);
+                i = close + 1;
+            }
+            b if plain(b) => {
+                word.get_or_insert_with(Vec::new).push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    words.extend(word);
+    let program = words.first()?;
+    if program.is_empty() || program.contains(&b'=') || SHELL_WORDS.contains(&program.as_slice()) {
+        return None;
+    }
+    Some(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(cmd: &[&str], args: &[&str]) -> String {
+        let words: Vec<Vec<u8>> = cmd.iter().map(|w| w.as_bytes().to_vec()).collect();
+        let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+        String::from_utf8(
+            Template::parse(&words, Mode::Shell)
+                .compose(&args, 7, 2)
+                .display(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn quoting_matches_gnu_parallel() {
+        assert_eq!(shell_quote(b"a b"), b"'a b'");
+        assert_eq!(shell_quote(b"it's"), b"'it'\"'\"'s'");
+        assert_eq!(shell_quote(b"'a"), b"\"'\"'a'");
+        assert_eq!(shell_quote(b"a'"), b"'a'\"'\"");
+        assert_eq!(shell_quote(b""), b"''");
+        assert_eq!(shell_quote(b"plain-1.2/x_y+z"), b"plain-1.2/x_y+z");
+        assert_eq!(shell_quote(b"x$y;z"), b"'x$y;z'");
+    }
+
+    #[test]
+    fn replacement_strings_follow_gnu_parallel() {
+        let cmd = ["echo", "{}", "{.}", "{/}", "{//}", "{/.}", "{#}", "{%}"];
+        assert_eq!(
+            shell(&cmd, &["dir.d/a.b.c"]),
+            "echo dir.d/a.b.c dir.d/a.b a.b.c dir.d a.b 7 2"
+        );
+        assert_eq!(
+            shell(&cmd, &["noext"]),
+            "echo noext noext noext . noext 7 2"
+        );
+        assert_eq!(
+            shell(&cmd, &[".hidden"]),
+            "echo .hidden '' .hidden . '' 7 2"
+        );
+        assert_eq!(shell(&cmd, &["/abs"]), "echo /abs /abs abs / abs 7 2");
+        assert_eq!(shell(&cmd, &["tr/"]), "echo tr/ tr/ '' . '' 7 2");
+        assert_eq!(shell(&["echo", "{//}"], &["a/b/"]), "echo a");
+        assert_eq!(shell(&["echo", "{//}"], &["//"]), "echo /");
+    }
+
+    #[test]
+    fn positional_and_appended_arguments() {
+        assert_eq!(
+            shell(&["echo", "{2}-{1}", "{-1}"], &["a", "b c"]),
+            "echo 'b c'-a 'b c'"
+        );
+        assert_eq!(shell(&["echo", "{2.}"], &["a", "x.y"]), "echo x");
+        assert_eq!(shell(&["echo"], &["a", "b c"]), "echo a 'b c'");
+        assert_eq!(shell(&["echo", "{#}"], &["a"]), "echo 7 a");
+        assert_eq!(shell(&["echo", "{}"], &["a", "b"]), "echo a b");
+        assert_eq!(shell(&["echo", "{x}", "{}}"], &["a"]), "echo {x} a}");
+    }
+
+    #[test]
+    fn simple_commands_skip_the_shell() {
+        let words = |line: &str| {
+            simple_command(line.as_bytes()).map(|w| {
+                w.iter()
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            words("gzip -9 dir/a.log"),
+            Some(vec!["gzip".into(), "-9".into(), "dir/a.log".into()])
+        );
+        assert_eq!(
+            words("sh -c 'echo 1'"),
+            Some(vec!["sh".into(), "-c".into(), "echo 1".into()])
+        );
+        assert_eq!(
+            words("cat '' x'a b'y"),
+            Some(vec!["cat".into(), "".into(), "xa by".into()])
+        );
+        assert_eq!(
+            words("/bin/echo a=b"),
+            Some(vec!["/bin/echo".into(), "a=b".into()])
+        );
+        // The shell has work to do, or the program is the shell's own.
+        for line in [
+            "echo a",
+            "true 1",
+            "cd x",
+            "A=1 env",
+            "ls *.c",
+            "ls ~",
+            "a | b",
+            "a; b",
+            "a > f",
+            "echo $HOME",
+            "ls 'it'\"'\"'s'",
+            "a 'open",
+            "ls #c",
+            "a\tb",
+            "a & b",
+            "",
+            "  ",
+            "''",
+            "f \\x",
+            "(a)",
+            "x `y`",
+        ] {
+            assert_eq!(words(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn quote_mode_quotes_whole_words() {
+        let words = vec![b"echo".to_vec(), b"{} x".to_vec()];
+        let t = Template::parse(&words, Mode::Quote);
+        assert_eq!(
+            t.compose(&[b"a b".to_vec()], 1, 1).display(),
+            b"echo 'a b x'"
+        );
+        let t = Template::parse(&words, Mode::NoShell);
+        assert_eq!(
+            t.compose(&[b"a b".to_vec()], 1, 1),
+            Composed::Argv(vec![b"echo".to_vec(), b"a b x".to_vec()])
+        );
+    }
+}
