@@ -24,7 +24,8 @@
 //! 3. With a bound, a submitter counts itself in `blocked` and then reads the queue's length (the
 //!    inbox's, under its lock, plus `outbox_len`); while it is at the bound it waits on `space`. A
 //!    worker stores `outbox_len` after each pop and then reads `blocked`; when a submitter waits, it
-//!    takes the inbox's lock and signals `space`. Both sides write, then read, sequentially consistent
+//!    takes the inbox's lock and signals `space`. A worker that moves the inbox over stores the
+//!    outbox's new length before it releases the inbox's lock, so the moved jobs are always counted. Both sides write, then read, sequentially consistent
 //!    atomics, so at least one sees the other: the submitter sees the room, or the worker sees the
 //!    submitter and wakes it.
 //! 4. Shutdown sets `closed` and wakes everyone: workers drain the queue (`Wait`) or both halves are
@@ -178,6 +179,9 @@ impl Inner {
         let mut inbox = self.inbox.0.lock();
         if inbox.jobs.len > 0 {
             outbox.jobs.take_all(&mut inbox.jobs);
+            // Published before the inbox's lock is released, so that a submitter never counts the
+            // moved jobs in neither half (rule 3).
+            self.outbox_len.0.store(outbox.jobs.len, Ordering::SeqCst);
             for hint in &self.hints.0.inbox_has {
                 hint.store(false, Ordering::Relaxed);
             }
@@ -466,5 +470,62 @@ impl Backend for Threads {
 
     fn is_shut_down(&self) -> bool {
         self.inner.inbox.0.lock().closed
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::Pool;
+    use crate::sync::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Rule 3 under concurrency: jobs moving from the inbox to the outbox are always counted, so a
+    /// snapshot of the queue never holds more than the bound.
+    #[test]
+    fn the_bound_holds_while_workers_move_the_inbox_over() {
+        const BOUND: usize = 3;
+        let pool = Arc::new(
+            Pool::builder()
+                .threads(2)
+                .queue_bound(BOUND)
+                .build()
+                .expect("a small pool starts"),
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        let monitor = {
+            let (pool, done) = (Arc::clone(&pool), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut most = 0;
+                while !done.load(Ordering::Acquire) {
+                    most = most.max(pool.queued());
+                }
+                most
+            })
+        };
+        let submitters: Vec<_> = (0..3u64)
+            .map(|s| {
+                let pool = Arc::clone(&pool);
+                std::thread::spawn(move || {
+                    let futures: Vec<_> = (0..2_000u64)
+                        .map(|i| pool.submit(move || s * i).expect("the pool is open"))
+                        .collect();
+                    futures
+                        .into_iter()
+                        .map(|f| f.wait().unwrap_or(0))
+                        .sum::<u64>()
+                })
+            })
+            .collect();
+        let total: u64 = submitters
+            .into_iter()
+            .map(|t| t.join().expect("a submitter does not panic"))
+            .sum();
+        done.store(true, Ordering::Release);
+        let most = monitor.join().expect("the monitor does not panic");
+        assert_eq!(total, (0..3u64).map(|s| s * 1_999 * 2_000 / 2).sum::<u64>());
+        assert!(
+            most <= BOUND,
+            "{most} jobs were queued under a bound of {BOUND}"
+        );
     }
 }
