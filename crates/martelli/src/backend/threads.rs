@@ -1,28 +1,42 @@
-//! The thread backend: a fixed set of worker threads serving one queue with three priority levels.
+//! The thread backend: a fixed set of worker threads serving a queue with three priority levels.
 //!
 //! # Protocol
 //!
-//! One mutex guards the queue and the sleep bookkeeping; two condition variables carry the wake-ups:
-//! `work` for idle workers, `space` for submitters blocked on a full bounded queue.
+//! The queue has two halves, each under its own mutex, so that submitters and workers do not take the
+//! same lock for every job: submitters push into the *inbox*; workers pop from the *outbox*, and move
+//! the whole inbox into it when they need more. Two condition variables, used with the inbox's mutex,
+//! carry the wake-ups: `work` for idle workers, `space` for submitters blocked on a full bounded queue.
+//! Locks are always taken outbox first, then inbox.
 //!
-//! 1. A worker pops the highest-priority job (high, then normal, then low; FIFO within a level) and runs
-//!    it without the lock. With nothing queued it sleeps on `work`, counted in `sleeping`.
-//! 2. A submitter pushes under the lock and signals `work` only when some worker sleeps that has not
-//!    already been signalled (`sleeping > to_wake`); a woken worker decrements `to_wake`. So a burst of
-//!    submissions to busy workers makes no system calls at all. The decision to signal is taken under
-//!    the lock, the signal itself is sent after unlocking: the sleeper registered under the lock before
-//!    it waited, so the signal cannot be lost, and the system call stays out of the critical section.
-//! 3. With a bound, a submitter waits on `space` while `len >= bound`; a worker that pops signals
-//!    `space` when a submitter waits.
-//! 4. Shutdown sets `closed` and wakes everyone: workers drain the queue (`Wait`) or the queue is
+//! 1. A worker pops the highest-priority job of the outbox (high, then normal, then low; FIFO within a
+//!    level) and runs it without a lock. When the outbox is empty, or the `inbox_has` hint says the inbox
+//!    holds a level above the outbox's best, it takes the inbox's lock too and moves every inbox job to
+//!    the end of its level in the outbox (so FIFO within a level and priority across levels hold, and a
+//!    high-priority submission still overtakes every queued lower one). With both halves empty it
+//!    sleeps on `work`, counted in `sleeping`, having released the outbox but not the inbox, so no
+//!    submission can slip in between its look and its sleep.
+//! 2. A submitter pushes into the inbox under its lock and signals `work` only when some worker sleeps
+//!    that has not already been signalled (`sleeping > to_wake`); a woken worker decrements `to_wake`.
+//!    So a burst of submissions to busy workers makes no system calls at all. The decision to signal is
+//!    taken under the lock, the signal itself is sent after unlocking: the sleeper registered under the
+//!    lock before it waited, so the signal cannot be lost, and the system call stays out of the
+//!    critical section.
+//! 3. With a bound, a submitter counts itself in `blocked` and then reads the queue's length (the
+//!    inbox's, under its lock, plus `outbox_len`); while it is at the bound it waits on `space`. A
+//!    worker stores `outbox_len` after each pop and then reads `blocked`; when a submitter waits, it
+//!    takes the inbox's lock and signals `space`. A worker that moves the inbox over stores the
+//!    outbox's new length before it releases the inbox's lock, so the moved jobs are always counted. Both sides write, then read, sequentially consistent
+//!    atomics, so at least one sees the other: the submitter sees the room, or the worker sees the
+//!    submitter and wakes it.
+//! 4. Shutdown sets `closed` and wakes everyone: workers drain the queue (`Wait`) or both halves are
 //!    emptied first and the removed jobs are dropped, which resolves their futures as cancelled
-//!    (`CancelPending`); workers exit when the queue is empty and `closed` is set.
-//! 5. Before sleeping, an idle worker waits a few rounds of [`backoff`] without the lock, watching
-//!    `has_work` (kept under the lock: set by the push that makes the queue non-empty, cleared by the
-//!    pop that empties it, set by shutdown), then takes the lock and looks again. A submission that
-//!    arrives meanwhile costs neither the worker a sleep nor the submitter a wake-up call. The flag
-//!    is only a hint: every decision is taken again under the lock, so a stale value costs a round,
-//!    never a lost job.
+//!    (`CancelPending`); workers exit when both halves are empty and `closed` is set.
+//! 5. Before sleeping, an idle worker waits a few rounds of [`backoff`] without a lock, watching
+//!    `has_work` (kept under the inbox's lock: set by the push that makes the inbox non-empty, cleared
+//!    by the move that empties it, set by shutdown), then looks again under the locks. A submission
+//!    that arrives meanwhile costs neither the worker a sleep nor the submitter a wake-up call.
+//!    `has_work` and `inbox_has` are only hints: every decision is taken again under the locks, so a
+//!    stale value costs a round, never a lost job.
 
 use super::{Admission, Backend, BackendConfig, Rejected};
 use crate::cancel::CancelToken;
@@ -30,7 +44,7 @@ use crate::error::Error;
 use crate::job::Job;
 use crate::local::{self, WorkerInfo};
 use crate::pool::Shutdown;
-use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -59,30 +73,88 @@ fn backoff(round: u32) {
     }
 }
 
-struct Queue {
+/// Keeps what one side writes often off the cache lines the other side reads (128 bytes: x86 fetches
+/// lines in pairs).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// Jobs in priority levels (0: high).
+#[derive(Default)]
+struct Levels {
     levels: [VecDeque<Job>; 3],
     len: usize,
-    bound: Option<usize>,
-    sleeping: usize,
-    to_wake: usize,
-    blocked_submitters: usize,
-    closed: bool,
 }
 
-impl Queue {
+impl Levels {
+    fn push(&mut self, job: Job) {
+        self.levels[job.priority.level()].push_back(job);
+        self.len += 1;
+    }
+
     fn pop(&mut self) -> Option<Job> {
         let job = self.levels.iter_mut().find_map(VecDeque::pop_front)?;
         self.len -= 1;
         Some(job)
     }
+
+    /// The highest level that holds a job (3: none).
+    fn best(&self) -> usize {
+        self.levels
+            .iter()
+            .position(|l| !l.is_empty())
+            .unwrap_or(self.levels.len())
+    }
+
+    /// Moves every job of `from` to the end of its level here.
+    fn take_all(&mut self, from: &mut Levels) {
+        for (to, from) in self.levels.iter_mut().zip(from.levels.iter_mut()) {
+            if to.is_empty() {
+                std::mem::swap(to, from);
+            } else {
+                to.append(from);
+            }
+        }
+        self.len += from.len;
+        from.len = 0;
+    }
+
+    fn drain(&mut self) -> Vec<Job> {
+        self.len = 0;
+        self.levels.iter_mut().flat_map(|l| l.drain(..)).collect()
+    }
+}
+
+/// The submitters' half of the queue, and the bookkeeping that goes with their lock.
+struct Inbox {
+    jobs: Levels,
+    bound: Option<usize>,
+    sleeping: usize,
+    to_wake: usize,
+    closed: bool,
+}
+
+/// The workers' half of the queue.
+struct Outbox {
+    jobs: Levels,
+}
+
+/// Hints and counters read without a lock.
+struct Hints {
+    /// The inbox holds jobs (rule 5).
+    has_work: AtomicBool,
+    /// The inbox holds jobs of this level (rule 1).
+    inbox_has: [AtomicBool; 3],
+    /// Submitters waiting for room (rule 3).
+    blocked: AtomicUsize,
 }
 
 struct Inner {
     id: u64,
-    queue: Mutex<Queue>,
-    /// A hint, read without the lock, that the queue holds jobs: set when a push makes it non-empty,
-    /// cleared when a pop empties it (rule 5).
-    has_work: AtomicBool,
+    outbox: Padded<Mutex<Outbox>>,
+    /// The outbox's length, stored by workers under its lock (rule 3).
+    outbox_len: Padded<AtomicUsize>,
+    inbox: Padded<Mutex<Inbox>>,
+    hints: Padded<Hints>,
     work: Condvar,
     space: Condvar,
     /// The token of the task each worker runs, so `CancelPending` can fire it.
@@ -90,39 +162,76 @@ struct Inner {
 }
 
 impl Inner {
+    /// With the outbox locked: pops the next job, moving the inbox over first when the outbox is empty
+    /// or the inbox holds a higher level (rule 1). Returns the inbox's guard when it had to look there
+    /// and found nothing, so that the caller can sleep without letting a submission slip by.
+    fn pop<'a>(&'a self, outbox: &mut Outbox) -> Result<Job, MutexGuard<'a, Inbox>> {
+        let best = outbox.jobs.best();
+        let higher_waiting = self.hints.0.inbox_has[..best]
+            .iter()
+            .any(|h| h.load(Ordering::Acquire));
+        if !higher_waiting {
+            if let Some(job) = outbox.jobs.pop() {
+                self.popped(outbox);
+                return Ok(job);
+            }
+        }
+        let mut inbox = self.inbox.0.lock();
+        if inbox.jobs.len > 0 {
+            outbox.jobs.take_all(&mut inbox.jobs);
+            // Published before the inbox's lock is released, so that a submitter never counts the
+            // moved jobs in neither half (rule 3).
+            self.outbox_len.0.store(outbox.jobs.len, Ordering::SeqCst);
+            for hint in &self.hints.0.inbox_has {
+                hint.store(false, Ordering::Relaxed);
+            }
+            self.hints.0.has_work.store(false, Ordering::Relaxed);
+        }
+        match outbox.jobs.pop() {
+            Some(job) => {
+                drop(inbox);
+                self.popped(outbox);
+                Ok(job)
+            }
+            None => Err(inbox),
+        }
+    }
+
+    /// After a pop: publishes the outbox's length and wakes a submitter waiting for room (rule 3).
+    fn popped(&self, outbox: &Outbox) {
+        self.outbox_len.0.store(outbox.jobs.len, Ordering::SeqCst);
+        if self.hints.0.blocked.load(Ordering::SeqCst) > 0 {
+            let _inbox = self.inbox.0.lock();
+            self.space.notify_one();
+        }
+    }
+
     /// Takes the next job, sleeping while there is none. `None` once closed and drained.
     fn next_job(&self) -> Option<Job> {
         let mut spins = 0;
-        let mut q = self.queue.lock();
         loop {
-            if let Some(job) = q.pop() {
-                if q.len == 0 {
-                    self.has_work.store(false, Ordering::Relaxed);
-                }
-                let blocked = q.blocked_submitters > 0;
-                drop(q);
-                if blocked {
-                    self.space.notify_one();
-                }
-                return Some(job);
-            }
-            if q.closed {
+            let mut outbox = self.outbox.0.lock();
+            let mut inbox = match self.pop(&mut outbox) {
+                Ok(job) => return Some(job),
+                Err(inbox) => inbox,
+            };
+            drop(outbox);
+            if inbox.closed {
                 return None;
             }
             if spins < SPIN_ROUNDS {
-                // Rule 5: wait a moment without the lock for a submission before going to sleep.
-                drop(q);
-                while spins < SPIN_ROUNDS && !self.has_work.load(Ordering::Relaxed) {
+                // Rule 5: wait a moment without the locks for a submission before going to sleep.
+                drop(inbox);
+                while spins < SPIN_ROUNDS && !self.hints.0.has_work.load(Ordering::Relaxed) {
                     backoff(spins);
                     spins += 1;
                 }
-                q = self.queue.lock();
                 continue;
             }
-            q.sleeping += 1;
-            q = self.work.wait(q);
-            q.sleeping -= 1;
-            q.to_wake = q.to_wake.saturating_sub(1);
+            inbox.sleeping += 1;
+            inbox = self.work.wait(inbox);
+            inbox.sleeping -= 1;
+            inbox.to_wake = inbox.to_wake.saturating_sub(1);
             spins = 0;
         }
     }
@@ -156,16 +265,26 @@ impl Threads {
         let n = config.workers;
         let inner = Arc::new(Inner {
             id: crate::sync::next_id(),
-            queue: Mutex::new(Queue {
-                levels: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
-                len: 0,
+            outbox: Padded(Mutex::new(Outbox {
+                jobs: Levels::default(),
+            })),
+            outbox_len: Padded(AtomicUsize::new(0)),
+            inbox: Padded(Mutex::new(Inbox {
+                jobs: Levels::default(),
                 bound: config.queue_bound,
                 sleeping: 0,
                 to_wake: 0,
-                blocked_submitters: 0,
                 closed: false,
+            })),
+            hints: Padded(Hints {
+                has_work: AtomicBool::new(false),
+                inbox_has: [
+                    AtomicBool::new(false),
+                    AtomicBool::new(false),
+                    AtomicBool::new(false),
+                ],
+                blocked: AtomicUsize::new(0),
             }),
-            has_work: AtomicBool::new(false),
             work: Condvar::new(),
             space: Condvar::new(),
             running: (0..n).map(|_| Mutex::new(None)).collect(),
@@ -239,34 +358,42 @@ impl Backend for Threads {
 
     fn execute(&self, job: Job, admission: Admission) -> Result<(), Rejected> {
         let inner = &*self.inner;
-        let mut q = inner.queue.lock();
+        let hints = &inner.hints.0;
+        let mut q = inner.inbox.0.lock();
         loop {
             if q.closed {
                 return Err(Rejected::ShutDown(job));
             }
-            match q.bound {
-                Some(bound) if q.len >= bound => {
-                    if admission == Admission::Try {
-                        return Err(Rejected::Full(job));
-                    }
-                    if POOL_OF_THIS_THREAD.with(Cell::get) == inner.id {
-                        // A worker submitting to its own full pool would wait for itself: run the job
-                        // here instead (the queue's bound still holds).
-                        drop(q);
-                        job.run();
-                        return Ok(());
-                    }
-                    q.blocked_submitters += 1;
-                    q = inner.space.wait(q);
-                    q.blocked_submitters -= 1;
-                }
-                _ => break,
+            let Some(bound) = q.bound else { break };
+            // Rule 3: count ourselves as waiting before reading the length.
+            hints.blocked.fetch_add(1, Ordering::SeqCst);
+            let len = q.jobs.len + inner.outbox_len.0.load(Ordering::SeqCst);
+            if len < bound {
+                hints.blocked.fetch_sub(1, Ordering::SeqCst);
+                break;
             }
+            if admission == Admission::Try {
+                hints.blocked.fetch_sub(1, Ordering::SeqCst);
+                return Err(Rejected::Full(job));
+            }
+            if POOL_OF_THIS_THREAD.with(Cell::get) == inner.id {
+                // A worker submitting to its own full pool would wait for itself: run the job here
+                // instead (the queue's bound still holds).
+                hints.blocked.fetch_sub(1, Ordering::SeqCst);
+                drop(q);
+                job.run();
+                return Ok(());
+            }
+            q = inner.space.wait(q);
+            hints.blocked.fetch_sub(1, Ordering::SeqCst);
         }
-        q.levels[job.priority.level()].push_back(job);
-        q.len += 1;
-        if q.len == 1 {
-            inner.has_work.store(true, Ordering::Relaxed);
+        let level = job.priority.level();
+        q.jobs.push(job);
+        if !hints.inbox_has[level].load(Ordering::Relaxed) {
+            hints.inbox_has[level].store(true, Ordering::Release);
+        }
+        if q.jobs.len == 1 {
+            hints.has_work.store(true, Ordering::Relaxed);
         }
         let wake = q.sleeping > q.to_wake;
         if wake {
@@ -282,7 +409,9 @@ impl Backend for Threads {
     }
 
     fn queued(&self) -> usize {
-        self.inner.queue.lock().len
+        let outbox = self.inner.outbox.0.lock();
+        let inbox = self.inner.inbox.0.lock();
+        outbox.jobs.len + inbox.jobs.len
     }
 
     fn help_one(&self) -> bool {
@@ -290,39 +419,35 @@ impl Backend for Threads {
             return false;
         }
         let job = {
-            let mut q = self.inner.queue.lock();
-            let job = q.pop();
-            if q.len == 0 {
-                self.inner.has_work.store(false, Ordering::Relaxed);
-            }
-            if job.is_some() && q.blocked_submitters > 0 {
-                self.inner.space.notify_one();
-            }
-            job
+            let mut outbox = self.inner.outbox.0.lock();
+            self.inner.pop(&mut outbox)
         };
         match job {
-            Some(job) => {
+            Ok(job) => {
                 job.run();
                 true
             }
-            None => false,
+            Err(_) => false,
         }
     }
 
     fn shutdown(&self, mode: Shutdown) {
         let discarded: Vec<Job> = {
-            let mut q = self.inner.queue.lock();
-            q.closed = true;
+            let mut outbox = self.inner.outbox.0.lock();
+            let mut inbox = self.inner.inbox.0.lock();
+            inbox.closed = true;
             match mode {
                 Shutdown::Wait => Vec::new(),
                 Shutdown::CancelPending => {
-                    q.len = 0;
-                    q.levels.iter_mut().flat_map(|l| l.drain(..)).collect()
+                    let mut jobs = outbox.jobs.drain();
+                    jobs.extend(inbox.jobs.drain());
+                    self.inner.outbox_len.0.store(0, Ordering::SeqCst);
+                    jobs
                 }
             }
         };
-        // Ends the spinning of idle workers at once: they take the lock and see `closed`.
-        self.inner.has_work.store(true, Ordering::Relaxed);
+        // Ends the spinning of idle workers at once: they take the locks and see `closed`.
+        self.inner.hints.0.has_work.store(true, Ordering::Relaxed);
         self.inner.work.notify_all();
         self.inner.space.notify_all();
         if mode == Shutdown::CancelPending {
@@ -344,6 +469,63 @@ impl Backend for Threads {
     }
 
     fn is_shut_down(&self) -> bool {
-        self.inner.queue.lock().closed
+        self.inner.inbox.0.lock().closed
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::Pool;
+    use crate::sync::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Rule 3 under concurrency: jobs moving from the inbox to the outbox are always counted, so a
+    /// snapshot of the queue never holds more than the bound.
+    #[test]
+    fn the_bound_holds_while_workers_move_the_inbox_over() {
+        const BOUND: usize = 3;
+        let pool = Arc::new(
+            Pool::builder()
+                .threads(2)
+                .queue_bound(BOUND)
+                .build()
+                .expect("a small pool starts"),
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        let monitor = {
+            let (pool, done) = (Arc::clone(&pool), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut most = 0;
+                while !done.load(Ordering::Acquire) {
+                    most = most.max(pool.queued());
+                }
+                most
+            })
+        };
+        let submitters: Vec<_> = (0..3u64)
+            .map(|s| {
+                let pool = Arc::clone(&pool);
+                std::thread::spawn(move || {
+                    let futures: Vec<_> = (0..2_000u64)
+                        .map(|i| pool.submit(move || s * i).expect("the pool is open"))
+                        .collect();
+                    futures
+                        .into_iter()
+                        .map(|f| f.wait().unwrap_or(0))
+                        .sum::<u64>()
+                })
+            })
+            .collect();
+        let total: u64 = submitters
+            .into_iter()
+            .map(|t| t.join().expect("a submitter does not panic"))
+            .sum();
+        done.store(true, Ordering::Release);
+        let most = monitor.join().expect("the monitor does not panic");
+        assert_eq!(total, (0..3u64).map(|s| s * 1_999 * 2_000 / 2).sum::<u64>());
+        assert!(
+            most <= BOUND,
+            "{most} jobs were queued under a bound of {BOUND}"
+        );
     }
 }
