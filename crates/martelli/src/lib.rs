@@ -36,6 +36,11 @@
 //! - [`as_completed`] and [`wait()`] wait for many futures with Python's semantics.
 //! - [`Pool::map`] is a lazy parallel map: bounded memory even over an endless iterator.
 //! - [`Pool::scope`] spawns tasks that borrow from the caller and joins them all: the barrier.
+//! - [`queue::JoinableQueue`] is the other way to hand work over: producers `put`, long-lived
+//!   consumers `get` and call `task_done`, and `join` waits until every item is done.
+//!   [`Pool::consume`] starts daemon consumers that serve a queue for the life of the pool
+//!   and chain stages with backpressure; [`barrier::Barrier`] adds timeouts, `abort` and a broken
+//!   state to the classic barrier.
 //!
 //! # Async
 //!
