@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Model-checks martelli's synchronisation with loom: every interleaving of the models in
-# crates/martelli/src/loom_models.rs up to a bound on preemptions (LOOM_MAX_PREEMPTIONS, default 3).
+# the loom_models modules (the future and cancel token, the thread pool's queue and shutdown, the joinable
+# queue's accounting) up to a bound on preemptions (LOOM_MAX_PREEMPTIONS, default 3).
 #   bash scripts/loom.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -162,6 +162,36 @@ struct Inner {
 }
 
 impl Inner {
+    fn new(workers: usize, bound: Option<usize>) -> Inner {
+        let n = workers;
+        Inner {
+            id: crate::sync::next_id(),
+            outbox: Padded(Mutex::new(Outbox {
+                jobs: Levels::default(),
+            })),
+            outbox_len: Padded(AtomicUsize::new(0)),
+            inbox: Padded(Mutex::new(Inbox {
+                jobs: Levels::default(),
+                bound,
+                sleeping: 0,
+                to_wake: 0,
+                closed: false,
+            })),
+            hints: Padded(Hints {
+                has_work: AtomicBool::new(false),
+                inbox_has: [
+                    AtomicBool::new(false),
+                    AtomicBool::new(false),
+                    AtomicBool::new(false),
+                ],
+                blocked: AtomicUsize::new(0),
+            }),
+            work: Condvar::new(),
+            space: Condvar::new(),
+            running: (0..n).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
     /// With the outbox locked: pops the next job, moving the inbox over first when the outbox is empty
     /// or the inbox holds a higher level (rule 1). Returns the inbox's guard when it had to look there
     /// and found nothing, so that the caller can sleep without letting a submission slip by.
@@ -195,6 +225,91 @@ impl Inner {
             }
             None => Err(inbox),
         }
+    }
+
+    /// Pushes a job into the inbox (rules 2 and 3).
+    fn submit(&self, job: Job, admission: Admission) -> Result<(), Rejected> {
+        let inner = self;
+        let hints = &inner.hints.0;
+        let mut q = inner.inbox.0.lock();
+        loop {
+            if q.closed {
+                return Err(Rejected::ShutDown(job));
+            }
+            let Some(bound) = q.bound else { break };
+            // Rule 3: count ourselves as waiting before reading the length.
+            hints.blocked.fetch_add(1, Ordering::SeqCst);
+            let len = q.jobs.len + inner.outbox_len.0.load(Ordering::SeqCst);
+            if len < bound {
+                hints.blocked.fetch_sub(1, Ordering::SeqCst);
+                break;
+            }
+            if admission == Admission::Try {
+                hints.blocked.fetch_sub(1, Ordering::SeqCst);
+                return Err(Rejected::Full(job));
+            }
+            if POOL_OF_THIS_THREAD.with(Cell::get) == inner.id {
+                // A worker submitting to its own full pool would wait for itself: run the job here
+                // instead (the queue's bound still holds).
+                hints.blocked.fetch_sub(1, Ordering::SeqCst);
+                drop(q);
+                job.run();
+                return Ok(());
+            }
+            q = inner.space.wait(q);
+            hints.blocked.fetch_sub(1, Ordering::SeqCst);
+        }
+        let level = job.priority.level();
+        q.jobs.push(job);
+        if !hints.inbox_has[level].load(Ordering::Relaxed) {
+            hints.inbox_has[level].store(true, Ordering::Release);
+        }
+        if q.jobs.len == 1 {
+            hints.has_work.store(true, Ordering::Relaxed);
+        }
+        let wake = q.sleeping > q.to_wake;
+        if wake {
+            q.to_wake += 1;
+        }
+        drop(q);
+        // Signalled after unlocking (rule 2), so the woken worker does not wake into a held lock.
+        if wake {
+            inner.work.notify_one();
+        }
+        crate::chaos::point();
+        Ok(())
+    }
+
+    /// Closes the queue (rule 4): no more submissions; with `CancelPending` the queued jobs are taken
+    /// out and returned (dropping them cancels their futures); every sleeper is woken and running
+    /// tasks' tokens fire.
+    fn close(&self, mode: Shutdown) -> Vec<Job> {
+        let discarded: Vec<Job> = {
+            let mut outbox = self.outbox.0.lock();
+            let mut inbox = self.inbox.0.lock();
+            inbox.closed = true;
+            match mode {
+                Shutdown::Wait => Vec::new(),
+                Shutdown::CancelPending => {
+                    let mut jobs = outbox.jobs.drain();
+                    jobs.extend(inbox.jobs.drain());
+                    self.outbox_len.0.store(0, Ordering::SeqCst);
+                    jobs
+                }
+            }
+        };
+        // Ends the spinning of idle workers at once: they take the locks and see `closed`.
+        self.hints.0.has_work.store(true, Ordering::Relaxed);
+        self.work.notify_all();
+        self.space.notify_all();
+        if mode == Shutdown::CancelPending {
+            for slot in self.running.iter() {
+                if let Some(token) = slot.lock().as_ref() {
+                    token.cancel();
+                }
+            }
+        }
+        discarded
     }
 
     /// After a pop: publishes the outbox's length and wakes a submitter waiting for room (rule 3).
@@ -263,32 +378,7 @@ impl Threads {
     /// initializer panics (then the workers already started are stopped).
     pub(crate) fn start(config: &BackendConfig) -> Result<Threads, Error> {
         let n = config.workers;
-        let inner = Arc::new(Inner {
-            id: crate::sync::next_id(),
-            outbox: Padded(Mutex::new(Outbox {
-                jobs: Levels::default(),
-            })),
-            outbox_len: Padded(AtomicUsize::new(0)),
-            inbox: Padded(Mutex::new(Inbox {
-                jobs: Levels::default(),
-                bound: config.queue_bound,
-                sleeping: 0,
-                to_wake: 0,
-                closed: false,
-            })),
-            hints: Padded(Hints {
-                has_work: AtomicBool::new(false),
-                inbox_has: [
-                    AtomicBool::new(false),
-                    AtomicBool::new(false),
-                    AtomicBool::new(false),
-                ],
-                blocked: AtomicUsize::new(0),
-            }),
-            work: Condvar::new(),
-            space: Condvar::new(),
-            running: (0..n).map(|_| Mutex::new(None)).collect(),
-        });
+        let inner = Arc::new(Inner::new(n, config.queue_bound));
         let pool = Threads {
             inner,
             workers: n,
@@ -357,55 +447,7 @@ impl Backend for Threads {
     }
 
     fn execute(&self, job: Job, admission: Admission) -> Result<(), Rejected> {
-        let inner = &*self.inner;
-        let hints = &inner.hints.0;
-        let mut q = inner.inbox.0.lock();
-        loop {
-            if q.closed {
-                return Err(Rejected::ShutDown(job));
-            }
-            let Some(bound) = q.bound else { break };
-            // Rule 3: count ourselves as waiting before reading the length.
-            hints.blocked.fetch_add(1, Ordering::SeqCst);
-            let len = q.jobs.len + inner.outbox_len.0.load(Ordering::SeqCst);
-            if len < bound {
-                hints.blocked.fetch_sub(1, Ordering::SeqCst);
-                break;
-            }
-            if admission == Admission::Try {
-                hints.blocked.fetch_sub(1, Ordering::SeqCst);
-                return Err(Rejected::Full(job));
-            }
-            if POOL_OF_THIS_THREAD.with(Cell::get) == inner.id {
-                // A worker submitting to its own full pool would wait for itself: run the job here
-                // instead (the queue's bound still holds).
-                hints.blocked.fetch_sub(1, Ordering::SeqCst);
-                drop(q);
-                job.run();
-                return Ok(());
-            }
-            q = inner.space.wait(q);
-            hints.blocked.fetch_sub(1, Ordering::SeqCst);
-        }
-        let level = job.priority.level();
-        q.jobs.push(job);
-        if !hints.inbox_has[level].load(Ordering::Relaxed) {
-            hints.inbox_has[level].store(true, Ordering::Release);
-        }
-        if q.jobs.len == 1 {
-            hints.has_work.store(true, Ordering::Relaxed);
-        }
-        let wake = q.sleeping > q.to_wake;
-        if wake {
-            q.to_wake += 1;
-        }
-        drop(q);
-        // Signalled after unlocking (rule 2), so the woken worker does not wake into a held lock.
-        if wake {
-            inner.work.notify_one();
-        }
-        crate::chaos::point();
-        Ok(())
+        self.inner.submit(job, admission)
     }
 
     fn queued(&self) -> usize {
@@ -432,31 +474,7 @@ impl Backend for Threads {
     }
 
     fn shutdown(&self, mode: Shutdown) {
-        let discarded: Vec<Job> = {
-            let mut outbox = self.inner.outbox.0.lock();
-            let mut inbox = self.inner.inbox.0.lock();
-            inbox.closed = true;
-            match mode {
-                Shutdown::Wait => Vec::new(),
-                Shutdown::CancelPending => {
-                    let mut jobs = outbox.jobs.drain();
-                    jobs.extend(inbox.jobs.drain());
-                    self.inner.outbox_len.0.store(0, Ordering::SeqCst);
-                    jobs
-                }
-            }
-        };
-        // Ends the spinning of idle workers at once: they take the locks and see `closed`.
-        self.inner.hints.0.has_work.store(true, Ordering::Relaxed);
-        self.inner.work.notify_all();
-        self.inner.space.notify_all();
-        if mode == Shutdown::CancelPending {
-            for slot in self.inner.running.iter() {
-                if let Some(token) = slot.lock().as_ref() {
-                    token.cancel();
-                }
-            }
-        }
+        let discarded = self.inner.close(mode);
         // Dropping the discarded jobs resolves their futures as cancelled.
         drop(discarded);
         let me = thread::current().id();
@@ -527,5 +545,116 @@ mod tests {
             most <= BOUND,
             "{most} jobs were queued under a bound of {BOUND}"
         );
+    }
+}
+
+/// loom models of the protocol above: every interleaving of a worker and its submitters, up to the
+/// preemption bound of `scripts/loom.sh`.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::{Admission, Inner};
+    use crate::future::{Future, promise};
+    use crate::job::{Job, Owned, Plain, TaskJob};
+    use crate::pool::{Priority, Shutdown};
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::thread;
+
+    /// A job that counts its runs, and its future.
+    fn job(runs: &Arc<AtomicUsize>) -> (Job, Future<()>) {
+        let (promise, future) = promise::<()>();
+        let runs = Arc::clone(runs);
+        let task = Owned(TaskJob {
+            body: Plain(move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+            }),
+            promise,
+            timeout: None,
+        });
+        (
+            Job {
+                priority: Priority::Normal,
+                task: Box::new(task),
+            },
+            future,
+        )
+    }
+
+    fn worker(inner: &Arc<Inner>) -> thread::JoinHandle<()> {
+        let inner = Arc::clone(inner);
+        thread::spawn(move || {
+            while let Some(job) = inner.next_job() {
+                inner.run(0, job);
+            }
+        })
+    }
+
+    /// Rules 1, 2 and 4: every submitted job runs exactly once, a sleeping worker is never left
+    /// asleep with work queued, and the worker exits once the queue is closed and drained.
+    #[test]
+    fn every_job_runs_once_and_the_worker_exits_on_close() {
+        loom::model(|| {
+            let inner = Arc::new(Inner::new(1, None));
+            let runs = Arc::new(AtomicUsize::new(0));
+            let w = worker(&inner);
+            for _ in 0..2 {
+                let (job, _future) = job(&runs);
+                assert!(inner.submit(job, Admission::Wait).is_ok());
+            }
+            drop(inner.close(Shutdown::Wait));
+            w.join().expect("the worker does not panic");
+            assert_eq!(runs.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    /// Rule 3: a submitter blocked on a full bounded queue is always woken when a worker makes room.
+    #[test]
+    fn a_blocked_submitter_is_woken_when_room_is_made() {
+        loom::model(|| {
+            let inner = Arc::new(Inner::new(1, Some(1)));
+            let runs = Arc::new(AtomicUsize::new(0));
+            let w = worker(&inner);
+            let submitter = {
+                let inner = Arc::clone(&inner);
+                let runs = Arc::clone(&runs);
+                thread::spawn(move || {
+                    for _ in 0..2 {
+                        let (job, _future) = job(&runs);
+                        assert!(inner.submit(job, Admission::Wait).is_ok());
+                    }
+                })
+            };
+            submitter.join().expect("the submitter does not panic");
+            drop(inner.close(Shutdown::Wait));
+            w.join().expect("the worker does not panic");
+            assert_eq!(runs.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    /// Rule 4 with `CancelPending`: each future resolves exactly once, as its value if the job ran or
+    /// as cancelled if it was discarded, and a discarded job never runs.
+    #[test]
+    fn cancel_pending_resolves_every_future_once() {
+        loom::model(|| {
+            let inner = Arc::new(Inner::new(1, None));
+            let runs = Arc::new(AtomicUsize::new(0));
+            let w = worker(&inner);
+            let mut futures = Vec::new();
+            for _ in 0..2 {
+                let (job, future) = job(&runs);
+                assert!(inner.submit(job, Admission::Wait).is_ok());
+                futures.push(future);
+            }
+            drop(inner.close(Shutdown::CancelPending));
+            w.join().expect("the worker does not panic");
+            let mut ok = 0;
+            for future in futures {
+                match future.wait() {
+                    Ok(()) => ok += 1,
+                    Err(e) => assert!(e.is_cancelled()),
+                }
+            }
+            assert_eq!(runs.load(Ordering::SeqCst), ok);
+        });
     }
 }
