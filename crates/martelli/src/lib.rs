@@ -79,6 +79,8 @@
 mod backend;
 mod cancel;
 pub mod chaos;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod error;
 mod future;
 mod job;
