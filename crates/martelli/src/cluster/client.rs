@@ -168,6 +168,7 @@ impl ClientBuilder {
             state: Mutex::new(State::default()),
             outbox: Mutex::new(Outbox::default()),
             outbox_ready: Condvar::new(),
+            sent: Condvar::new(),
             collector_stop: AtomicBool::new(false),
             never: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
@@ -285,6 +286,16 @@ impl Client {
         Ok(future)
     }
 
+    /// Blocks until every task submitted so far has been written to the broker (or refused by it).
+    /// Submissions are written in the background; this is the barrier for a caller that must know
+    /// they are in Redis, such as a program about to exit.
+    pub fn flush(&self) {
+        let mut outbox = self.inner.outbox.lock();
+        while !outbox.items.is_empty() || outbox.in_flight > 0 {
+            outbox = self.inner.sent.wait(outbox);
+        }
+    }
+
     /// Tasks submitted whose result has not arrived yet.
     pub fn pending(&self) -> usize {
         self.inner.state.lock().pending.len()
@@ -349,6 +360,8 @@ struct Outgoing {
 #[derive(Default)]
 struct Outbox {
     items: Vec<Outgoing>,
+    /// Envelopes taken by the sender and not yet confirmed by the broker.
+    in_flight: usize,
     closed: bool,
 }
 
@@ -361,6 +374,8 @@ struct Inner {
     state: Mutex<State>,
     outbox: Mutex<Outbox>,
     outbox_ready: Condvar,
+    /// Signalled when the sender has written a batch.
+    sent: Condvar,
     /// Set once the client is closed and nothing is pending: the collector exits.
     collector_stop: AtomicBool,
     /// Never set: the sender retries until the broker is back.
@@ -456,6 +471,7 @@ impl Inner {
                     break;
                 }
                 let n = outbox.items.len().min(SEND_BATCH);
+                outbox.in_flight = n;
                 if n == outbox.items.len() {
                     std::mem::take(&mut outbox.items)
                 } else {
@@ -501,6 +517,8 @@ impl Inner {
                     }
                 }
             }
+            self.outbox.lock().in_flight = 0;
+            self.sent.notify_all();
         }
         self.collector_stop_if_idle();
     }
