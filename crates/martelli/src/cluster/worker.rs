@@ -732,7 +732,7 @@ impl Shared {
                 held.insert((stream, entry.id.clone()));
                 match self.check(stream, &entry, deliveries) {
                     Ok(job) => jobs.push(job),
-                    Err(write) => dead.push(write),
+                    Err(write) => dead.push(*write),
                 }
             }
         }
@@ -746,17 +746,17 @@ impl Shared {
         }
     }
 
-    fn check(&self, stream: usize, entry: &Entry, deliveries: u32) -> Result<Job, Write> {
+    fn check(&self, stream: usize, entry: &Entry, deliveries: u32) -> Result<Job, Box<Write>> {
         let held = (stream, entry.id.clone());
         let size = entry.size();
         let Some(raw) = entry.field(ENTRY_FIELD) else {
-            return Err(self.dead_letter(
+            return Err(Box::new(self.dead_letter(
                 held,
                 entry,
                 None,
                 deliveries,
                 format!("malformed entry: it has no {ENTRY_FIELD:?} field holding a task envelope"),
-            ));
+            )));
         };
         let envelope = TaskEnvelope::decode(raw);
         if size > self.options.max_payload {
@@ -765,18 +765,24 @@ impl Shared {
                  reference to the data instead, or raise max_payload)",
                 self.options.max_payload
             );
-            return Err(self.dead_letter(held, entry, envelope.ok().as_ref(), deliveries, reason));
+            return Err(Box::new(self.dead_letter(
+                held,
+                entry,
+                envelope.ok().as_ref(),
+                deliveries,
+                reason,
+            )));
         }
         let envelope = match envelope {
             Ok(envelope) => envelope,
             Err(reason) => {
-                return Err(self.dead_letter(
+                return Err(Box::new(self.dead_letter(
                     held,
                     entry,
                     None,
                     deliveries,
                     format!("malformed entry: {reason}"),
-                ));
+                )));
             }
         };
         let attempt = envelope.attempts.saturating_add(deliveries);
@@ -788,7 +794,13 @@ impl Shared {
                 envelope.max_attempts
             );
             let attempts = attempt - 1;
-            return Err(self.dead_letter(held, entry, Some(&envelope), attempts, reason));
+            return Err(Box::new(self.dead_letter(
+                held,
+                entry,
+                Some(&envelope),
+                attempts,
+                reason,
+            )));
         }
         Ok(Job {
             stream,
