@@ -58,7 +58,7 @@ if [[ "$PEERS" != none ]]; then
             for mode in $PEERS; do
                 echo
                 echo "peer: $mode ($PEER_RUNS runs x $PEER_N tasks)"
-                if (cd "$peers_dir" && BENCH_PORT=$port BENCH_RESULTS="$out/peers" \
+                if (cd "$peers_dir" && BENCH_PORT=$port BENCH_REDIS="redis://127.0.0.1:$port" BENCH_RESULTS="$out/peers" \
                     "$venv/bin/python" bench.py "$mode" --runs "$PEER_RUNS" --n "$PEER_N" --lat "$PEER_LAT") \
                     > "$out/$mode.log" 2>&1; then
                     grep '^SUMMARY' "$out/$mode.log" | tee -a "$out/peers.summary"

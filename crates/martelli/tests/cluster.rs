@@ -616,8 +616,9 @@ fn child_worker_entry() {
             a3();
             std::thread::sleep(Duration::from_millis(ms));
             Ok::<_, std::io::Error>(ms)
-        });
-    serve(&url, tasks, fast(WorkerOptions::new().concurrency(1))).unwrap();
+        })
+        .typed("double", |n: u64| Ok::<_, std::io::Error>(2 * n));
+    serve(&url, tasks, fast(WorkerOptions::new().concurrency(2))).unwrap();
 }
 
 /// Blocks until a child task announces its start; returns the child's pid.
@@ -715,4 +716,50 @@ fn sigterm_stops_a_worker_process_after_its_running_task() {
         300,
         "the running task finished and its result was stored"
     );
+}
+
+#[test]
+fn tasks_survive_workers_killed_and_restarted_at_random() {
+    const N: u64 = 2_000;
+    let redis = RedisServer::start();
+    let client = Client::connect(&redis.url()).unwrap();
+    let mut children = vec![
+        spawn_child_worker(&redis.url()),
+        spawn_child_worker(&redis.url()),
+    ];
+    let futures: Vec<_> = (0..N)
+        .map(|i| client.submit::<_, u64>("double", &i).unwrap())
+        .collect();
+    // Kill a worker (SIGKILL) after a pseudo-random number of results, four times, starting a fresh
+    // one each time: whatever the dead worker held is reclaimed after its lease.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut kills: Vec<u64> = (0..4)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            100 + (seed >> 33) % (N - 200)
+        })
+        .collect();
+    kills.sort_unstable();
+    let mut seen = vec![0u32; N as usize];
+    for (done, future) in martelli::as_completed(futures).enumerate() {
+        let value = future.wait().unwrap();
+        seen[(value / 2) as usize] += 1;
+        if kills.first() == Some(&(done as u64)) {
+            kills.remove(0);
+            let victim = done % 2;
+            children[victim].kill().unwrap();
+            children[victim].wait().unwrap();
+            children[victim] = spawn_child_worker(&redis.url());
+        }
+    }
+    assert!(kills.is_empty());
+    assert!(
+        seen.iter().all(|&n| n == 1),
+        "every result arrives exactly once"
+    );
+    assert_eq!(client.pending(), 0);
+    for child in &mut children {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

@@ -198,9 +198,9 @@ impl ClientBuilder {
 
 /// Submits tasks to the workers of one queue and hands back a [`Future`] per task.
 ///
-/// Cheap to share: clone the `Arc` of your choice around it; every method takes `&self`. Dropping the
-/// client stops new submissions; tasks already submitted are still sent and their futures still
-/// resolve.
+/// Every method takes `&self`: share one client between threads by reference or in an `Arc`. Dropping
+/// the client stops new submissions; tasks already submitted are still sent and their futures still
+/// resolve (the client's threads stay until then).
 pub struct Client {
     inner: Arc<Inner>,
 }

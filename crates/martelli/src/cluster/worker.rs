@@ -303,7 +303,8 @@ pub struct StopHandle {
 
 impl StopHandle {
     /// Asks the worker to stop: it takes no more tasks, puts back those it holds but has not started,
-    /// and finishes (and stores the results of) those it runs.
+    /// and finishes (and stores the results of) those it runs. Storing waits for the broker: a worker
+    /// stopped while the broker is down finishes when the broker is back.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
         let _held = self.shared.held.lock();
@@ -495,19 +496,38 @@ pub fn serve<R: TaskRunner>(
     use signal_hook::consts::{SIGINT, SIGTERM};
     let worker = Worker::start(url, runner, options)?;
     let flag = worker.shared.stop.clone();
+    let mut handlers = Vec::new();
     for signal in [SIGTERM, SIGINT] {
+        // The shutdown action goes first: it exits only when the flag is already set (a second signal).
         let registered = signal_hook::flag::register_conditional_shutdown(signal, 1, flag.clone())
-            .and_then(|_| signal_hook::flag::register(signal, flag.clone()));
-        if let Err(source) = registered {
-            worker.stop();
-            let _ = worker.join();
-            return Err(ClusterError::Setup {
-                what: "signal handler",
-                source,
+            .and_then(|first| {
+                handlers.push(first);
+                signal_hook::flag::register(signal, flag.clone())
             });
+        match registered {
+            Ok(id) => handlers.push(id),
+            Err(source) => {
+                worker.stop();
+                let _ = worker.join();
+                unregister(handlers);
+                return Err(ClusterError::Setup {
+                    what: "signal handler",
+                    source,
+                });
+            }
         }
     }
-    worker.join()
+    let report = worker.join();
+    unregister(handlers);
+    report
+}
+
+/// Removes `serve`'s signal handlers, so that a process that goes on after its worker stopped gets
+/// its usual signal behaviour back.
+fn unregister(handlers: Vec<signal_hook::SigId>) {
+    for id in handlers {
+        signal_hook::low_level::unregister(id);
+    }
 }
 
 fn consumer_name(stem: Option<&str>) -> String {
@@ -643,9 +663,12 @@ impl Shared {
         let next = timers.renew.min(timers.promote).min(timers.reclaim);
         let free = self.free();
         if free == 0 {
+            // Reclaiming waits for a free slot, and a freed slot wakes this wait: only renewals and
+            // delayed tasks bound it.
+            let until = timers.renew.min(timers.promote);
             let held = self.held.lock();
             if held.len() >= self.slots() && !self.stopping() {
-                let wait = next.saturating_duration_since(Instant::now());
+                let wait = until.saturating_duration_since(Instant::now());
                 let _held = self.slot_freed.wait_for(held, wait);
             }
             return Ok(());
