@@ -323,7 +323,7 @@ impl fmt::Debug for StopHandle {
 /// A running worker. [`stop`](Worker::stop) it, then [`join`](Worker::join) it for its report.
 pub struct Worker {
     shared: Arc<Shared>,
-    fetch: JoinHandle<Result<(), ClusterError>>,
+    fetch: JoinHandle<()>,
     executors: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
 }
@@ -436,8 +436,8 @@ impl Worker {
     /// Waits until the worker has stopped (after [`stop`](Worker::stop), a signal given to
     /// [`serve`], or a fatal error) and returns what it did.
     pub fn join(self) -> Result<WorkerReport, ClusterError> {
-        let outcome = self.fetch.join();
-        // The fetch thread closes the job queue on every path out; make sure of it even after a panic.
+        let fetched = self.fetch.join();
+        // The fetch thread closes the job queue on its way out; make sure of it even after a panic.
         self.shared.close_jobs();
         for handle in self.executors {
             let _ = handle.join();
@@ -445,22 +445,23 @@ impl Worker {
         self.shared.close_writes();
         let _ = self.writer.join();
         self.shared.leave();
+        if fetched.is_err() {
+            return Err(ClusterError::Setup {
+                what: "fetch thread",
+                source: std::io::Error::other(
+                    "the fetch thread panicked; tasks it held are reclaimed by other workers after \
+                     one lease",
+                ),
+            });
+        }
         let c = &self.shared.counters;
-        let report = WorkerReport {
+        Ok(WorkerReport {
             succeeded: c.succeeded.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
             reclaimed: c.reclaimed.load(Ordering::Relaxed),
             handed_back: c.handed_back.load(Ordering::Relaxed),
-        };
-        match outcome {
-            Ok(Ok(())) => Ok(report),
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(ClusterError::Setup {
-                what: "fetch thread (it panicked)",
-                source: std::io::Error::other("the fetch thread panicked"),
-            }),
-        }
+        })
     }
 }
 
@@ -564,11 +565,20 @@ fn ensure_groups(conn: &mut Connection, keys: &Keys) -> RedisResult<()> {
     Ok(())
 }
 
-/// When the fetch thread next has maintenance to do.
-struct Timers {
-    renew: Instant,
-    reclaim: Instant,
-    promote: Instant,
+/// When the fetch thread next has maintenance to do, and how often.
+struct Schedule {
+    renew_at: Instant,
+    reclaim_at: Instant,
+    promote_at: Instant,
+    renew_every: Duration,
+    reclaim_every: Duration,
+    promote_every: Duration,
+}
+
+/// The fetch thread's Lua scripts (sent once, then run by their SHA1).
+struct Scripts {
+    fetch: redis::Script,
+    promote: redis::Script,
 }
 
 impl Shared {
@@ -581,30 +591,25 @@ impl Shared {
     }
 
     /// The fetch thread: takes tasks until stopped, then hands back what it has not started.
-    fn run(self: &Arc<Self>, mut conn: Connection) -> Result<(), ClusterError> {
-        let fetch = redis::Script::new(FETCH_SCRIPT);
-        let promote = redis::Script::new(PROMOTE_SCRIPT);
-        let renew_every = self.options.lease / 3;
-        let reclaim_every = (self.options.lease / 2).min(self.options.poll);
-        let promote_every = self.options.poll.min(Duration::from_millis(100));
+    fn run(self: &Arc<Self>, mut conn: Connection) {
+        let scripts = Scripts {
+            fetch: redis::Script::new(FETCH_SCRIPT),
+            promote: redis::Script::new(PROMOTE_SCRIPT),
+        };
         let now = Instant::now();
-        let mut timers = Timers {
-            renew: now,
-            reclaim: now,
-            promote: now,
+        let mut schedule = Schedule {
+            renew_at: now,
+            reclaim_at: now,
+            promote_at: now,
+            renew_every: self.options.lease / 3,
+            reclaim_every: (self.options.lease / 2).min(self.options.poll),
+            promote_every: self.options.poll.min(Duration::from_millis(100)),
         };
         while !self.stopping() {
-            let step = self.step(
-                &mut conn,
-                &fetch,
-                &promote,
-                &mut timers,
-                renew_every,
-                reclaim_every,
-                promote_every,
-            );
-            if let Err(error) = step {
+            if let Err(error) = self.step(&mut conn, &scripts, &mut schedule) {
                 if conn::is_nogroup(&error) {
+                    // Redis restarted without persistence (or someone deleted the group): recreate it
+                    // and go on, rather than failing on every read.
                     if let Err(error) = ensure_groups(&mut conn, &self.keys) {
                         eprintln!(
                             "martelli cluster worker {}: could not recreate the consumer group: {error}",
@@ -624,27 +629,23 @@ impl Shared {
             }
         }
         self.hand_back();
-        Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One round of the fetch thread: maintenance that is due, then one fetch (or a wait for a slot).
     fn step(
         self: &Arc<Self>,
         conn: &mut Connection,
-        fetch: &redis::Script,
-        promote: &redis::Script,
-        timers: &mut Timers,
-        renew_every: Duration,
-        reclaim_every: Duration,
-        promote_every: Duration,
+        scripts: &Scripts,
+        timers: &mut Schedule,
     ) -> RedisResult<()> {
         let now = Instant::now();
-        if now >= timers.renew {
+        if now >= timers.renew_at {
             self.renew(conn)?;
-            timers.renew = now + renew_every;
+            timers.renew_at = now + timers.renew_every;
         }
-        if now >= timers.promote {
-            let _moved: i64 = promote
+        if now >= timers.promote_at {
+            let _moved: i64 = scripts
+                .promote
                 .key(&self.keys.delayed)
                 .key(&self.keys.streams[0])
                 .key(&self.keys.streams[1])
@@ -653,19 +654,22 @@ impl Shared {
                 .arg(PROMOTE_BATCH)
                 .arg(ENTRY_FIELD)
                 .invoke(conn)?;
-            timers.promote = now + promote_every;
+            timers.promote_at = now + timers.promote_every;
         }
         let free = self.free();
-        if free > 0 && now >= timers.reclaim {
+        if free > 0 && now >= timers.reclaim_at {
             self.reclaim(conn, free)?;
-            timers.reclaim = now + reclaim_every;
+            timers.reclaim_at = now + timers.reclaim_every;
         }
-        let next = timers.renew.min(timers.promote).min(timers.reclaim);
+        let next = timers
+            .renew_at
+            .min(timers.promote_at)
+            .min(timers.reclaim_at);
         let free = self.free();
         if free == 0 {
             // Reclaiming waits for a free slot, and a freed slot wakes this wait: only renewals and
             // delayed tasks bound it.
-            let until = timers.renew.min(timers.promote);
+            let until = timers.renew_at.min(timers.promote_at);
             let held = self.held.lock();
             if held.len() >= self.slots() && !self.stopping() {
                 let wait = until.saturating_duration_since(Instant::now());
@@ -673,7 +677,8 @@ impl Shared {
             }
             return Ok(());
         }
-        let value: Value = fetch
+        let value: Value = scripts
+            .fetch
             .key(&self.keys.streams[0])
             .key(&self.keys.streams[1])
             .key(&self.keys.streams[2])
@@ -1160,6 +1165,9 @@ impl Shared {
                             None => return,
                         }
                     }
+                    // The group vanished with a Redis restart: the results, written before the
+                    // acknowledgements in the pipeline, are stored; the entries are gone.
+                    Err(error) if conn::is_nogroup(&error) => break,
                     Err(error) => {
                         // The batch's entries stay pending; once this worker stops renewing them
                         // (below), their lease expires and they are delivered again.
