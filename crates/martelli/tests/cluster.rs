@@ -528,6 +528,54 @@ fn client_and_worker_reconnect_after_a_redis_restart() {
 }
 
 #[test]
+fn with_aof_a_redis_restart_loses_no_task() {
+    let dir = std::env::temp_dir().join(format!(
+        "martelli-aof-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let mut redis = RedisServer::with_args(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        &dir_arg,
+    ]);
+    let client = Client::connect(&redis.url()).unwrap();
+    let futures: Vec<_> = (0..50)
+        .map(|i| client.submit::<_, i64>("add", &(i, 1)).unwrap())
+        .collect();
+    client.flush();
+    // Killed, not shut down: only what the append-only file holds survives.
+    redis.restart();
+    let worker = Worker::start(
+        &redis.url(),
+        tasks(),
+        fast(WorkerOptions::new().concurrency(2)),
+    )
+    .unwrap();
+    // Without the AOF these tasks would be gone: fail rather than wait for ever.
+    let got: Vec<i64> = futures
+        .into_iter()
+        .map(|f| match f.wait_timeout(Duration::from_secs(60)) {
+            Ok(result) => result.unwrap(),
+            Err(_) => panic!("a task queued before the restart was lost"),
+        })
+        .collect();
+    assert_eq!(got, (1..=50).collect::<Vec<_>>());
+    worker.stop();
+    assert_eq!(worker.join().unwrap().succeeded, 50);
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn stop_finishes_the_running_task() {
     let redis = RedisServer::start();
     let (started_tx, started_rx) = std::sync::mpsc::channel();
