@@ -365,6 +365,7 @@ struct Outbox {
     closed: bool,
 }
 
+/// The client's shared state. Lock order: `outbox` before `state`; no other lock is held with them.
 struct Inner {
     broker: Broker,
     keys: Keys,
@@ -552,8 +553,11 @@ impl Inner {
     fn collect_loop(self: Arc<Self>, mut conn: Connection) {
         loop {
             let wait = {
+                // Lock order: outbox before state (as in `enqueue`). Once closed, nothing new becomes
+                // pending, so an empty map seen after this read means the collector is done.
+                let closed = self.outbox.lock().closed;
                 let state = self.state.lock();
-                if state.pending.is_empty() && self.outbox.lock().closed {
+                if closed && state.pending.is_empty() {
                     return;
                 }
                 match state.deadlines.peek() {

@@ -231,9 +231,10 @@ impl Entry {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// The total size of the entry's fields and values.
+    /// The total size of the entry's values (for an entry written by a client, the envelope's size,
+    /// the figure the client's own limit applies to).
     pub(crate) fn size(&self) -> usize {
-        self.fields.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.fields.iter().map(|(_, v)| v.len()).sum()
     }
 }
 
@@ -267,7 +268,7 @@ mod tests {
         let e = Entry::parse(&v).unwrap();
         assert_eq!(e.id, "1-0");
         assert_eq!(e.field("e"), Some(&[1u8, 2][..]));
-        assert_eq!(e.size(), 3);
+        assert_eq!(e.size(), 2);
         let deleted = Value::Array(vec![Value::BulkString(b"2-0".to_vec()), Value::Nil]);
         let e = Entry::parse(&deleted).unwrap();
         assert!(e.fields.is_empty());
