@@ -74,7 +74,8 @@ impl SubmitOptions {
     }
 
     /// A deadline, counted from submission: a worker does not start the task after it, and the future
-    /// resolves as [`TaskError::TimedOut`] when it passes without a result.
+    /// resolves as [`TaskError::TimedOut`] when it passes without a result. A task already running is
+    /// not interrupted (a thread is never killed); its late result is dropped.
     pub fn timeout(mut self, timeout: Duration) -> SubmitOptions {
         self.timeout = Some(timeout);
         self
