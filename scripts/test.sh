@@ -6,14 +6,23 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "test-time requirements"
+# The cluster tests start their own redis-server (Debian package redis-server, Redis 7).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server
+fi
+redis-server --version
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "cargo test (unit, integration and doc tests; examples are built and run by tests)"
-cargo test --workspace
+step "cargo test (unit, integration and doc tests; examples are built and run by tests; every feature, so the cluster tests run)"
+cargo test --workspace --all-features
 
 step "loom models (every interleaving up to a preemption bound)"
 bash scripts/loom.sh

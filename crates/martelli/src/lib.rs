@@ -27,7 +27,7 @@
 //! | `threads` ([`Pool::threads`]) | 2–8 cores | I/O-bound work, CPU-bound Rust code | built |
 //! | `processes` | 2–8 cores | isolation, crash containment, hard timeouts | not built yet |
 //! | `async` ([`Pool::event_loop`]) | 1 core, many waits | thousands of concurrent I/O waits | built (feature `async`, on by default) |
-//! | `cluster` | 9+ cores | many machines through Redis | not built yet |
+//! | `cluster` ([`cluster`]) | 9+ cores | many machines through Redis Streams | client and worker built (feature `cluster`); `Pool::cluster` not yet |
 //!
 //! # Handing work over
 //!
@@ -74,6 +74,8 @@
 //! # Feature flags
 //!
 //! - `async` (default): the event-loop backend on tokio, [`to_thread`].
+//! - `cluster`: [`cluster`], tasks on many machines through Redis Streams (a Redis client and
+//!   MessagePack; off by default so that builds without a cluster do not compile them).
 //!
 //! # Supported platforms
 //!
@@ -87,6 +89,8 @@ mod backend;
 pub mod barrier;
 mod cancel;
 pub mod chaos;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod consume;
 mod error;
 mod future;

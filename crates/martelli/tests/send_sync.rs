@@ -20,3 +20,20 @@ fn public_types_are_send_and_sync() {
     send::<martelli::PoolBuilder>();
     sync::<martelli::PoolBuilder>();
 }
+
+#[cfg(feature = "cluster")]
+#[test]
+fn cluster_types_are_send_and_sync() {
+    use martelli::cluster::{Client, ClusterError, StopHandle, Tasks, Worker, WorkerReport};
+    send::<Client>();
+    sync::<Client>();
+    send::<Worker>();
+    sync::<Worker>();
+    send::<StopHandle>();
+    sync::<StopHandle>();
+    send::<Tasks>();
+    sync::<Tasks>();
+    send::<ClusterError>();
+    sync::<ClusterError>();
+    send::<WorkerReport>();
+}

@@ -1,0 +1,158 @@
+//! The cluster benchmark: no-op tasks through Redis Streams with worker processes, the way
+//! `../shared/peers/distributed/bench.py` measures Celery, RQ and a bare Python Streams loop.
+//!
+//! Each run starts `--workers` worker processes (this binary re-run as `worker`), warms up with 20
+//! round trips, then measures
+//! - throughput: `--n` no-op tasks submitted one call at a time, until every result is in;
+//! - latency: `--lat` sequential submit → result round trips (p50, p99).
+//!
+//! Each run uses its own queue, so runs do not see each other's leftovers. Prints one JSON line per
+//! run and a `SUMMARY` line with the medians over the runs.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use martelli::cluster::{Client, Tasks, WorkerOptions, serve};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(about = "martelli's cluster backend on no-op tasks (see BENCHMARKS.md)")]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// The broker.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    url: String,
+    /// Tasks in the throughput phase.
+    #[arg(long, default_value_t = 10_000)]
+    n: usize,
+    /// Sequential round trips in the latency phase.
+    #[arg(long, default_value_t = 500)]
+    lat: usize,
+    /// Runs; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Threads (and so task slots) per worker.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// Runs one worker process (started by the benchmark itself).
+    Worker {
+        #[arg(long)]
+        queue: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Sub::Worker { queue }) = &args.command {
+        let tasks = Tasks::new().raw("noop", |_: &[u8]| Ok(Vec::new()));
+        let options = WorkerOptions::new()
+            .queue(queue.clone())
+            .concurrency(args.concurrency);
+        serve(&args.url, tasks, options).context("the worker failed")?;
+        return Ok(());
+    }
+    if args.runs == 0 || args.n == 0 || args.lat == 0 {
+        bail!("--runs, --n and --lat must be at least 1");
+    }
+    let mut throughput = Vec::new();
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
+    for run in 1..=args.runs {
+        let queue = format!("bench-{}-{run}", std::process::id());
+        let client = Client::builder(&args.url)
+            .queue(queue.clone())
+            .build()
+            .context("could not connect the client")?;
+        let mut workers = Vec::new();
+        for _ in 0..args.workers {
+            workers.push(spawn_worker(&args, &queue)?);
+        }
+        let outcome = measure(&client, &args);
+        for worker in &mut workers {
+            stop(worker);
+        }
+        let (tasks_per_s, lats) = outcome?;
+        let p = |q: f64| lats[((q * lats.len() as f64).ceil() as usize).clamp(1, lats.len()) - 1];
+        println!(
+            "{{\"run\": {run}, \"tasks_per_s\": {tasks_per_s:.0}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}}}",
+            p(0.5),
+            p(0.99)
+        );
+        throughput.push(tasks_per_s);
+        p50.push(p(0.5));
+        p99.push(p(0.99));
+    }
+    println!(
+        "SUMMARY {{\"mode\": \"martelli\", \"n\": {}, \"lat_n\": {}, \"runs\": {}, \"workers\": {}, \
+         \"concurrency\": {}, \"median_tasks_per_s\": {:.0}, \"median_latency_median_ms\": {:.3}, \
+         \"median_latency_p99_ms\": {:.3}}}",
+        args.n,
+        args.lat,
+        args.runs,
+        args.workers,
+        args.concurrency,
+        median(&mut throughput),
+        median(&mut p50),
+        median(&mut p99)
+    );
+    Ok(())
+}
+
+fn measure(client: &Client, args: &Args) -> anyhow::Result<(f64, Vec<f64>)> {
+    // Warm-up; also waits until the workers are up.
+    for _ in 0..20 {
+        client.submit_raw("noop", Vec::new())?.wait()?;
+    }
+    let t0 = Instant::now();
+    let futures = (0..args.n)
+        .map(|_| client.submit_raw("noop", Vec::new()))
+        .collect::<Result<Vec<_>, _>>()?;
+    for future in futures {
+        future.wait()?;
+    }
+    let tasks_per_s = args.n as f64 / t0.elapsed().as_secs_f64();
+    let mut lats = Vec::with_capacity(args.lat);
+    for _ in 0..args.lat {
+        let t = Instant::now();
+        client.submit_raw("noop", Vec::new())?.wait()?;
+        lats.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lats.sort_by(f64::total_cmp);
+    Ok((tasks_per_s, lats))
+}
+
+fn spawn_worker(args: &Args, queue: &str) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("cannot find this benchmark's own binary")?;
+    Command::new(exe)
+        .args(["--url", &args.url, "--concurrency"])
+        .arg(args.concurrency.to_string())
+        .args(["worker", "--queue", queue])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("could not start a worker process")
+}
+
+/// SIGTERM (a graceful stop: an idle worker exits within its poll interval), then wait.
+fn stop(worker: &mut Child) {
+    let stopped = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stopped {
+        let _ = worker.kill();
+    }
+    let _ = worker.wait();
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}

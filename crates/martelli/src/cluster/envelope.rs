@@ -1,0 +1,200 @@
+//! The messages on the wire: the task envelope a client adds to a stream and the result envelope a
+//! worker pushes to the client's reply list. Both are MessagePack maps with named fields (see
+//! `docs/protocol.md`, "Envelopes"); unknown fields are ignored, so a version can grow new optional
+//! fields without breaking older readers.
+
+use super::PROTOCOL_VERSION;
+use serde::{Deserialize, Serialize};
+
+/// The stream entry field that holds the encoded task envelope.
+pub(crate) const ENTRY_FIELD: &str = "e";
+
+/// How many attempts a task gets when the producer does not say.
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+
+/// One task on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskEnvelope {
+    /// The protocol version.
+    pub(crate) v: u32,
+    /// Unique task id (the producer makes it; a UUID in this client).
+    pub(crate) id: String,
+    /// The registered task name.
+    pub(crate) task: String,
+    /// The arguments, opaque to the protocol (MessagePack for typed tasks).
+    #[serde(with = "serde_bytes")]
+    pub(crate) payload: Vec<u8>,
+    /// The list the result is pushed to; none when nobody waits for the result.
+    #[serde(default)]
+    pub(crate) reply: Option<String>,
+    /// Unix milliseconds after which the task must not start.
+    #[serde(default)]
+    pub(crate) deadline: Option<u64>,
+    /// Deliveries allowed before the task goes to the dead-letter stream.
+    #[serde(default = "default_max_attempts")]
+    pub(crate) max_attempts: u32,
+    /// Attempts spent before this stream entry was written (non-zero only on an entry a stopping
+    /// worker handed back).
+    #[serde(default)]
+    pub(crate) attempts: u32,
+}
+
+impl TaskEnvelope {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        rmp_serde::to_vec_named(self)
+    }
+
+    /// Decodes and checks an envelope; the error says what is wrong with it, for the dead letter.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<TaskEnvelope, String> {
+        let envelope: TaskEnvelope = rmp_serde::from_slice(bytes)
+            .map_err(|e| format!("the envelope is not a valid MessagePack task map: {e}"))?;
+        if envelope.v != PROTOCOL_VERSION {
+            return Err(format!(
+                "unsupported envelope version {} (this worker speaks version {PROTOCOL_VERSION})",
+                envelope.v
+            ));
+        }
+        if envelope.id.is_empty() {
+            return Err("the envelope has an empty task id".to_owned());
+        }
+        if envelope.max_attempts == 0 {
+            return Err(
+                "the envelope allows 0 attempts (max_attempts must be at least 1)".to_owned(),
+            );
+        }
+        Ok(envelope)
+    }
+}
+
+/// How a task ended, on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ResultStatus {
+    /// The task returned a value: `payload`.
+    Ok,
+    /// The task returned an error: `error`.
+    Failed,
+    /// The task panicked: `error` is the panic message.
+    Panicked,
+    /// The task's deadline passed before it started.
+    TimedOut,
+    /// The task was dead-lettered (unknown name, too many attempts, oversized): `error` is the reason.
+    Lost,
+}
+
+/// One result on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ResultEnvelope {
+    pub(crate) v: u32,
+    pub(crate) id: String,
+    pub(crate) status: ResultStatus,
+    #[serde(default, with = "serde_bytes")]
+    pub(crate) payload: Option<Vec<u8>>,
+    #[serde(default)]
+    pub(crate) error: Option<String>,
+    /// The attempt that produced this result (1 for the first delivery).
+    pub(crate) attempts: u32,
+    /// The consumer name of the worker that wrote it.
+    #[serde(default)]
+    pub(crate) worker: String,
+}
+
+impl ResultEnvelope {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        // A struct of strings, integers and bytes always encodes; the empty fallback is unreachable.
+        rmp_serde::to_vec_named(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ResultEnvelope, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> TaskEnvelope {
+        TaskEnvelope {
+            v: PROTOCOL_VERSION,
+            id: "t1".into(),
+            task: "add".into(),
+            payload: vec![1, 2, 3],
+            reply: Some("martelli:reply:c".into()),
+            deadline: Some(17),
+            max_attempts: 2,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn task_envelope_round_trips_and_payload_is_binary() {
+        let bytes = envelope().encode().unwrap();
+        // The payload is a MessagePack bin 8 (0xc4) of length 3, not an array of integers.
+        assert!(bytes.windows(5).any(|w| w == [0xc4, 3, 1, 2, 3]));
+        let back = TaskEnvelope::decode(&bytes).unwrap();
+        assert_eq!(back.task, "add");
+        assert_eq!(back.payload, vec![1, 2, 3]);
+        assert_eq!(back.deadline, Some(17));
+    }
+
+    #[test]
+    fn optional_fields_take_their_defaults() {
+        #[derive(Serialize)]
+        struct Minimal<'a> {
+            v: u32,
+            id: &'a str,
+            task: &'a str,
+            #[serde(with = "serde_bytes")]
+            payload: &'a [u8],
+        }
+        let bytes = rmp_serde::to_vec_named(&Minimal {
+            v: 1,
+            id: "x",
+            task: "noop",
+            payload: b"",
+        })
+        .unwrap();
+        let env = TaskEnvelope::decode(&bytes).unwrap();
+        assert_eq!(env.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(env.attempts, 0);
+        assert!(env.reply.is_none() && env.deadline.is_none());
+    }
+
+    #[test]
+    fn bad_envelopes_say_what_is_wrong() {
+        let err = TaskEnvelope::decode(b"\xc1nonsense").unwrap_err();
+        assert!(err.contains("not a valid MessagePack"), "{err}");
+        let mut future = envelope();
+        future.v = 99;
+        let err = TaskEnvelope::decode(&future.encode().unwrap()).unwrap_err();
+        assert!(err.contains("unsupported envelope version 99"), "{err}");
+        let mut zero = envelope();
+        zero.max_attempts = 0;
+        let err = TaskEnvelope::decode(&zero.encode().unwrap()).unwrap_err();
+        assert!(err.contains("0 attempts"), "{err}");
+    }
+
+    #[test]
+    fn result_status_is_a_snake_case_string() {
+        let r = ResultEnvelope {
+            v: 1,
+            id: "t".into(),
+            status: ResultStatus::TimedOut,
+            payload: None,
+            error: None,
+            attempts: 1,
+            worker: "w".into(),
+        };
+        let bytes = r.encode();
+        assert!(bytes.windows(9).any(|w| w == b"timed_out"));
+        assert_eq!(
+            ResultEnvelope::decode(&bytes).unwrap().status,
+            ResultStatus::TimedOut
+        );
+    }
+}

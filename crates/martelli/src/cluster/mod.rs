@@ -1,0 +1,130 @@
+//! The cluster tier: tasks on many machines through Redis Streams.
+//!
+//! A [`Client`] puts tasks on a Redis stream; workers ([`serve`], [`Worker`]) on any number of
+//! machines take them through one consumer group, run them and store each result before they
+//! acknowledge the task, so a task whose worker dies is reclaimed and run again (at-least-once), while
+//! the client drops duplicate results (each result reaches the caller exactly once). The wire protocol
+//! is documented in `docs/protocol.md`, so that programs in other languages can produce tasks and read
+//! results.
+//!
+//! On the wire a task is a *name* and a *payload of bytes*; the worker finds the task by name through a
+//! [`TaskRunner`]. [`Tasks`] is a ready runner: a map from names to functions, raw (bytes in, bytes out)
+//! or typed (MessagePack through serde). No code travels as data: a message can only run a task the
+//! worker registered.
+//!
+//! ```no_run
+//! use martelli::cluster::{Client, Tasks, Worker, WorkerOptions};
+//!
+//! // On the workers (usually other machines):
+//! let tasks = Tasks::new().typed("add", |(a, b): (i64, i64)| Ok::<_, std::io::Error>(a + b));
+//! let worker = Worker::start("redis://127.0.0.1:6379", tasks, WorkerOptions::default())?;
+//!
+//! // On the client:
+//! let client = Client::connect("redis://127.0.0.1:6379")?;
+//! let sum = client.submit::<_, i64>("add", &(2, 3))?;
+//! assert_eq!(sum.wait()?, 5);
+//!
+//! worker.stop();
+//! worker.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Delivery guarantees
+//!
+//! - A task runs **at least once**: a worker stores the result *before* it acknowledges the task, and
+//!   a task whose worker stops renewing its lease is reclaimed by another worker.
+//! - The caller sees each result **exactly once**: results carry the task id and the client drops
+//!   every result after the first.
+//! - A task delivered `max_attempts` times without a result goes to the dead-letter stream with the
+//!   reason, and its future resolves as [`TaskError::Lost`](crate::TaskError::Lost).
+//! - Without persistence (`appendonly no`), a Redis restart loses what was queued and results not yet
+//!   collected: the futures of those tasks resolve only by their deadline. With AOF nothing is lost.
+//!
+//! # Not built yet
+//!
+//! `Pool::cluster(url)` (the same `Pool` API over named tasks), the `martelli worker` and
+//! `martelli status` commands, TLS (`rediss://`), cancelling a queued task, and running tasks on a
+//! process pool inside the worker.
+
+mod client;
+mod conn;
+mod envelope;
+mod error;
+mod runner;
+mod worker;
+
+pub use client::{Client, ClientBuilder, SubmitOptions};
+pub use error::ClusterError;
+pub use runner::{RunError, TaskRunner, Tasks};
+pub use worker::{StopHandle, Worker, WorkerOptions, WorkerReport, serve};
+
+use crate::pool::Priority;
+
+/// The protocol version this build speaks (the `v` field of every envelope).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The default key prefix: every key martelli uses starts with `martelli:`.
+pub const DEFAULT_PREFIX: &str = "martelli";
+
+/// The default queue name.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// The consumer group every worker of a queue joins.
+pub const GROUP: &str = "martelli";
+
+/// The default largest envelope a client sends or a worker runs: 8 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 8 << 20;
+
+/// The Redis keys of one queue (see `docs/protocol.md`, "Keys").
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub(crate) prefix: String,
+    /// The task streams, highest priority first: `{prefix}:q:{queue}:{high|normal|low}`.
+    pub(crate) streams: [String; 3],
+    /// Delayed tasks: `{prefix}:q:{queue}:delayed`.
+    pub(crate) delayed: String,
+    /// Dead letters: `{prefix}:q:{queue}:dead`.
+    pub(crate) dead: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str, queue: &str) -> Keys {
+        let base = format!("{prefix}:q:{queue}");
+        Keys {
+            prefix: prefix.to_owned(),
+            streams: [
+                format!("{base}:high"),
+                format!("{base}:normal"),
+                format!("{base}:low"),
+            ],
+            delayed: format!("{base}:delayed"),
+            dead: format!("{base}:dead"),
+        }
+    }
+
+    /// The stream of a priority level.
+    pub(crate) fn stream_index(priority: Priority) -> usize {
+        match priority {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+
+    /// A client's reply list: `{prefix}:reply:{client id}`.
+    pub(crate) fn reply(&self, client_id: &str) -> String {
+        format!("{}:reply:{client_id}", self.prefix)
+    }
+
+    /// A worker's heartbeat hash: `{prefix}:worker:{consumer}`.
+    pub(crate) fn heartbeat(&self, consumer: &str) -> String {
+        format!("{}:worker:{consumer}", self.prefix)
+    }
+}
+
+/// Milliseconds since the Unix epoch, the clock of deadlines and delays on the wire.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
