@@ -26,3 +26,6 @@ cargo test --workspace --all-features
 
 step "loom models (every interleaving up to a preemption bound)"
 bash scripts/loom.sh
+
+step "fuzzing, bounded (each decoder for 15 s; longer runs: bash scripts/fuzz.sh 600)"
+bash scripts/fuzz.sh 15

@@ -53,6 +53,33 @@ mod error;
 mod runner;
 mod worker;
 
+/// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, as cargo-fuzz does).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::envelope::{ResultEnvelope, TaskEnvelope};
+
+    /// Decodes `bytes` as a task envelope; a decoded envelope must encode and decode to itself.
+    pub fn task_envelope(bytes: &[u8]) {
+        if let Ok(envelope) = TaskEnvelope::decode(bytes) {
+            let again = envelope.encode().expect("a decoded envelope encodes");
+            let back = TaskEnvelope::decode(&again).expect("an encoded envelope decodes");
+            assert_eq!(back.id, envelope.id);
+            assert_eq!(back.task, envelope.task);
+            assert_eq!(back.payload, envelope.payload);
+        }
+    }
+
+    /// Decodes `bytes` as a result envelope.
+    pub fn result_envelope(bytes: &[u8]) {
+        if let Ok(envelope) = ResultEnvelope::decode(bytes) {
+            let back = ResultEnvelope::decode(&envelope.encode()).expect("an encoded result decodes");
+            assert_eq!(back.id, envelope.id);
+            assert_eq!(back.payload, envelope.payload);
+        }
+    }
+}
+
 pub use client::{Client, ClientBuilder, SubmitOptions};
 pub use error::ClusterError;
 pub use runner::{RunError, TaskRunner, Tasks};
