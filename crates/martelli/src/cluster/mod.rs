@@ -73,7 +73,8 @@ pub mod fuzzing {
     /// Decodes `bytes` as a result envelope.
     pub fn result_envelope(bytes: &[u8]) {
         if let Ok(envelope) = ResultEnvelope::decode(bytes) {
-            let back = ResultEnvelope::decode(&envelope.encode()).expect("an encoded result decodes");
+            let back =
+                ResultEnvelope::decode(&envelope.encode()).expect("an encoded result decodes");
             assert_eq!(back.id, envelope.id);
             assert_eq!(back.payload, envelope.payload);
         }
