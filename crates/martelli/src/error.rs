@@ -195,7 +195,7 @@ pub enum Error {
     /// A pool spec (`Pool::from_spec`, `MARTELLI_POOL`) could not be parsed.
     #[error(
         "unknown pool spec {spec:?}: {reason}; valid forms are \"inline\", \"threads\" (one per core) \
-         and \"threads:N\""
+         \"threads:N\", \"async\" (an event loop on one thread) and \"async:N\""
     )]
     UnknownSpec {
         /// The spec as given.
@@ -211,6 +211,12 @@ pub enum Error {
         /// The panic's message.
         message: String,
     },
+    /// A blocking call was made from a thread that drives an async runtime.
+    #[error(
+        "this call would block a thread that drives an async runtime, stalling every task on it; \
+         `.await` the task's Future instead (or call from outside the runtime)"
+    )]
+    WouldBlockRuntime,
     /// The operating system refused to start a worker.
     #[error(
         "could not start worker thread {name:?}: {source} (lower the number of workers or their stack size)"

@@ -71,14 +71,21 @@ enum State {
 type Callback<T> = Box<dyn FnOnce(&TaskResult<T>) + Send>;
 type Hook = Box<dyn FnOnce() + Send>;
 
+/// Something to run when the task is done.
+enum OnDone<T> {
+    /// A user callback: sees the outcome (under the lock).
+    Callback(Callback<T>),
+    /// An internal notification (as_completed, wait, map): runs after the lock is released.
+    Hook(Hook),
+}
+
 struct Slot<T> {
     state: State,
     result: Option<TaskResult<T>>,
     /// Threads blocked in `wait*`; the condvar is only signalled when there are some.
-    waiters: usize,
+    waiters: u32,
     waker: Option<Waker>,
-    hooks: Vec<Hook>,
-    callbacks: Vec<Callback<T>>,
+    on_done: Vec<OnDone<T>>,
 }
 
 pub(crate) struct Shared<T> {
@@ -98,8 +105,7 @@ impl<T> Shared<T> {
                 result: None,
                 waiters: 0,
                 waker: None,
-                hooks: Vec::new(),
-                callbacks: Vec::new(),
+                on_done: Vec::new(),
             }),
             cond: Condvar::new(),
         }
@@ -108,7 +114,12 @@ impl<T> Shared<T> {
     /// Stores the outcome if none is stored yet (rule 1), then wakes everything (rule 2).
     /// Returns whether this outcome won.
     fn finish(&self, result: TaskResult<T>) -> bool {
-        let mut slot = self.slot.lock();
+        self.settle(self.slot.lock(), result)
+    }
+
+    /// `finish` with the lock already held, so that a caller's check of the state and the transition
+    /// are one atomic step.
+    fn settle(&self, mut slot: MutexGuard<'_, Slot<T>>, result: TaskResult<T>) -> bool {
         if matches!(slot.state, State::Done | State::Taken) {
             return false;
         }
@@ -123,14 +134,19 @@ impl<T> Shared<T> {
             self.cond.notify_all();
         }
         let waker = slot.waker.take();
-        let hooks = std::mem::take(&mut slot.hooks);
-        let callbacks = std::mem::take(&mut slot.callbacks);
+        let on_done = std::mem::take(&mut slot.on_done);
         // Callbacks see the outcome by reference, so they run under the lock: the handle cannot take the
         // outcome meanwhile. They cannot reach this lock themselves (a callback cannot capture the
-        // handle it is registered on), so this cannot deadlock.
-        if let Some(result) = slot.result.as_ref() {
-            for callback in callbacks {
-                run_guarded(|| callback(result));
+        // handle it is registered on), so this cannot deadlock. Hooks run after the lock is released.
+        let mut hooks = Vec::new();
+        for item in on_done {
+            match item {
+                OnDone::Callback(callback) => {
+                    if let Some(result) = slot.result.as_ref() {
+                        run_guarded(|| callback(result));
+                    }
+                }
+                OnDone::Hook(hook) => hooks.push(hook),
             }
         }
         drop(slot);
@@ -170,6 +186,13 @@ impl<T> Promise<T> {
             true
         } else {
             false
+        }
+    }
+
+    pub(crate) fn id(&self) -> TaskId {
+        match &self.shared {
+            Some(shared) => shared.id,
+            None => unreachable!("a promise holds its shared state until it completes"),
         }
     }
 
@@ -220,9 +243,8 @@ impl<T: Send> Expire for Shared<T> {
     fn expire(&self, after: Duration) {
         let slot = self.slot.lock();
         if slot.state == State::Running {
-            drop(slot);
             self.token.cancel();
-            self.finish(Err(TaskError::TimedOut { after }));
+            self.settle(slot, Err(TaskError::TimedOut { after }));
         }
     }
 }
@@ -308,9 +330,9 @@ impl<T> Future<T> {
         let slot = self.shared.slot.lock();
         match slot.state {
             State::Queued => {
-                drop(slot);
+                // Checked and settled under one lock: a worker cannot start the task in between.
                 self.shared.token.cancel();
-                self.shared.finish(Err(TaskError::Cancelled))
+                self.shared.settle(slot, Err(TaskError::Cancelled))
             }
             State::Running => {
                 drop(slot);
@@ -387,7 +409,9 @@ impl<T> Future<T> {
                 }
             }
             State::Taken => {}
-            State::Queued | State::Running => slot.callbacks.push(Box::new(callback)),
+            State::Queued | State::Running => {
+                slot.on_done.push(OnDone::Callback(Box::new(callback)))
+            }
         }
     }
 
@@ -399,7 +423,7 @@ impl<T> Future<T> {
                 drop(slot);
                 hook();
             }
-            State::Queued | State::Running => slot.hooks.push(hook),
+            State::Queued | State::Running => slot.on_done.push(OnDone::Hook(hook)),
         }
     }
 

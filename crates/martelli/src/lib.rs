@@ -26,7 +26,7 @@
 //! | `inline` ([`Pool::inline`]) | 1 core | debugging, baselines, tiny inputs | built |
 //! | `threads` ([`Pool::threads`]) | 2–8 cores | I/O-bound work, CPU-bound Rust code | built |
 //! | `processes` | 2–8 cores | isolation, crash containment, hard timeouts | not built yet |
-//! | `async` | 1 core, many waits | thousands of concurrent I/O waits | not built yet |
+//! | `async` ([`Pool::event_loop`]) | 1 core, many waits | thousands of concurrent I/O waits | built (feature `async`, on by default) |
 //! | `cluster` | 9+ cores | many machines through Redis | not built yet |
 //!
 //! # Handing work over
@@ -36,6 +36,18 @@
 //! - [`as_completed`] and [`wait()`] wait for many futures with Python's semantics.
 //! - [`Pool::map`] is a lazy parallel map: bounded memory even over an endless iterator.
 //! - [`Pool::scope`] spawns tasks that borrow from the caller and joins them all: the barrier.
+//!
+//! # Async
+//!
+//! Async tasks switch only at `.await` points, the cheapest task switch there is, so one thread fills
+//! the time it would spend waiting on I/O. [`Pool::spawn`] takes an async task on any backend (on the
+//! event-loop backend tasks interleave; elsewhere a task holds its worker), [`Pool::map_async`] maps an
+//! async function with a concurrency limit, and offloading goes both ways: [`to_thread`] runs blocking
+//! work from async code without stalling the loop, [`Pool::block_on`] runs async work from blocking
+//! code (and refuses, rather than deadlocks, on a runtime thread). Cancellation of async tasks is
+//! cooperative too: a cancelled or timed-out task is dropped at its next `.await`.
+//! [`PoolBuilder::detect_blocking`] warns, naming the task, when one runs too long between two
+//! `.await`s.
 //!
 //! # Outcomes
 //!
@@ -52,6 +64,10 @@
 //! - **Join everything at a barrier.** [`wait()`] with [`WaitMode::All`], [`Pool::scope`], and pool
 //!   shutdown.
 //!
+//! # Feature flags
+//!
+//! - `async` (default): the event-loop backend on tokio, [`to_thread`].
+//!
 //! # Supported platforms
 //!
 //! The `inline` and `threads` backends are portable Rust. The process machinery that later backends
@@ -67,23 +83,34 @@ mod future;
 mod job;
 mod local;
 mod map;
+mod map_async;
 mod pool;
 #[cfg(target_os = "linux")]
 pub mod process;
 mod scope;
 mod spec;
 mod sync;
+mod task_future;
 mod wait;
 mod watchdog;
 
-pub use cancel::{CancelToken, cancel_token, is_cancelled};
+#[cfg(feature = "async")]
+pub use backend::event_loop::to_thread;
+pub use cancel::{CancelToken, Cancelled, cancel_token, is_cancelled};
 pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
 pub use future::{Future, Status, TaskId};
 pub use local::{WorkerInfo, WorkerLocal};
 pub use map::Map;
+pub use map_async::MapAsync;
 pub use pool::{
     MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder, Priority, Shutdown, TaskOptions,
     available_cores,
 };
 pub use scope::Scope;
+pub use task_future::BlockingReport;
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
+
+/// The README's example, compiled and run as a doctest so it cannot go stale.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

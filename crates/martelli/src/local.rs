@@ -85,7 +85,6 @@ type Init<T> = dyn Fn(&WorkerInfo) -> T + Send + Sync;
 /// ```
 /// use martelli::{Pool, WorkerLocal};
 /// use std::sync::atomic::{AtomicUsize, Ordering};
-/// use std::sync::Arc;
 ///
 /// static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 /// // Say each worker needs its own (expensive, non-shareable) connection:

@@ -1,14 +1,18 @@
 //! [`Pool`] and [`PoolBuilder`]: the one face every backend shows.
 
+#[cfg(feature = "async")]
+use crate::backend::event_loop::EventLoop;
 use crate::backend::{
     Admission, Backend, BackendConfig, Initializer, Rejected, inline::Inline, threads::Threads,
 };
+use crate::error::TaskResult;
 use crate::error::{Error, TrySubmitError};
 use crate::future::{Future, Promise, promise};
 use crate::job::{Body, Fallible, Job, Owned, Plain, TaskJob, Timeout};
 use crate::local::WorkerInfo;
 use crate::spec::Spec;
 use crate::sync::Arc;
+use crate::task_future::{BlockingReport, Detector, driver};
 use crate::watchdog::Watchdog;
 use std::fmt;
 use std::time::Duration;
@@ -60,6 +64,7 @@ pub enum Shutdown {
 pub struct TaskOptions {
     priority: Priority,
     timeout: Option<Duration>,
+    name: Option<&'static str>,
 }
 
 impl TaskOptions {
@@ -81,6 +86,12 @@ impl TaskOptions {
         self.timeout = Some(timeout);
         self
     }
+
+    /// Names the task in diagnostics (the blocking-call detector's warnings).
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.name = Some(name);
+        self
+    }
 }
 
 /// The backend a builder will build.
@@ -88,12 +99,15 @@ impl TaskOptions {
 enum Kind {
     Inline,
     Threads(usize),
+    /// None: a current-thread runtime; Some(n): a multi-thread runtime with n workers.
+    #[cfg(feature = "async")]
+    EventLoop(Option<usize>),
 }
 
 /// Configures and builds a [`Pool`].
 ///
 /// ```
-/// use martelli::{Pool, Priority};
+/// use martelli::Pool;
 /// use std::time::Duration;
 ///
 /// let pool = Pool::builder()
@@ -113,6 +127,7 @@ pub struct PoolBuilder {
     queue_bound: Option<usize>,
     task_timeout: Option<Duration>,
     initializer: Option<Initializer>,
+    detector: Option<Arc<Detector>>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -124,6 +139,7 @@ impl fmt::Debug for PoolBuilder {
             .field("queue_bound", &self.queue_bound)
             .field("task_timeout", &self.task_timeout)
             .field("initializer", &self.initializer.is_some())
+            .field("detector", &self.detector)
             .finish()
     }
 }
@@ -137,6 +153,7 @@ impl Default for PoolBuilder {
             queue_bound: None,
             task_timeout: None,
             initializer: None,
+            detector: None,
         }
     }
 }
@@ -157,6 +174,52 @@ impl PoolBuilder {
     /// Runs tasks on `n` worker threads; 0 means one per available core.
     pub fn threads(mut self, n: usize) -> Self {
         self.kind = Kind::Threads(n);
+        self
+    }
+
+    /// Runs tasks on a tokio event loop: a current-thread runtime on a thread of its own (one thread,
+    /// used to the full). Built inside a tokio runtime, the pool uses that runtime instead. Async tasks
+    /// are submitted with [`Pool::spawn`]; they switch at `.await` points only.
+    #[cfg(feature = "async")]
+    pub fn event_loop(mut self) -> Self {
+        self.kind = Kind::EventLoop(None);
+        self
+    }
+
+    /// Runs tasks on a multi-thread tokio runtime with `n` worker threads (0: one per core).
+    #[cfg(feature = "async")]
+    pub fn event_loop_threads(mut self, n: usize) -> Self {
+        self.kind = Kind::EventLoop(Some(n));
+        self
+    }
+
+    /// Turns on the blocking-call detector (for development): when a task runs `threshold` or longer
+    /// between two `.await` points — the classic "something blocked the loop" bug — a warning naming
+    /// the task goes to stderr, or to the callback set with [`on_blocking`](PoolBuilder::on_blocking).
+    /// It watches async tasks ([`Pool::spawn`]) on every backend.
+    pub fn detect_blocking(mut self, threshold: Duration) -> Self {
+        let report = match self.detector.take() {
+            Some(d) => d.report.clone(),
+            None => Arc::new(|r: &BlockingReport| eprintln!("martelli: warning: {r}")),
+        };
+        self.detector = Some(Arc::new(Detector { threshold, report }));
+        self
+    }
+
+    /// Sends the blocking-call detector's reports to `report` instead of stderr (and turns the
+    /// detector on, at 100 ms, if [`detect_blocking`](PoolBuilder::detect_blocking) was not called).
+    pub fn on_blocking<F>(mut self, report: F) -> Self
+    where
+        F: Fn(&BlockingReport) + Send + Sync + 'static,
+    {
+        let threshold = self
+            .detector
+            .as_ref()
+            .map_or(Duration::from_millis(100), |d| d.threshold);
+        self.detector = Some(Arc::new(Detector {
+            threshold,
+            report: Arc::new(report),
+        }));
         self
     }
 
@@ -243,6 +306,20 @@ impl PoolBuilder {
                 };
                 Box::new(Threads::start(&config)?)
             }
+            #[cfg(feature = "async")]
+            Kind::EventLoop(threads) => {
+                let threads = threads.map(|n| if n == 0 { available_cores() } else { n });
+                if let Some(n) = threads.filter(|&n| n > MAX_THREADS) {
+                    return Err(Error::InvalidConfig(format!(
+                        "event_loop_threads({n}) is more than the {MAX_THREADS} threads a pool may have"
+                    )));
+                }
+                Box::new(EventLoop::start(
+                    threads,
+                    &self.name_prefix,
+                    self.queue_bound,
+                )?)
+            }
         };
         if let (Kind::Inline, Some(init)) = (self.kind, &self.initializer) {
             init(&WorkerInfo::current());
@@ -251,6 +328,7 @@ impl PoolBuilder {
             backend,
             watchdog: Arc::new(Watchdog::default()),
             task_timeout: self.task_timeout,
+            detector: self.detector,
         })
     }
 }
@@ -275,6 +353,7 @@ pub struct Pool {
     backend: Box<dyn Backend>,
     watchdog: Arc<Watchdog>,
     task_timeout: Option<Duration>,
+    detector: Option<Arc<Detector>>,
 }
 
 impl fmt::Debug for Pool {
@@ -298,12 +377,81 @@ impl Pool {
             backend: Box::new(Inline::default()),
             watchdog: Arc::new(Watchdog::default()),
             task_timeout: None,
+            detector: None,
         }
     }
 
     /// A pool of `n` worker threads (0: one per available core).
     pub fn threads(n: usize) -> Result<Pool, Error> {
         PoolBuilder::new().threads(n).build()
+    }
+
+    /// A pool that runs async tasks on a tokio event loop (one thread); see
+    /// [`PoolBuilder::event_loop`].
+    #[cfg(feature = "async")]
+    pub fn event_loop() -> Result<Pool, Error> {
+        PoolBuilder::new().event_loop().build()
+    }
+
+    /// Submits an async task and returns the future of its output. On the event-loop backend tasks
+    /// interleave at their `.await` points; on other backends a task holds one worker for its whole
+    /// life. Cancellation is cooperative: [`Future::cancel`] or a timeout drops the task at its next
+    /// `.await` and resolves it as `Cancelled` or `TimedOut`.
+    ///
+    /// Write the task as an `async` block: `pool.spawn(async { tokio::time::sleep(d).await })`. A
+    /// tokio future made outside the runtime (`pool.spawn(tokio::time::sleep(d))` from plain code)
+    /// panics where it is made, because tokio binds timers and sockets to a runtime when they are
+    /// created.
+    ///
+    /// ```
+    /// use martelli::Pool;
+    ///
+    /// let pool = Pool::event_loop()?;
+    /// let fut = pool.spawn(async {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    ///     "woke"
+    /// })?;
+    /// assert_eq!(fut.wait()?, "woke");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spawn<F>(&self, fut: F) -> Result<Future<F::Output>, Error>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_with(TaskOptions::default(), fut)
+    }
+
+    /// [`spawn`](Pool::spawn) with per-task options (timeout, name, priority where the backend has a
+    /// queue).
+    pub fn spawn_with<F>(&self, options: TaskOptions, fut: F) -> Result<Future<F::Output>, Error>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (promise, future) = promise::<F::Output>();
+        let token = promise.token().clone();
+        let timeout = self.timeout_for(options, Promise::<F::Output>::expirer);
+        let task = driver(fut, promise, timeout, self.detector.clone(), options.name);
+        self.backend
+            .spawn_task(task, token, options.priority)
+            .map(|()| future)
+    }
+
+    /// Runs `fut` on this pool and blocks until it is done: the bridge from blocking code to async
+    /// code. Called from a thread that drives a tokio runtime it would block that runtime (a deadlock
+    /// when the task needs it), so it refuses with [`Error::WouldBlockRuntime`]; `.await` the future
+    /// from [`spawn`](Pool::spawn) there instead.
+    pub fn block_on<F>(&self, fut: F) -> Result<TaskResult<F::Output>, Error>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        #[cfg(feature = "async")]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::WouldBlockRuntime);
+        }
+        Ok(self.spawn(fut)?.wait())
     }
 
     /// A pool described by a spec string: `"inline"`, `"threads"` (one per core) or `"threads:N"`.

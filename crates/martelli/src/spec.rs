@@ -8,6 +8,8 @@ use crate::pool::PoolBuilder;
 pub(crate) enum Spec {
     Inline,
     Threads(usize),
+    #[cfg(feature = "async")]
+    EventLoop(Option<usize>),
 }
 
 impl Spec {
@@ -33,7 +35,17 @@ impl Spec {
             },
             ("processes", _) => Err(unknown("the process backend is not built yet")),
             ("redis" | "rediss", _) => Err(unknown("the cluster backend is not built yet")),
-            ("async", _) => Err(unknown("the async backend is not built yet")),
+            #[cfg(feature = "async")]
+            ("async", None) => Ok(Spec::EventLoop(None)),
+            #[cfg(feature = "async")]
+            ("async", Some(n)) => match n.trim().parse::<usize>() {
+                Ok(n) => Ok(Spec::EventLoop(Some(n))),
+                Err(_) => Err(unknown(
+                    "the thread count after \"async:\" must be a whole number",
+                )),
+            },
+            #[cfg(not(feature = "async"))]
+            ("async", _) => Err(unknown("martelli was built without its \"async\" feature")),
             ("", _) => Err(unknown("the spec is empty")),
             _ => Err(unknown("no backend has that name")),
         }
@@ -43,6 +55,10 @@ impl Spec {
         match self {
             Spec::Inline => PoolBuilder::new().inline(),
             Spec::Threads(n) => PoolBuilder::new().threads(n),
+            #[cfg(feature = "async")]
+            Spec::EventLoop(None) => PoolBuilder::new().event_loop(),
+            #[cfg(feature = "async")]
+            Spec::EventLoop(Some(n)) => PoolBuilder::new().event_loop_threads(n),
         }
     }
 }
@@ -57,6 +73,11 @@ mod tests {
         assert_eq!(Spec::parse(" threads ").ok(), Some(Spec::Threads(0)));
         assert_eq!(Spec::parse("threads:8").ok(), Some(Spec::Threads(8)));
         assert_eq!(Spec::parse("THREADS:2").ok(), Some(Spec::Threads(2)));
+        #[cfg(feature = "async")]
+        {
+            assert_eq!(Spec::parse("async").ok(), Some(Spec::EventLoop(None)));
+            assert_eq!(Spec::parse("async:4").ok(), Some(Spec::EventLoop(Some(4))));
+        }
     }
 
     #[test]

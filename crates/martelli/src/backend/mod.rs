@@ -6,14 +6,21 @@
 //! | --- | --- | --- |
 //! | [`inline`] | 1 core | the caller's thread, at submit |
 //! | [`threads`] | 2–8 cores, I/O-bound or GIL-free CPU work | a fixed set of worker threads with a priority queue |
+//! | `event_loop` | 1 core, many concurrent waits | a tokio runtime: async tasks switch at `.await` points |
 
+#[cfg(feature = "async")]
+pub(crate) mod event_loop;
 pub(crate) mod inline;
 pub(crate) mod threads;
 
+use crate::cancel::CancelToken;
+use crate::error::Error;
 use crate::job::Job;
 use crate::local::WorkerInfo;
+use crate::pool::Priority;
 use crate::pool::Shutdown;
 use crate::sync::Arc;
+use crate::task_future::{BoxTask, FutureJob};
 use std::fmt;
 
 /// Whether `execute` may wait for room in a bounded queue.
@@ -67,6 +74,22 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Takes a job: queues it (or runs it, for `inline`). The job's promise resolves its future
     /// whatever happens next; a refused job is handed back.
     fn execute(&self, job: Job, admission: Admission) -> Result<(), Rejected>;
+
+    /// Takes an async task. The default runs it on a worker like any job, holding the worker across its
+    /// `.await`s; a backend with an event loop overrides this to interleave tasks at their `.await`s.
+    fn spawn_task(
+        &self,
+        task: BoxTask,
+        token: CancelToken,
+        priority: Priority,
+    ) -> Result<(), Error> {
+        let job = Job {
+            priority,
+            task: Box::new(FutureJob { task, token }),
+        };
+        self.execute(job, Admission::Wait)
+            .map_err(|_| Error::ShutDown)
+    }
 
     /// Jobs waiting to start.
     fn queued(&self) -> usize;

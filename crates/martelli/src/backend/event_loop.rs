@@ -1,0 +1,366 @@
+//! The event-loop backend, on tokio: the tier of one thread and many waits. Async tasks switch only at
+//! their `.await` points, the cheapest task switch there is, so one thread serves thousands of
+//! concurrent I/O waits. martelli does not write an event loop; it drives tokio's.
+//!
+//! - By default the pool starts a **current-thread** runtime on a thread of its own (the loop thread);
+//!   with a worker count it starts a **multi-thread** runtime. Built inside an existing tokio runtime, it
+//!   uses that runtime instead of starting another.
+//! - Synchronous closures given to `submit` run *on* the loop (they block it while they run — use
+//!   [`to_thread`] for blocking work); async tasks come through `Pool::spawn`.
+//! - The pool counts its live tasks, so `Shutdown::Wait` waits for them, `CancelPending` fires their
+//!   tokens (each is dropped at its next `.await`), and a queue bound limits how many may be in flight.
+
+use super::{Admission, Backend, Rejected};
+use crate::cancel::CancelToken;
+use crate::error::{Error, TaskResult};
+use crate::future::promise;
+use crate::job::{Job, Plain, TaskJob};
+use crate::local::{self, WorkerInfo};
+use crate::pool::{Priority, Shutdown};
+use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
+use crate::task_future::BoxTask;
+use std::fmt;
+use std::thread::JoinHandle;
+use tokio::runtime::{Builder, Handle, Runtime};
+
+/// Live tasks of one event-loop pool.
+struct Tracker {
+    state: Mutex<Tracked>,
+    changed: Condvar,
+}
+
+struct Tracked {
+    live: usize,
+    /// Threads blocked on `changed` (a full bound, or a shutdown waiting for the last task): the
+    /// condition variable is signalled only when there are some.
+    waiting: usize,
+    bound: Option<usize>,
+    closed: bool,
+    /// The tokens of live tasks, in a slab: a task's key is its index.
+    tokens: Vec<Option<CancelToken>>,
+    free: Vec<usize>,
+}
+
+/// Counts one task as live until dropped.
+struct Live {
+    tracker: Arc<Tracker>,
+    key: usize,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let mut state = self.tracker.state.lock();
+        state.live -= 1;
+        if let Some(slot) = state.tokens.get_mut(self.key) {
+            *slot = None;
+            state.free.push(self.key);
+        }
+        if state.waiting > 0 {
+            self.tracker.changed.notify_all();
+        }
+    }
+}
+
+enum Refusal {
+    Full,
+    ShutDown,
+}
+
+impl Tracker {
+    fn admit(
+        self: &Arc<Self>,
+        token: CancelToken,
+        admission: Admission,
+        on_loop: bool,
+    ) -> Result<Live, Refusal> {
+        let mut state = self.state.lock();
+        loop {
+            if state.closed {
+                return Err(Refusal::ShutDown);
+            }
+            match state.bound {
+                Some(bound) if state.live >= bound => match admission {
+                    Admission::Try => return Err(Refusal::Full),
+                    // Waiting on the loop's own thread would stop the tasks that make room.
+                    Admission::Wait if on_loop => break,
+                    Admission::Wait => {
+                        state.waiting += 1;
+                        state = self.changed.wait(state);
+                        state.waiting -= 1;
+                    }
+                },
+                _ => break,
+            }
+        }
+        state.live += 1;
+        let key = match state.free.pop() {
+            Some(key) => {
+                state.tokens[key] = Some(token);
+                key
+            }
+            None => {
+                state.tokens.push(Some(token));
+                state.tokens.len() - 1
+            }
+        };
+        Ok(Live {
+            tracker: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+enum Owned {
+    /// A current-thread runtime driven by a loop thread until `stop` fires.
+    CurrentThread {
+        thread: JoinHandle<()>,
+        stop: CancelToken,
+    },
+    MultiThread(Runtime),
+}
+
+pub(crate) struct EventLoop {
+    id: u64,
+    handle: Handle,
+    owned: Mutex<Option<Owned>>,
+    tracker: Arc<Tracker>,
+    workers: usize,
+}
+
+impl fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("workers", &self.workers)
+            .field("live", &self.tracker.state.lock().live)
+            .finish()
+    }
+}
+
+thread_local! {
+    /// The id of the event-loop pool whose runtime drives this thread (0: none).
+    static LOOP_OF_THIS_THREAD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+impl EventLoop {
+    /// Starts (or joins) a runtime. `threads`: None for a current-thread runtime, Some(n) for a
+    /// multi-thread one with n workers.
+    pub(crate) fn start(
+        threads: Option<usize>,
+        name_prefix: &str,
+        queue_bound: Option<usize>,
+    ) -> Result<EventLoop, Error> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tracker = Arc::new(Tracker {
+            state: Mutex::new(Tracked {
+                live: 0,
+                waiting: 0,
+                bound: queue_bound,
+                closed: false,
+                tokens: Vec::new(),
+                free: Vec::new(),
+            }),
+            changed: Condvar::new(),
+        });
+        let runtime_error = |source: std::io::Error| Error::Spawn {
+            name: format!("{name_prefix}-loop"),
+            source,
+        };
+        if let Ok(handle) = Handle::try_current() {
+            let workers = match handle.runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::CurrentThread => 1,
+                _ => handle.metrics().num_workers(),
+            };
+            return Ok(EventLoop {
+                id,
+                handle,
+                owned: Mutex::new(None),
+                tracker,
+                workers,
+            });
+        }
+        let prefix = name_prefix.to_owned();
+        let (handle, owned, workers) = match threads {
+            None => {
+                let runtime = Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(runtime_error)?;
+                let handle = runtime.handle().clone();
+                let stop = CancelToken::new();
+                let loop_stop = stop.clone();
+                let name = format!("{prefix}-loop");
+                let info = WorkerInfo::new(0, name.clone(), "async");
+                let thread = std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || {
+                        LOOP_OF_THIS_THREAD.with(|l| l.set(id));
+                        let _worker = local::enter_worker(info);
+                        runtime.block_on(loop_stop.cancelled());
+                    })
+                    .map_err(runtime_error)?;
+                (handle, Owned::CurrentThread { thread, stop }, 1)
+            }
+            Some(n) => {
+                let n = n.max(1);
+                let counter = Arc::new(AtomicU64::new(0));
+                let runtime = Builder::new_multi_thread()
+                    .worker_threads(n)
+                    .thread_name_fn({
+                        let prefix = prefix.clone();
+                        let counter = Arc::clone(&counter);
+                        move || format!("{prefix}-{}", counter.fetch_add(1, Ordering::Relaxed))
+                    })
+                    .on_thread_start(move || LOOP_OF_THIS_THREAD.with(|l| l.set(id)))
+                    .enable_all()
+                    .build()
+                    .map_err(runtime_error)?;
+                (runtime.handle().clone(), Owned::MultiThread(runtime), n)
+            }
+        };
+        Ok(EventLoop {
+            id,
+            handle,
+            owned: Mutex::new(Some(owned)),
+            tracker,
+            workers,
+        })
+    }
+
+    /// True on a thread that drives a tokio runtime (this pool's or any other).
+    fn on_a_runtime_thread(&self) -> bool {
+        LOOP_OF_THIS_THREAD.with(|l| l.get()) == self.id || Handle::try_current().is_ok()
+    }
+}
+
+impl Backend for EventLoop {
+    fn kind(&self) -> &'static str {
+        "async"
+    }
+
+    fn workers(&self) -> usize {
+        self.workers
+    }
+
+    fn execute(&self, job: Job, admission: Admission) -> Result<(), Rejected> {
+        let live = match self.tracker.admit(
+            job.task.token().clone(),
+            admission,
+            self.on_a_runtime_thread(),
+        ) {
+            Ok(live) => live,
+            Err(Refusal::Full) => return Err(Rejected::Full(job)),
+            Err(Refusal::ShutDown) => return Err(Rejected::ShutDown(job)),
+        };
+        self.handle.spawn(async move {
+            let _live = live;
+            job.run();
+        });
+        Ok(())
+    }
+
+    fn spawn_task(
+        &self,
+        task: BoxTask,
+        token: CancelToken,
+        _priority: Priority,
+    ) -> Result<(), Error> {
+        let live = self
+            .tracker
+            .admit(token, Admission::Wait, self.on_a_runtime_thread())
+            .map_err(|_| Error::ShutDown)?;
+        self.handle.spawn(async move {
+            let _live = live;
+            task.await;
+        });
+        Ok(())
+    }
+
+    fn queued(&self) -> usize {
+        0
+    }
+
+    fn help_one(&self) -> bool {
+        false
+    }
+
+    fn shutdown(&self, mode: Shutdown) {
+        {
+            let mut state = self.tracker.state.lock();
+            state.closed = true;
+            if mode == Shutdown::CancelPending {
+                for token in state.tokens.iter().flatten() {
+                    token.cancel();
+                }
+            }
+        }
+        self.tracker.changed.notify_all();
+        // Waiting for the tasks from a thread that drives a runtime would stop the very tasks waited
+        // for; there the tasks are left to finish on their runtime.
+        if !self.on_a_runtime_thread() {
+            let mut state = self.tracker.state.lock();
+            while state.live > 0 {
+                state.waiting += 1;
+                state = self.tracker.changed.wait(state);
+                state.waiting -= 1;
+            }
+        }
+        let owned = self.owned.lock().take();
+        match owned {
+            Some(Owned::CurrentThread { thread, stop }) => {
+                stop.cancel();
+                if thread.thread().id() != std::thread::current().id() {
+                    let _ = thread.join();
+                }
+            }
+            Some(Owned::MultiThread(runtime)) => runtime.shutdown_background(),
+            None => {}
+        }
+    }
+
+    fn is_shut_down(&self) -> bool {
+        self.tracker.state.lock().closed
+    }
+}
+
+/// Runs blocking or CPU-bound `f` on a thread and awaits its outcome without stalling the event loop:
+/// Python's `asyncio.to_thread`. Inside a tokio runtime it uses tokio's blocking-thread pool; elsewhere a
+/// new thread. A panic in `f` is the outcome [`TaskError::Panicked`](crate::TaskError::Panicked).
+///
+/// ```
+/// # let rt = tokio::runtime::Builder::new_current_thread().build()?;
+/// # rt.block_on(async {
+/// let digest = martelli::to_thread(|| (0..1_000_000u64).sum::<u64>()).await?;
+/// assert_eq!(digest, 499_999_500_000);
+/// # Ok::<(), martelli::TaskError>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub async fn to_thread<F, T>(f: F) -> TaskResult<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (promise, future) = promise::<T>();
+    let job = TaskJob {
+        body: Plain(f),
+        promise,
+        timeout: None,
+    };
+    let started = match Handle::try_current() {
+        Ok(handle) => {
+            drop(handle.spawn_blocking(move || job.run()));
+            Ok(())
+        }
+        Err(_) => std::thread::Builder::new()
+            .name("martelli-to-thread".into())
+            .spawn(move || job.run())
+            .map(drop),
+    };
+    if let Err(err) = started {
+        return Err(crate::TaskError::Failed(crate::TaskFailure::from_message(
+            format!("could not start a thread for to_thread: {err}"),
+        )));
+    }
+    future.await
+}
