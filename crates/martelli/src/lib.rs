@@ -78,6 +78,7 @@
 
 mod backend;
 mod cancel;
+mod codec;
 mod error;
 mod future;
 mod job;
@@ -90,25 +91,37 @@ pub mod process;
 mod scope;
 mod spec;
 mod sync;
+mod task;
 mod task_future;
 mod wait;
 mod watchdog;
 
 #[cfg(feature = "async")]
 pub use backend::event_loop::to_thread;
+#[cfg(target_os = "linux")]
+pub use backend::processes::worker::init;
 pub use cancel::{CancelToken, Cancelled, cancel_token, is_cancelled};
 pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
 pub use future::{Future, Status, TaskId};
 pub use local::{WorkerInfo, WorkerLocal};
 pub use map::Map;
 pub use map_async::MapAsync;
+pub use martelli_macros::task;
 pub use pool::{
     MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder, Priority, Shutdown, TaskOptions,
     available_cores,
 };
 pub use scope::Scope;
+pub use task::{DuplicateTask, Task};
 pub use task_future::BlockingReport;
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
+
+/// Not public API: what `#[martelli::task]` expands to.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::task::{Registration, failure_from_display};
+    pub use inventory;
+}
 
 /// The README's example, compiled and run as a doctest so it cannot go stale.
 #[doc = include_str!("../../../README.md")]

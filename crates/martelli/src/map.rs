@@ -198,6 +198,8 @@ fn replicate(error: &TaskError) -> TaskError {
         TaskError::Cancelled => TaskError::Cancelled,
         TaskError::TimedOut { after } => TaskError::TimedOut { after: *after },
         TaskError::WorkerDied(death) => TaskError::WorkerDied(death.clone()),
+        TaskError::UnknownTask { name } => TaskError::UnknownTask { name: name.clone() },
+        TaskError::Codec(message) => TaskError::Codec(message.clone()),
         TaskError::Lost { attempts, reason } => TaskError::Lost {
             attempts: *attempts,
             reason: reason.clone(),
