@@ -91,13 +91,14 @@ fn exit_with(code: i32) {
 /// hangs.
 #[martelli::task]
 fn grandchild_then_hang(pid_file: String) -> u32 {
-    let child = Command::new("sleep")
+    let mut child = Command::new("sleep")
         .arg("600")
         .spawn()
         .expect("sleep starts");
     let pid = child.id();
     std::fs::write(&pid_file, pid.to_string()).expect("pid file");
     std::thread::sleep(Duration::from_secs(600));
+    let _ = child.wait();
     pid
 }
 

@@ -169,7 +169,8 @@ impl Worker {
         match worker.handshake(config) {
             Ok(()) => Ok(worker),
             Err(reason) => {
-                let death = worker.kill();
+                let _ = worker.child.signal_group(Signal::KILL);
+                let death = worker.death();
                 Err(Error::Handshake {
                     program: program.display().to_string(),
                     reason,
@@ -239,10 +240,10 @@ impl Worker {
         }
     }
 
-    /// Kills the worker's group, reaps the worker and says how it died.
-    fn kill(&mut self) -> WorkerDeath {
+    /// Kills the worker's group and reaps the worker, without waiting for the rest of its stderr.
+    fn kill(&mut self) {
         let _ = self.child.signal_group(Signal::KILL);
-        self.death()
+        let _ = self.child.wait();
     }
 
     /// Reaps the worker (after its channel closed or its group was killed) and reports its end.
@@ -417,7 +418,7 @@ impl Slot {
                 match poll(&mut fds, ts.as_ref()) {
                     Ok(_) | Err(Errno::INTR) => {}
                     Err(_) => {
-                        let death = worker.kill();
+                        let death = worker.death();
                         sink.complete(Err(TaskError::WorkerDied(death)));
                         return (After::Replace, worker);
                     }
