@@ -25,7 +25,7 @@
 //! | --- | --- | --- | --- |
 //! | `inline` ([`Pool::inline`]) | 1 core | debugging, baselines, tiny inputs | built |
 //! | `threads` ([`Pool::threads`]) | 2–8 cores | I/O-bound work, CPU-bound Rust code | built |
-//! | `processes` | 2–8 cores | isolation, crash containment, hard timeouts | not built yet |
+//! | `processes` ([`Pool::processes`]) | 2–8 cores | CPU-bound work, isolation, crash containment, hard timeouts | built (Linux) |
 //! | `async` ([`Pool::event_loop`]) | 1 core, many waits | thousands of concurrent I/O waits | built (feature `async`, on by default) |
 //! | `cluster` | 9+ cores | many machines through Redis | not built yet |
 //!
@@ -36,6 +36,27 @@
 //! - [`as_completed`] and [`wait()`] wait for many futures with Python's semantics.
 //! - [`Pool::map`] is a lazy parallel map: bounded memory even over an endless iterator.
 //! - [`Pool::scope`] spawns tasks that borrow from the caller and joins them all: the barrier.
+//!
+//! # Tasks by name and processes
+//!
+//! [`#[martelli::task]`](task) registers a plain function under a stable name, with serde arguments
+//! and result. [`Pool::submit_task`] runs it on any backend; on a process pool ([`Pool::processes`],
+//! spec `"processes:N"`) a worker process — this program, re-executed, whose `main` called
+//! [`init`] first — runs it, and a crash, a timeout or a cancel costs that worker, never the pool.
+//!
+//! ```no_run
+//! #[martelli::task]
+//! fn fib(n: u64) -> u64 {
+//!     if n < 2 { n } else { fib::call(n - 1) + fib::call(n - 2) }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     martelli::init(); // a worker serves tasks here and never returns
+//!     let pool = martelli::Pool::processes(2)?;
+//!     assert_eq!(pool.submit_task(fib, (20,))?.wait()?, 6765);
+//!     Ok(())
+//! }
+//! ```
 //!
 //! # Async
 //!
@@ -70,8 +91,8 @@
 //!
 //! # Supported platforms
 //!
-//! The `inline` and `threads` backends are portable Rust. The process machinery that later backends
-//! use is Linux-first.
+//! The `inline` and `threads` backends are portable Rust. The process machinery and the `processes`
+//! backend are Linux only.
 
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
