@@ -47,6 +47,15 @@ pub(crate) enum Header<'a> {
         #[serde(borrow)]
         task: &'a str,
     },
+    /// Pool → worker: run task `task` on each of a batch of arguments (a chunk of a map). Body: a
+    /// sequence of arguments. The answer is a `Value` whose body is a sequence of item outcomes.
+    RunBatch {
+        /// The batch's id, echoed in the answer.
+        id: u64,
+        /// The registered name of the task.
+        #[serde(borrow)]
+        task: &'a str,
+    },
     /// Worker → pool: the task returned a value. Body: the value.
     Value {
         /// The task's id.

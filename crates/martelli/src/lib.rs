@@ -114,6 +114,7 @@ mod spec;
 mod sync;
 mod task;
 mod task_future;
+mod task_map;
 mod wait;
 mod watchdog;
 
@@ -135,6 +136,7 @@ pub use pool::{
 pub use scope::Scope;
 pub use task::{DuplicateTask, Task};
 pub use task_future::BlockingReport;
+pub use task_map::TaskMap;
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
 
 /// Not public API: what `#[martelli::task]` expands to.

@@ -189,7 +189,7 @@ where
 }
 
 /// The same outcome again, for each input of a chunk that failed as a whole.
-fn replicate(error: &TaskError) -> TaskError {
+pub(crate) fn replicate(error: &TaskError) -> TaskError {
     match error {
         TaskError::Failed(f) => TaskError::Failed(TaskFailure::from_message(f.message())),
         TaskError::Panicked { message } => TaskError::Panicked {

@@ -126,6 +126,8 @@ struct ProcessSettings {
     max_frame: usize,
     max_tasks_per_worker: Option<usize>,
     nice: Option<i32>,
+    #[cfg(target_os = "linux")]
+    rlimits: Vec<(crate::process::Resource, Option<u64>, Option<u64>)>,
 }
 
 impl Default for ProcessSettings {
@@ -137,6 +139,8 @@ impl Default for ProcessSettings {
             max_frame: codec::DEFAULT_MAX_FRAME,
             max_tasks_per_worker: None,
             nice: None,
+            #[cfg(target_os = "linux")]
+            rlimits: Vec::new(),
         }
     }
 }
@@ -289,6 +293,22 @@ impl PoolBuilder {
         self
     }
 
+    /// Sets a resource limit in each worker process (`setrlimit`; `None` is unlimited): for example
+    /// `Resource::As` caps its address space, so a runaway allocation fails in the worker (which is
+    /// then replaced) instead of pushing the machine into swap, and `Resource::Cpu` caps its CPU
+    /// seconds (the kernel then kills it with `SIGXCPU`). The limits hold for a worker's whole life:
+    /// combine them with [`max_tasks_per_worker`](PoolBuilder::max_tasks_per_worker).
+    #[cfg(target_os = "linux")]
+    pub fn worker_rlimit(
+        mut self,
+        resource: crate::process::Resource,
+        soft: Option<u64>,
+        hard: Option<u64>,
+    ) -> Self {
+        self.processes.rlimits.push((resource, soft, hard));
+        self
+    }
+
     /// Turns on the blocking-call detector (for development): when a task runs `threshold` or longer
     /// between two `.await` points — the classic "something blocked the loop" bug — a warning naming
     /// the task goes to stderr, or to the callback set with [`on_blocking`](PoolBuilder::on_blocking).
@@ -411,6 +431,7 @@ impl PoolBuilder {
                     max_frame: p.max_frame,
                     max_tasks_per_worker: p.max_tasks_per_worker,
                     nice: p.nice,
+                    rlimits: p.rlimits,
                     queue_bound: self.queue_bound,
                 })?)
             }
@@ -593,13 +614,50 @@ impl Pool {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
+        self.send_remote(options, name, false, args, |promise, timeout| {
+            Box::new(TaskSink { promise, timeout })
+        })
+    }
+
+    /// Sends a chunk of a task map: every item runs on one worker, one round trip.
+    pub(crate) fn submit_chunk<T: Task>(
+        &self,
+        options: TaskOptions,
+        chunk: Vec<T::Args>,
+    ) -> Result<Future<Vec<TaskResult<T::Output>>>, Error> {
+        if self.backend.remote().is_some() {
+            return self.send_remote(options, T::NAME, true, &chunk, |promise, timeout| {
+                Box::new(BatchSink { promise, timeout })
+            });
+        }
+        self.submit_body(options, ChunkBody::<T>(chunk), Admission::Wait)
+            .map_err(|_| Error::ShutDown)
+    }
+
+    fn send_remote<A, V>(
+        &self,
+        options: TaskOptions,
+        name: &str,
+        batch: bool,
+        args: &A,
+        sink: impl FnOnce(Promise<V>, Option<Duration>) -> Box<dyn Sink>,
+    ) -> Result<Future<V>, Error>
+    where
+        A: Serialize + ?Sized,
+        V: Send + 'static,
+    {
         let Some(remote) = self.backend.remote() else {
             return Err(Error::ShutDown);
         };
-        let (promise, future) = promise::<R>();
+        let (promise, future) = promise::<V>();
         let id = promise.id().as_u64();
+        let header = if batch {
+            Header::RunBatch { id, task: name }
+        } else {
+            Header::Run { id, task: name }
+        };
         let mut frame = Vec::new();
-        let built = codec::begin(&mut frame, &Header::Run { id, task: name })
+        let built = codec::begin(&mut frame, &header)
             .map_err(|e| e.to_string())
             .and_then(|()| codec::push_body(&mut frame, args))
             .and_then(|()| {
@@ -611,15 +669,11 @@ impl Pool {
             ))));
             return Ok(future);
         }
-        let sink = TaskSink {
-            promise,
-            timeout: options.timeout.or(self.task_timeout),
-        };
         let job = RemoteJob {
             id,
             priority: options.priority,
             frame,
-            sink: Box::new(sink),
+            sink: sink(promise, options.timeout.or(self.task_timeout)),
         };
         match remote.execute_remote(job, Admission::Wait) {
             Ok(()) => Ok(future),
@@ -888,6 +942,53 @@ struct TaskBody<T: Task>(T::Args);
 impl<T: Task> Body<T::Output> for TaskBody<T> {
     fn call(self) -> TaskResult<T::Output> {
         T::run(self.0).map_err(TaskError::Failed)
+    }
+}
+
+/// A chunk of a task map run in this process.
+struct ChunkBody<T: Task>(Vec<T::Args>);
+
+impl<T: Task> Body<Vec<TaskResult<T::Output>>> for ChunkBody<T> {
+    fn call(self) -> TaskResult<Vec<TaskResult<T::Output>>> {
+        Ok(self
+            .0
+            .into_iter()
+            .map(|args| crate::task::run_item::<T>(args).into_result())
+            .collect())
+    }
+}
+
+/// The typed end of a chunk sent to a worker process.
+struct BatchSink<T> {
+    promise: Promise<Vec<TaskResult<T>>>,
+    timeout: Option<Duration>,
+}
+
+impl<T: DeserializeOwned + Send + 'static> Sink for BatchSink<T> {
+    fn start(&self) -> bool {
+        self.promise.start()
+    }
+
+    fn token(&self) -> &CancelToken {
+        self.promise.token()
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
+        let result = outcome.and_then(|bytes| {
+            postcard::from_bytes::<Vec<crate::task::ItemOutcome<T>>>(bytes)
+                .map(|items| items.into_iter().map(|i| i.into_result()).collect())
+                .map_err(|e| {
+                    TaskError::Codec(format!(
+                        "the results do not decode as {}: {e}",
+                        std::any::type_name::<T>()
+                    ))
+                })
+        });
+        self.promise.complete(result);
     }
 }
 

@@ -57,12 +57,42 @@ pub(crate) enum RunError {
 }
 
 type RunFn = fn(&[u8], &mut Vec<u8>) -> Result<(), RunError>;
+type RunBatchFn = fn(&[u8], &mut Vec<u8>) -> Result<(), RunError>;
+
+/// One item's outcome in a batch (a chunk of a map): what crosses back for each input.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub(crate) enum ItemOutcome<T> {
+    Value(T),
+    Failed(String),
+    Panicked(String),
+}
+
+impl<T> ItemOutcome<T> {
+    pub(crate) fn into_result(self) -> crate::error::TaskResult<T> {
+        use crate::error::TaskError;
+        match self {
+            ItemOutcome::Value(v) => Ok(v),
+            ItemOutcome::Failed(m) => Err(TaskError::Failed(TaskFailure::from_message(m))),
+            ItemOutcome::Panicked(message) => Err(TaskError::Panicked { message }),
+        }
+    }
+}
+
+/// Runs one item in this process, under `catch_unwind`.
+pub(crate) fn run_item<T: Task>(args: T::Args) -> ItemOutcome<T::Output> {
+    match catch_unwind(AssertUnwindSafe(|| T::run(args))) {
+        Ok(Ok(value)) => ItemOutcome::Value(value),
+        Ok(Err(failure)) => ItemOutcome::Failed(failure.message().to_owned()),
+        Err(payload) => ItemOutcome::Panicked(panic_message(payload.as_ref())),
+    }
+}
 
 /// One registered task, as `#[martelli::task]` submits it to the link-time registry.
 #[doc(hidden)]
 pub struct Registration {
     name: &'static str,
     run: RunFn,
+    run_batch: RunBatchFn,
     signature: fn() -> String,
 }
 
@@ -72,6 +102,7 @@ impl Registration {
         Registration {
             name: T::NAME,
             run: run_encoded::<T>,
+            run_batch: run_batch_encoded::<T>,
             signature: signature::<T>,
         }
     }
@@ -130,6 +161,27 @@ pub(crate) fn run_error_to_task_error(e: RunError) -> crate::error::TaskError {
     }
 }
 
+/// Decodes a batch of arguments, runs each item under `catch_unwind`, and appends the encoded
+/// outcomes (a `Vec<ItemOutcome<Output>>`) to `out`.
+fn run_batch_encoded<T: Task>(args: &[u8], out: &mut Vec<u8>) -> Result<(), RunError> {
+    let batch: Vec<T::Args> = postcard::from_bytes(args).map_err(|e| {
+        RunError::BadArgs(format!(
+            "the arguments do not decode as a batch of {}: {e}",
+            std::any::type_name::<T::Args>()
+        ))
+    })?;
+    let outcomes: Vec<ItemOutcome<T::Output>> = batch.into_iter().map(run_item::<T>).collect();
+    let start = out.len();
+    if let Err(e) = postcard::to_io(&outcomes, &mut *out) {
+        out.truncate(start);
+        return Err(RunError::BadResult(format!(
+            "the results ({}) could not be encoded: {e}",
+            std::any::type_name::<T::Output>()
+        )));
+    }
+    Ok(())
+}
+
 /// Turns a task's error into its failure (used by `#[martelli::task]` for `Result` tasks).
 #[doc(hidden)]
 pub fn failure_from_display<E: fmt::Display>(error: E) -> TaskFailure {
@@ -149,7 +201,7 @@ pub struct DuplicateTask {
 
 /// Every task in the program, by name.
 pub(crate) struct Registry {
-    by_name: HashMap<&'static str, RunFn>,
+    by_name: HashMap<&'static str, (RunFn, RunBatchFn)>,
     fingerprint: u64,
 }
 
@@ -158,7 +210,7 @@ impl Registry {
         let mut by_name = HashMap::new();
         let mut signatures = Vec::new();
         for r in inventory::iter::<Registration> {
-            if by_name.insert(r.name, r.run).is_some() {
+            if by_name.insert(r.name, (r.run, r.run_batch)).is_some() {
                 return Err(DuplicateTask {
                     name: r.name.to_owned(),
                 });
@@ -195,7 +247,19 @@ impl Registry {
         args: &[u8],
         out: &mut Vec<u8>,
     ) -> Option<Result<(), RunError>> {
-        self.by_name.get(name).map(|run| run(args, out))
+        self.by_name.get(name).map(|(run, _)| run(args, out))
+    }
+
+    /// Runs task `name` over an encoded batch of arguments (see `run_batch_encoded`).
+    pub(crate) fn run_batch(
+        &self,
+        name: &str,
+        args: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), RunError>> {
+        self.by_name
+            .get(name)
+            .map(|(_, run_batch)| run_batch(args, out))
     }
 
     /// A hash of martelli's version and every task's name and signature: two processes with the

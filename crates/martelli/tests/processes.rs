@@ -49,6 +49,12 @@ fn parse_number(text: String) -> Result<u64, std::num::ParseIntError> {
 }
 
 #[martelli::task]
+fn double_unless_500(x: u64) -> u64 {
+    assert!(x != 500, "refusing {x}");
+    x * 2
+}
+
+#[martelli::task]
 fn panics(message: String) -> u32 {
     panic!("{message}")
 }
@@ -79,6 +85,22 @@ fn segfault() {
         libc::signal(libc::SIGSEGV, libc::SIG_DFL);
         libc::raise(libc::SIGSEGV);
     }
+}
+
+#[martelli::task]
+fn spin_forever() {
+    let mut x = 0u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+#[martelli::task]
+fn exit_unless_one(code: i32) -> i32 {
+    if code != 1 {
+        std::process::exit(code);
+    }
+    code
 }
 
 #[martelli::task]
@@ -175,6 +197,22 @@ fn main() {
             workers_are_recycled_after_max_tasks,
         ),
         ("many_threads_submit_at_once", many_threads_submit_at_once),
+        (
+            "map_task_runs_chunks_in_order",
+            map_task_runs_chunks_in_order,
+        ),
+        (
+            "a_cpu_rlimit_kills_a_spinning_worker",
+            a_cpu_rlimit_kills_a_spinning_worker,
+        ),
+        (
+            "workers_run_at_the_nice_level_asked",
+            workers_run_at_the_nice_level_asked,
+        ),
+        (
+            "map_task_fails_only_the_chunk_of_a_dead_worker",
+            map_task_fails_only_the_chunk_of_a_dead_worker,
+        ),
         (
             "as_completed_and_wait_work_on_process_futures",
             as_completed_and_wait_work_on_process_futures,
@@ -582,6 +620,79 @@ fn many_threads_submit_at_once() {
             });
         }
     });
+}
+
+fn map_task_runs_chunks_in_order() {
+    let pool = pool(2);
+    let results: Vec<_> = pool
+        .map_task(double_unless_500, (0..20_000u64).map(|x| (x,)))
+        .collect();
+    assert_eq!(results.len(), 20_000);
+    for (x, r) in results.into_iter().enumerate() {
+        match (x, r) {
+            (500, Err(TaskError::Panicked { message })) => assert_eq!(message, "refusing 500"),
+            (x, Ok(v)) => assert_eq!(v, 2 * x as u64),
+            (x, other) => panic!("input {x}: {other:?}"),
+        }
+    }
+    // The same map on threads gives the same results: one task, every backend.
+    let threads = Pool::threads(2).unwrap();
+    let on_threads: Vec<_> = threads
+        .map_task(double_unless_500, (495..505u64).map(|x| (x,)))
+        .map(|r| r.ok())
+        .collect();
+    let on_processes: Vec<_> = pool
+        .map_task(double_unless_500, (495..505u64).map(|x| (x,)))
+        .chunk(3)
+        .map(|r| r.ok())
+        .collect();
+    assert_eq!(on_threads, on_processes);
+}
+
+fn a_cpu_rlimit_kills_a_spinning_worker() {
+    let pool = Pool::builder()
+        .processes(1)
+        .worker_rlimit(martelli::process::Resource::Cpu, Some(1), Some(2))
+        .build()
+        .unwrap();
+    let death = expect_death(pool.submit_task(spin_forever, ()).unwrap().wait());
+    assert_eq!(death.signal, Some(libc::SIGXCPU), "{death}");
+    assert_eq!(pool.submit_task(add, (1, 2)).unwrap().wait().unwrap(), 3);
+}
+
+#[martelli::task]
+fn my_nice() -> i32 {
+    // SAFETY: getpriority only reads this process's nice value.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+}
+
+fn workers_run_at_the_nice_level_asked() {
+    // SAFETY: as above, for the test process itself.
+    let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let pool = Pool::builder().processes(1).worker_nice(5).build().unwrap();
+    let theirs = pool.submit_task(my_nice, ()).unwrap().wait().unwrap();
+    assert_eq!(theirs, (ours + 5).min(19));
+}
+
+fn map_task_fails_only_the_chunk_of_a_dead_worker() {
+    let pool = pool(1);
+    // Chunks of 4: codes 0 and 3 exit the worker; their chunk-mates share the death.
+    let codes = [1, 1, 1, 1, 1, 3, 1, 1, 1, 1, 1, 1];
+    let results: Vec<_> = pool
+        .map_task(exit_unless_one, codes.iter().map(|&c| (c,)))
+        .chunk(4)
+        .collect();
+    for (i, r) in results.iter().enumerate() {
+        let in_dead_chunk = (4..8).contains(&i);
+        match r {
+            Ok(v) => assert!(!in_dead_chunk && *v == 1, "input {i}: {r:?}"),
+            Err(TaskError::WorkerDied(d)) => {
+                assert!(in_dead_chunk, "input {i}: {d}");
+                assert_eq!(d.exit_code, Some(3));
+            }
+            Err(e) => panic!("input {i}: {e}"),
+        }
+    }
 }
 
 fn as_completed_and_wait_work_on_process_futures() {

@@ -53,6 +53,7 @@ pub(crate) struct ProcessConfig {
     pub(crate) max_frame: usize,
     pub(crate) max_tasks_per_worker: Option<usize>,
     pub(crate) nice: Option<i32>,
+    pub(crate) rlimits: Vec<(crate::process::Resource, Option<u64>, Option<u64>)>,
     pub(crate) queue_bound: Option<usize>,
 }
 
@@ -60,6 +61,11 @@ struct Queue {
     levels: [VecDeque<RemoteJob>; 3],
     len: usize,
     bound: Option<usize>,
+    /// Slots asleep on `work`; a submitter signals only when there are some (a signal is a system
+    /// call even when nobody waits).
+    sleeping: usize,
+    /// Submitters asleep on `space`.
+    blocked: usize,
     closed: bool,
 }
 
@@ -85,13 +91,17 @@ impl Shared {
         let mut q = self.queue.lock();
         loop {
             if let Some(job) = q.pop() {
-                self.space.notify_one();
+                if q.blocked > 0 {
+                    self.space.notify_one();
+                }
                 return Some(job);
             }
             if q.closed {
                 return None;
             }
+            q.sleeping += 1;
             q = self.work.wait(q);
+            q.sleeping -= 1;
         }
     }
 }
@@ -126,6 +136,8 @@ impl Processes {
                 levels: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
                 len: 0,
                 bound: config.queue_bound,
+                sleeping: 0,
+                blocked: 0,
                 closed: false,
             }),
             work: Condvar::new(),
@@ -262,15 +274,20 @@ impl RemoteBackend for Processes {
                     if admission == Admission::Try {
                         return Err(RemoteRejected::Full);
                     }
+                    q.blocked += 1;
                     q = self.shared.space.wait(q);
+                    q.blocked -= 1;
                 }
                 _ => break,
             }
         }
         q.levels[job.priority.level()].push_back(job);
         q.len += 1;
+        let wake = q.sleeping > 0;
         drop(q);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(())
     }
 }

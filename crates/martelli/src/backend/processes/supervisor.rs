@@ -117,6 +117,9 @@ impl Worker {
         if let Some(n) = config.nice {
             spawn = spawn.nice(n);
         }
+        for &(resource, soft, hard) in &config.rlimits {
+            spawn = spawn.rlimit(resource, soft, hard);
+        }
         let command = spawn.command_mut();
         command
             .env(WORKER_ENV, format!("{WORKER_FD} {}", config.max_frame))
@@ -378,9 +381,9 @@ impl Slot {
         sink: Box<dyn Sink>,
         token: &crate::cancel::CancelToken,
     ) -> (After, Worker) {
-        // Drain stale wake-ups, then ask the token to wake us when it fires.
+        // Ask the token to wake us when it fires. (A stale wake-up left by an earlier task's token
+        // only costs one more turn of the loop below, which checks this task's token.)
         let mut drain = [0u8; 8];
-        while rustix::io::read(&self.wake_fd.0, &mut drain).is_ok() {}
         {
             let cancelled = pin!(token.cancelled());
             let mut cx = Context::from_waker(&self.waker);

@@ -121,14 +121,20 @@ fn serve(value: &OsString) -> Result<(), ServeError> {
             Err(e) => return Err(e.into()),
         }
         let (header, args) = codec::decode(&frame)?;
-        let (id, task) = match header {
-            Header::Run { id, task } => (id, task),
+        let (id, task, batch) = match header {
+            Header::Run { id, task } => (id, task, false),
+            Header::RunBatch { id, task } => (id, task, true),
             Header::Hello { .. } => return Err(ServeError::Unexpected("Hello")),
             Header::Value { .. } => return Err(ServeError::Unexpected("Value")),
             Header::Error { .. } => return Err(ServeError::Unexpected("Error")),
         };
         codec::begin(&mut out, &Header::Value { id })?;
-        let failure = match registry.run(task, args, &mut out) {
+        let ran = if batch {
+            registry.run_batch(task, args, &mut out)
+        } else {
+            registry.run(task, args, &mut out)
+        };
+        let failure = match ran {
             Some(Ok(())) => match codec::finish(&mut out, max_frame) {
                 Ok(()) => None,
                 Err(e) => Some((ErrorKind::BadResult, e.to_string())),
