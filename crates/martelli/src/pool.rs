@@ -92,7 +92,8 @@ impl TaskOptions {
 
     /// Sets a timeout for this task, counted from the moment it starts running; it replaces the pool's
     /// default. On threads the task is not killed: its future resolves as `TimedOut` and its
-    /// [`CancelToken`](crate::CancelToken) fires.
+    /// [`CancelToken`](crate::CancelToken) fires. On a process pool the worker running it is killed
+    /// with its process group, and replaced.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -73,9 +73,10 @@ impl StderrTail {
                 }
                 let _ = done_tx.send(());
             });
-        if spawned.is_err() {
-            // Without a reader the worker's stderr writes would fail, not block: the pipe closes.
-        }
+        // Without a reader thread (the system refused one) the pipe's read end is closed with the
+        // closure: the worker's stderr writes then fail instead of blocking, and `finish` (its sender
+        // dropped too) returns at once with an empty tail.
+        drop(spawned);
         StderrTail { tail, done }
     }
 
