@@ -18,6 +18,9 @@ const TARGET_CHUNK_TIME: Duration = Duration::from_millis(2);
 /// The largest automatic chunk.
 const MAX_AUTO_CHUNK: usize = 8 * 1024;
 
+/// A chunk on its way: its length, when it was sent, and the future of its results.
+type InFlight<V> = (usize, Instant, Future<Vec<TaskResult<V>>>);
+
 /// The iterator [`Pool::map_task`] returns: one `Result` per input, in input order.
 ///
 /// It is lazy: at most [`window`](TaskMap::window) chunks are in flight, so an endless input works in
@@ -43,7 +46,7 @@ pub struct TaskMap<'p, T: Task, I: Iterator<Item = T::Args>> {
     fixed_chunk: bool,
     chunk: usize,
     window: usize,
-    in_flight: VecDeque<(usize, Instant, Future<Vec<TaskResult<T::Output>>>)>,
+    in_flight: VecDeque<InFlight<T::Output>>,
     out: VecDeque<TaskResult<T::Output>>,
 }
 
