@@ -84,16 +84,16 @@ report() { # workload, tools...
         wall[$name]=$(awk '{print $1}' "$f" | median)
         cpu[$name]=$(awk '{print $2+$3}' "$f" | median)
     done
-    local xw=${wall["xargs -P2 -n1"]} fc=${cpu["floor (sh -c)"]}
+    local xw=${wall["xargs -P2 -n1"]} fc=${cpu["floor (sh -c)"]} fe=${cpu["floor (exec)"]}
     local rw=${wall["rust-parallel"]:-} pw=${wall["GNU parallel"]:-}
     printf '\n### %s (%s jobs, -j%s, %s interleaved rounds, medians)\n\n' "$workload" "$COUNT" "$JOBS" "$ROUNDS"
-    printf '| tool | wall s | jobs/s | CPU ms/job | wall vs xargs | wall vs rust-parallel | GNU parallel wall / this | CPU vs floor (sh -c) |\n'
-    printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+    printf '| tool | wall s | jobs/s | CPU ms/job | wall vs xargs | wall vs rust-parallel | GNU parallel wall / this | CPU vs floor (sh -c) | CPU vs floor (exec) |\n'
+    printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
     for t in "$@"; do
         local name=${t%%|*} w=${wall[${t%%|*}]} c=${cpu[${t%%|*}]}
-        awk -v n="$name" -v w="$w" -v c="$c" -v xw="$xw" -v rw="$rw" -v pw="$pw" -v fc="$fc" -v count="$COUNT" 'BEGIN {
-            printf "| %s | %.2f | %.0f | %.3f | %.2fx | %s | %s | %.2fx |\n", n, w, count / w, c * 1000 / count, w / xw,
-                (rw == "" ? "n/a" : sprintf("%.2fx", w / rw)), (pw == "" ? "n/a" : sprintf("%.1fx", pw / w)), c / fc
+        awk -v n="$name" -v w="$w" -v c="$c" -v xw="$xw" -v rw="$rw" -v pw="$pw" -v fc="$fc" -v fe="$fe" -v count="$COUNT" 'BEGIN {
+            printf "| %s | %.2f | %.0f | %.3f | %.2fx | %s | %s | %.2fx | %.2fx |\n", n, w, count / w, c * 1000 / count, w / xw,
+                (rw == "" ? "n/a" : sprintf("%.2fx", w / rw)), (pw == "" ? "n/a" : sprintf("%.1fx", pw / w)), c / fc, c / fe
         }'
     done
 }

@@ -496,3 +496,103 @@ fn delay_spaces_job_starts() {
         assert!(pair[1] - pair[0] >= 0.29, "starts {starts:?}");
     }
 }
+
+#[test]
+fn progress_goes_to_stderr_only_and_only_when_asked() {
+    let o = run(&["-k", "--bar", "echo", ":::", "a", "b", "c"]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["a", "b", "c"], "stdout holds job output only");
+    assert!(
+        stderr(&o).contains("3/3"),
+        "the bar reached 3 of 3: {:?}",
+        stderr(&o)
+    );
+    let o = run(&["-k", "--progress", "echo", ":::", "a", "b"]);
+    assert!(stderr(&o).contains("done 2, failed 0"), "{:?}", stderr(&o));
+    let o = run(&["-k", "echo", ":::", "a"]);
+    assert!(o.stderr.is_empty());
+}
+
+#[test]
+fn line_buffer_with_results_still_stores_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("out");
+    let o = run(&[
+        "--line-buffer",
+        "--results",
+        res.to_str().unwrap(),
+        "echo",
+        ":::",
+        "a",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["a"]);
+    assert_eq!(
+        fs::read_to_string(res.join("1").join("a").join("stdout")).unwrap(),
+        "a\n"
+    );
+}
+
+#[test]
+fn plain_commands_behave_as_under_the_shell() {
+    // Plain commands are run without a shell; what only a shell does must still work.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("noshebang");
+    fs::write(&script, "echo script ran with $1\n").unwrap();
+    let mut perms = fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    fs::set_permissions(&script, perms).unwrap();
+    let o = run(&[script.to_str().unwrap(), ":::", "x"]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["script ran with x"]);
+    // A missing program: the shell's message and status 127 in the joblog.
+    let log = dir.path().join("log");
+    let o = run(&[
+        "--joblog",
+        log.to_str().unwrap(),
+        "no-such-program-martelli",
+        ":::",
+        "x",
+    ]);
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().nth(1).unwrap().split('\t').nth(6), Some("127"));
+    // Builtins keep the shell's meaning (dash's echo interprets backslashes, /bin/echo does not).
+    let o = run(&["echo", "'a\\tb'", ":::", "x"]);
+    assert_eq!(stdout(&o), "a\tb x\n");
+}
+
+#[test]
+fn ungroup_and_job_counts() {
+    // -u: output is not captured, so it reaches our pipe straight from the job.
+    let o = run(&["-u", "-j1", "echo", ":::", "a", "b"]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["a", "b"]);
+    // -j 0 (as many as can run), -j N%, -j +N: all jobs run, once each.
+    for j in ["0", "50%", "+1", "-1"] {
+        let o = run(&["-k", "-j", j, "echo", ":::", "1", "2", "3", "4", "5"]);
+        assert_code(&o, 0);
+        assert_eq!(lines(&o), ["1", "2", "3", "4", "5"], "-j {j}");
+    }
+    // {%} never exceeds -j.
+    let o = run(&["-j3", "echo", "{%}", ":::", "a", "b", "c", "d", "e", "f"]);
+    let slots: Vec<String> = lines(&o)
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(slots.len(), 6);
+    assert!(
+        slots.iter().all(|s| ["1", "2", "3"].contains(&s.as_str())),
+        "{:?}",
+        lines(&o)
+    );
+}
+
+#[test]
+fn eta_is_shown_when_asked() {
+    let o = run(&["--eta", "true", ":::", "a", "b"]);
+    assert_code(&o, 0);
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("ETA"), "{:?}", stderr(&o));
+}

@@ -7,18 +7,17 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
+use rustix::process::{Pid, Signal, kill_process};
+
 use util::{
     assert_code, eventually, lines, live_in_group, live_sleeps, marker, martelli, run, stderr,
     stdout,
 };
 
 /// Sends `signal` to process `pid`.
-fn signal(pid: u32, signal: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+fn signal(pid: u32, signal: Signal) {
+    let pid = Pid::from_raw(pid as i32).expect("a child's pid is positive");
+    kill_process(pid, signal).expect("the runner is alive to be signalled");
 }
 
 /// Starts `martelli run ARGS…` with piped stdout and stderr.
@@ -231,7 +230,7 @@ fn first_ctrl_c_waits_for_running_jobs_and_starts_no_more() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut seen = read_until(&mut out, "started");
     seen.extend(read_until(&mut out, "started"));
-    signal(child.id(), "INT");
+    signal(child.id(), Signal::INT);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     let status = child.wait().unwrap();
@@ -255,10 +254,10 @@ fn second_ctrl_c_kills_every_jobs_process_group() {
     let mut err = BufReader::new(child.stderr.take().unwrap());
     read_until(&mut out, "started");
     read_until(&mut out, "started");
-    signal(child.id(), "INT");
+    signal(child.id(), Signal::INT);
     // The runner says it is stopping: the first signal is handled before the second is sent.
     read_until(&mut err, "stopping");
-    signal(child.id(), "INT");
+    signal(child.id(), Signal::INT);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert!(
@@ -283,7 +282,7 @@ fn no_job_outlives_a_runner_killed_with_sigkill() {
         "both jobs run: {:?}",
         live_sleeps(&m)
     );
-    signal(child.id(), "KILL");
+    signal(child.id(), Signal::KILL);
     child.wait().unwrap();
     assert!(
         eventually(5.0, || live_sleeps(&m).is_empty()),

@@ -34,7 +34,8 @@ pub(crate) struct RawOptions {
         short = 'j',
         long = "jobs",
         visible_alias = "max-procs",
-        value_name = "N"
+        value_name = "N",
+        allow_hyphen_values = true
     )]
     pub(crate) jobs: Option<String>,
 
@@ -47,7 +48,7 @@ pub(crate) struct RawOptions {
     pub(crate) line_buffer: bool,
 
     /// Do not capture output: jobs write straight to the terminal (output may interleave).
-    #[arg(short = 'u', long = "ungroup", conflicts_with_all = ["keep_order", "tag", "json"])]
+    #[arg(short = 'u', long = "ungroup", conflicts_with_all = ["keep_order", "tag", "json", "results"])]
     pub(crate) ungroup: bool,
 
     /// Prefix every output line with the job's arguments and a tab.

@@ -1,22 +1,28 @@
-//! The engine: a fixed number of slots, each a thread that starts one job at a time as a
-//! supervised process group, reads its output with `poll`, and reaps it; the main thread prints,
-//! logs, counts and decides when to halt.
+//! The engine: a fixed number of slots, each a thread that takes the next job, starts it as a
+//! supervised process group, reads its output with `poll`, reaps it, and reports it (output,
+//! joblog, progress) under a lock. No thread hand-off is paid per job; the main thread only starts
+//! the slots and waits for them.
 //!
-//! A job's process is spawned, watched and reaped by the same slot thread, which lives until the
-//! run ends, so the parent-death signal each job asks for stays armed while the job runs (Linux
-//! sends it when the spawning *thread* exits).
+//! Every job is watched by the [`Guardian`] from its spawn to its reaping, so that it dies with
+//! `martelli run` even when `martelli run` is killed with SIGKILL; with the guardian in place the
+//! jobs do not ask for a parent-death signal, which lets them be spawned with `posix_spawn` rather
+//! than `fork`.
 //!
 //! Signals: the first SIGINT or SIGTERM stops starting jobs and lets the running ones finish; the
 //! second kills every running job's process group (SIGTERM, then SIGKILL after the grace) and
 //! exits with 128 + the signal.
+//!
+//! A job's group is registered (in `live` and with the guardian) from its spawn until just after
+//! its leader is reaped. Signalling a registered group therefore cannot reach an unrelated process,
+//! except in the microseconds between the reaping and the deregistration, and only if the group was
+//! empty and its id reused within them.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,7 +34,7 @@ use super::config::{Config, HaltOn, OutputMode, Threshold};
 use super::input::{self, Args, Inputs};
 use super::joblog::Joblog;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
-use super::template::Composed;
+use super::template::{Composed, simple_command};
 use super::{EXIT_OWN_ERROR, RunError};
 
 /// Jobs at most one failure count can report (GNU parallel's cap).
@@ -78,17 +84,13 @@ struct Shared {
     live: Mutex<HashSet<u32>>,
     /// When the next job may start (`--delay`).
     next_start: Mutex<Instant>,
-    started: AtomicU64,
     /// The signal that interrupted the run, 0 if none.
     interrupted: AtomicI32,
     /// Finished jobs, counted by the slots before they take another job, so that `--halt` stops
     /// the very next start.
     tally: Mutex<Tally>,
-}
-
-enum Message {
-    Done(Box<Outcome>),
-    Failed(RunError),
+    /// Output, joblog and progress, reported to by the slots.
+    reporter: Mutex<Reporter>,
 }
 
 /// Runs the jobs; returns the exit status.
@@ -126,13 +128,12 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         killing: AtomicBool::new(false),
         live: Mutex::new(HashSet::new()),
         next_start: Mutex::new(Instant::now()),
-        started: AtomicU64::new(0),
         interrupted: AtomicI32::new(0),
         tally: Mutex::new(Tally::default()),
+        reporter: Mutex::new(Reporter::new(&config, joblog, total)),
         config,
     });
     watch_signals(&shared)?;
-    let (tx, rx) = mpsc::channel();
     // No more slots than jobs, when their number is known.
     let slot_count = total.map_or(shared.config.jobs, |t| {
         shared
@@ -141,33 +142,29 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
             .min(usize::try_from(t).unwrap_or(usize::MAX))
             .max(1)
     });
-    let mut slots = Vec::with_capacity(slot_count);
-    for slot in 1..=slot_count {
+    // Slot 1 runs on this thread: one job at a time costs no thread at all.
+    let mut slots = Vec::with_capacity(slot_count - 1);
+    for slot in 2..=slot_count {
         let shared = Arc::clone(&shared);
-        let tx = tx.clone();
         let guardian = Arc::clone(&guardian);
         let spawned = thread::Builder::new()
             .name(format!("slot-{slot}"))
-            .spawn(move || run_slot(&shared, &guardian, slot, &tx));
+            // A slot needs little stack (its read buffer is 32 KiB); `-j 0` may start many.
+            .stack_size(256 * 1024)
+            .spawn(move || run_slot(&shared, &guardian, slot));
         match spawned {
             Ok(handle) => slots.push(handle),
-            // Fewer slots than asked is still a run; none at all is an error.
-            Err(e) if slots.is_empty() => {
-                return Err(RunError::System {
-                    what: "cannot start a job slot thread",
-                    source: e,
-                });
-            }
+            // Fewer slots than asked is still a run.
             Err(_) => break,
         }
     }
-    drop(tx);
-    let code = collect(&shared, rx, joblog, total);
+    run_slot(&shared, &guardian, 1);
     for handle in slots {
         let _ = handle.join();
     }
     drop(guardian);
-    code
+    let code = lock(&shared.reporter).finish(&shared);
+    Ok(code)
 }
 
 fn dry_run(config: &Config, feed: &mut Feed) -> Result<u8, RunError> {
@@ -227,13 +224,13 @@ fn kill_all(shared: &Shared) {
     while Instant::now() < deadline && !lock(&shared.live).is_empty() {
         thread::sleep(Duration::from_millis(5));
     }
-    // Only groups still registered: their leaders are unreaped, so the ids cannot be reused.
+    // Only groups still registered, whose leaders are (all but) unreaped: see the module docs.
     for pgid in lock(&shared.live).iter().copied() {
         let _ = process::signal_group(pgid, Signal::KILL);
     }
 }
 
-fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize, tx: &mpsc::Sender<Message>) {
+fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize) {
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return;
@@ -243,8 +240,7 @@ fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize, tx: &mpsc::Sender
             None => return,
             Some(Ok(job)) => job,
             Some(Err(e)) => {
-                shared.stop.store(true, Ordering::SeqCst);
-                let _ = tx.send(Message::Failed(e));
+                lock(&shared.reporter).fail(shared, e);
                 return;
             }
         };
@@ -257,15 +253,14 @@ fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize, tx: &mpsc::Sender
             };
             thread::sleep(wait_until.saturating_duration_since(Instant::now()));
         }
-        shared.started.fetch_add(1, Ordering::Relaxed);
         let mut outcome = run_job(shared, guardian, slot, order, seq, args);
         // A job that ends while `--halt now` kills the others was killed: its output is not shown.
         outcome.suppressed = shared.killing.load(Ordering::SeqCst);
-        if count(shared, &outcome) {
+        let halt_now = count(shared, &outcome);
+        let stdout_closed = lock(&shared.reporter).report(shared, outcome);
+        // Killing waits up to the grace period: not under the reporter's lock.
+        if halt_now || stdout_closed {
             kill_all(shared);
-        }
-        if tx.send(Message::Done(Box::new(outcome))).is_err() {
-            return;
         }
     }
 }
@@ -281,7 +276,14 @@ fn run_job(
     let config = &shared.config;
     let composed = config.template.compose(&args, seq, slot);
     let command = composed.display();
+    // A shell line that is one plain command is run without the shell (see `simple_command`).
+    let direct = match &composed {
+        Composed::Shell(line) => simple_command(line),
+        Composed::Argv(_) => None,
+    };
     let capture = config.output != OutputMode::Ungroup;
+    // Output printed line by line as it comes is kept too only when `--results` stores it.
+    let keep_output = config.output != OutputMode::LineBuffer || config.results.is_some();
     let supervision = Supervision::default()
         .timeout(config.timeout)
         .grace(config.grace);
@@ -313,33 +315,45 @@ fn run_job(
             stdout_bytes: 0,
             suppressed: false,
         };
-        let mut spawn = match &composed {
-            Composed::Shell(line) => Spawn::shell(OsString::from_vec(line.clone())),
-            Composed::Argv(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
-                .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
-        }
-        .capture_output(capture)
-        // The guardian kills the job's whole group if this process dies, which also covers the
-        // direct child; without a parent-death signal the spawn can use posix_spawn, not fork.
-        .parent_death_signal(None);
-        spawn.command_mut().stdin(Stdio::null());
-        if let Some(n) = config.nice {
-            spawn = spawn.nice(n);
-        }
-        // Registration and spawn under one lock: a second Ctrl-C sees every group that exists.
-        let spawned = {
-            let mut live = lock(&shared.live);
-            if shared.killing.load(Ordering::SeqCst) {
-                None
-            } else {
-                let child = spawn.spawn();
-                if let Ok(c) = &child {
-                    live.insert(c.pgid());
-                    // Best effort: without the guardian the parent-death signal still applies.
-                    let _ = guardian.watch(c.pgid());
-                }
-                Some(child)
+        let build = |argv: Option<&[Vec<u8>]>| {
+            let mut spawn = match argv {
+                Some(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
+                    .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
+                None => Spawn::shell(OsString::from_vec(command.clone())),
             }
+            .capture_output(capture)
+            // The guardian kills the job's whole group if this process dies, which also covers
+            // the direct child; without a parent-death signal the spawn can use posix_spawn.
+            .parent_death_signal(None);
+            spawn.command_mut().stdin(Stdio::null());
+            if let Some(n) = config.nice {
+                spawn = spawn.nice(n);
+            }
+            spawn.spawn()
+        };
+        // The spawn runs without a lock (it takes a while: it returns once the child has exec'd),
+        // so slots start jobs side by side. A job registered after `kill_all` looked at the live
+        // groups sees `killing` and stops itself; if this process exits first, the guardian,
+        // which watches it from the start, kills it.
+        let spawned = if shared.killing.load(Ordering::SeqCst) {
+            None
+        } else {
+            let child = match (&composed, &direct) {
+                (Composed::Argv(argv), _) => build(Some(argv)),
+                // A simple command runs without the shell; if it cannot start, the shell runs it
+                // (for its exact errors, and for scripts without `#!`, which only a shell runs).
+                (Composed::Shell(_), Some(argv)) => build(Some(argv)).or_else(|_| build(None)),
+                (Composed::Shell(_), None) => build(None),
+            };
+            if let Ok(c) = &child {
+                // Best effort: the guardian only fails to watch beyond its capacity (`-j`).
+                let _ = guardian.watch(c.pgid());
+                lock(&shared.live).insert(c.pgid());
+                if shared.killing.load(Ordering::SeqCst) {
+                    let _ = c.signal_group(Signal::TERM);
+                }
+            }
+            Some(child)
         };
         match spawned {
             None => {
@@ -365,10 +379,15 @@ fn run_job(
                     if i == 0 {
                         outcome.stdout_bytes += bytes.len() as u64;
                     }
-                    match &mut lines {
-                        Some(sink) => sink.push(i, bytes),
-                        None if i == 0 => outcome.stdout.extend_from_slice(bytes),
-                        None => outcome.stderr.extend_from_slice(bytes),
+                    if let Some(sink) = &mut lines {
+                        sink.push(i, bytes);
+                    }
+                    if keep_output {
+                        if i == 0 {
+                            outcome.stdout.extend_from_slice(bytes);
+                        } else {
+                            outcome.stderr.extend_from_slice(bytes);
+                        }
                     }
                 });
                 if let Some(sink) = &mut lines {
@@ -387,7 +406,7 @@ fn run_job(
                         outcome.spawn_error = Some(format!("lost track of the job: {e}"));
                     }
                 }
-                let _ = guardian.forget(child.pgid());
+                guardian.forget(child.pgid());
                 lock(&shared.live).remove(&child.pgid());
             }
         }
@@ -440,57 +459,70 @@ fn count(shared: &Shared, outcome: &Outcome) -> bool {
     halt.now
 }
 
-/// Receives outcomes until every slot is done; prints, logs, halts. Returns the exit status.
-fn collect(
-    shared: &Shared,
-    rx: mpsc::Receiver<Message>,
-    mut joblog: Option<Joblog>,
-    total: Option<u64>,
-) -> Result<u8, RunError> {
-    let config = &shared.config;
-    let print = match config.output {
-        OutputMode::Group => Print::Grouped { tag: config.tag },
-        OutputMode::Json => Print::Json,
-        OutputMode::LineBuffer | OutputMode::Ungroup => Print::Nothing,
-    };
-    let mut printer = Printer::new(print, config.keep_order, config.results.clone());
-    let bar = progress_bar(config, total);
-    let around_stderr = |f: &mut dyn FnMut()| match &bar {
-        Some(bar) => bar.suspend(f),
-        None => f(),
-    };
-    let mut own_error: Option<RunError> = None;
-    let mut stdout_closed = false;
-    for message in rx {
-        let outcome = match message {
-            Message::Done(outcome) => *outcome,
-            Message::Failed(e) => {
-                own_error.get_or_insert(e);
-                continue;
-            }
+/// Prints, logs and shows progress for finished jobs. Slots report to it under a lock, so no
+/// thread hand-off (and no wake-up of another thread) is paid per job.
+struct Reporter {
+    print: Print,
+    printer: Printer,
+    joblog: Option<Joblog>,
+    bar: Option<ProgressBar>,
+    own_error: Option<RunError>,
+    stdout_closed: bool,
+}
+
+impl Reporter {
+    fn new(config: &Config, joblog: Option<Joblog>, total: Option<u64>) -> Self {
+        let print = match config.output {
+            OutputMode::Group => Print::Grouped { tag: config.tag },
+            OutputMode::Json => Print::Json,
+            OutputMode::LineBuffer | OutputMode::Ungroup => Print::Nothing,
         };
+        Reporter {
+            print,
+            printer: Printer::new(print, config.keep_order, config.results.clone()),
+            joblog,
+            bar: progress_bar(config, total),
+            own_error: None,
+            stdout_closed: false,
+        }
+    }
+
+    /// Runs `f`, which writes to stderr, with the progress bar out of the way.
+    fn around_stderr(bar: &Option<ProgressBar>, f: &mut dyn FnMut()) {
+        match bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// An error of the runner itself: the first one is reported, and no new job starts.
+    fn fail(&mut self, shared: &Shared, error: RunError) {
+        shared.stop.store(true, Ordering::SeqCst);
+        self.own_error.get_or_insert(error);
+    }
+
+    /// Reports one finished job. Returns whether the running jobs must be killed (stdout closed).
+    fn report(&mut self, shared: &Shared, outcome: Outcome) -> bool {
+        let config = &shared.config;
         // Jobs killed by `--halt now` are logged but their output is not shown.
-        let quiet = outcome.suppressed || stdout_closed;
-        if let Some(log) = &mut joblog {
+        let quiet = outcome.suppressed || self.stdout_closed;
+        if let Some(log) = &mut self.joblog {
             if let Err(e) = log.record(&outcome) {
-                shared.stop.store(true, Ordering::SeqCst);
-                own_error.get_or_insert(e);
+                self.fail(shared, e);
             }
         }
+        let bar = &self.bar;
+        // Grouped and JSON output carry the reason with the job; other modes print it here.
         if let Some(reason) = &outcome.spawn_error {
-            if config.output != OutputMode::Json
-                && !outcome.stderr.is_empty()
-                && outcome.stdout_bytes == 0
-                && print == Print::Nothing
-            {
-                around_stderr(&mut || {
+            if self.print == Print::Nothing {
+                Self::around_stderr(bar, &mut || {
                     let _ = writeln!(io::stderr().lock(), "martelli run: {reason}");
                 });
             }
         }
         if outcome.timed_out && !quiet {
             let command = String::from_utf8_lossy(&outcome.command).into_owned();
-            around_stderr(&mut || {
+            Self::around_stderr(bar, &mut || {
                 let _ = writeln!(
                     io::stderr().lock(),
                     "martelli run: job {} timed out and was killed: {command}",
@@ -498,58 +530,68 @@ fn collect(
                 );
             });
         }
-        match printer.push(outcome, quiet, &around_stderr) {
+        let mut kill = false;
+        match self
+            .printer
+            .push(outcome, quiet, &|f| Self::around_stderr(bar, f))
+        {
             Ok(()) => {}
             Err(PrintError::Stdout(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
                 // Nobody reads our output any more: stop, as `head` expects, and succeed.
-                stdout_closed = true;
+                self.stdout_closed = true;
                 shared.stop.store(true, Ordering::SeqCst);
                 shared.killing.store(true, Ordering::SeqCst);
-                kill_all(shared);
+                kill = true;
             }
             Err(PrintError::Stdout(e)) => {
-                shared.stop.store(true, Ordering::SeqCst);
-                own_error.get_or_insert(RunError::System {
+                self.fail(
+                    shared,
+                    RunError::System {
+                        what: "cannot write to stdout",
+                        source: e,
+                    },
+                );
+            }
+            Err(PrintError::Run(e)) => self.fail(shared, e),
+        }
+        if let Some(bar) = &self.bar {
+            update_bar(bar, config, shared);
+        }
+        kill
+    }
+
+    /// After the last job: prints what `-k` still holds, and decides the exit status.
+    fn finish(&mut self, shared: &Shared) -> u8 {
+        let bar = &self.bar;
+        if let Err(PrintError::Stdout(e)) = self.printer.flush(&|f| Self::around_stderr(bar, f)) {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                self.own_error.get_or_insert(RunError::System {
                     what: "cannot write to stdout",
                     source: e,
                 });
             }
-            Err(PrintError::Run(e)) => {
-                shared.stop.store(true, Ordering::SeqCst);
-                own_error.get_or_insert(e);
-            }
         }
-        if let Some(bar) = &bar {
-            update_bar(bar, config, shared);
+        if let Some(bar) = &self.bar {
+            // The final state stays on screen, as GNU parallel leaves its bar at 100%.
+            bar.finish();
         }
-    }
-    if let Err(PrintError::Stdout(e)) = printer.flush(&around_stderr) {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            own_error.get_or_insert(RunError::System {
-                what: "cannot write to stdout",
-                source: e,
-            });
+        if let Some(e) = &self.own_error {
+            let _ = writeln!(io::stderr().lock(), "martelli run: error: {e}");
+            return EXIT_OWN_ERROR;
         }
+        let signal = shared.interrupted.load(Ordering::SeqCst);
+        if signal != 0 {
+            return u8::try_from(128 + signal).unwrap_or(EXIT_OWN_ERROR);
+        }
+        if self.stdout_closed {
+            return 0;
+        }
+        let tally = lock(&shared.tally);
+        if let Some(status) = tally.halt_status {
+            return status;
+        }
+        u8::try_from(tally.failed.min(MAX_FAILED_EXIT)).unwrap_or(EXIT_OWN_ERROR)
     }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    if let Some(e) = own_error {
-        let _ = writeln!(io::stderr().lock(), "martelli run: error: {e}");
-        return Ok(EXIT_OWN_ERROR);
-    }
-    let signal = shared.interrupted.load(Ordering::SeqCst);
-    if signal != 0 {
-        return Ok(u8::try_from(128 + signal).unwrap_or(EXIT_OWN_ERROR));
-    }
-    if stdout_closed {
-        return Ok(0);
-    }
-    let tally = lock(&shared.tally);
-    if let Some(status) = tally.halt_status {
-        return Ok(status);
-    }
-    Ok(u8::try_from(tally.failed.min(MAX_FAILED_EXIT)).unwrap_or(EXIT_OWN_ERROR))
 }
 
 /// Whether `--halt` triggers after `outcome`.
@@ -601,7 +643,14 @@ fn progress_bar(config: &Config, total: Option<u64>) -> Option<ProgressBar> {
     template.push_str("{elapsed}");
     let style =
         ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
-    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr()).with_style(style);
+    // Asked for, progress is drawn even when stderr is not a terminal (indicatif's own stderr target
+    // would hide it then); it never goes to stdout.
+    let target = if io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), 4)
+    };
+    let bar = ProgressBar::with_draw_target(total, target).with_style(style);
     bar.enable_steady_tick(Duration::from_millis(250));
     Some(bar)
 }

@@ -334,6 +334,113 @@ pub(crate) fn shell_quote(s: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Words of `sh`'s grammar that a program of the same name would not replace: reserved words and
+/// the builtins of POSIX shells (dash's set and a few of bash's).
+const SHELL_WORDS: &[&[u8]] = &[
+    b"!",
+    b"{",
+    b"}",
+    b"case",
+    b"do",
+    b"done",
+    b"elif",
+    b"else",
+    b"esac",
+    b"fi",
+    b"for",
+    b"if",
+    b"in",
+    b"then",
+    b"until",
+    b"while",
+    b"function",
+    b"select",
+    b"time",
+    b"[[",
+    b".",
+    b":",
+    b"[",
+    b"alias",
+    b"bg",
+    b"break",
+    b"builtin",
+    b"cd",
+    b"chdir",
+    b"command",
+    b"continue",
+    b"declare",
+    b"echo",
+    b"eval",
+    b"exec",
+    b"exit",
+    b"export",
+    b"false",
+    b"fc",
+    b"fg",
+    b"getopts",
+    b"hash",
+    b"jobs",
+    b"kill",
+    b"let",
+    b"local",
+    b"printf",
+    b"pwd",
+    b"read",
+    b"readonly",
+    b"return",
+    b"set",
+    b"shift",
+    b"source",
+    b"test",
+    b"times",
+    b"trap",
+    b"true",
+    b"type",
+    b"typeset",
+    b"ulimit",
+    b"umask",
+    b"unalias",
+    b"unset",
+    b"wait",
+];
+
+/// The program and arguments of a shell line that is one simple command with nothing for the
+/// shell to do: words of plain characters (`[A-Za-z0-9_./,:@%+=-]`) and single-quoted strings,
+/// separated by spaces, whose first word is not a shell builtin, reserved word or assignment.
+/// Running such a line with `sh -c` would only have the shell split it into these words and run
+/// the program, so it can be run directly, saving a shell. `None` when the shell is needed.
+pub(crate) fn simple_command(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"_./,:@%+=-".contains(&b);
+    let mut words = Vec::new();
+    let mut word: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b' ' => {
+                words.extend(word.take());
+                i += 1;
+            }
+            b'\'' => {
+                let close = i + 1 + line[i + 1..].iter().position(|&b| b == b'\'')?;
+                word.get_or_insert_with(Vec::new)
+                    .extend_from_slice(&line[i + 1..close]);
+                i = close + 1;
+            }
+            b if plain(b) => {
+                word.get_or_insert_with(Vec::new).push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    words.extend(word);
+    let program = words.first()?;
+    if program.is_empty() || program.contains(&b'=') || SHELL_WORDS.contains(&program.as_slice()) {
+        return None;
+    }
+    Some(words)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +499,59 @@ mod tests {
         assert_eq!(shell(&["echo", "{#}"], &["a"]), "echo 7 a");
         assert_eq!(shell(&["echo", "{}"], &["a", "b"]), "echo a b");
         assert_eq!(shell(&["echo", "{x}", "{}}"], &["a"]), "echo {x} a}");
+    }
+
+    #[test]
+    fn simple_commands_skip_the_shell() {
+        let words = |line: &str| {
+            simple_command(line.as_bytes()).map(|w| {
+                w.iter()
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            words("gzip -9 dir/a.log"),
+            Some(vec!["gzip".into(), "-9".into(), "dir/a.log".into()])
+        );
+        assert_eq!(
+            words("sh -c 'echo 1'"),
+            Some(vec!["sh".into(), "-c".into(), "echo 1".into()])
+        );
+        assert_eq!(
+            words("cat '' x'a b'y"),
+            Some(vec!["cat".into(), "".into(), "xa by".into()])
+        );
+        assert_eq!(
+            words("/bin/echo a=b"),
+            Some(vec!["/bin/echo".into(), "a=b".into()])
+        );
+        // The shell has work to do, or the program is the shell's own.
+        for line in [
+            "echo a",
+            "true 1",
+            "cd x",
+            "A=1 env",
+            "ls *.c",
+            "ls ~",
+            "a | b",
+            "a; b",
+            "a > f",
+            "echo $HOME",
+            "ls 'it'\"'\"'s'",
+            "a 'open",
+            "ls #c",
+            "a\tb",
+            "a & b",
+            "",
+            "  ",
+            "''",
+            "f \\x",
+            "(a)",
+            "x `y`",
+        ] {
+            assert_eq!(words(line), None, "{line}");
+        }
     }
 
     #[test]
