@@ -657,7 +657,8 @@ impl Pool {
         } else {
             Header::Run { id, task: name }
         };
-        let mut frame = Vec::new();
+        // Room for the header and small arguments: no reallocation on the common path.
+        let mut frame = Vec::with_capacity(128);
         let built = codec::begin(&mut frame, &header)
             .map_err(|e| e.to_string())
             .and_then(|()| codec::push_body(&mut frame, args))
@@ -683,7 +684,7 @@ impl Pool {
     }
 
     /// Refuses closures on backends that run tasks in other processes.
-    fn closures_allowed(&self) -> Result<(), Error> {
+    pub(crate) fn closures_allowed(&self) -> Result<(), Error> {
         match self.backend.remote() {
             Some(_) => Err(Error::NotATask {
                 backend: self.backend.kind(),

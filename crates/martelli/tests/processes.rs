@@ -717,6 +717,11 @@ fn spec_and_closures() {
     let pool = Pool::from_spec("processes:2").unwrap();
     assert_eq!((pool.kind(), pool.workers()), ("processes", 2));
     assert!(matches!(pool.submit(|| 1), Err(Error::NotATask { .. })));
+    let spawned = pool.scope(|s| s.spawn(|| 1).map(|_| ()));
+    assert!(
+        matches!(spawned, Err(Error::NotATask { .. })),
+        "{spawned:?}"
+    );
     assert!(pool.try_submit(|| 1).unwrap_err().into_inner()() == 1);
     assert_eq!(pool.submit_task(add, (3, 4)).unwrap().wait().unwrap(), 7);
 }

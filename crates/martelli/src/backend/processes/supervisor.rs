@@ -496,8 +496,8 @@ impl Slot {
             }
         };
         sink.complete(outcome);
-        if self.frame.capacity() > 1 << 20 {
-            self.frame = Vec::new(); // do not hold a big answer's buffer for ever
+        if self.frame.capacity() > worker::KEEP_BUFFER {
+            self.frame = Vec::new(); // do not hold a huge answer's buffer for ever
         }
         (After::Keep, worker)
     }

@@ -14,6 +14,10 @@ pub(crate) const WORKER_ENV: &str = "MARTELLI_WORKER";
 /// The descriptor where a worker finds its channel to the pool.
 pub(crate) const WORKER_FD: RawFd = 3;
 
+/// Buffers up to this size are kept from one task to the next (reusing them spares an allocation and
+/// its page faults per task); bigger ones are given back.
+pub(crate) const KEEP_BUFFER: usize = 16 << 20;
+
 /// The exit code of a worker that could not serve (a broken channel, a bad environment).
 pub(crate) const EXIT_PROTOCOL: i32 = 70;
 
@@ -115,6 +119,9 @@ fn serve(value: &OsString) -> Result<(), ServeError> {
     let mut reader = BufReader::with_capacity(64 * 1024, &channel);
     let mut frame = Vec::new();
     loop {
+        if frame.capacity() > KEEP_BUFFER {
+            frame = Vec::new();
+        }
         match codec::read_frame(&mut reader, &mut frame, max_frame) {
             Ok(()) => {}
             Err(FrameError::Closed) => return Ok(()), // the pool is done with us
@@ -167,8 +174,8 @@ fn serve(value: &OsString) -> Result<(), ServeError> {
             }
         }
         (&channel).write_all(&out).map_err(FrameError::from)?;
-        if out.capacity() > 1 << 20 {
-            out = Vec::with_capacity(64 * 1024); // do not hold a big result's buffer for ever
+        if out.capacity() > KEEP_BUFFER {
+            out = Vec::with_capacity(64 * 1024); // do not hold a huge result's buffer for ever
         }
     }
 }
