@@ -126,6 +126,7 @@ struct ProcessSettings {
     handshake_timeout: Duration,
     max_frame: usize,
     max_tasks_per_worker: Option<usize>,
+    max_worker_memory: Option<u64>,
     nice: Option<i32>,
     #[cfg(target_os = "linux")]
     rlimits: Vec<(crate::process::Resource, Option<u64>, Option<u64>)>,
@@ -139,6 +140,7 @@ impl Default for ProcessSettings {
             handshake_timeout: Duration::from_secs(10),
             max_frame: codec::DEFAULT_MAX_FRAME,
             max_tasks_per_worker: None,
+            max_worker_memory: None,
             nice: None,
             #[cfg(target_os = "linux")]
             rlimits: Vec::new(),
@@ -287,6 +289,15 @@ impl PoolBuilder {
         self
     }
 
+    /// Replaces a worker process whose resident memory has grown past `bytes` (checked after each
+    /// task, so a task is never interrupted for it; default: never). Bounds what a leak, a cache or a
+    /// fragmented heap costs in a long-lived worker. To stop a single task from allocating too much,
+    /// use [`worker_rlimit`](PoolBuilder::worker_rlimit) with `Resource::As`.
+    pub fn max_worker_memory(mut self, bytes: u64) -> Self {
+        self.processes.max_worker_memory = Some(bytes);
+        self
+    }
+
     /// Lowers the priority of worker processes by `increment` (as `nice(1)`), so background work
     /// leaves the foreground responsive.
     pub fn worker_nice(mut self, increment: i32) -> Self {
@@ -431,6 +442,7 @@ impl PoolBuilder {
                     handshake_timeout: p.handshake_timeout,
                     max_frame: p.max_frame,
                     max_tasks_per_worker: p.max_tasks_per_worker,
+                    max_worker_memory: p.max_worker_memory,
                     nice: p.nice,
                     rlimits: p.rlimits,
                     queue_bound: self.queue_bound,

@@ -95,6 +95,16 @@ fn spin_forever() {
     }
 }
 
+/// Allocates `mib` MiB, touches every page, and keeps it for the life of the worker.
+#[martelli::task]
+fn hold_mib(mib: usize) -> usize {
+    static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+    let block = vec![1u8; mib << 20];
+    let len = block.len();
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(block);
+    len
+}
+
 #[martelli::task]
 fn exit_unless_one(code: i32) -> i32 {
     if code != 1 {
@@ -197,6 +207,10 @@ fn main() {
             workers_are_recycled_after_max_tasks,
         ),
         ("many_threads_submit_at_once", many_threads_submit_at_once),
+        (
+            "workers_are_recycled_past_a_memory_limit",
+            workers_are_recycled_past_a_memory_limit,
+        ),
         (
             "map_task_runs_chunks_in_order",
             map_task_runs_chunks_in_order,
@@ -601,6 +615,35 @@ fn workers_are_recycled_after_max_tasks() {
         pids[0] != pids[2] && pids[2] != pids[4] && pids[0] != pids[4],
         "{pids:?}"
     );
+}
+
+fn workers_are_recycled_past_a_memory_limit() {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_worker_memory(48 << 20)
+        .build()
+        .unwrap();
+    let first = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    // A small task leaves the worker under the limit: it stays.
+    assert_eq!(
+        pool.submit_task(hold_mib, (1,)).unwrap().wait().unwrap(),
+        1 << 20
+    );
+    assert_eq!(
+        pool.submit_task(worker_pid, ()).unwrap().wait().unwrap(),
+        first
+    );
+    // A task that leaves 64 MiB resident finishes normally, then its worker is replaced.
+    assert_eq!(
+        pool.submit_task(hold_mib, (64,)).unwrap().wait().unwrap(),
+        64 << 20
+    );
+    assert!(
+        dies_within(first, Duration::from_secs(5)),
+        "the big worker lives on"
+    );
+    let second = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    assert_ne!(second, first);
 }
 
 fn many_threads_submit_at_once() {

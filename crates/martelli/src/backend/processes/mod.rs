@@ -17,8 +17,9 @@
 //!    as `TimedOut` or `Cancelled`. A frame that is too large or does not decode kills the worker too
 //!    (it can no longer be trusted to be in step) and fails the task with `TaskError::Codec`.
 //! 4. A killed or dead worker is replaced at once, before the slot takes its next job, so the pool
-//!    never loses capacity; a worker that ran `max_tasks_per_worker` tasks is retired (its channel
-//!    closed, so it exits) and replaced the same way.
+//!    never loses capacity; a worker that ran `max_tasks_per_worker` tasks, or whose resident memory
+//!    passed `max_worker_memory` after a task, is retired (its channel closed, so it exits) and
+//!    replaced the same way.
 //! 5. Shutdown closes the queue; slots drain it (`Wait`) or the queue is emptied and running tokens
 //!    fire (`CancelPending`, which kills the workers running them); each slot then closes its
 //!    channel, the idle worker exits, and the slot reaps it.
@@ -52,6 +53,7 @@ pub(crate) struct ProcessConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_frame: usize,
     pub(crate) max_tasks_per_worker: Option<usize>,
+    pub(crate) max_worker_memory: Option<u64>,
     pub(crate) nice: Option<i32>,
     pub(crate) rlimits: Vec<(crate::process::Resource, Option<u64>, Option<u64>)>,
     pub(crate) queue_bound: Option<usize>,

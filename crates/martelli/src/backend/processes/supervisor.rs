@@ -269,6 +269,15 @@ impl Worker {
     }
 }
 
+/// The resident memory of process `pid`, from `/proc/<pid>/statm`.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page_size).ok()?)
+}
+
 /// How one task ended for its worker.
 enum After {
     /// The worker is fine and takes the next task.
@@ -352,11 +361,15 @@ impl Slot {
         if let After::Keep = after {
             if let Some(w) = worker.as_mut() {
                 w.tasks += 1;
-                if self
+                let worn_out = self
                     .config
                     .max_tasks_per_worker
-                    .is_some_and(|max| w.tasks >= max)
-                {
+                    .is_some_and(|max| w.tasks >= max);
+                let too_big = self
+                    .config
+                    .max_worker_memory
+                    .is_some_and(|max| resident_bytes(w.child.pid()).is_some_and(|rss| rss > max));
+                if worn_out || too_big {
                     if let Some(w) = worker.take() {
                         w.retire();
                     }
