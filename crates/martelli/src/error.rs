@@ -42,6 +42,21 @@ pub enum TaskError {
     /// The worker process running the task died (process and cluster backends).
     #[error("the worker running the task died: {0}")]
     WorkerDied(WorkerDeath),
+    /// No task has this name in the worker program (a task submitted by name with
+    /// [`Pool::submit_named`](crate::Pool::submit_named)).
+    #[error(
+        "no task named {name:?} is registered in the worker program (a task's name is its module \
+         path and function name, or the name given in #[martelli::task(name = \"…\")])"
+    )]
+    UnknownTask {
+        /// The name asked for.
+        name: String,
+    },
+    /// The task's arguments or result could not cross the process boundary: they did not encode or
+    /// decode, or a frame was larger than the pool's maximum. A worker that sent a bad frame was
+    /// replaced.
+    #[error("the task's data could not cross to or from its worker: {0}")]
+    Codec(String),
     /// The task was delivered too many times without a result and was given up (cluster backend).
     #[error(
         "the task was lost after {attempts} attempt(s): {reason} (look for it in the dead-letter stream)"
@@ -74,6 +89,14 @@ impl TaskError {
     /// True when the worker running the task died.
     pub fn is_worker_death(&self) -> bool {
         matches!(self, TaskError::WorkerDied(_))
+    }
+    /// True when no task has the name asked for.
+    pub fn is_unknown_task(&self) -> bool {
+        matches!(self, TaskError::UnknownTask { .. })
+    }
+    /// True when the task's arguments or result could not be sent or received.
+    pub fn is_codec(&self) -> bool {
+        matches!(self, TaskError::Codec(_))
     }
     /// True when the task was lost (cluster backend).
     pub fn is_lost(&self) -> bool {
@@ -195,7 +218,8 @@ pub enum Error {
     /// A pool spec (`Pool::from_spec`, `MARTELLI_POOL`) could not be parsed.
     #[error(
         "unknown pool spec {spec:?}: {reason}; valid forms are \"inline\", \"threads\" (one per core) \
-         \"threads:N\", \"async\" (an event loop on one thread) and \"async:N\""
+         \"threads:N\", \"processes\", \"processes:N\", \"async\" (an event loop on one thread) \
+         and \"async:N\""
     )]
     UnknownSpec {
         /// The spec as given.
@@ -217,6 +241,42 @@ pub enum Error {
          `.await` the task's Future instead (or call from outside the runtime)"
     )]
     WouldBlockRuntime,
+    /// This process was started as a worker of a process pool, but its `main` did not call
+    /// [`martelli::init()`](crate::init) first, so it runs the program from the top instead of
+    /// serving tasks. It must not start workers of its own: that would be a fork bomb.
+    #[error(
+        "this process was started as a martelli worker, but its main did not call martelli::init() \
+         first; call martelli::init() on the first line of main"
+    )]
+    NotInitialized,
+    /// A worker process could not be started.
+    #[error("could not start a worker process: {message}")]
+    WorkerStart {
+        /// What failed.
+        message: String,
+    },
+    /// A worker process started but did not complete the handshake.
+    #[error("worker program {program} failed its handshake: {reason} (worker {death})")]
+    Handshake {
+        /// The worker program.
+        program: String,
+        /// What went wrong, and what to do.
+        reason: String,
+        /// How the worker ended (it was killed if it still ran).
+        death: String,
+    },
+    /// Two tasks share one name.
+    #[error(transparent)]
+    DuplicateTask(#[from] crate::task::DuplicateTask),
+    /// A closure was given to a backend that runs tasks in other processes.
+    #[error(
+        "the {backend} backend runs only #[martelli::task] functions, not closures (a closure cannot \
+         cross a process boundary); submit with Pool::submit_task"
+    )]
+    NotATask {
+        /// The backend's name.
+        backend: &'static str,
+    },
     /// The operating system refused to start a worker.
     #[error(
         "could not start worker thread {name:?}: {source} (lower the number of workers or their stack size)"
@@ -241,13 +301,20 @@ pub enum TrySubmitError<F> {
     /// The pool is shut down.
     #[error("the pool is shut down and takes no more tasks (build a new pool)")]
     ShutDown(F),
+    /// The pool runs tasks in other processes, which closures cannot reach.
+    #[error(
+        "this pool runs only #[martelli::task] functions, not closures; submit with Pool::submit_task"
+    )]
+    NotATask(F),
 }
 
 impl<F> TrySubmitError<F> {
     /// The task that was not submitted.
     pub fn into_inner(self) -> F {
         match self {
-            TrySubmitError::Full(f) | TrySubmitError::ShutDown(f) => f,
+            TrySubmitError::Full(f) | TrySubmitError::ShutDown(f) | TrySubmitError::NotATask(f) => {
+                f
+            }
         }
     }
     /// True when the queue was full.
@@ -265,6 +332,7 @@ impl<F> fmt::Debug for TrySubmitError<F> {
         match self {
             TrySubmitError::Full(_) => f.write_str("Full(..)"),
             TrySubmitError::ShutDown(_) => f.write_str("ShutDown(..)"),
+            TrySubmitError::NotATask(_) => f.write_str("NotATask(..)"),
         }
     }
 }

@@ -360,8 +360,10 @@ impl<T> Future<T> {
     }
 
     /// Cancels the task. Returns true when it was still queued: it will not run, and the future resolves
-    /// as [`TaskError::Cancelled`] now. A running task is not stopped (a thread is never killed): its
-    /// [`CancelToken`] fires, and the task may check it and return early; then `cancel` returns false.
+    /// as [`TaskError::Cancelled`] now. A running task on threads is not stopped (a thread is never
+    /// killed): its [`CancelToken`] fires, and the task may check it and return early; then `cancel`
+    /// returns false. On a process pool a running task's worker is killed, and the future resolves as
+    /// `Cancelled` (`cancel` still returns false: the task was not removed from a queue).
     /// A finished task is left as it is.
     pub fn cancel(&self) -> bool {
         let slot = self.shared.slot.lock();

@@ -25,7 +25,7 @@
 //! | --- | --- | --- | --- |
 //! | `inline` ([`Pool::inline`]) | 1 core | debugging, baselines, tiny inputs | built |
 //! | `threads` ([`Pool::threads`]) | 2–8 cores | I/O-bound work, CPU-bound Rust code | built |
-//! | `processes` | 2–8 cores | isolation, crash containment, hard timeouts | not built yet |
+//! | `processes` ([`Pool::processes`]) | 2–8 cores | CPU-bound work, isolation, crash containment, hard timeouts | built (Linux) |
 //! | `async` ([`Pool::event_loop`]) | 1 core, many waits | thousands of concurrent I/O waits | built (feature `async`, on by default) |
 //! | `cluster` ([`cluster`]) | 9+ cores | many machines through Redis Streams | client and worker built (feature `cluster`); `Pool::cluster` not yet |
 //!
@@ -41,6 +41,27 @@
 //!   [`Pool::consume`] starts daemon consumers that serve a queue for the life of the pool
 //!   and chain stages with backpressure; [`barrier::Barrier`] adds timeouts, `abort` and a broken
 //!   state to the classic barrier.
+//!
+//! # Tasks by name and processes
+//!
+//! [`#[martelli::task]`](task) registers a plain function under a stable name, with serde arguments
+//! and result. [`Pool::submit_task`] runs it on any backend; on a process pool ([`Pool::processes`],
+//! spec `"processes:N"`) a worker process — this program, re-executed, whose `main` called
+//! [`init`] first — runs it, and a crash, a timeout or a cancel costs that worker, never the pool.
+//!
+//! ```no_run
+//! #[martelli::task]
+//! fn fib(n: u64) -> u64 {
+//!     if n < 2 { n } else { fib::call(n - 1) + fib::call(n - 2) }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     martelli::init(); // a worker serves tasks here and never returns
+//!     let pool = martelli::Pool::processes(2)?;
+//!     assert_eq!(pool.submit_task(fib, (20,))?.wait()?, 6765);
+//!     Ok(())
+//! }
+//! ```
 //!
 //! # Async
 //!
@@ -79,8 +100,8 @@
 //!
 //! # Supported platforms
 //!
-//! The `inline` and `threads` backends are portable Rust. The process machinery that later backends
-//! use is Linux-first.
+//! The `inline` and `threads` backends are portable Rust. The process machinery and the `processes`
+//! backend are Linux only.
 
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
@@ -92,6 +113,7 @@ pub mod chaos;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod consume;
+mod codec;
 mod error;
 mod future;
 mod job;
@@ -107,13 +129,17 @@ pub mod queue;
 mod scope;
 mod spec;
 mod sync;
+mod task;
 mod task_future;
+mod task_map;
 mod wait;
 mod watchdog;
 
 #[cfg(feature = "async")]
 pub use backend::event_loop::to_thread;
 pub use barrier::{Barrier, BarrierError, BarrierWaitResult, Participant};
+#[cfg(target_os = "linux")]
+pub use backend::processes::worker::init;
 pub use cancel::{CancelToken, Cancelled, cancel_token, is_cancelled};
 pub use consume::{Consume, ConsumeError, Consumers, ItemError};
 pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
@@ -121,6 +147,7 @@ pub use future::{Future, Status, TaskId};
 pub use local::{WorkerInfo, WorkerLocal};
 pub use map::Map;
 pub use map_async::MapAsync;
+pub use martelli_macros::task;
 pub use pool::{
     MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder, Priority, Shutdown, TaskOptions,
     available_cores,
@@ -130,8 +157,17 @@ pub use queue::{
     QueueBuilder, QueueConfigError, Taken, TaskDoneError, TryGetError, TryPutError,
 };
 pub use scope::Scope;
+pub use task::{DuplicateTask, Task};
 pub use task_future::BlockingReport;
+pub use task_map::TaskMap;
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
+
+/// Not public API: what `#[martelli::task]` expands to.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::task::{Registration, failure_from_display};
+    pub use inventory;
+}
 
 /// The README's example, compiled and run as a doctest so it cannot go stale.
 #[doc = include_str!("../../../README.md")]

@@ -296,7 +296,7 @@ where
 }
 
 /// The same outcome again, for each input of a chunk that failed as a whole.
-fn replicate(error: &TaskError) -> TaskError {
+pub(crate) fn replicate(error: &TaskError) -> TaskError {
     match error {
         TaskError::Failed(f) => TaskError::Failed(TaskFailure::from_message(f.message())),
         TaskError::Panicked { message } => TaskError::Panicked {
@@ -305,6 +305,8 @@ fn replicate(error: &TaskError) -> TaskError {
         TaskError::Cancelled => TaskError::Cancelled,
         TaskError::TimedOut { after } => TaskError::TimedOut { after: *after },
         TaskError::WorkerDied(death) => TaskError::WorkerDied(death.clone()),
+        TaskError::UnknownTask { name } => TaskError::UnknownTask { name: name.clone() },
+        TaskError::Codec(message) => TaskError::Codec(message.clone()),
         TaskError::Lost { attempts, reason } => TaskError::Lost {
             attempts: *attempts,
             reason: reason.clone(),

@@ -2,19 +2,30 @@
 
 #[cfg(feature = "async")]
 use crate::backend::event_loop::EventLoop;
+#[cfg(target_os = "linux")]
+use crate::backend::processes::{ProcessConfig, Processes};
 use crate::backend::{
-    Admission, Backend, BackendConfig, Initializer, Rejected, inline::Inline, threads::Threads,
+    Admission, Backend, BackendConfig, Initializer, Rejected, RemoteJob, RemoteRejected, Sink,
+    inline::Inline, threads::Threads,
 };
+use crate::cancel::CancelToken;
+use crate::codec::{self, Header};
+use crate::error::TaskError;
 use crate::error::TaskResult;
 use crate::error::{Error, TrySubmitError};
 use crate::future::{Future, Promise, promise};
 use crate::job::{Body, Fallible, Job, Owned, Plain, TaskJob, Timeout};
 use crate::local::WorkerInfo;
 use crate::spec::Spec;
+use crate::task::{Registry, Task};
 use crate::task_future::{BlockingReport, Detector, driver};
 use crate::watchdog::Watchdog;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::ffi::OsString;
 use std::fmt;
 use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The most worker threads one pool may have. Far above what any machine runs well; it catches
@@ -81,7 +92,8 @@ impl TaskOptions {
 
     /// Sets a timeout for this task, counted from the moment it starts running; it replaces the pool's
     /// default. On threads the task is not killed: its future resolves as `TimedOut` and its
-    /// [`CancelToken`](crate::CancelToken) fires.
+    /// [`CancelToken`](crate::CancelToken) fires. On a process pool the worker running it is killed
+    /// with its process group, and replaced.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -102,6 +114,38 @@ enum Kind {
     /// None: a current-thread runtime; Some(n): a multi-thread runtime with n workers.
     #[cfg(feature = "async")]
     EventLoop(Option<usize>),
+    /// n worker processes (0: one per core).
+    Processes(usize),
+}
+
+/// Settings of the process backend.
+#[derive(Debug, Clone)]
+struct ProcessSettings {
+    program: Option<PathBuf>,
+    args: Vec<OsString>,
+    handshake_timeout: Duration,
+    max_frame: usize,
+    max_tasks_per_worker: Option<usize>,
+    max_worker_memory: Option<u64>,
+    nice: Option<i32>,
+    #[cfg(target_os = "linux")]
+    rlimits: Vec<(crate::process::Resource, Option<u64>, Option<u64>)>,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        ProcessSettings {
+            program: None,
+            args: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            max_frame: codec::DEFAULT_MAX_FRAME,
+            max_tasks_per_worker: None,
+            max_worker_memory: None,
+            nice: None,
+            #[cfg(target_os = "linux")]
+            rlimits: Vec::new(),
+        }
+    }
 }
 
 /// Configures and builds a [`Pool`].
@@ -128,6 +172,7 @@ pub struct PoolBuilder {
     task_timeout: Option<Duration>,
     initializer: Option<Initializer>,
     detector: Option<Arc<Detector>>,
+    processes: ProcessSettings,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -140,6 +185,7 @@ impl fmt::Debug for PoolBuilder {
             .field("task_timeout", &self.task_timeout)
             .field("initializer", &self.initializer.is_some())
             .field("detector", &self.detector)
+            .field("processes", &self.processes)
             .finish()
     }
 }
@@ -154,6 +200,7 @@ impl Default for PoolBuilder {
             task_timeout: None,
             initializer: None,
             detector: None,
+            processes: ProcessSettings::default(),
         }
     }
 }
@@ -190,6 +237,87 @@ impl PoolBuilder {
     #[cfg(feature = "async")]
     pub fn event_loop_threads(mut self, n: usize) -> Self {
         self.kind = Kind::EventLoop(Some(n));
+        self
+    }
+
+    /// Runs tasks on `n` worker processes (0: one per available core): this program, started again,
+    /// whose `main` calls [`martelli::init()`](crate::init) first. Workers run
+    /// [`#[martelli::task]`](crate::task) functions ([`Pool::submit_task`]), one task at a time each;
+    /// a task past its timeout is killed with its worker's process group, and a worker that dies
+    /// fails only the task it ran and is replaced. Linux only.
+    pub fn processes(mut self, n: usize) -> Self {
+        self.kind = Kind::Processes(n);
+        self
+    }
+
+    /// Starts workers from `program` instead of this program (processes backend). It must be a
+    /// martelli program built with the same tasks, whose `main` calls `martelli::init()` first.
+    pub fn worker_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.processes.program = Some(program.into());
+        self
+    }
+
+    /// Command-line arguments for each worker process (none by default).
+    pub fn worker_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.processes.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long a new worker process may take to answer the handshake (default 10 s). One that
+    /// does not is killed, and the pool does not start.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.processes.handshake_timeout = timeout;
+        self
+    }
+
+    /// The largest message between the pool and a worker process, in bytes (default 1 GiB). A task
+    /// whose arguments or result encode larger fails with [`TaskError::Codec`]; nothing larger is
+    /// ever allocated for a message.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.processes.max_frame = bytes;
+        self
+    }
+
+    /// Replaces each worker process after it has run `n` tasks (default: never), to bound what leaks
+    /// in long-lived workers.
+    pub fn max_tasks_per_worker(mut self, n: usize) -> Self {
+        self.processes.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// Replaces a worker process whose resident memory has grown past `bytes` (checked after each
+    /// task, so a task is never interrupted for it; default: never). Bounds what a leak, a cache or a
+    /// fragmented heap costs in a long-lived worker. To stop a single task from allocating too much,
+    /// use [`worker_rlimit`](PoolBuilder::worker_rlimit) with `Resource::As`.
+    pub fn max_worker_memory(mut self, bytes: u64) -> Self {
+        self.processes.max_worker_memory = Some(bytes);
+        self
+    }
+
+    /// Lowers the priority of worker processes by `increment` (as `nice(1)`), so background work
+    /// leaves the foreground responsive.
+    pub fn worker_nice(mut self, increment: i32) -> Self {
+        self.processes.nice = Some(increment);
+        self
+    }
+
+    /// Sets a resource limit in each worker process (`setrlimit`; `None` is unlimited): for example
+    /// `Resource::As` caps its address space, so a runaway allocation fails in the worker (which is
+    /// then replaced) instead of pushing the machine into swap, and `Resource::Cpu` caps its CPU
+    /// seconds (the kernel then kills it with `SIGXCPU`). The limits hold for a worker's whole life:
+    /// combine them with [`max_tasks_per_worker`](PoolBuilder::max_tasks_per_worker).
+    #[cfg(target_os = "linux")]
+    pub fn worker_rlimit(
+        mut self,
+        resource: crate::process::Resource,
+        soft: Option<u64>,
+        hard: Option<u64>,
+    ) -> Self {
+        self.processes.rlimits.push((resource, soft, hard));
         self
     }
 
@@ -289,6 +417,43 @@ impl PoolBuilder {
         }
         let backend: Box<dyn Backend> = match self.kind {
             Kind::Inline => Box::new(Inline::default()),
+            #[cfg(target_os = "linux")]
+            Kind::Processes(n) => {
+                let workers = if n == 0 { available_cores() } else { n };
+                if self.processes.max_tasks_per_worker == Some(0) {
+                    return Err(Error::InvalidConfig(
+                        "max_tasks_per_worker(0) would retire every worker before its first task; \
+                         use at least 1"
+                            .into(),
+                    ));
+                }
+                if self.processes.max_frame < 64 {
+                    return Err(Error::InvalidConfig(format!(
+                        "max_frame_size({}) is too small to hold a message header; use at least 64",
+                        self.processes.max_frame
+                    )));
+                }
+                let p = self.processes;
+                Box::new(Processes::start(ProcessConfig {
+                    workers,
+                    name_prefix: self.name_prefix,
+                    program: p.program,
+                    args: p.args,
+                    handshake_timeout: p.handshake_timeout,
+                    max_frame: p.max_frame,
+                    max_tasks_per_worker: p.max_tasks_per_worker,
+                    max_worker_memory: p.max_worker_memory,
+                    nice: p.nice,
+                    rlimits: p.rlimits,
+                    queue_bound: self.queue_bound,
+                })?)
+            }
+            #[cfg(not(target_os = "linux"))]
+            Kind::Processes(_) => {
+                return Err(Error::InvalidConfig(
+                    "the processes backend runs on Linux only".into(),
+                ));
+            }
             Kind::Threads(n) => {
                 let workers = if n == 0 { available_cores() } else { n };
                 if workers > MAX_THREADS {
@@ -389,6 +554,160 @@ impl Pool {
         PoolBuilder::new().threads(n).build()
     }
 
+    /// A pool of `n` worker processes (0: one per available core); see
+    /// [`PoolBuilder::processes`]. The program's `main` must call [`martelli::init()`](crate::init)
+    /// first.
+    pub fn processes(n: usize) -> Result<Pool, Error> {
+        PoolBuilder::new().processes(n).build()
+    }
+
+    /// Submits a [`#[martelli::task]`](crate::task) function with its arguments (a tuple) and
+    /// returns the future of its value. On the processes backend a worker process runs it; on every
+    /// other backend it runs in this process, so the same code runs in every tier. Argument and
+    /// result types are checked at compile time.
+    ///
+    /// ```
+    /// #[martelli::task]
+    /// fn word_count(text: String) -> usize {
+    ///     text.split_whitespace().count()
+    /// }
+    ///
+    /// let pool = martelli::Pool::from_env("threads")?;
+    /// let fut = pool.submit_task(word_count, ("one task API".to_owned(),))?;
+    /// assert_eq!(fut.wait()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submit_task<T: Task>(&self, task: T, args: T::Args) -> Result<Future<T::Output>, Error> {
+        self.submit_task_with(TaskOptions::default(), task, args)
+    }
+
+    /// [`submit_task`](Pool::submit_task) with per-task options (priority, timeout). On the
+    /// processes backend a timeout is hard: the worker running the task is killed with its process
+    /// group and replaced.
+    pub fn submit_task_with<T: Task>(
+        &self,
+        options: TaskOptions,
+        _task: T,
+        args: T::Args,
+    ) -> Result<Future<T::Output>, Error> {
+        match self.backend.remote() {
+            Some(_) => self.submit_remote::<T::Args, T::Output>(options, T::NAME, &args),
+            None => self
+                .submit_body(options, TaskBody::<T>(args), Admission::Wait)
+                .map_err(|_| Error::ShutDown),
+        }
+    }
+
+    /// Submits a task by its registered name, with arguments and result types given by the caller
+    /// (checked when the task runs, not at compile time: prefer [`submit_task`](Pool::submit_task)).
+    /// A name no task has resolves the future as [`TaskError::UnknownTask`]; arguments of the wrong
+    /// types as [`TaskError::Codec`].
+    pub fn submit_named<A, R>(&self, name: &str, args: A) -> Result<Future<R>, Error>
+    where
+        A: Serialize,
+        R: DeserializeOwned + Send + 'static,
+    {
+        if self.backend.remote().is_some() {
+            return self.submit_remote::<A, R>(TaskOptions::default(), name, &args);
+        }
+        let encoded = postcard::to_stdvec(&args)
+            .map_err(|e| Error::InvalidConfig(format!("the arguments do not encode: {e}")))?;
+        let body = NamedBody {
+            name: name.to_owned(),
+            args: encoded,
+        };
+        self.submit_body(TaskOptions::default(), body, Admission::Wait)
+            .map_err(|_| Error::ShutDown)
+    }
+
+    fn submit_remote<A, R>(
+        &self,
+        options: TaskOptions,
+        name: &str,
+        args: &A,
+    ) -> Result<Future<R>, Error>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.send_remote(options, name, false, args, |promise, timeout| {
+            Box::new(TaskSink { promise, timeout })
+        })
+    }
+
+    /// Sends a chunk of a task map: every item runs on one worker, one round trip.
+    pub(crate) fn submit_chunk<T: Task>(
+        &self,
+        options: TaskOptions,
+        chunk: Vec<T::Args>,
+    ) -> Result<Future<Vec<TaskResult<T::Output>>>, Error> {
+        if self.backend.remote().is_some() {
+            return self.send_remote(options, T::NAME, true, &chunk, |promise, timeout| {
+                Box::new(BatchSink { promise, timeout })
+            });
+        }
+        self.submit_body(options, ChunkBody::<T>(chunk), Admission::Wait)
+            .map_err(|_| Error::ShutDown)
+    }
+
+    fn send_remote<A, V>(
+        &self,
+        options: TaskOptions,
+        name: &str,
+        batch: bool,
+        args: &A,
+        sink: impl FnOnce(Promise<V>, Option<Duration>) -> Box<dyn Sink>,
+    ) -> Result<Future<V>, Error>
+    where
+        A: Serialize + ?Sized,
+        V: Send + 'static,
+    {
+        let Some(remote) = self.backend.remote() else {
+            return Err(Error::ShutDown);
+        };
+        let (promise, future) = promise::<V>();
+        let id = promise.id().as_u64();
+        let header = if batch {
+            Header::RunBatch { id, task: name }
+        } else {
+            Header::Run { id, task: name }
+        };
+        // Room for the header and small arguments: no reallocation on the common path.
+        let mut frame = Vec::with_capacity(128);
+        let built = codec::begin(&mut frame, &header)
+            .map_err(|e| e.to_string())
+            .and_then(|()| codec::push_body(&mut frame, args))
+            .and_then(|()| {
+                codec::finish(&mut frame, remote.max_frame()).map_err(|e| e.to_string())
+            });
+        if let Err(message) = built {
+            promise.complete(Err(TaskError::Codec(format!(
+                "the arguments of task {name:?} could not be sent: {message}"
+            ))));
+            return Ok(future);
+        }
+        let job = RemoteJob {
+            id,
+            priority: options.priority,
+            frame,
+            sink: sink(promise, options.timeout.or(self.task_timeout)),
+        };
+        match remote.execute_remote(job, Admission::Wait) {
+            Ok(()) => Ok(future),
+            Err(RemoteRejected::ShutDown | RemoteRejected::Full) => Err(Error::ShutDown),
+        }
+    }
+
+    /// Refuses closures on backends that run tasks in other processes.
+    pub(crate) fn closures_allowed(&self) -> Result<(), Error> {
+        match self.backend.remote() {
+            Some(_) => Err(Error::NotATask {
+                backend: self.backend.kind(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// A pool that runs async tasks on a tokio event loop (one thread); see
     /// [`PoolBuilder::event_loop`].
     #[cfg(feature = "async")]
@@ -432,6 +751,7 @@ impl Pool {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        self.closures_allowed()?;
         let (promise, future) = promise::<F::Output>();
         let token = promise.token().clone();
         let timeout = self.timeout_for(options, Promise::<F::Output>::expirer);
@@ -501,6 +821,7 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.closures_allowed()?;
         self.submit_body(TaskOptions::default(), Plain(f), Admission::Wait)
             .map_err(|_| Error::ShutDown)
     }
@@ -511,6 +832,7 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.closures_allowed()?;
         self.submit_body(options, Plain(f), Admission::Wait)
             .map_err(|_| Error::ShutDown)
     }
@@ -524,6 +846,7 @@ impl Pool {
         T: Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
+        self.closures_allowed()?;
         self.submit_body(TaskOptions::default(), Fallible(f), Admission::Wait)
             .map_err(|_| Error::ShutDown)
     }
@@ -548,6 +871,9 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        if self.closures_allowed().is_err() {
+            return Err(TrySubmitError::NotATask(f));
+        }
         match self.submit_body(options, Plain(f), Admission::Try) {
             Ok(future) => Ok(future),
             Err(rejected) => {
@@ -630,5 +956,123 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.shutdown(Shutdown::Wait);
+    }
+}
+
+/// A task run in this process (the in-process backends' `submit_task`).
+struct TaskBody<T: Task>(T::Args);
+
+impl<T: Task> Body<T::Output> for TaskBody<T> {
+    fn call(self) -> TaskResult<T::Output> {
+        T::run(self.0).map_err(TaskError::Failed)
+    }
+}
+
+/// A chunk of a task map run in this process.
+struct ChunkBody<T: Task>(Vec<T::Args>);
+
+impl<T: Task> Body<Vec<TaskResult<T::Output>>> for ChunkBody<T> {
+    fn call(self) -> TaskResult<Vec<TaskResult<T::Output>>> {
+        Ok(self
+            .0
+            .into_iter()
+            .map(|args| crate::task::run_item::<T>(args).into_result())
+            .collect())
+    }
+}
+
+/// The typed end of a chunk sent to a worker process.
+struct BatchSink<T> {
+    promise: Promise<Vec<TaskResult<T>>>,
+    timeout: Option<Duration>,
+}
+
+impl<T: DeserializeOwned + Send + 'static> Sink for BatchSink<T> {
+    fn start(&self) -> bool {
+        self.promise.start()
+    }
+
+    fn token(&self) -> &CancelToken {
+        self.promise.token()
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
+        let result = outcome.and_then(|bytes| {
+            postcard::from_bytes::<Vec<crate::task::ItemOutcome<T>>>(bytes)
+                .map(|items| items.into_iter().map(|i| i.into_result()).collect())
+                .map_err(|e| {
+                    TaskError::Codec(format!(
+                        "the results do not decode as {}: {e}",
+                        std::any::type_name::<T>()
+                    ))
+                })
+        });
+        self.promise.complete(result);
+    }
+}
+
+/// A task by name run in this process (the in-process backends' `submit_named`).
+struct NamedBody {
+    name: String,
+    args: Vec<u8>,
+}
+
+impl<R: DeserializeOwned> Body<R> for NamedBody {
+    fn call(self) -> TaskResult<R> {
+        run_named(&self.name, &self.args)
+    }
+}
+
+/// Runs a task by name in this process, as a worker would.
+fn run_named<R: DeserializeOwned>(name: &str, args: &[u8]) -> TaskResult<R> {
+    let registry = Registry::get().map_err(|e| TaskError::Codec(e.to_string()))?;
+    let mut out = Vec::new();
+    match registry.run(name, args, &mut out) {
+        None => Err(TaskError::UnknownTask {
+            name: name.to_owned(),
+        }),
+        Some(Ok(())) => postcard::from_bytes(&out).map_err(|e| {
+            TaskError::Codec(format!(
+                "the result of task {name:?} does not decode as {}: {e}",
+                std::any::type_name::<R>()
+            ))
+        }),
+        Some(Err(e)) => Err(crate::task::run_error_to_task_error(e)),
+    }
+}
+
+/// The typed end of a task sent to a worker process.
+struct TaskSink<T> {
+    promise: Promise<T>,
+    timeout: Option<Duration>,
+}
+
+impl<T: DeserializeOwned + Send + 'static> Sink for TaskSink<T> {
+    fn start(&self) -> bool {
+        self.promise.start()
+    }
+
+    fn token(&self) -> &CancelToken {
+        self.promise.token()
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
+        let result = outcome.and_then(|bytes| {
+            postcard::from_bytes::<T>(bytes).map_err(|e| {
+                TaskError::Codec(format!(
+                    "the result does not decode as {}: {e}",
+                    std::any::type_name::<T>()
+                ))
+            })
+        });
+        self.promise.complete(result);
     }
 }

@@ -93,6 +93,7 @@ impl<'scope> Scope<'scope, '_> {
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
+        self.pool.closures_allowed()?;
         *self.pending.count.lock() += 1;
         let guard = PendingGuard(Arc::clone(&self.pending));
         let (promise, future) = promise::<T>();

@@ -10,6 +10,7 @@ pub(crate) enum Spec {
     Threads(usize),
     #[cfg(feature = "async")]
     EventLoop(Option<usize>),
+    Processes(usize),
 }
 
 impl Spec {
@@ -33,7 +34,13 @@ impl Spec {
                     "the worker count after \"threads:\" must be a whole number",
                 )),
             },
-            ("processes", _) => Err(unknown("the process backend is not built yet")),
+            ("processes", None) => Ok(Spec::Processes(0)),
+            ("processes", Some(n)) => match n.trim().parse::<usize>() {
+                Ok(n) => Ok(Spec::Processes(n)),
+                Err(_) => Err(unknown(
+                    "the worker count after \"processes:\" must be a whole number",
+                )),
+            },
             ("redis" | "rediss", _) => Err(unknown("the cluster backend is not built yet")),
             #[cfg(feature = "async")]
             ("async", None) => Ok(Spec::EventLoop(None)),
@@ -55,6 +62,7 @@ impl Spec {
         match self {
             Spec::Inline => PoolBuilder::new().inline(),
             Spec::Threads(n) => PoolBuilder::new().threads(n),
+            Spec::Processes(n) => PoolBuilder::new().processes(n),
             #[cfg(feature = "async")]
             Spec::EventLoop(None) => PoolBuilder::new().event_loop(),
             #[cfg(feature = "async")]
@@ -73,6 +81,8 @@ mod tests {
         assert_eq!(Spec::parse(" threads ").ok(), Some(Spec::Threads(0)));
         assert_eq!(Spec::parse("threads:8").ok(), Some(Spec::Threads(8)));
         assert_eq!(Spec::parse("THREADS:2").ok(), Some(Spec::Threads(2)));
+        assert_eq!(Spec::parse("processes").ok(), Some(Spec::Processes(0)));
+        assert_eq!(Spec::parse("processes:4").ok(), Some(Spec::Processes(4)));
         #[cfg(feature = "async")]
         {
             assert_eq!(Spec::parse("async").ok(), Some(Spec::EventLoop(None)));
@@ -88,7 +98,7 @@ mod tests {
             "threads:x",
             "threads:-1",
             "inline:2",
-            "processes:4",
+            "processes:four",
             "gpu",
         ] {
             let err = Spec::parse(bad).expect_err(bad).to_string();

@@ -7,14 +7,20 @@
 //! | [`inline`] | 1 core | the caller's thread, at submit |
 //! | [`threads`] | 2–8 cores, I/O-bound or GIL-free CPU work | a fixed set of worker threads with a priority queue |
 //! | `event_loop` | 1 core, many concurrent waits | a tokio runtime: async tasks switch at `.await` points |
+//! | `processes` | 2–8 cores, isolation, hard timeouts | worker processes (this program re-executed), tasks by name |
+//!
+//! Backends that run tasks outside this process also implement [`RemoteBackend`]: they take tasks by
+//! name with encoded arguments ([`RemoteJob`]) instead of closures.
 
 #[cfg(feature = "async")]
 pub(crate) mod event_loop;
 pub(crate) mod inline;
+#[cfg(target_os = "linux")]
+pub(crate) mod processes;
 pub(crate) mod threads;
 
 use crate::cancel::CancelToken;
-use crate::error::Error;
+use crate::error::{Error, TaskError};
 use crate::job::Job;
 use crate::local::WorkerInfo;
 use crate::pool::Priority;
@@ -105,4 +111,47 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
 
     /// True once `shutdown` has begun.
     fn is_shut_down(&self) -> bool;
+
+    /// The backend's face for tasks by name, when it runs tasks outside this process (then it
+    /// refuses closures). `None` for in-process backends.
+    fn remote(&self) -> Option<&dyn RemoteBackend> {
+        None
+    }
+}
+
+/// What a backend that runs tasks in other processes (or machines) adds to [`Backend`].
+pub(crate) trait RemoteBackend {
+    /// The largest frame the backend sends or accepts.
+    fn max_frame(&self) -> usize;
+
+    /// Takes a task by name: queues it, or refuses it (dropping the job resolves its future as
+    /// cancelled).
+    fn execute_remote(&self, job: RemoteJob, admission: Admission) -> Result<(), RemoteRejected>;
+}
+
+/// Why a remote backend did not take a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RemoteRejected {
+    Full,
+    ShutDown,
+}
+
+/// A task by name, ready to send: its encoded `Run` frame and where its outcome goes.
+pub(crate) struct RemoteJob {
+    pub(crate) id: u64,
+    pub(crate) priority: Priority,
+    pub(crate) frame: Vec<u8>,
+    pub(crate) sink: Box<dyn Sink>,
+}
+
+/// The typed end of a remote job: its promise, decoding the value when it comes back.
+pub(crate) trait Sink: Send {
+    /// Marks the task running; false when it was cancelled while queued (then it must not run).
+    fn start(&self) -> bool;
+    /// The task's cancellation token.
+    fn token(&self) -> &CancelToken;
+    /// The task's timeout, counted from its start.
+    fn timeout(&self) -> Option<std::time::Duration>;
+    /// Resolves the task: `Ok` holds the encoded value.
+    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
 }

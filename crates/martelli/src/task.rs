@@ -1,0 +1,288 @@
+//! Tasks by name: the [`Task`] trait that `#[martelli::task]` implements, and the registry built at
+//! link time from every task in the program.
+//!
+//! A process or cluster worker runs only functions registered here, found by name: no code travels
+//! as data, so a message can never make a worker execute anything else.
+
+use crate::error::{TaskFailure, panic_message};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+
+/// A function registered with [`#[martelli::task]`](crate::task): it has a stable name, serde
+/// arguments and a serde result, so a worker process (or machine) can run it.
+///
+/// The macro implements this trait on a unit struct named like the function; that struct is the
+/// task's typed handle:
+///
+/// ```
+/// #[martelli::task]
+/// fn add(a: u64, b: u64) -> u64 {
+///     a + b
+/// }
+///
+/// use martelli::Task;
+/// assert_eq!(add::NAME, concat!(module_path!(), "::add"));
+/// assert_eq!(add::call(2, 3), 5); // the function itself, called in this process
+///
+/// let pool = martelli::Pool::threads(1)?; // every backend runs tasks; processes need them
+/// assert_eq!(pool.submit_task(add, (2, 3))?.wait()?, 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Task: Copy + Send + Sync + 'static {
+    /// The arguments, as a tuple (`()` for none, `(A,)` for one).
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// The value the task returns (`T` of a `Result<T, E>` return type).
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// The name workers know the task by.
+    const NAME: &'static str;
+    /// Runs the task in this process.
+    fn run(args: Self::Args) -> Result<Self::Output, TaskFailure>;
+}
+
+/// How a task run by name ended, in the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RunError {
+    /// The task returned an error.
+    Failed(String),
+    /// The task panicked.
+    Panicked(String),
+    /// The arguments did not decode as the task's argument types.
+    BadArgs(String),
+    /// The result could not be encoded.
+    BadResult(String),
+}
+
+type RunFn = fn(&[u8], &mut Vec<u8>) -> Result<(), RunError>;
+type RunBatchFn = fn(&[u8], &mut Vec<u8>) -> Result<(), RunError>;
+
+/// One item's outcome in a batch (a chunk of a map): what crosses back for each input.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub(crate) enum ItemOutcome<T> {
+    Value(T),
+    Failed(String),
+    Panicked(String),
+}
+
+impl<T> ItemOutcome<T> {
+    pub(crate) fn into_result(self) -> crate::error::TaskResult<T> {
+        use crate::error::TaskError;
+        match self {
+            ItemOutcome::Value(v) => Ok(v),
+            ItemOutcome::Failed(m) => Err(TaskError::Failed(TaskFailure::from_message(m))),
+            ItemOutcome::Panicked(message) => Err(TaskError::Panicked { message }),
+        }
+    }
+}
+
+/// Runs one item in this process, under `catch_unwind`.
+pub(crate) fn run_item<T: Task>(args: T::Args) -> ItemOutcome<T::Output> {
+    match catch_unwind(AssertUnwindSafe(|| T::run(args))) {
+        Ok(Ok(value)) => ItemOutcome::Value(value),
+        Ok(Err(failure)) => ItemOutcome::Failed(failure.message().to_owned()),
+        Err(payload) => ItemOutcome::Panicked(panic_message(payload.as_ref())),
+    }
+}
+
+/// One registered task, as `#[martelli::task]` submits it to the link-time registry.
+#[doc(hidden)]
+pub struct Registration {
+    name: &'static str,
+    run: RunFn,
+    run_batch: RunBatchFn,
+    signature: fn() -> String,
+}
+
+impl Registration {
+    /// The registration of task `T`.
+    pub const fn of<T: Task>() -> Registration {
+        Registration {
+            name: T::NAME,
+            run: run_encoded::<T>,
+            run_batch: run_batch_encoded::<T>,
+            signature: signature::<T>,
+        }
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+inventory::collect!(Registration);
+
+fn signature<T: Task>() -> String {
+    format!(
+        "{}{} -> {}",
+        T::NAME,
+        std::any::type_name::<T::Args>(),
+        std::any::type_name::<T::Output>()
+    )
+}
+
+/// Decodes `args`, runs the task under `catch_unwind`, and appends its encoded value to `out`.
+fn run_encoded<T: Task>(args: &[u8], out: &mut Vec<u8>) -> Result<(), RunError> {
+    let args: T::Args = postcard::from_bytes(args).map_err(|e| {
+        RunError::BadArgs(format!(
+            "the arguments do not decode as {}: {e}",
+            std::any::type_name::<T::Args>()
+        ))
+    })?;
+    let value = match catch_unwind(AssertUnwindSafe(|| T::run(args))) {
+        Ok(Ok(value)) => value,
+        Ok(Err(failure)) => return Err(RunError::Failed(failure.message().to_owned())),
+        Err(payload) => return Err(RunError::Panicked(panic_message(payload.as_ref()))),
+    };
+    let start = out.len();
+    if let Err(e) = postcard::to_io(&value, &mut *out) {
+        out.truncate(start);
+        return Err(RunError::BadResult(format!(
+            "the result ({}) could not be encoded: {e}",
+            std::any::type_name::<T::Output>()
+        )));
+    }
+    Ok(())
+}
+
+/// The outcome of a task run by name in this process.
+pub(crate) fn run_error_to_task_error(e: RunError) -> crate::error::TaskError {
+    use crate::error::TaskError;
+    match e {
+        RunError::Failed(m) => TaskError::Failed(TaskFailure::from_message(m)),
+        RunError::Panicked(message) => TaskError::Panicked { message },
+        RunError::BadArgs(m) | RunError::BadResult(m) => TaskError::Codec(m),
+    }
+}
+
+/// Decodes a batch of arguments, runs each item under `catch_unwind`, and appends the encoded
+/// outcomes (a `Vec<ItemOutcome<Output>>`) to `out`.
+fn run_batch_encoded<T: Task>(args: &[u8], out: &mut Vec<u8>) -> Result<(), RunError> {
+    let batch: Vec<T::Args> = postcard::from_bytes(args).map_err(|e| {
+        RunError::BadArgs(format!(
+            "the arguments do not decode as a batch of {}: {e}",
+            std::any::type_name::<T::Args>()
+        ))
+    })?;
+    let outcomes: Vec<ItemOutcome<T::Output>> = batch.into_iter().map(run_item::<T>).collect();
+    let start = out.len();
+    if let Err(e) = postcard::to_io(&outcomes, &mut *out) {
+        out.truncate(start);
+        return Err(RunError::BadResult(format!(
+            "the results ({}) could not be encoded: {e}",
+            std::any::type_name::<T::Output>()
+        )));
+    }
+    Ok(())
+}
+
+/// Turns a task's error into its failure (used by `#[martelli::task]` for `Result` tasks).
+#[doc(hidden)]
+pub fn failure_from_display<E: fmt::Display>(error: E) -> TaskFailure {
+    TaskFailure::from_message(error.to_string())
+}
+
+/// Two tasks were registered under one name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "two tasks are registered under the name {name:?} (give one of them another name with \
+     #[martelli::task(name = \"…\")])"
+)]
+pub struct DuplicateTask {
+    /// The name both tasks have.
+    pub name: String,
+}
+
+/// Every task in the program, by name.
+pub(crate) struct Registry {
+    by_name: HashMap<&'static str, (RunFn, RunBatchFn)>,
+    fingerprint: u64,
+}
+
+impl Registry {
+    fn build() -> Result<Registry, DuplicateTask> {
+        let mut by_name = HashMap::new();
+        let mut signatures = Vec::new();
+        for r in inventory::iter::<Registration> {
+            if by_name.insert(r.name, (r.run, r.run_batch)).is_some() {
+                return Err(DuplicateTask {
+                    name: r.name.to_owned(),
+                });
+            }
+            signatures.push((r.signature)());
+        }
+        signatures.sort_unstable();
+        let mut fingerprint = Fnv::default();
+        fingerprint.write(env!("CARGO_PKG_VERSION").as_bytes());
+        for s in &signatures {
+            fingerprint.write(s.as_bytes());
+            fingerprint.write(&[0]);
+        }
+        Ok(Registry {
+            by_name,
+            fingerprint: fingerprint.0,
+        })
+    }
+
+    /// The program's registry (built once).
+    pub(crate) fn get() -> Result<&'static Registry, DuplicateTask> {
+        static REGISTRY: OnceLock<Result<Registry, DuplicateTask>> = OnceLock::new();
+        REGISTRY
+            .get_or_init(Registry::build)
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Runs task `name` on encoded `args`, appending the encoded value to `out`. `None`: no task has
+    /// that name.
+    pub(crate) fn run(
+        &self,
+        name: &str,
+        args: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), RunError>> {
+        self.by_name.get(name).map(|(run, _)| run(args, out))
+    }
+
+    /// Runs task `name` over an encoded batch of arguments (see `run_batch_encoded`).
+    pub(crate) fn run_batch(
+        &self,
+        name: &str,
+        args: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), RunError>> {
+        self.by_name
+            .get(name)
+            .map(|(_, run_batch)| run_batch(args, out))
+    }
+
+    /// A hash of martelli's version and every task's name and signature: two processes with the
+    /// same fingerprint agree on what each task name means.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+}
+
+/// FNV-1a, 64 bits: a fingerprint stable across builds and platforms (unlike `DefaultHasher`).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}

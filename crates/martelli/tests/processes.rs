@@ -1,0 +1,912 @@
+//! The process backend with real processes and real signals.
+//!
+//! This test binary is its own worker program: `main` calls `martelli::init()` first, so the pools
+//! built below start copies of this binary that serve the tasks defined here. It has its own small
+//! runner (`harness = false`): `cargo test --test processes [filter]`.
+
+use martelli::process::group_alive;
+use martelli::{Error, Pool, Status, TaskError, TaskOptions, WaitMode, as_completed, wait};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+// ---- the tasks -------------------------------------------------------------------------------
+
+#[martelli::task]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Image {
+    name: String,
+    pixels: Vec<u32>,
+}
+
+#[martelli::task(name = "tests::brighten")]
+fn brighten(image: Image, by: u32) -> Image {
+    Image {
+        name: format!("{}+{by}", image.name),
+        pixels: image.pixels.iter().map(|p| p + by).collect(),
+    }
+}
+
+#[martelli::task]
+fn echo_bytes(data: ByteBuf) -> ByteBuf {
+    data
+}
+
+#[martelli::task]
+fn make_bytes(len: usize) -> ByteBuf {
+    ByteBuf::from(vec![7u8; len])
+}
+
+#[martelli::task]
+fn parse_number(text: String) -> Result<u64, std::num::ParseIntError> {
+    text.trim().parse()
+}
+
+#[martelli::task]
+fn double_unless_500(x: u64) -> u64 {
+    assert!(x != 500, "refusing {x}");
+    x * 2
+}
+
+#[martelli::task]
+fn panics(message: String) -> u32 {
+    panic!("{message}")
+}
+
+#[martelli::task]
+fn worker_pid() -> u32 {
+    std::process::id()
+}
+
+#[martelli::task]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[martelli::task]
+fn abort_with_note() {
+    eprintln!("note from the worker: about to abort");
+    std::process::abort();
+}
+
+#[martelli::task]
+fn segfault() {
+    // Rust's runtime handles SIGSEGV (to report stack overflows); restore the default action, which
+    // kills the process, as a real invalid access would.
+    // SAFETY: setting a signal's action to SIG_DFL and raising it are sound at any time.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::raise(libc::SIGSEGV);
+    }
+}
+
+#[martelli::task]
+fn spin_forever() {
+    let mut x = 0u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+/// Allocates `mib` MiB, touches every page, and keeps it for the life of the worker.
+#[martelli::task]
+fn hold_mib(mib: usize) -> usize {
+    static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+    let block = vec![1u8; mib << 20];
+    let len = block.len();
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(block);
+    len
+}
+
+#[martelli::task]
+fn exit_unless_one(code: i32) -> i32 {
+    if code != 1 {
+        std::process::exit(code);
+    }
+    code
+}
+
+#[martelli::task]
+fn exit_with(code: i32) {
+    eprintln!("exiting with code {code} on purpose");
+    std::process::exit(code);
+}
+
+/// Starts `sleep 600` (it stays in the worker's process group), writes its pid to `pid_file`, and
+/// hangs.
+#[martelli::task]
+fn grandchild_then_hang(pid_file: String) -> u32 {
+    let mut child = Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("sleep starts");
+    let pid = child.id();
+    std::fs::write(&pid_file, pid.to_string()).expect("pid file");
+    std::thread::sleep(Duration::from_secs(600));
+    let _ = child.wait();
+    pid
+}
+
+/// Writes `bytes` straight into the worker's channel to the pool, then answers normally: the pool
+/// must take the garbage as a broken worker.
+#[martelli::task]
+fn write_to_channel(bytes: Vec<u8>) -> u32 {
+    // SAFETY: writing to descriptor 3, the worker's channel, which this process holds open.
+    unsafe { libc::write(3, bytes.as_ptr().cast(), bytes.len()) };
+    std::thread::sleep(Duration::from_millis(200));
+    1
+}
+
+// ---- the runner ------------------------------------------------------------------------------
+
+fn main() {
+    // A worker started with `--forget-init` plays a program whose main forgot martelli::init().
+    if std::env::args().any(|a| a == "--forget-init") {
+        forgot_init_main();
+    }
+    martelli::init();
+    if std::env::args().any(|a| a == "--parent-of-workers") {
+        parent_of_workers_main();
+    }
+    // Orphans (a killed worker's children) become ours, so tests can reap and inspect them.
+    martelli::process::become_subreaper().expect("subreaper");
+
+    let tests: &[(&str, fn())] = &[
+        ("values_round_trip", values_round_trip),
+        ("megabyte_payloads_round_trip", megabyte_payloads_round_trip),
+        ("returned_errors_are_failed", returned_errors_are_failed),
+        (
+            "panics_are_outcomes_and_the_worker_survives",
+            panics_are_outcomes_and_the_worker_survives,
+        ),
+        (
+            "abort_is_worker_died_with_signal_and_stderr",
+            abort_is_worker_died_with_signal_and_stderr,
+        ),
+        (
+            "segfault_is_worker_died_with_sigsegv",
+            segfault_is_worker_died_with_sigsegv,
+        ),
+        (
+            "exit_code_is_worker_died_with_the_code",
+            exit_code_is_worker_died_with_the_code,
+        ),
+        (
+            "timeout_kills_the_worker_group_with_its_grandchild",
+            timeout_kills_the_worker_group_with_its_grandchild,
+        ),
+        (
+            "cancel_of_a_running_task_kills_its_worker",
+            cancel_of_a_running_task_kills_its_worker,
+        ),
+        (
+            "cancel_of_a_queued_task_never_runs_it",
+            cancel_of_a_queued_task_never_runs_it,
+        ),
+        (
+            "unknown_task_name_is_a_clear_outcome",
+            unknown_task_name_is_a_clear_outcome,
+        ),
+        (
+            "oversized_arguments_and_results_fail_the_task_only",
+            oversized_arguments_and_results_fail_the_task_only,
+        ),
+        (
+            "garbage_from_a_worker_replaces_it",
+            garbage_from_a_worker_replaces_it,
+        ),
+        (
+            "workers_are_recycled_after_max_tasks",
+            workers_are_recycled_after_max_tasks,
+        ),
+        ("many_threads_submit_at_once", many_threads_submit_at_once),
+        (
+            "workers_are_recycled_past_a_memory_limit",
+            workers_are_recycled_past_a_memory_limit,
+        ),
+        (
+            "map_task_runs_chunks_in_order",
+            map_task_runs_chunks_in_order,
+        ),
+        (
+            "a_cpu_rlimit_kills_a_spinning_worker",
+            a_cpu_rlimit_kills_a_spinning_worker,
+        ),
+        (
+            "workers_run_at_the_nice_level_asked",
+            workers_run_at_the_nice_level_asked,
+        ),
+        (
+            "map_task_fails_only_the_chunk_of_a_dead_worker",
+            map_task_fails_only_the_chunk_of_a_dead_worker,
+        ),
+        (
+            "as_completed_and_wait_work_on_process_futures",
+            as_completed_and_wait_work_on_process_futures,
+        ),
+        ("spec_and_closures", spec_and_closures),
+        (
+            "a_worker_without_init_refuses_to_spawn",
+            a_worker_without_init_refuses_to_spawn,
+        ),
+        (
+            "a_worker_without_init_fails_the_handshake",
+            a_worker_without_init_fails_the_handshake,
+        ),
+        (
+            "a_silent_worker_times_out_the_handshake",
+            a_silent_worker_times_out_the_handshake,
+        ),
+        (
+            "shutdown_cancel_pending_stops_everything",
+            shutdown_cancel_pending_stops_everything,
+        ),
+        (
+            "workers_die_with_a_killed_parent",
+            workers_die_with_a_killed_parent,
+        ),
+    ];
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let mut ran = 0;
+    let mut failed = Vec::new();
+    let total = tests
+        .iter()
+        .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
+        .count();
+    println!("\nrunning {total} tests");
+    for (name, test) in tests {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        ran += 1;
+        let start = Instant::now();
+        let outcome = std::panic::catch_unwind(test);
+        let took = start.elapsed();
+        match outcome {
+            Ok(()) => println!("test {name} ... ok ({took:.2?})"),
+            Err(_) => {
+                println!("test {name} ... FAILED ({took:.2?})");
+                failed.push(*name);
+            }
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        ran - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        for name in &failed {
+            println!("    {name}");
+        }
+        std::process::exit(101);
+    }
+}
+
+fn pool(n: usize) -> Pool {
+    Pool::processes(n).expect("a process pool starts")
+}
+
+fn expect_death(result: martelli::TaskResult<impl std::fmt::Debug>) -> martelli::WorkerDeath {
+    match result {
+        Err(TaskError::WorkerDied(death)) => death,
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+}
+
+/// True once process `pid` is gone or a zombie (dead, not yet reaped by whoever its parent is).
+fn dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// Waits up to `limit` for `pid` to die; the kernel delivers a kill asynchronously.
+fn dies_within(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if dead(pid) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---- the tests -------------------------------------------------------------------------------
+
+fn values_round_trip() {
+    let pool = pool(2);
+    assert_eq!(pool.submit_task(add, (40, 2)).unwrap().wait().unwrap(), 42);
+    let image = Image {
+        name: "cat".into(),
+        pixels: vec![1, 2, 3],
+    };
+    let out = pool
+        .submit_task(brighten, (image, 10))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(
+        out,
+        Image {
+            name: "cat+10".into(),
+            pixels: vec![11, 12, 13]
+        }
+    );
+    // The worker is another process.
+    let pid = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    assert_ne!(pid, std::process::id());
+}
+
+fn megabyte_payloads_round_trip() {
+    let pool = pool(1);
+    for len in [1 << 20, 64 << 20] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let back = pool
+            .submit_task(echo_bytes, (ByteBuf::from(data.clone()),))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(back.len(), len);
+        assert!(
+            back.as_slice() == data.as_slice(),
+            "{len} bytes came back changed"
+        );
+    }
+}
+
+fn returned_errors_are_failed() {
+    let pool = pool(1);
+    assert_eq!(
+        pool.submit_task(parse_number, (" 17 ".into(),))
+            .unwrap()
+            .wait()
+            .unwrap(),
+        17
+    );
+    match pool
+        .submit_task(parse_number, ("seventeen".into(),))
+        .unwrap()
+        .wait()
+    {
+        Err(TaskError::Failed(f)) => assert_eq!(f.message(), "invalid digit found in string"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+fn panics_are_outcomes_and_the_worker_survives() {
+    let pool = pool(1);
+    let before = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    match pool.submit_task(panics, ("boom 7".into(),)).unwrap().wait() {
+        Err(TaskError::Panicked { message }) => assert_eq!(message, "boom 7"),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    let after = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    assert_eq!(before, after, "a panic must not cost the worker");
+}
+
+fn abort_is_worker_died_with_signal_and_stderr() {
+    let pool = pool(2);
+    let death = expect_death(pool.submit_task(abort_with_note, ()).unwrap().wait());
+    assert_eq!(death.signal, Some(libc::SIGABRT), "{death}");
+    assert_eq!(death.exit_code, None);
+    assert!(
+        death.stderr_tail.contains("about to abort"),
+        "stderr tail: {:?}",
+        death.stderr_tail
+    );
+    // The pool goes on, at full strength.
+    let futures: Vec<_> = (0..10)
+        .map(|i| pool.submit_task(add, (i, i)).unwrap())
+        .collect();
+    let sum: u64 = futures.into_iter().map(|f| f.wait().unwrap()).sum();
+    assert_eq!(sum, 90);
+}
+
+fn segfault_is_worker_died_with_sigsegv() {
+    let pool = pool(1);
+    let death = expect_death(pool.submit_task(segfault, ()).unwrap().wait());
+    assert_eq!(death.signal, Some(libc::SIGSEGV), "{death}");
+    assert_eq!(pool.submit_task(add, (1, 1)).unwrap().wait().unwrap(), 2);
+}
+
+fn exit_code_is_worker_died_with_the_code() {
+    let pool = pool(1);
+    let death = expect_death(pool.submit_task(exit_with, (3,)).unwrap().wait());
+    assert_eq!((death.exit_code, death.signal), (Some(3), None), "{death}");
+    assert!(death.stderr_tail.contains("exiting with code 3"), "{death}");
+    assert!(death.to_string().contains("exited with code 3"), "{death}");
+    assert_eq!(pool.submit_task(add, (2, 2)).unwrap().wait().unwrap(), 4);
+}
+
+fn timeout_kills_the_worker_group_with_its_grandchild() {
+    let pool = pool(1);
+    let worker = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    let pid_file = std::env::temp_dir().join(format!("martelli-grandchild-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pid_file);
+    let fut = pool
+        .submit_task_with(
+            TaskOptions::new().timeout(Duration::from_millis(500)),
+            grandchild_then_hang,
+            (pid_file.display().to_string(),),
+        )
+        .unwrap();
+    match fut.wait() {
+        Err(TaskError::TimedOut { after }) => assert_eq!(after, Duration::from_millis(500)),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    // The worker led its group: the whole group got SIGKILL, grandchild included. The group is
+    // gone once the grandchild (an orphan reparented to this subreaper) is reaped.
+    assert!(
+        dies_within(worker, Duration::from_secs(5)),
+        "the worker survived"
+    );
+    let grandchild: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let _ = std::fs::remove_file(&pid_file);
+    assert!(
+        dies_within(grandchild, Duration::from_secs(5)),
+        "the grandchild survived"
+    );
+    reap(grandchild);
+    assert!(
+        !group_alive(worker),
+        "the worker's process group survived the timeout"
+    );
+    // A replacement serves the next task.
+    let next = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    assert_ne!(next, worker);
+}
+
+/// Reaps `pid`, an orphan this subreaper adopted (a killed worker's child), once it has died.
+fn reap(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on one pid; it writes only `status`.
+        let got = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if got != 0 || Instant::now() > deadline {
+            return; // reaped, or not (or no longer) our child
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn wait_until_running<T>(fut: &martelli::Future<T>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fut.status() != Status::Running {
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::yield_now();
+    }
+}
+
+fn cancel_of_a_running_task_kills_its_worker() {
+    let pool = pool(1);
+    let worker = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    let fut = pool.submit_task(sleep_ms, (60_000,)).unwrap();
+    wait_until_running(&fut);
+    let started = Instant::now();
+    assert!(!fut.cancel(), "a running task is not removed from a queue");
+    assert!(matches!(fut.wait(), Err(TaskError::Cancelled)));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "cancel did not stop the task"
+    );
+    assert!(dies_within(worker, Duration::from_secs(5)));
+    let next = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    assert_ne!(next, worker, "a replacement worker runs the next task");
+}
+
+fn cancel_of_a_queued_task_never_runs_it() {
+    let pool = pool(1);
+    let first = pool.submit_task(sleep_ms, (300,)).unwrap();
+    let second = pool.submit_task(exit_with, (9,)).unwrap();
+    assert!(second.cancel(), "a queued task is removed");
+    assert!(matches!(second.wait(), Err(TaskError::Cancelled)));
+    assert_eq!(first.wait().unwrap(), 300);
+    let worker_a = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    let worker_b = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    assert_eq!(worker_a, worker_b, "the cancelled exit(9) never ran");
+}
+
+fn unknown_task_name_is_a_clear_outcome() {
+    let pool = pool(1);
+    let fut = pool
+        .submit_named::<_, u64>("no::such::task", (1u64,))
+        .unwrap();
+    match fut.wait() {
+        Err(e @ TaskError::UnknownTask { .. }) => {
+            assert!(e.to_string().contains("\"no::such::task\""), "{e}");
+        }
+        other => panic!("expected UnknownTask, got {other:?}"),
+    }
+    // By its name, a known task runs.
+    let name = <add as martelli::Task>::NAME;
+    assert_eq!(
+        pool.submit_named::<_, u64>(name, (5u64, 6u64))
+            .unwrap()
+            .wait()
+            .unwrap(),
+        11
+    );
+}
+
+fn oversized_arguments_and_results_fail_the_task_only() {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_frame_size(4096)
+        .build()
+        .unwrap();
+    let worker = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    match pool
+        .submit_task(echo_bytes, (ByteBuf::from(vec![1u8; 10_000]),))
+        .unwrap()
+        .wait()
+    {
+        Err(e @ TaskError::Codec(_)) => assert!(e.to_string().contains("max_frame_size"), "{e}"),
+        other => panic!("expected Codec for big arguments, got {other:?}"),
+    }
+    match pool.submit_task(make_bytes, (10_000,)).unwrap().wait() {
+        Err(e @ TaskError::Codec(_)) => assert!(e.to_string().contains("max_frame_size"), "{e}"),
+        other => panic!("expected Codec for a big result, got {other:?}"),
+    }
+    assert_eq!(
+        pool.submit_task(make_bytes, (100,))
+            .unwrap()
+            .wait()
+            .unwrap()
+            .len(),
+        100
+    );
+    let after = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    assert_eq!(worker, after, "a refused frame is not the worker's fault");
+}
+
+fn garbage_from_a_worker_replaces_it() {
+    let pool = pool(1);
+    // An absurd length prefix: refused without allocating, the worker replaced.
+    let huge = vec![0xff, 0xff, 0xff, 0x7f];
+    // A well-formed length with another protocol version.
+    let wrong_version = vec![3, 0, 0, 0, 99, 0, 0];
+    for garbage in [huge, wrong_version] {
+        let worker = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+        match pool
+            .submit_task(write_to_channel, (garbage.clone(),))
+            .unwrap()
+            .wait()
+        {
+            Err(TaskError::Codec(message)) => assert!(message.contains("replaced"), "{message}"),
+            other => panic!("expected Codec for {garbage:?}, got {other:?}"),
+        }
+        assert!(
+            dies_within(worker, Duration::from_secs(5)),
+            "the garbling worker lives"
+        );
+        assert_eq!(pool.submit_task(add, (1, 2)).unwrap().wait().unwrap(), 3);
+    }
+}
+
+fn workers_are_recycled_after_max_tasks() {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_worker(2)
+        .build()
+        .unwrap();
+    let pids: Vec<u32> = (0..6)
+        .map(|_| pool.submit_task(worker_pid, ()).unwrap().wait().unwrap())
+        .collect();
+    assert_eq!(pids[0], pids[1]);
+    assert_eq!(pids[2], pids[3]);
+    assert_eq!(pids[4], pids[5]);
+    assert!(
+        pids[0] != pids[2] && pids[2] != pids[4] && pids[0] != pids[4],
+        "{pids:?}"
+    );
+}
+
+fn workers_are_recycled_past_a_memory_limit() {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_worker_memory(48 << 20)
+        .build()
+        .unwrap();
+    let first = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    // A small task leaves the worker under the limit: it stays.
+    assert_eq!(
+        pool.submit_task(hold_mib, (1,)).unwrap().wait().unwrap(),
+        1 << 20
+    );
+    assert_eq!(
+        pool.submit_task(worker_pid, ()).unwrap().wait().unwrap(),
+        first
+    );
+    // A task that leaves 64 MiB resident finishes normally, then its worker is replaced.
+    assert_eq!(
+        pool.submit_task(hold_mib, (64,)).unwrap().wait().unwrap(),
+        64 << 20
+    );
+    assert!(
+        dies_within(first, Duration::from_secs(5)),
+        "the big worker lives on"
+    );
+    let second = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    assert_ne!(second, first);
+}
+
+fn many_threads_submit_at_once() {
+    let pool = pool(2);
+    let barrier = std::sync::Barrier::new(4);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (pool, barrier) = (&pool, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                let futures: Vec<_> = (0..250u64)
+                    .map(|i| pool.submit_task(add, (t * 1000, i)).unwrap())
+                    .collect();
+                for (i, f) in futures.into_iter().enumerate() {
+                    assert_eq!(f.wait().unwrap(), t * 1000 + i as u64);
+                }
+            });
+        }
+    });
+}
+
+fn map_task_runs_chunks_in_order() {
+    let pool = pool(2);
+    let results: Vec<_> = pool
+        .map_task(double_unless_500, (0..20_000u64).map(|x| (x,)))
+        .collect();
+    assert_eq!(results.len(), 20_000);
+    for (x, r) in results.into_iter().enumerate() {
+        match (x, r) {
+            (500, Err(TaskError::Panicked { message })) => assert_eq!(message, "refusing 500"),
+            (x, Ok(v)) => assert_eq!(v, 2 * x as u64),
+            (x, other) => panic!("input {x}: {other:?}"),
+        }
+    }
+    // The same map on threads gives the same results: one task, every backend.
+    let threads = Pool::threads(2).unwrap();
+    let on_threads: Vec<_> = threads
+        .map_task(double_unless_500, (495..505u64).map(|x| (x,)))
+        .map(|r| r.ok())
+        .collect();
+    let on_processes: Vec<_> = pool
+        .map_task(double_unless_500, (495..505u64).map(|x| (x,)))
+        .chunk(3)
+        .map(|r| r.ok())
+        .collect();
+    assert_eq!(on_threads, on_processes);
+}
+
+fn a_cpu_rlimit_kills_a_spinning_worker() {
+    let pool = Pool::builder()
+        .processes(1)
+        .worker_rlimit(martelli::process::Resource::Cpu, Some(1), Some(2))
+        .build()
+        .unwrap();
+    let death = expect_death(pool.submit_task(spin_forever, ()).unwrap().wait());
+    assert_eq!(death.signal, Some(libc::SIGXCPU), "{death}");
+    assert_eq!(pool.submit_task(add, (1, 2)).unwrap().wait().unwrap(), 3);
+}
+
+#[martelli::task]
+fn my_nice() -> i32 {
+    // SAFETY: getpriority only reads this process's nice value.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+}
+
+fn workers_run_at_the_nice_level_asked() {
+    // SAFETY: as above, for the test process itself.
+    let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let pool = Pool::builder().processes(1).worker_nice(5).build().unwrap();
+    let theirs = pool.submit_task(my_nice, ()).unwrap().wait().unwrap();
+    assert_eq!(theirs, (ours + 5).min(19));
+}
+
+fn map_task_fails_only_the_chunk_of_a_dead_worker() {
+    let pool = pool(1);
+    // Chunks of 4: codes 0 and 3 exit the worker; their chunk-mates share the death.
+    let codes = [1, 1, 1, 1, 1, 3, 1, 1, 1, 1, 1, 1];
+    let results: Vec<_> = pool
+        .map_task(exit_unless_one, codes.iter().map(|&c| (c,)))
+        .chunk(4)
+        .collect();
+    for (i, r) in results.iter().enumerate() {
+        let in_dead_chunk = (4..8).contains(&i);
+        match r {
+            Ok(v) => assert!(!in_dead_chunk && *v == 1, "input {i}: {r:?}"),
+            Err(TaskError::WorkerDied(d)) => {
+                assert!(in_dead_chunk, "input {i}: {d}");
+                assert_eq!(d.exit_code, Some(3));
+            }
+            Err(e) => panic!("input {i}: {e}"),
+        }
+    }
+}
+
+fn as_completed_and_wait_work_on_process_futures() {
+    let pool = pool(2);
+    let futures: Vec<_> = [300u64, 10, 100]
+        .into_iter()
+        .map(|ms| pool.submit_task(sleep_ms, (ms,)).unwrap())
+        .collect();
+    let order: Vec<u64> = as_completed(futures).map(|f| f.wait().unwrap()).collect();
+    assert_eq!(order.len(), 3);
+    assert_eq!(*order.last().unwrap(), 300, "{order:?}");
+
+    let futures = vec![
+        pool.submit_task(sleep_ms, (5,)).unwrap(),
+        pool.submit_task(sleep_ms, (5,)).unwrap(),
+    ];
+    let waited = wait(futures, WaitMode::All, None);
+    assert_eq!(waited.done.len(), 2);
+}
+
+fn spec_and_closures() {
+    let pool = Pool::from_spec("processes:2").unwrap();
+    assert_eq!((pool.kind(), pool.workers()), ("processes", 2));
+    assert!(matches!(pool.submit(|| 1), Err(Error::NotATask { .. })));
+    let spawned = pool.scope(|s| s.spawn(|| 1).map(|_| ()));
+    assert!(
+        matches!(spawned, Err(Error::NotATask { .. })),
+        "{spawned:?}"
+    );
+    assert!(pool.try_submit(|| 1).unwrap_err().into_inner()() == 1);
+    assert_eq!(pool.submit_task(add, (3, 4)).unwrap().wait().unwrap(), 7);
+}
+
+/// The `main` of a program that forgot `martelli::init()`: it tries to build a process pool.
+fn forgot_init_main() -> ! {
+    match Pool::processes(1) {
+        Ok(_) => {
+            println!("built a pool: the guard failed");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            println!("refused: {e}");
+            eprintln!("refused: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn a_worker_without_init_refuses_to_spawn() {
+    // Started as a worker would be (the variable set), but its main skips init().
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("--forget-init")
+        .env("MARTELLI_WORKER", "3 4096")
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("refused"), "{text}");
+    assert!(
+        text.contains("call martelli::init() on the first line of main"),
+        "{text}"
+    );
+}
+
+fn a_worker_without_init_fails_the_handshake() {
+    let err = Pool::builder()
+        .processes(1)
+        .worker_program(std::env::current_exe().unwrap())
+        .worker_args(["--forget-init"])
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Handshake { .. }), "{text}");
+    assert!(text.contains("martelli::init()"), "{text}");
+    // Its own attempt to build a pool was refused, and its stderr says so.
+    assert!(text.contains("exited with code 1"), "{text}");
+}
+
+fn a_silent_worker_times_out_the_handshake() {
+    let started = Instant::now();
+    let err = Pool::builder()
+        .processes(1)
+        .worker_program("sleep")
+        .worker_args(["30"])
+        .handshake_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("did not answer the handshake within 300ms"),
+        "{text}"
+    );
+    assert!(text.contains("martelli::init()"), "{text}");
+    assert!(text.contains("killed by signal 9"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+fn shutdown_cancel_pending_stops_everything() {
+    let pool = pool(1);
+    let running = pool.submit_task(sleep_ms, (60_000,)).unwrap();
+    let queued = pool.submit_task(sleep_ms, (60_000,)).unwrap();
+    wait_until_running(&running);
+    let started = Instant::now();
+    pool.shutdown(martelli::Shutdown::CancelPending);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(matches!(running.wait(), Err(TaskError::Cancelled)));
+    assert!(matches!(queued.wait(), Err(TaskError::Cancelled)));
+    assert!(matches!(
+        pool.submit_task(add, (1, 1)),
+        Err(Error::ShutDown)
+    ));
+}
+
+/// The `main` of a parent that starts two workers, prints their pids and waits to be killed.
+fn parent_of_workers_main() -> ! {
+    let pool = pool(2);
+    let a = pool.submit_task(sleep_ms, (20,)).unwrap();
+    let b = pool.submit_task(worker_pid, ()).unwrap();
+    let c = pool.submit_task(worker_pid, ()).unwrap();
+    let _ = a.wait();
+    let mut pids = vec![b.wait().unwrap(), c.wait().unwrap()];
+    pids.sort_unstable();
+    pids.dedup();
+    let mut more = 0;
+    while pids.len() < 2 && more < 100 {
+        pids.push(pool.submit_task(worker_pid, ()).unwrap().wait().unwrap());
+        pids.sort_unstable();
+        pids.dedup();
+        more += 1;
+    }
+    println!(
+        "{}",
+        pids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(600));
+    std::process::exit(0)
+}
+
+fn workers_die_with_a_killed_parent() {
+    let mut parent = Command::new(std::env::current_exe().unwrap())
+        .arg("--parent-of-workers")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let pids: Vec<u32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(!pids.is_empty(), "{line:?}");
+    for &pid in &pids {
+        assert!(!dead(pid), "worker {pid} should run while its parent does");
+    }
+    // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+    unsafe { libc::kill(parent.id() as i32, libc::SIGKILL) };
+    let _ = parent.wait();
+    for &pid in &pids {
+        assert!(
+            dies_within(pid, Duration::from_secs(5)),
+            "worker {pid} outlived its parent"
+        );
+        reap(pid);
+    }
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of the process backend against Python's ProcessPoolExecutor and
+# multiprocessing.Pool, with 2 workers.
+#   bash scripts/bench-processes.sh [REPS]
+# Peers are looked for in ../shared/peers/python/ (relative to the repository root); a missing peer
+# or a missing python3 is skipped with a message, and its column says so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${1:-3}
+PEERS=../shared/peers/python
+cargo build --quiet --release --example process_bench
+BIN=target/release/examples/process_bench
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+for r in $(seq "$REPS"); do
+  "$BIN" roundtrip 20000 >>"$out/m_roundtrip"
+  "$BIN" submit 100000 >>"$out/m_submit"
+  "$BIN" map 100000 >>"$out/m_map"
+  "$BIN" startup 20 >>"$out/m_startup"
+  "$BIN" payload 100 >>"$out/m_payload"
+  "$BIN" timeout 20 >>"$out/m_timeout"
+  echo "martelli round $r/$REPS done" >&2
+done
+
+peer() { # name script -> runs it into $out/name, or says why not
+  if ! command -v python3 >/dev/null; then
+    echo "skipping $2: python3 not found" >&2
+  elif [ ! -f "$PEERS/$2" ]; then
+    echo "skipping $2: not found at $PEERS/$2" >&2
+  else
+    REPS=$REPS python3 "$PEERS/$2" >"$out/$1" || echo "peer $2 failed" >&2
+  fi
+}
+peer py_pool bench_process_pool.py
+peer py_mp bench_mp_pool.py
+peer py_ipc bench_ipc_roundtrip.py
+
+python3 - "$out" <<'PY'
+import json, os, statistics, sys
+d = sys.argv[1]
+med = statistics.median
+def rows(name):
+    p = os.path.join(d, name)
+    return [json.loads(l) for l in open(p) if l.strip()] if os.path.exists(p) else []
+def one(name):
+    r = rows(name)
+    return r[0] if r else None
+rt, sub, mapped = rows("m_roundtrip"), rows("m_submit"), rows("m_map")
+st, pay, to = rows("m_startup"), rows("m_payload"), rows("m_timeout")
+pool, mp, ipc = one("py_pool"), one("py_mp"), one("py_ipc")
+p50 = med(r["p50_us"] for r in rt); p99 = med(r["p99_us"] for r in rt)
+us = med(r["us_per_task"] for r in sub)
+mus = med(r["us_per_task"] for r in mapped)
+start = med(r["median_ms"] for r in st)
+mibs = med(r["mib_per_s_one_way"] for r in pay)
+tms = med(r["replacement_serves_ms_median"] for r in to); tmax = max(r["max_ms"] for r in to)
+print(f"machine: {os.cpu_count()} cpus, 2 workers; martelli medians of {len(sub)} runs")
+print()
+print("| row | martelli | peer | ratio | target | met |")
+print("| --- | --- | --- | --- | --- | --- |")
+print(f"| tiny task round trip, one at a time | p50 {p50:.1f} µs, p99 {p99:.1f} µs | | | p50 ≤ 25 µs | {'yes' if p50 <= 25 else 'no'} |")
+if pool:
+    ppe = pool["submit"]["us_per_task_median"]
+    print(f"| 100,000 tiny tasks, submit then wait | {us:.2f} µs/task | PPE submit {ppe:.1f} µs/task | {ppe/us:.1f}× faster | ≤ 5 µs (≥ 20×) | {'yes' if us <= 5 else 'no'} |")
+    c1 = pool["map_chunksize_1"]["us_per_task_median"]; c256 = pool["map_chunksize_256"]["us_per_task_median"]
+    print(f"| 100,000 tiny tasks through map_task (auto chunks) | {mus:.3f} µs/task | PPE map chunksize 256: {c256:.2f} µs/task (chunksize 1: {c1:.1f}) | {c256/mus:.1f}× PPE's throughput | ≥ 3× | {'yes' if c256/mus >= 3 else 'no'} |")
+    fork = pool["startup_fork"]["all_workers_up_ms"]["median"]; spawn = pool["startup_spawn"]["all_workers_up_ms"]["median"]
+    print(f"| pool start until 2 workers answer | {start:.2f} ms | PPE fork {fork:.1f} ms, spawn {spawn:.1f} ms | {fork/start:.1f}× / {spawn/start:.1f}× faster | ≤ 5 ms | {'yes' if start <= 5 else 'no'} |")
+else:
+    print(f"| 100,000 tiny tasks, submit then wait | {us:.2f} µs/task | (peer missing) | | ≤ 5 µs | {'yes' if us <= 5 else 'no'} |")
+    print(f"| 100,000 tiny tasks through map_task (auto chunks) | {mus:.3f} µs/task | (peer missing) | | | |")
+    print(f"| pool start until 2 workers answer | {start:.2f} ms | (peer missing) | | ≤ 5 ms | {'yes' if start <= 5 else 'no'} |")
+if mp:
+    keys = [k for k in ("imap_unordered_chunksize_1", "imap_unordered_chunksize_256") if isinstance(mp.get(k), dict)]
+    for k in keys:
+        v = mp[k].get("us_per_task_median")
+        if v is not None:
+            print(f"| (peer only) multiprocessing.Pool {k} | | {v:.1f} µs/task | | | |")
+if ipc:
+    ppe = ipc["process_pool_submit"]["MiB_per_s_one_way_median"]
+    print(f"| 1 MiB argument and result round trip | {mibs:.0f} MiB/s each way | PPE {ppe:.0f} MiB/s | {mibs/ppe:.1f}× | ≥ 1 GB/s (≥ 4×) | {'yes' if mibs * 1.048576 >= 1000 and mibs / ppe >= 4 else 'no'} |")
+else:
+    print(f"| 1 MiB argument and result round trip | {mibs:.0f} MiB/s each way | (peer missing) | | ≥ 1 GB/s | {'yes' if mibs * 1.048576 >= 1000 else 'no'} |")
+print(f"| timed-out task killed, replacement serves the next task | {tms:.1f} ms median, {tmax:.1f} ms worst | | | ≤ 20 ms | {'yes' if tmax <= 20 else ('median only' if tms <= 20 else 'no')} |")
+PY
