@@ -162,6 +162,11 @@ pub use task_future::BlockingReport;
 pub use task_map::TaskMap;
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
 
+/// Where process pools are not built (outside Linux) no process is ever started as a worker: `init`
+/// returns at once, so a program that calls it first in `main` builds everywhere.
+#[cfg(not(target_os = "linux"))]
+pub fn init() {}
+
 /// Not public API: what `#[martelli::task]` expands to.
 #[doc(hidden)]
 pub mod __private {

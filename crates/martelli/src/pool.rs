@@ -446,6 +446,7 @@ impl PoolBuilder {
                     nice: p.nice,
                     rlimits: p.rlimits,
                     queue_bound: self.queue_bound,
+                    guardian: None,
                 })?)
             }
             #[cfg(not(target_os = "linux"))]

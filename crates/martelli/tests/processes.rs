@@ -867,13 +867,25 @@ fn parent_of_workers_main() -> ! {
         pids.dedup();
         more += 1;
     }
-    println!(
-        "{}",
-        pids.iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    // A task that starts a grandchild (in the worker's group) and hangs: the grandchild must die
+    // with this parent too.
+    let pid_file = std::env::temp_dir().join(format!("martelli-orphan-{}", std::process::id()));
+    let _hanging = pool
+        .submit_task(grandchild_then_hang, (pid_file.display().to_string(),))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let grandchild = loop {
+        let pid = std::fs::read_to_string(&pid_file).ok();
+        if let Some(pid) = pid.and_then(|s| s.parse::<u32>().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the grandchild never started");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = std::fs::remove_file(&pid_file);
+    pids.push(grandchild);
+    let line: Vec<String> = pids.iter().map(u32::to_string).collect();
+    println!("{}", line.join(" "));
     let _ = std::io::stdout().flush();
     std::thread::sleep(Duration::from_secs(600));
     std::process::exit(0)
@@ -895,9 +907,9 @@ fn workers_die_with_a_killed_parent() {
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    assert!(!pids.is_empty(), "{line:?}");
+    assert_eq!(pids.len(), 3, "two workers and a grandchild: {line:?}");
     for &pid in &pids {
-        assert!(!dead(pid), "worker {pid} should run while its parent does");
+        assert!(!dead(pid), "process {pid} should run while its parent does");
     }
     // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
     unsafe { libc::kill(parent.id() as i32, libc::SIGKILL) };
@@ -905,7 +917,7 @@ fn workers_die_with_a_killed_parent() {
     for &pid in &pids {
         assert!(
             dies_within(pid, Duration::from_secs(5)),
-            "worker {pid} outlived its parent"
+            "process {pid} (a worker, or the grandchild) outlived the pool's owner"
         );
         reap(pid);
     }

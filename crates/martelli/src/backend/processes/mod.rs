@@ -42,6 +42,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 use supervisor::Slot;
 
+/// The guardian's time between `SIGTERM` and `SIGKILL` to the groups of a dead pool's workers.
+const GUARDIAN_GRACE: Duration = Duration::from_millis(200);
+
 /// How a process pool starts and manages its workers.
 #[derive(Debug, Clone)]
 pub(crate) struct ProcessConfig {
@@ -57,6 +60,8 @@ pub(crate) struct ProcessConfig {
     pub(crate) nice: Option<i32>,
     pub(crate) rlimits: Vec<(crate::process::Resource, Option<u64>, Option<u64>)>,
     pub(crate) queue_bound: Option<usize>,
+    /// Set by `Processes::start`: kills the workers' groups if this process dies.
+    pub(crate) guardian: Option<std::sync::Arc<crate::process::Guardian>>,
 }
 
 struct Queue {
@@ -127,12 +132,20 @@ impl fmt::Debug for Processes {
 impl Processes {
     /// Starts the workers and waits until each has answered the handshake; fails, stopping those
     /// already started, if any cannot start or does not answer.
-    pub(crate) fn start(config: ProcessConfig) -> Result<Processes, Error> {
+    pub(crate) fn start(mut config: ProcessConfig) -> Result<Processes, Error> {
         if worker::is_uninitialized_worker() {
             return Err(Error::NotInitialized);
         }
         crate::task::Registry::get().map_err(Error::DuplicateTask)?;
         let n = config.workers;
+        // Workers die with this process by their parent-death signal; what their tasks started
+        // dies with them through the guardian, which kills every worker's group when this process
+        // dies, even by SIGKILL.
+        let guardian = crate::process::Guardian::start(n.saturating_mul(2).max(2), GUARDIAN_GRACE)
+            .map_err(|e| Error::WorkerStart {
+                message: format!("cannot start the guardian process: {e}"),
+            })?;
+        config.guardian = Some(std::sync::Arc::new(guardian));
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 levels: [VecDeque::new(), VecDeque::new(), VecDeque::new()],

@@ -6,7 +6,7 @@ use super::{ProcessConfig, Shared};
 use crate::backend::{RemoteJob, Sink};
 use crate::codec::{self, ErrorKind, FrameError, Header};
 use crate::error::{Error, TaskError, TaskFailure, WorkerDeath};
-use crate::process::{Child, Signal, Spawn};
+use crate::process::{Child, Guardian, Signal, Spawn};
 use crate::sync::Arc;
 use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
 use rustix::io::Errno;
@@ -96,6 +96,9 @@ impl StderrTail {
 /// A live worker process.
 struct Worker {
     child: Child,
+    /// Kills the worker's group if this process dies (the parent-death signal reaches only the
+    /// worker, not what its task started).
+    guardian: Option<std::sync::Arc<Guardian>>,
     channel: UnixStream,
     reader: BufReader<UnixStream>,
     stderr: StderrTail,
@@ -151,6 +154,11 @@ impl Worker {
             )
         })?;
         drop(theirs);
+        let guardian = config.guardian.clone();
+        if let Some(g) = &guardian {
+            // Capacity is two per slot, more than a slot ever has alive: this cannot fail.
+            let _ = g.watch(child.pgid());
+        }
         let stderr = match child.take_stderr() {
             Some(pipe) => StderrTail::start(pipe, child.pid()),
             None => StderrTail::start(io::empty(), child.pid()),
@@ -160,11 +168,15 @@ impl Worker {
             Err(e) => {
                 let _ = child.signal_group(Signal::KILL);
                 let _ = child.wait();
+                if let Some(g) = &guardian {
+                    g.forget(child.pgid());
+                }
                 return Err(start_error("cannot duplicate the worker channel", &e));
             }
         };
         let mut worker = Worker {
             child,
+            guardian,
             channel: ours,
             reader,
             stderr,
@@ -247,14 +259,24 @@ impl Worker {
     /// Kills the worker's group and reaps the worker, without waiting for the rest of its stderr.
     fn kill(&mut self) {
         let _ = self.child.signal_group(Signal::KILL);
-        let _ = self.child.wait();
+        self.reap();
+    }
+
+    /// Waits for the worker to exit, reaps it, and stops guarding its group (rule 3 of the
+    /// guardian: only unreaped groups are watched).
+    fn reap(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.wait().ok();
+        if let Some(g) = &self.guardian {
+            g.forget(self.child.pgid());
+        }
+        status
     }
 
     /// Reaps the worker (after its channel closed or its group was killed) and reports its end.
     fn death(&mut self) -> WorkerDeath {
         // The group may hold leftovers (a task's children): they go with their worker.
         let _ = self.child.signal_group(Signal::KILL);
-        let status = self.child.wait().ok();
+        let status = self.reap();
         WorkerDeath {
             exit_code: status.and_then(|s| s.code()),
             signal: status.and_then(|s| s.signal()),
@@ -265,7 +287,7 @@ impl Worker {
     /// Closes the channel (the worker then exits) and reaps it.
     fn retire(mut self) {
         let _ = self.channel.shutdown(std::net::Shutdown::Both);
-        let _ = self.child.wait();
+        self.reap();
     }
 }
 
