@@ -112,8 +112,8 @@ mod cancel;
 pub mod chaos;
 #[cfg(feature = "cluster")]
 pub mod cluster;
-pub mod consume;
 mod codec;
+pub mod consume;
 mod error;
 mod future;
 mod job;
@@ -137,9 +137,9 @@ mod watchdog;
 
 #[cfg(feature = "async")]
 pub use backend::event_loop::to_thread;
-pub use barrier::{Barrier, BarrierError, BarrierWaitResult, Participant};
 #[cfg(target_os = "linux")]
 pub use backend::processes::worker::init;
+pub use barrier::{Barrier, BarrierError, BarrierWaitResult, Participant};
 pub use cancel::{CancelToken, Cancelled, cancel_token, is_cancelled};
 pub use consume::{Consume, ConsumeError, Consumers, ItemError};
 pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
