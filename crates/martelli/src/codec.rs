@@ -231,6 +231,32 @@ pub(crate) fn decode(envelope: &[u8]) -> Result<(Header<'_>, &[u8]), FrameError>
         .map_err(|e| FrameError::Malformed(format!("the header does not decode: {e}")))
 }
 
+/// Entry point for the fuzz target `fuzz/fuzz_targets/ipc_frame.rs` (built only with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_frame(data: &[u8]) {
+    const MAX: usize = 1 << 20;
+    let mut reader = io::Cursor::new(data);
+    let mut buf = Vec::new();
+    // Frame after frame, as a pool reads its worker's channel, until the bytes run out or are refused.
+    while read_frame(&mut reader, &mut buf, MAX).is_ok() {
+        assert!(
+            buf.len() <= MAX,
+            "rule 1: a frame larger than the maximum was read"
+        );
+        if let Ok((header, body)) = decode(&buf) {
+            // A header that decodes encodes back to the same header.
+            let mut again = Vec::new();
+            begin(&mut again, &header).expect("a decoded header encodes");
+            again.extend_from_slice(body);
+            finish(&mut again, MAX).expect("within the maximum");
+            let (back, back_body) = decode(&again[PREFIX..]).expect("an encoded frame decodes");
+            assert_eq!(back, header);
+            assert_eq!(back_body, body);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

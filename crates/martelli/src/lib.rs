@@ -113,6 +113,9 @@ pub mod chaos;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 mod codec;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use codec::fuzz_frame;
 pub mod consume;
 mod error;
 mod future;
