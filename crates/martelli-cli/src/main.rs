@@ -34,6 +34,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A process started as a martelli worker (by `probe`'s process-pool row) serves tasks here and
+    // never returns; any other process returns at once.
+    martelli::init();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Probe(args)) => probe::run(&args).unwrap_or_else(|e| {

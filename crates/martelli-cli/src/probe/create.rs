@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 /// The program whose start-up is timed: it does nothing and exits 0.
 const TRUE: &str = "/bin/true";
 
-/// The reason the martelli process-worker row is empty.
-pub(crate) const NO_PROCESS_BACKEND: &str = "not available: process backend not built yet";
+/// The reason the martelli process-worker row is empty (followed by the error that emptied it).
+pub(crate) const NO_PROCESS_BACKEND: &str = "not available: a process pool could not start";
 
 /// Creation costs, each per unit in µs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,7 +29,8 @@ pub(crate) struct Creation {
     pub(crate) process_posix_spawn: Option<Stat>,
     /// This binary re-executed until it answers on a pipe, then ended.
     pub(crate) process_reexec_ready: Stat,
-    /// A martelli process worker from spawn to handshake: `None` until the process backend exists.
+    /// A martelli process worker (`Pool::processes(1)`) from spawn to handshake; `None` when no
+    /// process pool could start here (the note says why).
     pub(crate) process_worker_handshake: Option<Stat>,
     /// A tokio task spawned on a one-thread runtime and awaited to completion.
     pub(crate) async_spawn_complete: Stat,
@@ -127,10 +128,29 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
             Ok(())
         })
     })?;
-    notes.insert(
-        "creation.process_worker_handshake",
-        NO_PROCESS_BACKEND.to_owned(),
-    );
+    // A martelli process pool of one worker: this binary re-executed, from spawn until its handshake
+    // is answered (the pool's `build` returns then); the shutdown is not timed.
+    let k = ctx.pick(3, 8);
+    let handshake = plan.measure(us, || {
+        let mut total = std::time::Duration::ZERO;
+        for _ in 0..k {
+            let start = std::time::Instant::now();
+            let pool = Pool::processes(1).map_err(ProbeError::Pool)?;
+            total += start.elapsed();
+            pool.shutdown(martelli::Shutdown::Wait);
+        }
+        Ok::<_, ProbeError>(super::stats::in_unit(total, us) / f64::from(k))
+    });
+    let process_worker_handshake = match handshake {
+        Ok(stat) => Some(stat),
+        Err(e) => {
+            notes.insert(
+                "creation.process_worker_handshake",
+                format!("{NO_PROCESS_BACKEND}: {e}"),
+            );
+            None
+        }
+    };
 
     ctx.step("creation: async tasks");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -169,7 +189,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
         process_fork_exec,
         process_posix_spawn,
         process_reexec_ready,
-        process_worker_handshake: None,
+        process_worker_handshake,
         async_spawn_complete,
         event_loop_spawn_wait,
     })
