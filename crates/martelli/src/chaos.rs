@@ -7,6 +7,10 @@
 //! depends on how fast martelli hands work over — a check-then-act across a submit, an assumption that a
 //! sub-task runs "later" — then fails within a few seeds instead of once in a million runs.
 //!
+//! The points: a submission and a worker taking a job (thread pool), a task starting and completing, a
+//! `Future::wait`, an async spawn, a joinable queue's `put`, `get` and `task_done`, a process pool's
+//! frame sent or received, and the cluster's submission, task execution and result delivery.
+//!
 //! Turn it on with the environment variable `MARTELLI_CHAOS=<seed>` (read on first use) or
 //! [`enable`]; [`check`] reruns a scenario under many seeds and reports the one that breaks it. Off,
 //! each point costs one relaxed atomic load.
@@ -44,10 +48,15 @@ use std::fmt;
 use std::hash::Hasher;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Whether chaos is on: one byte read per point, so that off costs one relaxed load.
+static STATE: AtomicU8 = AtomicU8::new(UNREAD);
+/// `MARTELLI_CHAOS` not read yet.
+const UNREAD: u8 = 0;
+const OFF: u8 = 1;
+const ON: u8 = 2;
 static SEED: AtomicU64 = AtomicU64::new(0);
 /// Bumped by every `enable`, so each thread restarts its sequence for a new seed.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -63,32 +72,44 @@ thread_local! {
 
 /// Turns chaos on with `seed` for the whole process.
 pub fn enable(seed: u64) {
+    // The environment is read first, so that it cannot switch chaos on over this call later.
+    init_from_env();
+    switch_on(seed);
+}
+
+fn switch_on(seed: u64) {
     SEED.store(seed, Ordering::SeqCst);
     EPOCH.fetch_add(1, Ordering::SeqCst);
-    ENABLED.store(true, Ordering::SeqCst);
+    STATE.store(ON, Ordering::SeqCst);
 }
 
 /// Turns chaos off.
 pub fn disable() {
-    ENABLED.store(false, Ordering::SeqCst);
+    init_from_env();
+    STATE.store(OFF, Ordering::SeqCst);
 }
 
 /// The seed in force, when chaos is on.
 pub fn seed() -> Option<u64> {
     init_from_env();
-    ENABLED
-        .load(Ordering::SeqCst)
-        .then(|| SEED.load(Ordering::SeqCst))
+    (STATE.load(Ordering::SeqCst) == ON).then(|| SEED.load(Ordering::SeqCst))
 }
 
 fn init_from_env() {
     FROM_ENV.get_or_init(|| {
-        if let Ok(value) = std::env::var("MARTELLI_CHAOS") {
-            match value.trim().parse::<u64>() {
-                Ok(seed) => enable(seed),
-                Err(_) => eprintln!(
+        let seed = std::env::var("MARTELLI_CHAOS").ok().and_then(|value| {
+            let seed = value.trim().parse::<u64>().ok();
+            if seed.is_none() {
+                eprintln!(
                     "martelli: ignoring MARTELLI_CHAOS={value:?}: the seed must be a whole number"
-                ),
+                );
+            }
+            seed
+        });
+        match seed {
+            Some(seed) => switch_on(seed),
+            None => {
+                let _ = STATE.compare_exchange(UNREAD, OFF, Ordering::SeqCst, Ordering::SeqCst);
             }
         }
     });
@@ -97,12 +118,14 @@ fn init_from_env() {
 /// A synchronisation point: perturbs the schedule when chaos is on.
 #[inline]
 pub(crate) fn point() {
-    if ENABLED.load(Ordering::Relaxed) {
-        perturb();
-    } else if FROM_ENV.get().is_none() {
-        init_from_env();
-        if ENABLED.load(Ordering::Relaxed) {
-            perturb();
+    match STATE.load(Ordering::Relaxed) {
+        OFF => {}
+        ON => perturb(),
+        _ => {
+            init_from_env();
+            if STATE.load(Ordering::Relaxed) == ON {
+                perturb();
+            }
         }
     }
 }

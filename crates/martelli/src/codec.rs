@@ -145,6 +145,7 @@ pub(crate) fn push_body<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> 
 
 /// Writes the length prefix of the frame in `buf`, checking it against `max`.
 pub(crate) fn finish(buf: &mut [u8], max: usize) -> Result<(), FrameError> {
+    crate::chaos::point();
     let len = buf.len() - PREFIX;
     if len > max {
         return Err(FrameError::TooLarge { len, max });
@@ -180,6 +181,7 @@ pub(crate) fn read_frame(
     buf: &mut Vec<u8>,
     max: usize,
 ) -> Result<(), FrameError> {
+    crate::chaos::point();
     let mut prefix = [0u8; PREFIX];
     let mut got = 0;
     while got < PREFIX {

@@ -393,6 +393,7 @@ impl Inner {
         options: &SubmitOptions,
         complete: Completer,
     ) -> Result<(), ClusterError> {
+        crate::chaos::point();
         let max_attempts = options.max_attempts.unwrap_or(self.max_attempts);
         if max_attempts == 0 {
             return Err(ClusterError::InvalidOption(
@@ -600,6 +601,7 @@ impl Inner {
 
     /// Completes the futures of the results in a `BLMPOP` reply: `[key, [result, …]]` or nil.
     fn deliver(&self, value: &redis::Value) {
+        crate::chaos::point();
         let parts = conn::array(value);
         let Some(results) = parts.get(1) else {
             return;

@@ -1076,6 +1076,7 @@ impl Shared {
     }
 
     fn execute(&self, job: Job) -> Write {
+        crate::chaos::point();
         let Job {
             stream,
             entry,

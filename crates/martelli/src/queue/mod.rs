@@ -200,6 +200,7 @@ impl fmt::Debug for StopSignal {
 
 impl<T> Shared<T> {
     fn put(&self, item: T, block: Block, stop: Option<&StopSignal>) -> Result<(), (T, Refusal)> {
+        crate::chaos::point();
         match &self.flavor {
             Flavor::Channel(c) => c.put(&self.acct, item, block, stop),
             Flavor::Locked(l) => l.put(&self.acct, self.capacity, item, block, stop),
@@ -207,6 +208,7 @@ impl<T> Shared<T> {
     }
 
     fn get(&self, block: Block, stop: Option<&StopSignal>) -> Result<T, Refusal> {
+        crate::chaos::point();
         match &self.flavor {
             Flavor::Channel(c) => c.get(&self.acct, block, stop),
             Flavor::Locked(l) => l.get(&self.acct, self.capacity, block, stop),
@@ -371,6 +373,7 @@ impl<T> JoinableQueue<T> {
     /// Marks one item taken with `get` as done. Fails, changing nothing, when every item put has
     /// already been marked done.
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        crate::chaos::point();
         self.shared.acct.task_done()
     }
 
