@@ -632,7 +632,11 @@ impl Pool {
         R: DeserializeOwned + Send + 'static,
     {
         self.send_remote(options, name, false, args, |promise, timeout| {
-            Box::new(TaskSink { promise, timeout })
+            Box::new(RemoteSink {
+                promise,
+                timeout,
+                decode: decode_value::<R>,
+            })
         })
     }
 
@@ -644,7 +648,11 @@ impl Pool {
     ) -> Result<Future<Vec<TaskResult<T::Output>>>, Error> {
         if self.backend.remote().is_some() {
             return self.send_remote(options, T::NAME, true, &chunk, |promise, timeout| {
-                Box::new(BatchSink { promise, timeout })
+                Box::new(RemoteSink {
+                    promise,
+                    timeout,
+                    decode: decode_chunk::<T::Output>,
+                })
             });
         }
         self.submit_body(options, ChunkBody::<T>(chunk), Admission::Wait)
@@ -982,40 +990,6 @@ impl<T: Task> Body<Vec<TaskResult<T::Output>>> for ChunkBody<T> {
     }
 }
 
-/// The typed end of a chunk sent to a worker process.
-struct BatchSink<T> {
-    promise: Promise<Vec<TaskResult<T>>>,
-    timeout: Option<Duration>,
-}
-
-impl<T: DeserializeOwned + Send + 'static> Sink for BatchSink<T> {
-    fn start(&self) -> bool {
-        self.promise.start()
-    }
-
-    fn token(&self) -> &CancelToken {
-        self.promise.token()
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        self.timeout
-    }
-
-    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
-        let result = outcome.and_then(|bytes| {
-            postcard::from_bytes::<Vec<crate::task::ItemOutcome<T>>>(bytes)
-                .map(|items| items.into_iter().map(|i| i.into_result()).collect())
-                .map_err(|e| {
-                    TaskError::Codec(format!(
-                        "the results do not decode as {}: {e}",
-                        std::any::type_name::<T>()
-                    ))
-                })
-        });
-        self.promise.complete(result);
-    }
-}
-
 /// A task by name run in this process (the in-process backends' `submit_named`).
 struct NamedBody {
     name: String,
@@ -1046,13 +1020,15 @@ fn run_named<R: DeserializeOwned>(name: &str, args: &[u8]) -> TaskResult<R> {
     }
 }
 
-/// The typed end of a task sent to a worker process.
-struct TaskSink<T> {
+/// The typed end of a task or chunk sent to a worker process: its promise, its timeout, and how its
+/// result bytes decode.
+struct RemoteSink<T> {
     promise: Promise<T>,
     timeout: Option<Duration>,
+    decode: fn(&[u8]) -> TaskResult<T>,
 }
 
-impl<T: DeserializeOwned + Send + 'static> Sink for TaskSink<T> {
+impl<T: Send + 'static> Sink for RemoteSink<T> {
     fn start(&self) -> bool {
         self.promise.start()
     }
@@ -1066,14 +1042,29 @@ impl<T: DeserializeOwned + Send + 'static> Sink for TaskSink<T> {
     }
 
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
-        let result = outcome.and_then(|bytes| {
-            postcard::from_bytes::<T>(bytes).map_err(|e| {
-                TaskError::Codec(format!(
-                    "the result does not decode as {}: {e}",
-                    std::any::type_name::<T>()
-                ))
-            })
-        });
+        let result = outcome.and_then(self.decode);
         self.promise.complete(result);
     }
+}
+
+/// A task's result.
+fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> TaskResult<T> {
+    postcard::from_bytes::<T>(bytes).map_err(|e| {
+        TaskError::Codec(format!(
+            "the result does not decode as {}: {e}",
+            std::any::type_name::<T>()
+        ))
+    })
+}
+
+/// A chunk's results, one outcome per item.
+fn decode_chunk<T: DeserializeOwned>(bytes: &[u8]) -> TaskResult<Vec<TaskResult<T>>> {
+    postcard::from_bytes::<Vec<crate::task::ItemOutcome<T>>>(bytes)
+        .map(|items| items.into_iter().map(|i| i.into_result()).collect())
+        .map_err(|e| {
+            TaskError::Codec(format!(
+                "the results do not decode as {}: {e}",
+                std::any::type_name::<T>()
+            ))
+        })
 }
