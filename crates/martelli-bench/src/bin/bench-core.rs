@@ -315,6 +315,50 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// A peer pool that runs closures: rayon's `spawn`, threadpool's `execute`.
+trait Spawner {
+    fn run<F: FnOnce() + Send + 'static>(&self, f: F);
+}
+
+impl Spawner for rayon::ThreadPool {
+    fn run<F: FnOnce() + Send + 'static>(&self, f: F) {
+        self.spawn(f);
+    }
+}
+
+impl Spawner for threadpool::ThreadPool {
+    fn run<F: FnOnce() + Send + 'static>(&self, f: F) {
+        self.execute(f);
+    }
+}
+
+/// A peer's submit + wait: one warm-up task, then `n` tasks each sending its index through its own
+/// oneshot channel, received in order. Returns seconds and the sum of the indices.
+fn oneshot_round(pool: &impl Spawner, n: u64) -> anyhow::Result<(f64, u64)> {
+    let (tx, rx) = oneshot::channel();
+    pool.run(move || {
+        let _ = tx.send(0u64);
+    });
+    rx.recv()?;
+    let (secs, sum) = time(|| -> anyhow::Result<u64> {
+        let receivers: Vec<_> = (0..n)
+            .map(|i| {
+                let (tx, rx) = oneshot::channel();
+                pool.run(move || {
+                    let _ = tx.send(black_box(i));
+                });
+                rx
+            })
+            .collect();
+        let mut sum = 0;
+        for rx in receivers {
+            sum += rx.recv()?;
+        }
+        Ok(sum)
+    });
+    Ok((secs, sum?))
+}
+
 /// `submit` + `wait` of `n` no-op tasks (each returns its index) on two threads; seconds.
 /// `which`: 0 martelli, 1 rayon `spawn` + oneshot, 2 threadpool `execute` + oneshot.
 fn submit_wait(which: usize, n: u64) -> anyhow::Result<f64> {
@@ -335,58 +379,17 @@ fn submit_wait(which: usize, n: u64) -> anyhow::Result<f64> {
             });
             (secs, sum?)
         }
-        1 => {
-            let pool = rayon::ThreadPoolBuilder::new()
+        1 => oneshot_round(
+            &rayon::ThreadPoolBuilder::new()
                 .num_threads(THREADS)
-                .build()?;
-            let (tx, rx) = oneshot::channel();
-            pool.spawn(move || {
-                let _ = tx.send(0u64);
-            });
-            rx.recv()?;
-            let (secs, sum) = time(|| -> anyhow::Result<u64> {
-                let receivers: Vec<_> = (0..n)
-                    .map(|i| {
-                        let (tx, rx) = oneshot::channel();
-                        pool.spawn(move || {
-                            let _ = tx.send(black_box(i));
-                        });
-                        rx
-                    })
-                    .collect();
-                let mut sum = 0;
-                for rx in receivers {
-                    sum += rx.recv()?;
-                }
-                Ok(sum)
-            });
-            (secs, sum?)
-        }
+                .build()?,
+            n,
+        )?,
         2 => {
             let pool = threadpool::ThreadPool::new(THREADS);
-            let (tx, rx) = oneshot::channel();
-            pool.execute(move || {
-                let _ = tx.send(0u64);
-            });
-            rx.recv()?;
-            let (secs, sum) = time(|| -> anyhow::Result<u64> {
-                let receivers: Vec<_> = (0..n)
-                    .map(|i| {
-                        let (tx, rx) = oneshot::channel();
-                        pool.execute(move || {
-                            let _ = tx.send(black_box(i));
-                        });
-                        rx
-                    })
-                    .collect();
-                let mut sum = 0;
-                for rx in receivers {
-                    sum += rx.recv()?;
-                }
-                Ok(sum)
-            });
+            let round = oneshot_round(&pool, n)?;
             pool.join();
-            (secs, sum?)
+            round
         }
         _ => bail!("no submit contender {which}"),
     };
