@@ -51,6 +51,7 @@ mod conn;
 mod envelope;
 mod error;
 mod runner;
+mod status;
 mod worker;
 
 /// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, as cargo-fuzz does).
@@ -84,6 +85,9 @@ pub mod fuzzing {
 pub use client::{Client, ClientBuilder, SubmitOptions};
 pub use error::ClusterError;
 pub use runner::{RunError, TaskRunner, Tasks};
+pub use status::{
+    ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
+};
 pub use worker::{StopHandle, Worker, WorkerOptions, WorkerReport, serve};
 
 use crate::pool::Priority;
@@ -99,6 +103,10 @@ pub const DEFAULT_QUEUE: &str = "default";
 
 /// The consumer group every worker of a queue joins.
 pub const GROUP: &str = "martelli";
+
+/// The environment variable naming a PEM file of CA certificates to trust for a `rediss://` broker
+/// when the program gives none (`ClientBuilder::tls_ca`, `WorkerOptions::tls_ca`).
+pub const TLS_CA_ENV: &str = "MARTELLI_TLS_CA";
 
 /// The default largest envelope a client sends or a worker runs: 8 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 8 << 20;
