@@ -85,11 +85,6 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(ca) = &args.broker.tls_ca {
         options = options.tls_ca(ca);
     }
-    eprintln!(
-        "martelli worker: serving queue {:?} with {jobs} slot(s); SIGTERM or Ctrl-C stops it \
-         after its running commands",
-        args.broker.queue
-    );
     let report = serve(&args.broker.url, tasks, options)?;
     eprintln!(
         "martelli worker: stopped: {} succeeded, {} failed, {} dead-lettered, {} reclaimed from \
