@@ -18,8 +18,8 @@ pub enum ClusterError {
     },
     /// Nothing answered at the broker's address.
     #[error(
-        "cannot reach the Redis broker at {url}: {source} (is redis-server running there, and is the \
-         host and port right?)"
+        "cannot reach the Redis broker at {url}: {source} (is redis-server running there, is the \
+         host and port right, and does the scheme match: rediss:// for a TLS port?)"
     )]
     Unreachable {
         /// The URL, with any password replaced by `***`.
