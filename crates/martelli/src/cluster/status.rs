@@ -301,7 +301,7 @@ fn read_streams(conn: &mut Connection, keys: &Keys) -> Result<Vec<StreamReading>
         let ours = conn::array(&groups)
             .iter()
             .map(map)
-            .find(|g| g.get("name").and_then(|v| conn::string(v)).as_deref() == Some(GROUP));
+            .find(|g| g.get("name").and_then(conn::string).as_deref() == Some(GROUP));
         if let Some(group) = ours {
             reading.pending = number(&group, "pending");
             let consumers: Value = query(
