@@ -590,3 +590,177 @@ fn broker_problems_are_one_line_errors() {
         assert_eq!(e.trim_end().lines().count(), 1, "{e}");
     }
 }
+
+#[test]
+fn without_j_as_many_jobs_run_at_once_as_the_live_workers_have_slots() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let _a = worker(&url, "left", 2);
+    let _b = worker(&url, "right", 3);
+    wait_workers(&url, 2);
+    let dir = temp_dir();
+    let gate = dir.path().join("gate");
+    // Each job marks that it started and waits for the gate: the gate opens only once all five
+    // run at once, which needs five slots (this machine's cores, the local default, are fewer).
+    let line = format!(
+        "touch {d}/started.{{}}; while [ ! -e {g} ]; do sleep 0.02; done; echo {{}}",
+        d = dir.path().display(),
+        g = gate.display()
+    );
+    let job = run_bg(&url, &["-k", &line, ":::", "1", "2", "3", "4", "5"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("started."))
+            })
+            .count();
+        if started == 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {started} of 5 jobs ran at once"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&gate, b"").unwrap();
+    let o = job.output(Duration::from_secs(60));
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "1\n2\n3\n4\n5\n");
+}
+
+/// A CA and a server certificate for 127.0.0.1 made with `openssl`, or why they could not be.
+fn make_certs(dir: &Path) -> Result<(), String> {
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n")
+        .map_err(|e| e.to_string())?;
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let ca = format!(
+        "req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+    );
+    let csr = format!("req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1");
+    let sign = "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                -out server.crt -days 2 -extfile server.ext";
+    let made = [ca.as_str(), csr.as_str(), sign]
+        .iter()
+        .all(|line| openssl(&line.split(' ').collect::<Vec<_>>()));
+    if made {
+        Ok(())
+    } else {
+        Err("the `openssl` command is missing or could not make the test certificates".into())
+    }
+}
+
+#[test]
+fn run_worker_and_status_speak_tls_with_a_private_ca() {
+    let dir = temp_dir();
+    if let Err(why) = make_certs(dir.path()) {
+        eprintln!("SKIPPED run_worker_and_status_speak_tls_with_a_private_ca: {why}");
+        return;
+    }
+    let port = free_port();
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args(["--tls-cert-file", &file("server.crt")])
+        .args(["--tls-key-file", &file("server.key")])
+        .args(["--tls-ca-cert-file", &file("ca.crt")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (scripts/test.sh installs it)");
+    let stdout_pipe = child.stdout.take().expect("piped stdout");
+    let _server = Proc { child };
+    let mut lines = BufReader::new(stdout_pipe).lines();
+    let mut log = String::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("Ready to accept connections") {
+                    break;
+                }
+            }
+            _ => {
+                eprintln!(
+                    "SKIPPED run_worker_and_status_speak_tls_with_a_private_ca: this redis-server \
+                     does not serve TLS:\n{log}"
+                );
+                return;
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let url = format!("rediss://127.0.0.1:{port}");
+    // The worker trusts the CA through the environment, run and status through --tls-ca.
+    let _w = Proc {
+        child: martelli()
+            .args(["worker", "--cluster", &url, "--name", "secure", "-j", "1"])
+            .args(["--lease", "1", "--poll", "0.05"])
+            .env("MARTELLI_TLS_CA", file("ca.crt"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("martelli worker starts"),
+    };
+    let o = run(
+        &url,
+        &["--tls-ca", &file("ca.crt"), "-k", "echo", ":::", "x", "y"],
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "x\ny\n");
+    let o = martelli()
+        .args([
+            "status",
+            "--cluster",
+            &url,
+            "--tls-ca",
+            &file("ca.crt"),
+            "--json",
+        ])
+        .args(["--sample", "0"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["workers"][0]["queue"], "default", "{s:#}");
+    // Without the CA, the certificate is refused in one line that says what to do.
+    let o = martelli()
+        .args(["status", "--cluster", &url, "--sample", "0"])
+        .env_remove("MARTELLI_TLS_CA")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("not trusted") && e.contains("--tls-ca"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+}
