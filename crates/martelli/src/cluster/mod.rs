@@ -40,11 +40,23 @@
 //! - Without persistence (`appendonly no`), a Redis restart loses what was queued and results not yet
 //!   collected: the futures of those tasks resolve only by their deadline. With AOF nothing is lost.
 //!
+//! # Status
+//!
+//! [`status`] reads a queue's depth per priority, its delayed tasks and dead letters, the workers'
+//! heartbeats and the throughput from the broker alone; `martelli status` prints it.
+//!
+//! # TLS
+//!
+//! A `rediss://` URL connects with TLS (feature `tls`, rustls). The broker's certificate is checked
+//! against the system's roots, or the CA certificates of a PEM file:
+//! [`ClientBuilder::tls_ca`], [`WorkerOptions::tls_ca`], [`StatusOptions::tls_ca`], or the
+//! [`TLS_CA_ENV`] (`MARTELLI_TLS_CA`) environment variable.
+//!
 //! # Not built yet
 //!
-//! `Pool::cluster(url)` (the same `Pool` API over named tasks), the `martelli worker` and
-//! `martelli status` commands, TLS (`rediss://`), cancelling a queued task, and running tasks on a
-//! process pool inside the worker.
+//! `Pool::cluster(url)` (the same `Pool` API over named tasks), cancelling a queued task, running
+//! tasks on a process pool inside the worker, and client certificates (mutual TLS). The command-line
+//! worker for shell commands (`martelli worker`) and `martelli run --cluster` are in `martelli-cli`.
 
 mod client;
 mod conn;
