@@ -3,6 +3,10 @@
 //! joblog, progress) under a lock. No thread hand-off is paid per job; the main thread only starts
 //! the slots and waits for them.
 //!
+//! With `--cluster`, the one step that differs is the job's attempt: instead of spawning, a slot
+//! submits the job to the cluster queue ([`Remote::attempt`]) and waits for its result, which fills
+//! the same [`Outcome`]; retries, `--halt`, output and the joblog are the same code.
+//!
 //! Every job is watched by the [`Guardian`] from its spawn to its reaping, so that it dies with
 //! `martelli run` even when `martelli run` is killed with SIGKILL; with the guardian in place the
 //! jobs do not ask for a parent-death signal, which lets them be spawned with `posix_spawn` rather
@@ -22,7 +26,7 @@ use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -91,6 +95,8 @@ struct Shared {
     killing: AtomicBool,
     /// Process groups of running jobs, registered between spawn and reap.
     live: Mutex<HashSet<u32>>,
+    /// Jobs running on cluster workers (`--cluster`).
+    remote_running: AtomicUsize,
     /// When the next job may start (`--delay`).
     next_start: Mutex<Instant>,
     /// The signal that interrupted the run, 0 if none.
@@ -151,6 +157,7 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         stop: AtomicBool::new(false),
         killing: AtomicBool::new(false),
         live: Mutex::new(HashSet::new()),
+        remote_running: AtomicUsize::new(0),
         next_start: Mutex::new(Instant::now()),
         interrupted: AtomicI32::new(0),
         tally: Mutex::new(Tally::default()),
@@ -221,7 +228,7 @@ fn watch_signals(shared: &Arc<Shared>) -> Result<(), RunError> {
             for signal in signals.forever() {
                 if shared.interrupted.swap(signal, Ordering::SeqCst) == 0 {
                     shared.stop.store(true, Ordering::SeqCst);
-                    let running = lock(&shared.live).len();
+                    let running = running(&shared);
                     let _ = writeln!(
                         io::stderr().lock(),
                         "martelli run: stopping: no new jobs; waiting for {running} running job(s) to finish; \
@@ -236,6 +243,11 @@ fn watch_signals(shared: &Arc<Shared>) -> Result<(), RunError> {
         })
         .map_err(|source| RunError::System { what: "cannot start the signal thread", source })?;
     Ok(())
+}
+
+/// Jobs running now, here or on cluster workers.
+fn running(shared: &Shared) -> usize {
+    lock(&shared.live).len() + shared.remote_running.load(Ordering::SeqCst)
 }
 
 /// Kills the process group of every running job: SIGTERM, the grace period, then SIGKILL.
@@ -704,7 +716,7 @@ fn update_bar(bar: &ProgressBar, config: &Config, shared: &Shared) {
     };
     bar.set_position(finished);
     if config.progress.counts {
-        let running = lock(&shared.live).len();
+        let running = running(shared);
         bar.set_message(format!(
             "running {running}, done {finished}, failed {failed}"
         ));
