@@ -229,7 +229,13 @@ impl ShellRunner {
                     (Some(argv), _) => String::from_utf8_lossy(&argv[0]).into_owned(),
                     _ => "/bin/sh".to_owned(),
                 };
-                result.error = Some(format!("cannot run '{program}': {e}"));
+                result.error = Some(match &task.cwd {
+                    Some(cwd) => format!(
+                        "cannot run '{program}' in directory '{}': {e}",
+                        String::from_utf8_lossy(cwd)
+                    ),
+                    None => format!("cannot run '{program}': {e}"),
+                });
                 result.duration_us = micros(clock.elapsed());
                 return Ok(result);
             }
@@ -342,6 +348,11 @@ mod tests {
         let r = runner(1 << 20).run(&missing).unwrap();
         assert!(r.error.unwrap().contains("/no/such/program"));
         assert_eq!(r.code, None);
+        let mut elsewhere = shell("true");
+        elsewhere.cwd = Some(ByteBuf::from(b"/no/such/dir".to_vec()));
+        let r = runner(1 << 20).run(&elsewhere).unwrap();
+        let error = r.error.unwrap();
+        assert!(error.contains("in directory '/no/such/dir'"), "{error}");
     }
 
     #[test]
@@ -384,11 +395,16 @@ mod tests {
         #[derive(Serialize)]
         struct FromElsewhere<'a> {
             shell: &'a str,
+            env: BTreeMap<&'a str, &'a str>,
         }
-        let bytes = rmp_serde::to_vec_named(&FromElsewhere { shell: "echo hi" }).unwrap();
+        let bytes = rmp_serde::to_vec_named(&FromElsewhere {
+            shell: "echo hi $WHO",
+            env: BTreeMap::from([("WHO", "there")]),
+        })
+        .unwrap();
         let out = runner(100).run_payload(&bytes).unwrap();
         let r: ShellResult = rmp_serde::from_slice(&out).unwrap();
-        assert_eq!(&r.stdout[..], b"hi\n");
+        assert_eq!(&r.stdout[..], b"hi there\n");
         assert_eq!(r.code, Some(0));
     }
 }
