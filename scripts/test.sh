@@ -14,6 +14,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server
 fi
 redis-server --version
+# The TLS tests make a CA and a server certificate with the openssl command (Debian package openssl).
+if ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,8 +1,11 @@
 //! The `martelli` command.
 //!
 //! `probe` measures this machine's concurrency costs and recommends a model; `run` runs commands in
-//! parallel with GNU parallel's syntax. (`worker`, the cluster worker, comes with the cluster backend.)
+//! parallel with GNU parallel's syntax, on this machine or, with `--cluster URL`, on cluster workers;
+//! `worker` is such a cluster worker: it runs shell-command tasks from a Redis queue; `status` shows a
+//! queue, its workers and its throughput.
 
+mod cluster;
 mod probe;
 mod run;
 
@@ -31,6 +34,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Serve a cluster queue: run the shell commands `martelli run --cluster` (or any producer)
+    /// sends, until SIGTERM or Ctrl-C.
+    Worker(cluster::worker::WorkerArgs),
+    /// Show a cluster queue's depth, its workers and its throughput.
+    Status(cluster::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +52,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }),
         Some(Command::Run { args }) => run::main(args),
+        Some(Command::Worker(args)) => cluster::worker::run(&args).unwrap_or_else(|e| {
+            eprintln!("martelli worker: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }),
+        Some(Command::Status(args)) => cluster::status::run(&args).unwrap_or_else(|e| {
+            eprintln!("martelli status: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }),
         None => {
             use clap::CommandFactory;
             // `martelli` with no subcommand prints the help and fails, as git does.
@@ -51,4 +67,21 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes on one line, each cause shown once (errors that already quote their
+/// source are not followed by it again).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }

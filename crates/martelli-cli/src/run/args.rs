@@ -135,6 +135,25 @@ pub(crate) struct RawOptions {
     #[arg(short = '0', long = "null")]
     pub(crate) null: bool,
 
+    /// Send every job to the workers of a cluster queue (`martelli worker`) at this Redis broker
+    /// (redis://[user:password@]host[:port][/db], rediss:// for TLS) instead of running it here.
+    /// Without -j, as many jobs at once as the live workers have slots.
+    #[arg(long = "cluster", value_name = "URL")]
+    pub(crate) cluster: Option<String>,
+
+    /// With --cluster: the queue [default: default].
+    #[arg(long = "queue", value_name = "NAME", requires = "cluster")]
+    pub(crate) queue: Option<String>,
+
+    /// With --cluster: the prefix of every Redis key [default: martelli].
+    #[arg(long = "prefix", value_name = "PREFIX", requires = "cluster")]
+    pub(crate) prefix: Option<String>,
+
+    /// With --cluster and a rediss:// URL: trust the CA certificate(s) in this PEM file
+    /// [env: MARTELLI_TLS_CA].
+    #[arg(long = "tls-ca", value_name = "FILE", requires = "cluster")]
+    pub(crate) tls_ca: Option<PathBuf>,
+
     /// Accepted and ignored, for drop-in compatibility with GNU parallel.
     #[arg(long = "will-cite", hide = true)]
     pub(crate) will_cite: bool,

@@ -58,10 +58,23 @@ impl Progress {
     }
 }
 
+/// `--cluster`: where the jobs go.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterTarget {
+    pub(crate) url: String,
+    pub(crate) queue: String,
+    pub(crate) prefix: String,
+    pub(crate) tls_ca: Option<PathBuf>,
+}
+
 /// Everything the engine needs, checked.
 #[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) jobs: usize,
+    /// Whether `-j` was given (with `--cluster`, the default is the workers' slots).
+    pub(crate) jobs_given: bool,
+    /// `--cluster`: run the jobs on cluster workers.
+    pub(crate) cluster: Option<ClusterTarget>,
     pub(crate) template: Template,
     pub(crate) sources: Vec<Source>,
     pub(crate) link: bool,
@@ -152,8 +165,20 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
                 })?,
         ),
     };
+    let cluster = o.cluster.map(|url| ClusterTarget {
+        url,
+        queue: o
+            .queue
+            .unwrap_or_else(|| martelli::cluster::DEFAULT_QUEUE.to_owned()),
+        prefix: o
+            .prefix
+            .unwrap_or_else(|| martelli::cluster::DEFAULT_PREFIX.to_owned()),
+        tls_ca: o.tls_ca,
+    });
     Ok(Config {
         jobs,
+        jobs_given: o.jobs.is_some(),
+        cluster,
         template,
         sources: parsed.sources,
         link: o.link,

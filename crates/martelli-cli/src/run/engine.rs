@@ -3,6 +3,10 @@
 //! joblog, progress) under a lock. No thread hand-off is paid per job; the main thread only starts
 //! the slots and waits for them.
 //!
+//! With `--cluster`, the one step that differs is the job's attempt: instead of spawning, a slot
+//! submits the job to the cluster queue ([`Remote::attempt`]) and waits for its result, which fills
+//! the same [`Outcome`]; retries, `--halt`, output and the joblog are the same code.
+//!
 //! Every job is watched by the [`Guardian`] from its spawn to its reaping, so that it dies with
 //! `martelli run` even when `martelli run` is killed with SIGKILL; with the guardian in place the
 //! jobs do not ask for a parent-death signal, which lets them be spawned with `posix_spawn` rather
@@ -22,7 +26,7 @@ use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,6 +38,7 @@ use super::config::{Config, HaltOn, OutputMode, Threshold};
 use super::input::{self, Args, Inputs};
 use super::joblog::Joblog;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
+use super::remote::Remote;
 use super::template::{Composed, simple_command};
 use super::{EXIT_OWN_ERROR, RunError};
 
@@ -72,6 +77,14 @@ impl Feed {
     }
 }
 
+/// Where jobs run.
+enum Executor {
+    /// Here, each job a supervised process group watched by the guardian.
+    Local(Guardian),
+    /// On the workers of a cluster queue, each job a shell-command task.
+    Cluster(Remote),
+}
+
 /// State the slots, the main thread and the signal thread share.
 struct Shared {
     config: Config,
@@ -82,6 +95,8 @@ struct Shared {
     killing: AtomicBool,
     /// Process groups of running jobs, registered between spawn and reap.
     live: Mutex<HashSet<u32>>,
+    /// Jobs running on cluster workers (`--cluster`).
+    remote_running: AtomicUsize,
     /// When the next job may start (`--delay`).
     next_start: Mutex<Instant>,
     /// The signal that interrupted the run, 0 if none.
@@ -94,7 +109,7 @@ struct Shared {
 }
 
 /// Runs the jobs; returns the exit status.
-pub(crate) fn run(config: Config) -> Result<u8, RunError> {
+pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
     let (joblog, skip) = match &config.joblog {
         Some(path) if !config.dry_run => {
             let (log, skip) = Joblog::open(path, config.resume)?;
@@ -113,20 +128,36 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     if config.dry_run {
         return dry_run(&config, &mut feed);
     }
-    // Orphans a job leaves behind become our children, so they are reaped, not left as zombies.
-    let _ = process::become_subreaper();
-    // Kills the jobs' process groups if this process dies without doing it (SIGKILL).
-    let guardian = Guardian::start(config.jobs, config.grace)
-        .map(Arc::new)
-        .map_err(|source| RunError::System {
-            what: "cannot start the guardian process",
-            source,
-        })?;
+    let executor = match &config.cluster {
+        Some(target) => {
+            let remote = Remote::connect(target)?;
+            if !config.jobs_given {
+                if let Some(slots) = remote.worker_slots() {
+                    config.jobs = slots.clamp(1, super::config::MAX_JOBS);
+                }
+            }
+            Executor::Cluster(remote)
+        }
+        None => {
+            // Orphans a job leaves behind become our children, so they are reaped, not left as
+            // zombies.
+            let _ = process::become_subreaper();
+            // Kills the jobs' process groups if this process dies without doing it (SIGKILL).
+            let guardian =
+                Guardian::start(config.jobs, config.grace).map_err(|source| RunError::System {
+                    what: "cannot start the guardian process",
+                    source,
+                })?;
+            Executor::Local(guardian)
+        }
+    };
+    let executor = Arc::new(executor);
     let shared = Arc::new(Shared {
         feed: Mutex::new(feed),
         stop: AtomicBool::new(false),
         killing: AtomicBool::new(false),
         live: Mutex::new(HashSet::new()),
+        remote_running: AtomicUsize::new(0),
         next_start: Mutex::new(Instant::now()),
         interrupted: AtomicI32::new(0),
         tally: Mutex::new(Tally::default()),
@@ -146,23 +177,23 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     let mut slots = Vec::with_capacity(slot_count - 1);
     for slot in 2..=slot_count {
         let shared = Arc::clone(&shared);
-        let guardian = Arc::clone(&guardian);
+        let executor = Arc::clone(&executor);
         let spawned = thread::Builder::new()
             .name(format!("slot-{slot}"))
             // A slot needs little stack (its read buffer is 32 KiB); `-j 0` may start many.
             .stack_size(256 * 1024)
-            .spawn(move || run_slot(&shared, &guardian, slot));
+            .spawn(move || run_slot(&shared, &executor, slot));
         match spawned {
             Ok(handle) => slots.push(handle),
             // Fewer slots than asked is still a run.
             Err(_) => break,
         }
     }
-    run_slot(&shared, &guardian, 1);
+    run_slot(&shared, &executor, 1);
     for handle in slots {
         let _ = handle.join();
     }
-    drop(guardian);
+    drop(executor);
     let code = lock(&shared.reporter).finish(&shared);
     Ok(code)
 }
@@ -197,7 +228,7 @@ fn watch_signals(shared: &Arc<Shared>) -> Result<(), RunError> {
             for signal in signals.forever() {
                 if shared.interrupted.swap(signal, Ordering::SeqCst) == 0 {
                     shared.stop.store(true, Ordering::SeqCst);
-                    let running = lock(&shared.live).len();
+                    let running = running(&shared);
                     let _ = writeln!(
                         io::stderr().lock(),
                         "martelli run: stopping: no new jobs; waiting for {running} running job(s) to finish; \
@@ -212,6 +243,11 @@ fn watch_signals(shared: &Arc<Shared>) -> Result<(), RunError> {
         })
         .map_err(|source| RunError::System { what: "cannot start the signal thread", source })?;
     Ok(())
+}
+
+/// Jobs running now, here or on cluster workers.
+fn running(shared: &Shared) -> usize {
+    lock(&shared.live).len() + shared.remote_running.load(Ordering::SeqCst)
 }
 
 /// Kills the process group of every running job: SIGTERM, the grace period, then SIGKILL.
@@ -230,7 +266,7 @@ fn kill_all(shared: &Shared) {
     }
 }
 
-fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize) {
+fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return;
@@ -253,7 +289,7 @@ fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize) {
             };
             thread::sleep(wait_until.saturating_duration_since(Instant::now()));
         }
-        let mut outcome = run_job(shared, guardian, slot, order, seq, args);
+        let mut outcome = run_job(shared, executor, slot, order, seq, args);
         // A job that ends while `--halt now` kills the others was killed: its output is not shown.
         outcome.suppressed = shared.killing.load(Ordering::SeqCst);
         let halt_now = count(shared, &outcome);
@@ -267,7 +303,7 @@ fn run_slot(shared: &Shared, guardian: &Guardian, slot: usize) {
 
 fn run_job(
     shared: &Shared,
-    guardian: &Guardian,
+    executor: &Executor,
     slot: usize,
     order: u64,
     seq: u64,
@@ -314,103 +350,121 @@ fn run_job(
             stderr: Vec::new(),
             stdout_bytes: 0,
             suppressed: false,
+            host: None,
         };
-        let build = |argv: Option<&[Vec<u8>]>| {
-            let mut spawn = match argv {
-                Some(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
-                    .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
-                None => Spawn::shell(OsString::from_vec(command.clone())),
+        match executor {
+            // The job goes to a cluster worker as a shell-command task; the result fills the outcome
+            // as a local run would.
+            Executor::Cluster(remote) => {
+                remote.attempt(
+                    config,
+                    &shared.killing,
+                    &composed,
+                    &tag_prefix,
+                    &mut outcome,
+                );
             }
-            .capture_output(capture)
-            // The guardian kills the job's whole group if this process dies, which also covers
-            // the direct child; without a parent-death signal the spawn can use posix_spawn.
-            .parent_death_signal(None);
-            spawn.command_mut().stdin(Stdio::null());
-            if let Some(n) = config.nice {
-                spawn = spawn.nice(n);
-            }
-            spawn.spawn()
-        };
-        // The spawn runs without a lock (it takes a while: it returns once the child has exec'd),
-        // so slots start jobs side by side. A job registered after `kill_all` looked at the live
-        // groups sees `killing` and stops itself; if this process exits first, the guardian,
-        // which watches it from the start, kills it.
-        let spawned = if shared.killing.load(Ordering::SeqCst) {
-            None
-        } else {
-            let child = match (&composed, &direct) {
-                (Composed::Argv(argv), _) => build(Some(argv)),
-                // A simple command runs without the shell; if it cannot start, the shell runs it
-                // (for its exact errors, and for scripts without `#!`, which only a shell runs).
-                (Composed::Shell(_), Some(argv)) => build(Some(argv)).or_else(|_| build(None)),
-                (Composed::Shell(_), None) => build(None),
-            };
-            if let Ok(c) = &child {
-                // Best effort: the guardian only fails to watch beyond its capacity (`-j`).
-                let _ = guardian.watch(c.pgid());
-                lock(&shared.live).insert(c.pgid());
-                if shared.killing.load(Ordering::SeqCst) {
-                    let _ = c.signal_group(Signal::TERM);
-                }
-            }
-            Some(child)
-        };
-        match spawned {
-            None => {
-                outcome.signal = Signal::KILL.as_raw();
-            }
-            Some(Err(e)) => {
-                let program = match &composed {
-                    Composed::Shell(_) => "/bin/sh".to_string(),
-                    Composed::Argv(argv) => String::from_utf8_lossy(&argv[0]).into_owned(),
+            Executor::Local(guardian) => {
+                let build = |argv: Option<&[Vec<u8>]>| {
+                    let mut spawn = match argv {
+                        Some(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
+                            .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
+                        None => Spawn::shell(OsString::from_vec(command.clone())),
+                    }
+                    .capture_output(capture)
+                    // The guardian kills the job's whole group if this process dies, which also covers
+                    // the direct child; without a parent-death signal the spawn can use posix_spawn.
+                    .parent_death_signal(None);
+                    spawn.command_mut().stdin(Stdio::null());
+                    if let Some(n) = config.nice {
+                        spawn = spawn.nice(n);
+                    }
+                    spawn.spawn()
                 };
-                let message = format!("martelli run: cannot run '{program}': {e}\n");
-                outcome.stderr.extend_from_slice(message.as_bytes());
-                outcome.spawn_error = Some(format!("cannot run '{program}': {e}"));
-            }
-            Some(Ok(mut child)) => {
-                let mut lines = (config.output == OutputMode::LineBuffer)
-                    .then(|| LineSink::new(tag_prefix.clone()));
-                let result = child.communicate(&supervision, |stream, bytes| {
-                    let i = match stream {
-                        Stream::Stdout => 0,
-                        Stream::Stderr => 1,
+                // The spawn runs without a lock (it takes a while: it returns once the child has exec'd),
+                // so slots start jobs side by side. A job registered after `kill_all` looked at the live
+                // groups sees `killing` and stops itself; if this process exits first, the guardian,
+                // which watches it from the start, kills it.
+                let spawned = if shared.killing.load(Ordering::SeqCst) {
+                    None
+                } else {
+                    let child = match (&composed, &direct) {
+                        (Composed::Argv(argv), _) => build(Some(argv)),
+                        // A simple command runs without the shell; if it cannot start, the shell runs it
+                        // (for its exact errors, and for scripts without `#!`, which only a shell runs).
+                        (Composed::Shell(_), Some(argv)) => {
+                            build(Some(argv)).or_else(|_| build(None))
+                        }
+                        (Composed::Shell(_), None) => build(None),
                     };
-                    if i == 0 {
-                        outcome.stdout_bytes += bytes.len() as u64;
-                    }
-                    if let Some(sink) = &mut lines {
-                        sink.push(i, bytes);
-                    }
-                    if keep_output {
-                        if i == 0 {
-                            outcome.stdout.extend_from_slice(bytes);
-                        } else {
-                            outcome.stderr.extend_from_slice(bytes);
+                    if let Ok(c) = &child {
+                        // Best effort: the guardian only fails to watch beyond its capacity (`-j`).
+                        let _ = guardian.watch(c.pgid());
+                        lock(&shared.live).insert(c.pgid());
+                        if shared.killing.load(Ordering::SeqCst) {
+                            let _ = c.signal_group(Signal::TERM);
                         }
                     }
-                });
-                if let Some(sink) = &mut lines {
-                    sink.finish();
-                }
-                match result {
-                    Ok(done) => {
-                        use std::os::unix::process::ExitStatusExt;
-                        outcome.code = done.status.code();
-                        outcome.signal = done.status.signal().unwrap_or(0);
-                        outcome.timed_out = done.timed_out;
+                    Some(child)
+                };
+                match spawned {
+                    None => {
+                        outcome.signal = Signal::KILL.as_raw();
                     }
-                    Err(e) => {
-                        // Watching the job failed (a system error): make sure it is gone.
-                        let _ = child.kill_tree(config.grace);
-                        outcome.spawn_error = Some(format!("lost track of the job: {e}"));
+                    Some(Err(e)) => {
+                        let program = match &composed {
+                            Composed::Shell(_) => "/bin/sh".to_string(),
+                            Composed::Argv(argv) => String::from_utf8_lossy(&argv[0]).into_owned(),
+                        };
+                        let message = format!("martelli run: cannot run '{program}': {e}\n");
+                        outcome.stderr.extend_from_slice(message.as_bytes());
+                        outcome.spawn_error = Some(format!("cannot run '{program}': {e}"));
+                    }
+                    Some(Ok(mut child)) => {
+                        let mut lines = (config.output == OutputMode::LineBuffer)
+                            .then(|| LineSink::new(tag_prefix.clone()));
+                        let result = child.communicate(&supervision, |stream, bytes| {
+                            let i = match stream {
+                                Stream::Stdout => 0,
+                                Stream::Stderr => 1,
+                            };
+                            if i == 0 {
+                                outcome.stdout_bytes += bytes.len() as u64;
+                            }
+                            if let Some(sink) = &mut lines {
+                                sink.push(i, bytes);
+                            }
+                            if keep_output {
+                                if i == 0 {
+                                    outcome.stdout.extend_from_slice(bytes);
+                                } else {
+                                    outcome.stderr.extend_from_slice(bytes);
+                                }
+                            }
+                        });
+                        if let Some(sink) = &mut lines {
+                            sink.finish();
+                        }
+                        match result {
+                            Ok(done) => {
+                                use std::os::unix::process::ExitStatusExt;
+                                outcome.code = done.status.code();
+                                outcome.signal = done.status.signal().unwrap_or(0);
+                                outcome.timed_out = done.timed_out;
+                            }
+                            Err(e) => {
+                                // Watching the job failed (a system error): make sure it is gone.
+                                let _ = child.kill_tree(config.grace);
+                                outcome.spawn_error = Some(format!("lost track of the job: {e}"));
+                            }
+                        }
+                        guardian.forget(child.pgid());
+                        lock(&shared.live).remove(&child.pgid());
                     }
                 }
-                guardian.forget(child.pgid());
-                lock(&shared.live).remove(&child.pgid());
+                outcome.runtime = clock.elapsed();
             }
         }
-        outcome.runtime = clock.elapsed();
         let retry =
             outcome.failed() && attempt < config.tries && !shared.killing.load(Ordering::SeqCst);
         if !retry {
@@ -662,7 +716,7 @@ fn update_bar(bar: &ProgressBar, config: &Config, shared: &Shared) {
     };
     bar.set_position(finished);
     if config.progress.counts {
-        let running = lock(&shared.live).len();
+        let running = running(shared);
         bar.set_message(format!(
             "running {running}, done {finished}, failed {failed}"
         ));

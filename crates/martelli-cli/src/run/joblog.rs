@@ -5,7 +5,7 @@
 //! 1<TAB>:<TAB>1795657432.926<TAB>     0.003<TAB>0<TAB>2<TAB>0<TAB>0<TAB>echo a
 //! ```
 //!
-//! Host is `:` (this machine); Send is 0; Receive is the number of bytes the job wrote to stdout;
+//! Host is `:` (this machine), or the worker's host for `run --cluster`; Send is 0; Receive is the number of bytes the job wrote to stdout;
 //! Exitval is -1 for a job killed by `--timeout`.
 
 use std::collections::{HashMap, HashSet};
@@ -85,8 +85,13 @@ pub(crate) fn format_line(o: &Outcome) -> Vec<u8> {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
+    // A host name never holds a tab or a newline; replaced all the same, so a line stays a line.
+    let host = o
+        .host
+        .as_deref()
+        .map_or_else(|| ":".to_owned(), |h| h.replace(['\t', '\n'], " "));
     let mut line = format!(
-        "{}\t:\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t",
+        "{}\t{host}\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t",
         o.seq,
         start,
         o.runtime.as_secs_f64(),

@@ -3,7 +3,9 @@
 //! The flow follows ripgrep's: [`args`] parses the command line (clap for the options, by hand for
 //! GNU parallel's `:::` sources), [`config`] validates it into a [`config::Config`], and
 //! [`engine`] runs the jobs. Every job runs as a supervised process group through
-//! [`martelli::process`], the same machinery the process pool uses.
+//! [`martelli::process`], the same machinery the process pool uses; with `--cluster URL`, [`remote`]
+//! sends each job instead to the workers of a cluster queue as a shell-command task, and the engine
+//! treats its result as it would a local job's.
 //!
 //! Exit status, as GNU parallel's: 0 when every job succeeded; otherwise the number of failed jobs,
 //! at most 101; with `--halt`, the exit status of the job that triggered it (0 for `success`); 255
@@ -17,6 +19,7 @@ mod fuzz;
 mod input;
 mod joblog;
 mod output;
+mod remote;
 mod template;
 
 use std::ffi::OsString;
@@ -48,6 +51,9 @@ pub(crate) enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `--cluster`: the broker could not be used.
+    #[error("--cluster: {0}")]
+    Cluster(#[from] martelli::cluster::ClusterError),
     /// Anything else the runner needs from the system.
     #[error("{what}: {source}")]
     System {

@@ -34,6 +34,8 @@ pub(crate) struct Outcome {
     pub(crate) stdout_bytes: u64,
     /// Killed by `--halt now`: logged, not printed.
     pub(crate) suppressed: bool,
+    /// The host that ran the job (`run --cluster`); `None` for this machine.
+    pub(crate) host: Option<String>,
 }
 
 impl Outcome {
@@ -222,6 +224,9 @@ struct JsonJob<'a> {
     stdout: String,
     stderr: String,
     error: Option<&'a str>,
+    /// The worker's host, for a job run on a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
 }
 
 fn json(o: &Outcome) -> JsonLine<'_> {
@@ -244,6 +249,7 @@ fn json(o: &Outcome) -> JsonLine<'_> {
             stdout: text(&o.stdout),
             stderr: text(&o.stderr),
             error: o.spawn_error.as_deref(),
+            host: o.host.as_deref(),
         },
     }
 }

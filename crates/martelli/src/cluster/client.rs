@@ -103,6 +103,7 @@ pub struct ClientBuilder {
     queue: String,
     max_payload: usize,
     max_attempts: u32,
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ClientBuilder {
@@ -114,6 +115,7 @@ impl ClientBuilder {
             queue: DEFAULT_QUEUE.to_owned(),
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_attempts: super::envelope::DEFAULT_MAX_ATTEMPTS,
+            tls_ca: None,
         }
     }
 
@@ -141,6 +143,14 @@ impl ClientBuilder {
         self
     }
 
+    /// For a `rediss://` broker: trust the CA certificate(s) in the PEM file at `path` instead of the
+    /// system's roots (for a broker whose certificate a private CA signed). Without it, the file named
+    /// by the `MARTELLI_TLS_CA` environment variable, if set, is used.
+    pub fn tls_ca(mut self, path: impl Into<std::path::PathBuf>) -> ClientBuilder {
+        self.tls_ca = Some(path.into());
+        self
+    }
+
     /// Connects (checking the address, the credentials and the server's version) and starts the
     /// client's threads.
     pub fn build(self) -> Result<Client, ClusterError> {
@@ -154,7 +164,7 @@ impl ClientBuilder {
                 "the key prefix and the queue name must not be empty".to_owned(),
             ));
         }
-        let broker = Broker::new(&self.url)?;
+        let broker = Broker::new(&self.url, self.tls_ca.as_deref())?;
         let send_conn = broker.connect_checked()?;
         let collect_conn = broker.connect()?;
         let keys = Keys::new(&self.prefix, &self.queue);

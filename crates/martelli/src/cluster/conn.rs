@@ -1,8 +1,10 @@
 //! Connections to the broker: connecting with clear errors, reconnecting with backoff, and reading the
 //! few reply shapes the protocol uses out of [`redis::Value`].
 
+use super::TLS_CA_ENV;
 use super::error::ClusterError;
 use redis::{Connection, ErrorKind, RedisError, Value};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -22,12 +24,24 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
-    pub(crate) fn new(url: &str) -> Result<Broker, ClusterError> {
+    /// A broker at `url`. A `rediss://` URL connects with TLS, trusting the CA certificates in the PEM
+    /// file `tls_ca` (or in the file named by `MARTELLI_TLS_CA`), or else the system's roots.
+    pub(crate) fn new(url: &str, tls_ca: Option<&Path>) -> Result<Broker, ClusterError> {
         let shown = redact(url);
-        let client = redis::Client::open(url).map_err(|source| ClusterError::InvalidUrl {
-            url: shown.clone(),
-            source,
-        })?;
+        let tls = url
+            .get(..9)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"));
+        let client = if tls {
+            let ca = tls_ca
+                .map(Path::to_path_buf)
+                .or_else(|| std::env::var_os(TLS_CA_ENV).map(PathBuf::from));
+            tls::client(url, &shown, ca.as_deref())?
+        } else {
+            redis::Client::open(url).map_err(|source| ClusterError::InvalidUrl {
+                url: shown.clone(),
+                source,
+            })?
+        };
         Ok(Broker { client, shown })
     }
 
@@ -110,7 +124,12 @@ impl Broker {
     }
 
     fn classify(&self, error: RedisError) -> ClusterError {
-        if is_auth_error(&error) {
+        if let Some(detail) = tls::certificate_problem(&error) {
+            ClusterError::Tls {
+                url: self.shown.clone(),
+                detail,
+            }
+        } else if is_auth_error(&error) {
             ClusterError::Auth {
                 url: self.shown.clone(),
                 detail: error.to_string(),
@@ -126,6 +145,96 @@ impl Broker {
                 source: error,
             }
         }
+    }
+}
+
+/// Building TLS clients, with or without the `tls` feature.
+mod tls {
+    use super::ClusterError;
+    use redis::RedisError;
+    use std::path::Path;
+
+    /// A client for a `rediss://` URL that trusts the CA certificates in `ca`, or the system's roots.
+    #[cfg(feature = "tls")]
+    pub(super) fn client(
+        url: &str,
+        shown: &str,
+        ca: Option<&Path>,
+    ) -> Result<redis::Client, ClusterError> {
+        // One provider for the process; an error means one is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let root_cert = match ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| ClusterError::Tls {
+                    url: shown.to_owned(),
+                    detail: format!(
+                        "cannot read the CA certificate file {}: {e}",
+                        path.display()
+                    ),
+                })?;
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return Err(ClusterError::Tls {
+                        url: shown.to_owned(),
+                        detail: format!(
+                            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA's \
+                             certificate in PEM format",
+                            path.display()
+                        ),
+                    });
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert,
+        };
+        redis::Client::build_with_tls(url, certificates).map_err(|source| {
+            if source.kind() == redis::ErrorKind::InvalidClientConfig || source.is_io_error() {
+                ClusterError::Tls {
+                    url: shown.to_owned(),
+                    detail: source.to_string(),
+                }
+            } else {
+                ClusterError::InvalidUrl {
+                    url: shown.to_owned(),
+                    source,
+                }
+            }
+        })
+    }
+
+    /// Without the `tls` feature a `rediss://` URL is refused with what to do about it.
+    #[cfg(not(feature = "tls"))]
+    pub(super) fn client(
+        _url: &str,
+        shown: &str,
+        _ca: Option<&Path>,
+    ) -> Result<redis::Client, ClusterError> {
+        Err(ClusterError::Tls {
+            url: shown.to_owned(),
+            detail: "this build of martelli has no TLS support (build it with the `tls` feature, \
+                     or use a redis:// URL)"
+                .to_owned(),
+        })
+    }
+
+    /// What is wrong with the broker's certificate, when that is why a connection failed.
+    pub(super) fn certificate_problem(error: &RedisError) -> Option<String> {
+        let text = error.to_string();
+        let lower = text.to_ascii_lowercase();
+        let about_certificate = lower.contains("certificate")
+            || lower.contains("unknownissuer")
+            || lower.contains("notvalidforname")
+            || lower.contains("handshake");
+        about_certificate.then(|| {
+            format!(
+                "{text} (the broker's certificate is not trusted: give the CA that signed it with \
+                 --tls-ca FILE, tls_ca(FILE) or MARTELLI_TLS_CA=FILE, and connect with the host name \
+                 the certificate names)"
+            )
+        })
     }
 }
 

@@ -7,7 +7,7 @@
 pub enum ClusterError {
     /// The broker URL could not be parsed.
     #[error(
-        "invalid broker URL {url:?}: {source} (expected redis://[user:password@]host[:port][/db])"
+        "invalid broker URL {url:?}: {source} (expected redis://[user:password@]host[:port][/db], or rediss:// for TLS)"
     )]
     InvalidUrl {
         /// The URL as given, with any password replaced by `***`.
@@ -18,8 +18,8 @@ pub enum ClusterError {
     },
     /// Nothing answered at the broker's address.
     #[error(
-        "cannot reach the Redis broker at {url}: {source} (is redis-server running there, and is the \
-         host and port right?)"
+        "cannot reach the Redis broker at {url}: {source} (is redis-server running there, is the \
+         host and port right, and does the scheme match: rediss:// for a TLS port?)"
     )]
     Unreachable {
         /// The URL, with any password replaced by `***`.
@@ -37,6 +37,15 @@ pub enum ClusterError {
         /// The URL, with any password replaced by `***`.
         url: String,
         /// What the broker said.
+        detail: String,
+    },
+    /// A TLS connection (`rediss://`) could not be set up: the CA file, the broker's certificate, or
+    /// TLS support missing from this build.
+    #[error("TLS to the Redis broker at {url} failed: {detail}")]
+    Tls {
+        /// The URL, with any password replaced by `***`.
+        url: String,
+        /// What went wrong and what to do.
         detail: String,
     },
     /// The broker is older than the commands the protocol uses.
@@ -94,6 +103,11 @@ impl ClusterError {
     /// True when the broker could not be reached.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ClusterError::Unreachable { .. })
+    }
+
+    /// True when TLS could not be set up (CA file, untrusted certificate, no TLS support).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClusterError::Tls { .. })
     }
 
     /// True when the broker refused the credentials.

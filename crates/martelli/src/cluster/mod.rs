@@ -40,17 +40,30 @@
 //! - Without persistence (`appendonly no`), a Redis restart loses what was queued and results not yet
 //!   collected: the futures of those tasks resolve only by their deadline. With AOF nothing is lost.
 //!
+//! # Status
+//!
+//! [`status`] reads a queue's depth per priority, its delayed tasks and dead letters, the workers'
+//! heartbeats and the throughput from the broker alone; `martelli status` prints it.
+//!
+//! # TLS
+//!
+//! A `rediss://` URL connects with TLS (feature `tls`, rustls). The broker's certificate is checked
+//! against the system's roots, or the CA certificates of a PEM file:
+//! [`ClientBuilder::tls_ca`], [`WorkerOptions::tls_ca`], [`StatusOptions::tls_ca`], or the
+//! [`TLS_CA_ENV`] (`MARTELLI_TLS_CA`) environment variable.
+//!
 //! # Not built yet
 //!
-//! `Pool::cluster(url)` (the same `Pool` API over named tasks), the `martelli worker` and
-//! `martelli status` commands, TLS (`rediss://`), cancelling a queued task, and running tasks on a
-//! process pool inside the worker.
+//! `Pool::cluster(url)` (the same `Pool` API over named tasks), cancelling a queued task, running
+//! tasks on a process pool inside the worker, and client certificates (mutual TLS). The command-line
+//! worker for shell commands (`martelli worker`) and `martelli run --cluster` are in `martelli-cli`.
 
 mod client;
 mod conn;
 mod envelope;
 mod error;
 mod runner;
+mod status;
 mod worker;
 
 /// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, as cargo-fuzz does).
@@ -84,6 +97,9 @@ pub mod fuzzing {
 pub use client::{Client, ClientBuilder, SubmitOptions};
 pub use error::ClusterError;
 pub use runner::{RunError, TaskRunner, Tasks};
+pub use status::{
+    ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
+};
 pub use worker::{StopHandle, Worker, WorkerOptions, WorkerReport, serve};
 
 use crate::pool::Priority;
@@ -99,6 +115,10 @@ pub const DEFAULT_QUEUE: &str = "default";
 
 /// The consumer group every worker of a queue joins.
 pub const GROUP: &str = "martelli";
+
+/// The environment variable naming a PEM file of CA certificates to trust for a `rediss://` broker
+/// when the program gives none (`ClientBuilder::tls_ca`, `WorkerOptions::tls_ca`).
+pub const TLS_CA_ENV: &str = "MARTELLI_TLS_CA";
 
 /// The default largest envelope a client sends or a worker runs: 8 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 8 << 20;

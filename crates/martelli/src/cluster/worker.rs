@@ -96,6 +96,7 @@ pub struct WorkerOptions {
     max_payload: usize,
     dead_letter_max: usize,
     name: Option<String>,
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerOptions {
@@ -110,6 +111,7 @@ impl Default for WorkerOptions {
             max_payload: DEFAULT_MAX_PAYLOAD,
             dead_letter_max: 100_000,
             name: None,
+            tls_ca: None,
         }
     }
 }
@@ -175,6 +177,14 @@ impl WorkerOptions {
     /// run is a new consumer (default: the host name).
     pub fn name(mut self, name: impl Into<String>) -> WorkerOptions {
         self.name = Some(name.into());
+        self
+    }
+
+    /// For a `rediss://` broker: trust the CA certificate(s) in the PEM file at `path` instead of the
+    /// system's roots. Without it, the file named by the `MARTELLI_TLS_CA` environment variable, if
+    /// set, is used.
+    pub fn tls_ca(mut self, path: impl Into<std::path::PathBuf>) -> WorkerOptions {
+        self.tls_ca = Some(path.into());
         self
     }
 
@@ -337,7 +347,7 @@ impl Worker {
         options: WorkerOptions,
     ) -> Result<Worker, ClusterError> {
         options.validate()?;
-        let broker = Broker::new(url)?;
+        let broker = Broker::new(url, options.tls_ca.as_deref())?;
         let mut fetch_conn = broker.connect_checked()?;
         let write_conn = broker.connect()?;
         let keys = Keys::new(&options.prefix, &options.queue);
@@ -943,6 +953,8 @@ impl Shared {
             .arg(c.dead_lettered.load(Ordering::Relaxed))
             .arg("last_seen")
             .arg(unix_ms())
+            .arg("lease_ms")
+            .arg(u64::try_from(self.options.lease.as_millis()).unwrap_or(u64::MAX))
             .ignore();
         pipe.cmd("PEXPIRE")
             .arg(&heartbeat)

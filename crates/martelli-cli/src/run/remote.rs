@@ -1,0 +1,231 @@
+//! `run --cluster URL`: each job attempt is sent to the workers of a cluster queue as a
+//! shell-command task ([`crate::cluster::shell`]) and its result fills the job's [`Outcome`], so
+//! the engine prints, logs, retries and halts exactly as for a local job.
+//!
+//! What differs from a local run:
+//!
+//! - the command runs on the worker's machine, in the worker's working directory and environment,
+//!   with an empty stdin; `--timeout`, `--kill-grace` and `--nice` travel with it and the worker
+//!   enforces them on the command's process group;
+//! - output arrives when the job ends (`--line-buffer` prints its lines then), capped by the
+//!   worker's `--max-output` (a note on stderr says when it was cut);
+//! - a job running when `--halt now` (or a closed stdout) stops the run is given up, not killed:
+//!   its command finishes on its worker, and its result is dropped.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use martelli::TaskError;
+use martelli::cluster::{Client, StatusOptions};
+use martelli::process::Signal;
+use serde_bytes::ByteBuf;
+
+use super::RunError;
+use super::config::{ClusterTarget, Config, OutputMode};
+use super::output::{LineSink, Outcome};
+use super::template::Composed;
+use crate::cluster::shell::{self, ShellResult, ShellTask};
+
+/// How often a slot waiting for a result looks at the kill flag.
+const KILL_CHECK: Duration = Duration::from_millis(100);
+
+/// A connection to the cluster queue the jobs go to.
+#[derive(Debug)]
+pub(crate) struct Remote {
+    client: Client,
+    target: ClusterTarget,
+}
+
+impl Remote {
+    /// Connects to the broker (checking the address, the credentials and the server's version).
+    pub(crate) fn connect(target: &ClusterTarget) -> Result<Remote, RunError> {
+        let mut builder = Client::builder(&target.url)
+            .queue(&target.queue)
+            .prefix(&target.prefix);
+        if let Some(ca) = &target.tls_ca {
+            builder = builder.tls_ca(ca);
+        }
+        Ok(Remote {
+            client: builder.build()?,
+            target: target.clone(),
+        })
+    }
+
+    /// The slots of the live workers serving the queue: `-j`'s default with `--cluster`. `None`
+    /// when no live worker serves it (a warning says the jobs wait for one).
+    pub(crate) fn worker_slots(&self) -> Option<usize> {
+        let mut options = StatusOptions::new()
+            .queue(&self.target.queue)
+            .prefix(&self.target.prefix)
+            .sample(Duration::ZERO);
+        if let Some(ca) = &self.target.tls_ca {
+            options = options.tls_ca(ca);
+        }
+        let slots: u64 = martelli::cluster::status(&self.target.url, &options)
+            .map(|s| {
+                s.workers
+                    .iter()
+                    .filter(|w| w.alive && w.queue.as_deref() == Some(self.target.queue.as_str()))
+                    .filter_map(|w| w.concurrency)
+                    .sum()
+            })
+            .unwrap_or(0);
+        if slots == 0 {
+            let _ = writeln!(
+                io::stderr().lock(),
+                "martelli run: no live worker serves queue {:?} yet; the jobs wait until one starts \
+                 (martelli worker --cluster URL --queue {})",
+                self.target.queue,
+                self.target.queue
+            );
+            return None;
+        }
+        usize::try_from(slots).ok()
+    }
+
+    /// Runs one attempt of a job on the cluster and fills `outcome` with its result.
+    pub(crate) fn attempt(
+        &self,
+        config: &Config,
+        killing: &AtomicBool,
+        composed: &Composed,
+        tag_prefix: &[u8],
+        outcome: &mut Outcome,
+    ) {
+        let task = shell_task(config, composed);
+        let sent = rmp_serde::to_vec_named(&task)
+            .map_err(|e| format!("could not encode the job as a {} task: {e}", shell::TASK))
+            .and_then(|payload| {
+                self.client
+                    .submit_raw(shell::TASK, payload)
+                    .map_err(|e| format!("could not queue the job: {e}"))
+            });
+        let mut future = match sent {
+            Ok(future) => future,
+            Err(reason) => return fail(outcome, reason),
+        };
+        let answer = loop {
+            if killing.load(Ordering::SeqCst) {
+                // Given up: the command finishes on its worker and its result is dropped.
+                outcome.signal = Signal::KILL.as_raw();
+                return;
+            }
+            match future.wait_timeout(KILL_CHECK) {
+                Ok(answer) => break answer,
+                Err(pending) => future = pending,
+            }
+        };
+        let result: ShellResult = match answer {
+            Ok(bytes) => match rmp_serde::from_slice(&bytes) {
+                Ok(result) => result,
+                Err(e) => {
+                    return fail(
+                        outcome,
+                        format!("the worker's result is not a {} result: {e}", shell::TASK),
+                    );
+                }
+            },
+            Err(TaskError::Lost { attempts, reason }) => {
+                return fail(
+                    outcome,
+                    format!("the cluster gave the job up after {attempts} delivery(ies): {reason}"),
+                );
+            }
+            Err(e) => return fail(outcome, format!("the cluster could not run the job: {e}")),
+        };
+        fill(config, tag_prefix, outcome, result);
+    }
+}
+
+/// The shell-command task of one job: a shell line (or argv for `--no-shell`), and the limits the
+/// worker enforces.
+fn shell_task(config: &Config, composed: &Composed) -> ShellTask {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mut task = ShellTask {
+        timeout_ms: config.timeout.map(millis),
+        grace_ms: Some(millis(config.grace)),
+        nice: config.nice,
+        ..ShellTask::default()
+    };
+    match composed {
+        Composed::Shell(line) => task.shell = Some(ByteBuf::from(line.clone())),
+        Composed::Argv(argv) => {
+            task.argv = Some(argv.iter().map(|a| ByteBuf::from(a.clone())).collect());
+        }
+    }
+    task
+}
+
+/// A job the cluster could not run: it fails like a job that could not start.
+fn fail(outcome: &mut Outcome, reason: String) {
+    outcome
+        .stderr
+        .extend_from_slice(format!("martelli run: {reason}\n").as_bytes());
+    outcome.spawn_error = Some(reason);
+}
+
+/// Copies a command's result into the job's outcome, and prints its output now when the output
+/// mode prints as it goes (`--line-buffer`, `-u`).
+fn fill(config: &Config, tag_prefix: &[u8], outcome: &mut Outcome, result: ShellResult) {
+    outcome.code = result.code;
+    outcome.signal = result.signal.unwrap_or(0);
+    outcome.timed_out = result.timed_out;
+    outcome.stdout_bytes = result.stdout_bytes;
+    outcome.start = UNIX_EPOCH + Duration::from_millis(result.started_ms);
+    if result.started_ms == 0 {
+        outcome.start = SystemTime::now();
+    }
+    outcome.runtime = Duration::from_micros(result.duration_us);
+    outcome.host = Some(result.host);
+    let mut stderr = result.stderr.into_vec();
+    for (name, truncated, kept, total) in [
+        (
+            "stdout",
+            result.stdout_truncated,
+            result.stdout.len(),
+            result.stdout_bytes,
+        ),
+        (
+            "stderr",
+            result.stderr_truncated,
+            stderr.len(),
+            result.stderr_bytes,
+        ),
+    ] {
+        if truncated {
+            stderr.extend_from_slice(
+                format!(
+                    "martelli run: the worker kept the first {kept} of the {total} bytes the job \
+                     wrote to {name} (its --max-output)\n"
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    if let Some(reason) = result.error {
+        stderr.extend_from_slice(format!("martelli run: {reason}\n").as_bytes());
+        outcome.spawn_error = Some(reason);
+    }
+    let stdout = result.stdout.into_vec();
+    match config.output {
+        OutputMode::Group | OutputMode::Json => {
+            outcome.stdout = stdout;
+            outcome.stderr.extend_from_slice(&stderr);
+        }
+        OutputMode::LineBuffer => {
+            let mut sink = LineSink::new(tag_prefix.to_vec());
+            sink.push(0, &stdout);
+            sink.push(1, &stderr);
+            sink.finish();
+            if config.results.is_some() {
+                outcome.stdout = stdout;
+                outcome.stderr.extend_from_slice(&stderr);
+            }
+        }
+        OutputMode::Ungroup => {
+            let _ = io::stdout().lock().write_all(&stdout);
+            let _ = io::stderr().lock().write_all(&stderr);
+        }
+    }
+}

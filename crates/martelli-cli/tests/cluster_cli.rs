@@ -1,0 +1,766 @@
+//! End-to-end tests of the cluster commands: `martelli worker`, `martelli run --cluster` and
+//! `martelli status`, against a private `redis-server` started on a free port and real worker
+//! processes (killed with real signals). Every process a test starts is killed when it ends.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+
+/// The `martelli` binary under test.
+fn martelli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_martelli"))
+}
+
+/// A child process killed (and reaped) when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(self.pid()).expect("a child's pid is positive");
+        kill_process(pid, signal).expect("our unreaped child can be signalled");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    fn wait_for(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {} did not exit within {limit:?}",
+                self.pid()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process and collects what it printed (stdout and stderr must be piped).
+    fn output(mut self, limit: Duration) -> Output {
+        let status = self.wait_for(limit);
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        if let Some(mut s) = self.child.stdout.take() {
+            let _ = std::io::Read::read_to_end(&mut s, &mut stdout);
+        }
+        if let Some(mut s) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_end(&mut s, &mut stderr);
+        }
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private `redis-server` on a free port, killed when dropped.
+struct Redis {
+    _proc: Proc,
+    port: u16,
+}
+
+impl Redis {
+    fn start(extra: &[&str]) -> Redis {
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let proc = Proc { child };
+        wait_ready(stdout, port);
+        Redis { _proc: proc, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Reads redis-server's log until it accepts connections, then keeps draining it.
+fn wait_ready(stdout: std::process::ChildStdout, port: u16) {
+    let mut lines = BufReader::new(stdout).lines();
+    let mut log = String::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("Ready to accept connections") {
+                    break;
+                }
+            }
+            _ => panic!("redis-server on port {port} exited before it was ready:\n{log}"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+}
+
+/// Starts `martelli worker` on `url` with a short lease and poll, so that tests are quick.
+fn worker(url: &str, name: &str, jobs: usize) -> Proc {
+    let child = martelli()
+        .args(["worker", "--cluster", url, "--name", name])
+        .args(["-j", &jobs.to_string(), "--lease", "1", "--poll", "0.05"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("martelli worker starts");
+    Proc { child }
+}
+
+/// Starts `martelli run --cluster url ARGS…` in the background.
+fn run_bg(url: &str, args: &[&str]) -> Proc {
+    let child = martelli()
+        .args(["run", "--cluster", url])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("martelli run starts");
+    Proc { child }
+}
+
+/// Runs `martelli run --cluster url ARGS…` to its end (at most a minute).
+fn run(url: &str, args: &[&str]) -> Output {
+    run_bg(url, args).output(Duration::from_secs(60))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// `martelli status --json --sample 0`, parsed.
+fn status(url: &str) -> serde_json::Value {
+    let o = martelli()
+        .args(["status", "--cluster", url, "--json", "--sample", "0"])
+        .output()
+        .expect("martelli status runs");
+    assert_code(&o, 0);
+    serde_json::from_slice(&o.stdout).expect("status --json prints JSON")
+}
+
+/// Polls `martelli status` until `ready` holds (at most 30 s).
+fn wait_status(
+    url: &str,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(url);
+        if ready(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last status: {s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The live workers the status lists, by consumer name.
+fn live_workers(s: &serde_json::Value) -> Vec<&serde_json::Value> {
+    s["workers"]
+        .as_array()
+        .map(|w| w.iter().filter(|w| w["alive"] == true).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until `n` live workers are registered (their first heartbeat is written).
+fn wait_workers(url: &str, n: usize) {
+    wait_status(url, &format!("{n} live worker(s)"), |s| {
+        live_workers(s).len() == n
+    });
+}
+
+/// Waits until `path` exists (at most 30 s).
+fn wait_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+fn joblog_rows(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .expect("the joblog exists")
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn jobs_run_on_workers_in_order_with_a_joblog_naming_the_worker() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let _w = worker(&url, "alpha", 2);
+    wait_workers(&url, 1);
+    let dir = temp_dir();
+    let log = dir.path().join("joblog");
+    let o = run(
+        &url,
+        &[
+            "-k",
+            "--joblog",
+            log.to_str().unwrap(),
+            "echo",
+            "{}",
+            ":::",
+            "a",
+            "b",
+            "c",
+        ],
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "a\nb\nc\n");
+    let rows = joblog_rows(&log);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row[1], "alpha", "the Host column names the worker: {row:?}");
+        assert_eq!(
+            row[5], "2",
+            "Receive counts the job's stdout bytes: {row:?}"
+        );
+        assert_eq!(row[6], "0");
+    }
+    let mut commands: Vec<&str> = rows.iter().map(|r| r[8].as_str()).collect();
+    commands.sort_unstable();
+    assert_eq!(commands, ["echo a", "echo b", "echo c"]);
+
+    // --keep-order holds a fast job back behind a slow one started before it.
+    let o = run(
+        &url,
+        &["-k", "-j", "2", "sleep {}; echo {}", ":::", "0.6", "0"],
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "0.6\n0\n");
+    // Without it, results are printed as they arrive.
+    let o = run(&url, &["-j", "2", "sleep {}; echo {}", ":::", "0.6", "0"]);
+    assert_eq!(stdout(&o), "0\n0.6\n");
+}
+
+#[test]
+fn exit_status_halt_retries_and_timeout_behave_as_in_a_local_run() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let _w = worker(&url, "beta", 2);
+    wait_workers(&url, 1);
+
+    // The number of failed jobs.
+    let o = run(&url, &["exit {}", ":::", "0", "3", "5"]);
+    assert_code(&o, 2);
+    // --halt now,fail=1: the failing job's own status.
+    let o = run(
+        &url,
+        &[
+            "-j",
+            "1",
+            "--halt",
+            "now,fail=1",
+            "exit {}",
+            ":::",
+            "7",
+            "0",
+        ],
+    );
+    assert_code(&o, 7);
+    // Signals come back too: 128 + the signal with --halt.
+    let o = run(
+        &url,
+        &["--halt", "now,fail=1", "kill -USR1 $$ # {}", ":::", "x"],
+    );
+    assert_code(&o, 128 + 10);
+    // A command that cannot start is a failure, as locally.
+    let o = run(&url, &["--no-shell", "/no/such/program", ":::", "x"]);
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains("/no/such/program"), "{}", stderr(&o));
+
+    // --retries: the first attempt fails, the second succeeds.
+    let dir = temp_dir();
+    let marker = dir.path().join("tried");
+    let line = format!(
+        "if [ -e {m} ]; then echo second; else touch {m}; echo first; exit 1; fi # {{}}",
+        m = marker.display()
+    );
+    let o = run(&url, &["--retries", "2", &line, ":::", "x"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "second\n");
+
+    // --timeout kills the command's process group on the worker.
+    let log = dir.path().join("joblog");
+    let started = Instant::now();
+    let o = run(
+        &url,
+        &[
+            "--timeout",
+            "0.5",
+            "--joblog",
+            log.to_str().unwrap(),
+            "sleep 30; echo never # {}",
+            ":::",
+            "x",
+        ],
+    );
+    assert_code(&o, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("never"));
+    let rows = joblog_rows(&log);
+    assert_eq!(
+        rows[0][6], "-1",
+        "a timed-out job's Exitval is -1: {rows:?}"
+    );
+}
+
+#[test]
+fn output_modes_and_caps_carry_over() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let _w = worker(&url, "gamma", 2);
+    wait_workers(&url, 1);
+    let o = run(
+        &url,
+        &[
+            "--tag",
+            "-k",
+            "echo out; echo err >&2 # {}",
+            ":::",
+            "x",
+            "y",
+        ],
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "x\tout\ny\tout\n");
+    assert_eq!(stderr(&o), "x\terr\ny\terr\n");
+    let o = run(&url, &["--json", "echo {}", ":::", "hi"]);
+    assert_code(&o, 0);
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON line");
+    assert_eq!(line["data"]["stdout"], "hi\n");
+    assert_eq!(line["data"]["host"], "gamma");
+    assert_eq!(line["data"]["exit_code"], 0);
+}
+
+#[test]
+fn output_beyond_the_workers_cap_is_truncated_and_said() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let _w = {
+        let child = martelli()
+            .args(["worker", "--cluster", &url, "--name", "small", "-j", "1"])
+            .args(["--lease", "1", "--poll", "0.05", "--max-output", "4"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("martelli worker starts");
+        Proc { child }
+    };
+    wait_workers(&url, 1);
+    let o = run(&url, &["printf", "0123456789", ":::", "x"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "0123");
+    assert!(
+        stderr(&o).contains("first 4 of the 10 bytes"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_command_on_a_killed_worker_is_reclaimed_and_completes_on_another() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let dir = temp_dir();
+    let runs = dir.path().join("runs");
+    std::fs::create_dir(&runs).unwrap();
+    let mut first = worker(&url, "doomed", 1);
+    wait_workers(&url, 1);
+    // Each run of the command leaves a file named after its shell's pid, then works for a while.
+    let line = format!("touch {}/$$; sleep 1.5; echo done # {{}}", runs.display());
+    let log = dir.path().join("joblog");
+    let job = run_bg(
+        &url,
+        &["--joblog", log.to_str().unwrap(), &line, ":::", "x"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&runs).unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.signal(Signal::KILL);
+    first.wait_for(Duration::from_secs(10));
+    let _second = worker(&url, "rescuer", 1);
+    let o = job.output(Duration::from_secs(60));
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "done\n");
+    assert_eq!(
+        std::fs::read_dir(&runs).unwrap().count(),
+        2,
+        "the command ran on both workers"
+    );
+    let rows = joblog_rows(&log);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][1], "rescuer");
+    // The killed worker's command died with it (its guardian killed the group): no `sleep` of the
+    // first run is left.
+    let first_pid: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for pid in first_pid {
+        let pid = pid.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true),
+            "the command's shell {pid} outlived its worker"
+        );
+    }
+}
+
+#[test]
+fn status_shows_workers_and_queue_depth() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let _w = worker(&url, "steady", 1);
+    wait_workers(&url, 1);
+    let dir = temp_dir();
+    let gate = dir.path().join("gate");
+    // Three jobs at once on one slot: one held, two waiting, until the gate file appears.
+    let line = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done # {{}}",
+        gate.display()
+    );
+    let job = run_bg(&url, &["-j", "3", &line, ":::", "1", "2", "3"]);
+    let s = wait_status(&url, "one held and two waiting", |s| {
+        s["queue"]["held"] == 1 && s["queue"]["waiting"] == 2
+    });
+    assert_eq!(s["queue"]["name"], "default");
+    assert_eq!(s["queue"]["streams"][1]["priority"], "normal");
+    assert_eq!(s["queue"]["streams"][1]["waiting"], 2);
+    assert_eq!(s["queue"]["dead"], 0);
+    let workers = live_workers(&s);
+    assert_eq!(workers.len(), 1, "{s:#}");
+    let w = workers[0];
+    assert!(
+        w["consumer"].as_str().unwrap().starts_with("steady-"),
+        "{w:#}"
+    );
+    assert_eq!(w["concurrency"], 1);
+    assert_eq!(w["queue"], "default");
+    std::fs::write(&gate, b"").unwrap();
+    let o = job.output(Duration::from_secs(60));
+    assert_code(&o, 0);
+    // The worker's counters reach its heartbeat within a third of its lease.
+    let s = wait_status(&url, "three successes counted", |s| {
+        live_workers(s).first().is_some_and(|w| w["succeeded"] == 3)
+    });
+    assert_eq!(s["queue"]["waiting"], 0);
+    assert_eq!(s["queue"]["held"], 0);
+    // The text form is a table with the worker's row.
+    let o = martelli()
+        .args(["status", "--cluster", &url, "--sample", "0.2"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let text = stdout(&o);
+    assert!(
+        text.contains("WORKER") && text.contains("steady-"),
+        "{text}"
+    );
+    assert!(text.contains("throughput over"), "{text}");
+}
+
+#[test]
+fn sigterm_lets_a_worker_finish_its_command_and_exit_0() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let mut w = worker(&url, "graceful", 1);
+    wait_workers(&url, 1);
+    let dir = temp_dir();
+    let started = dir.path().join("started");
+    let line = format!("touch {}; sleep 1; echo finished # {{}}", started.display());
+    let job = run_bg(&url, &[&line, ":::", "x"]);
+    wait_file(&started);
+    w.signal(Signal::TERM);
+    let status = w.wait_for(Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the worker exits 0 after a graceful stop"
+    );
+    let o = job.output(Duration::from_secs(30));
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "finished\n");
+}
+
+#[test]
+fn broker_problems_are_one_line_errors() {
+    // Nothing listens there.
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let o = run(&url, &["echo", ":::", "x"]);
+    assert_code(&o, 255);
+    let e = stderr(&o);
+    assert!(e.contains("cannot reach the Redis broker"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+
+    let o = martelli()
+        .args(["worker", "--cluster", "http://nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("invalid broker URL"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+
+    let redis = Redis::start(&["--requirepass", "sesame"]);
+    let wrong = format!("redis://:nope@127.0.0.1:{}", redis.port);
+    for args in [
+        vec!["worker", "--cluster", &wrong],
+        vec!["status", "--cluster", &wrong],
+    ] {
+        let o = martelli().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let e = stderr(&o);
+        assert!(e.contains("refused the credentials"), "{e}");
+        assert!(!e.contains("nope"), "the password is hidden: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    }
+}
+
+#[test]
+fn without_j_as_many_jobs_run_at_once_as_the_live_workers_have_slots() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let _a = worker(&url, "left", 2);
+    let _b = worker(&url, "right", 3);
+    wait_workers(&url, 2);
+    let dir = temp_dir();
+    let gate = dir.path().join("gate");
+    // Each job marks that it started and waits for the gate: the gate opens only once all five
+    // run at once, which needs five slots (this machine's cores, the local default, are fewer).
+    let line = format!(
+        "touch {d}/started.{{}}; while [ ! -e {g} ]; do sleep 0.02; done; echo {{}}",
+        d = dir.path().display(),
+        g = gate.display()
+    );
+    let job = run_bg(&url, &["-k", &line, ":::", "1", "2", "3", "4", "5"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("started."))
+            })
+            .count();
+        if started == 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {started} of 5 jobs ran at once"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&gate, b"").unwrap();
+    let o = job.output(Duration::from_secs(60));
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "1\n2\n3\n4\n5\n");
+}
+
+/// A CA and a server certificate for 127.0.0.1 made with `openssl`, or why they could not be.
+fn make_certs(dir: &Path) -> Result<(), String> {
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n")
+        .map_err(|e| e.to_string())?;
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let ca = format!(
+        "req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+    );
+    let csr = format!("req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1");
+    let sign = "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                -out server.crt -days 2 -extfile server.ext";
+    let made = [ca.as_str(), csr.as_str(), sign]
+        .iter()
+        .all(|line| openssl(&line.split(' ').collect::<Vec<_>>()));
+    if made {
+        Ok(())
+    } else {
+        Err("the `openssl` command is missing or could not make the test certificates".into())
+    }
+}
+
+#[test]
+fn run_worker_and_status_speak_tls_with_a_private_ca() {
+    let dir = temp_dir();
+    if let Err(why) = make_certs(dir.path()) {
+        eprintln!("SKIPPED run_worker_and_status_speak_tls_with_a_private_ca: {why}");
+        return;
+    }
+    let port = free_port();
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args(["--tls-cert-file", &file("server.crt")])
+        .args(["--tls-key-file", &file("server.key")])
+        .args(["--tls-ca-cert-file", &file("ca.crt")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (scripts/test.sh installs it)");
+    let stdout_pipe = child.stdout.take().expect("piped stdout");
+    let _server = Proc { child };
+    let mut lines = BufReader::new(stdout_pipe).lines();
+    let mut log = String::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("Ready to accept connections") {
+                    break;
+                }
+            }
+            _ => {
+                eprintln!(
+                    "SKIPPED run_worker_and_status_speak_tls_with_a_private_ca: this redis-server \
+                     does not serve TLS:\n{log}"
+                );
+                return;
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let url = format!("rediss://127.0.0.1:{port}");
+    // The worker trusts the CA through the environment, run and status through --tls-ca.
+    let _w = Proc {
+        child: martelli()
+            .args(["worker", "--cluster", &url, "--name", "secure", "-j", "1"])
+            .args(["--lease", "1", "--poll", "0.05"])
+            .env("MARTELLI_TLS_CA", file("ca.crt"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("martelli worker starts"),
+    };
+    let o = run(
+        &url,
+        &["--tls-ca", &file("ca.crt"), "-k", "echo", ":::", "x", "y"],
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "x\ny\n");
+    let o = martelli()
+        .args([
+            "status",
+            "--cluster",
+            &url,
+            "--tls-ca",
+            &file("ca.crt"),
+            "--json",
+        ])
+        .args(["--sample", "0"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["workers"][0]["queue"], "default", "{s:#}");
+    // Without the CA, the certificate is refused in one line that says what to do.
+    let o = martelli()
+        .args(["status", "--cluster", &url, "--sample", "0"])
+        .env_remove("MARTELLI_TLS_CA")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("not trusted") && e.contains("--tls-ca"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+}
