@@ -407,17 +407,11 @@ where
         })?;
         let mut futures = Vec::with_capacity(n);
         for index in 0..n {
-            // The guard travels inside the job: if the job is dropped unrun, the count still falls.
-            let live = LiveGuard(Arc::clone(&counters));
-            let member = Arc::clone(&group);
             let (promise, future) = promise::<()>();
             let job = Job {
                 priority: Priority::High,
                 task: Box::new(Owned(TaskJob {
-                    body: Plain(move || {
-                        let _live = live;
-                        member.serve(index);
-                    }),
+                    body: Plain(consumer(&group, index)),
                     promise,
                     // A daemon runs for the life of the pool: the pool's task timeout is for tasks.
                     timeout: None,
@@ -489,15 +483,13 @@ where
             })?;
         let mut futures = Vec::with_capacity(n);
         for index in 0..n {
-            let live = LiveGuard(Arc::clone(&counters));
-            let member = Arc::clone(&group);
             let (promise, future) = promise::<()>();
+            let serve = consumer(&group, index);
             let spawned = std::thread::Builder::new()
                 .name(format!("martelli-consumer-{index}"))
                 .spawn(move || {
-                    let _live = live;
                     if promise.start() {
-                        member.serve(index);
+                        serve();
                     }
                     promise.complete(Ok(()));
                 });
@@ -534,6 +526,21 @@ struct Counters {
 }
 
 struct LiveGuard(Arc<Counters>);
+
+/// Consumer `index` of `group`, ready to run where it is hosted. It holds its share of the group's
+/// live count: dropped unrun (a refused job, a thread that never started), the count still falls.
+fn consumer<T, R>(group: &Arc<Group<T, R>>, index: usize) -> impl FnOnce() + Send + 'static
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    let live = LiveGuard(Arc::clone(&group.counters));
+    let member = Arc::clone(group);
+    move || {
+        let _live = live;
+        member.serve(index);
+    }
+}
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {

@@ -633,13 +633,18 @@ impl Pool {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.send_remote(options, name, false, args, |promise, timeout| {
-            Box::new(RemoteSink {
-                promise,
-                timeout,
-                decode: decode_value::<R>,
-            })
-        })
+        let call = RemoteCall {
+            options,
+            name,
+            batch: false,
+        };
+        send_remote(
+            &*self.backend,
+            self.task_timeout,
+            call,
+            args,
+            decode_value::<R>,
+        )
     }
 
     /// Sends a chunk of a task map: every item runs on one worker, one round trip.
@@ -649,41 +654,21 @@ impl Pool {
         chunk: Vec<T::Args>,
     ) -> Result<Future<Vec<TaskResult<T::Output>>>, Error> {
         if self.backend.remote().is_some() {
-            return self.send_remote(options, T::NAME, true, &chunk, |promise, timeout| {
-                Box::new(RemoteSink {
-                    promise,
-                    timeout,
-                    decode: decode_chunk::<T::Output>,
-                })
-            });
+            let call = RemoteCall {
+                options,
+                name: T::NAME,
+                batch: true,
+            };
+            return send_remote(
+                &*self.backend,
+                self.task_timeout,
+                call,
+                &chunk,
+                decode_chunk::<T::Output>,
+            );
         }
         self.submit_body(options, ChunkBody::<T>(chunk), Admission::Wait)
             .map_err(|_| Error::ShutDown)
-    }
-
-    fn send_remote<A, V>(
-        &self,
-        options: TaskOptions,
-        name: &str,
-        batch: bool,
-        args: &A,
-        sink: impl FnOnce(Promise<V>, Option<Duration>) -> Box<dyn Sink>,
-    ) -> Result<Future<V>, Error>
-    where
-        A: Serialize + ?Sized,
-        V: Send + 'static,
-    {
-        send_remote(
-            &*self.backend,
-            self.task_timeout,
-            RemoteCall {
-                options,
-                name,
-                batch,
-            },
-            args,
-            sink,
-        )
     }
 
     /// Runs task `T` on this pool's remote backend from any thread, for as long as the backend takes
@@ -967,13 +952,14 @@ struct RemoteCall<'a> {
     batch: bool,
 }
 
-/// Encodes a task's `Run` (or `RunBatch`) frame and hands it to a remote backend.
+/// Encodes a task's `Run` (or `RunBatch`) frame and hands it to a remote backend; the outcome's bytes
+/// are decoded by `decode`.
 fn send_remote<A, V>(
     backend: &dyn Backend,
     task_timeout: Option<Duration>,
     call: RemoteCall<'_>,
     args: &A,
-    sink: impl FnOnce(Promise<V>, Option<Duration>) -> Box<dyn Sink>,
+    decode: fn(&[u8]) -> TaskResult<V>,
 ) -> Result<Future<V>, Error>
 where
     A: Serialize + ?Sized,
@@ -1010,7 +996,11 @@ where
         id,
         priority: options.priority,
         frame,
-        sink: sink(promise, options.timeout.or(task_timeout)),
+        sink: Box::new(RemoteSink {
+            promise,
+            timeout: options.timeout.or(task_timeout),
+            decode,
+        }),
     };
     match remote.execute_remote(job, Admission::Wait) {
         Ok(()) => Ok(future),
@@ -1040,13 +1030,7 @@ impl<T: Task> RemoteRunner<T> {
             self.task_timeout,
             call,
             &args,
-            |promise, timeout| {
-                Box::new(RemoteSink {
-                    promise,
-                    timeout,
-                    decode: decode_value::<T::Output>,
-                })
-            },
+            decode_value::<T::Output>,
         )
         .map_or(Err(TaskError::Cancelled), Future::wait)
     }
