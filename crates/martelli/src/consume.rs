@@ -53,8 +53,12 @@
 //!
 //! Daemons run on the thread backend. The inline backend runs tasks on the caller's thread and the
 //! event loop (`async`) on its loop thread, either of which a daemon would block for good, so
-//! `consume` on those pools fails with [`ConsumeError::Unsupported`] rather than hang. The process and
-//! cluster backends are not built yet; when they are, items and results will cross as serde values.
+//! `consume` on those pools fails with [`ConsumeError::Unsupported`] rather than hang.
+//!
+//! On a process pool, serve a queue with [`Pool::consume_task`] and a
+//! [`#[martelli::task]`](crate::task): items and results cross as serde values, each consumer is a
+//! thread of this process with one item in flight in a worker process, and a crash or timeout fails
+//! only its item. A closure there is [`ConsumeError::NotATask`].
 
 use crate::backend::Admission;
 use crate::error::{TaskError, TaskFailure, TaskResult};
@@ -63,6 +67,7 @@ use crate::job::{Job, Owned, Plain, TaskJob};
 use crate::pool::{Pool, Priority};
 use crate::queue::{JoinableQueue, StopSignal};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::task::Task;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -74,7 +79,9 @@ pub enum ConsumeError {
     /// the event loop (`async`) on its loop thread, and a consumer there would block that thread for
     /// the life of the pool.
     #[error(
-        "daemon consumers need workers that are threads of their own, but the {backend:?} backend runs          tasks {runs_on}, which a consumer would block for the life of the pool; use a thread pool          (Pool::threads) for consumers"
+        "daemon consumers need workers that are threads of their own, but the {backend:?} backend runs \
+         tasks {runs_on}, which a consumer would block for the life of the pool; use a thread pool \
+         (Pool::threads) for consumers"
     )]
     Unsupported {
         /// The pool's backend (`Pool::kind`).
@@ -85,6 +92,30 @@ pub enum ConsumeError {
     /// The pool is shut down.
     #[error("the pool is shut down and starts no consumers (build a new pool)")]
     ShutDown,
+    /// A closure was given to a pool that runs tasks in other processes: only `#[martelli::task]`
+    /// functions cross a process boundary.
+    #[error(
+        "the {backend:?} backend runs #[martelli::task] functions in other processes, not closures; \
+         serve the queue with Pool::consume_task"
+    )]
+    NotATask {
+        /// The pool's backend (`Pool::kind`).
+        backend: &'static str,
+    },
+    /// More consumer threads were asked for than a pool may have.
+    #[error(
+        "asked for {asked} consumers, more than the {max} consumer threads a pool may have; each \
+         consumer keeps one task in flight, so a few per worker process are plenty"
+    )]
+    TooManyConsumers {
+        /// Consumers asked for.
+        asked: usize,
+        /// The most a pool may have.
+        max: usize,
+    },
+    /// The operating system refused to start a consumer thread.
+    #[error("could not start a consumer thread: {0} (ask for fewer consumers)")]
+    Spawn(#[source] std::io::Error),
     /// [`Consume::consumers`] was given 0.
     #[error("asked for 0 consumers; ask for at least 1")]
     NoConsumers,
@@ -135,6 +166,18 @@ impl ItemError {
 type TaskFn<T, R> = dyn Fn(T) -> TaskResult<R> + Send + Sync;
 type ErrorCallback = dyn Fn(ItemError) + Send + Sync;
 
+/// Where a group's consumers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hosting {
+    /// Each consumer occupies one of the pool's worker threads (the task runs in this process).
+    PoolWorkers,
+    /// Each consumer is a thread of its own that hands items to a remote backend and waits.
+    OwnThreads,
+}
+
+/// The most consumer threads one pool may have on a remote backend.
+const MAX_CONSUMER_THREADS: usize = 1024;
+
 enum ErrorSink {
     Stderr,
     Queue(JoinableQueue<ItemError>),
@@ -148,6 +191,7 @@ pub struct Consume<'p, T, R> {
     pool: &'p Pool,
     input: JoinableQueue<T>,
     task: std::sync::Arc<TaskFn<T, R>>,
+    hosting: Hosting,
     consumers: Option<usize>,
     output: Option<JoinableQueue<R>>,
     errors: ErrorSink,
@@ -191,7 +235,11 @@ impl Pool {
         R: Send + 'static,
         F: Fn(T) -> R + Send + Sync + 'static,
     {
-        self.consume_task(queue, std::sync::Arc::new(move |item| Ok(task(item))))
+        self.consume_fn(
+            queue,
+            std::sync::Arc::new(move |item| Ok(task(item))),
+            Hosting::PoolWorkers,
+        )
     }
 
     /// [`consume`](Pool::consume) with a task that returns `Result`: an `Err` is a failed item, reported
@@ -207,23 +255,73 @@ impl Pool {
         E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
         F: Fn(T) -> Result<R, E> + Send + Sync + 'static,
     {
-        self.consume_task(
+        self.consume_fn(
             queue,
             std::sync::Arc::new(move |item| {
                 task(item).map_err(|e| TaskError::Failed(TaskFailure::from_error(e)))
             }),
+            Hosting::PoolWorkers,
         )
     }
 
-    fn consume_task<T, R>(
+    /// Daemon consumers that run a [`#[martelli::task]`](crate::task) on every item of `queue` (the
+    /// items are the task's arguments, the results its values): the form that works on every backend
+    /// with daemons, the process pool included.
+    ///
+    /// On a thread pool the task runs on the consumers' workers, as with [`consume`](Pool::consume).
+    /// On a process pool each consumer is a thread of this process that sends its item to a worker
+    /// process and waits for the outcome, so a task that crashes or times out fails only its item
+    /// (the worker is replaced) and the consumer goes on. There the number of consumers is the number
+    /// of items in flight: it defaults to the pool's worker processes and may exceed them (up to
+    /// 1,024), which keeps the workers busy while results travel.
+    ///
+    /// ```
+    /// use martelli::{JoinableQueue, Pool};
+    ///
+    /// #[martelli::task]
+    /// fn shout(word: String) -> String {
+    ///     word.to_uppercase()
+    /// }
+    ///
+    /// let pool = Pool::from_env("threads:2")?; // MARTELLI_POOL=processes:2 runs it in processes
+    /// let words = JoinableQueue::new();
+    /// let loud = JoinableQueue::new();
+    /// pool.consume_task(&words, shout).output(&loud).start()?;
+    /// words.put(("queue".to_string(),))?;
+    /// words.join();
+    /// assert_eq!(loud.try_get()?, "QUEUE");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn consume_task<T: Task>(
+        &self,
+        queue: &JoinableQueue<T::Args>,
+        _task: T,
+    ) -> Consume<'_, T::Args, T::Output> {
+        match self.remote_runner::<T>() {
+            Some(runner) => self.consume_fn(
+                queue,
+                std::sync::Arc::new(move |args| runner.run(args)),
+                Hosting::OwnThreads,
+            ),
+            None => self.consume_fn(
+                queue,
+                std::sync::Arc::new(|args| T::run(args).map_err(TaskError::Failed)),
+                Hosting::PoolWorkers,
+            ),
+        }
+    }
+
+    fn consume_fn<T, R>(
         &self,
         queue: &JoinableQueue<T>,
         task: std::sync::Arc<TaskFn<T, R>>,
+        hosting: Hosting,
     ) -> Consume<'_, T, R> {
         Consume {
             pool: self,
             input: queue.clone(),
             task,
+            hosting,
             consumers: None,
             output: None,
             errors: ErrorSink::Stderr,
@@ -270,6 +368,14 @@ where
     /// first consumer itself, as a worker runs any task it cannot queue to its own full pool.
     pub fn start(self) -> Result<Consumers, ConsumeError> {
         let pool = self.pool;
+        if self.hosting == Hosting::OwnThreads {
+            return self.start_threads();
+        }
+        if pool.closures_allowed().is_err() {
+            return Err(ConsumeError::NotATask {
+                backend: pool.kind(),
+            });
+        }
         match pool.kind() {
             "threads" => {}
             "inline" => {
@@ -294,37 +400,18 @@ where
         if self.consumers == Some(0) {
             return Err(ConsumeError::NoConsumers);
         }
-        let counters = Arc::new(Counters {
-            stop: StopSignal::new(),
-            live: AtomicU64::new(0),
-            processed: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-        });
-        let group = Arc::new(Group {
-            input: self.input,
-            output: self.output,
-            errors: self.errors,
-            task: self.task,
-            counters: Arc::clone(&counters),
-        });
-        let n = pool
-            .daemons()
-            .register(pool.workers(), self.consumers, || {
-                Box::new(GroupHandle(Arc::clone(&group)))
-            })?;
+        let asked = self.consumers;
+        let (group, counters) = self.into_group();
+        let n = pool.daemons().register(pool.workers(), asked, || {
+            Box::new(GroupHandle(Arc::clone(&group)))
+        })?;
         let mut futures = Vec::with_capacity(n);
         for index in 0..n {
-            // The guard travels inside the job: if the job is dropped unrun, the count still falls.
-            let live = LiveGuard(Arc::clone(&counters));
-            let member = Arc::clone(&group);
             let (promise, future) = promise::<()>();
             let job = Job {
                 priority: Priority::High,
                 task: Box::new(Owned(TaskJob {
-                    body: Plain(move || {
-                        let _live = live;
-                        member.serve(index);
-                    }),
+                    body: Plain(consumer(&group, index)),
                     promise,
                     // A daemon runs for the life of the pool: the pool's task timeout is for tasks.
                     timeout: None,
@@ -348,6 +435,85 @@ where
             futures,
         })
     }
+
+    fn into_group(self) -> (Arc<Group<T, R>>, Arc<Counters>) {
+        let counters = Arc::new(Counters {
+            stop: StopSignal::new(),
+            live: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        });
+        let group = Arc::new(Group {
+            input: self.input,
+            output: self.output,
+            errors: self.errors,
+            task: self.task,
+            counters: Arc::clone(&counters),
+            threads: Mutex::new(Vec::new()),
+        });
+        (group, counters)
+    }
+
+    /// Starts consumers on threads of their own (a remote backend: the task runs elsewhere).
+    fn start_threads(self) -> Result<Consumers, ConsumeError> {
+        let pool = self.pool;
+        let asked = match self.consumers {
+            Some(0) => return Err(ConsumeError::NoConsumers),
+            Some(n) => n,
+            None => pool.workers(),
+        };
+        if asked > MAX_CONSUMER_THREADS {
+            return Err(ConsumeError::TooManyConsumers {
+                asked,
+                max: MAX_CONSUMER_THREADS,
+            });
+        }
+        let (group, counters) = self.into_group();
+        let n = pool
+            .daemons()
+            .register(MAX_CONSUMER_THREADS, Some(asked), || {
+                Box::new(GroupHandle(Arc::clone(&group)))
+            })
+            .map_err(|e| match e {
+                ConsumeError::NotEnoughWorkers { asked, .. } => ConsumeError::TooManyConsumers {
+                    asked,
+                    max: MAX_CONSUMER_THREADS,
+                },
+                other => other,
+            })?;
+        let mut futures = Vec::with_capacity(n);
+        for index in 0..n {
+            let (promise, future) = promise::<()>();
+            let serve = consumer(&group, index);
+            let spawned = std::thread::Builder::new()
+                .name(format!("martelli-consumer-{index}"))
+                .spawn(move || {
+                    if promise.start() {
+                        serve();
+                    }
+                    promise.complete(Ok(()));
+                });
+            match spawned {
+                Ok(handle) => group.threads.lock().push(handle),
+                Err(e) => {
+                    // The closure (and its guard) was dropped unrun; release the reservations of
+                    // the consumers never started and stop the ones that were.
+                    counters
+                        .live
+                        .fetch_sub((n - index - 1) as u64, Ordering::AcqRel);
+                    group.stop();
+                    group.join();
+                    return Err(ConsumeError::Spawn(e));
+                }
+            }
+            futures.push(future);
+        }
+        Ok(Consumers {
+            handle: Box::new(GroupHandle(group)),
+            counters,
+            futures,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -361,6 +527,21 @@ struct Counters {
 
 struct LiveGuard(Arc<Counters>);
 
+/// Consumer `index` of `group`, ready to run where it is hosted. It holds its share of the group's
+/// live count: dropped unrun (a refused job, a thread that never started), the count still falls.
+fn consumer<T, R>(group: &Arc<Group<T, R>>, index: usize) -> impl FnOnce() + Send + 'static
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    let live = LiveGuard(Arc::clone(&group.counters));
+    let member = Arc::clone(group);
+    move || {
+        let _live = live;
+        member.serve(index);
+    }
+}
+
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::AcqRel);
@@ -373,9 +554,24 @@ struct Group<T, R> {
     errors: ErrorSink,
     task: std::sync::Arc<TaskFn<T, R>>,
     counters: Arc<Counters>,
+    /// The consumers' threads when they run on threads of their own; empty on pool workers.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl<T, R> Group<T, R> {
+    /// Waits for the consumers that run on threads of their own (not for the calling thread, when
+    /// it is one of them: an `on_error` callback may shut the pool down).
+    fn join(&self) {
+        let handles = std::mem::take(&mut *self.threads.lock());
+        let me = std::thread::current().id();
+        for handle in handles {
+            if handle.thread().id() != me {
+                // `serve` catches the task's panics; a consumer thread has nothing else to report.
+                let _ = handle.join();
+            }
+        }
+    }
+
     /// One consumer's life: the loop of the module documentation.
     fn serve(&self, index: usize) {
         let stop = &self.counters.stop;
@@ -455,6 +651,8 @@ impl<T, R> Group<T, R> {
 /// A consumer group as the pool's registry sees it, whatever its item types.
 trait Daemon: Send + Sync {
     fn stop(&self);
+    /// Waits for consumers on threads of their own (after `stop`).
+    fn join(&self);
     fn live(&self) -> usize;
     fn reserve(&self, consumers: usize);
 }
@@ -464,6 +662,10 @@ struct GroupHandle<T, R>(Arc<Group<T, R>>);
 impl<T: Send, R: Send> Daemon for GroupHandle<T, R> {
     fn stop(&self) {
         self.0.stop();
+    }
+
+    fn join(&self) {
+        self.0.join();
     }
 
     fn live(&self) -> usize {
@@ -532,15 +734,20 @@ impl Daemons {
         Ok(n)
     }
 
-    /// Stops every group, now and for good (the pool is shutting down).
+    /// Stops every group, now and for good (the pool is shutting down), and waits for the consumers
+    /// that run on threads of their own: each finishes the item in hand, whose task still runs
+    /// because the backend shuts down only after this.
     pub(crate) fn stop_all(&self) {
         let groups = {
             let mut inner = self.inner.lock();
             inner.stopped = true;
             std::mem::take(&mut inner.groups)
         };
-        for group in groups {
+        for group in &groups {
             group.stop();
+        }
+        for group in &groups {
+            group.join();
         }
     }
 }

@@ -136,6 +136,7 @@ mod sync;
 mod task;
 mod task_future;
 mod task_map;
+mod task_pool;
 mod wait;
 mod watchdog;
 
@@ -164,6 +165,7 @@ pub use scope::Scope;
 pub use task::{DuplicateTask, Task};
 pub use task_future::BlockingReport;
 pub use task_map::TaskMap;
+pub use task_pool::TaskPool;
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
 
 /// Where process pools are not built (outside Linux) no process is ever started as a worker: `init`

@@ -415,8 +415,8 @@ impl PoolBuilder {
                 "name_prefix contains a NUL byte, which thread names cannot hold".into(),
             ));
         }
-        let backend: Box<dyn Backend> = match self.kind {
-            Kind::Inline => Box::new(Inline::default()),
+        let backend: Arc<dyn Backend> = match self.kind {
+            Kind::Inline => Arc::new(Inline::default()),
             #[cfg(target_os = "linux")]
             Kind::Processes(n) => {
                 let workers = if n == 0 { available_cores() } else { n };
@@ -434,7 +434,7 @@ impl PoolBuilder {
                     )));
                 }
                 let p = self.processes;
-                Box::new(Processes::start(ProcessConfig {
+                Arc::new(Processes::start(ProcessConfig {
                     workers,
                     name_prefix: self.name_prefix,
                     program: p.program,
@@ -470,7 +470,7 @@ impl PoolBuilder {
                     queue_bound: self.queue_bound,
                     initializer: self.initializer.clone(),
                 };
-                Box::new(Threads::start(&config)?)
+                Arc::new(Threads::start(&config)?)
             }
             #[cfg(feature = "async")]
             Kind::EventLoop(threads) => {
@@ -480,7 +480,7 @@ impl PoolBuilder {
                         "event_loop_threads({n}) is more than the {MAX_THREADS} threads a pool may have"
                     )));
                 }
-                Box::new(EventLoop::start(
+                Arc::new(EventLoop::start(
                     threads,
                     &self.name_prefix,
                     self.queue_bound,
@@ -517,7 +517,8 @@ pub fn available_cores() -> usize {
 /// [`Pool::shutdown`] with [`Shutdown::Wait`]. A pool is `Send + Sync`: share it by reference, or in an
 /// `Arc` to submit from inside tasks.
 pub struct Pool {
-    backend: Box<dyn Backend>,
+    /// Shared with the threads of daemon consumers on remote backends ([`Pool::consume_task`]).
+    backend: Arc<dyn Backend>,
     daemons: crate::consume::Daemons,
     watchdog: Arc<Watchdog>,
     task_timeout: Option<Duration>,
@@ -542,7 +543,7 @@ impl Pool {
     /// A pool that runs each task on the caller's thread inside `submit`: the 1-core tier.
     pub fn inline() -> Pool {
         Pool {
-            backend: Box::new(Inline::default()),
+            backend: Arc::new(Inline::default()),
             daemons: Default::default(),
             watchdog: Arc::new(Watchdog::default()),
             task_timeout: None,
@@ -557,7 +558,8 @@ impl Pool {
 
     /// A pool of `n` worker processes (0: one per available core); see
     /// [`PoolBuilder::processes`]. The program's `main` must call [`martelli::init()`](crate::init)
-    /// first.
+    /// first. Closures submitted to it are refused at run time; [`TaskPool`](crate::TaskPool) makes
+    /// that a compile error.
     pub fn processes(n: usize) -> Result<Pool, Error> {
         PoolBuilder::new().processes(n).build()
     }
@@ -631,13 +633,18 @@ impl Pool {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.send_remote(options, name, false, args, |promise, timeout| {
-            Box::new(RemoteSink {
-                promise,
-                timeout,
-                decode: decode_value::<R>,
-            })
-        })
+        let call = RemoteCall {
+            options,
+            name,
+            batch: false,
+        };
+        send_remote(
+            &*self.backend,
+            self.task_timeout,
+            call,
+            args,
+            decode_value::<R>,
+        )
     }
 
     /// Sends a chunk of a task map: every item runs on one worker, one round trip.
@@ -647,64 +654,33 @@ impl Pool {
         chunk: Vec<T::Args>,
     ) -> Result<Future<Vec<TaskResult<T::Output>>>, Error> {
         if self.backend.remote().is_some() {
-            return self.send_remote(options, T::NAME, true, &chunk, |promise, timeout| {
-                Box::new(RemoteSink {
-                    promise,
-                    timeout,
-                    decode: decode_chunk::<T::Output>,
-                })
-            });
+            let call = RemoteCall {
+                options,
+                name: T::NAME,
+                batch: true,
+            };
+            return send_remote(
+                &*self.backend,
+                self.task_timeout,
+                call,
+                &chunk,
+                decode_chunk::<T::Output>,
+            );
         }
         self.submit_body(options, ChunkBody::<T>(chunk), Admission::Wait)
             .map_err(|_| Error::ShutDown)
     }
 
-    fn send_remote<A, V>(
-        &self,
-        options: TaskOptions,
-        name: &str,
-        batch: bool,
-        args: &A,
-        sink: impl FnOnce(Promise<V>, Option<Duration>) -> Box<dyn Sink>,
-    ) -> Result<Future<V>, Error>
-    where
-        A: Serialize + ?Sized,
-        V: Send + 'static,
-    {
-        let Some(remote) = self.backend.remote() else {
-            return Err(Error::ShutDown);
-        };
-        let (promise, future) = promise::<V>();
-        let id = promise.id().as_u64();
-        let header = if batch {
-            Header::RunBatch { id, task: name }
-        } else {
-            Header::Run { id, task: name }
-        };
-        // Room for the header and small arguments: no reallocation on the common path.
-        let mut frame = Vec::with_capacity(128);
-        let built = codec::begin(&mut frame, &header)
-            .map_err(|e| e.to_string())
-            .and_then(|()| codec::push_body(&mut frame, args))
-            .and_then(|()| {
-                codec::finish(&mut frame, remote.max_frame()).map_err(|e| e.to_string())
-            });
-        if let Err(message) = built {
-            promise.complete(Err(TaskError::Codec(format!(
-                "the arguments of task {name:?} could not be sent: {message}"
-            ))));
-            return Ok(future);
-        }
-        let job = RemoteJob {
-            id,
-            priority: options.priority,
-            frame,
-            sink: sink(promise, options.timeout.or(self.task_timeout)),
-        };
-        match remote.execute_remote(job, Admission::Wait) {
-            Ok(()) => Ok(future),
-            Err(RemoteRejected::ShutDown | RemoteRejected::Full) => Err(Error::ShutDown),
-        }
+    /// Runs task `T` on this pool's remote backend from any thread, for as long as the backend takes
+    /// tasks: what daemon consumers on a process pool call for each item. `None` on in-process
+    /// backends.
+    pub(crate) fn remote_runner<T: Task>(&self) -> Option<RemoteRunner<T>> {
+        self.backend.remote()?;
+        Some(RemoteRunner {
+            backend: Arc::clone(&self.backend),
+            task_timeout: self.task_timeout,
+            task: std::marker::PhantomData,
+        })
     }
 
     /// Refuses closures on backends that run tasks in other processes.
@@ -965,6 +941,98 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.shutdown(Shutdown::Wait);
+    }
+}
+
+/// What a remote call sends besides its arguments.
+struct RemoteCall<'a> {
+    options: TaskOptions,
+    name: &'a str,
+    /// A chunk of a task map (`RunBatch`) rather than one task (`Run`).
+    batch: bool,
+}
+
+/// Encodes a task's `Run` (or `RunBatch`) frame and hands it to a remote backend; the outcome's bytes
+/// are decoded by `decode`.
+fn send_remote<A, V>(
+    backend: &dyn Backend,
+    task_timeout: Option<Duration>,
+    call: RemoteCall<'_>,
+    args: &A,
+    decode: fn(&[u8]) -> TaskResult<V>,
+) -> Result<Future<V>, Error>
+where
+    A: Serialize + ?Sized,
+    V: Send + 'static,
+{
+    let RemoteCall {
+        options,
+        name,
+        batch,
+    } = call;
+    let Some(remote) = backend.remote() else {
+        return Err(Error::ShutDown);
+    };
+    let (promise, future) = promise::<V>();
+    let id = promise.id().as_u64();
+    let header = if batch {
+        Header::RunBatch { id, task: name }
+    } else {
+        Header::Run { id, task: name }
+    };
+    // Room for the header and small arguments: no reallocation on the common path.
+    let mut frame = Vec::with_capacity(128);
+    let built = codec::begin(&mut frame, &header)
+        .map_err(|e| e.to_string())
+        .and_then(|()| codec::push_body(&mut frame, args))
+        .and_then(|()| codec::finish(&mut frame, remote.max_frame()).map_err(|e| e.to_string()));
+    if let Err(message) = built {
+        promise.complete(Err(TaskError::Codec(format!(
+            "the arguments of task {name:?} could not be sent: {message}"
+        ))));
+        return Ok(future);
+    }
+    let job = RemoteJob {
+        id,
+        priority: options.priority,
+        frame,
+        sink: Box::new(RemoteSink {
+            promise,
+            timeout: options.timeout.or(task_timeout),
+            decode,
+        }),
+    };
+    match remote.execute_remote(job, Admission::Wait) {
+        Ok(()) => Ok(future),
+        Err(RemoteRejected::ShutDown | RemoteRejected::Full) => Err(Error::ShutDown),
+    }
+}
+
+/// Runs one task type on a remote backend and waits for each outcome; holds the backend, not the
+/// pool, so a daemon consumer's thread can own it.
+pub(crate) struct RemoteRunner<T> {
+    backend: Arc<dyn Backend>,
+    task_timeout: Option<Duration>,
+    task: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Task> RemoteRunner<T> {
+    /// Sends `args` to a worker and waits for the outcome. A pool that shut down meanwhile gives
+    /// [`TaskError::Cancelled`]: the task never ran.
+    pub(crate) fn run(&self, args: T::Args) -> TaskResult<T::Output> {
+        let call = RemoteCall {
+            options: TaskOptions::default(),
+            name: T::NAME,
+            batch: false,
+        };
+        send_remote(
+            &*self.backend,
+            self.task_timeout,
+            call,
+            &args,
+            decode_value::<T::Output>,
+        )
+        .map_or(Err(TaskError::Cancelled), Future::wait)
     }
 }
 
