@@ -84,6 +84,11 @@ pub(crate) enum ResultStatus {
     TimedOut,
     /// The task was dead-lettered (unknown name, too many attempts, oversized): `error` is the reason.
     Lost,
+    /// The task was cancelled while queued (its caller wrote a tombstone); it did not run.
+    Cancelled,
+    /// The process running the task died (a worker that runs tasks on a process pool): `error`
+    /// describes the death, `exit_code` or `signal` says how it ended.
+    WorkerDied,
 }
 
 /// One result on the wire.
@@ -101,6 +106,12 @@ pub(crate) struct ResultEnvelope {
     /// The consumer name of the worker that wrote it.
     #[serde(default)]
     pub(crate) worker: String,
+    /// With `worker_died`: the exit code of the process that ran the task, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) exit_code: Option<i32>,
+    /// With `worker_died`: the signal that killed the process that ran the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) signal: Option<i32>,
 }
 
 impl ResultEnvelope {
@@ -189,6 +200,8 @@ mod tests {
             error: None,
             attempts: 1,
             worker: "w".into(),
+            exit_code: None,
+            signal: None,
         };
         let bytes = r.encode();
         assert!(bytes.windows(9).any(|w| w == b"timed_out"));

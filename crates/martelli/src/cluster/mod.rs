@@ -50,6 +50,7 @@ mod client;
 mod conn;
 mod envelope;
 mod error;
+mod registered;
 mod runner;
 mod worker;
 
@@ -83,6 +84,7 @@ pub mod fuzzing {
 
 pub use client::{Client, ClientBuilder, SubmitOptions};
 pub use error::ClusterError;
+pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
 pub use worker::{StopHandle, Worker, WorkerOptions, WorkerReport, serve};
 
@@ -113,6 +115,8 @@ pub(crate) struct Keys {
     pub(crate) delayed: String,
     /// Dead letters: `{prefix}:q:{queue}:dead`.
     pub(crate) dead: String,
+    /// `{prefix}:q:{queue}`.
+    base: String,
 }
 
 impl Keys {
@@ -127,6 +131,7 @@ impl Keys {
             ],
             delayed: format!("{base}:delayed"),
             dead: format!("{base}:dead"),
+            base,
         }
     }
 
@@ -142,6 +147,16 @@ impl Keys {
     /// A client's reply list: `{prefix}:reply:{client id}`.
     pub(crate) fn reply(&self, client_id: &str) -> String {
         format!("{}:reply:{client_id}", self.prefix)
+    }
+
+    /// The tombstone of a cancelled task: `{prefix}:cancel:{task id}`.
+    pub(crate) fn tombstone(&self, task_id: &str) -> String {
+        format!("{}:cancel:{task_id}", self.prefix)
+    }
+
+    /// Set while tombstones may exist for this queue's tasks: `{prefix}:q:{queue}:cancels`.
+    pub(crate) fn cancels(&self) -> String {
+        format!("{}:cancels", self.base)
     }
 
     /// A worker's heartbeat hash: `{prefix}:worker:{consumer}`.
