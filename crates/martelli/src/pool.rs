@@ -1,5 +1,7 @@
 //! [`Pool`] and [`PoolBuilder`]: the one face every backend shows.
 
+#[cfg(feature = "cluster")]
+use crate::backend::cluster::{Cluster, ClusterSettings};
 #[cfg(feature = "async")]
 use crate::backend::event_loop::EventLoop;
 #[cfg(target_os = "linux")]
@@ -116,6 +118,9 @@ enum Kind {
     EventLoop(Option<usize>),
     /// n worker processes (0: one per core).
     Processes(usize),
+    /// Cluster workers through Redis (the settings are in `PoolBuilder::cluster`).
+    #[cfg(feature = "cluster")]
+    Cluster,
 }
 
 /// Settings of the process backend.
@@ -173,6 +178,8 @@ pub struct PoolBuilder {
     initializer: Option<Initializer>,
     detector: Option<Arc<Detector>>,
     processes: ProcessSettings,
+    #[cfg(feature = "cluster")]
+    pub(crate) cluster: ClusterSettings,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -186,7 +193,7 @@ impl fmt::Debug for PoolBuilder {
             .field("initializer", &self.initializer.is_some())
             .field("detector", &self.detector)
             .field("processes", &self.processes)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -201,6 +208,8 @@ impl Default for PoolBuilder {
             initializer: None,
             detector: None,
             processes: ProcessSettings::default(),
+            #[cfg(feature = "cluster")]
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -247,6 +256,19 @@ impl PoolBuilder {
     /// fails only the task it ran and is replaced. Linux only.
     pub fn processes(mut self, n: usize) -> Self {
         self.kind = Kind::Processes(n);
+        self
+    }
+
+    /// Runs tasks on cluster workers through the Redis broker at `url` (`redis://[user:password@]host
+    /// [:port][/db]`), on any number of machines: the 9+ core tier. Workers are programs that serve
+    /// [`cluster::Registered`](crate::cluster::Registered); they run
+    /// [`#[martelli::task]`](crate::task) functions submitted with [`Pool::submit_task`] or
+    /// [`Pool::map_task`]. See the `cluster_*` setters for the queue and the limits. Feature
+    /// `cluster`.
+    #[cfg(feature = "cluster")]
+    pub fn cluster(mut self, url: impl Into<String>) -> Self {
+        self.kind = Kind::Cluster;
+        self.cluster = ClusterSettings::new(url.into());
         self
     }
 
@@ -417,6 +439,8 @@ impl PoolBuilder {
         }
         let backend: Box<dyn Backend> = match self.kind {
             Kind::Inline => Box::new(Inline::default()),
+            #[cfg(feature = "cluster")]
+            Kind::Cluster => Box::new(Cluster::start(self.cluster)?),
             #[cfg(target_os = "linux")]
             Kind::Processes(n) => {
                 let workers = if n == 0 { available_cores() } else { n };
@@ -562,6 +586,13 @@ impl Pool {
         PoolBuilder::new().processes(n).build()
     }
 
+    /// A pool whose tasks run on cluster workers through the Redis broker at `url`; see
+    /// [`PoolBuilder::cluster`].
+    #[cfg(feature = "cluster")]
+    pub fn cluster(url: &str) -> Result<Pool, Error> {
+        PoolBuilder::new().cluster(url).build()
+    }
+
     /// Submits a [`#[martelli::task]`](crate::task) function with its arguments (a tuple) and
     /// returns the future of its value. On the processes backend a worker process runs it; on every
     /// other backend it runs in this process, so the same code runs in every tier. Argument and
@@ -591,6 +622,11 @@ impl Pool {
         _task: T,
         args: T::Args,
     ) -> Result<Future<T::Output>, Error> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.backend.cluster() {
+            let timeout = options.timeout.or(self.task_timeout);
+            return cluster.submit(options.priority, timeout, T::NAME, &args);
+        }
         match self.backend.remote() {
             Some(_) => self.submit_remote::<T::Args, T::Output>(options, T::NAME, &args),
             None => self
@@ -608,6 +644,10 @@ impl Pool {
         A: Serialize,
         R: DeserializeOwned + Send + 'static,
     {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.backend.cluster() {
+            return cluster.submit(Priority::Normal, self.task_timeout, name, &args);
+        }
         if self.backend.remote().is_some() {
             return self.submit_remote::<A, R>(TaskOptions::default(), name, &args);
         }
@@ -646,6 +686,11 @@ impl Pool {
         options: TaskOptions,
         chunk: Vec<T::Args>,
     ) -> Result<Future<Vec<TaskResult<T::Output>>>, Error> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.backend.cluster() {
+            let timeout = options.timeout.or(self.task_timeout);
+            return cluster.submit_chunk(options.priority, timeout, T::NAME, &chunk);
+        }
         if self.backend.remote().is_some() {
             return self.send_remote(options, T::NAME, true, &chunk, |promise, timeout| {
                 Box::new(RemoteSink {

@@ -85,7 +85,7 @@ pub enum ClusterError {
         "could not start the worker's process pool: {0} (a worker that runs tasks on processes must \
          call martelli::init() on the first line of main)"
     )]
-    ProcessPool(#[source] crate::Error),
+    ProcessPool(#[source] Box<crate::Error>),
     /// A thread or signal handler could not be set up.
     #[error("could not start the cluster {what}: {source}")]
     Setup {

@@ -82,6 +82,7 @@ pub mod fuzzing {
     }
 }
 
+pub(crate) use client::decode_result;
 pub use client::{Client, ClientBuilder, SubmitOptions};
 pub use error::ClusterError;
 pub use registered::Registered;

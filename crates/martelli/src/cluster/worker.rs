@@ -391,7 +391,7 @@ impl Worker {
                     .processes(n)
                     .name_prefix("martelli-cluster-proc")
                     .build()
-                    .map_err(ClusterError::ProcessPool)?,
+                    .map_err(|e| ClusterError::ProcessPool(Box::new(e)))?,
             ),
             None => None,
         };
