@@ -110,7 +110,11 @@ mod tests {
 
     #[test]
     fn broker_urls_are_cluster_pools_or_ask_for_the_feature() {
-        for url in ["redis://127.0.0.1:6379", " REDIS://h/2 ", "rediss://:pw@h:6380"] {
+        for url in [
+            "redis://127.0.0.1:6379",
+            " REDIS://h/2 ",
+            "rediss://:pw@h:6380",
+        ] {
             #[cfg(feature = "cluster")]
             assert_eq!(
                 Spec::parse(url).ok(),
@@ -122,7 +126,9 @@ mod tests {
                 assert!(err.contains("\"cluster\" feature"), "{err}");
             }
         }
-        let err = Spec::parse("redis:localhost").expect_err("no //").to_string();
+        let err = Spec::parse("redis:localhost")
+            .expect_err("no //")
+            .to_string();
         assert!(err.contains("redis://host"), "{err}");
     }
 

@@ -228,12 +228,19 @@ fn every_outcome_round_trips() {
         sides: vec![3, 4, 5],
     };
     assert_eq!(
-        pool.submit_task(perimeter, (shape, 2)).unwrap().wait().unwrap(),
+        pool.submit_task(perimeter, (shape, 2))
+            .unwrap()
+            .wait()
+            .unwrap(),
         ("triangle".to_owned(), 24)
     );
 
     // An error the task returned.
-    match pool.submit_task(parse_number, ("x1".into(),)).unwrap().wait() {
+    match pool
+        .submit_task(parse_number, ("x1".into(),))
+        .unwrap()
+        .wait()
+    {
         Err(TaskError::Failed(failure)) => {
             assert!(failure.message().contains("invalid digit"), "{failure}")
         }
@@ -241,7 +248,11 @@ fn every_outcome_round_trips() {
     }
 
     // A panic, with its message; the worker goes on.
-    match pool.submit_task(panics, ("on purpose".into(),)).unwrap().wait() {
+    match pool
+        .submit_task(panics, ("on purpose".into(),))
+        .unwrap()
+        .wait()
+    {
         Err(TaskError::Panicked { message }) => assert_eq!(message, "on purpose"),
         other => panic!("expected Panicked, got {other:?}"),
     }
@@ -302,7 +313,10 @@ fn from_spec_and_martelli_pool() {
     let worker = worker(&redis, WorkerOptions::new().concurrency(2));
     let pool = Pool::from_spec(&format!("redis://127.0.0.1:{}", redis.port)).unwrap();
     assert_eq!(pool.kind(), "cluster");
-    assert_eq!(pool.submit_task(square, (12,)).unwrap().wait().unwrap(), 144);
+    assert_eq!(
+        pool.submit_task(square, (12,)).unwrap().wait().unwrap(),
+        144
+    );
     drop(pool);
 
     // No broker at the address: a clear error at build time.
@@ -361,9 +375,7 @@ fn map_task_keeps_input_order_and_as_completed_sees_all() {
     let futures: Vec<_> = (1..=20u64)
         .map(|ms| pool.submit_task(sleep_ms, (ms * 5,)).unwrap())
         .collect();
-    let mut seen: Vec<u64> = as_completed(futures)
-        .map(|f| f.wait().unwrap())
-        .collect();
+    let mut seen: Vec<u64> = as_completed(futures).map(|f| f.wait().unwrap()).collect();
     seen.sort_unstable();
     assert_eq!(seen, (1..=20u64).map(|ms| ms * 5).collect::<Vec<_>>());
     drop(pool);
@@ -424,7 +436,10 @@ fn closures_are_refused_like_on_processes() {
         "{err:?}"
     );
     let message = err.to_string();
-    assert!(message.contains("cluster backend runs only #[martelli::task]"), "{message}");
+    assert!(
+        message.contains("cluster backend runs only #[martelli::task]"),
+        "{message}"
+    );
     assert!(message.contains("Pool::submit_task"), "{message}");
     assert!(pool.submit_fallible(|| Ok::<_, std::io::Error>(1)).is_err());
     assert!(matches!(
@@ -460,13 +475,17 @@ fn cancel_of_a_queued_task_never_runs_it() {
 
     let worker = worker(&redis, WorkerOptions::new().concurrency(2));
     assert_eq!(kept.wait().unwrap(), "kept");
-    wait_for("the cancelled entry to be acknowledged", Duration::from_secs(5), || {
-        let len: usize = redis::cmd("XLEN")
-            .arg("martelli:q:default:normal")
-            .query(&mut raw)
-            .unwrap();
-        len == 0
-    });
+    wait_for(
+        "the cancelled entry to be acknowledged",
+        Duration::from_secs(5),
+        || {
+            let len: usize = redis::cmd("XLEN")
+                .arg("martelli:q:default:normal")
+                .query(&mut raw)
+                .unwrap();
+            len == 0
+        },
+    );
     let report = stop(worker);
     // The side effect proves it: only the kept task ran.
     assert_eq!(touched(), ["kept"]);
@@ -488,7 +507,10 @@ fn shutdown_cancel_pending_cancels_every_queued_task() {
     assert_eq!(pool.queued(), 3);
     pool.shutdown(Shutdown::CancelPending);
     assert!(pool.is_shut_down());
-    assert!(matches!(pool.submit_task(add, (1, 1)), Err(Error::ShutDown)));
+    assert!(matches!(
+        pool.submit_task(add, (1, 1)),
+        Err(Error::ShutDown)
+    ));
     for future in futures {
         assert!(matches!(future.wait(), Err(TaskError::Cancelled)));
     }
@@ -508,7 +530,9 @@ fn shutdown_cancel_pending_cancels_every_queued_task() {
 fn registered_and_hand_written_tasks_share_a_worker() {
     let redis = RedisServer::start();
     let tasks = Tasks::new()
-        .typed("tests::hand_written", |x: u64| Ok::<_, std::io::Error>(x + 1))
+        .typed("tests::hand_written", |x: u64| {
+            Ok::<_, std::io::Error>(x + 1)
+        })
         .registered();
     let worker = Worker::start(&redis.url(), tasks, fast(WorkerOptions::new())).unwrap();
     let pool = Pool::cluster(&redis.url()).unwrap();
@@ -541,12 +565,18 @@ fn crashes_on_worker_processes_are_contained() {
         other => panic!("expected WorkerDied, got {other:?}"),
     }
     // Panics and errors are ordinary outcomes there too, and the worker goes on.
-    match pool.submit_task(panics, ("in a process".into(),)).unwrap().wait() {
+    match pool
+        .submit_task(panics, ("in a process".into(),))
+        .unwrap()
+        .wait()
+    {
         Err(TaskError::Panicked { message }) => assert_eq!(message, "in a process"),
         other => panic!("expected Panicked, got {other:?}"),
     }
     assert!(matches!(
-        pool.submit_task(parse_number, ("?".into(),)).unwrap().wait(),
+        pool.submit_task(parse_number, ("?".into(),))
+            .unwrap()
+            .wait(),
         Err(TaskError::Failed(_))
     ));
     let sums: Vec<i64> = (0..20)
@@ -585,11 +615,16 @@ fn a_deadline_kills_the_process_running_the_task() {
         .parse()
         .unwrap();
     let _ = std::fs::remove_file(&pid_file);
-    wait_for("the hung process to be killed", Duration::from_secs(5), || {
-        dead(pid)
-    });
+    wait_for(
+        "the hung process to be killed",
+        Duration::from_secs(5),
+        || dead(pid),
+    );
     assert_eq!(pool.submit_task(square, (9,)).unwrap().wait().unwrap(), 81);
     drop(pool);
     let report = stop(worker);
-    assert_eq!(report.failed, 1, "the timed_out result was stored: {report:?}");
+    assert_eq!(
+        report.failed, 1,
+        "the timed_out result was stored: {report:?}"
+    );
 }

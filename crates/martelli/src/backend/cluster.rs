@@ -40,7 +40,7 @@ use crate::cluster::{Client, ClusterError, SubmitOptions};
 use crate::error::{Error, TaskError, TaskResult};
 use crate::future::{Future, Promise, promise};
 use crate::job::Job;
-use crate::pool::{Priority, PoolBuilder, Shutdown};
+use crate::pool::{PoolBuilder, Priority, Shutdown};
 use crate::sync::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -192,7 +192,10 @@ impl Cluster {
                 result.and_then(|bytes| crate::cluster::decode_result::<R>(&task, &bytes));
             promise.complete(decoded);
         });
-        match self.client.submit_encoded(name, payload, &options, complete) {
+        match self
+            .client
+            .submit_encoded(name, payload, &options, complete)
+        {
             Ok(id) => {
                 self.client.cancel_on(&future, vec![id]);
                 Ok(future)
@@ -249,7 +252,10 @@ impl Cluster {
                     result.and_then(|bytes| crate::cluster::decode_result::<R>(&task, &bytes));
                 Gather::set(&slot, index, decoded);
             });
-            match self.client.submit_encoded(name, payload, &options, complete) {
+            match self
+                .client
+                .submit_encoded(name, payload, &options, complete)
+            {
                 Ok(id) => ids.push(id),
                 Err(error) => match refused(name, error) {
                     Ok(task_error) => Gather::set(&gather, index, Err(task_error)),

@@ -564,7 +564,10 @@ impl Inner {
     fn forget(&self, ids: &[&str]) {
         let forgotten: Vec<Pending> = {
             let mut state = self.state.lock();
-            let gone = ids.iter().filter_map(|id| state.pending.remove(*id)).collect();
+            let gone = ids
+                .iter()
+                .filter_map(|id| state.pending.remove(*id))
+                .collect();
             if state.pending.is_empty() {
                 self.idle.notify_all();
             }

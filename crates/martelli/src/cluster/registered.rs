@@ -216,6 +216,10 @@ mod tests {
             Err(RunError::Failed(f)) => assert!(f.message().contains("MessagePack"), "{f}"),
             other => panic!("expected a decode failure, got {other:?}"),
         }
-        assert!(Registered::names().unwrap().contains(&"cluster::tests::scale"));
+        assert!(
+            Registered::names()
+                .unwrap()
+                .contains(&"cluster::tests::scale")
+        );
     }
 }

@@ -865,7 +865,8 @@ impl Shared {
     fn cancelled(&self, conn: &mut Connection, jobs: &[Job]) -> RedisResult<Vec<bool>> {
         let mut pipe = redis::pipe();
         for job in jobs {
-            pipe.cmd("EXISTS").arg(self.keys.tombstone(&job.envelope.id));
+            pipe.cmd("EXISTS")
+                .arg(self.keys.tombstone(&job.envelope.id));
         }
         let found: Vec<i64> = pipe.query(conn)?;
         Ok(found.into_iter().map(|n| n != 0).collect())
