@@ -8,9 +8,14 @@
 //! results.
 //!
 //! On the wire a task is a *name* and a *payload of bytes*; the worker finds the task by name through a
-//! [`TaskRunner`]. [`Tasks`] is a ready runner: a map from names to functions, raw (bytes in, bytes out)
-//! or typed (MessagePack through serde). No code travels as data: a message can only run a task the
-//! worker registered.
+//! [`TaskRunner`]. [`Registered`] runs every [`#[martelli::task]`](crate::task) function of the
+//! program, with MessagePack arguments and results, so [`Pool::cluster`](crate::Pool::cluster) gives
+//! the same `Pool` API as every other backend. [`Tasks`] is a map from names to functions, raw (bytes in,
+//! bytes out) or typed (MessagePack through serde), optionally with the registered tasks too. No code
+//! travels as data: a message can only run a task the worker registered.
+//!
+//! A worker with [`WorkerOptions::processes`] runs registered tasks on a local process pool, so a task
+//! that crashes its process or outlives its deadline costs that process, never the worker.
 //!
 //! ```no_run
 //! use martelli::cluster::{Client, Tasks, Worker, WorkerOptions};
@@ -39,12 +44,14 @@
 //!   reason, and its future resolves as [`TaskError::Lost`](crate::TaskError::Lost).
 //! - Without persistence (`appendonly no`), a Redis restart loses what was queued and results not yet
 //!   collected: the futures of those tasks resolve only by their deadline. With AOF nothing is lost.
+//! - [`Future::cancel`](crate::Future::cancel) resolves the future as cancelled at once and writes a
+//!   tombstone that workers check before they start a task; a task a worker already started runs to
+//!   the end and its result is dropped.
 //!
 //! # Not built yet
 //!
-//! `Pool::cluster(url)` (the same `Pool` API over named tasks), the `martelli worker` and
-//! `martelli status` commands, TLS (`rediss://`), cancelling a queued task, and running tasks on a
-//! process pool inside the worker.
+//! The `martelli worker` and `martelli status` commands, TLS (`rediss://`), and per-task lease
+//! lengths.
 
 mod client;
 mod conn;
