@@ -133,6 +133,10 @@ fn main() {
             "a_deadline_kills_the_process_running_the_task",
             a_deadline_kills_the_process_running_the_task,
         ),
+        (
+            "init_serves_as_a_worker_when_the_variable_is_set",
+            init_serves_as_a_worker_when_the_variable_is_set,
+        ),
     ];
     let filter = std::env::args()
         .skip(1)
@@ -627,4 +631,37 @@ fn a_deadline_kills_the_process_running_the_task() {
         report.failed, 1,
         "the timed_out result was stored: {report:?}"
     );
+}
+
+fn init_serves_as_a_worker_when_the_variable_is_set() {
+    let redis = RedisServer::start();
+    // This very binary: `main` calls `martelli::init()` first, which serves here.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(martelli::cluster::WORKER_ENV, redis.url())
+        .env("MARTELLI_CLUSTER_PROCESSES", "1")
+        .spawn()
+        .unwrap();
+    let pool = Pool::cluster(&redis.url()).unwrap();
+    assert_eq!(pool.submit_task(add, (20, 22)).unwrap().wait().unwrap(), 42);
+    let pid = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    assert_ne!(pid, child.id(), "the task ran on the worker's process pool");
+    assert_ne!(pid, std::process::id());
+    match pool.submit_task(abort_with_note, ()).unwrap().wait() {
+        Err(TaskError::WorkerDied(death)) => assert_eq!(death.signal, Some(libc::SIGABRT)),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    assert_eq!(pool.submit_task(square, (5,)).unwrap().wait().unwrap(), 25);
+    // SAFETY: sending SIGTERM to our own child, which we have not reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a clean stop: {status}");
+
+    // An invalid setting is refused with status 2 before any connection.
+    let status = Command::new(std::env::current_exe().unwrap())
+        .env(martelli::cluster::WORKER_ENV, redis.url())
+        .env("MARTELLI_CLUSTER_CONCURRENCY", "many")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
 }

@@ -55,6 +55,7 @@
 
 mod client;
 mod conn;
+mod env;
 mod envelope;
 mod error;
 mod registered;
@@ -91,6 +92,8 @@ pub mod fuzzing {
 
 pub(crate) use client::decode_result;
 pub use client::{Client, ClientBuilder, SubmitOptions};
+pub use env::WORKER_ENV;
+pub(crate) use env::init_from_env;
 pub use error::ClusterError;
 pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
