@@ -53,8 +53,8 @@
 //!
 //! Daemons run on the thread backend. The inline backend runs tasks on the caller's thread and the
 //! event loop (`async`) on its loop thread, either of which a daemon would block for good, so
-//! `consume` on those pools fails with [`ConsumeError::Unsupported`] rather than hang. The process and
-//! cluster backends are not built yet; when they are, items and results will cross as serde values.
+//! `consume` on those pools fails with [`ConsumeError::Unsupported`] rather than hang. So does it on the
+//! process and cluster backends, whose workers run only registered tasks, not closures.
 
 use crate::backend::Admission;
 use crate::error::{TaskError, TaskFailure, TaskResult};

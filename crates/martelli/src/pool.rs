@@ -95,7 +95,8 @@ impl TaskOptions {
     /// Sets a timeout for this task, counted from the moment it starts running; it replaces the pool's
     /// default. On threads the task is not killed: its future resolves as `TimedOut` and its
     /// [`CancelToken`](crate::CancelToken) fires. On a process pool the worker running it is killed
-    /// with its process group, and replaced.
+    /// with its process group, and replaced. On a cluster pool it is counted from submission (time in
+    /// the queue included): a worker does not start the task after it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -265,6 +266,11 @@ impl PoolBuilder {
     /// [`#[martelli::task]`](crate::task) functions submitted with [`Pool::submit_task`] or
     /// [`Pool::map_task`]. See the `cluster_*` setters for the queue and the limits. Feature
     /// `cluster`.
+    ///
+    /// Timeouts count from submission; [`Future::cancel`] writes a tombstone so that no worker starts
+    /// a task still queued (one already running finishes, its result dropped). Dropping the pool waits
+    /// for the result of every task submitted, as on every backend: with no worker serving the queue,
+    /// bound that wait with timeouts or use [`Pool::shutdown`] with [`Shutdown::CancelPending`].
     #[cfg(feature = "cluster")]
     pub fn cluster(mut self, url: impl Into<String>) -> Self {
         self.kind = Kind::Cluster;
