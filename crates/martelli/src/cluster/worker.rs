@@ -22,7 +22,8 @@
 //!    started: it gets a `cancelled` result and is acknowledged, and the tombstone is deleted. The
 //!    tombstones of a batch are read in one round trip, only when the queue's `cancels` key says some
 //!    may exist (the fetch script reads that key with the entries, so without cancels it costs no
-//!    round trip). A task already started when its tombstone is written runs to the end.
+//!    round trip) and always for reclaimed tasks. A task already started when its tombstone is
+//!    written runs to the end.
 //!
 //! # Process-pool execution
 //!
@@ -746,7 +747,7 @@ impl Shared {
             .arg(free)
             .invoke(conn)?;
         let reply = conn::array(&value);
-        let mut tombstones = reply.first().and_then(conn::int).unwrap_or(1) != 0;
+        let tombstones = reply.first().and_then(conn::int).unwrap_or(1) != 0;
         let mut got = Vec::new();
         for item in reply.get(1).map_or(&[][..], conn::array) {
             let parts = conn::array(item);
@@ -763,8 +764,9 @@ impl Shared {
             }
         }
         if got.is_empty() {
-            // A task that arrives during the blocking read is checked for a tombstone directly.
-            tombstones = true;
+            // A task that arrives during the blocking read was added after the script ran: its
+            // tombstone, if any, comes after its XADD and is checked only when the script saw the
+            // `cancels` key (a tombstone written after the fetch is not seen anyway; rule 4).
             // Nothing waiting: block until a task arrives, maintenance is due, or the poll ends.
             let block = next
                 .saturating_duration_since(Instant::now())
