@@ -64,6 +64,15 @@ fn touch(label: String) -> String {
     label
 }
 
+/// Records `label` as started, sleeps `ms`, then records it as finished.
+#[martelli::task]
+fn touch_slowly(label: String, ms: u64) -> String {
+    TOUCHED.lock().unwrap().push(format!("{label}:started"));
+    std::thread::sleep(Duration::from_millis(ms));
+    TOUCHED.lock().unwrap().push(format!("{label}:finished"));
+    label
+}
+
 #[martelli::task]
 fn abort_with_note() {
     eprintln!("note from the task: about to abort");
@@ -112,6 +121,14 @@ fn main() {
         (
             "closures_are_refused_like_on_processes",
             closures_are_refused_like_on_processes,
+        ),
+        (
+            "the_documented_payload_is_a_messagepack_argument_array",
+            the_documented_payload_is_a_messagepack_argument_array,
+        ),
+        (
+            "cancel_of_a_running_task_lets_it_finish_and_drops_its_result",
+            cancel_of_a_running_task_lets_it_finish_and_drops_its_result,
         ),
         (
             "cancel_of_a_queued_task_never_runs_it",
@@ -664,4 +681,72 @@ fn init_serves_as_a_worker_when_the_variable_is_set() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(2));
+}
+
+fn the_documented_payload_is_a_messagepack_argument_array() {
+    use martelli::Task;
+    let redis = RedisServer::start();
+    let worker = worker(&redis, WorkerOptions::new().concurrency(2));
+    // A producer that knows only docs/protocol.md: raw bytes in, raw bytes out.
+    let client = martelli::cluster::Client::connect(&redis.url()).unwrap();
+    // fixarray of 2 (0x92), positive fixints 2 and 3.
+    let sum = client
+        .submit_raw(add::NAME, vec![0x92, 0x02, 0x03])
+        .unwrap();
+    assert_eq!(sum.wait().unwrap(), vec![0x05]);
+    // A struct argument is a map keyed by field name; a tuple result is an array.
+    let mut shape = vec![0x92, 0x82]; // [ {name: "square", sides: [2, 2, 2, 2]}, 10 ]
+    shape.push(0xa4);
+    shape.extend_from_slice(b"name");
+    shape.push(0xa6);
+    shape.extend_from_slice(b"square");
+    shape.push(0xa5);
+    shape.extend_from_slice(b"sides");
+    shape.extend_from_slice(&[0x94, 2, 2, 2, 2, 10]);
+    let out = client
+        .submit_raw(perimeter::NAME, shape)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(
+        rmp_serde::from_slice::<(String, u32)>(&out).unwrap(),
+        ("square".to_owned(), 80)
+    );
+    // One argument is still an array: a bare string is refused with a clear failure.
+    let bare = rmp_serde::to_vec("12").unwrap();
+    match client.submit_raw(parse_number::NAME, bare).unwrap().wait() {
+        Err(TaskError::Failed(failure)) => {
+            assert!(failure.message().contains("MessagePack"), "{failure}")
+        }
+        other => panic!("expected a decode failure, got {other:?}"),
+    }
+    drop(client);
+    stop(worker);
+}
+
+fn cancel_of_a_running_task_lets_it_finish_and_drops_its_result() {
+    TOUCHED.lock().unwrap().clear();
+    let redis = RedisServer::start();
+    let worker = worker(&redis, WorkerOptions::new().concurrency(1));
+    let pool = Pool::cluster(&redis.url()).unwrap();
+    let running = pool
+        .submit_task(touch_slowly, ("running".into(), 400))
+        .unwrap();
+    wait_for("the task to start", Duration::from_secs(5), || {
+        touched() == ["running:started"]
+    });
+    // The future resolves at once; the task is not interrupted (a thread is never killed).
+    assert!(running.cancel());
+    assert!(matches!(running.wait(), Err(TaskError::Cancelled)));
+    assert_eq!(touched(), ["running:started"]);
+    wait_for("the task to finish", Duration::from_secs(5), || {
+        touched() == ["running:started", "running:finished"]
+    });
+    drop(pool);
+    let report = stop(worker);
+    assert_eq!(
+        report.succeeded, 1,
+        "its result was stored, then dropped: {report:?}"
+    );
+    assert_eq!(report.cancelled, 0, "{report:?}");
 }

@@ -210,4 +210,31 @@ mod tests {
             ResultStatus::TimedOut
         );
     }
+
+    #[test]
+    fn worker_died_carries_how_and_other_statuses_omit_it() {
+        let mut r = ResultEnvelope {
+            v: 1,
+            id: "t".into(),
+            status: ResultStatus::WorkerDied,
+            payload: None,
+            error: Some("killed by signal 6".into()),
+            attempts: 1,
+            worker: "w".into(),
+            exit_code: None,
+            signal: Some(6),
+        };
+        let bytes = r.encode();
+        assert!(bytes.windows(11).any(|w| w == b"worker_died"));
+        let back = ResultEnvelope::decode(&bytes).unwrap();
+        assert_eq!(
+            (back.status, back.signal, back.exit_code),
+            (ResultStatus::WorkerDied, Some(6), None)
+        );
+        r.status = ResultStatus::Cancelled;
+        r.signal = None;
+        let bytes = r.encode();
+        assert!(bytes.windows(9).any(|w| w == b"cancelled"));
+        assert!(!bytes.windows(6).any(|w| w == b"signal"), "absent, not nil");
+    }
 }
