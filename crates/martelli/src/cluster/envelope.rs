@@ -226,6 +226,7 @@ mod tests {
         };
         let bytes = r.encode();
         assert!(bytes.windows(11).any(|w| w == b"worker_died"));
+        assert!(bytes.windows(7).any(|w| w == b"\xa6signal"));
         let back = ResultEnvelope::decode(&bytes).unwrap();
         assert_eq!(
             (back.status, back.signal, back.exit_code),
@@ -235,6 +236,10 @@ mod tests {
         r.signal = None;
         let bytes = r.encode();
         assert!(bytes.windows(9).any(|w| w == b"cancelled"));
-        assert!(!bytes.windows(6).any(|w| w == b"signal"), "absent, not nil");
+        // The key "signal" as a MessagePack fixstr (the error message says "signal" too).
+        assert!(
+            !bytes.windows(7).any(|w| w == b"\xa6signal"),
+            "absent, not nil"
+        );
     }
 }
