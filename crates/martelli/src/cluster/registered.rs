@@ -18,17 +18,7 @@
 //! }
 //! ```
 //!
-//! # The payload of a registered task
-//!
-//! A task `fn f(a: A, b: B) -> R` (or `-> Result<R, E>`) is submitted under its registered name (its
-//! module path and function name, or the `name` given to the attribute). Its payload is the
-//! MessagePack encoding of the argument tuple `(a, b)`: an **array with one element per argument** (a
-//! task of one argument takes a one-element array, a task of none an empty array). Each argument is
-//! encoded as serde encodes it with `rmp_serde::to_vec_named`: structs as maps keyed by field name,
-//! byte buffers (`serde_bytes`) as `bin`, enums as `{variant: value}` maps (a unit variant as a
-//! string). The result payload of an `ok` result is the MessagePack encoding of the returned `R`, in
-//! the same way. An error the task returns comes back as a `failed` result whose message is the
-//! error's `Display`.
+//! The payload of a registered task is documented on [`Registered`] and in `docs/protocol.md`.
 
 use super::runner::{RunError, TaskRunner};
 use crate::error::TaskFailure;
@@ -40,12 +30,24 @@ use serde_bytes::ByteBuf;
 pub(crate) const RUN_REGISTERED: &str = "martelli::cluster::run_registered";
 
 /// A [`TaskRunner`] that runs every [`#[martelli::task]`](crate::task) function of this program, found
-/// by its registered name, with MessagePack arguments and results (see the [module docs](self) for the
-/// exact payload). A task submitted through [`Pool::cluster`](crate::Pool::cluster) with its typed
-/// handle runs on a worker that serves `Registered`.
+/// by its registered name, with MessagePack arguments and results (the exact payload is below, and in
+/// `docs/protocol.md`). A task submitted through [`Pool::cluster`](crate::Pool::cluster) with its
+/// typed handle runs on a worker that serves `Registered`.
 ///
 /// To serve registered tasks and functions added by hand together, use
 /// [`Tasks::registered`](super::Tasks::registered).
+///
+/// # The payload of a registered task
+///
+/// A task `fn f(a: A, b: B) -> R` (or `-> Result<R, E>`) is submitted under its registered name (its
+/// module path and function name, or the `name` given to the attribute). Its payload is the
+/// MessagePack encoding of the argument tuple `(a, b)`: an **array with one element per argument** (a
+/// task of one argument takes a one-element array, a task of none an empty array). Each argument is
+/// encoded as serde encodes it with `rmp_serde::to_vec_named`: structs as maps keyed by field name,
+/// byte buffers (`serde_bytes`) as `bin`, enums as `{variant: value}` maps (a unit variant as a
+/// string). The result payload of an `ok` result is the MessagePack encoding of the returned `R`, in
+/// the same way. An error the task returns comes back as a `failed` result whose message is the
+/// error's `Display`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Registered;
 
