@@ -7,7 +7,9 @@
 //! small runner (`harness = false`): `cargo test --features cluster --test cluster_pool [filter]`.
 
 use martelli::cluster::{Registered, Tasks, Worker, WorkerOptions, WorkerReport};
-use martelli::{Error, Pool, Priority, Shutdown, TaskError, TaskOptions, as_completed};
+use martelli::{
+    Error, Pool, Priority, Shutdown, TaskError, TaskOptions, WaitMode, as_completed, wait,
+};
 use redis_server::RedisServer;
 use std::process::Command;
 use std::sync::Mutex;
@@ -399,7 +401,33 @@ fn map_task_keeps_input_order_and_as_completed_sees_all() {
     let mut seen: Vec<u64> = as_completed(futures).map(|f| f.wait().unwrap()).collect();
     seen.sort_unstable();
     assert_eq!(seen, (1..=20u64).map(|ms| ms * 5).collect::<Vec<_>>());
+
+    // wait(FirstError) returns at the first failure, with the slow task still pending.
+    let slow = pool.submit_task(sleep_ms, (1_000,)).unwrap();
+    let bad = pool.submit_task(parse_number, ("x".into(),)).unwrap();
+    let mixed: Vec<martelli::Future<u64>> = vec![slow, bad];
+    let waited = wait(mixed, WaitMode::FirstError, Some(Duration::from_secs(10)));
+    assert_eq!((waited.done.len(), waited.pending.len()), (1, 1));
+    assert!(matches!(
+        waited.done.into_iter().next().unwrap().wait(),
+        Err(TaskError::Failed(_))
+    ));
+    for future in waited.pending {
+        assert!(
+            future.cancel(),
+            "queued or running, as far as the caller knows"
+        );
+    }
+
+    // Dropping the pool waits for every result (Shutdown::Wait), as on every backend.
+    let last: Vec<_> = (0..5u64)
+        .map(|ms| pool.submit_task(sleep_ms, (50 + ms,)).unwrap())
+        .collect();
     drop(pool);
+    assert!(
+        last.iter().all(|f| f.is_done()),
+        "drop returned before the results"
+    );
     stop(worker);
 }
 
