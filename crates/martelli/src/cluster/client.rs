@@ -306,7 +306,7 @@ impl Client {
     /// Blocks until no task of this client waits for its result.
     pub(crate) fn wait_idle(&self) {
         let mut state = self.inner.state.lock();
-        while !state.pending.is_empty() {
+        while !state.pending.is_empty() || state.completing > 0 {
             state = self.inner.idle.wait_for(state, COLLECT_POLL).0;
         }
     }
@@ -394,6 +394,9 @@ struct Pending {
 #[derive(Default)]
 struct State {
     pending: HashMap<String, Pending>,
+    /// Tasks taken out of `pending` whose completers have not returned yet: the client is idle only
+    /// when both are zero, so `wait_idle` never returns before a future is resolved.
+    completing: usize,
     /// Deadlines of pending tasks, earliest first.
     deadlines: BinaryHeap<Reverse<(Instant, String)>>,
 }
@@ -549,14 +552,16 @@ impl Inner {
         let taken: Vec<(String, Pending)> = {
             let mut state = self.state.lock();
             state.deadlines.clear();
-            state.pending.drain().collect()
+            let taken: Vec<(String, Pending)> = state.pending.drain().collect();
+            state.completing += taken.len();
+            taken
         };
         let n = taken.len();
         self.queue_tombstones(taken.iter().map(|(id, _)| id.clone()).collect());
-        self.idle.notify_all();
         for (_, pending) in taken {
             (pending.complete)(Err(TaskError::Cancelled));
         }
+        self.completed(n);
         n
     }
 
@@ -564,18 +569,18 @@ impl Inner {
     fn forget(&self, ids: &[&str]) {
         let forgotten: Vec<Pending> = {
             let mut state = self.state.lock();
-            let gone = ids
+            let gone: Vec<Pending> = ids
                 .iter()
                 .filter_map(|id| state.pending.remove(*id))
                 .collect();
-            if state.pending.is_empty() {
-                self.idle.notify_all();
-            }
+            state.completing += gone.len();
             gone
         };
+        let n = forgotten.len();
         // Dropped here, with no lock held: a dropped completer drops its promise, which locks its
         // (already resolved) future.
         drop(forgotten);
+        self.completed(n);
     }
 
     fn close(&self) {
@@ -680,18 +685,26 @@ impl Inner {
                     done.push(pending);
                 }
             }
+            state.completing += done.len();
         }
-        self.notify_if_idle();
+        let n = done.len();
         for pending in done {
             (pending.complete)(Err(TaskError::Lost {
                 attempts: 0,
                 reason: reason.to_owned(),
             }));
         }
+        self.completed(n);
     }
 
-    fn notify_if_idle(&self) {
-        if self.state.lock().pending.is_empty() {
+    /// Counts `n` completers as returned, and wakes `wait_idle` when nothing is left.
+    fn completed(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut state = self.state.lock();
+        state.completing -= n;
+        if state.pending.is_empty() && state.completing == 0 {
             self.idle.notify_all();
         }
     }
@@ -781,12 +794,14 @@ impl Inner {
                     }
                 }
             }
+            state.completing += done.len();
         }
-        self.notify_if_idle();
+        let n = done.len();
         for (pending, result) in done {
             let outcome = outcome(result, pending.timeout);
             (pending.complete)(outcome);
         }
+        self.completed(n);
     }
 
     /// Resolves tasks whose deadline passed as timed out.
@@ -806,12 +821,14 @@ impl Inner {
                     done.push(pending);
                 }
             }
+            state.completing += done.len();
         }
-        self.notify_if_idle();
+        let n = done.len();
         for pending in done {
             let after = pending.timeout.unwrap_or_default();
             (pending.complete)(Err(TaskError::TimedOut { after }));
         }
+        self.completed(n);
     }
 }
 
