@@ -204,6 +204,7 @@ pub fn init() {
     backend::processes::worker::init();
     cluster::init_from_env();
 }
+
 /// Not public API: what `#[martelli::task]` expands to.
 #[doc(hidden)]
 pub mod __private {

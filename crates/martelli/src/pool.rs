@@ -837,8 +837,9 @@ impl Pool {
         Ok(self.spawn(fut)?.wait())
     }
 
-    /// A pool described by a spec string: `"inline"`, `"threads"` (one per core) or `"threads:N"`.
-    /// An unknown spec is an error that lists the valid forms.
+    /// A pool described by a spec string: `"inline"`, `"threads"` (one per core) or `"threads:N"`,
+    /// `"processes[:N]"`, `"async[:N]"`, or a broker URL (`"redis://host:6379"`, `"rediss://…"`) for a
+    /// cluster pool (feature `cluster`). An unknown spec is an error that lists the valid forms.
     pub fn from_spec(spec: &str) -> Result<Pool, Error> {
         Spec::parse(spec)?.builder().build()
     }
