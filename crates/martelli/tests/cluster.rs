@@ -6,10 +6,10 @@ use martelli::cluster::{Client, ClusterError, SubmitOptions, Tasks, Worker, Work
 use martelli::{Priority, TaskError};
 use redis_server::RedisServer;
 use std::process::{Child, Command, Stdio};
-
-mod redis_server;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod redis_server;
 
 fn fast(options: WorkerOptions) -> WorkerOptions {
     options

@@ -32,7 +32,8 @@
 //! that crashes its process (abort, segfault, `exit`) gives a `worker_died` result with the exit code
 //! or signal, and one that runs past its deadline is killed with its process group and gives
 //! `timed_out`; the worker goes on, and the pool replaces the process. Names the runner knows that
-//! are not registered tasks still run on the executor thread.
+//! are not registered tasks still run on the executor thread (a registered name always runs the
+//! registered function, even when the runner maps that name to something else).
 
 use super::conn::{self, Broker, Entry};
 use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
