@@ -847,6 +847,10 @@ fn outcome(result: ResultEnvelope, timeout: Option<Duration>) -> TaskResult<Vec<
             reason: message(),
         }),
         ResultStatus::Cancelled => Err(TaskError::Cancelled),
+        ResultStatus::Unknown => Err(TaskError::Failed(TaskFailure::from_message(format!(
+            "the worker reported a status this client does not know: {}",
+            message()
+        )))),
         ResultStatus::WorkerDied => Err(TaskError::WorkerDied(crate::error::WorkerDeath {
             exit_code: result.exit_code,
             signal: result.signal,

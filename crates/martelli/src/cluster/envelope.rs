@@ -89,6 +89,9 @@ pub(crate) enum ResultStatus {
     /// The process running the task died (a worker that runs tasks on a process pool): `error`
     /// describes the death, `exit_code` or `signal` says how it ended.
     WorkerDied,
+    /// A status this build does not know (a newer worker's): a failure with the `error` message.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One result on the wire.
@@ -209,6 +212,29 @@ mod tests {
             ResultEnvelope::decode(&bytes).unwrap().status,
             ResultStatus::TimedOut
         );
+    }
+
+    #[test]
+    fn an_unknown_status_still_decodes() {
+        #[derive(Serialize)]
+        struct Newer<'a> {
+            v: u32,
+            id: &'a str,
+            status: &'a str,
+            error: &'a str,
+            attempts: u32,
+        }
+        let bytes = rmp_serde::to_vec_named(&Newer {
+            v: 1,
+            id: "t",
+            status: "quarantined",
+            error: "held for review",
+            attempts: 1,
+        })
+        .unwrap();
+        let result = ResultEnvelope::decode(&bytes).unwrap();
+        assert_eq!(result.status, ResultStatus::Unknown);
+        assert_eq!(result.error.as_deref(), Some("held for review"));
     }
 
     #[test]
