@@ -55,10 +55,10 @@
 //! event loop (`async`) on its loop thread, either of which a daemon would block for good, so
 //! `consume` on those pools fails with [`ConsumeError::Unsupported`] rather than hang.
 //!
-//! On a process pool, serve a queue with [`Pool::consume_task`] and a
+//! On a process pool or a cluster pool, serve a queue with [`Pool::consume_task`] and a
 //! [`#[martelli::task]`](crate::task): items and results cross as serde values, each consumer is a
-//! thread of this process with one item in flight in a worker process, and a crash or timeout fails
-//! only its item. A closure there is [`ConsumeError::NotATask`].
+//! thread of this process with one item in flight in a worker process (or on a cluster worker), and a
+//! crash or timeout fails only its item. A closure there is [`ConsumeError::NotATask`].
 
 use crate::backend::Admission;
 use crate::error::{TaskError, TaskFailure, TaskResult};

@@ -218,8 +218,8 @@ pub enum Error {
     /// A pool spec (`Pool::from_spec`, `MARTELLI_POOL`) could not be parsed.
     #[error(
         "unknown pool spec {spec:?}: {reason}; valid forms are \"inline\", \"threads\" (one per core) \
-         \"threads:N\", \"processes\", \"processes:N\", \"async\" (an event loop on one thread) \
-         and \"async:N\""
+         \"threads:N\", \"processes\", \"processes:N\", \"async\" (an event loop on one thread), \
+         \"async:N\" and \"redis://host[:port]\" (a cluster)"
     )]
     UnknownSpec {
         /// The spec as given.
@@ -277,6 +277,10 @@ pub enum Error {
         /// The backend's name.
         backend: &'static str,
     },
+    /// The cluster backend could not connect to its broker or take a task.
+    #[cfg(feature = "cluster")]
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The operating system refused to start a worker.
     #[error(
         "could not start worker thread {name:?}: {source} (lower the number of workers or their stack size)"

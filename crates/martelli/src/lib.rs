@@ -27,7 +27,7 @@
 //! | `threads` ([`Pool::threads`]) | 2–8 cores | I/O-bound work, CPU-bound Rust code | built |
 //! | `processes` ([`Pool::processes`]) | 2–8 cores | CPU-bound work, isolation, crash containment, hard timeouts | built (Linux) |
 //! | `async` ([`Pool::event_loop`]) | 1 core, many waits | thousands of concurrent I/O waits | built (feature `async`, on by default) |
-//! | `cluster` ([`cluster`]) | 9+ cores | many machines through Redis Streams | client and worker built (feature `cluster`); `Pool::cluster` not yet |
+//! | `cluster` (`Pool::cluster`, spec `"redis://host:port"`) | 9+ cores | many machines through Redis Streams, registered tasks | built (feature `cluster`) |
 //!
 //! # Handing work over
 //!
@@ -142,7 +142,7 @@ mod watchdog;
 
 #[cfg(feature = "async")]
 pub use backend::event_loop::to_thread;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "cluster")))]
 pub use backend::processes::worker::init;
 pub use barrier::{Barrier, BarrierError, BarrierWaitResult, Participant};
 pub use cancel::{CancelToken, Cancelled, cancel_token, is_cancelled};
@@ -170,12 +170,49 @@ pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
 
 /// Where process pools are not built (outside Linux) no process is ever started as a worker: `init`
 /// returns at once, so a program that calls it first in `main` builds everywhere.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", feature = "cluster")))]
 pub fn init() {}
+
+/// Turns this process into a worker when it was started as one; returns at once otherwise.
+///
+/// Call it on the first line of `main`, before anything else runs (in particular before any thread
+/// is started or any pool is built):
+///
+/// ```no_run
+/// #[martelli::task]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     martelli::init(); // in a worker: serves tasks, never returns
+///     let pool = martelli::Pool::from_env("processes:2")?;
+///     assert_eq!(pool.submit_task(square, (7,))?.wait()?, 49);
+///     Ok(())
+/// }
+/// ```
+///
+/// - **A process pool's worker** (Linux): a process pool starts this same program again with a
+///   private channel; there `init` runs tasks by name until the pool goes away, then exits the
+///   process. A worker whose `main` does not call `init` cannot start workers of its own (building a
+///   process pool there fails with [`Error::NotInitialized`]).
+/// - **A cluster worker**: with [`cluster::WORKER_ENV`] (`MARTELLI_CLUSTER_WORKER`) set to a broker
+///   URL, `init` serves every `#[martelli::task]` of the program from that broker until SIGTERM or
+///   SIGINT, then exits the process. The same binary is then the client
+///   (`MARTELLI_POOL=redis://… ./app`) and, started with the variable, a worker on each machine. The
+///   other variables it reads are listed under [`cluster::WORKER_ENV`].
+#[cfg(feature = "cluster")]
+pub fn init() {
+    #[cfg(target_os = "linux")]
+    backend::processes::worker::init();
+    cluster::init_from_env();
+}
 
 /// Not public API: what `#[martelli::task]` expands to.
 #[doc(hidden)]
 pub mod __private {
+    #[cfg(all(target_os = "linux", feature = "cluster"))]
+    pub use crate::backend::processes::worker::init as process_worker_init;
     pub use crate::task::{Registration, failure_from_display};
     pub use inventory;
 }

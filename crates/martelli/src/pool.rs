@@ -1,5 +1,7 @@
 //! [`Pool`] and [`PoolBuilder`]: the one face every backend shows.
 
+#[cfg(feature = "cluster")]
+use crate::backend::cluster::{Cluster, ClusterSettings};
 #[cfg(feature = "async")]
 use crate::backend::event_loop::EventLoop;
 #[cfg(target_os = "linux")]
@@ -93,7 +95,8 @@ impl TaskOptions {
     /// Sets a timeout for this task, counted from the moment it starts running; it replaces the pool's
     /// default. On threads the task is not killed: its future resolves as `TimedOut` and its
     /// [`CancelToken`](crate::CancelToken) fires. On a process pool the worker running it is killed
-    /// with its process group, and replaced.
+    /// with its process group, and replaced. On a cluster pool it is counted from submission (time in
+    /// the queue included): a worker does not start the task after it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -116,6 +119,9 @@ enum Kind {
     EventLoop(Option<usize>),
     /// n worker processes (0: one per core).
     Processes(usize),
+    /// Cluster workers through Redis (the settings are in `PoolBuilder::cluster`).
+    #[cfg(feature = "cluster")]
+    Cluster,
 }
 
 /// Settings of the process backend.
@@ -173,6 +179,8 @@ pub struct PoolBuilder {
     initializer: Option<Initializer>,
     detector: Option<Arc<Detector>>,
     processes: ProcessSettings,
+    #[cfg(feature = "cluster")]
+    pub(crate) cluster: ClusterSettings,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -186,7 +194,7 @@ impl fmt::Debug for PoolBuilder {
             .field("initializer", &self.initializer.is_some())
             .field("detector", &self.detector)
             .field("processes", &self.processes)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -201,6 +209,8 @@ impl Default for PoolBuilder {
             initializer: None,
             detector: None,
             processes: ProcessSettings::default(),
+            #[cfg(feature = "cluster")]
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -247,6 +257,24 @@ impl PoolBuilder {
     /// fails only the task it ran and is replaced. Linux only.
     pub fn processes(mut self, n: usize) -> Self {
         self.kind = Kind::Processes(n);
+        self
+    }
+
+    /// Runs tasks on cluster workers through the Redis broker at `url` (`redis://[user:password@]host
+    /// [:port][/db]`), on any number of machines: the 9+ core tier. Workers are programs that serve
+    /// [`cluster::Registered`](crate::cluster::Registered); they run
+    /// [`#[martelli::task]`](crate::task) functions submitted with [`Pool::submit_task`] or
+    /// [`Pool::map_task`]. See the `cluster_*` setters for the queue and the limits. Feature
+    /// `cluster`.
+    ///
+    /// Timeouts count from submission; [`Future::cancel`] writes a tombstone so that no worker starts
+    /// a task still queued (one already running finishes, its result dropped). Dropping the pool waits
+    /// for the result of every task submitted, as on every backend: with no worker serving the queue,
+    /// bound that wait with timeouts or use [`Pool::shutdown`] with [`Shutdown::CancelPending`].
+    #[cfg(feature = "cluster")]
+    pub fn cluster(mut self, url: impl Into<String>) -> Self {
+        self.kind = Kind::Cluster;
+        self.cluster = ClusterSettings::new(url.into());
         self
     }
 
@@ -417,6 +445,8 @@ impl PoolBuilder {
         }
         let backend: Arc<dyn Backend> = match self.kind {
             Kind::Inline => Arc::new(Inline::default()),
+            #[cfg(feature = "cluster")]
+            Kind::Cluster => Arc::new(Cluster::start(self.cluster)?),
             #[cfg(target_os = "linux")]
             Kind::Processes(n) => {
                 let workers = if n == 0 { available_cores() } else { n };
@@ -564,6 +594,13 @@ impl Pool {
         PoolBuilder::new().processes(n).build()
     }
 
+    /// A pool whose tasks run on cluster workers through the Redis broker at `url`; see
+    /// [`PoolBuilder::cluster`].
+    #[cfg(feature = "cluster")]
+    pub fn cluster(url: &str) -> Result<Pool, Error> {
+        PoolBuilder::new().cluster(url).build()
+    }
+
     /// Submits a [`#[martelli::task]`](crate::task) function with its arguments (a tuple) and
     /// returns the future of its value. On the processes backend a worker process runs it; on every
     /// other backend it runs in this process, so the same code runs in every tier. Argument and
@@ -593,6 +630,11 @@ impl Pool {
         _task: T,
         args: T::Args,
     ) -> Result<Future<T::Output>, Error> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.backend.cluster() {
+            let timeout = options.timeout.or(self.task_timeout);
+            return cluster.submit(options.priority, timeout, T::NAME, &args);
+        }
         match self.backend.remote() {
             Some(_) => self.submit_remote::<T::Args, T::Output>(options, T::NAME, &args),
             None => self
@@ -610,6 +652,10 @@ impl Pool {
         A: Serialize,
         R: DeserializeOwned + Send + 'static,
     {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.backend.cluster() {
+            return cluster.submit(Priority::Normal, self.task_timeout, name, &args);
+        }
         if self.backend.remote().is_some() {
             return self.submit_remote::<A, R>(TaskOptions::default(), name, &args);
         }
@@ -653,6 +699,11 @@ impl Pool {
         options: TaskOptions,
         chunk: Vec<T::Args>,
     ) -> Result<Future<Vec<TaskResult<T::Output>>>, Error> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.backend.cluster() {
+            let timeout = options.timeout.or(self.task_timeout);
+            return cluster.submit_chunk(options.priority, timeout, T::NAME, &chunk);
+        }
         if self.backend.remote().is_some() {
             let call = RemoteCall {
                 options,
@@ -762,8 +813,9 @@ impl Pool {
         Ok(self.spawn(fut)?.wait())
     }
 
-    /// A pool described by a spec string: `"inline"`, `"threads"` (one per core) or `"threads:N"`.
-    /// An unknown spec is an error that lists the valid forms.
+    /// A pool described by a spec string: `"inline"`, `"threads"` (one per core) or `"threads:N"`,
+    /// `"processes[:N]"`, `"async[:N]"`, or a broker URL (`"redis://host:6379"`, `"rediss://…"`) for a
+    /// cluster pool (feature `cluster`). An unknown spec is an error that lists the valid forms.
     pub fn from_spec(spec: &str) -> Result<Pool, Error> {
         Spec::parse(spec)?.builder().build()
     }
@@ -1020,6 +1072,12 @@ impl<T: Task> RemoteRunner<T> {
     /// Sends `args` to a worker and waits for the outcome. A pool that shut down meanwhile gives
     /// [`TaskError::Cancelled`]: the task never ran.
     pub(crate) fn run(&self, args: T::Args) -> TaskResult<T::Output> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.backend.cluster() {
+            return cluster
+                .submit(Priority::Normal, self.task_timeout, T::NAME, &args)
+                .map_or(Err(TaskError::Cancelled), Future::wait);
+        }
         let call = RemoteCall {
             options: TaskOptions::default(),
             name: T::NAME,

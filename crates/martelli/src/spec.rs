@@ -1,16 +1,20 @@
-//! Pool specs: the strings `Pool::from_spec` and `MARTELLI_POOL` take.
+//! Pool specs: the strings `Pool::from_spec` and `MARTELLI_POOL` take: `inline`, `threads[:N]`,
+//! `processes[:N]`, `async[:N]`, and a broker URL (`redis://…`, `rediss://…`) for a cluster pool.
 
 use crate::error::Error;
 use crate::pool::PoolBuilder;
 
 /// A parsed pool spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Spec {
     Inline,
     Threads(usize),
     #[cfg(feature = "async")]
     EventLoop(Option<usize>),
     Processes(usize),
+    /// A cluster pool on the broker at this URL.
+    #[cfg(feature = "cluster")]
+    Cluster(String),
 }
 
 impl Spec {
@@ -20,6 +24,16 @@ impl Spec {
             reason: reason.to_owned(),
         };
         let s = spec.trim();
+        let lower = s.to_ascii_lowercase();
+        if lower.starts_with("redis://") || lower.starts_with("rediss://") {
+            #[cfg(feature = "cluster")]
+            return Ok(Spec::Cluster(s.to_owned()));
+            #[cfg(not(feature = "cluster"))]
+            return Err(unknown(
+                "a broker URL needs the cluster backend, and martelli was built without its \
+                 \"cluster\" feature (enable it: martelli = { features = [\"cluster\"] })",
+            ));
+        }
         let (name, arg) = match s.split_once(':') {
             Some((name, arg)) => (name, Some(arg)),
             None => (s, None),
@@ -41,7 +55,9 @@ impl Spec {
                     "the worker count after \"processes:\" must be a whole number",
                 )),
             },
-            ("redis" | "rediss", _) => Err(unknown("the cluster backend is not built yet")),
+            ("redis" | "rediss", _) => Err(unknown(
+                "a broker URL is written redis://host[:port][/db] (or rediss:// for TLS)",
+            )),
             #[cfg(feature = "async")]
             ("async", None) => Ok(Spec::EventLoop(None)),
             #[cfg(feature = "async")]
@@ -63,6 +79,8 @@ impl Spec {
             Spec::Inline => PoolBuilder::new().inline(),
             Spec::Threads(n) => PoolBuilder::new().threads(n),
             Spec::Processes(n) => PoolBuilder::new().processes(n),
+            #[cfg(feature = "cluster")]
+            Spec::Cluster(url) => PoolBuilder::new().cluster(url),
             #[cfg(feature = "async")]
             Spec::EventLoop(None) => PoolBuilder::new().event_loop(),
             #[cfg(feature = "async")]
@@ -88,6 +106,30 @@ mod tests {
             assert_eq!(Spec::parse("async").ok(), Some(Spec::EventLoop(None)));
             assert_eq!(Spec::parse("async:4").ok(), Some(Spec::EventLoop(Some(4))));
         }
+    }
+
+    #[test]
+    fn broker_urls_are_cluster_pools_or_ask_for_the_feature() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            " REDIS://h/2 ",
+            "rediss://:pw@h:6380",
+        ] {
+            #[cfg(feature = "cluster")]
+            assert_eq!(
+                Spec::parse(url).ok(),
+                Some(Spec::Cluster(url.trim().to_owned()))
+            );
+            #[cfg(not(feature = "cluster"))]
+            {
+                let err = Spec::parse(url).expect_err(url).to_string();
+                assert!(err.contains("\"cluster\" feature"), "{err}");
+            }
+        }
+        let err = Spec::parse("redis:localhost")
+            .expect_err("no //")
+            .to_string();
+        assert!(err.contains("redis://host"), "{err}");
     }
 
     #[test]

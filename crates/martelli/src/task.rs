@@ -93,6 +93,9 @@ pub struct Registration {
     name: &'static str,
     run: RunFn,
     run_batch: RunBatchFn,
+    /// Runs the task on MessagePack arguments (the cluster's wire encoding).
+    #[cfg(feature = "cluster")]
+    run_msgpack: RunFn,
     signature: fn() -> String,
 }
 
@@ -103,6 +106,8 @@ impl Registration {
             name: T::NAME,
             run: run_encoded::<T>,
             run_batch: run_batch_encoded::<T>,
+            #[cfg(feature = "cluster")]
+            run_msgpack: run_msgpack::<T>,
             signature: signature::<T>,
         }
     }
@@ -145,6 +150,34 @@ fn run_encoded<T: Task>(args: &[u8], out: &mut Vec<u8>) -> Result<(), RunError> 
         out.truncate(start);
         return Err(RunError::BadResult(format!(
             "the result ({}) could not be encoded: {e}",
+            std::any::type_name::<T::Output>()
+        )));
+    }
+    Ok(())
+}
+
+/// [`run_encoded`] with MessagePack instead of postcard: the arguments are the MessagePack encoding of
+/// the argument tuple (an array with one element per argument), and the value is appended as
+/// MessagePack with named struct fields (`rmp_serde::to_vec_named`), as `cluster::Client::submit`
+/// sends and expects.
+#[cfg(feature = "cluster")]
+fn run_msgpack<T: Task>(args: &[u8], out: &mut Vec<u8>) -> Result<(), RunError> {
+    let args: T::Args = rmp_serde::from_slice(args).map_err(|e| {
+        RunError::BadArgs(format!(
+            "the arguments do not decode as {} from MessagePack: {e}",
+            std::any::type_name::<T::Args>()
+        ))
+    })?;
+    let value = match catch_unwind(AssertUnwindSafe(|| T::run(args))) {
+        Ok(Ok(value)) => value,
+        Ok(Err(failure)) => return Err(RunError::Failed(failure.message().to_owned())),
+        Err(payload) => return Err(RunError::Panicked(panic_message(payload.as_ref()))),
+    };
+    let start = out.len();
+    if let Err(e) = rmp_serde::encode::write_named(out, &value) {
+        out.truncate(start);
+        return Err(RunError::BadResult(format!(
+            "the result ({}) could not be encoded as MessagePack: {e}",
             std::any::type_name::<T::Output>()
         )));
     }
@@ -202,12 +235,16 @@ pub struct DuplicateTask {
 /// Every task in the program, by name.
 pub(crate) struct Registry {
     by_name: HashMap<&'static str, (RunFn, RunBatchFn)>,
+    #[cfg(feature = "cluster")]
+    msgpack: HashMap<&'static str, RunFn>,
     fingerprint: u64,
 }
 
 impl Registry {
     fn build() -> Result<Registry, DuplicateTask> {
         let mut by_name = HashMap::new();
+        #[cfg(feature = "cluster")]
+        let mut msgpack = HashMap::new();
         let mut signatures = Vec::new();
         for r in inventory::iter::<Registration> {
             if by_name.insert(r.name, (r.run, r.run_batch)).is_some() {
@@ -215,6 +252,8 @@ impl Registry {
                     name: r.name.to_owned(),
                 });
             }
+            #[cfg(feature = "cluster")]
+            msgpack.insert(r.name, r.run_msgpack);
             signatures.push((r.signature)());
         }
         signatures.sort_unstable();
@@ -226,6 +265,8 @@ impl Registry {
         }
         Ok(Registry {
             by_name,
+            #[cfg(feature = "cluster")]
+            msgpack,
             fingerprint: fingerprint.0,
         })
     }
@@ -248,6 +289,30 @@ impl Registry {
         out: &mut Vec<u8>,
     ) -> Option<Result<(), RunError>> {
         self.by_name.get(name).map(|(run, _)| run(args, out))
+    }
+
+    /// Runs task `name` on MessagePack `args`, appending its MessagePack value to `out` (see
+    /// `run_msgpack`). `None`: no task has that name.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn run_msgpack(
+        &self,
+        name: &str,
+        args: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), RunError>> {
+        self.msgpack.get(name).map(|run| run(args, out))
+    }
+
+    /// True when a task has this name.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Every task's name.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.by_name.keys().copied()
     }
 
     /// Runs task `name` over an encoded batch of arguments (see `run_batch_encoded`).

@@ -8,10 +8,13 @@
 //! | [`threads`] | 2–8 cores, I/O-bound or GIL-free CPU work | a fixed set of worker threads with a priority queue |
 //! | `event_loop` | 1 core, many concurrent waits | a tokio runtime: async tasks switch at `.await` points |
 //! | `processes` | 2–8 cores, isolation, hard timeouts | worker processes (this program re-executed), tasks by name |
+//! | `cluster` | 9+ cores, many machines | cluster workers fed through Redis Streams, tasks by name (feature `cluster`) |
 //!
 //! Backends that run tasks outside this process also implement [`RemoteBackend`]: they take tasks by
 //! name with encoded arguments ([`RemoteJob`]) instead of closures.
 
+#[cfg(feature = "cluster")]
+pub(crate) mod cluster;
 #[cfg(feature = "async")]
 pub(crate) mod event_loop;
 pub(crate) mod inline;
@@ -115,6 +118,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// The backend's face for tasks by name, when it runs tasks outside this process (then it
     /// refuses closures). `None` for in-process backends.
     fn remote(&self) -> Option<&dyn RemoteBackend> {
+        None
+    }
+
+    /// The cluster backend's typed face (tasks cross as MessagePack, not as process-pool frames).
+    #[cfg(feature = "cluster")]
+    fn cluster(&self) -> Option<&cluster::Cluster> {
         None
     }
 }

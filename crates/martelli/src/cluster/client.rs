@@ -14,6 +14,15 @@
 //! Both reconnect with backoff when the broker goes away and carry on where they were: the sender
 //! re-sends the batch it could not confirm (a task may then be queued twice; it runs at least once and
 //! its caller sees one result).
+//!
+//! # Cancelling
+//!
+//! [`Future::cancel`] on a task of this client resolves the future as
+//! [`TaskError::Cancelled`] at once and has the sender write a *tombstone* for the task id
+//! (`{prefix}:cancel:{id}`, with a TTL) after the task's own `XADD`. A worker checks the tombstones of
+//! the tasks it fetched before it starts them, and acknowledges a tombstoned task without running it.
+//! A task a worker already started runs to the end (a thread is never killed) and its result is
+//! dropped.
 
 use super::conn::{self, Broker};
 use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
@@ -39,6 +48,9 @@ const SEND_BATCH: usize = 1024;
 const COLLECT_BATCH: usize = 1024;
 /// The longest the collector blocks on the reply list before it looks at deadlines and at `close`.
 const COLLECT_POLL: Duration = Duration::from_millis(250);
+/// How long a tombstone stays by default: a task cancelled while queued that is still queued after
+/// this long runs after all.
+pub(crate) const DEFAULT_CANCEL_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Options of one submission.
 ///
@@ -104,6 +116,7 @@ pub struct ClientBuilder {
     max_payload: usize,
     max_attempts: u32,
     tls_ca: Option<std::path::PathBuf>,
+    cancel_ttl: Duration,
 }
 
 impl ClientBuilder {
@@ -116,6 +129,7 @@ impl ClientBuilder {
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_attempts: super::envelope::DEFAULT_MAX_ATTEMPTS,
             tls_ca: None,
+            cancel_ttl: DEFAULT_CANCEL_TTL,
         }
     }
 
@@ -151,9 +165,21 @@ impl ClientBuilder {
         self
     }
 
+    /// How long the tombstone of a cancelled task stays in Redis (default 24 hours). A cancelled task
+    /// that is still queued when its tombstone expires runs after all (its result is dropped).
+    pub fn cancel_ttl(mut self, ttl: Duration) -> ClientBuilder {
+        self.cancel_ttl = ttl;
+        self
+    }
+
     /// Connects (checking the address, the credentials and the server's version) and starts the
     /// client's threads.
     pub fn build(self) -> Result<Client, ClusterError> {
+        if self.cancel_ttl < Duration::from_millis(1) {
+            return Err(ClusterError::InvalidOption(
+                "the cancel TTL must be at least 1 ms".to_owned(),
+            ));
+        }
         if self.max_attempts == 0 {
             return Err(ClusterError::InvalidOption(
                 "max_attempts must be at least 1".to_owned(),
@@ -176,7 +202,9 @@ impl ClientBuilder {
             reply,
             max_payload: self.max_payload,
             max_attempts: self.max_attempts,
+            cancel_ttl_ms: u64::try_from(self.cancel_ttl.as_millis()).unwrap_or(u64::MAX),
             state: Mutex::new(State::default()),
+            idle: Condvar::new(),
             outbox: Mutex::new(Outbox::default()),
             outbox_ready: Condvar::new(),
             sent: Condvar::new(),
@@ -250,23 +278,47 @@ impl Client {
         let payload = rmp_serde::to_vec_named(args)?;
         let (promise, future) = promise::<R>();
         let name = task.to_owned();
-        self.inner.enqueue(
+        let id = self.inner.enqueue(
             task,
             payload,
             options,
             Box::new(move |result: TaskResult<Vec<u8>>| {
-                let decoded = result.and_then(|bytes| {
-                    rmp_serde::from_slice::<R>(&bytes).map_err(|e| {
-                        TaskError::Failed(TaskFailure::from_message(format!(
-                            "could not decode the result of task {name:?}: {e} (the client and \
-                             the worker disagree on its result type)"
-                        )))
-                    })
-                });
-                promise.complete(decoded);
+                promise.complete(result.and_then(|bytes| decode_result(&name, &bytes)));
             }),
         )?;
+        self.inner.watch_cancel(&future, vec![id]);
         Ok(future)
+    }
+
+    /// Submits an encoded task whose outcome goes to `complete`; returns the task id. The caller
+    /// arranges for cancellation with [`cancel_on`](Client::cancel_on).
+    pub(crate) fn submit_encoded(
+        &self,
+        task: &str,
+        payload: Vec<u8>,
+        options: &SubmitOptions,
+        complete: Box<dyn FnOnce(TaskResult<Vec<u8>>) + Send>,
+    ) -> Result<String, ClusterError> {
+        self.inner.enqueue(task, payload, options, complete)
+    }
+
+    /// Writes tombstones for the tasks `ids` when `future` resolves as cancelled.
+    pub(crate) fn cancel_on<T>(&self, future: &Future<T>, ids: Vec<String>) {
+        self.inner.watch_cancel(future, ids);
+    }
+
+    /// Cancels every task whose result has not arrived: writes their tombstones and resolves their
+    /// futures as cancelled. Returns how many there were.
+    pub(crate) fn cancel_pending(&self) -> usize {
+        self.inner.cancel_pending()
+    }
+
+    /// Blocks until no task of this client waits for its result.
+    pub(crate) fn wait_idle(&self) {
+        let mut state = self.inner.state.lock();
+        while !state.pending.is_empty() || state.completing > 0 {
+            state = self.inner.idle.wait_for(state, COLLECT_POLL).0;
+        }
     }
 
     /// Submits the task `task` with a payload of bytes; the future resolves with the result's bytes.
@@ -286,7 +338,7 @@ impl Client {
         options: &SubmitOptions,
     ) -> Result<Future<Vec<u8>>, ClusterError> {
         let (promise, future) = promise::<Vec<u8>>();
-        self.inner.enqueue(
+        let id = self.inner.enqueue(
             task,
             payload.into(),
             options,
@@ -294,6 +346,7 @@ impl Client {
                 promise.complete(result);
             }),
         )?;
+        self.inner.watch_cancel(&future, vec![id]);
         Ok(future)
     }
 
@@ -351,6 +404,9 @@ struct Pending {
 #[derive(Default)]
 struct State {
     pending: HashMap<String, Pending>,
+    /// Tasks taken out of `pending` whose completers have not returned yet: the client is idle only
+    /// when both are zero, so `wait_idle` never returns before a future is resolved.
+    completing: usize,
     /// Deadlines of pending tasks, earliest first.
     deadlines: BinaryHeap<Reverse<(Instant, String)>>,
 }
@@ -360,6 +416,8 @@ enum Target {
     Stream(usize),
     /// The delayed set, with the due time in Unix milliseconds.
     Delayed(u64, usize),
+    /// No envelope: the tombstone of the cancelled task `id`.
+    Tombstone,
 }
 
 struct Outgoing {
@@ -383,7 +441,10 @@ struct Inner {
     reply: String,
     max_payload: usize,
     max_attempts: u32,
+    cancel_ttl_ms: u64,
     state: Mutex<State>,
+    /// Signalled (with `state`) when the last pending task resolves.
+    idle: Condvar,
     outbox: Mutex<Outbox>,
     outbox_ready: Condvar,
     /// Signalled when the sender has written a batch.
@@ -402,7 +463,7 @@ impl Inner {
         payload: Vec<u8>,
         options: &SubmitOptions,
         complete: Completer,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<String, ClusterError> {
         crate::chaos::point();
         let max_attempts = options.max_attempts.unwrap_or(self.max_attempts);
         if max_attempts == 0 {
@@ -458,12 +519,78 @@ impl Inner {
                 state.deadlines.push(Reverse((deadline, id.clone())));
             }
             drop(state);
-            outbox.items.push(Outgoing { id, target, bytes });
+            outbox.items.push(Outgoing {
+                id: id.clone(),
+                target,
+                bytes,
+            });
             if outbox.items.len() == 1 {
                 self.outbox_ready.notify_one();
             }
         }
-        Ok(())
+        Ok(id)
+    }
+
+    /// Queues tombstones for `ids` when `future` resolves as cancelled.
+    fn watch_cancel<T>(self: &Arc<Self>, future: &Future<T>, ids: Vec<String>) {
+        let inner = Arc::downgrade(self);
+        future.on_done(move |result| {
+            if matches!(result, Err(TaskError::Cancelled)) {
+                if let Some(inner) = inner.upgrade() {
+                    // This runs under the future's lock: the pending entries (which hold its promise)
+                    // are removed by the sender, on its own thread, once the tombstones are written.
+                    inner.queue_tombstones(ids);
+                }
+            }
+        });
+    }
+
+    fn queue_tombstones(&self, ids: Vec<String>) {
+        let mut outbox = self.outbox.lock();
+        let was_empty = outbox.items.is_empty();
+        outbox.items.extend(ids.into_iter().map(|id| Outgoing {
+            id,
+            target: Target::Tombstone,
+            bytes: Vec::new(),
+        }));
+        if was_empty {
+            self.outbox_ready.notify_one();
+        }
+    }
+
+    fn cancel_pending(&self) -> usize {
+        let taken: Vec<(String, Pending)> = {
+            let mut state = self.state.lock();
+            state.deadlines.clear();
+            let taken: Vec<(String, Pending)> = state.pending.drain().collect();
+            state.completing += taken.len();
+            taken
+        };
+        let n = taken.len();
+        self.queue_tombstones(taken.iter().map(|(id, _)| id.clone()).collect());
+        for (_, pending) in taken {
+            (pending.complete)(Err(TaskError::Cancelled));
+        }
+        self.completed(n);
+        n
+    }
+
+    /// Forgets tasks whose tombstone is written: their futures are resolved already.
+    fn forget(&self, ids: &[&str]) {
+        let forgotten: Vec<Pending> = {
+            let mut state = self.state.lock();
+            let gone: Vec<Pending> = ids
+                .iter()
+                .filter_map(|id| state.pending.remove(*id))
+                .collect();
+            state.completing += gone.len();
+            gone
+        };
+        let n = forgotten.len();
+        // Dropped here, with no lock held: a dropped completer drops its promise, which locks its
+        // (already resolved) future.
+        drop(forgotten);
+        self.completed(n);
     }
 
     fn close(&self) {
@@ -492,8 +619,18 @@ impl Inner {
                 }
             };
             let mut pipe = redis::pipe();
+            let mut tombstones = Vec::new();
             for item in &batch {
                 match item.target {
+                    Target::Tombstone => {
+                        pipe.cmd("SET")
+                            .arg(self.keys.tombstone(&item.id))
+                            .arg(1)
+                            .arg("PX")
+                            .arg(self.cancel_ttl_ms)
+                            .ignore();
+                        tombstones.push(item.id.as_str());
+                    }
                     Target::Stream(index) => {
                         pipe.cmd("XADD")
                             .arg(&self.keys.streams[index])
@@ -514,6 +651,15 @@ impl Inner {
                     }
                 }
             }
+            if !tombstones.is_empty() {
+                // Tells workers that tombstones exist, so they look for them (see the worker's fetch).
+                pipe.cmd("SET")
+                    .arg(self.keys.cancels())
+                    .arg(1)
+                    .arg("PX")
+                    .arg(self.cancel_ttl_ms)
+                    .ignore();
+            }
             loop {
                 match pipe.exec(&mut conn) {
                     Ok(()) => break,
@@ -529,6 +675,9 @@ impl Inner {
                         break;
                     }
                 }
+            }
+            if !tombstones.is_empty() {
+                self.forget(&tombstones);
             }
             self.outbox.lock().in_flight = 0;
             self.sent.notify_all();
@@ -546,12 +695,27 @@ impl Inner {
                     done.push(pending);
                 }
             }
+            state.completing += done.len();
         }
+        let n = done.len();
         for pending in done {
             (pending.complete)(Err(TaskError::Lost {
                 attempts: 0,
                 reason: reason.to_owned(),
             }));
+        }
+        self.completed(n);
+    }
+
+    /// Counts `n` completers as returned, and wakes `wait_idle` when nothing is left.
+    fn completed(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut state = self.state.lock();
+        state.completing -= n;
+        if state.pending.is_empty() && state.completing == 0 {
+            self.idle.notify_all();
         }
     }
 
@@ -640,11 +804,14 @@ impl Inner {
                     }
                 }
             }
+            state.completing += done.len();
         }
+        let n = done.len();
         for (pending, result) in done {
             let outcome = outcome(result, pending.timeout);
             (pending.complete)(outcome);
         }
+        self.completed(n);
     }
 
     /// Resolves tasks whose deadline passed as timed out.
@@ -664,11 +831,14 @@ impl Inner {
                     done.push(pending);
                 }
             }
+            state.completing += done.len();
         }
+        let n = done.len();
         for pending in done {
             let after = pending.timeout.unwrap_or_default();
             (pending.complete)(Err(TaskError::TimedOut { after }));
         }
+        self.completed(n);
     }
 }
 
@@ -686,5 +856,25 @@ fn outcome(result: ResultEnvelope, timeout: Option<Duration>) -> TaskResult<Vec<
             attempts: result.attempts,
             reason: message(),
         }),
+        ResultStatus::Cancelled => Err(TaskError::Cancelled),
+        ResultStatus::Unknown => Err(TaskError::Failed(TaskFailure::from_message(format!(
+            "the worker reported a status this client does not know: {}",
+            message()
+        )))),
+        ResultStatus::WorkerDied => Err(TaskError::WorkerDied(crate::error::WorkerDeath {
+            exit_code: result.exit_code,
+            signal: result.signal,
+            stderr_tail: message(),
+        })),
     }
+}
+
+/// Decodes a typed task's MessagePack result.
+pub(crate) fn decode_result<R: DeserializeOwned>(name: &str, bytes: &[u8]) -> TaskResult<R> {
+    rmp_serde::from_slice::<R>(bytes).map_err(|e| {
+        TaskError::Failed(TaskFailure::from_message(format!(
+            "could not decode the result of task {name:?}: {e} (the client and the worker disagree \
+             on its result type)"
+        )))
+    })
 }

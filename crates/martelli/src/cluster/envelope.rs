@@ -84,6 +84,14 @@ pub(crate) enum ResultStatus {
     TimedOut,
     /// The task was dead-lettered (unknown name, too many attempts, oversized): `error` is the reason.
     Lost,
+    /// The task was cancelled while queued (its caller wrote a tombstone); it did not run.
+    Cancelled,
+    /// The process running the task died (a worker that runs tasks on a process pool): `error`
+    /// describes the death, `exit_code` or `signal` says how it ended.
+    WorkerDied,
+    /// A status this build does not know (a newer worker's): a failure with the `error` message.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One result on the wire.
@@ -101,6 +109,12 @@ pub(crate) struct ResultEnvelope {
     /// The consumer name of the worker that wrote it.
     #[serde(default)]
     pub(crate) worker: String,
+    /// With `worker_died`: the exit code of the process that ran the task, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) exit_code: Option<i32>,
+    /// With `worker_died`: the signal that killed the process that ran the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) signal: Option<i32>,
 }
 
 impl ResultEnvelope {
@@ -189,12 +203,69 @@ mod tests {
             error: None,
             attempts: 1,
             worker: "w".into(),
+            exit_code: None,
+            signal: None,
         };
         let bytes = r.encode();
         assert!(bytes.windows(9).any(|w| w == b"timed_out"));
         assert_eq!(
             ResultEnvelope::decode(&bytes).unwrap().status,
             ResultStatus::TimedOut
+        );
+    }
+
+    #[test]
+    fn an_unknown_status_still_decodes() {
+        #[derive(Serialize)]
+        struct Newer<'a> {
+            v: u32,
+            id: &'a str,
+            status: &'a str,
+            error: &'a str,
+            attempts: u32,
+        }
+        let bytes = rmp_serde::to_vec_named(&Newer {
+            v: 1,
+            id: "t",
+            status: "quarantined",
+            error: "held for review",
+            attempts: 1,
+        })
+        .unwrap();
+        let result = ResultEnvelope::decode(&bytes).unwrap();
+        assert_eq!(result.status, ResultStatus::Unknown);
+        assert_eq!(result.error.as_deref(), Some("held for review"));
+    }
+
+    #[test]
+    fn worker_died_carries_how_and_other_statuses_omit_it() {
+        let mut r = ResultEnvelope {
+            v: 1,
+            id: "t".into(),
+            status: ResultStatus::WorkerDied,
+            payload: None,
+            error: Some("killed by signal 6".into()),
+            attempts: 1,
+            worker: "w".into(),
+            exit_code: None,
+            signal: Some(6),
+        };
+        let bytes = r.encode();
+        assert!(bytes.windows(11).any(|w| w == b"worker_died"));
+        assert!(bytes.windows(7).any(|w| w == b"\xa6signal"));
+        let back = ResultEnvelope::decode(&bytes).unwrap();
+        assert_eq!(
+            (back.status, back.signal, back.exit_code),
+            (ResultStatus::WorkerDied, Some(6), None)
+        );
+        r.status = ResultStatus::Cancelled;
+        r.signal = None;
+        let bytes = r.encode();
+        assert!(bytes.windows(9).any(|w| w == b"cancelled"));
+        // The key "signal" as a MessagePack fixstr (the error message says "signal" too).
+        assert!(
+            !bytes.windows(7).any(|w| w == b"\xa6signal"),
+            "absent, not nil"
         );
     }
 }

@@ -88,6 +88,13 @@ pub enum ClusterError {
     /// The client was closed; it takes no more tasks.
     #[error("the cluster client is closed and takes no more tasks (connect a new one)")]
     Closed,
+    /// The worker's local process pool ([`WorkerOptions::processes`](super::WorkerOptions::processes))
+    /// did not start.
+    #[error(
+        "could not start the worker's process pool: {0} (a worker that runs tasks on processes must \
+         call martelli::init() on the first line of main)"
+    )]
+    ProcessPool(#[source] Box<crate::Error>),
     /// A thread or signal handler could not be set up.
     #[error("could not start the cluster {what}: {source}")]
     Setup {

@@ -8,9 +8,14 @@
 //! results.
 //!
 //! On the wire a task is a *name* and a *payload of bytes*; the worker finds the task by name through a
-//! [`TaskRunner`]. [`Tasks`] is a ready runner: a map from names to functions, raw (bytes in, bytes out)
-//! or typed (MessagePack through serde). No code travels as data: a message can only run a task the
-//! worker registered.
+//! [`TaskRunner`]. [`Registered`] runs every [`#[martelli::task]`](crate::task) function of the
+//! program, with MessagePack arguments and results, so [`Pool::cluster`](crate::Pool::cluster) gives
+//! the same `Pool` API as every other backend. [`Tasks`] is a map from names to functions, raw (bytes in,
+//! bytes out) or typed (MessagePack through serde), optionally with the registered tasks too. No code
+//! travels as data: a message can only run a task the worker registered.
+//!
+//! A worker with [`WorkerOptions::processes`] runs registered tasks on a local process pool, so a task
+//! that crashes its process or outlives its deadline costs that process, never the worker.
 //!
 //! ```no_run
 //! use martelli::cluster::{Client, Tasks, Worker, WorkerOptions};
@@ -39,6 +44,9 @@
 //!   reason, and its future resolves as [`TaskError::Lost`](crate::TaskError::Lost).
 //! - Without persistence (`appendonly no`), a Redis restart loses what was queued and results not yet
 //!   collected: the futures of those tasks resolve only by their deadline. With AOF nothing is lost.
+//! - [`Future::cancel`](crate::Future::cancel) resolves the future as cancelled at once and writes a
+//!   tombstone that workers check before they start a task; a task a worker already started runs to
+//!   the end and its result is dropped.
 //!
 //! # Status
 //!
@@ -54,14 +62,14 @@
 //!
 //! # Not built yet
 //!
-//! `Pool::cluster(url)` (the same `Pool` API over named tasks), cancelling a queued task, running
-//! tasks on a process pool inside the worker, and client certificates (mutual TLS). The command-line
-//! worker for shell commands (`martelli worker`) and `martelli run --cluster` are in `martelli-cli`.
+//! Per-task lease lengths and client certificates (mutual TLS).
 
 mod client;
 mod conn;
+mod env;
 mod envelope;
 mod error;
+mod registered;
 mod runner;
 mod status;
 mod worker;
@@ -94,8 +102,12 @@ pub mod fuzzing {
     }
 }
 
+pub(crate) use client::decode_result;
 pub use client::{Client, ClientBuilder, SubmitOptions};
+pub use env::WORKER_ENV;
+pub(crate) use env::init_from_env;
 pub use error::ClusterError;
+pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
 pub use status::{
     ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
@@ -133,6 +145,8 @@ pub(crate) struct Keys {
     pub(crate) delayed: String,
     /// Dead letters: `{prefix}:q:{queue}:dead`.
     pub(crate) dead: String,
+    /// `{prefix}:q:{queue}`.
+    base: String,
 }
 
 impl Keys {
@@ -147,6 +161,7 @@ impl Keys {
             ],
             delayed: format!("{base}:delayed"),
             dead: format!("{base}:dead"),
+            base,
         }
     }
 
@@ -162,6 +177,16 @@ impl Keys {
     /// A client's reply list: `{prefix}:reply:{client id}`.
     pub(crate) fn reply(&self, client_id: &str) -> String {
         format!("{}:reply:{client_id}", self.prefix)
+    }
+
+    /// The tombstone of a cancelled task: `{prefix}:cancel:{task id}`.
+    pub(crate) fn tombstone(&self, task_id: &str) -> String {
+        format!("{}:cancel:{task_id}", self.prefix)
+    }
+
+    /// Set while tombstones may exist for this queue's tasks: `{prefix}:q:{queue}:cancels`.
+    pub(crate) fn cancels(&self) -> String {
+        format!("{}:cancels", self.base)
     }
 
     /// A worker's heartbeat hash: `{prefix}:worker:{consumer}`.

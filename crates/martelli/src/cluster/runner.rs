@@ -57,6 +57,8 @@ type RawTask = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, TaskFailure> + Send + Sync>;
 #[derive(Default)]
 pub struct Tasks {
     tasks: HashMap<String, RawTask>,
+    /// Names not in `tasks` are looked up among the registered tasks.
+    registered: bool,
 }
 
 impl Tasks {
@@ -105,6 +107,13 @@ impl Tasks {
         self
     }
 
+    /// Also runs every [`#[martelli::task]`](crate::task) function of this program (see
+    /// [`Registered`](super::Registered)); a task added to the map under the same name wins.
+    pub fn registered(mut self) -> Tasks {
+        self.registered = true;
+        self
+    }
+
     /// The names of the tasks in the map.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tasks.keys().map(String::as_str)
@@ -115,6 +124,7 @@ impl TaskRunner for Tasks {
     fn run(&self, name: &str, payload: &[u8]) -> Result<Vec<u8>, RunError> {
         match self.tasks.get(name) {
             Some(task) => task(payload).map_err(RunError::Failed),
+            None if self.registered => super::Registered.run(name, payload),
             None => Err(RunError::UnknownTask),
         }
     }
@@ -124,7 +134,10 @@ impl fmt::Debug for Tasks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<&str> = self.names().collect();
         names.sort_unstable();
-        f.debug_struct("Tasks").field("names", &names).finish()
+        f.debug_struct("Tasks")
+            .field("names", &names)
+            .field("registered", &self.registered)
+            .finish()
     }
 }
 

@@ -18,6 +18,22 @@
 //!    the fetch thread never asks for more entries than `slots - held`.
 //! 3. An entry that cannot be run (malformed, oversized, unknown task, out of attempts) is moved to the
 //!    dead-letter stream with its reason, never retried and never dropped silently.
+//! 4. A fetched task whose tombstone exists (`{prefix}:cancel:{id}`: its caller cancelled it) is not
+//!    started: it gets a `cancelled` result and is acknowledged, and the tombstone is deleted. The
+//!    tombstones of a batch are read in one round trip, only when the queue's `cancels` key says some
+//!    may exist (the fetch script reads that key with the entries, so without cancels it costs no
+//!    round trip) and always for reclaimed tasks. A task already started when its tombstone is
+//!    written runs to the end.
+//!
+//! # Process-pool execution
+//!
+//! With [`WorkerOptions::processes`], each registered task ([`Registered`](super::Registered)) runs
+//! on a local process pool instead of an executor thread: the executor thread waits for it. A task
+//! that crashes its process (abort, segfault, `exit`) gives a `worker_died` result with the exit code
+//! or signal, and one that runs past its deadline is killed with its process group and gives
+//! `timed_out`; the worker goes on, and the pool replaces the process. Names the runner knows that
+//! are not registered tasks still run on the executor thread (a registered name always runs the
+//! registered function, even when the runner maps that name to something else).
 
 use super::conn::{self, Broker, Entry};
 use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
@@ -43,14 +59,15 @@ const WRITE_BATCH: usize = 1024;
 /// The most delayed tasks moved to their stream per pass.
 const PROMOTE_BATCH: usize = 512;
 
-/// Reads up to ARGV[3] entries across the streams in KEYS, highest priority first, without blocking:
-/// the worker never takes more entries than it has free slots.
+/// Reads up to ARGV[3] entries across the streams KEYS[1..3], highest priority first, without
+/// blocking: the worker never takes more entries than it has free slots. Returns whether the queue's
+/// `cancels` key (KEYS[4]) exists, then the entries.
 const FETCH_SCRIPT: &str = r"
 local want = tonumber(ARGV[3])
 local out = {}
-for i, key in ipairs(KEYS) do
+for i = 1, 3 do
   if want <= 0 then break end
-  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want, 'STREAMS', key, '>')
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want, 'STREAMS', KEYS[i], '>')
   if r then
     for _, e in ipairs(r[1][2]) do
       out[#out + 1] = {i - 1, e[1], e[2]}
@@ -58,7 +75,7 @@ for i, key in ipairs(KEYS) do
     end
   end
 end
-return out
+return {redis.call('EXISTS', KEYS[4]), out}
 ";
 
 /// Moves due members of the delayed set (KEYS[1]) to their stream (KEYS[2..4]); a member is one
@@ -97,6 +114,7 @@ pub struct WorkerOptions {
     dead_letter_max: usize,
     name: Option<String>,
     tls_ca: Option<std::path::PathBuf>,
+    processes: Option<usize>,
 }
 
 impl Default for WorkerOptions {
@@ -112,6 +130,7 @@ impl Default for WorkerOptions {
             dead_letter_max: 100_000,
             name: None,
             tls_ca: None,
+            processes: None,
         }
     }
 }
@@ -188,6 +207,21 @@ impl WorkerOptions {
         self
     }
 
+    /// Runs registered tasks ([`Registered`](super::Registered)) on `n` local worker processes (0:
+    /// one per core) instead of executor threads, so a task that crashes its process or runs past its
+    /// deadline is contained as on a [process pool](crate::PoolBuilder::processes): the caller gets
+    /// [`TaskError::WorkerDied`](crate::TaskError::WorkerDied) or
+    /// [`TaskError::TimedOut`](crate::TaskError::TimedOut), and the worker goes on. Also sets the
+    /// concurrency to `n`, so the worker holds no more tasks than it has processes (a later
+    /// [`concurrency`](WorkerOptions::concurrency) changes that). The program's `main` must call
+    /// [`martelli::init()`](crate::init) first. Linux only.
+    pub fn processes(mut self, n: usize) -> WorkerOptions {
+        let n = if n == 0 { crate::available_cores() } else { n };
+        self.processes = Some(n);
+        self.concurrency = n;
+        self
+    }
+
     fn validate(&self) -> Result<(), ClusterError> {
         let invalid = |m: &str| Err(ClusterError::InvalidOption(m.to_owned()));
         if self.concurrency == 0 {
@@ -223,6 +257,8 @@ pub struct WorkerReport {
     pub reclaimed: u64,
     /// Tasks put back on their stream unstarted at stop.
     pub handed_back: u64,
+    /// Tasks not started because their caller had cancelled them (a tombstone).
+    pub cancelled: u64,
 }
 
 #[derive(Default)]
@@ -232,6 +268,7 @@ struct Counters {
     dead_lettered: AtomicU64,
     reclaimed: AtomicU64,
     handed_back: AtomicU64,
+    cancelled: AtomicU64,
 }
 
 /// One entry held by this worker: its stream (by priority index) and id.
@@ -303,6 +340,9 @@ struct Shared {
     writes: Mutex<Queue<Write>>,
     writes_ready: Condvar,
     counters: Counters,
+    /// The local process pool registered tasks run on (`WorkerOptions::processes`).
+    #[cfg(target_os = "linux")]
+    processes: Option<crate::Pool>,
 }
 
 /// Stops a worker gracefully from anywhere (another thread, a signal handler's watcher).
@@ -356,6 +396,23 @@ impl Worker {
             source,
         })?;
         let consumer = consumer_name(options.name.as_deref());
+        #[cfg(target_os = "linux")]
+        let processes = match options.processes {
+            Some(n) => Some(
+                crate::Pool::builder()
+                    .processes(n)
+                    .name_prefix("martelli-cluster-proc")
+                    .build()
+                    .map_err(|e| ClusterError::ProcessPool(Box::new(e)))?,
+            ),
+            None => None,
+        };
+        #[cfg(not(target_os = "linux"))]
+        if options.processes.is_some() {
+            return Err(ClusterError::InvalidOption(
+                "running tasks on processes (WorkerOptions::processes) needs Linux".to_owned(),
+            ));
+        }
         let shared = Arc::new(Shared {
             broker,
             keys,
@@ -370,6 +427,8 @@ impl Worker {
             writes: Mutex::new(Queue::default()),
             writes_ready: Condvar::new(),
             counters: Counters::default(),
+            #[cfg(target_os = "linux")]
+            processes,
             options,
         });
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
@@ -471,6 +530,7 @@ impl Worker {
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
             reclaimed: c.reclaimed.load(Ordering::Relaxed),
             handed_back: c.handed_back.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
         })
     }
 }
@@ -692,12 +752,15 @@ impl Shared {
             .key(&self.keys.streams[0])
             .key(&self.keys.streams[1])
             .key(&self.keys.streams[2])
+            .key(self.keys.cancels())
             .arg(GROUP)
             .arg(&self.consumer)
             .arg(free)
             .invoke(conn)?;
+        let reply = conn::array(&value);
+        let tombstones = reply.first().and_then(conn::int).unwrap_or(1) != 0;
         let mut got = Vec::new();
-        for item in conn::array(&value) {
+        for item in reply.get(1).map_or(&[][..], conn::array) {
             let parts = conn::array(item);
             let (Some(index), Some(id), Some(fields)) = (parts.first(), parts.get(1), parts.get(2))
             else {
@@ -712,6 +775,9 @@ impl Shared {
             }
         }
         if got.is_empty() {
+            // A task that arrives during the blocking read was added after the script ran: its
+            // tombstone, if any, comes after its XADD and is checked only when the script saw the
+            // `cancels` key (a tombstone written after the fetch is not seen anyway; rule 4).
             // Nothing waiting: block until a task arrives, maintenance is due, or the poll ends.
             let block = next
                 .saturating_duration_since(Instant::now())
@@ -748,8 +814,7 @@ impl Shared {
                 }
             }
         }
-        self.dispatch(got);
-        Ok(())
+        self.dispatch(conn, got, tombstones)
     }
 
     fn free(&self) -> usize {
@@ -757,10 +822,17 @@ impl Shared {
     }
 
     /// Checks fetched entries and hands them to the executors or, when they cannot run, to the
-    /// dead-letter stream. `deliveries` is Redis's delivery count of the entry.
-    fn dispatch(&self, entries: Vec<(usize, Entry, u32)>) {
+    /// dead-letter stream; with `tombstones`, cancelled tasks get a `cancelled` result instead
+    /// (rule 4). `deliveries` is Redis's delivery count of the entry. Every entry is dispatched even
+    /// when reading the tombstones fails (the tasks then run); that error is returned after.
+    fn dispatch(
+        &self,
+        conn: &mut Connection,
+        entries: Vec<(usize, Entry, u32)>,
+        tombstones: bool,
+    ) -> RedisResult<()> {
         if entries.is_empty() {
-            return;
+            return Ok(());
         }
         let mut jobs = Vec::new();
         let mut dead = Vec::new();
@@ -774,6 +846,23 @@ impl Shared {
                 }
             }
         }
+        let mut outcome = Ok(());
+        if tombstones && !jobs.is_empty() {
+            match self.cancelled(conn, &jobs) {
+                Ok(cancelled) => {
+                    let mut kept = Vec::with_capacity(jobs.len());
+                    for (job, cancelled) in jobs.into_iter().zip(cancelled) {
+                        if cancelled {
+                            dead.push(self.cancelled_result(job));
+                        } else {
+                            kept.push(job);
+                        }
+                    }
+                    jobs = kept;
+                }
+                Err(error) => outcome = Err(error),
+            }
+        }
         if !jobs.is_empty() {
             let mut queue = self.jobs.lock();
             queue.items.extend(jobs);
@@ -781,6 +870,37 @@ impl Shared {
         }
         for write in dead {
             self.push_write(write);
+        }
+        outcome
+    }
+
+    /// Whether each job's tombstone exists, in one round trip.
+    fn cancelled(&self, conn: &mut Connection, jobs: &[Job]) -> RedisResult<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for job in jobs {
+            pipe.cmd("EXISTS")
+                .arg(self.keys.tombstone(&job.envelope.id));
+        }
+        let found: Vec<i64> = pipe.query(conn)?;
+        Ok(found.into_iter().map(|n| n != 0).collect())
+    }
+
+    /// The outcome of a task cancelled before it started (rule 4).
+    fn cancelled_result(&self, job: Job) -> Write {
+        Write::Result {
+            held: (job.stream, job.entry),
+            reply: job.envelope.reply,
+            result: ResultEnvelope {
+                v: PROTOCOL_VERSION,
+                id: job.envelope.id,
+                status: ResultStatus::Cancelled,
+                payload: None,
+                error: Some("the task was cancelled before a worker started it".to_owned()),
+                attempts: job.attempt,
+                worker: self.consumer.clone(),
+                exit_code: None,
+                signal: None,
+            },
         }
     }
 
@@ -901,6 +1021,8 @@ impl Shared {
                         error: Some(reason),
                         attempts,
                         worker: self.consumer.clone(),
+                        exit_code: None,
+                        signal: None,
                     },
                 )
             })
@@ -1016,8 +1138,7 @@ impl Shared {
         self.counters
             .reclaimed
             .fetch_add(got.len() as u64, Ordering::Relaxed);
-        self.dispatch(got);
-        Ok(())
+        self.dispatch(conn, got, true)
     }
 
     /// At stop: closes the job queue and puts every task not yet started back on its stream.
@@ -1096,12 +1217,41 @@ impl Shared {
             attempt,
         } = job;
         let held = (stream, entry);
+        let mut death = None;
         let (status, payload, error) = if envelope.deadline.is_some_and(|d| unix_ms() > d) {
             (
                 ResultStatus::TimedOut,
                 None,
                 Some("the task's deadline passed before a worker could start it".to_owned()),
             )
+        } else if let Some(ran) = self.run_on_processes(&envelope) {
+            use super::registered::Isolated;
+            match ran {
+                Isolated::Value(bytes) => (ResultStatus::Ok, Some(bytes), None),
+                Isolated::Failed(message) => (ResultStatus::Failed, None, Some(message)),
+                Isolated::Panicked(message) => (ResultStatus::Panicked, None, Some(message)),
+                Isolated::TimedOut => (
+                    ResultStatus::TimedOut,
+                    None,
+                    Some(
+                        "the task ran past its deadline; its process was killed with its group"
+                            .to_owned(),
+                    ),
+                ),
+                Isolated::Died(how) => {
+                    let message = format!("the process running the task died: {how}");
+                    death = Some((how.exit_code, how.signal));
+                    (ResultStatus::WorkerDied, None, Some(message))
+                }
+                Isolated::Unknown => {
+                    let reason = format!(
+                        "unknown task {:?}: the worker processes of worker {} do not register it \
+                         (they must be the same program as the worker)",
+                        envelope.task, self.consumer
+                    );
+                    return self.dead_letter_unknown(held, &envelope, attempt, reason);
+                }
+            }
         } else {
             let ran = catch_unwind(AssertUnwindSafe(|| {
                 self.runner.run(&envelope.task, &envelope.payload)
@@ -1119,14 +1269,7 @@ impl Shared {
                          (register it, or check the name the producer sends)",
                         envelope.task, self.consumer
                     );
-                    let raw = Entry {
-                        id: held.1.clone(),
-                        fields: match envelope.encode() {
-                            Ok(bytes) => vec![(ENTRY_FIELD.as_bytes().to_vec(), bytes)],
-                            Err(_) => Vec::new(),
-                        },
-                    };
-                    return self.dead_letter(held, &raw, Some(&envelope), attempt, reason);
+                    return self.dead_letter_unknown(held, &envelope, attempt, reason);
                 }
                 Err(panic) => (
                     ResultStatus::Panicked,
@@ -1146,8 +1289,49 @@ impl Shared {
                 error,
                 attempts: attempt,
                 worker: self.consumer.clone(),
+                exit_code: death.and_then(|(code, _)| code),
+                signal: death.and_then(|(_, signal)| signal),
             },
         }
+    }
+
+    fn dead_letter_unknown(
+        &self,
+        held: Held,
+        envelope: &TaskEnvelope,
+        attempt: u32,
+        reason: String,
+    ) -> Write {
+        let raw = Entry {
+            id: held.1.clone(),
+            fields: match envelope.encode() {
+                Ok(bytes) => vec![(ENTRY_FIELD.as_bytes().to_vec(), bytes)],
+                Err(_) => Vec::new(),
+            },
+        };
+        self.dead_letter(held, &raw, Some(envelope), attempt, reason)
+    }
+
+    /// Runs a registered task on the worker's process pool, when it has one; `None` otherwise.
+    #[cfg(target_os = "linux")]
+    fn run_on_processes(&self, envelope: &TaskEnvelope) -> Option<super::registered::Isolated> {
+        let pool = self.processes.as_ref()?;
+        let registry = crate::task::Registry::get().ok()?;
+        if envelope.task == super::registered::RUN_REGISTERED || !registry.contains(&envelope.task)
+        {
+            return None;
+        }
+        Some(super::registered::run_isolated(
+            pool,
+            &envelope.task,
+            &envelope.payload,
+            envelope.deadline,
+        ))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn run_on_processes(&self, _envelope: &TaskEnvelope) -> Option<super::registered::Isolated> {
+        None
     }
 
     /// The writer thread: stores outcomes in batches until the queue is closed and empty.
@@ -1201,6 +1385,9 @@ impl Shared {
                     Write::Result { result, .. } if result.status == ResultStatus::Ok => {
                         &c.succeeded
                     }
+                    Write::Result { result, .. } if result.status == ResultStatus::Cancelled => {
+                        &c.cancelled
+                    }
                     Write::Result { .. } => &c.failed,
                     Write::Dead { .. } => &c.dead_lettered,
                     Write::HandBack { .. } => &c.handed_back,
@@ -1247,6 +1434,9 @@ fn build_writes(batch: &[Write], keys: &Keys, ttl_ms: u64, dead_max: usize) -> r
                 if let Some(reply) = reply {
                     pipe.cmd("LPUSH").arg(reply).arg(result.encode()).ignore();
                     replies.insert(reply);
+                }
+                if result.status == ResultStatus::Cancelled {
+                    pipe.cmd("DEL").arg(keys.tombstone(&result.id)).ignore();
                 }
             }
             Write::Dead { letter, reply, .. } => {

@@ -6,7 +6,10 @@ use std::time::Instant;
 /// Runs every test whose name contains the first non-flag argument (all without one), prints one
 /// line per test as libtest does, and exits with 101 when any failed.
 pub(crate) fn run(tests: &[(&str, fn())]) {
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .filter(|f| !f.is_empty());
     let selected: Vec<_> = tests
         .iter()
         .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
