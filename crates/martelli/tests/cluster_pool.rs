@@ -238,8 +238,8 @@ fn stream_len(raw: &mut redis::Connection) -> usize {
         .unwrap()
 }
 
-/// Writes the tombstone of task `id` and the queue's `cancels` flag, as a producer that cancels does
-/// (docs/protocol.md, "Cancelling a task").
+/// Writes the tombstone of task `id` and the queue's `cancels` flag, as a producer that cancels
+/// does (docs/protocol.md, "Cancelling a task").
 fn write_tombstone(raw: &mut redis::Connection, id: &str) {
     redis::pipe()
         .cmd("SET")

@@ -9,8 +9,8 @@
 //! start still gives an `ok` result that says so. Only a payload the worker cannot use (malformed,
 //! neither `argv` nor `shell`) gives a `failed` result.
 //!
-//! A command is cancelled with its task: while it runs, a watcher thread waits on the current task's
-//! [`CancelToken`] (which the worker fires when the task's tombstone appears) and kills the
+//! A command is cancelled with its task: while it runs, a watcher thread waits on the current
+//! task's [`CancelToken`] (which the worker fires when the task's tombstone appears) and kills the
 //! command's process group when it fires (`SIGTERM`, then `SIGKILL` after the grace). The result
 //! then says `cancelled`.
 
@@ -314,7 +314,8 @@ impl ShellRunner {
 /// calls once the command's leader is reaped.
 ///
 /// The group is signalled only before `finish`: after the leader is reaped, its group id could in
-/// principle be reused, but only once the group is empty, and the runner calls `finish` right after.
+/// principle be reused, but only once the group is empty, and the runner calls `finish` right
+/// after.
 struct CancelWatch {
     state: Arc<WatchState>,
     thread: JoinHandle<()>,

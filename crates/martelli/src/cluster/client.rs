@@ -20,8 +20,8 @@
 //! [`Future::cancel`] on a task of this client resolves the future as
 //! [`TaskError::Cancelled`] at once and has the sender write a *tombstone* for the task id
 //! (`{prefix}:cancel:{id}`, with a TTL) after the task's own `XADD`. A worker checks the tombstones of
-//! the tasks it fetched before it starts them, and acknowledges a tombstoned task without running it;
-//! it also watches the tombstones of the tasks it runs, and stops one whose tombstone appears (its
+//! the tasks it fetched before it starts them, and acknowledges a tombstoned task without running
+//! it; it also watches the tombstones of the tasks it runs, and stops one whose tombstone appears (its
 //! process is killed on a worker's process pool; on a thread its cancel token fires). Whatever
 //! result such a task still produces is dropped here.
 

@@ -84,8 +84,8 @@ pub(crate) enum ResultStatus {
     TimedOut,
     /// The task was dead-lettered (unknown name, too many attempts, oversized): `error` is the reason.
     Lost,
-    /// The task was cancelled (its caller wrote a tombstone): before it started, and it did not run,
-    /// or while it ran, and it was stopped (its process killed, or its cancel token fired).
+    /// The task was cancelled (its caller wrote a tombstone): before it started, and it did not
+    /// run, or while it ran, and it was stopped (its process killed, or its cancel token fired).
     Cancelled,
     /// The process running the task died (a worker that runs tasks on a process pool): `error`
     /// describes the death, `exit_code` or `signal` says how it ended.

@@ -38,11 +38,11 @@
 //! on a local process pool instead of an executor thread: the executor thread waits for it. A task
 //! that crashes its process (abort, segfault, `exit`) gives a `worker_died` result with the exit code
 //! or signal, one that runs past its deadline is killed with its process group and gives
-//! `timed_out`, and one whose token fires (rule 5) is killed the same way and gives `cancelled`; the
-//! worker goes on, and the pool replaces the process. The executor thread waits for the process
-//! task and for the token at once (both wake it), so a cancel costs no polling. Names the runner knows that
-//! are not registered tasks still run on the executor thread (a registered name always runs the
-//! registered function, even when the runner maps that name to something else).
+//! `timed_out`, and one whose token fires (rule 5) is killed the same way and gives `cancelled`;
+//! the worker goes on, and the pool replaces the process. The executor thread waits for the
+//! process task and for the token at once (both wake it), so a cancel costs no polling. Names the
+//! runner knows that are not registered tasks still run on the executor thread (a registered name
+//! always runs the registered function, even when the runner maps that name to something else).
 
 use super::conn::{self, Broker, Entry};
 use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
@@ -800,8 +800,8 @@ impl Shared {
             renew_every: self.options.lease / 3,
             reclaim_every: (self.options.lease / 2).min(self.options.poll),
             promote_every,
-            // Watching happens at a promotion, which comes at most `promote_every` after `watch_at`:
-            // so the tombstones of running tasks are read at least once per poll interval.
+            // Watching happens at a promotion, at most `promote_every` after `watch_at`: so the
+            // tombstones of running tasks are read at least once per poll interval.
             watch_every: self
                 .options
                 .poll
