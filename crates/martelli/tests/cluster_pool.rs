@@ -959,7 +959,7 @@ fn watching_running_tasks_reads_no_tombstone_without_cancels() {
     let pool = Pool::cluster(&redis.url()).unwrap();
     // Both slots busy for the whole measurement: only maintenance scripts run.
     let busy: Vec<_> = (0..2)
-        .map(|_| pool.submit_task(sleep_ms, (2_500,)).unwrap())
+        .map(|_| pool.submit_task(sleep_ms, (4_000,)).unwrap())
         .collect();
     wait_for("both tasks to be held", Duration::from_secs(5), || {
         let pending: Vec<redis::Value> = redis::cmd("XPENDING")
@@ -1000,7 +1000,7 @@ fn watching_running_tasks_reads_no_tombstone_without_cancels() {
     for future in busy {
         assert_eq!(
             future.wait().unwrap(),
-            2_500,
+            4_000,
             "no tombstone: no task stopped"
         );
     }
