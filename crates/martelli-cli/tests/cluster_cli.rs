@@ -556,6 +556,109 @@ fn sigterm_lets_a_worker_finish_its_command_and_exit_0() {
     assert_eq!(stdout(&o), "finished\n");
 }
 
+/// True once process `pid` is gone or a zombie.
+fn dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// Waits until the file at `path` holds a process id, and returns it.
+fn read_pid(path: &Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse() {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never held a pid",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until process `pid` is gone (at most `limit`).
+#[track_caller]
+fn wait_dead(pid: u32, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
+    while !dead(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} (pid {pid}) still runs after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn halt_now_cancels_the_command_running_on_a_worker() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let _w = worker(&url, "delta", 2);
+    wait_workers(&url, 1);
+    let dir = temp_dir();
+    let pid_file = dir.path().join("sleep.pid");
+    // Job `sleep` records the pid of a long sleep in its process group and waits for it; job
+    // `fail` fails once that sleep runs, which halts the run at once.
+    let line = format!(
+        "if [ {{}} = fail ]; then while [ ! -s {p} ]; do sleep 0.05; done; exit 3; \
+         else sleep 60 & echo $! > {p}; wait; fi",
+        p = pid_file.display()
+    );
+    let started = Instant::now();
+    let o = run(
+        &url,
+        &[
+            "-j",
+            "2",
+            "--halt",
+            "now,fail=1",
+            &line,
+            ":::",
+            "sleep",
+            "fail",
+        ],
+    );
+    let took = started.elapsed();
+    assert_code(&o, 3);
+    assert!(took < Duration::from_secs(20), "run took {took:?}");
+    let pid = read_pid(&pid_file);
+    // The worker saw the job's tombstone and killed the command's process group.
+    wait_dead(pid, Duration::from_secs(10), "the cancelled job's sleep");
+    // Its slot is free again: the worker runs the next job.
+    let o = run(&url, &["-j", "2", "echo {}", ":::", "next"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "next\n");
+}
+
+#[test]
+fn a_second_ctrl_c_cancels_the_commands_running_on_workers() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let _w = worker(&url, "epsilon", 1);
+    wait_workers(&url, 1);
+    let dir = temp_dir();
+    let pid_file = dir.path().join("sleep.pid");
+    let line = format!("sleep 60 & echo $! > {}; wait # {{}}", pid_file.display());
+    let mut job = run_bg(&url, &[&line, ":::", "x"]);
+    let pid = read_pid(&pid_file);
+    job.signal(Signal::INT);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!dead(pid), "the first Ctrl-C lets the job run");
+    let interrupted = Instant::now();
+    job.signal(Signal::INT);
+    let status = job.wait_for(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130));
+    assert!(interrupted.elapsed() < Duration::from_secs(10));
+    wait_dead(pid, Duration::from_secs(10), "the cancelled job's sleep");
+}
+
 #[test]
 fn broker_problems_are_one_line_errors() {
     // Nothing listens there.

@@ -107,6 +107,26 @@ fn write_pid_then_hang(pid_file: String) -> u32 {
     0
 }
 
+/// Records that it started, then works in small steps until its token fires (at most 30 s), and
+/// records how it stopped.
+#[martelli::task]
+fn work_until_cancelled(label: String) -> u64 {
+    TOUCHED.lock().unwrap().push(format!("{label}:started"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut steps = 0u64;
+    while !martelli::is_cancelled() && Instant::now() < deadline {
+        steps += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let how = if martelli::is_cancelled() {
+        "cancelled"
+    } else {
+        "gave up"
+    };
+    TOUCHED.lock().unwrap().push(format!("{label}:{how}"));
+    steps
+}
+
 // ---- the runner ------------------------------------------------------------------------------
 
 fn main() {
@@ -131,8 +151,20 @@ fn main() {
             the_documented_payload_is_a_messagepack_argument_array,
         ),
         (
-            "cancel_of_a_running_task_lets_it_finish_and_drops_its_result",
-            cancel_of_a_running_task_lets_it_finish_and_drops_its_result,
+            "cancel_of_a_running_thread_task_that_never_checks_lets_it_finish",
+            cancel_of_a_running_thread_task_that_never_checks_lets_it_finish,
+        ),
+        (
+            "cancel_of_a_running_thread_task_that_checks_its_token_ends_as_cancelled",
+            cancel_of_a_running_thread_task_that_checks_its_token_ends_as_cancelled,
+        ),
+        (
+            "cancel_of_a_running_task_on_a_process_kills_its_process",
+            cancel_of_a_running_task_on_a_process_kills_its_process,
+        ),
+        (
+            "watching_running_tasks_reads_no_tombstone_without_cancels",
+            watching_running_tasks_reads_no_tombstone_without_cancels,
         ),
         (
             "cancel_of_a_queued_task_never_runs_it",
@@ -197,6 +229,54 @@ fn touched() -> Vec<String> {
 
 fn keys(raw: &mut redis::Connection, pattern: &str) -> Vec<String> {
     redis::cmd("KEYS").arg(pattern).query(raw).unwrap()
+}
+
+fn stream_len(raw: &mut redis::Connection) -> usize {
+    redis::cmd("XLEN")
+        .arg("martelli:q:default:normal")
+        .query(raw)
+        .unwrap()
+}
+
+/// Writes the tombstone of task `id` and the queue's `cancels` flag, as a producer that cancels
+/// does (docs/protocol.md, "Cancelling a task").
+fn write_tombstone(raw: &mut redis::Connection, id: &str) {
+    redis::pipe()
+        .cmd("SET")
+        .arg(format!("martelli:cancel:{id}"))
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .ignore()
+        .cmd("SET")
+        .arg("martelli:q:default:cancels")
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .ignore()
+        .exec(raw)
+        .unwrap();
+}
+
+/// A result as another reader decodes it (docs/protocol.md, "Result").
+#[derive(Debug, serde::Deserialize)]
+struct RawResult {
+    id: String,
+    status: String,
+    #[serde(default, with = "serde_bytes")]
+    payload: Option<Vec<u8>>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Calls of one command since the server started, from `INFO commandstats` (0 if never called).
+fn calls(raw: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(raw).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// True once process `pid` is gone or a zombie.
@@ -725,18 +805,19 @@ fn the_documented_payload_is_a_messagepack_argument_array() {
     stop(worker);
 }
 
-fn cancel_of_a_running_task_lets_it_finish_and_drops_its_result() {
+fn cancel_of_a_running_thread_task_that_never_checks_lets_it_finish() {
     TOUCHED.lock().unwrap().clear();
     let redis = RedisServer::start();
     let worker = worker(&redis, WorkerOptions::new().concurrency(1));
     let pool = Pool::cluster(&redis.url()).unwrap();
     let running = pool
-        .submit_task(touch_slowly, ("running".into(), 400))
+        .submit_task(touch_slowly, ("running".into(), 1_500))
         .unwrap();
     wait_for("the task to start", Duration::from_secs(5), || {
         touched() == ["running:started"]
     });
-    // The future resolves at once; the task is not interrupted (a thread is never killed).
+    // The future resolves at once; the task is not interrupted (a thread is never killed), and it
+    // never looks at its token.
     assert!(running.cancel());
     assert!(matches!(running.wait(), Err(TaskError::Cancelled)));
     assert_eq!(touched(), ["running:started"]);
@@ -745,11 +826,187 @@ fn cancel_of_a_running_task_lets_it_finish_and_drops_its_result() {
     });
     drop(pool);
     let report = stop(worker);
-    assert_eq!(
-        report.succeeded, 1,
-        "its result was stored, then dropped: {report:?}"
+    // The worker saw the tombstone while the task ran: its outcome is `cancelled`, not its value.
+    assert_eq!(report.cancelled, 1, "{report:?}");
+    assert_eq!(report.succeeded, 0, "{report:?}");
+}
+
+fn cancel_of_a_running_thread_task_that_checks_its_token_ends_as_cancelled() {
+    use martelli::Task;
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        v: u32,
+        id: &'a str,
+        task: &'a str,
+        #[serde(with = "serde_bytes")]
+        payload: &'a [u8],
+        reply: &'a str,
+    }
+    TOUCHED.lock().unwrap().clear();
+    let redis = RedisServer::start();
+    let mut raw = redis.raw();
+    let worker = worker(&redis, WorkerOptions::new().concurrency(2));
+    // A producer that knows only docs/protocol.md, so that the result's status can be read.
+    let payload = rmp_serde::to_vec(&("spinner",)).unwrap();
+    let envelope = rmp_serde::to_vec_named(&Envelope {
+        v: 1,
+        id: "running-1",
+        task: work_until_cancelled::NAME,
+        payload: &payload,
+        reply: "tests:reply",
+    })
+    .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("martelli:q:default:normal")
+        .arg("*")
+        .arg("e")
+        .arg(envelope)
+        .query(&mut raw)
+        .unwrap();
+    wait_for("the task to start", Duration::from_secs(5), || {
+        touched() == ["spinner:started"]
+    });
+    let cancelled_at = Instant::now();
+    write_tombstone(&mut raw, "running-1");
+    let popped: Option<(String, Vec<u8>)> = redis::cmd("BRPOP")
+        .arg("tests:reply")
+        .arg(10)
+        .query(&mut raw)
+        .unwrap();
+    let (_, bytes) = popped.expect("a result within 10 s");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(5),
+        "the task stopped {:?} after its tombstone",
+        cancelled_at.elapsed()
     );
-    assert_eq!(report.cancelled, 0, "{report:?}");
+    let result: RawResult = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(result.id, "running-1");
+    assert_eq!(result.status, "cancelled", "{result:?}");
+    let error = result.error.unwrap_or_default();
+    assert!(error.contains("cancelled while it ran"), "{error}");
+    // What the task still returned comes back in the payload.
+    let steps: u64 = rmp_serde::from_slice(&result.payload.expect("the returned value")).unwrap();
+    assert!(steps > 0);
+    assert_eq!(touched(), ["spinner:started", "spinner:cancelled"]);
+    // Acknowledged, and the tombstone deleted with it; never retried.
+    wait_for(
+        "the tombstone to be deleted",
+        Duration::from_secs(5),
+        || keys(&mut raw, "martelli:cancel:*").is_empty(),
+    );
+    assert_eq!(stream_len(&mut raw), 0);
+    let report = stop(worker);
+    assert_eq!(report.cancelled, 1, "{report:?}");
+    assert_eq!(report.succeeded + report.failed, 0, "{report:?}");
+}
+
+fn cancel_of_a_running_task_on_a_process_kills_its_process() {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let redis = RedisServer::start();
+    let mut raw = redis.raw();
+    // One process: the next task can run only if the cancelled one's process was replaced.
+    let worker = worker(&redis, WorkerOptions::new().processes(1));
+    let pool = Pool::cluster(&redis.url()).unwrap();
+    let pid_file = std::env::temp_dir().join(format!(
+        "martelli-cluster-cancel-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&pid_file);
+    let hung = pool
+        .submit_task(
+            write_pid_then_hang,
+            (pid_file.to_string_lossy().into_owned(),),
+        )
+        .unwrap();
+    let mut pid = None;
+    wait_for("the task to write its pid", Duration::from_secs(10), || {
+        pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        pid.is_some()
+    });
+    let _ = std::fs::remove_file(&pid_file);
+    let pid = pid.unwrap();
+    assert_ne!(pid, std::process::id(), "the task runs in a worker process");
+    assert!(!dead(pid));
+    assert!(hung.cancel());
+    assert!(matches!(hung.wait(), Err(TaskError::Cancelled)));
+    wait_for(
+        "the cancelled task's process to be killed",
+        Duration::from_secs(5),
+        || dead(pid),
+    );
+    // The worker goes on, on a new process.
+    assert_eq!(pool.submit_task(square, (9,)).unwrap().wait().unwrap(), 81);
+    wait_for(
+        "the tombstone to be deleted",
+        Duration::from_secs(5),
+        || keys(&mut raw, "martelli:cancel:*").is_empty(),
+    );
+    assert_eq!(stream_len(&mut raw), 0, "acknowledged, never retried");
+    drop(pool);
+    let report = stop(worker);
+    assert_eq!(report.cancelled, 1, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.succeeded, 1, "{report:?}");
+}
+
+fn watching_running_tasks_reads_no_tombstone_without_cancels() {
+    let redis = RedisServer::start();
+    let mut raw = redis.raw();
+    let worker = worker(&redis, WorkerOptions::new().concurrency(2));
+    let pool = Pool::cluster(&redis.url()).unwrap();
+    // Both slots busy for the whole measurement: only maintenance scripts run.
+    let busy: Vec<_> = (0..2)
+        .map(|_| pool.submit_task(sleep_ms, (4_000,)).unwrap())
+        .collect();
+    wait_for("both tasks to be held", Duration::from_secs(5), || {
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg("martelli:q:default:normal")
+            .arg("martelli")
+            .query(&mut raw)
+            .unwrap();
+        matches!(pending.first(), Some(redis::Value::Int(2)))
+    });
+    // Every script the worker runs reads the `cancels` flag once (EXISTS); without cancels nothing
+    // else is read, in the scripts or beside them.
+    let window = |raw: &mut redis::Connection| {
+        let (scripts, exists) = (
+            calls(raw, "evalsha") + calls(raw, "eval"),
+            calls(raw, "exists"),
+        );
+        std::thread::sleep(Duration::from_millis(600));
+        (
+            calls(raw, "evalsha") + calls(raw, "eval") - scripts,
+            calls(raw, "exists") - exists,
+        )
+    };
+    let (scripts, exists) = window(&mut raw);
+    assert!(scripts >= 5, "the worker ran {scripts} scripts in 600 ms");
+    assert_eq!(exists, scripts, "without cancels: one EXISTS per script");
+    // With the flag set (and no tombstone), the worker reads its two running tasks' tombstones too:
+    // the measurement can tell.
+    redis::cmd("SET")
+        .arg("martelli:q:default:cancels")
+        .arg(1)
+        .exec(&mut raw)
+        .unwrap();
+    let (scripts, exists) = window(&mut raw);
+    assert!(
+        exists >= scripts + 2,
+        "with cancels: {exists} EXISTS in {scripts} scripts"
+    );
+    for future in busy {
+        assert_eq!(
+            future.wait().unwrap(),
+            4_000,
+            "no tombstone: no task stopped"
+        );
+    }
+    drop(pool);
+    let report = stop(worker);
+    assert_eq!(report.succeeded, 2, "{report:?}");
 }
 
 fn consume_task_serves_a_queue_through_the_cluster() {

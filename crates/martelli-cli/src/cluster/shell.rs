@@ -8,17 +8,27 @@
 //! A command is not a task failure: a command that exits non-zero, is killed, times out or cannot
 //! start still gives an `ok` result that says so. Only a payload the worker cannot use (malformed,
 //! neither `argv` nor `shell`) gives a `failed` result.
+//!
+//! A command is cancelled with its task: while it runs, a watcher thread waits on the current
+//! task's [`CancelToken`] (which the worker fires when the task's tombstone appears) and kills the
+//! command's process group when it fires (`SIGTERM`, then `SIGKILL` after the grace). The result
+//! then says `cancelled`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
+use std::pin::pin;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Wake, Waker};
+use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use martelli::TaskFailure;
-use martelli::process::{Guardian, Spawn, Stream, Supervision};
+use martelli::process::{self, Guardian, Signal, Spawn, Stream, Supervision};
+use martelli::{CancelToken, TaskFailure};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -75,6 +85,9 @@ pub(crate) struct ShellResult {
     /// Whether the deadline passed and the command's group was killed.
     #[serde(default)]
     pub(crate) timed_out: bool,
+    /// Whether the task was cancelled while the command ran and the command's group was killed.
+    #[serde(default)]
+    pub(crate) cancelled: bool,
     /// Why the command could not start (or could not be watched), nil when it ran.
     #[serde(default)]
     pub(crate) error: Option<String>,
@@ -258,6 +271,8 @@ impl ShellRunner {
             }
             _ => None,
         };
+        let canceller = martelli::cancel_token()
+            .and_then(|token| CancelWatch::start(token, child.pgid(), grace));
         let mut out = Capped::default();
         let mut err = Capped::default();
         let watched = child.communicate(&supervision, |stream, bytes| match stream {
@@ -275,6 +290,7 @@ impl ShellRunner {
                 result.error = Some(format!("lost track of the command: {e}"));
             }
         }
+        result.cancelled = canceller.is_some_and(CancelWatch::finish);
         if let Some(guardian) = &self.guardian {
             guardian.forget(child.pgid());
         }
@@ -290,6 +306,91 @@ impl ShellRunner {
         result.stderr = ByteBuf::from(err.kept);
         Ok(result)
     }
+}
+
+/// Kills a command's process group when its task's token fires: `SIGTERM`, then `SIGKILL` after
+/// the grace unless the command ended first. A thread of its own waits on the token (woken by it,
+/// not polling) from the command's spawn until [`finish`](CancelWatch::finish), which the runner
+/// calls once the command's leader is reaped.
+///
+/// The group is signalled only before `finish`: after the leader is reaped, its group id could in
+/// principle be reused, but only once the group is empty, and the runner calls `finish` right
+/// after.
+struct CancelWatch {
+    state: Arc<WatchState>,
+    thread: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    /// Set by `finish`: the command has ended, never signal its group again.
+    done: AtomicBool,
+    /// Set by the watcher when the token fired and it signalled the group.
+    fired: AtomicBool,
+}
+
+/// Wakes a parked thread: the waker the watcher gives the token.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+impl CancelWatch {
+    /// Starts watching `token` for the group `pgid`. `None` when no thread can be started: the
+    /// command then runs without being cancellable, as it would outside a worker.
+    fn start(token: CancelToken, pgid: u32, grace: Duration) -> Option<CancelWatch> {
+        let state = Arc::new(WatchState::default());
+        let watched = Arc::clone(&state);
+        let thread = thread::Builder::new()
+            .name("martelli-shell-cancel".into())
+            .stack_size(64 * 1024)
+            .spawn(move || watch(&token, pgid, grace, &watched))
+            .ok()?;
+        Some(CancelWatch { state, thread })
+    }
+
+    /// Stops watching (the command has ended); returns whether the token fired and the group was
+    /// signalled.
+    fn finish(self) -> bool {
+        self.state.done.store(true, Ordering::Release);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+        self.state.fired.load(Ordering::Acquire)
+    }
+}
+
+/// The watcher thread: parks until the token fires or the command ends; on a fired token, kills
+/// the group as a tree.
+fn watch(token: &CancelToken, pgid: u32, grace: Duration, state: &WatchState) {
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut cancelled = pin!(token.cancelled());
+    loop {
+        if state.done.load(Ordering::Acquire) {
+            return;
+        }
+        if cancelled.as_mut().poll(&mut cx).is_ready() {
+            break;
+        }
+        thread::park();
+    }
+    state.fired.store(true, Ordering::Release);
+    let _ = process::signal_group(pgid, Signal::TERM);
+    let kill_at = Instant::now() + grace;
+    loop {
+        if state.done.load(Ordering::Acquire) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= kill_at {
+            break;
+        }
+        thread::park_timeout(kill_at - now);
+    }
+    let _ = process::signal_group(pgid, Signal::KILL);
 }
 
 fn micros(d: Duration) -> u64 {
@@ -375,6 +476,64 @@ mod tests {
         assert_eq!(r.signal, Some(15));
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(r.stdout.is_empty());
+    }
+
+    /// True once process `pid` is gone or a zombie.
+    fn dead(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        }
+    }
+
+    #[test]
+    fn cancelling_the_task_kills_the_commands_group() {
+        // A martelli task on a thread pool: its token is the current token while it runs, as on a
+        // cluster worker.
+        let pool = martelli::Pool::threads(1).unwrap();
+        let pid_file =
+            std::env::temp_dir().join(format!("martelli-shell-cancel-{}", std::process::id()));
+        let _ = std::fs::remove_file(&pid_file);
+        let mut task = shell(&format!(
+            "sleep 30 & echo $! > {}; wait",
+            pid_file.display()
+        ));
+        task.grace_ms = Some(200);
+        let running = pool.submit(move || runner(1 << 20).run(&task)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid: u32 = loop {
+            let read = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if let Ok(pid) = read.trim().parse() {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "the command never started");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = std::fs::remove_file(&pid_file);
+        let cancelled_at = Instant::now();
+        assert!(
+            !running.cancel(),
+            "a running task is asked to stop, not removed"
+        );
+        let r = running.wait().unwrap().unwrap();
+        assert!(cancelled_at.elapsed() < Duration::from_secs(10));
+        assert!(r.cancelled, "{r:?}");
+        assert!(!r.timed_out, "{r:?}");
+        assert_eq!(r.signal, Some(15), "{r:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !dead(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the command's background sleep {pid} survived the cancel"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Outside a task nothing watches: the command runs to its end.
+        let r = runner(100).run(&shell("true")).unwrap();
+        assert!(!r.cancelled);
+        assert_eq!(r.code, Some(0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `martelli worker --cluster URL`: a cluster worker that runs shell-command tasks
 //! ([`shell::TASK`]) until SIGTERM or SIGINT, then stops gracefully (it puts back what it has not
-//! started and finishes what it runs). A second signal exits at once.
+//! started and finishes what it runs). A second signal exits at once. A command whose task is
+//! cancelled while it runs has its process group killed ([`shell`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -87,9 +88,14 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     let report = serve(&args.broker.url, tasks, options)?;
     eprintln!(
-        "martelli worker: stopped: {} succeeded, {} failed, {} dead-lettered, {} reclaimed from \
-         other workers, {} handed back",
-        report.succeeded, report.failed, report.dead_lettered, report.reclaimed, report.handed_back
+        "martelli worker: stopped: {} succeeded, {} failed, {} cancelled, {} dead-lettered, {} \
+         reclaimed from other workers, {} handed back",
+        report.succeeded,
+        report.failed,
+        report.cancelled,
+        report.dead_lettered,
+        report.reclaimed,
+        report.handed_back
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,8 @@
 //! than `fork`.
 //!
 //! Signals: the first SIGINT or SIGTERM stops starting jobs and lets the running ones finish; the
-//! second kills every running job's process group (SIGTERM, then SIGKILL after the grace) and
+//! second kills every running job's process group (SIGTERM, then SIGKILL after the grace), or with
+//! `--cluster` cancels the jobs queued or running on workers (their tombstones written first), and
 //! exits with 128 + the signal.
 //!
 //! A job's group is registered (in `live` and with the guardian) from its spawn until just after
@@ -44,6 +45,9 @@ use super::{EXIT_OWN_ERROR, RunError};
 
 /// Jobs at most one failure count can report (GNU parallel's cap).
 const MAX_FAILED_EXIT: u64 = 101;
+
+/// The longest a second Ctrl-C waits for the jobs running on cluster workers to be cancelled.
+const REMOTE_CANCEL_WAIT: Duration = Duration::from_secs(6);
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the data consistent.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -237,6 +241,7 @@ fn watch_signals(shared: &Arc<Shared>) -> Result<(), RunError> {
                 } else {
                     shared.killing.store(true, Ordering::SeqCst);
                     kill_all(&shared);
+                    await_remote_cancels(&shared);
                     std::process::exit(128 + signal);
                 }
             }
@@ -263,6 +268,16 @@ fn kill_all(shared: &Shared) {
     // Only groups still registered, whose leaders are (all but) unreaped: see the module docs.
     for pgid in lock(&shared.live).iter().copied() {
         let _ = process::signal_group(pgid, Signal::KILL);
+    }
+}
+
+/// With `--cluster`, waits until every slot waiting on a remote job has cancelled it (its
+/// tombstone is in the broker), at most [`REMOTE_CANCEL_WAIT`]: slots see `killing` within their
+/// kill check and then wait for the broker, which this bounds.
+fn await_remote_cancels(shared: &Shared) {
+    let deadline = Instant::now() + REMOTE_CANCEL_WAIT;
+    while shared.remote_running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -356,6 +371,7 @@ fn run_job(
             // The job goes to a cluster worker as a shell-command task; the result fills the outcome
             // as a local run would.
             Executor::Cluster(remote) => {
+                shared.remote_running.fetch_add(1, Ordering::SeqCst);
                 remote.attempt(
                     config,
                     &shared.killing,
@@ -363,6 +379,7 @@ fn run_job(
                     &tag_prefix,
                     &mut outcome,
                 );
+                shared.remote_running.fetch_sub(1, Ordering::SeqCst);
             }
             Executor::Local(guardian) => {
                 let build = |argv: Option<&[Vec<u8>]>| {

@@ -9,8 +9,10 @@
 //!   enforces them on the command's process group;
 //! - output arrives when the job ends (`--line-buffer` prints its lines then), capped by the
 //!   worker's `--max-output` (a note on stderr says when it was cut);
-//! - a job running when `--halt now` (or a closed stdout) stops the run is given up, not killed:
-//!   its command finishes on its worker, and its result is dropped.
+//! - a job still queued or running when `--halt now`, a second Ctrl-C (or a closed stdout) stops
+//!   the run is cancelled through its future: its tombstone is written before `run` goes on, so a
+//!   queued job never starts and a running one has its process group killed by its worker, within
+//!   the worker's poll interval (half a second by default).
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,10 @@ use crate::cluster::shell::{self, ShellResult, ShellTask};
 
 /// How often a slot waiting for a result looks at the kill flag.
 const KILL_CHECK: Duration = Duration::from_millis(100);
+
+/// The longest a cancelled job waits for its tombstone to reach the broker (a broker that went away
+/// does not hold `run` up for ever; the job's command then finishes on its worker).
+const CANCEL_FLUSH: Duration = Duration::from_secs(5);
 
 /// A connection to the cluster queue the jobs go to.
 #[derive(Debug)]
@@ -107,7 +113,7 @@ impl Remote {
         };
         let answer = loop {
             if killing.load(Ordering::SeqCst) {
-                // Given up: the command finishes on its worker and its result is dropped.
+                self.cancel(future);
                 outcome.signal = Signal::KILL.as_raw();
                 return;
             }
@@ -135,6 +141,19 @@ impl Remote {
             Err(e) => return fail(outcome, format!("the cluster could not run the job: {e}")),
         };
         fill(config, tag_prefix, outcome, result);
+    }
+
+    /// Cancels a job that is queued or running on a worker, and waits (a little) until its
+    /// tombstone is in the broker, so that the worker sees it even when `run` exits next.
+    fn cancel(&self, future: martelli::Future<Vec<u8>>) {
+        future.cancel();
+        if !self.client.flush_timeout(CANCEL_FLUSH) {
+            let _ = writeln!(
+                io::stderr().lock(),
+                "martelli run: could not reach the broker to cancel a job within {CANCEL_FLUSH:?}; \
+                 its command finishes on its worker"
+            );
+        }
     }
 }
 

@@ -26,7 +26,10 @@
 //!   task after it, and the future resolves as `TimedOut` when it passes.
 //! - [`Future::cancel`](crate::Future::cancel) resolves the future as `Cancelled` and writes a
 //!   tombstone, so that a worker that has not started the task acknowledges it without running it.
-//!   A task already started runs to the end; its result is dropped.
+//!   A task already running is stopped by its worker within a poll interval: on a worker's process
+//!   pool its process is killed; on a thread its [`CancelToken`](crate::CancelToken) fires
+//!   ([`is_cancelled`](crate::is_cancelled) turns true), and a task that never checks runs to the
+//!   end. Whatever result it still produces is dropped.
 //! - A name no worker knows is dead-lettered: its future resolves as `Lost`.
 //! - Closures are refused ([`Error::NotATask`]), as on the process backend.
 //! - [`Shutdown::Wait`] (and dropping the pool) waits for the result of every task submitted; with no

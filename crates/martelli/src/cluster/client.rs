@@ -20,9 +20,10 @@
 //! [`Future::cancel`] on a task of this client resolves the future as
 //! [`TaskError::Cancelled`] at once and has the sender write a *tombstone* for the task id
 //! (`{prefix}:cancel:{id}`, with a TTL) after the task's own `XADD`. A worker checks the tombstones of
-//! the tasks it fetched before it starts them, and acknowledges a tombstoned task without running it.
-//! A task a worker already started runs to the end (a thread is never killed) and its result is
-//! dropped.
+//! the tasks it fetched before it starts them, and acknowledges a tombstoned task without running
+//! it; it also watches the tombstones of the tasks it runs, and stops one whose tombstone appears (its
+//! process is killed on a worker's process pool; on a thread its cancel token fires). Whatever
+//! result such a task still produces is dropped here.
 
 use super::conn::{self, Broker};
 use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
@@ -358,6 +359,25 @@ impl Client {
         while !outbox.items.is_empty() || outbox.in_flight > 0 {
             outbox = self.inner.sent.wait(outbox);
         }
+    }
+
+    /// [`flush`](Client::flush), waiting at most `timeout`: returns whether everything submitted
+    /// (and every tombstone of a cancelled task) was written by then. A caller about to exit after
+    /// cancelling tasks uses it, so that a broker that went away does not hold it up for ever.
+    pub fn flush_timeout(&self, timeout: Duration) -> bool {
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            self.flush();
+            return true;
+        };
+        let mut outbox = self.inner.outbox.lock();
+        while !outbox.items.is_empty() || outbox.in_flight > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            outbox = self.inner.sent.wait_for(outbox, left).0;
+        }
+        true
     }
 
     /// Tasks submitted whose result has not arrived yet.

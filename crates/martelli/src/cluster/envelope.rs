@@ -84,7 +84,8 @@ pub(crate) enum ResultStatus {
     TimedOut,
     /// The task was dead-lettered (unknown name, too many attempts, oversized): `error` is the reason.
     Lost,
-    /// The task was cancelled while queued (its caller wrote a tombstone); it did not run.
+    /// The task was cancelled (its caller wrote a tombstone): before it started, and it did not
+    /// run, or while it ran, and it was stopped (its process killed, or its cancel token fired).
     Cancelled,
     /// The process running the task died (a worker that runs tasks on a process pool): `error`
     /// describes the death, `exit_code` or `signal` says how it ended.
@@ -92,6 +93,22 @@ pub(crate) enum ResultStatus {
     /// A status this build does not know (a newer worker's): a failure with the `error` message.
     #[serde(other)]
     Unknown,
+}
+
+impl ResultStatus {
+    /// The status as it is written on the wire.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Ok => "ok",
+            ResultStatus::Failed => "failed",
+            ResultStatus::Panicked => "panicked",
+            ResultStatus::TimedOut => "timed_out",
+            ResultStatus::Lost => "lost",
+            ResultStatus::Cancelled => "cancelled",
+            ResultStatus::WorkerDied => "worker_died",
+            ResultStatus::Unknown => "unknown",
+        }
+    }
 }
 
 /// One result on the wire.

@@ -45,8 +45,13 @@
 //! - Without persistence (`appendonly no`), a Redis restart loses what was queued and results not yet
 //!   collected: the futures of those tasks resolve only by their deadline. With AOF nothing is lost.
 //! - [`Future::cancel`](crate::Future::cancel) resolves the future as cancelled at once and writes a
-//!   tombstone that workers check before they start a task; a task a worker already started runs to
-//!   the end and its result is dropped.
+//!   tombstone. A worker checks it before it starts the task, and watches the tombstones of the
+//!   tasks it runs while the queue has any (at least once per poll interval, inside a script it
+//!   runs anyway): a running task is killed with its process when the worker runs it on a process
+//!   pool ([`WorkerOptions::processes`]), and asked to stop through its
+//!   [`CancelToken`](crate::CancelToken) ([`is_cancelled`](crate::is_cancelled)) when it runs on a
+//!   thread, which is never killed. Its result is `cancelled`, and the caller has dropped it
+//!   already.
 //!
 //! # Status
 //!

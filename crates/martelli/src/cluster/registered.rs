@@ -138,17 +138,21 @@ pub(crate) enum Isolated {
     Unknown,
     /// Killed at its deadline (or the deadline had passed).
     TimedOut,
+    /// Killed because its token fired (its caller cancelled it).
+    Cancelled,
     /// The process running it died.
     Died(crate::WorkerDeath),
 }
 
-/// Runs the registered task `name` on `pool`, killed at `deadline` (Unix ms) if it has one.
+/// Runs the registered task `name` on `pool`, killed at `deadline` (Unix ms) if it has one, and
+/// killed (with its process group) as soon as `token` fires.
 #[cfg(target_os = "linux")]
 pub(crate) fn run_isolated(
     pool: &crate::Pool,
     name: &str,
     payload: &[u8],
     deadline: Option<u64>,
+    token: &crate::CancelToken,
 ) -> Isolated {
     use crate::TaskError;
     let mut options = crate::TaskOptions::new();
@@ -168,16 +172,56 @@ pub(crate) fn run_isolated(
             ));
         }
     };
-    match future.wait() {
+    match wait_or_cancel(future, token) {
         Ok(Ran::Value(bytes)) => Isolated::Value(bytes.into_vec()),
         Ok(Ran::Failed(message)) => Isolated::Failed(message),
         Ok(Ran::Panicked(message)) => Isolated::Panicked(message),
         Ok(Ran::Unknown) => Isolated::Unknown,
         Err(TaskError::TimedOut { .. }) => Isolated::TimedOut,
+        Err(TaskError::Cancelled) => Isolated::Cancelled,
         Err(TaskError::WorkerDied(death)) => Isolated::Died(death),
         Err(other) => Isolated::Failed(format!(
             "the worker's process pool could not run the task: {other}"
         )),
+    }
+}
+
+/// Waits for `future`, and cancels it (on a process pool: kills the process running it) when
+/// `token` fires first. The thread sleeps until one of the two wakes it: the future's completion
+/// and the token both unpark it.
+#[cfg(target_os = "linux")]
+fn wait_or_cancel<T: Send + 'static>(
+    mut future: crate::Future<T>,
+    token: &crate::CancelToken,
+) -> crate::TaskResult<T> {
+    use std::task::{Context, Waker};
+    let me = std::thread::current();
+    future.on_done(move |_| me.unpark());
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut cancelled = std::pin::pin!(token.cancelled());
+    loop {
+        future = match future.try_get() {
+            Ok(outcome) => return outcome,
+            Err(pending) => pending,
+        };
+        if std::future::Future::poll(cancelled.as_mut(), &mut cx).is_ready() {
+            future.cancel();
+            return future.wait();
+        }
+        // A wake-up that came before this park makes it return at once: none is lost.
+        std::thread::park();
+    }
+}
+
+/// Wakes a parked thread.
+#[cfg(target_os = "linux")]
+struct Unpark(std::thread::Thread);
+
+#[cfg(target_os = "linux")]
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
     }
 }
 

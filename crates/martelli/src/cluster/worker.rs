@@ -22,18 +22,27 @@
 //!    started: it gets a `cancelled` result and is acknowledged, and the tombstone is deleted. The
 //!    tombstones of a batch are read in one round trip, only when the queue's `cancels` key says some
 //!    may exist (the fetch script reads that key with the entries, so without cancels it costs no
-//!    round trip) and always for reclaimed tasks. A task already started when its tombstone is
-//!    written runs to the end.
+//!    round trip) and always for reclaimed tasks.
+//! 5. Every task handed to the executors has a [`CancelToken`]. While the queue's `cancels` key
+//!    exists, the fetch thread reads the tombstones of those tasks at least once per poll interval,
+//!    inside the promotion script it runs anyway (so never in a round trip of its own), and fires
+//!    the token of each task whose tombstone it finds. A task whose token fired before an executor
+//!    took it is not started (nor handed back at stop); one running on the process pool is killed
+//!    with its process; one running on an executor thread sees the token as its current token
+//!    (`martelli::is_cancelled()`), since a thread is never killed. Either way its result is
+//!    `cancelled` (a value it still returned stays in the payload), acknowledged and never retried.
 //!
 //! # Process-pool execution
 //!
 //! With [`WorkerOptions::processes`], each registered task ([`Registered`](super::Registered)) runs
 //! on a local process pool instead of an executor thread: the executor thread waits for it. A task
 //! that crashes its process (abort, segfault, `exit`) gives a `worker_died` result with the exit code
-//! or signal, and one that runs past its deadline is killed with its process group and gives
-//! `timed_out`; the worker goes on, and the pool replaces the process. Names the runner knows that
-//! are not registered tasks still run on the executor thread (a registered name always runs the
-//! registered function, even when the runner maps that name to something else).
+//! or signal, one that runs past its deadline is killed with its process group and gives
+//! `timed_out`, and one whose token fires (rule 5) is killed the same way and gives `cancelled`;
+//! the worker goes on, and the pool replaces the process. The executor thread waits for the
+//! process task and for the token at once (both wake it), so a cancel costs no polling. Names the
+//! runner knows that are not registered tasks still run on the executor thread (a registered name
+//! always runs the registered function, even when the runner maps that name to something else).
 
 use super::conn::{self, Broker, Entry};
 use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
@@ -42,6 +51,7 @@ use super::runner::{RunError, TaskRunner};
 use super::{
     DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, DEFAULT_QUEUE, GROUP, Keys, PROTOCOL_VERSION, unix_ms,
 };
+use crate::cancel::{CancelToken, CurrentTokenGuard};
 use crate::sync::{Condvar, Mutex};
 use redis::{Connection, RedisResult, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -80,6 +90,10 @@ return {redis.call('EXISTS', KEYS[4]), out}
 
 /// Moves due members of the delayed set (KEYS[1]) to their stream (KEYS[2..4]); a member is one
 /// priority digit followed by the envelope. Atomic, so a delayed task is queued exactly once.
+///
+/// Also watches running tasks for cancellation (rule 5): returns whether the queue's `cancels` key
+/// (KEYS[5]) exists and, only when it does, the 1-based positions among KEYS[6..] of the tombstones
+/// that exist. Returns `{moved, cancels, {positions}}`.
 const PROMOTE_SCRIPT: &str = r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, m in ipairs(due) do
@@ -87,7 +101,16 @@ for _, m in ipairs(due) do
   redis.call('XADD', key, '*', ARGV[3], string.sub(m, 2))
   redis.call('ZREM', KEYS[1], m)
 end
-return #due
+local cancels = redis.call('EXISTS', KEYS[5])
+local found = {}
+if cancels == 1 then
+  for i = 6, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+      found[#found + 1] = i - 5
+    end
+  end
+end
+return {#due, cancels, found}
 ";
 
 /// A worker's settings.
@@ -168,7 +191,9 @@ impl WorkerOptions {
     }
 
     /// The longest the worker blocks waiting for tasks before it looks at its stop flag (default
-    /// 500 ms). Bounds how long a graceful stop waits for an idle worker.
+    /// 500 ms). Bounds how long a graceful stop waits for an idle worker, and how long a running
+    /// task's cancellation goes unseen (the worker reads the tombstones of its running tasks at
+    /// least once per poll interval while the queue has cancellations).
     pub fn poll(mut self, poll: Duration) -> WorkerOptions {
         self.poll = poll;
         self
@@ -211,7 +236,8 @@ impl WorkerOptions {
     /// one per core) instead of executor threads, so a task that crashes its process or runs past its
     /// deadline is contained as on a [process pool](crate::PoolBuilder::processes): the caller gets
     /// [`TaskError::WorkerDied`](crate::TaskError::WorkerDied) or
-    /// [`TaskError::TimedOut`](crate::TaskError::TimedOut), and the worker goes on. Also sets the
+    /// [`TaskError::TimedOut`](crate::TaskError::TimedOut), and the worker goes on. A task whose
+    /// caller cancels it while it runs is killed with its process. Also sets the
     /// concurrency to `n`, so the worker holds no more tasks than it has processes (a later
     /// [`concurrency`](WorkerOptions::concurrency) changes that). The program's `main` must call
     /// [`martelli::init()`](crate::init) first. Linux only.
@@ -257,7 +283,7 @@ pub struct WorkerReport {
     pub reclaimed: u64,
     /// Tasks put back on their stream unstarted at stop.
     pub handed_back: u64,
-    /// Tasks not started because their caller had cancelled them (a tombstone).
+    /// Tasks whose caller cancelled them (a tombstone): not started, or stopped while they ran.
     pub cancelled: u64,
 }
 
@@ -274,11 +300,17 @@ struct Counters {
 /// One entry held by this worker: its stream (by priority index) and id.
 type Held = (usize, String);
 
+/// What the fetch thread needs to cancel a task handed to the executors: its task id (the
+/// tombstone's name) and its token (rule 5).
+type Watch = (String, CancelToken);
+
 struct Job {
     stream: usize,
     entry: String,
     envelope: TaskEnvelope,
     attempt: u32,
+    /// Fired by the fetch thread when the task's tombstone appears (rule 5).
+    token: CancelToken,
 }
 
 /// An outcome to store.
@@ -310,6 +342,90 @@ impl Write {
     }
 }
 
+/// How a task ended, before it becomes a result.
+struct Ended {
+    status: ResultStatus,
+    payload: Option<Vec<u8>>,
+    error: Option<String>,
+    /// With `worker_died`: the exit code and the signal of the process that ran the task.
+    death: Option<(Option<i32>, Option<i32>)>,
+}
+
+impl Ended {
+    fn new(status: ResultStatus, payload: Option<Vec<u8>>, error: Option<String>) -> Ended {
+        Ended {
+            status,
+            payload,
+            error,
+            death: None,
+        }
+    }
+
+    /// How a task run on the process pool ended. `Err` holds the reason for the dead letter of a
+    /// task the pool's processes do not register.
+    fn isolated(
+        ran: super::registered::Isolated,
+        consumer: &str,
+        task: &str,
+    ) -> Result<Ended, String> {
+        use super::registered::Isolated;
+        Ok(match ran {
+            Isolated::Value(bytes) => Ended::new(ResultStatus::Ok, Some(bytes), None),
+            Isolated::Failed(message) => Ended::new(ResultStatus::Failed, None, Some(message)),
+            Isolated::Panicked(message) => Ended::new(ResultStatus::Panicked, None, Some(message)),
+            Isolated::TimedOut => Ended::new(
+                ResultStatus::TimedOut,
+                None,
+                Some(
+                    "the task ran past its deadline; its process was killed with its group"
+                        .to_owned(),
+                ),
+            ),
+            Isolated::Cancelled => Ended::new(
+                ResultStatus::Cancelled,
+                None,
+                Some(
+                    "the task was cancelled while it ran; its process was killed with its group"
+                        .to_owned(),
+                ),
+            ),
+            Isolated::Died(how) => Ended {
+                status: ResultStatus::WorkerDied,
+                payload: None,
+                error: Some(format!("the process running the task died: {how}")),
+                death: Some((how.exit_code, how.signal)),
+            },
+            Isolated::Unknown => {
+                return Err(format!(
+                    "unknown task {task:?}: the worker processes of worker {consumer} do not \
+                     register it (they must be the same program as the worker)"
+                ));
+            }
+        })
+    }
+
+    /// The outcome of a task whose token fired while it ran (rule 5): `cancelled`, whatever it
+    /// returned; a value it still returned stays in the payload, and the error says how it ended.
+    fn into_cancelled(self) -> Ended {
+        if self.status == ResultStatus::Cancelled {
+            return self;
+        }
+        let how = match (self.status, &self.error) {
+            (ResultStatus::Ok, _) => "it then returned a value".to_owned(),
+            (status, Some(error)) => format!("it then ended as {}: {error}", status.as_str()),
+            (status, None) => format!("it then ended as {}", status.as_str()),
+        };
+        Ended {
+            status: ResultStatus::Cancelled,
+            payload: self.payload,
+            error: Some(format!(
+                "the task was cancelled while it ran (its cancel token fired); {how}"
+            )),
+            death: None,
+        }
+    }
+}
+
 struct Queue<T> {
     items: VecDeque<T>,
     closed: bool,
@@ -333,7 +449,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     /// Never set: the writer waits for the broker as long as it takes, since results must be stored.
     never: AtomicBool,
-    held: Mutex<HashSet<Held>>,
+    /// Every entry held, with the watch of those handed to the executors (rule 2, rule 5).
+    held: Mutex<HashMap<Held, Option<Watch>>>,
     slot_freed: Condvar,
     jobs: Mutex<Queue<Job>>,
     jobs_ready: Condvar,
@@ -420,7 +537,7 @@ impl Worker {
             runner: Box::new(runner),
             stop: Arc::new(AtomicBool::new(false)),
             never: AtomicBool::new(false),
-            held: Mutex::new(HashSet::new()),
+            held: Mutex::new(HashMap::new()),
             slot_freed: Condvar::new(),
             jobs: Mutex::new(Queue::default()),
             jobs_ready: Condvar::new(),
@@ -640,9 +757,16 @@ struct Schedule {
     renew_at: Instant,
     reclaim_at: Instant,
     promote_at: Instant,
+    /// When the tombstones of the tasks handed to the executors are next read (rule 5), with the
+    /// next promotion at or after it.
+    watch_at: Instant,
     renew_every: Duration,
     reclaim_every: Duration,
     promote_every: Duration,
+    watch_every: Duration,
+    /// Whether the queue's `cancels` key existed at the last look (fetch or promotion): only then
+    /// are the tombstones of running tasks read.
+    cancels: bool,
 }
 
 /// The fetch thread's Lua scripts (sent once, then run by their SHA1).
@@ -667,13 +791,23 @@ impl Shared {
             promote: redis::Script::new(PROMOTE_SCRIPT),
         };
         let now = Instant::now();
+        let promote_every = self.options.poll.min(Duration::from_millis(100));
         let mut schedule = Schedule {
             renew_at: now,
             reclaim_at: now,
             promote_at: now,
+            watch_at: now,
             renew_every: self.options.lease / 3,
             reclaim_every: (self.options.lease / 2).min(self.options.poll),
-            promote_every: self.options.poll.min(Duration::from_millis(100)),
+            promote_every,
+            // Watching happens at a promotion, at most `promote_every` after `watch_at`: so the
+            // tombstones of running tasks are read at least once per poll interval.
+            watch_every: self
+                .options
+                .poll
+                .saturating_sub(promote_every)
+                .max(promote_every),
+            cancels: false,
         };
         while !self.stopping() {
             if let Err(error) = self.step(&mut conn, &scripts, &mut schedule) {
@@ -714,17 +848,7 @@ impl Shared {
             timers.renew_at = now + timers.renew_every;
         }
         if now >= timers.promote_at {
-            let _moved: i64 = scripts
-                .promote
-                .key(&self.keys.delayed)
-                .key(&self.keys.streams[0])
-                .key(&self.keys.streams[1])
-                .key(&self.keys.streams[2])
-                .arg(unix_ms())
-                .arg(PROMOTE_BATCH)
-                .arg(ENTRY_FIELD)
-                .invoke(conn)?;
-            timers.promote_at = now + timers.promote_every;
+            self.promote(conn, scripts, timers, now)?;
         }
         let free = self.free();
         if free > 0 && now >= timers.reclaim_at {
@@ -759,6 +883,7 @@ impl Shared {
             .invoke(conn)?;
         let reply = conn::array(&value);
         let tombstones = reply.first().and_then(conn::int).unwrap_or(1) != 0;
+        timers.cancels = tombstones;
         let mut got = Vec::new();
         for item in reply.get(1).map_or(&[][..], conn::array) {
             let parts = conn::array(item);
@@ -821,6 +946,60 @@ impl Shared {
         self.slots().saturating_sub(self.held.lock().len())
     }
 
+    /// Moves due delayed tasks to their stream; in the same script, learns whether the queue has
+    /// cancellations and, when it had at the last look and a watch is due, reads the tombstones of
+    /// the tasks handed to the executors and fires the tokens of those found (rule 5).
+    fn promote(
+        &self,
+        conn: &mut Connection,
+        scripts: &Scripts,
+        timers: &mut Schedule,
+        now: Instant,
+    ) -> RedisResult<()> {
+        let watched = if timers.cancels && now >= timers.watch_at {
+            timers.watch_at = now + timers.watch_every;
+            self.watched()
+        } else {
+            Vec::new()
+        };
+        let mut invocation = scripts.promote.key(&self.keys.delayed);
+        invocation
+            .key(&self.keys.streams[0])
+            .key(&self.keys.streams[1])
+            .key(&self.keys.streams[2])
+            .key(self.keys.cancels());
+        for (id, _) in &watched {
+            invocation.key(self.keys.tombstone(id));
+        }
+        let value: Value = invocation
+            .arg(unix_ms())
+            .arg(PROMOTE_BATCH)
+            .arg(ENTRY_FIELD)
+            .invoke(conn)?;
+        timers.promote_at = now + timers.promote_every;
+        let reply = conn::array(&value);
+        timers.cancels = reply.get(1).and_then(conn::int).unwrap_or(0) != 0;
+        let found = reply.get(2).map_or(&[][..], conn::array);
+        for position in found.iter().filter_map(conn::int) {
+            let index = usize::try_from(position - 1).ok();
+            if let Some((_, token)) = index.and_then(|i| watched.get(i)) {
+                token.cancel();
+            }
+        }
+        Ok(())
+    }
+
+    /// The task ids and tokens of the tasks handed to the executors whose tokens have not fired.
+    fn watched(&self) -> Vec<Watch> {
+        self.held
+            .lock()
+            .values()
+            .flatten()
+            .filter(|(_, token)| !token.is_cancelled())
+            .cloned()
+            .collect()
+    }
+
     /// Checks fetched entries and hands them to the executors or, when they cannot run, to the
     /// dead-letter stream; with `tombstones`, cancelled tasks get a `cancelled` result instead
     /// (rule 4). `deliveries` is Redis's delivery count of the entry. Every entry is dispatched even
@@ -839,10 +1018,16 @@ impl Shared {
         {
             let mut held = self.held.lock();
             for (stream, entry, deliveries) in entries {
-                held.insert((stream, entry.id.clone()));
                 match self.check(stream, &entry, deliveries) {
-                    Ok(job) => jobs.push(job),
-                    Err(write) => dead.push(*write),
+                    Ok(job) => {
+                        let watch = (job.envelope.id.clone(), job.token.clone());
+                        held.insert((stream, entry.id), Some(watch));
+                        jobs.push(job);
+                    }
+                    Err(write) => {
+                        held.insert((stream, entry.id), None);
+                        dead.push(*write);
+                    }
                 }
             }
         }
@@ -885,7 +1070,7 @@ impl Shared {
         Ok(found.into_iter().map(|n| n != 0).collect())
     }
 
-    /// The outcome of a task cancelled before it started (rule 4).
+    /// The outcome of a task cancelled before it started (rules 4 and 5).
     fn cancelled_result(&self, job: Job) -> Write {
         Write::Result {
             held: (job.stream, job.entry),
@@ -965,6 +1150,7 @@ impl Shared {
             entry: entry.id.clone(),
             envelope,
             attempt,
+            token: CancelToken::new(),
         })
     }
 
@@ -1036,7 +1222,7 @@ impl Shared {
 
     /// Resets the idle time of every held entry (its lease) and refreshes the heartbeat.
     fn renew(&self, conn: &mut Connection) -> RedisResult<()> {
-        let held: Vec<Held> = self.held.lock().iter().cloned().collect();
+        let held: Vec<Held> = self.held.lock().keys().cloned().collect();
         let mut pipe = redis::pipe();
         for (index, stream) in self.keys.streams.iter().enumerate() {
             let ids: Vec<&str> = held
@@ -1150,6 +1336,12 @@ impl Shared {
             queue.items.drain(..).collect()
         };
         for job in unstarted {
+            if job.token.is_cancelled() {
+                // Its tombstone was found while it waited: it is not handed back (rule 5).
+                let write = self.cancelled_result(job);
+                self.push_write(write);
+                continue;
+            }
             let mut envelope = job.envelope;
             // This delivery did not run the task: it does not count as an attempt.
             envelope.attempts = job.attempt.saturating_sub(1);
@@ -1210,73 +1402,33 @@ impl Shared {
 
     fn execute(&self, job: Job) -> Write {
         crate::chaos::point();
+        if job.token.is_cancelled() {
+            // Its tombstone was found after it was fetched, before an executor took it (rule 5).
+            return self.cancelled_result(job);
+        }
         let Job {
             stream,
             entry,
             envelope,
             attempt,
+            token,
         } = job;
         let held = (stream, entry);
-        let mut death = None;
-        let (status, payload, error) = if envelope.deadline.is_some_and(|d| unix_ms() > d) {
-            (
+        let ran = if envelope.deadline.is_some_and(|d| unix_ms() > d) {
+            Ok(Ended::new(
                 ResultStatus::TimedOut,
                 None,
                 Some("the task's deadline passed before a worker could start it".to_owned()),
-            )
-        } else if let Some(ran) = self.run_on_processes(&envelope) {
-            use super::registered::Isolated;
-            match ran {
-                Isolated::Value(bytes) => (ResultStatus::Ok, Some(bytes), None),
-                Isolated::Failed(message) => (ResultStatus::Failed, None, Some(message)),
-                Isolated::Panicked(message) => (ResultStatus::Panicked, None, Some(message)),
-                Isolated::TimedOut => (
-                    ResultStatus::TimedOut,
-                    None,
-                    Some(
-                        "the task ran past its deadline; its process was killed with its group"
-                            .to_owned(),
-                    ),
-                ),
-                Isolated::Died(how) => {
-                    let message = format!("the process running the task died: {how}");
-                    death = Some((how.exit_code, how.signal));
-                    (ResultStatus::WorkerDied, None, Some(message))
-                }
-                Isolated::Unknown => {
-                    let reason = format!(
-                        "unknown task {:?}: the worker processes of worker {} do not register it \
-                         (they must be the same program as the worker)",
-                        envelope.task, self.consumer
-                    );
-                    return self.dead_letter_unknown(held, &envelope, attempt, reason);
-                }
-            }
+            ))
+        } else if let Some(isolated) = self.run_on_processes(&envelope, &token) {
+            Ended::isolated(isolated, &self.consumer, &envelope.task)
         } else {
-            let ran = catch_unwind(AssertUnwindSafe(|| {
-                self.runner.run(&envelope.task, &envelope.payload)
-            }));
-            match ran {
-                Ok(Ok(bytes)) => (ResultStatus::Ok, Some(bytes), None),
-                Ok(Err(RunError::Failed(failure))) => (
-                    ResultStatus::Failed,
-                    None,
-                    Some(failure.message().to_owned()),
-                ),
-                Ok(Err(RunError::UnknownTask)) => {
-                    let reason = format!(
-                        "unknown task {:?}: no task of that name is registered on worker {} \
-                         (register it, or check the name the producer sends)",
-                        envelope.task, self.consumer
-                    );
-                    return self.dead_letter_unknown(held, &envelope, attempt, reason);
-                }
-                Err(panic) => (
-                    ResultStatus::Panicked,
-                    None,
-                    Some(crate::error::panic_message(panic.as_ref())),
-                ),
-            }
+            self.run_on_thread(&envelope, &token)
+        };
+        let ended = match ran {
+            Ok(ended) if token.is_cancelled() => ended.into_cancelled(),
+            Ok(ended) => ended,
+            Err(reason) => return self.dead_letter_unknown(held, &envelope, attempt, reason),
         };
         Write::Result {
             held,
@@ -1284,15 +1436,47 @@ impl Shared {
             result: ResultEnvelope {
                 v: PROTOCOL_VERSION,
                 id: envelope.id,
-                status,
-                payload,
-                error,
+                status: ended.status,
+                payload: ended.payload,
+                error: ended.error,
                 attempts: attempt,
                 worker: self.consumer.clone(),
-                exit_code: death.and_then(|(code, _)| code),
-                signal: death.and_then(|(_, signal)| signal),
+                exit_code: ended.death.and_then(|(code, _)| code),
+                signal: ended.death.and_then(|(_, signal)| signal),
             },
         }
+    }
+
+    /// Runs a task on this executor thread, with its token as the thread's current token so that
+    /// `martelli::is_cancelled()` inside it sees a cancellation (rule 5). `Err` holds the reason
+    /// for the dead letter of a task nobody registered.
+    fn run_on_thread(&self, envelope: &TaskEnvelope, token: &CancelToken) -> Result<Ended, String> {
+        let ran = {
+            let _current = CurrentTokenGuard::enter(token);
+            catch_unwind(AssertUnwindSafe(|| {
+                self.runner.run(&envelope.task, &envelope.payload)
+            }))
+        };
+        Ok(match ran {
+            Ok(Ok(bytes)) => Ended::new(ResultStatus::Ok, Some(bytes), None),
+            Ok(Err(RunError::Failed(failure))) => Ended::new(
+                ResultStatus::Failed,
+                None,
+                Some(failure.message().to_owned()),
+            ),
+            Ok(Err(RunError::UnknownTask)) => {
+                return Err(format!(
+                    "unknown task {:?}: no task of that name is registered on worker {} \
+                     (register it, or check the name the producer sends)",
+                    envelope.task, self.consumer
+                ));
+            }
+            Err(panic) => Ended::new(
+                ResultStatus::Panicked,
+                None,
+                Some(crate::error::panic_message(panic.as_ref())),
+            ),
+        })
     }
 
     fn dead_letter_unknown(
@@ -1312,9 +1496,14 @@ impl Shared {
         self.dead_letter(held, &raw, Some(envelope), attempt, reason)
     }
 
-    /// Runs a registered task on the worker's process pool, when it has one; `None` otherwise.
+    /// Runs a registered task on the worker's process pool, when it has one, killing its process
+    /// when `token` fires; `None` otherwise.
     #[cfg(target_os = "linux")]
-    fn run_on_processes(&self, envelope: &TaskEnvelope) -> Option<super::registered::Isolated> {
+    fn run_on_processes(
+        &self,
+        envelope: &TaskEnvelope,
+        token: &CancelToken,
+    ) -> Option<super::registered::Isolated> {
         let pool = self.processes.as_ref()?;
         let registry = crate::task::Registry::get().ok()?;
         if envelope.task == super::registered::RUN_REGISTERED || !registry.contains(&envelope.task)
@@ -1326,11 +1515,16 @@ impl Shared {
             &envelope.task,
             &envelope.payload,
             envelope.deadline,
+            token,
         ))
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn run_on_processes(&self, _envelope: &TaskEnvelope) -> Option<super::registered::Isolated> {
+    fn run_on_processes(
+        &self,
+        _envelope: &TaskEnvelope,
+        _token: &CancelToken,
+    ) -> Option<super::registered::Isolated> {
         None
     }
 
