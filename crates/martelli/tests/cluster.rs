@@ -689,7 +689,7 @@ fn sigterm_stops_a_worker_process_after_its_running_task() {
 
 #[test]
 fn tasks_survive_workers_killed_and_restarted_at_random() {
-    const N: u64 = 2_000;
+    const N: u64 = 10_000;
     let redis = RedisServer::start();
     let client = Client::connect(&redis.url()).unwrap();
     let mut children = vec![
