@@ -109,6 +109,7 @@
 mod backend;
 pub mod barrier;
 mod cancel;
+mod cell;
 pub mod chaos;
 #[cfg(feature = "cluster")]
 pub mod cluster;

@@ -40,10 +40,11 @@
 
 use super::{Admission, Backend, BackendConfig, Rejected};
 use crate::cancel::CancelToken;
+use crate::cell::CellJob;
 use crate::error::Error;
-use crate::job::Job;
+use crate::job::{Job, Runnable};
 use crate::local::{self, WorkerInfo};
-use crate::pool::Shutdown;
+use crate::pool::{Priority, Shutdown};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -78,20 +79,61 @@ fn backoff(round: u32) {
 #[repr(align(128))]
 struct Padded<T>(T);
 
+/// A queued job: a task cell's (`Pool::submit`: one allocation per task) or a boxed one (scoped
+/// jobs, async tasks, consumers).
+enum Work {
+    Cell(CellJob),
+    Boxed(Box<dyn Runnable>),
+}
+
+impl Work {
+    fn run(self) {
+        match self {
+            Work::Cell(job) => job.run(),
+            Work::Boxed(job) => job.run(),
+        }
+    }
+
+    fn token(&self) -> &CancelToken {
+        match self {
+            Work::Cell(job) => job.token(),
+            Work::Boxed(job) => job.token(),
+        }
+    }
+
+    /// A refused job, handed back as it came.
+    fn into_job(self, priority: Priority) -> Job {
+        let task: Box<dyn Runnable> = match self {
+            Work::Boxed(task) => task,
+            Work::Cell(job) => Box::new(job),
+        };
+        Job { priority, task }
+    }
+
+    /// A refused cell job, handed back as it came.
+    fn into_cell(self) -> CellJob {
+        match self {
+            Work::Cell(job) => job,
+            // Unreachable: a cell job is pushed as `Work::Cell` and refused as it is.
+            Work::Boxed(_) => unreachable!("a refused cell job comes back as a cell job"),
+        }
+    }
+}
+
 /// Jobs in priority levels (0: high).
 #[derive(Default)]
 struct Levels {
-    levels: [VecDeque<Job>; 3],
+    levels: [VecDeque<Work>; 3],
     len: usize,
 }
 
 impl Levels {
-    fn push(&mut self, job: Job) {
-        self.levels[job.priority.level()].push_back(job);
+    fn push(&mut self, level: usize, job: Work) {
+        self.levels[level].push_back(job);
         self.len += 1;
     }
 
-    fn pop(&mut self) -> Option<Job> {
+    fn pop(&mut self) -> Option<Work> {
         let job = self.levels.iter_mut().find_map(VecDeque::pop_front)?;
         self.len -= 1;
         Some(job)
@@ -118,7 +160,7 @@ impl Levels {
         from.len = 0;
     }
 
-    fn drain(&mut self) -> Vec<Job> {
+    fn drain(&mut self) -> Vec<Work> {
         self.len = 0;
         self.levels.iter_mut().flat_map(|l| l.drain(..)).collect()
     }
@@ -195,7 +237,7 @@ impl Inner {
     /// With the outbox locked: pops the next job, moving the inbox over first when the outbox is empty
     /// or the inbox holds a higher level (rule 1). Returns the inbox's guard when it had to look there
     /// and found nothing, so that the caller can sleep without letting a submission slip by.
-    fn pop<'a>(&'a self, outbox: &mut Outbox) -> Result<Job, MutexGuard<'a, Inbox>> {
+    fn pop<'a>(&'a self, outbox: &mut Outbox) -> Result<Work, MutexGuard<'a, Inbox>> {
         let best = outbox.jobs.best();
         let higher_waiting = self.hints.0.inbox_has[..best]
             .iter()
@@ -228,7 +270,12 @@ impl Inner {
     }
 
     /// Pushes a job into the inbox (rules 2 and 3).
-    fn submit(&self, job: Job, admission: Admission) -> Result<(), Rejected> {
+    fn submit(
+        &self,
+        job: Work,
+        priority: Priority,
+        admission: Admission,
+    ) -> Result<(), Rejected<Work>> {
         let inner = self;
         let hints = &inner.hints.0;
         let mut q = inner.inbox.0.lock();
@@ -259,8 +306,8 @@ impl Inner {
             q = inner.space.wait(q);
             hints.blocked.fetch_sub(1, Ordering::SeqCst);
         }
-        let level = job.priority.level();
-        q.jobs.push(job);
+        let level = priority.level();
+        q.jobs.push(level, job);
         if !hints.inbox_has[level].load(Ordering::Relaxed) {
             hints.inbox_has[level].store(true, Ordering::Release);
         }
@@ -283,8 +330,8 @@ impl Inner {
     /// Closes the queue (rule 4): no more submissions; with `CancelPending` the queued jobs are taken
     /// out and returned (dropping them cancels their futures); every sleeper is woken and running
     /// tasks' tokens fire.
-    fn close(&self, mode: Shutdown) -> Vec<Job> {
-        let discarded: Vec<Job> = {
+    fn close(&self, mode: Shutdown) -> Vec<Work> {
+        let discarded: Vec<Work> = {
             let mut outbox = self.outbox.0.lock();
             let mut inbox = self.inbox.0.lock();
             inbox.closed = true;
@@ -322,7 +369,7 @@ impl Inner {
     }
 
     /// Takes the next job, sleeping while there is none. `None` once closed and drained.
-    fn next_job(&self) -> Option<Job> {
+    fn next_job(&self) -> Option<Work> {
         let mut spins = 0;
         loop {
             let mut outbox = self.outbox.0.lock();
@@ -351,8 +398,8 @@ impl Inner {
         }
     }
 
-    fn run(&self, index: usize, job: Job) {
-        *self.running[index].lock() = Some(job.task.token().clone());
+    fn run(&self, index: usize, job: Work) {
+        *self.running[index].lock() = Some(job.token().clone());
         job.run();
         *self.running[index].lock() = None;
     }
@@ -447,7 +494,27 @@ impl Backend for Threads {
     }
 
     fn execute(&self, job: Job, admission: Admission) -> Result<(), Rejected> {
-        self.inner.submit(job, admission)
+        let Job { priority, task } = job;
+        self.inner
+            .submit(Work::Boxed(task), priority, admission)
+            .map_err(|rejected| match rejected {
+                Rejected::Full(work) => Rejected::Full(work.into_job(priority)),
+                Rejected::ShutDown(work) => Rejected::ShutDown(work.into_job(priority)),
+            })
+    }
+
+    fn execute_cell(
+        &self,
+        job: CellJob,
+        priority: Priority,
+        admission: Admission,
+    ) -> Result<(), Rejected<CellJob>> {
+        self.inner
+            .submit(Work::Cell(job), priority, admission)
+            .map_err(|rejected| match rejected {
+                Rejected::Full(work) => Rejected::Full(work.into_cell()),
+                Rejected::ShutDown(work) => Rejected::ShutDown(work.into_cell()),
+            })
     }
 
     fn queued(&self) -> usize {
@@ -552,32 +619,29 @@ mod tests {
 /// preemption bound of `scripts/loom.sh`.
 #[cfg(all(test, loom))]
 mod loom_models {
-    use super::{Admission, Inner};
-    use crate::future::{Future, promise};
-    use crate::job::{Job, Owned, Plain, TaskJob};
+    use super::{Admission, Inner, Work};
+    use crate::cell::new_task;
+    use crate::future::Future;
+    use crate::job::Plain;
     use crate::pool::{Priority, Shutdown};
     use loom::sync::Arc;
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::thread;
 
-    /// A job that counts its runs, and its future.
-    fn job(runs: &Arc<AtomicUsize>) -> (Job, Future<()>) {
-        let (promise, future) = promise::<()>();
+    /// A task cell's job that counts its runs, and its future.
+    fn job(runs: &Arc<AtomicUsize>) -> (Work, Future<()>) {
         let runs = Arc::clone(runs);
-        let task = Owned(TaskJob {
-            body: Plain(move || {
+        let (job, future) = new_task(
+            Plain(move || {
                 runs.fetch_add(1, Ordering::SeqCst);
             }),
-            promise,
-            timeout: None,
-        });
-        (
-            Job {
-                priority: Priority::Normal,
-                task: Box::new(task),
-            },
-            future,
-        )
+            None,
+        );
+        (Work::Cell(job), future)
+    }
+
+    fn submit(inner: &Inner, job: Work) -> bool {
+        inner.submit(job, Priority::Normal, Admission::Wait).is_ok()
     }
 
     fn worker(inner: &Arc<Inner>) -> thread::JoinHandle<()> {
@@ -599,7 +663,7 @@ mod loom_models {
             let w = worker(&inner);
             for _ in 0..2 {
                 let (job, _future) = job(&runs);
-                assert!(inner.submit(job, Admission::Wait).is_ok());
+                assert!(submit(&inner, job));
             }
             drop(inner.close(Shutdown::Wait));
             w.join().expect("the worker does not panic");
@@ -620,7 +684,7 @@ mod loom_models {
                 thread::spawn(move || {
                     for _ in 0..2 {
                         let (job, _future) = job(&runs);
-                        assert!(inner.submit(job, Admission::Wait).is_ok());
+                        assert!(submit(&inner, job));
                     }
                 })
             };
@@ -642,7 +706,7 @@ mod loom_models {
             let mut futures = Vec::new();
             for _ in 0..2 {
                 let (job, future) = job(&runs);
-                assert!(inner.submit(job, Admission::Wait).is_ok());
+                assert!(submit(&inner, job));
                 futures.push(future);
             }
             drop(inner.close(Shutdown::CancelPending));
