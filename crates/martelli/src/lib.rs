@@ -126,6 +126,7 @@ mod local;
 mod loom_models;
 mod map;
 mod map_async;
+mod map_slice;
 mod pool;
 #[cfg(target_os = "linux")]
 pub mod process;
