@@ -1,9 +1,11 @@
 //! Cooperative cancellation: a thread is never killed, it is asked to stop.
 
 use crate::sync::{AtomicBool, Mutex, Ordering};
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
+use std::marker::PhantomData;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::task::{Context, Poll, Waker};
 
 /// A flag that tells a running task it should stop.
@@ -192,35 +194,54 @@ impl fmt::Debug for CancelToken {
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<CancelToken>> = const { RefCell::new(None) };
+    /// The token of the task running on this thread: borrowed from a live [`CurrentTokenGuard`], so
+    /// that entering a task costs no reference count.
+    static CURRENT: Cell<Option<NonNull<CancelToken>>> = const { Cell::new(None) };
 }
 
 /// Makes `token` the current task's token for the life of the guard.
-pub(crate) struct CurrentTokenGuard {
-    previous: Option<CancelToken>,
+///
+/// Guards live on the stack of the thread that entered them (`!Send`) and are dropped in reverse
+/// order of entering, each restoring the token it replaced; so the pointer in `CURRENT` is always
+/// that of a token borrowed by a guard still alive on this thread.
+pub(crate) struct CurrentTokenGuard<'a> {
+    previous: Option<NonNull<CancelToken>>,
+    _token: PhantomData<&'a CancelToken>,
+    _not_send: PhantomData<*const ()>,
 }
 
-impl CurrentTokenGuard {
-    pub(crate) fn enter(token: &CancelToken) -> Self {
-        let previous = CURRENT.with(|c| c.replace(Some(token.clone())));
-        CurrentTokenGuard { previous }
+impl<'a> CurrentTokenGuard<'a> {
+    pub(crate) fn enter(token: &'a CancelToken) -> Self {
+        let previous = CURRENT.with(|c| c.replace(Some(NonNull::from(token))));
+        CurrentTokenGuard {
+            previous,
+            _token: PhantomData,
+            _not_send: PhantomData,
+        }
     }
 }
 
-impl Drop for CurrentTokenGuard {
+impl Drop for CurrentTokenGuard<'_> {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        CURRENT.with(|c| *c.borrow_mut() = previous);
+        CURRENT.with(|c| c.set(self.previous));
     }
+}
+
+/// Calls `f` with the current task's token, if a task runs on this thread.
+fn with_current<R>(f: impl FnOnce(Option<&CancelToken>) -> R) -> R {
+    let current = CURRENT.with(Cell::get);
+    // SAFETY: the pointer is that of a token borrowed by a guard still alive on this thread (see
+    // `CurrentTokenGuard`), so it is valid for this call, which cannot outlive the guard.
+    f(current.map(|token| unsafe { token.as_ref() }))
 }
 
 /// The token of the task running on this thread, if a martelli task is running here.
 pub fn cancel_token() -> Option<CancelToken> {
-    CURRENT.with(|c| c.borrow().clone())
+    with_current(|token| token.cloned())
 }
 
 /// True when the task running on this thread has been asked to stop (cancelled, timed out, or its pool
 /// is shutting down with `CancelPending`). False outside a task.
 pub fn is_cancelled() -> bool {
-    CURRENT.with(|c| c.borrow().as_ref().is_some_and(CancelToken::is_cancelled))
+    with_current(|token| token.is_some_and(CancelToken::is_cancelled))
 }

@@ -194,12 +194,18 @@ impl CellJob {
 
     /// Runs the task and completes its future. Never unwinds.
     pub(crate) fn run(self) {
+        drop(self.run_keeping_token());
+    }
+
+    /// Runs the task like [`run`](CellJob::run) and returns the job's reference to the cell, as
+    /// its token, so that the caller decides when the cell may be freed.
+    pub(crate) fn run_keeping_token(self) -> CancelToken {
         let this = ManuallyDrop::new(self);
         // SAFETY: `this` is the cell's one job handle (rule 1), consumed here: it is never dropped
         // (so `abandon` never follows), and its token is read out exactly once, below.
         unsafe { this.job().run(&this.token) };
-        // SAFETY: `this` is not used again; the token is moved out to be dropped.
-        drop(unsafe { std::ptr::read(&this.token) });
+        // SAFETY: `this` is not used again; the token is moved out to the caller.
+        unsafe { std::ptr::read(&this.token) }
     }
 
     /// The closure back, when the cell holds a `B` that has not run (a refused `try_submit`). The

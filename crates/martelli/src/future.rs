@@ -344,6 +344,7 @@ pub(crate) enum Expirer {
     /// Nothing to time out.
     Nothing,
     /// A promise's state (and its token, which is small and separate).
+    #[cfg_attr(loom, allow(dead_code))] // loom's Arc has no weak references
     Promise {
         shared: std::sync::Weak<dyn ExpireShared>,
         token: CancelToken,

@@ -23,7 +23,8 @@
 //!    critical section.
 //! 3. With a bound, a submitter counts itself in `blocked` and then reads the queue's length (the
 //!    inbox's, under its lock, plus `outbox_len`); while it is at the bound it waits on `space`. A
-//!    worker stores `outbox_len` after each pop and then reads `blocked`; when a submitter waits, it
+//!    worker of a bounded queue stores `outbox_len` after each pop and then reads `blocked` (an
+//!    unbounded queue skips both: no submitter ever waits for room); when a submitter waits, it
 //!    takes the inbox's lock and signals `space`. A worker that moves the inbox over stores the
 //!    outbox's new length before it releases the inbox's lock, so the moved jobs are always counted. Both sides write, then read, sequentially consistent
 //!    atomics, so at least one sees the other: the submitter sees the room, or the worker sees the
@@ -37,15 +38,23 @@
 //!    that arrives meanwhile costs neither the worker a sleep nor the submitter a wake-up call.
 //!    `has_work` and `inbox_has` are only hints: every decision is taken again under the locks, so a
 //!    stale value costs a round, never a lost job.
+//! 6. A worker publishes the token state of the job it runs in its `running` slot (a pointer, without
+//!    a reference count of its own) and keeps the job's own reference to that state until after it
+//!    has cleared the slot. A `CancelPending` shutdown takes `firing_lock`, sets `firing`, then reads
+//!    every slot and fires what it finds; a worker clears its slot, then reads `firing`, and if it is
+//!    set takes `firing_lock` (waiting out the shutdown) before it lets the reference go. Both sides
+//!    write, then read, sequentially consistent atomics, so either the shutdown reads the cleared
+//!    slot, or the worker sees `firing` and waits: the shutdown never reads a freed token. The
+//!    common case costs one atomic exchange per job and no lock.
 
 use super::{Admission, Backend, BackendConfig, Rejected};
-use crate::cancel::CancelToken;
+use crate::cancel::{CancelToken, TokenState};
 use crate::cell::CellJob;
 use crate::error::Error;
 use crate::job::{Job, Runnable};
 use crate::local::{self, WorkerInfo};
 use crate::pool::{Priority, Shutdown};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -199,8 +208,16 @@ struct Inner {
     hints: Padded<Hints>,
     work: Condvar,
     space: Condvar,
-    /// The token of the task each worker runs, so `CancelPending` can fire it.
-    running: Box<[Mutex<Option<CancelToken>>]>,
+    /// The token state of the task each worker runs (null: none), so `CancelPending` can fire it
+    /// (rule 6). Padded: each worker writes its own twice per job.
+    running: Box<[Padded<AtomicPtr<TokenState>>]>,
+    /// Set by a `CancelPending` shutdown before it reads `running` (rule 6).
+    firing: AtomicBool,
+    /// Held by the shutdown while it fires the tokens in `running` (rule 6).
+    firing_lock: Mutex<()>,
+    /// The queue has a bound: only then do workers publish `outbox_len` and look for blocked
+    /// submitters (rule 3), which costs a sequentially consistent store per job on a shared line.
+    bounded: bool,
 }
 
 impl Inner {
@@ -230,7 +247,12 @@ impl Inner {
             }),
             work: Condvar::new(),
             space: Condvar::new(),
-            running: (0..n).map(|_| Mutex::new(None)).collect(),
+            running: (0..n)
+                .map(|_| Padded(AtomicPtr::new(std::ptr::null_mut())))
+                .collect(),
+            firing: AtomicBool::new(false),
+            firing_lock: Mutex::new(()),
+            bounded: bound.is_some(),
         }
     }
 
@@ -253,7 +275,9 @@ impl Inner {
             outbox.jobs.take_all(&mut inbox.jobs);
             // Published before the inbox's lock is released, so that a submitter never counts the
             // moved jobs in neither half (rule 3).
-            self.outbox_len.0.store(outbox.jobs.len, Ordering::SeqCst);
+            if self.bounded {
+                self.outbox_len.0.store(outbox.jobs.len, Ordering::SeqCst);
+            }
             for hint in &self.hints.0.inbox_has {
                 hint.store(false, Ordering::Relaxed);
             }
@@ -350,9 +374,17 @@ impl Inner {
         self.work.notify_all();
         self.space.notify_all();
         if mode == Shutdown::CancelPending {
-            for slot in self.running.iter() {
-                if let Some(token) = slot.lock().as_ref() {
-                    token.cancel();
+            // Rule 6: announce, then read the slots, all while holding `firing_lock`.
+            let _firing = self.firing_lock.lock();
+            self.firing.store(true, Ordering::SeqCst);
+            for Padded(slot) in self.running.iter() {
+                let state = slot.load(Ordering::SeqCst);
+                // SAFETY: a non-null slot points to the token state of a job its worker runs or has
+                // just run; the worker keeps the job's reference to that state until it has cleared
+                // the slot and, seeing `firing` set, waited for `firing_lock`, which this thread
+                // holds (rule 6). So the state is alive here.
+                if let Some(state) = unsafe { state.as_ref() } {
+                    state.cancel();
                 }
             }
         }
@@ -361,6 +393,9 @@ impl Inner {
 
     /// After a pop: publishes the outbox's length and wakes a submitter waiting for room (rule 3).
     fn popped(&self, outbox: &Outbox) {
+        if !self.bounded {
+            return;
+        }
         self.outbox_len.0.store(outbox.jobs.len, Ordering::SeqCst);
         if self.hints.0.blocked.load(Ordering::SeqCst) > 0 {
             let _inbox = self.inbox.0.lock();
@@ -398,10 +433,27 @@ impl Inner {
         }
     }
 
+    /// Runs `job` on worker `index`, published in its `running` slot meanwhile (rule 6).
     fn run(&self, index: usize, job: Work) {
-        *self.running[index].lock() = Some(job.token().clone());
-        job.run();
-        *self.running[index].lock() = None;
+        let slot = &self.running[index].0;
+        let state: *const TokenState = job.token().host().state();
+        slot.store(state.cast_mut(), Ordering::Release);
+        // The job's reference to its cell (or a clone, for a boxed job) keeps `state` alive until
+        // the slot is cleared below.
+        let keep = match job {
+            Work::Cell(job) => job.run_keeping_token(),
+            Work::Boxed(job) => {
+                let token = job.token().clone();
+                job.run();
+                token
+            }
+        };
+        slot.store(std::ptr::null_mut(), Ordering::SeqCst);
+        if self.firing.load(Ordering::SeqCst) {
+            // A shutdown may be reading the slot's old value: wait until it has fired the tokens.
+            drop(self.firing_lock.lock());
+        }
+        drop(keep);
     }
 }
 
@@ -719,6 +771,27 @@ mod loom_models {
                 }
             }
             assert_eq!(runs.load(Ordering::SeqCst), ok);
+        });
+    }
+
+    /// Rule 6: a `CancelPending` shutdown races a worker that runs a task whose future is gone (so
+    /// the worker's reference is the cell's last). The shutdown fires the task's token only while
+    /// the worker still holds it, and the worker frees the cell only after the shutdown is done
+    /// with its slot; the task runs at most once and the worker exits.
+    #[test]
+    fn cancel_pending_fires_a_running_token_without_outliving_it() {
+        loom::model(|| {
+            let inner = Arc::new(Inner::new(1, None));
+            let runs = Arc::new(AtomicUsize::new(0));
+            let (job, future) = job(&runs);
+            let token = future.token().clone();
+            drop(future);
+            assert!(submit(&inner, job));
+            drop(token);
+            let w = worker(&inner);
+            drop(inner.close(Shutdown::CancelPending));
+            w.join().expect("the worker does not panic");
+            assert!(runs.load(Ordering::SeqCst) <= 1);
         });
     }
 }
