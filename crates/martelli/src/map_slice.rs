@@ -227,10 +227,17 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn pools() -> Vec<Pool> {
+        let mut pools = vec![Pool::inline(), Pool::threads(3).expect("a pool starts")];
+        #[cfg(feature = "async")]
+        pools.push(Pool::event_loop().expect("an event loop starts"));
+        pools
+    }
+
     #[test]
     fn results_come_back_in_input_order_on_every_backend() {
         let inputs: Vec<u32> = (0..10_007).collect();
-        for pool in [Pool::inline(), Pool::threads(3).expect("a pool starts")] {
+        for pool in pools() {
             let out = pool.map_slice(&inputs, |&x| u64::from(x) * 3);
             let expected: Vec<u64> = inputs.iter().map(|&x| u64::from(x) * 3).collect();
             assert_eq!(out.ok(), Some(expected));
