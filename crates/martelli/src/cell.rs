@@ -125,12 +125,22 @@ where
     }
 
     unsafe fn abandon(&self) {
+        /// Resolves the future when dropped, so that it resolves even if dropping the closure
+        /// panics.
+        struct Resolve<'a, T>(&'a Shared<T>, &'a TokenState);
+
+        impl<T> Drop for Resolve<'_, T> {
+            fn drop(&mut self) {
+                self.0.abandon(self.1);
+            }
+        }
+
         // SAFETY: the caller is the cell's only job handle (rule 1).
         let body = unsafe { self.take_body() };
+        let _resolve = Resolve(&self.shared, &self.token);
         // The closure goes first, as a discarded job's did: what it captured is released before
         // the future resolves.
         drop(body);
-        self.shared.abandon(&self.token);
     }
 
     fn expire(&self, after: Duration) {
@@ -194,11 +204,11 @@ impl CellJob {
 
     /// Runs the task and completes its future. Never unwinds.
     pub(crate) fn run(self) {
-        drop(self.run_keeping_token());
+        release(self.run_keeping_token());
     }
 
     /// Runs the task like [`run`](CellJob::run) and returns the job's reference to the cell, as
-    /// its token, so that the caller decides when the cell may be freed.
+    /// its token, so that the caller decides when the cell may be freed: with [`release`].
     pub(crate) fn run_keeping_token(self) -> CancelToken {
         let this = ManuallyDrop::new(self);
         // SAFETY: `this` is the cell's one job handle (rule 1), consumed here: it is never dropped
@@ -224,6 +234,12 @@ impl CellJob {
         // SAFETY: this was the cell's one job handle (rule 1), and it is gone now.
         unsafe { cell.take_body() }
     }
+}
+
+/// Drops a job's reference to its cell. When it is the last one (the future is gone), the task's
+/// value is dropped here, and a value whose `Drop` panics must not unwind through a worker.
+pub(crate) fn release(token: CancelToken) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(token)));
 }
 
 impl Drop for CellJob {

@@ -677,3 +677,74 @@ fn stress_cancel_wait_and_drop_race_on_every_task() {
         assert!(ran + cancels_won <= closures);
     }
 }
+
+/// A value whose `Drop` panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("this value refuses to be dropped");
+    }
+}
+
+#[test]
+fn a_value_that_panics_on_drop_after_its_future_is_gone_does_not_kill_the_worker() {
+    // The future is dropped before the task runs, so the worker holds the last reference to the
+    // task and drops its value; the panic must stay there.
+    let pool = Pool::threads(1).unwrap();
+    let (hold, release) = hold(&pool);
+    let (gate_tx, gate_rx) = channel::<()>();
+    let doomed = pool
+        .submit(move || {
+            let _ = gate_rx.recv();
+            PanicsOnDrop
+        })
+        .unwrap();
+    drop(doomed);
+    release.send(()).unwrap();
+    hold.wait().unwrap();
+    gate_tx.send(()).unwrap();
+    let next = pool.submit(|| 41 + 1).unwrap();
+    match next.wait_timeout(Duration::from_secs(30)) {
+        Ok(result) => assert_eq!(result.unwrap(), 42),
+        Err(_) => panic!("the pool's only worker died"),
+    }
+}
+
+#[test]
+fn a_closure_that_panics_on_drop_still_resolves_its_discarded_future() {
+    // A queued task discarded by a CancelPending shutdown: dropping its closure panics, and the
+    // future must resolve as cancelled all the same.
+    let pool = Pool::threads(1).unwrap();
+    let (hold, release) = hold(&pool);
+    let guard = PanicsOnDrop;
+    let queued = pool
+        .submit(move || {
+            std::mem::forget(guard);
+        })
+        .unwrap();
+    let pool = Arc::new(pool);
+    let shutdown = std::thread::spawn({
+        let pool = Arc::clone(&pool);
+        move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.shutdown(Shutdown::CancelPending)
+            }))
+            .is_err()
+        }
+    });
+    // The queue is closed and drained in one step: once closed, the task is discarded, not run.
+    while !pool.is_shut_down() {
+        std::thread::yield_now();
+    }
+    release.send(()).unwrap();
+    let _ = hold.wait();
+    match queued.wait_timeout(Duration::from_secs(30)) {
+        Ok(result) => assert!(matches!(result, Err(TaskError::Cancelled))),
+        Err(_) => panic!("the discarded task's future never resolved"),
+    }
+    assert!(
+        shutdown.join().unwrap(),
+        "the closure's panic reaches the caller of shutdown"
+    );
+}

@@ -453,7 +453,7 @@ impl Inner {
             // A shutdown may be reading the slot's old value: wait until it has fired the tokens.
             drop(self.firing_lock.lock());
         }
-        drop(keep);
+        crate::cell::release(keep);
     }
 }
 
