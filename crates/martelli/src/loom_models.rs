@@ -302,6 +302,28 @@ mod cells {
         });
     }
 
+    /// The watchdog's timeout against the task's own completion: exactly one outcome; a timed-out
+    /// task's token has fired; a timeout before the start does nothing (the task then runs).
+    #[test]
+    fn a_timeout_races_with_completion() {
+        loom::model(|| {
+            let (job, future) = new_task(Plain(|| 9u32), None);
+            let token = future.token().clone();
+            let worker = thread::spawn(move || job.run());
+            if let Some(cell) = token.host().as_job() {
+                cell.expire(std::time::Duration::from_millis(1));
+            }
+            worker.join().expect("no panic");
+            match future.wait() {
+                Ok(v) => assert_eq!(v, 9),
+                Err(e) => {
+                    assert!(e.is_timeout());
+                    assert!(token.is_cancelled());
+                }
+            }
+        });
+    }
+
     /// `.await` on a cell's future is woken by the job's completion on another thread.
     #[test]
     fn await_is_woken_by_the_job() {
