@@ -51,8 +51,12 @@ impl Default for CancelToken {
     }
 }
 
-/// What a [`CancelToken`] points to: something that holds a [`TokenState`].
-pub(crate) trait TokenHost: std::any::Any + Send + Sync {
+/// What a [`CancelToken`] points to: something that holds a [`TokenState`]. Unwind-safe, so that a
+/// token (and a [`Future`](crate::Future), which holds one) stays `UnwindSafe` and `RefUnwindSafe`
+/// as it was when a token was an `Arc` of its own.
+pub(crate) trait TokenHost:
+    std::any::Any + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe
+{
     /// The token's state.
     fn state(&self) -> &TokenState;
 

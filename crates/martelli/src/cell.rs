@@ -51,8 +51,10 @@ pub(crate) struct TaskCell<B, T> {
     token: TokenState,
     shared: Shared<T>,
     timeout: Option<Box<CellTimeout>>,
-    /// The closure until it runs (rule 1).
-    body: UnsafeCell<Option<B>>,
+    /// The closure until it runs (rule 1). Wrapped in `AssertUnwindSafe`: it is never observed
+    /// half-changed after a panic (it is taken whole before it runs), so the cell is unwind-safe
+    /// whatever it captures.
+    body: AssertUnwindSafe<UnsafeCell<Option<B>>>,
 }
 
 // SAFETY: every field but `body` is `Sync` when `B` and `T` are `Send` (the token and the shared
@@ -155,7 +157,7 @@ impl<B, T> TaskCell<B, T> {
     /// The caller is the cell's only job handle, or owns the cell outright (rule 1).
     unsafe fn take_body(&self) -> Option<B> {
         // SAFETY: by the caller's contract no other thread reaches `body` now.
-        unsafe { (*self.body.get()).take() }
+        unsafe { (*self.body.0.get()).take() }
     }
 }
 
@@ -169,7 +171,7 @@ where
         token: TokenState::default(),
         shared: Shared::new(),
         timeout: timeout.map(Box::new),
-        body: UnsafeCell::new(Some(body)),
+        body: AssertUnwindSafe(UnsafeCell::new(Some(body))),
     });
     let shared = NonNull::from(&cell.shared);
     let host: Arc<dyn TokenHost> = cell;
