@@ -103,9 +103,20 @@ impl<B: Body<T>, T> TaskJob<B, T> {
         // Dropping a value can panic too; it must not unwind through the worker.
         let _ = catch_unwind(AssertUnwindSafe(move || promise.complete(result)));
     }
+}
 
-    pub(crate) fn into_body(self) -> B {
-        self.body
+/// A task cell's job, boxed for a backend that only queues [`Job`]s.
+impl Runnable for crate::cell::CellJob {
+    fn run(self: Box<Self>) {
+        (*self).run();
+    }
+
+    fn into_any(self: Box<Self>) -> Option<Box<dyn Any + Send>> {
+        Some(self)
+    }
+
+    fn token(&self) -> &CancelToken {
+        crate::cell::CellJob::token(self)
     }
 }
 

@@ -34,7 +34,9 @@
 //! - [`Pool::submit`] returns a [`Future`]: block on it ([`Future::wait`]), poll it, attach a
 //!   callback, or `.await` it from any async runtime.
 //! - [`as_completed`] and [`wait()`] wait for many futures with Python's semantics.
-//! - [`Pool::map`] is a lazy parallel map: bounded memory even over an endless iterator.
+//! - [`Pool::map`] is a lazy parallel map: bounded memory even over an endless iterator, one outcome
+//!   per input. [`Pool::map_slice`] is the eager one for inputs already in memory: it writes every
+//!   result in place and returns the whole vector, at the speed of a plain loop split across workers.
 //! - [`Pool::scope`] spawns tasks that borrow from the caller and joins them all: the barrier.
 //! - [`queue::JoinableQueue`] is the other way to hand work over: producers `put`, long-lived
 //!   consumers `get` and call `task_done`, and `join` waits until every item is done.
@@ -110,6 +112,7 @@
 mod backend;
 pub mod barrier;
 mod cancel;
+mod cell;
 pub mod chaos;
 #[cfg(feature = "cluster")]
 pub mod cluster;
@@ -126,6 +129,7 @@ mod local;
 mod loom_models;
 mod map;
 mod map_async;
+mod map_slice;
 mod pool;
 #[cfg(target_os = "linux")]
 pub mod process;

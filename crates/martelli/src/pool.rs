@@ -11,12 +11,13 @@ use crate::backend::{
     inline::Inline, threads::Threads,
 };
 use crate::cancel::CancelToken;
+use crate::cell::{CellJob, CellTimeout, new_task};
 use crate::codec::{self, Header};
 use crate::error::TaskError;
 use crate::error::TaskResult;
 use crate::error::{Error, TrySubmitError};
 use crate::future::{Future, Promise, promise};
-use crate::job::{Body, Fallible, Job, Owned, Plain, TaskJob, Timeout};
+use crate::job::{Body, Fallible, Plain, Timeout};
 use crate::local::WorkerInfo;
 use crate::spec::Spec;
 use crate::task::{Registry, Task};
@@ -918,46 +919,38 @@ impl Pool {
                     Rejected::Full(job) => (job, true),
                     Rejected::ShutDown(job) => (job, false),
                 };
-                let owned = job
-                    .task
-                    .into_any()
-                    .and_then(|any| any.downcast::<Owned<Plain<F>, T>>().ok());
-                match owned {
-                    Some(owned) => {
-                        let Plain(f) = owned.0.into_body();
-                        Err(if full {
-                            TrySubmitError::Full(f)
-                        } else {
-                            TrySubmitError::ShutDown(f)
-                        })
-                    }
-                    None => unreachable!("the job built above is an Owned<Plain<F>, T>"),
+                match job.into_body::<Plain<F>, T>() {
+                    Some(Plain(f)) if full => Err(TrySubmitError::Full(f)),
+                    Some(Plain(f)) => Err(TrySubmitError::ShutDown(f)),
+                    None => unreachable!("the job built above holds a Plain<F> that has not run"),
                 }
             }
         }
     }
 
+    /// Puts `body` into a task cell (one allocation: the closure, the future's state and the token)
+    /// and hands its job to the backend.
     fn submit_body<B, T>(
         &self,
         options: TaskOptions,
         body: B,
         admission: Admission,
-    ) -> Result<Future<T>, Rejected>
+    ) -> Result<Future<T>, Rejected<CellJob>>
     where
         B: Body<T> + 'static,
         T: Send + 'static,
     {
-        let (promise, future) = promise::<T>();
-        let timeout = self.timeout_for(options, Promise::<T>::expirer);
-        let job = Job {
-            priority: options.priority,
-            task: Box::new(Owned(TaskJob {
-                body,
-                promise,
-                timeout,
-            })),
-        };
-        self.backend.execute(job, admission).map(|()| future)
+        let timeout = options
+            .timeout
+            .or(self.task_timeout)
+            .map(|after| CellTimeout {
+                after,
+                watchdog: Arc::clone(&self.watchdog),
+            });
+        let (job, future) = new_task(body, timeout);
+        self.backend
+            .execute_cell(job, options.priority, admission)
+            .map(|()| future)
     }
 
     pub(crate) fn timeout_for<T>(

@@ -21,6 +21,16 @@ fn public_types_are_send_and_sync() {
     sync::<martelli::PoolBuilder>();
 }
 
+fn unwind_safe<T: std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
+
+#[test]
+fn handles_are_unwind_safe() {
+    // A future or a token captured by a closure given to `catch_unwind` needs no `AssertUnwindSafe`.
+    unwind_safe::<martelli::Future<String>>();
+    unwind_safe::<martelli::Future<std::cell::RefCell<u8>>>();
+    unwind_safe::<martelli::CancelToken>();
+}
+
 #[cfg(feature = "cluster")]
 #[test]
 fn cluster_types_are_send_and_sync() {

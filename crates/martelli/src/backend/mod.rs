@@ -23,6 +23,7 @@ pub(crate) mod processes;
 pub(crate) mod threads;
 
 use crate::cancel::CancelToken;
+use crate::cell::CellJob;
 use crate::error::{Error, TaskError};
 use crate::job::Job;
 use crate::local::WorkerInfo;
@@ -42,9 +43,9 @@ pub(crate) enum Admission {
 }
 
 /// A job the backend did not take, handed back.
-pub(crate) enum Rejected {
-    Full(Job),
-    ShutDown(Job),
+pub(crate) enum Rejected<J = Job> {
+    Full(J),
+    ShutDown(J),
 }
 
 /// A per-worker start hook (the builder's initializer).
@@ -83,6 +84,32 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Takes a job: queues it (or runs it, for `inline`). The job's promise resolves its future
     /// whatever happens next; a refused job is handed back.
     fn execute(&self, job: Job, admission: Admission) -> Result<(), Rejected>;
+
+    /// Takes a task cell's job (`Pool::submit` and its kin): one allocation per task. The default
+    /// wraps it as a boxed [`Job`]; the queueing backends take it as it is.
+    fn execute_cell(
+        &self,
+        job: CellJob,
+        priority: Priority,
+        admission: Admission,
+    ) -> Result<(), Rejected<CellJob>> {
+        let job = Job {
+            priority,
+            task: Box::new(job),
+        };
+        self.execute(job, admission).map_err(|rejected| {
+            let (job, full) = match rejected {
+                Rejected::Full(job) => (job, true),
+                Rejected::ShutDown(job) => (job, false),
+            };
+            match job.task.into_any().map(|any| any.downcast::<CellJob>()) {
+                Some(Ok(cell)) if full => Rejected::Full(*cell),
+                Some(Ok(cell)) => Rejected::ShutDown(*cell),
+                // Unreachable: the job was built above; dropping it resolves its future.
+                _ => unreachable!("the job handed back is the CellJob that was sent"),
+            }
+        })
+    }
 
     /// Takes an async task. The default runs it on a worker like any job, holding the worker across its
     /// `.await`s; a backend with an event loop overrides this to interleave tasks at their `.await`s.

@@ -23,7 +23,8 @@
 //!    critical section.
 //! 3. With a bound, a submitter counts itself in `blocked` and then reads the queue's length (the
 //!    inbox's, under its lock, plus `outbox_len`); while it is at the bound it waits on `space`. A
-//!    worker stores `outbox_len` after each pop and then reads `blocked`; when a submitter waits, it
+//!    worker of a bounded queue stores `outbox_len` after each pop and then reads `blocked` (an
+//!    unbounded queue skips both: no submitter ever waits for room); when a submitter waits, it
 //!    takes the inbox's lock and signals `space`. A worker that moves the inbox over stores the
 //!    outbox's new length before it releases the inbox's lock, so the moved jobs are always counted. Both sides write, then read, sequentially consistent
 //!    atomics, so at least one sees the other: the submitter sees the room, or the worker sees the
@@ -37,14 +38,23 @@
 //!    that arrives meanwhile costs neither the worker a sleep nor the submitter a wake-up call.
 //!    `has_work` and `inbox_has` are only hints: every decision is taken again under the locks, so a
 //!    stale value costs a round, never a lost job.
+//! 6. A worker publishes the token state of the job it runs in its `running` slot (a pointer, without
+//!    a reference count of its own) and keeps the job's own reference to that state until after it
+//!    has cleared the slot. A `CancelPending` shutdown takes `firing_lock`, sets `firing`, then reads
+//!    every slot and fires what it finds; a worker clears its slot, then reads `firing`, and if it is
+//!    set takes `firing_lock` (waiting out the shutdown) before it lets the reference go. Both sides
+//!    write, then read, sequentially consistent atomics, so either the shutdown reads the cleared
+//!    slot, or the worker sees `firing` and waits: the shutdown never reads a freed token. The
+//!    common case costs one atomic exchange per job and no lock.
 
 use super::{Admission, Backend, BackendConfig, Rejected};
-use crate::cancel::CancelToken;
+use crate::cancel::{CancelToken, TokenState};
+use crate::cell::CellJob;
 use crate::error::Error;
-use crate::job::Job;
+use crate::job::{Job, Runnable};
 use crate::local::{self, WorkerInfo};
-use crate::pool::Shutdown;
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
+use crate::pool::{Priority, Shutdown};
+use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -78,20 +88,61 @@ fn backoff(round: u32) {
 #[repr(align(128))]
 struct Padded<T>(T);
 
+/// A queued job: a task cell's (`Pool::submit`: one allocation per task) or a boxed one (scoped
+/// jobs, async tasks, consumers).
+enum Work {
+    Cell(CellJob),
+    Boxed(Box<dyn Runnable>),
+}
+
+impl Work {
+    fn run(self) {
+        match self {
+            Work::Cell(job) => job.run(),
+            Work::Boxed(job) => job.run(),
+        }
+    }
+
+    fn token(&self) -> &CancelToken {
+        match self {
+            Work::Cell(job) => job.token(),
+            Work::Boxed(job) => job.token(),
+        }
+    }
+
+    /// A refused job, handed back as it came.
+    fn into_job(self, priority: Priority) -> Job {
+        let task: Box<dyn Runnable> = match self {
+            Work::Boxed(task) => task,
+            Work::Cell(job) => Box::new(job),
+        };
+        Job { priority, task }
+    }
+
+    /// A refused cell job, handed back as it came.
+    fn into_cell(self) -> CellJob {
+        match self {
+            Work::Cell(job) => job,
+            // Unreachable: a cell job is pushed as `Work::Cell` and refused as it is.
+            Work::Boxed(_) => unreachable!("a refused cell job comes back as a cell job"),
+        }
+    }
+}
+
 /// Jobs in priority levels (0: high).
 #[derive(Default)]
 struct Levels {
-    levels: [VecDeque<Job>; 3],
+    levels: [VecDeque<Work>; 3],
     len: usize,
 }
 
 impl Levels {
-    fn push(&mut self, job: Job) {
-        self.levels[job.priority.level()].push_back(job);
+    fn push(&mut self, level: usize, job: Work) {
+        self.levels[level].push_back(job);
         self.len += 1;
     }
 
-    fn pop(&mut self) -> Option<Job> {
+    fn pop(&mut self) -> Option<Work> {
         let job = self.levels.iter_mut().find_map(VecDeque::pop_front)?;
         self.len -= 1;
         Some(job)
@@ -118,7 +169,7 @@ impl Levels {
         from.len = 0;
     }
 
-    fn drain(&mut self) -> Vec<Job> {
+    fn drain(&mut self) -> Vec<Work> {
         self.len = 0;
         self.levels.iter_mut().flat_map(|l| l.drain(..)).collect()
     }
@@ -157,8 +208,16 @@ struct Inner {
     hints: Padded<Hints>,
     work: Condvar,
     space: Condvar,
-    /// The token of the task each worker runs, so `CancelPending` can fire it.
-    running: Box<[Mutex<Option<CancelToken>>]>,
+    /// The token state of the task each worker runs (null: none), so `CancelPending` can fire it
+    /// (rule 6). Padded: each worker writes its own twice per job.
+    running: Box<[Padded<AtomicPtr<TokenState>>]>,
+    /// Set by a `CancelPending` shutdown before it reads `running` (rule 6).
+    firing: AtomicBool,
+    /// Held by the shutdown while it fires the tokens in `running` (rule 6).
+    firing_lock: Mutex<()>,
+    /// The queue has a bound: only then do workers publish `outbox_len` and look for blocked
+    /// submitters (rule 3), which costs a sequentially consistent store per job on a shared line.
+    bounded: bool,
 }
 
 impl Inner {
@@ -188,14 +247,19 @@ impl Inner {
             }),
             work: Condvar::new(),
             space: Condvar::new(),
-            running: (0..n).map(|_| Mutex::new(None)).collect(),
+            running: (0..n)
+                .map(|_| Padded(AtomicPtr::new(std::ptr::null_mut())))
+                .collect(),
+            firing: AtomicBool::new(false),
+            firing_lock: Mutex::new(()),
+            bounded: bound.is_some(),
         }
     }
 
     /// With the outbox locked: pops the next job, moving the inbox over first when the outbox is empty
     /// or the inbox holds a higher level (rule 1). Returns the inbox's guard when it had to look there
     /// and found nothing, so that the caller can sleep without letting a submission slip by.
-    fn pop<'a>(&'a self, outbox: &mut Outbox) -> Result<Job, MutexGuard<'a, Inbox>> {
+    fn pop<'a>(&'a self, outbox: &mut Outbox) -> Result<Work, MutexGuard<'a, Inbox>> {
         let best = outbox.jobs.best();
         let higher_waiting = self.hints.0.inbox_has[..best]
             .iter()
@@ -211,7 +275,9 @@ impl Inner {
             outbox.jobs.take_all(&mut inbox.jobs);
             // Published before the inbox's lock is released, so that a submitter never counts the
             // moved jobs in neither half (rule 3).
-            self.outbox_len.0.store(outbox.jobs.len, Ordering::SeqCst);
+            if self.bounded {
+                self.outbox_len.0.store(outbox.jobs.len, Ordering::SeqCst);
+            }
             for hint in &self.hints.0.inbox_has {
                 hint.store(false, Ordering::Relaxed);
             }
@@ -228,7 +294,12 @@ impl Inner {
     }
 
     /// Pushes a job into the inbox (rules 2 and 3).
-    fn submit(&self, job: Job, admission: Admission) -> Result<(), Rejected> {
+    fn submit(
+        &self,
+        job: Work,
+        priority: Priority,
+        admission: Admission,
+    ) -> Result<(), Rejected<Work>> {
         let inner = self;
         let hints = &inner.hints.0;
         let mut q = inner.inbox.0.lock();
@@ -259,8 +330,8 @@ impl Inner {
             q = inner.space.wait(q);
             hints.blocked.fetch_sub(1, Ordering::SeqCst);
         }
-        let level = job.priority.level();
-        q.jobs.push(job);
+        let level = priority.level();
+        q.jobs.push(level, job);
         if !hints.inbox_has[level].load(Ordering::Relaxed) {
             hints.inbox_has[level].store(true, Ordering::Release);
         }
@@ -283,8 +354,8 @@ impl Inner {
     /// Closes the queue (rule 4): no more submissions; with `CancelPending` the queued jobs are taken
     /// out and returned (dropping them cancels their futures); every sleeper is woken and running
     /// tasks' tokens fire.
-    fn close(&self, mode: Shutdown) -> Vec<Job> {
-        let discarded: Vec<Job> = {
+    fn close(&self, mode: Shutdown) -> Vec<Work> {
+        let discarded: Vec<Work> = {
             let mut outbox = self.outbox.0.lock();
             let mut inbox = self.inbox.0.lock();
             inbox.closed = true;
@@ -303,9 +374,17 @@ impl Inner {
         self.work.notify_all();
         self.space.notify_all();
         if mode == Shutdown::CancelPending {
-            for slot in self.running.iter() {
-                if let Some(token) = slot.lock().as_ref() {
-                    token.cancel();
+            // Rule 6: announce, then read the slots, all while holding `firing_lock`.
+            let _firing = self.firing_lock.lock();
+            self.firing.store(true, Ordering::SeqCst);
+            for Padded(slot) in self.running.iter() {
+                let state = slot.load(Ordering::SeqCst);
+                // SAFETY: a non-null slot points to the token state of a job its worker runs or has
+                // just run; the worker keeps the job's reference to that state until it has cleared
+                // the slot and, seeing `firing` set, waited for `firing_lock`, which this thread
+                // holds (rule 6). So the state is alive here.
+                if let Some(state) = unsafe { state.as_ref() } {
+                    state.cancel();
                 }
             }
         }
@@ -314,6 +393,9 @@ impl Inner {
 
     /// After a pop: publishes the outbox's length and wakes a submitter waiting for room (rule 3).
     fn popped(&self, outbox: &Outbox) {
+        if !self.bounded {
+            return;
+        }
         self.outbox_len.0.store(outbox.jobs.len, Ordering::SeqCst);
         if self.hints.0.blocked.load(Ordering::SeqCst) > 0 {
             let _inbox = self.inbox.0.lock();
@@ -322,7 +404,7 @@ impl Inner {
     }
 
     /// Takes the next job, sleeping while there is none. `None` once closed and drained.
-    fn next_job(&self) -> Option<Job> {
+    fn next_job(&self) -> Option<Work> {
         let mut spins = 0;
         loop {
             let mut outbox = self.outbox.0.lock();
@@ -351,10 +433,27 @@ impl Inner {
         }
     }
 
-    fn run(&self, index: usize, job: Job) {
-        *self.running[index].lock() = Some(job.task.token().clone());
-        job.run();
-        *self.running[index].lock() = None;
+    /// Runs `job` on worker `index`, published in its `running` slot meanwhile (rule 6).
+    fn run(&self, index: usize, job: Work) {
+        let slot = &self.running[index].0;
+        let state: *const TokenState = job.token().host().state();
+        slot.store(state.cast_mut(), Ordering::Release);
+        // The job's reference to its cell (or a clone, for a boxed job) keeps `state` alive until
+        // the slot is cleared below.
+        let keep = match job {
+            Work::Cell(job) => job.run_keeping_token(),
+            Work::Boxed(job) => {
+                let token = job.token().clone();
+                job.run();
+                token
+            }
+        };
+        slot.store(std::ptr::null_mut(), Ordering::SeqCst);
+        if self.firing.load(Ordering::SeqCst) {
+            // A shutdown may be reading the slot's old value: wait until it has fired the tokens.
+            drop(self.firing_lock.lock());
+        }
+        crate::cell::release(keep);
     }
 }
 
@@ -447,7 +546,27 @@ impl Backend for Threads {
     }
 
     fn execute(&self, job: Job, admission: Admission) -> Result<(), Rejected> {
-        self.inner.submit(job, admission)
+        let Job { priority, task } = job;
+        self.inner
+            .submit(Work::Boxed(task), priority, admission)
+            .map_err(|rejected| match rejected {
+                Rejected::Full(work) => Rejected::Full(work.into_job(priority)),
+                Rejected::ShutDown(work) => Rejected::ShutDown(work.into_job(priority)),
+            })
+    }
+
+    fn execute_cell(
+        &self,
+        job: CellJob,
+        priority: Priority,
+        admission: Admission,
+    ) -> Result<(), Rejected<CellJob>> {
+        self.inner
+            .submit(Work::Cell(job), priority, admission)
+            .map_err(|rejected| match rejected {
+                Rejected::Full(work) => Rejected::Full(work.into_cell()),
+                Rejected::ShutDown(work) => Rejected::ShutDown(work.into_cell()),
+            })
     }
 
     fn queued(&self) -> usize {
@@ -552,32 +671,29 @@ mod tests {
 /// preemption bound of `scripts/loom.sh`.
 #[cfg(all(test, loom))]
 mod loom_models {
-    use super::{Admission, Inner};
-    use crate::future::{Future, promise};
-    use crate::job::{Job, Owned, Plain, TaskJob};
+    use super::{Admission, Inner, Work};
+    use crate::cell::new_task;
+    use crate::future::Future;
+    use crate::job::Plain;
     use crate::pool::{Priority, Shutdown};
     use loom::sync::Arc;
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::thread;
 
-    /// A job that counts its runs, and its future.
-    fn job(runs: &Arc<AtomicUsize>) -> (Job, Future<()>) {
-        let (promise, future) = promise::<()>();
+    /// A task cell's job that counts its runs, and its future.
+    fn job(runs: &Arc<AtomicUsize>) -> (Work, Future<()>) {
         let runs = Arc::clone(runs);
-        let task = Owned(TaskJob {
-            body: Plain(move || {
+        let (job, future) = new_task(
+            Plain(move || {
                 runs.fetch_add(1, Ordering::SeqCst);
             }),
-            promise,
-            timeout: None,
-        });
-        (
-            Job {
-                priority: Priority::Normal,
-                task: Box::new(task),
-            },
-            future,
-        )
+            None,
+        );
+        (Work::Cell(job), future)
+    }
+
+    fn submit(inner: &Inner, job: Work) -> bool {
+        inner.submit(job, Priority::Normal, Admission::Wait).is_ok()
     }
 
     fn worker(inner: &Arc<Inner>) -> thread::JoinHandle<()> {
@@ -599,7 +715,7 @@ mod loom_models {
             let w = worker(&inner);
             for _ in 0..2 {
                 let (job, _future) = job(&runs);
-                assert!(inner.submit(job, Admission::Wait).is_ok());
+                assert!(submit(&inner, job));
             }
             drop(inner.close(Shutdown::Wait));
             w.join().expect("the worker does not panic");
@@ -620,7 +736,7 @@ mod loom_models {
                 thread::spawn(move || {
                     for _ in 0..2 {
                         let (job, _future) = job(&runs);
-                        assert!(inner.submit(job, Admission::Wait).is_ok());
+                        assert!(submit(&inner, job));
                     }
                 })
             };
@@ -642,7 +758,7 @@ mod loom_models {
             let mut futures = Vec::new();
             for _ in 0..2 {
                 let (job, future) = job(&runs);
-                assert!(inner.submit(job, Admission::Wait).is_ok());
+                assert!(submit(&inner, job));
                 futures.push(future);
             }
             drop(inner.close(Shutdown::CancelPending));
@@ -655,6 +771,27 @@ mod loom_models {
                 }
             }
             assert_eq!(runs.load(Ordering::SeqCst), ok);
+        });
+    }
+
+    /// Rule 6: a `CancelPending` shutdown races a worker that runs a task whose future is gone (so
+    /// the worker's reference is the cell's last). The shutdown fires the task's token only while
+    /// the worker still holds it, and the worker frees the cell only after the shutdown is done
+    /// with its slot; the task runs at most once and the worker exits.
+    #[test]
+    fn cancel_pending_fires_a_running_token_without_outliving_it() {
+        loom::model(|| {
+            let inner = Arc::new(Inner::new(1, None));
+            let runs = Arc::new(AtomicUsize::new(0));
+            let (job, future) = job(&runs);
+            let token = future.token().clone();
+            drop(future);
+            assert!(submit(&inner, job));
+            drop(token);
+            let w = worker(&inner);
+            drop(inner.close(Shutdown::CancelPending));
+            w.join().expect("the worker does not panic");
+            assert!(runs.load(Ordering::SeqCst) <= 1);
         });
     }
 }
