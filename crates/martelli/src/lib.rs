@@ -109,6 +109,7 @@
 mod backend;
 pub mod barrier;
 mod cancel;
+mod capture;
 pub mod chaos;
 #[cfg(feature = "cluster")]
 pub mod cluster;
@@ -144,6 +145,7 @@ pub use backend::event_loop::to_thread;
 pub use backend::processes::worker::init;
 pub use barrier::{Barrier, BarrierError, BarrierWaitResult, Participant};
 pub use cancel::{CancelToken, Cancelled, cancel_token, is_cancelled};
+pub use capture::{Captured, CapturedStream};
 pub use consume::{Consume, ConsumeError, Consumers, ItemError};
 pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
 pub use future::{Future, Status, TaskId};

@@ -5,11 +5,12 @@ use crate::backend::event_loop::EventLoop;
 #[cfg(target_os = "linux")]
 use crate::backend::processes::{ProcessConfig, Processes};
 use crate::backend::{
-    Admission, Backend, BackendConfig, Initializer, Rejected, RemoteJob, RemoteRejected, Sink,
-    inline::Inline, threads::Threads,
+    Admission, Backend, BackendConfig, Initializer, Rejected, RemoteJob, RemoteRejected, RunKind,
+    Sink, inline::Inline, threads::Threads,
 };
 use crate::cancel::CancelToken;
-use crate::codec::{self, Header};
+use crate::capture::{Captured, CapturedSink};
+use crate::codec;
 use crate::error::TaskError;
 use crate::error::TaskResult;
 use crate::error::{Error, TrySubmitError};
@@ -125,6 +126,7 @@ struct ProcessSettings {
     args: Vec<OsString>,
     handshake_timeout: Duration,
     max_frame: usize,
+    capture_limit: usize,
     max_tasks_per_worker: Option<usize>,
     max_worker_memory: Option<u64>,
     nice: Option<i32>,
@@ -139,6 +141,7 @@ impl Default for ProcessSettings {
             args: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             max_frame: codec::DEFAULT_MAX_FRAME,
+            capture_limit: crate::capture::DEFAULT_CAPTURE_LIMIT,
             max_tasks_per_worker: None,
             max_worker_memory: None,
             nice: None,
@@ -279,6 +282,14 @@ impl PoolBuilder {
     /// ever allocated for a message.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.processes.max_frame = bytes;
+        self
+    }
+
+    /// The most bytes of stdout, and of stderr, that a task submitted with
+    /// [`Pool::submit_task_captured`] returns (default 1 MiB); what it writes beyond is counted, not
+    /// kept ([`CapturedStream::is_truncated`]).
+    pub fn max_captured_output(mut self, bytes: usize) -> Self {
+        self.processes.capture_limit = bytes;
         self
     }
 
@@ -441,6 +452,7 @@ impl PoolBuilder {
                     args: p.args,
                     handshake_timeout: p.handshake_timeout,
                     max_frame: p.max_frame,
+                    capture_limit: p.capture_limit,
                     max_tasks_per_worker: p.max_tasks_per_worker,
                     max_worker_memory: p.max_worker_memory,
                     nice: p.nice,
@@ -621,6 +633,50 @@ impl Pool {
             .map_err(|_| Error::ShutDown)
     }
 
+    /// [`submit_task`](Pool::submit_task) with the task's stdout and stderr captured: the future
+    /// resolves to a [`Captured`] with the task's outcome and what it wrote — by `print!` and
+    /// `eprint!`, raw writes to descriptors 1 and 2, or programs it started — each stream cut at
+    /// [`PoolBuilder::max_captured_output`]. A task that crashes, times out or is cancelled while it
+    /// runs still resolves to a `Captured`, with what it wrote until then; the future is an `Err`
+    /// only when the task never ran (cancelled while queued, arguments that could not be sent).
+    ///
+    /// Process pools only: on any other backend the tasks share this process's descriptors, and
+    /// this returns [`Error::CaptureNeedsProcesses`].
+    pub fn submit_task_captured<T: Task>(
+        &self,
+        task: T,
+        args: T::Args,
+    ) -> Result<Future<Captured<T::Output>>, Error> {
+        self.submit_task_captured_with(TaskOptions::default(), task, args)
+    }
+
+    /// [`submit_task_captured`](Pool::submit_task_captured) with per-task options.
+    pub fn submit_task_captured_with<T: Task>(
+        &self,
+        options: TaskOptions,
+        _task: T,
+        args: T::Args,
+    ) -> Result<Future<Captured<T::Output>>, Error> {
+        if self.backend.remote().is_none() {
+            return Err(Error::CaptureNeedsProcesses {
+                backend: self.backend.kind(),
+            });
+        }
+        self.send_remote(
+            options,
+            T::NAME,
+            RunKind::Captured,
+            &args,
+            |promise, timeout| {
+                Box::new(CapturedSink::new(
+                    promise,
+                    timeout,
+                    decode_value::<T::Output>,
+                ))
+            },
+        )
+    }
+
     fn submit_remote<A, R>(
         &self,
         options: TaskOptions,
@@ -631,7 +687,7 @@ impl Pool {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.send_remote(options, name, false, args, |promise, timeout| {
+        self.send_remote(options, name, RunKind::One, args, |promise, timeout| {
             Box::new(RemoteSink {
                 promise,
                 timeout,
@@ -647,13 +703,19 @@ impl Pool {
         chunk: Vec<T::Args>,
     ) -> Result<Future<Vec<TaskResult<T::Output>>>, Error> {
         if self.backend.remote().is_some() {
-            return self.send_remote(options, T::NAME, true, &chunk, |promise, timeout| {
-                Box::new(RemoteSink {
-                    promise,
-                    timeout,
-                    decode: decode_chunk::<T::Output>,
-                })
-            });
+            return self.send_remote(
+                options,
+                T::NAME,
+                RunKind::Batch,
+                &chunk,
+                |promise, timeout| {
+                    Box::new(RemoteSink {
+                        promise,
+                        timeout,
+                        decode: decode_chunk::<T::Output>,
+                    })
+                },
+            );
         }
         self.submit_body(options, ChunkBody::<T>(chunk), Admission::Wait)
             .map_err(|_| Error::ShutDown)
@@ -663,7 +725,7 @@ impl Pool {
         &self,
         options: TaskOptions,
         name: &str,
-        batch: bool,
+        kind: RunKind,
         args: &A,
         sink: impl FnOnce(Promise<V>, Option<Duration>) -> Box<dyn Sink>,
     ) -> Result<Future<V>, Error>
@@ -676,11 +738,7 @@ impl Pool {
         };
         let (promise, future) = promise::<V>();
         let id = promise.id().as_u64();
-        let header = if batch {
-            Header::RunBatch { id, task: name }
-        } else {
-            Header::Run { id, task: name }
-        };
+        let header = kind.header(id, name);
         // Room for the header and small arguments: no reallocation on the common path.
         let mut frame = Vec::with_capacity(128);
         let built = codec::begin(&mut frame, &header)
