@@ -443,23 +443,47 @@ impl Slot {
     /// Kills or buries the worker, fails the front task with the loss, puts the tasks behind it back
     /// at the front of the queue, and starts a replacement (rules 4 and 5).
     fn lose_worker(&mut self, loss: Loss) {
-        let Some(mut worker) = self.worker.take() else {
-            return;
-        };
+        let front_id = self.line.front().map(|f| f.job.id);
         let error = match loss {
-            Loss::Died => TaskError::WorkerDied(worker.death()),
-            Loss::TimedOut(after) => {
-                worker.kill();
-                TaskError::TimedOut { after }
-            }
-            Loss::Cancelled | Loss::CancelledLate => {
-                worker.kill();
-                TaskError::Cancelled
-            }
+            Loss::Died => match self.worker.as_mut() {
+                Some(worker) => TaskError::WorkerDied(worker.death()),
+                None => return,
+            },
+            Loss::TimedOut(after) => self.kill_and_drain(TaskError::TimedOut { after }),
+            Loss::Cancelled | Loss::CancelledLate => self.kill_and_drain(TaskError::Cancelled),
             Loss::Garbled(message) => {
-                worker.kill();
+                if let Some(worker) = self.worker.as_mut() {
+                    worker.kill();
+                }
                 TaskError::Codec(message)
             }
+        };
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        // Answered just before the kill: the task the kill hit is the one after it, which had only
+        // just begun — unless it was never written, and goes back to the queue with the rest.
+        let error = if self.line.front().map(|f| f.job.id) == front_id {
+            error
+        } else if self.line.front_unwritten() {
+            let mut all = self.line.take_behind();
+            if let Some(front) = self.line.pop_front() {
+                all.insert(0, front.job);
+            }
+            self.shared.requeue_front(all);
+            self.output = None;
+            self.line.reset_stream();
+            drop(worker);
+            self.replace_worker();
+            return;
+        } else {
+            TaskError::WorkerDied(WorkerDeath {
+                exit_code: None,
+                signal: Some(libc::SIGKILL),
+                stderr_tail: "the worker was killed for the task before this one (its timeout or \
+                              cancel), which finished as the kill came, just as this task began"
+                    .to_owned(),
+            })
         };
         self.shared.requeue_front(self.line.take_behind());
         if let Some(mut front) = self.line.pop_front() {
@@ -486,6 +510,33 @@ impl Slot {
         drop(worker);
         // A replacement starts now, not when the next task comes: that task should not wait.
         self.replace_worker();
+    }
+
+    /// Kills the worker, then resolves the answers it sent before it died (they are still in the
+    /// socket): a task that finished as the kill came keeps its value, and nothing that ran is ever
+    /// sent again. Returns `error`, for the task the kill hit.
+    fn kill_and_drain(&mut self, error: TaskError) -> TaskError {
+        let Some(worker) = self.worker.as_mut() else {
+            return error;
+        };
+        worker.kill();
+        loop {
+            let Some(worker) = self.worker.as_mut() else {
+                break;
+            };
+            let _ = worker.inbox.fill(worker.channel.as_fd(), false);
+            let mut progressed = false;
+            while let Some(read) = self.next_frame() {
+                match read {
+                    Read::Output | Read::Answered { .. } => progressed = true,
+                    Read::Garbled(_) => return error,
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        error
     }
 
     /// `CancelPending`: drops everything in flight (their futures resolve as cancelled), killing the
