@@ -520,10 +520,7 @@ impl Slot {
             return error;
         };
         worker.kill();
-        loop {
-            let Some(worker) = self.worker.as_mut() else {
-                break;
-            };
+        while let Some(worker) = self.worker.as_mut() {
             let _ = worker.inbox.fill(worker.channel.as_fd(), false);
             let mut progressed = false;
             while let Some(read) = self.next_frame() {
