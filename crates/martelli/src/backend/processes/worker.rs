@@ -174,10 +174,12 @@ fn serve(value: &OsString) -> Result<(), ServeError> {
     // Tasks the pool cancelled after sending them, seen ahead of their turn (rule 3 of the module
     // docs): each id stays until its `Cancel` frame itself is reached, after its `Run`.
     let mut cancelled: HashSet<u64> = HashSet::new();
+    // True right after a read that waited: whatever the pool had sent is in the inbox.
+    let mut fresh = false;
     loop {
         // Before starting a task, read what has arrived meanwhile (without waiting): a `Cancel`
         // for it is then seen, and more tasks are taken in.
-        if inbox.buffered() > 0 {
+        if !fresh && inbox.buffered() > 0 {
             match inbox.fill(channel.as_fd(), false) {
                 Ok(0) => return Ok(()), // the pool is done with us
                 Ok(_) => {}
@@ -190,20 +192,21 @@ fn serve(value: &OsString) -> Result<(), ServeError> {
                 cancelled.insert(id);
             }
         })?;
+        fresh = false;
         let envelope = match inbox.next()? {
             Some(envelope) => envelope,
             None => {
                 // Nothing complete to run: send the answers, then wait for the pool.
-                if !out.is_empty() {
-                    (&channel).write_all(&out).map_err(FrameError::from)?;
-                    out.clear();
-                }
+                flush(&channel, &mut out)?;
                 if out.capacity() > KEEP_BUFFER {
                     out = Vec::with_capacity(64 * 1024); // do not hold a huge result's buffer for ever
                 }
                 match inbox.fill(channel.as_fd(), true) {
                     Ok(0) => return Ok(()), // the pool is done with us
-                    Ok(_) => continue,
+                    Ok(_) => {
+                        fresh = true;
+                        continue;
+                    }
                     Err(e) => return Err(FrameError::Io(e).into()),
                 }
             }
@@ -248,9 +251,9 @@ fn serve(value: &OsString) -> Result<(), ServeError> {
             Some(Err(RunError::BadResult(m))) => Some((ErrorKind::BadResult, m)),
             None => Some((ErrorKind::UnknownTask, task.to_owned())),
         };
-        if let Some((kind, message)) = failure {
+        if let Some((error_kind, message)) = failure {
             out.clear();
-            push_error(&mut out, id, kind, &message, max_frame)?;
+            push_error(&mut out, id, error_kind, &message, max_frame)?;
         }
         if kind == Kind::Captured {
             let output = match (redirected, capture.as_mut()) {
