@@ -653,6 +653,24 @@ mod tests {
         }
 
         #[test]
+        fn output_and_cancel_frames_round_trip(id in any::<u64>(), out in proptest::collection::vec(any::<u8>(), 0..2048), err in proptest::collection::vec(any::<u8>(), 0..2048), extra in any::<u32>()) {
+            let output = Header::Output {
+                id,
+                stdout_len: out.len() as u64 + u64::from(extra),
+                stderr_len: err.len() as u64,
+                stdout: &out,
+                stderr: &err,
+            };
+            let mut stream = frame::<()>(&output, None, DEFAULT_MAX_FRAME).unwrap();
+            stream.extend(frame::<()>(&Header::Cancel { id }, None, DEFAULT_MAX_FRAME).unwrap());
+            let (read, error) = frames(&stream, DEFAULT_MAX_FRAME);
+            prop_assert!(error.is_none());
+            prop_assert_eq!(read.len(), 2);
+            prop_assert_eq!(decode(&read[0]).unwrap().0, output);
+            prop_assert_eq!(decode(&read[1]).unwrap().0, Header::Cancel { id });
+        }
+
+        #[test]
         fn a_cut_frame_is_an_error(body in proptest::collection::vec(any::<u8>(), 1..512), cut in any::<prop::sample::Index>()) {
             let frame = frame(&Header::Value { id: 3 }, Some(&body), DEFAULT_MAX_FRAME).unwrap();
             let at = cut.index(frame.len() - 1);

@@ -236,3 +236,106 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Sink;
+    use crate::cancel::CancelToken;
+    use crate::codec::Inbox;
+    use crate::error::TaskError;
+    use crate::pool::Priority;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    struct NoSink(CancelToken);
+
+    impl Sink for NoSink {
+        fn start(&self) -> bool {
+            true
+        }
+        fn token(&self) -> &CancelToken {
+            &self.0
+        }
+        fn timeout(&self) -> Option<std::time::Duration> {
+            None
+        }
+        fn complete(self: Box<Self>, _outcome: Result<&[u8], TaskError>) {}
+    }
+
+    fn job(id: u64, body: usize) -> RemoteJob {
+        let mut frame = Vec::new();
+        codec::begin(&mut frame, &Header::Run { id, task: "t" }).unwrap();
+        frame.extend(std::iter::repeat_n(id as u8, body));
+        codec::finish(&mut frame, usize::MAX).unwrap();
+        RemoteJob {
+            id,
+            priority: Priority::Normal,
+            frame,
+            sink: Box::new(NoSink(CancelToken::new())),
+        }
+    }
+
+    /// Reads every frame the other end has written, as (header, body length).
+    fn drain(theirs: &UnixStream, inbox: &mut Inbox, got: &mut Vec<(String, usize)>) {
+        while inbox.fill(theirs.as_fd(), false).is_ok_and(|n| n > 0) {
+            while let Some(envelope) = inbox.next().unwrap() {
+                let (header, body) = codec::decode(envelope).unwrap();
+                got.push((format!("{header:?}"), body.len()));
+            }
+        }
+    }
+
+    #[test]
+    fn frames_and_cancels_go_out_whole_in_order_through_a_full_socket() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut line = Pipeline::default();
+        for id in 1..=4 {
+            line.push(job(id, 300_000)); // bigger than a socket buffer
+        }
+        assert_eq!(
+            line.behind_bytes(),
+            3 * line.front().unwrap().job.frame.len()
+        );
+        line.write(ours.as_fd()).unwrap();
+        assert!(
+            line.has_unwritten(),
+            "the socket cannot take 1.2 MB at once"
+        );
+        // Task 1 is partly written: its cancel goes after it. Task 4 is not written at all: it is
+        // handed back instead.
+        assert!(line.cancel_waiting(0).is_none());
+        assert_eq!(line.cancel_waiting(3).map(|j| j.id), Some(4));
+        assert!(line.cancel_waiting(0).is_none(), "one Cancel frame only");
+        let mut inbox = Inbox::new(1 << 20);
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            drain(&theirs, &mut inbox, &mut got);
+            line.write(ours.as_fd()).unwrap();
+            if !line.has_unwritten() {
+                break;
+            }
+        }
+        drain(&theirs, &mut inbox, &mut got);
+        let names: Vec<&str> = got.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Run { id: 1, task: \"t\" }",
+                "Cancel { id: 1 }",
+                "Run { id: 2, task: \"t\" }",
+                "Run { id: 3, task: \"t\" }",
+            ]
+        );
+        assert!(
+            got.iter()
+                .filter(|(h, _)| h.starts_with("Run"))
+                .all(|&(_, len)| len == 300_000)
+        );
+        // Answered in order: the front goes, and the bytes behind are counted down.
+        assert_eq!(line.pop_front().map(|i| i.job.id), Some(1));
+        assert_eq!(line.behind_bytes(), line.front().unwrap().job.frame.len());
+        assert_eq!(line.take_behind().len(), 1);
+        assert_eq!(line.len(), 1);
+    }
+}
