@@ -335,6 +335,24 @@ impl Inbox {
         Ok(Some(&self.buf[from..end]))
     }
 
+    /// True when the bytes waiting end with part of a frame: more of it is on its way.
+    pub(crate) fn partial_frame(&self) -> bool {
+        let Some(end) = self.last_complete_end() else {
+            return false;
+        };
+        end < self.buf.len()
+    }
+
+    /// The end of the last complete frame from `scanned` on (or `scanned` itself); `None` when a
+    /// refused length prefix is in the way.
+    fn last_complete_end(&self) -> Option<usize> {
+        let mut at = self.scanned.max(self.start);
+        while let Some(end) = complete_at(&self.buf, at, self.max).ok()? {
+            at = end;
+        }
+        Some(at)
+    }
+
     /// True when a complete frame is waiting for [`Inbox::next`].
     pub(crate) fn has_frame(&self) -> Result<bool, FrameError> {
         complete_at(&self.buf, self.start, self.max).map(|end| end.is_some())
@@ -592,6 +610,24 @@ mod tests {
     fn an_oversized_frame_is_refused_when_built() {
         let err = frame(&Header::Value { id: 1 }, Some(&vec![0u8; 100]), 50).unwrap_err();
         assert!(err.to_string().contains("max_frame_size"), "{err}");
+    }
+
+    #[test]
+    fn a_partial_frame_at_the_end_is_told() {
+        let one = frame(&Header::Value { id: 1 }, Some(&[1u8; 10]), 100).expect("encodes");
+        let mut inbox = Inbox::new(100);
+        assert!(!inbox.partial_frame(), "nothing at all is not part of a frame");
+        inbox.push(&one);
+        assert!(!inbox.partial_frame());
+        inbox.push(&one[..3]);
+        assert!(inbox.partial_frame(), "a cut length prefix");
+        inbox.push(&one[3..6]);
+        assert!(inbox.partial_frame(), "a cut body");
+        inbox.push(&one[6..]);
+        assert!(!inbox.partial_frame());
+        assert!(inbox.next().expect("valid").is_some());
+        assert!(inbox.next().expect("valid").is_some());
+        assert!(!inbox.partial_frame());
     }
 
     #[test]

@@ -165,6 +165,30 @@ impl Pipeline {
         self.sent < self.items.len() || self.control_sent < self.control.len()
     }
 
+    /// Writes the rest of the front task's frame, waiting for the socket as it goes. Only for a front
+    /// task not fully written: then the worker has answered everything before it and is reading, so
+    /// this ends as fast as the worker reads (a large frame goes out at the speed of blocking
+    /// writes, not of `poll` rounds). An error means the worker is gone.
+    pub(super) fn write_front(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        if self.sent > 0 {
+            return Ok(());
+        }
+        let Some(front) = self.items.front() else {
+            return Ok(());
+        };
+        let frame = &front.job.frame;
+        while self.partial < frame.len() {
+            match rustix::net::send(fd, &frame[self.partial..], SendFlags::NOSIGNAL) {
+                Ok(n) => self.partial += n,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.partial = 0;
+        self.sent = 1;
+        Ok(())
+    }
+
     /// Writes what the socket takes now, without blocking. An error means the worker is gone.
     pub(super) fn write(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
         while self.has_unwritten() {

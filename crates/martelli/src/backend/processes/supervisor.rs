@@ -168,7 +168,11 @@ impl Slot {
         let Some(worker) = self.worker.as_ref() else {
             return;
         };
-        if self.line.write(worker.channel.as_fd()).is_err() {
+        let written = self
+            .line
+            .write_front(worker.channel.as_fd())
+            .and_then(|()| self.line.write(worker.channel.as_fd()));
+        if written.is_err() {
             self.lose_worker(Loss::Died);
             return;
         }
@@ -277,12 +281,17 @@ impl Slot {
         let Some(worker) = self.worker.as_mut() else {
             return false;
         };
-        let eof = match worker.inbox.fill(worker.channel.as_fd(), false) {
+        let mut eof = match worker.inbox.fill(worker.channel.as_fd(), false) {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(_) => true,
         };
+        // Part of a frame came: the worker is writing it now (answers come in order, so it is the
+        // front task's), and the rest is read as it comes rather than in `poll` rounds.
+        while !eof && worker.inbox.partial_frame() {
+            eof = !matches!(worker.inbox.fill(worker.channel.as_fd(), true), Ok(n) if n > 0);
+        }
         loop {
             let read = match self.next_frame() {
                 None => break,
