@@ -616,7 +616,10 @@ mod tests {
     fn a_partial_frame_at_the_end_is_told() {
         let one = frame(&Header::Value { id: 1 }, Some(&[1u8; 10]), 100).expect("encodes");
         let mut inbox = Inbox::new(100);
-        assert!(!inbox.partial_frame(), "nothing at all is not part of a frame");
+        assert!(
+            !inbox.partial_frame(),
+            "nothing at all is not part of a frame"
+        );
         inbox.push(&one);
         assert!(!inbox.partial_frame());
         inbox.push(&one[..3]);
