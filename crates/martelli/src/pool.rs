@@ -287,7 +287,7 @@ impl PoolBuilder {
 
     /// The most bytes of stdout, and of stderr, that a task submitted with
     /// [`Pool::submit_task_captured`] returns (default 1 MiB); what it writes beyond is counted, not
-    /// kept ([`CapturedStream::is_truncated`]).
+    /// kept ([`CapturedStream::is_truncated`](crate::CapturedStream::is_truncated)).
     pub fn max_captured_output(mut self, bytes: usize) -> Self {
         self.processes.capture_limit = bytes;
         self

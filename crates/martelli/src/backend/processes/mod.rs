@@ -20,8 +20,10 @@
 //!    timeout counted. Until then it is queued: `Future::cancel` removes it and resolves it as
 //!    cancelled. A cancelled task not yet written is dropped; one already written is followed by a
 //!    `Cancel` frame, which the worker reads (without blocking) before it starts each task, and
-//!    answers the task as skipped. If the cancel arrived too late — the worker had just started the
-//!    task — the slot, seeing no skip within `CANCEL_GRACE`, kills the worker as for a running task.
+//!    answers the task as skipped. If the frame arrives too late — the worker reached the task first
+//!    (for tiny tasks a real window: the slot must be scheduled to write the frame) — the task runs
+//!    and its result is dropped; if its answer does not come within `CANCEL_GRACE`, the slot takes
+//!    it for running and kills the worker, as for a cancelled running task.
 //! 4. The answer frame resolves the future (value, error, panic, unknown task; a captured task's
 //!    `Output` frame comes just before it). End of file on the channel means the worker died: its
 //!    group gets `SIGKILL` (grandchildren die with it), the worker is reaped, and the task at the

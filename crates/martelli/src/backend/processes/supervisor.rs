@@ -300,11 +300,12 @@ impl Slot {
             match read {
                 Read::Output => {}
                 Read::Answered { ran, started } => {
-                    self.after_answer(ran, started);
-                    if self.worker.is_none() {
-                        return true; // retired and replaced: its inbox is gone
+                    if self.after_answer(ran, started) {
+                        return true; // retired (and replaced): what it sent is all read
                     }
-                    self.start_front();
+                    // The next task starts now; skip those dropped as cancelled before they were
+                    // written.
+                    while !self.line.is_empty() && !self.start_front() {}
                 }
                 Read::Garbled(message) => {
                     self.lose_worker(Loss::Garbled(message));
@@ -399,10 +400,11 @@ impl Slot {
         Some(Read::Answered { ran, started })
     }
 
-    /// Counts a task its worker ran, learns its time, and retires a worn-out worker (rule 5).
-    fn after_answer(&mut self, ran: bool, started: Option<Instant>) {
+    /// Counts a task its worker ran, learns its time, and retires a worn-out worker (rule 5); true
+    /// when it retired it.
+    fn after_answer(&mut self, ran: bool, started: Option<Instant>) -> bool {
         let Some(worker) = self.worker.as_mut() else {
-            return;
+            return true;
         };
         if ran {
             worker.tasks += 1;
@@ -426,7 +428,9 @@ impl Slot {
             }
             // A replacement starts now, not when the next task comes: that task should not wait.
             self.replace_worker();
+            return true;
         }
+        false
     }
 
     /// Fires for cancelled tasks: the running front task costs the worker; tasks that have not
