@@ -394,6 +394,16 @@ fn complete_at(buf: &[u8], at: usize, max: usize) -> Result<Option<usize>, Frame
     Ok((rest.len() >= PREFIX + len).then_some(at + PREFIX + len))
 }
 
+/// The task a whole `Run`, `RunCaptured` or `RunBatch` frame (length prefix included) carries, and
+/// whether it is a batch; `None` for any other frame.
+pub(crate) fn task_of(frame: &[u8]) -> Option<(bool, &str)> {
+    match decode(frame.get(PREFIX..)?).ok()?.0 {
+        Header::Run { task, .. } | Header::RunCaptured { task, .. } => Some((false, task)),
+        Header::RunBatch { task, .. } => Some((true, task)),
+        _ => None,
+    }
+}
+
 /// Splits an envelope into its header and body (rule 2: never panics).
 pub(crate) fn decode(envelope: &[u8]) -> Result<(Header<'_>, &[u8]), FrameError> {
     let Some((&version, rest)) = envelope.split_first() else {

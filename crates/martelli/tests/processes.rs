@@ -158,6 +158,13 @@ fn record(path: String, n: u64) -> u64 {
     n
 }
 
+/// Sleeps like `sleep_ms`, under a name no warm-up runs: a task the pool has not seen yet.
+#[martelli::task]
+fn sleep_unseen(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
 /// Says `text` on stdout, on stderr, and through a child program (`echo`), which inherits them.
 #[martelli::task]
 fn say(text: String) -> usize {
@@ -316,12 +323,24 @@ fn main() {
             cancel_of_a_pipelined_task_skips_it,
         ),
         (
+            "a_pipelined_timeout_counts_from_the_task_start",
+            a_pipelined_timeout_counts_from_the_task_start,
+        ),
+        (
+            "cancel_pending_shutdown_with_pipelined_tasks",
+            cancel_pending_shutdown_with_pipelined_tasks,
+        ),
+        (
             "recycling_counts_exactly_with_pipelining",
             recycling_counts_exactly_with_pipelining,
         ),
         (
             "a_long_task_does_not_hold_work_an_idle_worker_can_run",
             a_long_task_does_not_hold_work_an_idle_worker_can_run,
+        ),
+        (
+            "unseen_tasks_are_not_pipelined_behind_each_other",
+            unseen_tasks_are_not_pipelined_behind_each_other,
         ),
         (
             "stress_many_threads_every_task_once",
@@ -1041,14 +1060,28 @@ fn recorded(path: &str) -> std::collections::HashMap<u64, usize> {
     counts
 }
 
-/// Runs tiny tasks one at a time, so that the slot learns that tasks are short and pipelines.
+/// Runs each task the pipelining tests use, briefly and one at a time, so that every slot learns
+/// they are short: a slot pipelines only tasks it has seen run short.
 fn warm_up(pool: &Pool) {
-    for i in 0..200 {
+    let scratch = record_file("warm-up");
+    for i in 0..50 {
         assert_eq!(
             pool.submit_task(add, (i, 1)).unwrap().wait().unwrap(),
             i + 1
         );
+        let recorded = pool.submit_task(record, (scratch.clone(), i)).unwrap();
+        assert_eq!(recorded.wait().unwrap(), i);
+        assert_eq!(pool.submit_task(sleep_ms, (0,)).unwrap().wait().unwrap(), 0);
+        assert_eq!(
+            pool.submit_task(exit_unless_one, (1,))
+                .unwrap()
+                .wait()
+                .unwrap(),
+            1
+        );
+        pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
     }
+    let _ = std::fs::remove_file(&scratch);
 }
 
 /// Submits tiny tasks without waiting for them: the slot is busy with them while the test submits
@@ -1128,7 +1161,7 @@ fn pipelined_crash_in_the_middle_runs_the_rest_once() {
         let before: Vec<_> = (0..20)
             .map(|i| pool.submit_task(record, (path.clone(), i)).unwrap())
             .collect();
-        let crash = pool.submit_task(exit_with, (3,)).unwrap();
+        let crash = pool.submit_task(exit_unless_one, (3,)).unwrap();
         let after: Vec<_> = (100..120)
             .map(|i| pool.submit_task(record, (path.clone(), i)).unwrap())
             .collect();
@@ -1163,7 +1196,7 @@ fn cancel_of_a_pipelined_task_skips_it() {
     let ahead = busy_ahead(&pool);
     let slow = pool.submit_task(sleep_ms, (300,)).unwrap();
     let victim = pool.submit_task(record, (path.clone(), 7)).unwrap();
-    let exit = pool.submit_task(exit_with, (9,)).unwrap();
+    let exit = pool.submit_task(exit_unless_one, (9,)).unwrap();
     let after = pool.submit_task(record, (path.clone(), 8)).unwrap();
     wait_until_pipelined(&pool, &slow);
     assert_eq!(victim.status(), Status::Queued, "pipelined is still queued");
@@ -1186,6 +1219,68 @@ fn cancel_of_a_pipelined_task_skips_it() {
     assert_eq!(counts.get(&8), Some(&1));
     let now = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
     assert_eq!(now, worker, "skipping cancelled tasks costs no worker");
+}
+
+fn a_pipelined_timeout_counts_from_the_task_start() {
+    let pool = pool(1);
+    warm_up(&pool);
+    let ahead = busy_ahead(&pool);
+    let first = pool.submit_task(sleep_ms, (250,)).unwrap();
+    // Written to the worker with `first`, but it starts when `first` ends: 250 ms of its own, under
+    // its 400 ms timeout, though 500 ms pass from when it was written.
+    let second = pool
+        .submit_task_with(
+            TaskOptions::new().timeout(Duration::from_millis(400)),
+            sleep_ms,
+            (250,),
+        )
+        .unwrap();
+    wait_until_pipelined(&pool, &first);
+    assert_eq!(second.status(), Status::Queued, "it waits behind the first");
+    assert_eq!(first.wait().unwrap(), 250);
+    assert_eq!(
+        second.wait().unwrap(),
+        250,
+        "timed out from before its start"
+    );
+    assert_eq!(
+        ahead.into_iter().map(|f| f.wait().unwrap()).sum::<u64>(),
+        19_900
+    );
+}
+
+fn cancel_pending_shutdown_with_pipelined_tasks() {
+    let pool = pool(2);
+    warm_up(&pool);
+    let ahead = busy_ahead(&pool);
+    let slow: Vec<_> = (0..2)
+        .map(|_| pool.submit_task(sleep_ms, (60_000,)).unwrap())
+        .collect();
+    let behind: Vec<_> = (0..500)
+        .map(|i| pool.submit_task(add, (i, 0)).unwrap())
+        .collect();
+    // Known to be short, the sleeps are pipelined like the rest; one of them runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slow.iter().all(|f| f.status() != Status::Running) {
+        assert!(Instant::now() < deadline, "no slow task started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let started = Instant::now();
+    pool.shutdown(martelli::Shutdown::CancelPending);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for f in slow {
+        assert!(matches!(f.wait(), Err(TaskError::Cancelled)));
+    }
+    for (i, f) in behind.into_iter().enumerate() {
+        match f.wait() {
+            Ok(v) => assert_eq!(v, i as u64, "ran before the shutdown"),
+            Err(TaskError::Cancelled) => {}
+            Err(e) => panic!("task {i} behind the slow ones: {e}"),
+        }
+    }
+    for f in ahead {
+        assert!(matches!(f.wait(), Ok(_) | Err(TaskError::Cancelled)));
+    }
 }
 
 fn recycling_counts_exactly_with_pipelining() {
@@ -1230,6 +1325,42 @@ fn a_long_task_does_not_hold_work_an_idle_worker_can_run() {
         started.elapsed()
     );
     assert_eq!(long.wait().unwrap(), 2_000);
+}
+
+fn unseen_tasks_are_not_pipelined_behind_each_other() {
+    // After many tiny tasks, two long ones of a kind the pool has not seen: each gets its own
+    // worker, and the tiny tasks after them are not held behind them either.
+    let pool = pool(2);
+    warm_up(&pool);
+    let ahead = busy_ahead(&pool);
+    let slow: Vec<_> = (0..2)
+        .map(|_| pool.submit_task(sleep_unseen, (1_500,)).unwrap())
+        .collect();
+    let started = Instant::now();
+    let tiny: Vec<_> = (0..100)
+        .map(|i| pool.submit_task(add, (i, 0)).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while slow.iter().any(|f| f.status() != Status::Running) {
+        assert!(
+            Instant::now() < deadline,
+            "the two long tasks did not run side by side"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for f in slow {
+        assert_eq!(f.wait().unwrap(), 1_500);
+    }
+    // With both workers asleep in the long tasks, the tiny ones waited in the queue, not behind
+    // one long task while the other worker was free.
+    for (i, f) in tiny.into_iter().enumerate() {
+        assert_eq!(f.wait().unwrap(), i as u64);
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        ahead.into_iter().map(|f| f.wait().unwrap()).sum::<u64>(),
+        19_900
+    );
 }
 
 fn stress_many_threads_every_task_once() {

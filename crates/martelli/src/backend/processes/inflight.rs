@@ -31,6 +31,8 @@ pub(super) struct InFlight {
     pub(super) cancel_sent: bool,
     /// Its stdout and stderr are captured.
     pub(super) captured: bool,
+    /// How long it should take, when its task is known (see `estimates.rs`).
+    pub(super) estimate: Option<std::time::Duration>,
 }
 
 /// The line of tasks on one worker.
@@ -57,6 +59,11 @@ impl Pipeline {
         self.items.is_empty()
     }
 
+    /// The estimated work of the tasks waiting behind the front one.
+    pub(super) fn behind_work(&self) -> std::time::Duration {
+        self.items.iter().skip(1).filter_map(|i| i.estimate).sum()
+    }
+
     /// Frame bytes of the tasks waiting behind the front one.
     pub(super) fn behind_bytes(&self) -> usize {
         self.behind_bytes
@@ -75,7 +82,7 @@ impl Pipeline {
     }
 
     /// Adds a task at the end of the line.
-    pub(super) fn push(&mut self, job: RemoteJob) {
+    pub(super) fn push(&mut self, job: RemoteJob, estimate: Option<std::time::Duration>) {
         let captured = job.sink.captures();
         if !self.items.is_empty() {
             self.behind_bytes += job.frame.len();
@@ -87,6 +94,7 @@ impl Pipeline {
             grace: None,
             cancel_sent: false,
             captured,
+            estimate,
         });
     }
 
@@ -315,7 +323,7 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let mut line = Pipeline::default();
         for id in 1..=4 {
-            line.push(job(id, 300_000)); // bigger than a socket buffer
+            line.push(job(id, 300_000), None); // bigger than a socket buffer
         }
         assert_eq!(
             line.behind_bytes(),

@@ -11,10 +11,12 @@
 //! 2. A slot with nothing in flight pops a job and sends it. While its worker runs tasks, the slot
 //!    *pipelines*: it takes more jobs (when the queue holds more than there are sleeping slots, so it
 //!    never takes work an idle slot could run) and writes their frames behind the running one, all
-//!    in one non-blocking `sendmsg`. How many it keeps in flight adapts to the tasks: about
-//!    `PIPELINE_WINDOW` of work by a running estimate of a task's time, at most `MAX_DEPTH` tasks
+//!    in one non-blocking `sendmsg`. How many it keeps in flight adapts to the tasks, by each task
+//!    name's time on this slot (`estimates.rs`): only behind a task known to be short, only tasks
+//!    known to be short, about `PIPELINE_WINDOW` of their estimated work, at most `MAX_DEPTH` tasks
 //!    and `PIPELINE_BYTES` of frames, and never more than the worker has left before
-//!    `max_tasks_per_worker`. The worker runs them in order and answers in order.
+//!    `max_tasks_per_worker`. A task not seen yet, or seen to be long, is never written behind
+//!    another, and nothing is written behind it. The worker runs them in order and answers in order.
 //! 3. A task *starts* when it reaches the front of its worker's line: when the answer before it
 //!    arrives, or when it is sent to an idle worker. Only then is its future marked running and its
 //!    timeout counted. Until then it is queued: `Future::cancel` removes it and resolves it as
@@ -43,6 +45,7 @@
 //!    slot then closes its channel, the idle worker exits, and the slot reaps it.
 
 mod capture;
+mod estimates;
 mod inflight;
 mod spawned;
 mod supervisor;
@@ -141,18 +144,32 @@ impl Shared {
         }
     }
 
-    /// Up to `max` more jobs for a slot whose worker is busy, without waiting (rule 2): it takes
-    /// only what exceeds one job for each sleeping slot, and wakes those slots for theirs.
-    fn take_extra(&self, max: usize, into: &mut Vec<RemoteJob>) {
+    /// Up to `max` more jobs for a slot whose worker is busy, without waiting (rule 2): in queue
+    /// order, while `fits` accepts the next one; only what exceeds one job for each sleeping slot;
+    /// and it wakes those slots for theirs.
+    fn take_extra(
+        &self,
+        max: usize,
+        mut fits: impl FnMut(&RemoteJob) -> bool,
+        into: &mut Vec<RemoteJob>,
+    ) {
         let mut q = self.queue.lock();
         let spare = q.len.saturating_sub(q.sleeping).min(max);
-        for _ in 0..spare {
-            match q.pop() {
-                Some(job) => into.push(job),
-                None => break,
+        let mut took = 0;
+        while took < spare {
+            let Some(level) = q.levels.iter_mut().find(|l| !l.is_empty()) else {
+                break;
+            };
+            if !level.front().is_some_and(&mut fits) {
+                break;
+            }
+            if let Some(job) = level.pop_front() {
+                into.push(job);
+                took += 1;
             }
         }
-        let (wake, unblock) = (q.sleeping > 0 && q.len > 0, q.blocked > 0 && spare > 0);
+        q.len -= took;
+        let (wake, unblock) = (q.sleeping > 0 && q.len > 0, q.blocked > 0 && took > 0);
         drop(q);
         if wake {
             self.work.notify_all();

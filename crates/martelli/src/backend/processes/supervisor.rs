@@ -3,6 +3,7 @@
 //! [module docs](super).
 
 use super::capture::Output;
+use super::estimates::Estimates;
 use super::inflight::Pipeline;
 use super::spawned::{Worker, resident_bytes};
 use super::{ProcessConfig, Shared};
@@ -18,9 +19,9 @@ use std::pin::pin;
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
-/// How much work, by the slot's estimate of a task's time, it keeps waiting behind the running task
+/// How much work, by the estimates of the tasks' times, a slot keeps waiting behind the running task
 /// on its worker (rule 2). Short tasks are pipelined deeply; tasks longer than this not at all, so
-/// that a long task never holds back many others another worker could run.
+/// that a long task never holds back others another worker could run.
 const PIPELINE_WINDOW: Duration = Duration::from_millis(2);
 /// The most tasks in flight on one worker.
 const MAX_DEPTH: usize = 256;
@@ -61,7 +62,7 @@ enum Loss {
 /// What one frame from the worker did.
 enum Read {
     /// An answer resolved the front task; `ran` is false for a task the worker skipped.
-    Answered { ran: bool, started: Option<Instant> },
+    Answered { ran: bool },
     /// A captured task's output, kept for its answer.
     Output,
     /// The worker is out of step.
@@ -77,8 +78,8 @@ pub(super) struct Slot {
     wake_fd: std::sync::Arc<FdWaker>,
     waker: Waker,
     line: Pipeline,
-    /// A running estimate of one task's time on this slot, for how deep to pipeline.
-    task_time: Duration,
+    /// How long each task takes on this slot, for what to pipeline.
+    estimates: Estimates,
     /// The worker is sent no more tasks and is retired once it has answered those it has.
     retiring: bool,
     /// The `Output` frame of the front task, until its answer comes.
@@ -111,7 +112,7 @@ impl Slot {
             wake_fd,
             waker,
             line: Pipeline::default(),
-            task_time: PIPELINE_WINDOW,
+            estimates: Estimates::default(),
             retiring: false,
             output: None,
             spawn_error: None,
@@ -147,7 +148,8 @@ impl Slot {
                 return; // cancelled while queued: dropping the job leaves it cancelled
             }
         }
-        self.line.push(job);
+        let estimate = self.estimates.of(&job.frame);
+        self.line.push(job, estimate);
     }
 
     /// One turn: start the front task, take more, write, read, or wait for the worker, a cancel or
@@ -248,27 +250,37 @@ impl Slot {
         true
     }
 
-    /// Takes more jobs into the line while the worker is busy (rule 2).
+    /// Takes more jobs into the line while the worker is busy (rule 2): only behind a front task
+    /// known to be short, only jobs known to be short, while their estimated work fits the window.
     fn refill(&mut self) {
         let Some(worker) = self.worker.as_ref() else {
             return;
         };
-        if self.retiring || self.line.behind_bytes() >= PIPELINE_BYTES {
+        let short = |estimate: Option<Duration>| estimate.filter(|e| *e <= PIPELINE_WINDOW);
+        if self.retiring
+            || self.line.behind_bytes() >= PIPELINE_BYTES
+            || short(self.line.front().and_then(|f| f.estimate)).is_none()
+        {
             return;
         }
-        let nanos = self.task_time.as_nanos().max(1);
-        let depth = usize::try_from(PIPELINE_WINDOW.as_nanos() / nanos)
-            .unwrap_or(MAX_DEPTH)
-            .clamp(1, MAX_DEPTH);
-        let mut room = depth.saturating_sub(self.line.len());
+        let mut room = MAX_DEPTH.saturating_sub(self.line.len());
         if let Some(max) = self.config.max_tasks_per_worker {
             room = room.min(max.saturating_sub(worker.tasks + self.line.len()));
         }
-        if room == 0 {
+        let mut budget = PIPELINE_WINDOW.saturating_sub(self.line.behind_work());
+        if room == 0 || budget.is_zero() {
             return;
         }
+        let estimates = &self.estimates;
+        let fits = |job: &RemoteJob| match short(estimates.of(&job.frame)) {
+            Some(estimate) if estimate <= budget => {
+                budget -= estimate;
+                true
+            }
+            _ => false,
+        };
         let mut taken = std::mem::take(&mut self.taken);
-        self.shared.take_extra(room, &mut taken);
+        self.shared.take_extra(room, fits, &mut taken);
         for job in taken.drain(..) {
             self.admit(job);
         }
@@ -299,8 +311,8 @@ impl Slot {
             };
             match read {
                 Read::Output => {}
-                Read::Answered { ran, started } => {
-                    if self.after_answer(ran, started) {
+                Read::Answered { ran } => {
+                    if self.after_answer(ran) {
                         return true; // retired (and replaced): what it sent is all read
                     }
                     // The next task starts now; skip those dropped as cancelled before they were
@@ -325,6 +337,7 @@ impl Slot {
             worker,
             line,
             output,
+            estimates,
             ..
         } = self;
         let worker = worker.as_mut()?;
@@ -395,22 +408,21 @@ impl Slot {
             let (stdout, stderr) = output.take().unwrap_or_default().into_streams();
             item.job.sink.capture(stdout, stderr);
         }
-        let started = item.started;
+        if let (true, Some(started)) = (ran, item.started) {
+            estimates.learn(&item.job.frame, started.elapsed());
+        }
         item.job.sink.complete(outcome);
-        Some(Read::Answered { ran, started })
+        Some(Read::Answered { ran })
     }
 
-    /// Counts a task its worker ran, learns its time, and retires a worn-out worker (rule 5); true
+    /// Counts a task its worker ran and retires a worn-out worker (rule 5); true
     /// when it retired it.
-    fn after_answer(&mut self, ran: bool, started: Option<Instant>) -> bool {
+    fn after_answer(&mut self, ran: bool) -> bool {
         let Some(worker) = self.worker.as_mut() else {
             return true;
         };
         if ran {
             worker.tasks += 1;
-            if let Some(started) = started {
-                self.task_time = (self.task_time * 7 + started.elapsed()) / 8;
-            }
             let worn_out = self
                 .config
                 .max_tasks_per_worker
