@@ -178,7 +178,9 @@ impl Slot {
             self.lose_worker(Loss::Died);
             return;
         }
-        if self.read_answers() {
+        // With several tasks in flight answers are likely waiting: read before sleeping. A lone task
+        // was just written, so go straight to `poll`.
+        if self.line.len() > 1 && self.read_answers() {
             return;
         }
         let Some(front) = self.line.front() else {
@@ -217,10 +219,17 @@ impl Slot {
                 return;
             }
         }
-        if !fds[1].revents().is_empty() {
+        let readable = fds[0]
+            .revents()
+            .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR);
+        let woken = !fds[1].revents().is_empty();
+        if woken {
             let mut drain = [0u8; 8];
             while rustix::io::read(&self.wake_fd.0, &mut drain).is_ok() {}
             self.check_cancels();
+        }
+        if readable {
+            self.read_answers();
         }
     }
 
