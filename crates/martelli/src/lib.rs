@@ -48,6 +48,8 @@
 //! and result. [`Pool::submit_task`] runs it on any backend; on a process pool ([`Pool::processes`],
 //! spec `"processes:N"`) a worker process — this program, re-executed, whose `main` called
 //! [`init`] first — runs it, and a crash, a timeout or a cancel costs that worker, never the pool.
+//! Short tasks are pipelined (several in flight per worker), and [`Pool::submit_task_captured`]
+//! returns what a task wrote to stdout and stderr with its outcome ([`Captured`]).
 //!
 //! ```no_run
 //! #[martelli::task]
