@@ -343,6 +343,10 @@ fn main() {
             unseen_tasks_are_not_pipelined_behind_each_other,
         ),
         (
+            "a_bounded_queue_with_pipelining",
+            a_bounded_queue_with_pipelining,
+        ),
+        (
             "stress_many_threads_every_task_once",
             stress_many_threads_every_task_once,
         ),
@@ -1361,6 +1365,25 @@ fn unseen_tasks_are_not_pipelined_behind_each_other() {
         ahead.into_iter().map(|f| f.wait().unwrap()).sum::<u64>(),
         19_900
     );
+}
+
+fn a_bounded_queue_with_pipelining() {
+    // Submitters blocked on a full queue are let in as slots take work in batches.
+    let pool = Pool::builder().processes(2).queue_bound(4).build().unwrap();
+    warm_up(&pool);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let pool = &pool;
+            s.spawn(move || {
+                let futures: Vec<_> = (0..2_000u64)
+                    .map(|i| pool.submit_task(add, (t * 10_000, i)).unwrap())
+                    .collect();
+                for (i, f) in futures.into_iter().enumerate() {
+                    assert_eq!(f.wait().unwrap(), t * 10_000 + i as u64);
+                }
+            });
+        }
+    });
 }
 
 fn stress_many_threads_every_task_once() {
