@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -33,15 +34,28 @@ const CANCEL_GRACE: Duration = Duration::from_millis(100);
 /// How many lines of a captured stderr a death report adds to its tail.
 const CAPTURED_TAIL_LINES: usize = 20;
 
-/// Wakes a slot's `poll` from another thread (a cancel, a shutdown): writes its eventfd.
-struct FdWaker(OwnedFd);
+/// Tells a slot that a token fired (a cancel, a shutdown): sets a flag the slot reads on every turn
+/// (a busy slot, reading answer after answer, may not `poll` for a while), and writes its eventfd to
+/// wake it from `poll`.
+struct FdWaker {
+    fd: OwnedFd,
+    fired: AtomicBool,
+}
+
+impl FdWaker {
+    /// True, once, after a token fired.
+    fn take(&self) -> bool {
+        self.fired.swap(false, Ordering::AcqRel)
+    }
+}
 
 impl Wake for FdWaker {
     fn wake(self: std::sync::Arc<Self>) {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &std::sync::Arc<Self>) {
-        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
+        self.fired.store(true, Ordering::Release);
+        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
     }
 }
 
@@ -101,7 +115,10 @@ impl Slot {
                 message: format!("cannot create an eventfd: {e}"),
             }
         })?;
-        let wake_fd = std::sync::Arc::new(FdWaker(fd));
+        let wake_fd = std::sync::Arc::new(FdWaker {
+            fd,
+            fired: AtomicBool::new(false),
+        });
         let waker = Waker::from(std::sync::Arc::clone(&wake_fd));
         let worker = Worker::spawn(&config)?;
         Ok(Slot {
@@ -163,6 +180,14 @@ impl Slot {
             self.no_worker();
             return;
         }
+        // A cancel is seen on the next turn, so that its `Cancel` frame goes out with this turn's
+        // writes, before the worker reaches the task.
+        if self.wake_fd.take() {
+            self.check_cancels();
+            if self.line.is_empty() {
+                return;
+            }
+        }
         if !self.start_front() {
             return;
         }
@@ -206,7 +231,7 @@ impl Slot {
         }
         let mut fds = [
             PollFd::new(&worker.channel, channel),
-            PollFd::from_borrowed_fd(self.wake_fd.0.as_fd(), PollFlags::IN),
+            PollFd::from_borrowed_fd(self.wake_fd.fd.as_fd(), PollFlags::IN),
         ];
         let ts = wait.map(|d| Timespec {
             tv_sec: d.as_secs() as i64,
@@ -225,8 +250,10 @@ impl Slot {
         let woken = !fds[1].revents().is_empty();
         if woken {
             let mut drain = [0u8; 8];
-            while rustix::io::read(&self.wake_fd.0, &mut drain).is_ok() {}
-            self.check_cancels();
+            while rustix::io::read(&self.wake_fd.fd, &mut drain).is_ok() {}
+            if self.wake_fd.take() {
+                self.check_cancels();
+            }
         }
         if readable {
             self.read_answers();
