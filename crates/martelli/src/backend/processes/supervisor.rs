@@ -215,6 +215,13 @@ impl Slot {
         let until = front.grace.or(front.deadline);
         let wait = until.map(|d| d.saturating_duration_since(now));
         if wait == Some(Duration::ZERO) {
+            // An answer that came as the time ran out wins: read before killing.
+            if self.read_answers() {
+                return;
+            }
+            let Some(front) = self.line.front() else {
+                return;
+            };
             let loss = match (front.grace, front.job.sink.timeout()) {
                 (Some(_), _) => Loss::CancelledLate,
                 (None, after) => Loss::TimedOut(after.unwrap_or_default()),
