@@ -5,6 +5,7 @@
 //! cargo run --release --example process_bench -- <case> [n]
 //!   roundtrip [n]   tiny task, submit → wait, one at a time: p50/p99 µs
 //!   submit [n]      n tiny tasks submitted, then all waited (2 workers): µs per task
+//!   captured [n]    the same with submit_task_captured (stdout and stderr captured per task)
 //!   map [n]         n tiny tasks through map_task with automatic chunks (2 workers): µs per task
 //!   startup         Pool::processes(2) until both workers have answered: ms
 //!   payload [n]     a 1 MiB argument and result, n round trips: MiB/s each way
@@ -38,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match case.as_str() {
         "roundtrip" => roundtrip(n.unwrap_or(20_000)),
         "submit" => submit(n.unwrap_or(100_000)),
+        "captured" => captured(n.unwrap_or(20_000)),
         "startup" => startup(n.unwrap_or(20)),
         "map" => map(n.unwrap_or(100_000)),
         "payload" => payload(n.unwrap_or(100)),
@@ -88,6 +90,28 @@ fn submit(n: usize) -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(sum, (0..n as u64).sum::<u64>());
     println!(
         r#"{{"case":"submit","n":{n},"wall_s":{wall:.4},"us_per_task":{:.3}}}"#,
+        wall / n as f64 * 1e6
+    );
+    Ok(())
+}
+
+fn captured(n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let pool = Pool::processes(2)?;
+    for i in 0..1_000 {
+        pool.submit_task(noop, (i,))?.wait()?;
+    }
+    let t = Instant::now();
+    let futures = (0..n as u64)
+        .map(|i| pool.submit_task_captured(noop, (i,)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut sum = 0u64;
+    for f in futures {
+        sum += f.wait()?.outcome?;
+    }
+    let wall = t.elapsed().as_secs_f64();
+    assert_eq!(sum, (0..n as u64).sum::<u64>());
+    println!(
+        r#"{{"case":"captured","n":{n},"wall_s":{wall:.4},"us_per_task":{:.3}}}"#,
         wall / n as f64 * 1e6
     );
     Ok(())

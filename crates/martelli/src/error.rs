@@ -209,6 +209,16 @@ impl fmt::Display for WorkerDeath {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Output capture was asked of a pool whose tasks run in this process, where every task shares
+    /// the process's stdout and stderr.
+    #[error(
+        "capturing a task's stdout and stderr needs a process pool, and this pool runs {backend} \
+         (build it with PoolBuilder::processes, or use submit_task)"
+    )]
+    CaptureNeedsProcesses {
+        /// The pool's backend.
+        backend: &'static str,
+    },
     /// The pool was shut down; it takes no more work. Build a new pool.
     #[error("the pool is shut down and takes no more tasks (build a new pool)")]
     ShutDown,

@@ -50,6 +50,8 @@
 //! and result. [`Pool::submit_task`] runs it on any backend; on a process pool ([`Pool::processes`],
 //! spec `"processes:N"`) a worker process — this program, re-executed, whose `main` called
 //! [`init`] first — runs it, and a crash, a timeout or a cancel costs that worker, never the pool.
+//! Short tasks are pipelined (several in flight per worker), and [`Pool::submit_task_captured`]
+//! returns what a task wrote to stdout and stderr with its outcome ([`Captured`]).
 //!
 //! ```no_run
 //! #[martelli::task]
@@ -112,6 +114,7 @@
 mod backend;
 pub mod barrier;
 mod cancel;
+mod capture;
 mod cell;
 pub mod chaos;
 #[cfg(feature = "cluster")]
@@ -150,6 +153,7 @@ pub use backend::event_loop::to_thread;
 pub use backend::processes::worker::init;
 pub use barrier::{Barrier, BarrierError, BarrierWaitResult, Participant};
 pub use cancel::{CancelToken, Cancelled, cancel_token, is_cancelled};
+pub use capture::{Captured, CapturedStream};
 pub use consume::{Consume, ConsumeError, Consumers, ItemError};
 pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
 pub use future::{Future, Status, TaskId};

@@ -7,12 +7,13 @@ use crate::backend::event_loop::EventLoop;
 #[cfg(target_os = "linux")]
 use crate::backend::processes::{ProcessConfig, Processes};
 use crate::backend::{
-    Admission, Backend, BackendConfig, Initializer, Rejected, RemoteJob, RemoteRejected, Sink,
-    inline::Inline, threads::Threads,
+    Admission, Backend, BackendConfig, Initializer, Rejected, RemoteJob, RemoteRejected, RunKind,
+    Sink, inline::Inline, threads::Threads,
 };
 use crate::cancel::CancelToken;
+use crate::capture::{Captured, CapturedSink};
 use crate::cell::{CellJob, CellTimeout, new_task};
-use crate::codec::{self, Header};
+use crate::codec;
 use crate::error::TaskError;
 use crate::error::TaskResult;
 use crate::error::{Error, TrySubmitError};
@@ -132,6 +133,7 @@ struct ProcessSettings {
     args: Vec<OsString>,
     handshake_timeout: Duration,
     max_frame: usize,
+    capture_limit: usize,
     max_tasks_per_worker: Option<usize>,
     max_worker_memory: Option<u64>,
     nice: Option<i32>,
@@ -146,6 +148,7 @@ impl Default for ProcessSettings {
             args: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             max_frame: codec::DEFAULT_MAX_FRAME,
+            capture_limit: crate::capture::DEFAULT_CAPTURE_LIMIT,
             max_tasks_per_worker: None,
             max_worker_memory: None,
             nice: None,
@@ -311,6 +314,14 @@ impl PoolBuilder {
         self
     }
 
+    /// The most bytes of stdout, and of stderr, that a task submitted with
+    /// [`Pool::submit_task_captured`] returns (default 1 MiB); what it writes beyond is counted, not
+    /// kept ([`CapturedStream::is_truncated`](crate::CapturedStream::is_truncated)).
+    pub fn max_captured_output(mut self, bytes: usize) -> Self {
+        self.processes.capture_limit = bytes;
+        self
+    }
+
     /// Replaces each worker process after it has run `n` tasks (default: never), to bound what leaks
     /// in long-lived workers.
     pub fn max_tasks_per_worker(mut self, n: usize) -> Self {
@@ -472,6 +483,7 @@ impl PoolBuilder {
                     args: p.args,
                     handshake_timeout: p.handshake_timeout,
                     max_frame: p.max_frame,
+                    capture_limit: p.capture_limit,
                     max_tasks_per_worker: p.max_tasks_per_worker,
                     max_worker_memory: p.max_worker_memory,
                     nice: p.nice,
@@ -670,6 +682,55 @@ impl Pool {
             .map_err(|_| Error::ShutDown)
     }
 
+    /// [`submit_task`](Pool::submit_task) with the task's stdout and stderr captured: the future
+    /// resolves to a [`Captured`] with the task's outcome and what it wrote — by `print!` and
+    /// `eprint!`, raw writes to descriptors 1 and 2, or programs it started — each stream cut at
+    /// [`PoolBuilder::max_captured_output`]. A task that crashes, times out or is cancelled while it
+    /// runs still resolves to a `Captured`, with what it wrote until then; the future is an `Err`
+    /// only when the task never ran (cancelled while queued, arguments that could not be sent).
+    ///
+    /// Process pools only: on any other backend the tasks share this process's descriptors, and
+    /// this returns [`Error::CaptureNeedsProcesses`].
+    pub fn submit_task_captured<T: Task>(
+        &self,
+        task: T,
+        args: T::Args,
+    ) -> Result<Future<Captured<T::Output>>, Error> {
+        self.submit_task_captured_with(TaskOptions::default(), task, args)
+    }
+
+    /// [`submit_task_captured`](Pool::submit_task_captured) with per-task options.
+    pub fn submit_task_captured_with<T: Task>(
+        &self,
+        options: TaskOptions,
+        _task: T,
+        args: T::Args,
+    ) -> Result<Future<Captured<T::Output>>, Error> {
+        if self.backend.remote().is_none() || self.backend.kind() != "processes" {
+            return Err(Error::CaptureNeedsProcesses {
+                backend: self.backend.kind(),
+            });
+        }
+        let call = RemoteCall {
+            options,
+            name: T::NAME,
+            kind: RunKind::Captured,
+        };
+        send_remote(
+            &*self.backend,
+            self.task_timeout,
+            call,
+            &args,
+            |promise, timeout| {
+                Box::new(CapturedSink::new(
+                    promise,
+                    timeout,
+                    decode_value::<T::Output>,
+                ))
+            },
+        )
+    }
+
     fn submit_remote<A, R>(
         &self,
         options: TaskOptions,
@@ -683,14 +744,14 @@ impl Pool {
         let call = RemoteCall {
             options,
             name,
-            batch: false,
+            kind: RunKind::One,
         };
         send_remote(
             &*self.backend,
             self.task_timeout,
             call,
             args,
-            decode_value::<R>,
+            plain(decode_value::<R>),
         )
     }
 
@@ -709,14 +770,14 @@ impl Pool {
             let call = RemoteCall {
                 options,
                 name: T::NAME,
-                batch: true,
+                kind: RunKind::Batch,
             };
             return send_remote(
                 &*self.backend,
                 self.task_timeout,
                 call,
                 &chunk,
-                decode_chunk::<T::Output>,
+                plain(decode_chunk::<T::Output>),
             );
         }
         self.submit_body(options, ChunkBody::<T>(chunk), Admission::Wait)
@@ -993,18 +1054,31 @@ impl Drop for Pool {
 struct RemoteCall<'a> {
     options: TaskOptions,
     name: &'a str,
-    /// A chunk of a task map (`RunBatch`) rather than one task (`Run`).
-    batch: bool,
+    /// One task, a chunk of a task map, or one task with its output captured.
+    kind: RunKind,
 }
 
-/// Encodes a task's `Run` (or `RunBatch`) frame and hands it to a remote backend; the outcome's bytes
-/// are decoded by `decode`.
+/// The sink of a task whose outcome bytes `decode` turns into its value.
+fn plain<V: Send + 'static>(
+    decode: fn(&[u8]) -> TaskResult<V>,
+) -> impl FnOnce(Promise<V>, Option<Duration>) -> Box<dyn Sink> {
+    move |promise, timeout| {
+        Box::new(RemoteSink {
+            promise,
+            timeout,
+            decode,
+        })
+    }
+}
+
+/// Encodes a task's run frame (as `call.kind` says) and hands it to a remote backend; `sink` makes
+/// the typed end that resolves its future.
 fn send_remote<A, V>(
     backend: &dyn Backend,
     task_timeout: Option<Duration>,
     call: RemoteCall<'_>,
     args: &A,
-    decode: fn(&[u8]) -> TaskResult<V>,
+    sink: impl FnOnce(Promise<V>, Option<Duration>) -> Box<dyn Sink>,
 ) -> Result<Future<V>, Error>
 where
     A: Serialize + ?Sized,
@@ -1013,18 +1087,14 @@ where
     let RemoteCall {
         options,
         name,
-        batch,
+        kind,
     } = call;
     let Some(remote) = backend.remote() else {
         return Err(Error::ShutDown);
     };
     let (promise, future) = promise::<V>();
     let id = promise.id().as_u64();
-    let header = if batch {
-        Header::RunBatch { id, task: name }
-    } else {
-        Header::Run { id, task: name }
-    };
+    let header = kind.header(id, name);
     // Room for the header and small arguments: no reallocation on the common path.
     let mut frame = Vec::with_capacity(128);
     let built = codec::begin(&mut frame, &header)
@@ -1041,11 +1111,7 @@ where
         id,
         priority: options.priority,
         frame,
-        sink: Box::new(RemoteSink {
-            promise,
-            timeout: options.timeout.or(task_timeout),
-            decode,
-        }),
+        sink: sink(promise, options.timeout.or(task_timeout)),
     };
     match remote.execute_remote(job, Admission::Wait) {
         Ok(()) => Ok(future),
@@ -1074,14 +1140,14 @@ impl<T: Task> RemoteRunner<T> {
         let call = RemoteCall {
             options: TaskOptions::default(),
             name: T::NAME,
-            batch: false,
+            kind: RunKind::One,
         };
         send_remote(
             &*self.backend,
             self.task_timeout,
             call,
             &args,
-            decode_value::<T::Output>,
+            plain(decode_value::<T::Output>),
         )
         .map_or(Err(TaskError::Cancelled), Future::wait)
     }

@@ -190,4 +190,38 @@ pub(crate) trait Sink: Send {
     fn timeout(&self) -> Option<std::time::Duration>;
     /// Resolves the task: `Ok` holds the encoded value.
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
+    /// True when the task's stdout and stderr are captured (its frame is a `RunCaptured`).
+    fn captures(&self) -> bool {
+        false
+    }
+    /// Receives what a captured task wrote, before [`complete`](Sink::complete).
+    fn capture(
+        &mut self,
+        _stdout: crate::capture::CapturedStream,
+        _stderr: crate::capture::CapturedStream,
+    ) {
+    }
+}
+
+/// How a task by name is sent to a worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunKind {
+    /// One call (`Run`).
+    One,
+    /// A chunk of a task map (`RunBatch`).
+    Batch,
+    /// One call with its stdout and stderr captured (`RunCaptured`).
+    Captured,
+}
+
+impl RunKind {
+    /// The frame header for task `task` with id `id`.
+    pub(crate) fn header(self, id: u64, task: &str) -> crate::codec::Header<'_> {
+        use crate::codec::Header;
+        match self {
+            RunKind::One => Header::Run { id, task },
+            RunKind::Batch => Header::RunBatch { id, task },
+            RunKind::Captured => Header::RunCaptured { id, task },
+        }
+    }
 }

@@ -3,32 +3,55 @@
 //! # Protocol
 //!
 //! The pool keeps one *slot* thread per worker process. A slot owns its worker (the [`Child`], the
-//! pool's end of a socketpair, the reader of its stderr) and runs one task at a time on it:
+//! pool's end of a socketpair, the reader of its stderr, the files its captured output goes to) and
+//! keeps one or more tasks in flight on it:
 //!
 //! 1. Jobs wait in one queue with three priority levels (FIFO within a level), guarded by one mutex;
 //!    an idle slot sleeps on `work`, a submitter blocked by a full bounded queue on `space`.
-//! 2. A slot pops a job, marks its future running (a job cancelled while queued is dropped here),
-//!    writes its `Run` frame, then polls the channel and an eventfd that the task's cancel token
-//!    wakes, with the task's deadline as the poll timeout.
-//! 3. The answer frame resolves the future (value, error, panic, unknown task). End of file on the
-//!    channel means the worker died: its group gets `SIGKILL` (grandchildren die with it), the worker
-//!    is reaped, and the future resolves as `WorkerDied` with the exit code or signal and the tail of
-//!    its stderr. A deadline passed or a cancel kills the group the same way and resolves the future
-//!    as `TimedOut` or `Cancelled`. A frame that is too large or does not decode kills the worker too
-//!    (it can no longer be trusted to be in step) and fails the task with `TaskError::Codec`.
-//! 4. A killed or dead worker is replaced at once, before the slot takes its next job, so the pool
+//! 2. A slot with nothing in flight pops a job and sends it. While its worker runs tasks, the slot
+//!    *pipelines*: it takes more jobs (when the queue holds more than there are sleeping slots, so it
+//!    never takes work an idle slot could run) and writes their frames behind the running one, all
+//!    in one non-blocking `sendmsg`. How many it keeps in flight adapts to the tasks, by each task
+//!    name's time on this slot (`estimates.rs`): only behind a task known to be short, only tasks
+//!    known to be short, about `PIPELINE_WINDOW` of their estimated work, at most `MAX_DEPTH` tasks
+//!    and `PIPELINE_BYTES` of frames, and never more than the worker has left before
+//!    `max_tasks_per_worker`. A task not seen yet, or seen to be long, is never written behind
+//!    another, and nothing is written behind it. The worker runs them in order and answers in order.
+//! 3. A task *starts* when it reaches the front of its worker's line: when the answer before it
+//!    arrives, or when it is sent to an idle worker. Only then is its future marked running and its
+//!    timeout counted. Until then it is queued: `Future::cancel` removes it and resolves it as
+//!    cancelled. A cancelled task not yet written is dropped; one already written is followed by a
+//!    `Cancel` frame, which the worker reads (without blocking) before it starts each task, and
+//!    answers the task as skipped. If the frame arrives too late — the worker reached the task first
+//!    (for tiny tasks a real window: the slot must be scheduled to write the frame) — the task runs
+//!    and its result is dropped; if its answer does not come within `CANCEL_GRACE`, the slot takes
+//!    it for running and kills the worker, as for a cancelled running task.
+//! 4. The answer frame resolves the future (value, error, panic, unknown task; a captured task's
+//!    `Output` frame comes just before it). End of file on the channel means the worker died: its
+//!    group gets `SIGKILL` (grandchildren die with it), the worker is reaped, and the task at the
+//!    front resolves as `WorkerDied` with the exit code or signal and the tail of its stderr. A
+//!    deadline passed or a cancel kills the group the same way and resolves it as `TimedOut` or
+//!    `Cancelled`. A frame that is too large or does not decode kills the worker too (it can no
+//!    longer be trusted to be in step) and fails the task with `TaskError::Codec`. In every case
+//!    only the task at the front fails: the tasks behind it never started, and go back to the
+//!    front of the queue, in order, to run on the replacement or another worker.
+//! 5. A killed or dead worker is replaced at once, before the slot takes its next job, so the pool
 //!    never loses capacity; a worker that ran `max_tasks_per_worker` tasks, or whose resident memory
-//!    passed `max_worker_memory` after a task, is retired (its channel closed, so it exits) and
-//!    replaced the same way.
-//! 5. Shutdown closes the queue; slots drain it (`Wait`) or the queue is emptied and running tokens
-//!    fire (`CancelPending`, which kills the workers running them); each slot then closes its
-//!    channel, the idle worker exits, and the slot reaps it.
+//!    passed `max_worker_memory` after a task (then it is sent no more, and retired once the tasks
+//!    already sent to it are answered), is retired (its channel closed, so it exits) and replaced
+//!    the same way.
+//! 6. Shutdown closes the queue; slots drain it (`Wait`), or (`CancelPending`) the queue is emptied,
+//!    every slot is woken and drops what it had in flight, killing its worker if a task ran; each
+//!    slot then closes its channel, the idle worker exits, and the slot reaps it.
 
+mod capture;
+mod estimates;
+mod inflight;
+mod spawned;
 mod supervisor;
 pub(crate) mod worker;
 
 use super::{Admission, Backend, Rejected, RemoteBackend, RemoteJob, RemoteRejected};
-use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::job::Job;
 use crate::pool::Shutdown;
@@ -37,7 +60,9 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::task::Waker;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 use supervisor::Slot;
@@ -60,6 +85,8 @@ pub(crate) struct ProcessConfig {
     pub(crate) nice: Option<i32>,
     pub(crate) rlimits: Vec<(crate::process::Resource, Option<u64>, Option<u64>)>,
     pub(crate) queue_bound: Option<usize>,
+    /// The most bytes of stdout (and of stderr) a captured task returns.
+    pub(crate) capture_limit: usize,
     /// Set by `Processes::start`: kills the workers' groups if this process dies.
     pub(crate) guardian: Option<std::sync::Arc<crate::process::Guardian>>,
 }
@@ -74,6 +101,9 @@ struct Queue {
     /// Submitters asleep on `space`.
     blocked: usize,
     closed: bool,
+    /// Set by `Shutdown::CancelPending`: jobs a slot hands back are dropped (resolved as cancelled),
+    /// and slots drop what they have in flight.
+    discard: bool,
 }
 
 impl Queue {
@@ -88,8 +118,10 @@ pub(crate) struct Shared {
     queue: Mutex<Queue>,
     work: Condvar,
     space: Condvar,
-    /// The token of the task each slot runs, so that `CancelPending` can fire it.
-    running: Box<[Mutex<Option<CancelToken>>]>,
+    /// Wakes each slot's `poll` (its eventfd), so that `CancelPending` reaches busy slots.
+    wakers: Box<[Mutex<Option<Waker>>]>,
+    /// `Queue::discard`, readable without the lock on each turn of a slot.
+    discard: AtomicBool,
 }
 
 impl Shared {
@@ -110,6 +142,69 @@ impl Shared {
             q = self.work.wait(q);
             q.sleeping -= 1;
         }
+    }
+
+    /// Up to `max` more jobs for a slot whose worker is busy, without waiting (rule 2): in queue
+    /// order, while `fits` accepts the next one; only what exceeds one job for each sleeping slot;
+    /// and it wakes those slots for theirs.
+    fn take_extra(
+        &self,
+        max: usize,
+        mut fits: impl FnMut(&RemoteJob) -> bool,
+        into: &mut Vec<RemoteJob>,
+    ) {
+        let mut q = self.queue.lock();
+        let spare = q.len.saturating_sub(q.sleeping).min(max);
+        let mut took = 0;
+        while took < spare {
+            let Some(level) = q.levels.iter_mut().find(|l| !l.is_empty()) else {
+                break;
+            };
+            if !level.front().is_some_and(&mut fits) {
+                break;
+            }
+            if let Some(job) = level.pop_front() {
+                into.push(job);
+                took += 1;
+            }
+        }
+        q.len -= took;
+        let (wake, unblock) = (q.sleeping > 0 && q.len > 0, q.blocked > 0 && took > 0);
+        drop(q);
+        if wake {
+            self.work.notify_all();
+        }
+        if unblock {
+            self.space.notify_all();
+        }
+    }
+
+    /// Puts jobs that never started (they were behind a task whose worker was lost) back at the
+    /// front of their priority levels, in their order; after `CancelPending`, drops them instead.
+    fn requeue_front(&self, jobs: Vec<RemoteJob>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut q = self.queue.lock();
+        if q.discard {
+            drop(q);
+            drop(jobs); // resolves their futures as cancelled
+            return;
+        }
+        for job in jobs.into_iter().rev() {
+            q.levels[job.priority.level()].push_front(job);
+            q.len += 1;
+        }
+        let wake = q.sleeping > 0;
+        drop(q);
+        if wake {
+            self.work.notify_all();
+        }
+    }
+
+    /// True once `Shutdown::CancelPending` has begun.
+    fn discarding(&self) -> bool {
+        self.discard.load(Ordering::Acquire)
     }
 }
 
@@ -154,10 +249,12 @@ impl Processes {
                 sleeping: 0,
                 blocked: 0,
                 closed: false,
+                discard: false,
             }),
             work: Condvar::new(),
             space: Condvar::new(),
-            running: (0..n).map(|_| Mutex::new(None)).collect(),
+            wakers: (0..n).map(|_| Mutex::new(None)).collect(),
+            discard: AtomicBool::new(false),
         });
         let config = Arc::new(config);
         let pool = Processes {
@@ -243,6 +340,8 @@ impl Backend for Processes {
             match mode {
                 Shutdown::Wait => Vec::new(),
                 Shutdown::CancelPending => {
+                    q.discard = true;
+                    self.shared.discard.store(true, Ordering::Release);
                     q.len = 0;
                     q.levels.iter_mut().flat_map(|l| l.drain(..)).collect()
                 }
@@ -251,9 +350,9 @@ impl Backend for Processes {
         self.shared.work.notify_all();
         self.shared.space.notify_all();
         if mode == Shutdown::CancelPending {
-            for slot in self.shared.running.iter() {
-                if let Some(token) = slot.lock().as_ref() {
-                    token.cancel();
+            for slot in self.shared.wakers.iter() {
+                if let Some(waker) = slot.lock().as_ref() {
+                    waker.wake_by_ref();
                 }
             }
         }

@@ -1,311 +1,86 @@
-//! One slot of a process pool: a worker process, started, handshaken, fed one task at a time,
-//! killed and replaced when it must be. The protocol is in the [module docs](super).
+//! One slot of a process pool: the thread that keeps a line of tasks on one worker process, reads
+//! their answers, and kills and replaces the worker when it must. The protocol is in the
+//! [module docs](super).
 
-use super::worker::{self, WORKER_ENV, WORKER_FD};
+use super::capture::Output;
+use super::estimates::Estimates;
+use super::inflight::Pipeline;
+use super::spawned::{Worker, resident_bytes};
 use super::{ProcessConfig, Shared};
-use crate::backend::{RemoteJob, Sink};
-use crate::codec::{self, ErrorKind, FrameError, Header};
+use crate::backend::RemoteJob;
+use crate::codec::{self, ErrorKind, Header};
 use crate::error::{Error, TaskError, TaskFailure, WorkerDeath};
-use crate::process::{Child, Guardian, Signal, Spawn};
 use crate::sync::Arc;
 use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
 use rustix::io::Errno;
-use std::collections::VecDeque;
-use std::io::{self, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
-use std::process::Stdio;
-use std::sync::Mutex as StdMutex;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
-/// How much of a worker's stderr is kept for its death report.
-const STDERR_TAIL_BYTES: usize = 4096;
-/// How many lines of it the report shows.
-const STDERR_TAIL_LINES: usize = 20;
-/// How long a death report waits for the rest of a dead worker's stderr.
-const STDERR_DRAIN: Duration = Duration::from_millis(200);
+/// How much work, by the estimates of the tasks' times, a slot keeps waiting behind the running task
+/// on its worker (rule 2). Short tasks are pipelined deeply; tasks longer than this not at all, so
+/// that a long task never holds back others another worker could run.
+const PIPELINE_WINDOW: Duration = Duration::from_millis(2);
+/// The most tasks in flight on one worker.
+const MAX_DEPTH: usize = 256;
+/// No more tasks are added behind the running one while their frames pass this many bytes.
+const PIPELINE_BYTES: usize = 256 * 1024;
+/// How long the slot waits for a worker to answer a task cancelled after it was written as skipped,
+/// before it takes the task for running (the cancel came too late) and kills the worker (rule 3).
+const CANCEL_GRACE: Duration = Duration::from_millis(100);
+/// How many lines of a captured stderr a death report adds to its tail.
+const CAPTURED_TAIL_LINES: usize = 20;
 
-/// Wakes a slot's `poll` from another thread (a cancel, a timeout of the pool): writes its eventfd.
-struct FdWaker(OwnedFd);
+/// Tells a slot that a token fired (a cancel, a shutdown): sets a flag the slot reads on every turn
+/// (a busy slot, reading answer after answer, may not `poll` for a while), and writes its eventfd to
+/// wake it from `poll`.
+struct FdWaker {
+    fd: OwnedFd,
+    fired: AtomicBool,
+}
+
+impl FdWaker {
+    /// True, once, after a token fired.
+    fn take(&self) -> bool {
+        self.fired.swap(false, Ordering::AcqRel)
+    }
+}
 
 impl Wake for FdWaker {
     fn wake(self: std::sync::Arc<Self>) {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &std::sync::Arc<Self>) {
-        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
+        self.fired.store(true, Ordering::Release);
+        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
     }
 }
 
-/// The last bytes a worker wrote to stderr, forwarded to ours as they come.
-struct StderrTail {
-    tail: std::sync::Arc<StdMutex<VecDeque<u8>>>,
-    done: Receiver<()>,
+/// Why a slot lost its worker; the task at the front fails with the matching error.
+enum Loss {
+    /// The channel closed or failed: the worker died.
+    Died,
+    /// The front task passed its timeout.
+    TimedOut(Duration),
+    /// The front task, running, was cancelled.
+    Cancelled,
+    /// The worker did not skip a task cancelled before it started: it was running it.
+    CancelledLate,
+    /// The worker sent something that is not the answer expected.
+    Garbled(String),
 }
 
-impl StderrTail {
-    fn start(mut pipe: impl Read + Send + 'static, pid: u32) -> StderrTail {
-        let tail = std::sync::Arc::new(StdMutex::new(VecDeque::with_capacity(STDERR_TAIL_BYTES)));
-        let (done_tx, done) = mpsc::channel();
-        let keep = std::sync::Arc::clone(&tail);
-        let spawned = std::thread::Builder::new()
-            .name(format!("martelli-stderr-{pid}"))
-            .spawn(move || {
-                let mut buf = [0u8; 8192];
-                loop {
-                    match pipe.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            let _ = io::stderr().write_all(&buf[..n]);
-                            if let Ok(mut t) = keep.lock() {
-                                t.extend(&buf[..n]);
-                                let excess = t.len().saturating_sub(STDERR_TAIL_BYTES);
-                                t.drain(..excess);
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => break,
-                    }
-                }
-                let _ = done_tx.send(());
-            });
-        // Without a reader thread (the system refused one) the pipe's read end is closed with the
-        // closure: the worker's stderr writes then fail instead of blocking, and `finish` (its sender
-        // dropped too) returns at once with an empty tail.
-        drop(spawned);
-        StderrTail { tail, done }
-    }
-
-    /// The last lines, once the pipe is closed (or after a short wait when a leftover holds it).
-    fn finish(&self) -> String {
-        let _ = self.done.recv_timeout(STDERR_DRAIN);
-        let bytes: Vec<u8> = match self.tail.lock() {
-            Ok(t) => t.iter().copied().collect(),
-            Err(_) => Vec::new(),
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n")
-    }
-}
-
-/// A live worker process.
-struct Worker {
-    child: Child,
-    /// Kills the worker's group if this process dies (the parent-death signal reaches only the
-    /// worker, not what its task started).
-    guardian: Option<std::sync::Arc<Guardian>>,
-    channel: UnixStream,
-    reader: BufReader<UnixStream>,
-    stderr: StderrTail,
-    tasks: usize,
-}
-
-impl Worker {
-    fn spawn(config: &ProcessConfig) -> Result<Worker, Error> {
-        let start_error = |what: &str, e: &dyn std::fmt::Display| Error::WorkerStart {
-            message: format!("{what}: {e}"),
-        };
-        let program = match &config.program {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| start_error("cannot find this program's executable", &e))?,
-        };
-        let (ours, theirs) =
-            UnixStream::pair().map_err(|e| start_error("cannot create a socketpair", &e))?;
-        let mut spawn = Spawn::new(&program).args(&config.args);
-        if let Some(n) = config.nice {
-            spawn = spawn.nice(n);
-        }
-        for &(resource, soft, hard) in &config.rlimits {
-            spawn = spawn.rlimit(resource, soft, hard);
-        }
-        let command = spawn.command_mut();
-        command
-            .env(WORKER_ENV, format!("{WORKER_FD} {}", config.max_frame))
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped());
-        let their_fd = theirs.as_raw_fd();
-        let hook = move || -> io::Result<()> {
-            // Only system calls here: this runs between fork and exec.
-            if their_fd == WORKER_FD {
-                // SAFETY: fcntl on a descriptor this process owns; it only clears FD_CLOEXEC.
-                if unsafe { libc::fcntl(WORKER_FD, libc::F_SETFD, 0) } < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            // SAFETY: dup2 onto WORKER_FD in the forked child; the copy has no FD_CLOEXEC, so the
-            // worker program inherits it. Any descriptor at WORKER_FD was ours to replace.
-            } else if unsafe { libc::dup2(their_fd, WORKER_FD) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        // SAFETY: the hook runs in the forked child before exec and makes only async-signal-safe
-        // system calls (fcntl, dup2); its error is built from errno without allocating.
-        unsafe { command.pre_exec(hook) };
-        let mut child = spawn.spawn().map_err(|e| {
-            start_error(
-                &format!("cannot start worker program {}", program.display()),
-                &e,
-            )
-        })?;
-        drop(theirs);
-        let guardian = config.guardian.clone();
-        if let Some(g) = &guardian {
-            // Capacity is two per slot, more than a slot ever has alive: this cannot fail.
-            let _ = g.watch(child.pgid());
-        }
-        let stderr = match child.take_stderr() {
-            Some(pipe) => StderrTail::start(pipe, child.pid()),
-            None => StderrTail::start(io::empty(), child.pid()),
-        };
-        let reader = match ours.try_clone() {
-            Ok(r) => BufReader::with_capacity(64 * 1024, r),
-            Err(e) => {
-                let _ = child.signal_group(Signal::KILL);
-                let _ = child.wait();
-                if let Some(g) = &guardian {
-                    g.forget(child.pgid());
-                }
-                return Err(start_error("cannot duplicate the worker channel", &e));
-            }
-        };
-        let mut worker = Worker {
-            child,
-            guardian,
-            channel: ours,
-            reader,
-            stderr,
-            tasks: 0,
-        };
-        match worker.handshake(config) {
-            Ok(()) => Ok(worker),
-            Err(reason) => {
-                let _ = worker.child.signal_group(Signal::KILL);
-                let death = worker.death();
-                Err(Error::Handshake {
-                    program: program.display().to_string(),
-                    reason,
-                    death: death.to_string(),
-                })
-            }
-        }
-    }
-
-    /// Waits for the worker's `Hello` and checks that it is the same build.
-    fn handshake(&mut self, config: &ProcessConfig) -> Result<(), String> {
-        let timeout = config.handshake_timeout;
-        self.channel
-            .set_read_timeout(Some(timeout))
-            .map_err(|e| e.to_string())?;
-        let mut frame = Vec::new();
-        let read = codec::read_frame(&mut self.reader, &mut frame, config.max_frame);
-        let _ = self.channel.set_read_timeout(None);
-        match read {
-            Ok(()) => {}
-            Err(FrameError::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(format!(
-                    "it did not answer the handshake within {timeout:?}; does its main call \
-                     martelli::init() first?"
-                ));
-            }
-            Err(FrameError::Closed) => {
-                return Err(
-                    "it exited before the handshake; its main must call martelli::init() \
-                            first"
-                        .to_owned(),
-                );
-            }
-            Err(e) => return Err(format!("its handshake failed: {e}")),
-        }
-        let registry = crate::task::Registry::get().map_err(|e| e.to_string())?;
-        match codec::decode(&frame) {
-            Ok((
-                Header::Hello {
-                    fingerprint, exe, ..
-                },
-                _,
-            )) => {
-                if fingerprint != registry.fingerprint() {
-                    return Err(
-                        "it registers other tasks (or another martelli version) than this \
-                                program: it is not the same build"
-                            .to_owned(),
-                    );
-                }
-                if config.program.is_none() && Some(exe) != worker::exe_identity() {
-                    return Err(
-                        "its executable is not this program's: the program was rebuilt or \
-                                replaced while running; restart it"
-                            .to_owned(),
-                    );
-                }
-                Ok(())
-            }
-            Ok((other, _)) => Err(format!("it sent {other:?} instead of a handshake")),
-            Err(e) => Err(format!("its handshake failed: {e}")),
-        }
-    }
-
-    /// Kills the worker's group and reaps the worker, without waiting for the rest of its stderr.
-    fn kill(&mut self) {
-        let _ = self.child.signal_group(Signal::KILL);
-        self.reap();
-    }
-
-    /// Waits for the worker to exit, reaps it, and stops guarding its group (rule 3 of the
-    /// guardian: only unreaped groups are watched).
-    fn reap(&mut self) -> Option<std::process::ExitStatus> {
-        let status = self.child.wait().ok();
-        if let Some(g) = &self.guardian {
-            g.forget(self.child.pgid());
-        }
-        status
-    }
-
-    /// Reaps the worker (after its channel closed or its group was killed) and reports its end.
-    fn death(&mut self) -> WorkerDeath {
-        // The group may hold leftovers (a task's children): they go with their worker.
-        let _ = self.child.signal_group(Signal::KILL);
-        let status = self.reap();
-        WorkerDeath {
-            exit_code: status.and_then(|s| s.code()),
-            signal: status.and_then(|s| s.signal()),
-            stderr_tail: self.stderr.finish(),
-        }
-    }
-
-    /// Closes the channel (the worker then exits) and reaps it.
-    fn retire(mut self) {
-        let _ = self.channel.shutdown(std::net::Shutdown::Both);
-        self.reap();
-    }
-}
-
-/// The resident memory of process `pid`, from `/proc/<pid>/statm`.
-fn resident_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page_size).ok()?)
-}
-
-/// How one task ended for its worker.
-enum After {
-    /// The worker is fine and takes the next task.
-    Keep,
-    /// The worker is dead or was killed; start another.
-    Replace,
+/// What one frame from the worker did.
+enum Read {
+    /// An answer resolved the front task; `ran` is false for a task the worker skipped.
+    Answered { ran: bool },
+    /// A captured task's output, kept for its answer.
+    Output,
+    /// The worker is out of step.
+    Garbled(String),
 }
 
 /// One slot: a worker and the thread that runs tasks on it.
@@ -316,7 +91,17 @@ pub(super) struct Slot {
     worker: Option<Worker>,
     wake_fd: std::sync::Arc<FdWaker>,
     waker: Waker,
-    frame: Vec<u8>,
+    line: Pipeline,
+    /// How long each task takes on this slot, for what to pipeline.
+    estimates: Estimates,
+    /// The worker is sent no more tasks and is retired once it has answered those it has.
+    retiring: bool,
+    /// The `Output` frame of the front task, until its answer comes.
+    output: Option<Output>,
+    /// Why the last replacement could not start.
+    spawn_error: Option<String>,
+    /// Scratch space for jobs taken from the queue.
+    taken: Vec<RemoteJob>,
 }
 
 impl Slot {
@@ -330,7 +115,10 @@ impl Slot {
                 message: format!("cannot create an eventfd: {e}"),
             }
         })?;
-        let wake_fd = std::sync::Arc::new(FdWaker(fd));
+        let wake_fd = std::sync::Arc::new(FdWaker {
+            fd,
+            fired: AtomicBool::new(false),
+        });
         let waker = Waker::from(std::sync::Arc::clone(&wake_fd));
         let worker = Worker::spawn(&config)?;
         Ok(Slot {
@@ -340,200 +128,545 @@ impl Slot {
             worker: Some(worker),
             wake_fd,
             waker,
-            frame: Vec::new(),
+            line: Pipeline::default(),
+            estimates: Estimates::default(),
+            retiring: false,
+            output: None,
+            spawn_error: None,
+            taken: Vec::new(),
         })
     }
 
     /// Runs jobs until the queue is closed and drained, then retires the worker.
     pub(super) fn serve(mut self) {
-        while let Some(job) = self.shared.next_job() {
-            self.run(job);
+        *self.shared.wakers[self.index].lock() = Some(self.waker.clone());
+        loop {
+            if self.line.is_empty() {
+                match self.shared.next_job() {
+                    Some(job) => self.admit(job),
+                    None => break,
+                }
+            } else {
+                self.turn();
+            }
         }
+        *self.shared.wakers[self.index].lock() = None;
         if let Some(worker) = self.worker.take() {
             worker.retire();
         }
     }
 
-    fn run(&mut self, job: RemoteJob) {
-        let RemoteJob {
-            id, frame, sink, ..
-        } = job;
-        if !sink.start() {
-            return; // cancelled while queued: dropping the sink leaves it cancelled
-        }
-        let worker = match self.worker.take() {
-            Some(w) => w,
-            None => match Worker::spawn(&self.config) {
-                Ok(w) => w,
-                Err(e) => {
-                    sink.complete(Err(TaskError::WorkerDied(WorkerDeath {
-                        exit_code: None,
-                        signal: None,
-                        stderr_tail: format!("no worker could be started for the task: {e}"),
-                    })));
-                    return;
-                }
-            },
-        };
-        let token = sink.token().clone();
-        *self.shared.running[self.index].lock() = Some(token.clone());
-        let (after, worker) = self.run_on(worker, id, &frame, sink, &token);
-        *self.shared.running[self.index].lock() = None;
-        let mut worker = Some(worker);
-        if let After::Keep = after {
-            if let Some(w) = worker.as_mut() {
-                w.tasks += 1;
-                let worn_out = self
-                    .config
-                    .max_tasks_per_worker
-                    .is_some_and(|max| w.tasks >= max);
-                let too_big = self
-                    .config
-                    .max_worker_memory
-                    .is_some_and(|max| resident_bytes(w.child.pid()).is_some_and(|rss| rss > max));
-                if worn_out || too_big {
-                    if let Some(w) = worker.take() {
-                        w.retire();
-                    }
-                }
-            }
-        } else {
-            worker = None;
-        }
-        // A replacement starts now, not when the next task comes: that task should not wait for it.
-        self.worker = match worker {
-            Some(w) => Some(w),
-            None => Worker::spawn(&self.config).ok(),
-        };
-    }
-
-    /// Sends one task to `worker` and waits for its outcome, its deadline, its cancel or the
-    /// worker's death (rule 2 and 3 of the module docs).
-    fn run_on(
-        &mut self,
-        mut worker: Worker,
-        id: u64,
-        frame: &[u8],
-        sink: Box<dyn Sink>,
-        token: &crate::cancel::CancelToken,
-    ) -> (After, Worker) {
-        // Ask the token to wake us when it fires. (A stale wake-up left by an earlier task's token
-        // only costs one more turn of the loop below, which checks this task's token.)
-        let mut drain = [0u8; 8];
+    /// Puts a job in the line, and asks its token to wake this slot when it fires.
+    fn admit(&mut self, job: RemoteJob) {
         {
-            let cancelled = pin!(token.cancelled());
+            let cancelled = pin!(job.sink.token().cancelled());
             let mut cx = Context::from_waker(&self.waker);
             if cancelled.poll(&mut cx).is_ready() {
-                sink.complete(Err(TaskError::Cancelled));
-                return (After::Keep, worker);
+                return; // cancelled while queued: dropping the job leaves it cancelled
             }
         }
-        let timeout = sink.timeout();
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let estimate = self.estimates.of(&job.frame);
+        self.line.push(job, estimate);
+    }
 
-        if (&worker.channel).write_all(frame).is_err() {
-            let death = worker.death();
-            sink.complete(Err(TaskError::WorkerDied(death)));
-            return (After::Replace, worker);
+    /// One turn: start the front task, take more, write, read, or wait for the worker, a cancel or
+    /// a deadline.
+    fn turn(&mut self) {
+        if self.shared.discarding() {
+            self.discard();
+            return;
+        }
+        if self.worker.is_none() && !self.replace_worker() {
+            self.no_worker();
+            return;
+        }
+        // A cancel is seen on the next turn, so that its `Cancel` frame goes out with this turn's
+        // writes, before the worker reaches the task.
+        if self.wake_fd.take() {
+            self.check_cancels();
+            if self.line.is_empty() {
+                return;
+            }
+        }
+        if !self.start_front() {
+            return;
+        }
+        self.refill();
+        let Some(worker) = self.worker.as_ref() else {
+            return;
+        };
+        let written = self
+            .line
+            .write_front(worker.channel.as_fd())
+            .and_then(|()| self.line.write(worker.channel.as_fd()));
+        if written.is_err() {
+            self.lose_worker(Loss::Died);
+            return;
+        }
+        // With several tasks in flight answers are likely waiting: read before sleeping. A lone task
+        // was just written, so go straight to `poll`.
+        if self.line.len() > 1 && self.read_answers() {
+            return;
+        }
+        let Some(front) = self.line.front() else {
+            return;
+        };
+        let now = Instant::now();
+        let until = front.grace.or(front.deadline);
+        let wait = until.map(|d| d.saturating_duration_since(now));
+        if wait == Some(Duration::ZERO) {
+            // An answer that came as the time ran out wins: read before killing.
+            if self.read_answers() {
+                return;
+            }
+            let Some(front) = self.line.front() else {
+                return;
+            };
+            let loss = match (front.grace, front.job.sink.timeout()) {
+                (Some(_), _) => Loss::CancelledLate,
+                (None, after) => Loss::TimedOut(after.unwrap_or_default()),
+            };
+            self.lose_worker(loss);
+            return;
+        }
+        let Some(worker) = self.worker.as_ref() else {
+            return;
+        };
+        let mut channel = PollFlags::IN;
+        if self.line.has_unwritten() {
+            channel |= PollFlags::OUT;
+        }
+        let mut fds = [
+            PollFd::new(&worker.channel, channel),
+            PollFd::from_borrowed_fd(self.wake_fd.fd.as_fd(), PollFlags::IN),
+        ];
+        let ts = wait.map(|d| Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: i64::from(d.subsec_nanos()),
+        });
+        match poll(&mut fds, ts.as_ref()) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => {
+                self.lose_worker(Loss::Died);
+                return;
+            }
+        }
+        let readable = fds[0]
+            .revents()
+            .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR);
+        let woken = !fds[1].revents().is_empty();
+        if woken {
+            let mut drain = [0u8; 8];
+            while rustix::io::read(&self.wake_fd.fd, &mut drain).is_ok() {}
+            if self.wake_fd.take() {
+                self.check_cancels();
+            }
+        }
+        if readable {
+            self.read_answers();
+        }
+    }
+
+    /// Starts the task at the front if it has not started (rule 3). False when it was dropped
+    /// instead: cancelled before any of it was written.
+    fn start_front(&mut self) -> bool {
+        let unwritten = self.line.front_unwritten();
+        let Some(front) = self.line.front_mut() else {
+            return false;
+        };
+        if front.started.is_some() || front.grace.is_some() {
+            return true;
+        }
+        let now = Instant::now();
+        if front.job.sink.start() {
+            front.started = Some(now);
+            front.deadline = front.job.sink.timeout().and_then(|t| now.checked_add(t));
+            return true;
+        }
+        // Cancelled while it waited.
+        if unwritten {
+            drop(self.line.pop_front());
+            return false;
+        }
+        front.grace = Some(now + CANCEL_GRACE);
+        let _ = self.line.cancel_waiting(0);
+        true
+    }
+
+    /// Takes more jobs into the line while the worker is busy (rule 2): only behind a front task
+    /// known to be short, only jobs known to be short, while their estimated work fits the window.
+    fn refill(&mut self) {
+        let Some(worker) = self.worker.as_ref() else {
+            return;
+        };
+        let short = |estimate: Option<Duration>| estimate.filter(|e| *e <= PIPELINE_WINDOW);
+        if self.retiring
+            || self.line.behind_bytes() >= PIPELINE_BYTES
+            || short(self.line.front().and_then(|f| f.estimate)).is_none()
+        {
+            return;
+        }
+        let mut room = MAX_DEPTH.saturating_sub(self.line.len());
+        if let Some(max) = self.config.max_tasks_per_worker {
+            room = room.min(max.saturating_sub(worker.tasks + self.line.len()));
+        }
+        let mut budget = PIPELINE_WINDOW.saturating_sub(self.line.behind_work());
+        if room == 0 || budget.is_zero() {
+            return;
+        }
+        let estimates = &self.estimates;
+        let fits = |job: &RemoteJob| match short(estimates.of(&job.frame)) {
+            Some(estimate) if estimate <= budget => {
+                budget -= estimate;
+                true
+            }
+            _ => false,
+        };
+        let mut taken = std::mem::take(&mut self.taken);
+        self.shared.take_extra(room, fits, &mut taken);
+        for job in taken.drain(..) {
+            self.admit(job);
+        }
+        self.taken = taken;
+    }
+
+    /// Reads what the worker sent, without waiting, and resolves the tasks it answered. False when
+    /// nothing came.
+    fn read_answers(&mut self) -> bool {
+        let Some(worker) = self.worker.as_mut() else {
+            return false;
+        };
+        let mut eof = match worker.inbox.fill(worker.channel.as_fd(), false) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(_) => true,
+        };
+        // Part of a frame came: the worker is writing it now (answers come in order, so it is the
+        // front task's), and the rest is read as it comes rather than in `poll` rounds.
+        while !eof && worker.inbox.partial_frame() {
+            eof = !matches!(worker.inbox.fill(worker.channel.as_fd(), true), Ok(n) if n > 0);
         }
         loop {
-            let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if wait == Some(Duration::ZERO) {
-                worker.kill();
-                sink.complete(Err(TaskError::TimedOut {
-                    after: timeout.unwrap_or_default(),
-                }));
-                return (After::Replace, worker);
-            }
-            let (readable, woken) = if worker.reader.buffer().is_empty() {
-                let mut fds = [
-                    PollFd::new(&worker.channel, PollFlags::IN),
-                    PollFd::from_borrowed_fd(self.wake_fd.0.as_fd(), PollFlags::IN),
-                ];
-                let ts = wait.map(|d| Timespec {
-                    tv_sec: d.as_secs() as i64,
-                    tv_nsec: i64::from(d.subsec_nanos()),
-                });
-                match poll(&mut fds, ts.as_ref()) {
-                    Ok(_) | Err(Errno::INTR) => {}
-                    Err(_) => {
-                        let death = worker.death();
-                        sink.complete(Err(TaskError::WorkerDied(death)));
-                        return (After::Replace, worker);
-                    }
-                }
-                (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
-            } else {
-                (true, false)
+            let read = match self.next_frame() {
+                None => break,
+                Some(read) => read,
             };
-            if readable {
-                return self.answer(worker, id, sink);
-            }
-            if woken {
-                while rustix::io::read(&self.wake_fd.0, &mut drain).is_ok() {}
-                if token.is_cancelled() {
-                    worker.kill();
-                    sink.complete(Err(TaskError::Cancelled));
-                    return (After::Replace, worker);
+            match read {
+                Read::Output => {}
+                Read::Answered { ran } => {
+                    if self.after_answer(ran) {
+                        return true; // retired (and replaced): what it sent is all read
+                    }
+                    // The next task starts now; skip those dropped as cancelled before they were
+                    // written.
+                    while !self.line.is_empty() && !self.start_front() {}
                 }
+                Read::Garbled(message) => {
+                    self.lose_worker(Loss::Garbled(message));
+                    return true;
+                }
+            }
+        }
+        if eof {
+            self.lose_worker(Loss::Died);
+        }
+        true
+    }
+
+    /// Takes one complete frame from the worker's inbox and acts on it.
+    fn next_frame(&mut self) -> Option<Read> {
+        let Slot {
+            worker,
+            line,
+            output,
+            estimates,
+            ..
+        } = self;
+        let worker = worker.as_mut()?;
+        let envelope = match worker.inbox.next() {
+            Ok(Some(envelope)) => envelope,
+            Ok(None) => return None,
+            Err(e) => {
+                return Some(Read::Garbled(format!(
+                    "the worker's answer was refused, and the worker replaced: {e}"
+                )));
+            }
+        };
+        let Some(front) = line.front() else {
+            return Some(Read::Garbled(
+                "the worker answered a task it was not given, and was replaced".to_owned(),
+            ));
+        };
+        let expected = front.job.id;
+        let (outcome, ran) = match codec::decode(envelope) {
+            Ok((
+                Header::Output {
+                    id,
+                    stdout_len,
+                    stderr_len,
+                    stdout,
+                    stderr,
+                },
+                _,
+            )) if id == expected && front.captured => {
+                *output = Some(Output {
+                    stdout: stdout.to_vec(),
+                    stdout_len,
+                    stderr: stderr.to_vec(),
+                    stderr_len,
+                });
+                return Some(Read::Output);
+            }
+            Ok((Header::Value { id }, body)) if id == expected => (Ok(body), true),
+            Ok((Header::Error { id, kind, message }, _)) if id == expected => {
+                let error = match kind {
+                    ErrorKind::Failed => TaskError::Failed(TaskFailure::from_message(message)),
+                    ErrorKind::Panicked => TaskError::Panicked {
+                        message: message.to_owned(),
+                    },
+                    ErrorKind::UnknownTask => TaskError::UnknownTask {
+                        name: message.to_owned(),
+                    },
+                    ErrorKind::BadArgs | ErrorKind::BadResult => {
+                        TaskError::Codec(message.to_owned())
+                    }
+                    ErrorKind::Cancelled => TaskError::Cancelled,
+                };
+                (Err(error), kind != ErrorKind::Cancelled)
+            }
+            Ok((other, _)) => {
+                return Some(Read::Garbled(format!(
+                    "the worker sent {other:?} instead of an answer, and was replaced"
+                )));
+            }
+            Err(e) => {
+                return Some(Read::Garbled(format!(
+                    "the worker's answer does not decode, and the worker was replaced: {e}"
+                )));
+            }
+        };
+        let mut item = line.pop_front()?;
+        if item.captured {
+            let (stdout, stderr) = output.take().unwrap_or_default().into_streams();
+            item.job.sink.capture(stdout, stderr);
+        }
+        if let (true, Some(started)) = (ran, item.started) {
+            estimates.learn(&item.job.frame, started.elapsed());
+        }
+        item.job.sink.complete(outcome);
+        Some(Read::Answered { ran })
+    }
+
+    /// Counts a task its worker ran and retires a worn-out worker (rule 5); true
+    /// when it retired it.
+    fn after_answer(&mut self, ran: bool) -> bool {
+        let Some(worker) = self.worker.as_mut() else {
+            return true;
+        };
+        if ran {
+            worker.tasks += 1;
+            let worn_out = self
+                .config
+                .max_tasks_per_worker
+                .is_some_and(|max| worker.tasks >= max);
+            let too_big = self
+                .config
+                .max_worker_memory
+                .is_some_and(|max| resident_bytes(worker.pid()).is_some_and(|rss| rss > max));
+            self.retiring |= worn_out || too_big;
+        }
+        if self.retiring && self.line.is_empty() {
+            self.retiring = false;
+            if let Some(worker) = self.worker.take() {
+                worker.retire();
+            }
+            // A replacement starts now, not when the next task comes: that task should not wait.
+            self.replace_worker();
+            return true;
+        }
+        false
+    }
+
+    /// Fires for cancelled tasks: the running front task costs the worker; tasks that have not
+    /// started are dropped or skipped (rule 3).
+    fn check_cancels(&mut self) {
+        let Some(front) = self.line.front() else {
+            return;
+        };
+        if front.started.is_some() && front.job.sink.token().is_cancelled() {
+            self.lose_worker(Loss::Cancelled);
+            return;
+        }
+        for index in (0..self.line.len()).rev() {
+            let waiting = self.line.iter().nth(index).is_some_and(|item| {
+                item.started.is_none() && !item.cancel_sent && item.job.sink.token().is_cancelled()
+            });
+            if waiting {
+                drop(self.line.cancel_waiting(index));
             }
         }
     }
 
-    /// Reads the worker's answer and resolves the task with it.
-    fn answer(&mut self, mut worker: Worker, id: u64, sink: Box<dyn Sink>) -> (After, Worker) {
-        match codec::read_frame(&mut worker.reader, &mut self.frame, self.config.max_frame) {
-            Ok(()) => {}
-            Err(FrameError::Closed | FrameError::Io(_)) => {
-                let death = worker.death();
-                sink.complete(Err(TaskError::WorkerDied(death)));
-                return (After::Replace, worker);
-            }
-            Err(e) => {
-                worker.kill();
-                sink.complete(Err(TaskError::Codec(format!(
-                    "the worker's answer was refused, and the worker replaced: {e}"
-                ))));
-                return (After::Replace, worker);
-            }
-        }
-        let outcome = match codec::decode(&self.frame) {
-            Ok((Header::Value { id: got }, body)) if got == id => Ok(body),
-            Ok((
-                Header::Error {
-                    id: got,
-                    kind,
-                    message,
-                },
-                _,
-            )) if got == id => Err(match kind {
-                ErrorKind::Failed => TaskError::Failed(TaskFailure::from_message(message)),
-                ErrorKind::Panicked => TaskError::Panicked {
-                    message: message.to_owned(),
-                },
-                ErrorKind::UnknownTask => TaskError::UnknownTask {
-                    name: message.to_owned(),
-                },
-                ErrorKind::BadArgs | ErrorKind::BadResult => TaskError::Codec(message.to_owned()),
-            }),
-            Ok((other, _)) => {
-                let message = format!("the worker sent {other:?} instead of an answer");
-                worker.kill();
-                sink.complete(Err(TaskError::Codec(message)));
-                return (After::Replace, worker);
-            }
-            Err(e) => {
-                worker.kill();
-                sink.complete(Err(TaskError::Codec(format!(
-                    "the worker's answer does not decode, and the worker was replaced: {e}"
-                ))));
-                return (After::Replace, worker);
+    /// Kills or buries the worker, fails the front task with the loss, puts the tasks behind it back
+    /// at the front of the queue, and starts a replacement (rules 4 and 5).
+    fn lose_worker(&mut self, loss: Loss) {
+        let front_id = self.line.front().map(|f| f.job.id);
+        let error = match loss {
+            Loss::Died => match self.worker.as_mut() {
+                Some(worker) => TaskError::WorkerDied(worker.death()),
+                None => return,
+            },
+            Loss::TimedOut(after) => self.kill_and_drain(TaskError::TimedOut { after }),
+            Loss::Cancelled | Loss::CancelledLate => self.kill_and_drain(TaskError::Cancelled),
+            Loss::Garbled(message) => {
+                if let Some(worker) = self.worker.as_mut() {
+                    worker.kill();
+                }
+                TaskError::Codec(message)
             }
         };
-        sink.complete(outcome);
-        if self.frame.capacity() > worker::KEEP_BUFFER {
-            self.frame = Vec::new(); // do not hold a huge answer's buffer for ever
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        // Answered just before the kill: the task the kill hit is the one after it, which had only
+        // just begun — unless it was never written, and goes back to the queue with the rest.
+        let error = if self.line.front().map(|f| f.job.id) == front_id {
+            error
+        } else if self.line.front_unwritten() {
+            let mut all = self.line.take_behind();
+            if let Some(front) = self.line.pop_front() {
+                all.insert(0, front.job);
+            }
+            self.shared.requeue_front(all);
+            self.output = None;
+            self.line.reset_stream();
+            drop(worker);
+            self.replace_worker();
+            return;
+        } else {
+            TaskError::WorkerDied(WorkerDeath {
+                exit_code: None,
+                signal: Some(libc::SIGKILL),
+                stderr_tail: "the worker was killed for the task before this one (its timeout or \
+                              cancel), which finished as the kill came, just as this task began"
+                    .to_owned(),
+            })
+        };
+        self.shared.requeue_front(self.line.take_behind());
+        if let Some(mut front) = self.line.pop_front() {
+            let mut error = error;
+            if front.captured {
+                let output = self.output.take().or_else(|| {
+                    worker
+                        .capture
+                        .as_ref()
+                        .map(|files| files.read(self.config.capture_limit))
+                });
+                if let Some(output) = output {
+                    if let TaskError::WorkerDied(death) = &mut error {
+                        add_captured_tail(death, &output.stderr);
+                    }
+                    let (stdout, stderr) = output.into_streams();
+                    front.job.sink.capture(stdout, stderr);
+                }
+            }
+            front.job.sink.complete(Err(error));
         }
-        (After::Keep, worker)
+        self.output = None;
+        self.line.reset_stream();
+        drop(worker);
+        // A replacement starts now, not when the next task comes: that task should not wait.
+        self.replace_worker();
+    }
+
+    /// Kills the worker, then resolves the answers it sent before it died (they are still in the
+    /// socket): a task that finished as the kill came keeps its value, and nothing that ran is ever
+    /// sent again. Returns `error`, for the task the kill hit.
+    fn kill_and_drain(&mut self, error: TaskError) -> TaskError {
+        let Some(worker) = self.worker.as_mut() else {
+            return error;
+        };
+        worker.kill();
+        while let Some(worker) = self.worker.as_mut() {
+            let _ = worker.inbox.fill(worker.channel.as_fd(), false);
+            let mut progressed = false;
+            while let Some(read) = self.next_frame() {
+                match read {
+                    Read::Output | Read::Answered { .. } => progressed = true,
+                    Read::Garbled(_) => return error,
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        error
+    }
+
+    /// `CancelPending`: drops everything in flight (their futures resolve as cancelled), killing the
+    /// worker, which may be running one of them (rule 6). No replacement: the pool is closing.
+    fn discard(&mut self) {
+        let items = self.line.take_all();
+        if let Some(mut worker) = self.worker.take() {
+            worker.kill();
+        }
+        self.output = None;
+        for item in items {
+            if item.started.is_some() {
+                item.job.sink.complete(Err(TaskError::Cancelled));
+            }
+        }
+    }
+
+    /// Starts a worker in place of a lost one; false (the reason kept) when it cannot.
+    fn replace_worker(&mut self) -> bool {
+        match Worker::spawn(&self.config) {
+            Ok(worker) => {
+                self.worker = Some(worker);
+                self.spawn_error = None;
+                true
+            }
+            Err(e) => {
+                self.spawn_error = Some(e.to_string());
+                false
+            }
+        }
+    }
+
+    /// No worker can be started: the front task fails with the reason, the rest go back to the
+    /// queue (each will try again).
+    fn no_worker(&mut self) {
+        let reason = self.spawn_error.take().unwrap_or_default();
+        self.shared.requeue_front(self.line.take_behind());
+        if let Some(front) = self.line.pop_front() {
+            if front.started.is_some() || front.job.sink.start() {
+                front
+                    .job
+                    .sink
+                    .complete(Err(TaskError::WorkerDied(WorkerDeath {
+                        exit_code: None,
+                        signal: None,
+                        stderr_tail: format!("no worker could be started for the task: {reason}"),
+                    })));
+            }
+        }
+        self.line.reset_stream();
+    }
+}
+
+/// Adds the last lines of a dead worker's captured stderr to its death report: they went to the
+/// capture file, not to the stderr pipe the report's tail comes from.
+fn add_captured_tail(death: &mut WorkerDeath, captured: &[u8]) {
+    if captured.is_empty() {
+        return;
+    }
+    let text = String::from_utf8_lossy(captured);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(CAPTURED_TAIL_LINES)..].join("\n");
+    if death.stderr_tail.is_empty() {
+        death.stderr_tail = tail;
+    } else {
+        death.stderr_tail = format!("{}\n{tail}", death.stderr_tail);
     }
 }
