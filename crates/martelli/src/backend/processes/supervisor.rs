@@ -20,6 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
+/// A task known to take less than this is waited for by polling its channel (yielding the core
+/// between tries) rather than by sleeping in `poll`: its answer comes before a sleeping thread could
+/// be woken, which on an idle machine (cores in deep sleep states) costs tens of microseconds.
+const SPIN_FOR_ANSWER: Duration = Duration::from_micros(50);
 /// How much work, by the estimates of the tasks' times, a slot keeps waiting behind the running task
 /// on its worker (rule 2). Short tasks are pipelined deeply; tasks longer than this not at all, so
 /// that a long task never holds back others another worker could run.
@@ -229,6 +233,9 @@ impl Slot {
             self.lose_worker(loss);
             return;
         }
+        if front.estimate.is_some_and(|e| e < SPIN_FOR_ANSWER) && self.spin_for_answer() {
+            return;
+        }
         let Some(worker) = self.worker.as_ref() else {
             return;
         };
@@ -265,6 +272,19 @@ impl Slot {
         if readable {
             self.read_answers();
         }
+    }
+
+    /// Reads the answer of a short task without sleeping, for up to [`SPIN_FOR_ANSWER`], yielding
+    /// the core between tries (the worker may need it). True when something was read.
+    fn spin_for_answer(&mut self) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < SPIN_FOR_ANSWER {
+            if self.read_answers() {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        false
     }
 
     /// Starts the task at the front if it has not started (rule 3). False when it was dropped

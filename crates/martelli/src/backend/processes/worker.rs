@@ -201,7 +201,7 @@ fn serve(value: &OsString) -> Result<(), ServeError> {
                 if out.capacity() > KEEP_BUFFER {
                     out = Vec::with_capacity(64 * 1024); // do not hold a huge result's buffer for ever
                 }
-                match inbox.fill(channel.as_fd(), true) {
+                match wait_for_frames(&mut inbox, channel.as_fd()) {
                     Ok(0) => return Ok(()), // the pool is done with us
                     Ok(_) => {
                         fresh = true;
@@ -336,4 +336,21 @@ pub(crate) fn exe_identity() -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata("/proc/self/exe").ok()?;
     Some((meta.dev(), meta.ino()))
+}
+
+/// How long an idle worker polls its channel before it sleeps in `recv`: a task that comes within
+/// this time starts without the worker being woken, which on an idle machine (cores in deep sleep
+/// states) costs tens of microseconds.
+const SPIN_BEFORE_SLEEP: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// Reads what the pool sends next: polls without waiting for a short while, then waits.
+fn wait_for_frames(inbox: &mut Inbox, fd: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < SPIN_BEFORE_SLEEP {
+        match inbox.fill(fd, false) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+            other => return other,
+        }
+    }
+    inbox.fill(fd, true)
 }
