@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of the process backend against Python's ProcessPoolExecutor and
-# multiprocessing.Pool, with 2 workers.
+# multiprocessing.Pool, with 2 workers, and against the procspawn crate's process pool (a Rust peer,
+# built from crates.io into martelli-bench; skipped with a message if it does not build).
 #   bash scripts/bench-processes.sh [REPS]
 # Peers are looked for in ../shared/peers/python/ (relative to the repository root); a missing peer
 # or a missing python3 is skipped with a message, and its column says so.
@@ -33,6 +34,17 @@ peer() { # name script -> runs it into $out/name, or says why not
     REPS=$REPS python3 "$PEERS/$2" >"$out/$1" || echo "peer $2 failed" >&2
   fi
 }
+# procspawn holds a few descriptors per outstanding handle, so 100,000 outstanding tasks exceed the
+# usual descriptor limit ("Too many open files"): its submit row queues 4,000.
+if cargo build --quiet --release -p martelli-bench --bin bench-procspawn; then
+  for r in $(seq "$REPS"); do
+    target/release/bench-procspawn roundtrip 5000 >>"$out/ps_roundtrip" || echo "procspawn roundtrip failed" >&2
+    target/release/bench-procspawn submit 4000 >>"$out/ps_submit" || echo "procspawn submit failed" >&2
+    target/release/bench-procspawn payload 50 >>"$out/ps_payload" || echo "procspawn payload failed" >&2
+  done
+else
+  echo "skipping procspawn: it did not build" >&2
+fi
 peer py_pool bench_process_pool.py
 peer py_mp bench_mp_pool.py
 peer py_ipc bench_ipc_roundtrip.py
@@ -87,5 +99,15 @@ if ipc:
     print(f"| 1 MiB argument and result round trip | {mibs:.0f} MiB/s each way | PPE {ppe:.0f} MiB/s | {mibs/ppe:.1f}× | ≥ 1 GB/s (≥ 4×) | {'yes' if mibs * 1.048576 >= 1000 and mibs / ppe >= 4 else 'no'} |")
 else:
     print(f"| 1 MiB argument and result round trip | {mibs:.0f} MiB/s each way | (peer missing) | | ≥ 1 GB/s | {'yes' if mibs * 1.048576 >= 1000 else 'no'} |")
+ps_rt, ps_sub, ps_pay = rows("ps_roundtrip"), rows("ps_submit"), rows("ps_payload")
+if ps_rt:
+    v = med(r["p50_us"] for r in ps_rt)
+    print(f"| (Rust peer) procspawn Pool(1): round trip, one at a time | p50 {p50:.1f} µs | p50 {v:.1f} µs | {v/p50:.1f}× faster | | |")
+if ps_sub:
+    v = med(r["us_per_task"] for r in ps_sub)
+    print(f"| (Rust peer) procspawn Pool(2): tiny tasks submitted then joined (it: 4,000) | {us:.2f} µs/task | {v:.1f} µs/task | {v/us:.1f}× faster | | |")
+if ps_pay:
+    v = med(r["mib_per_s"] for r in ps_pay)
+    print(f"| (Rust peer) procspawn Pool(1): 1 MiB argument and result | {mibs:.0f} MiB/s | {v:.0f} MiB/s | {mibs/v:.1f}× | | |")
 print(f"| timed-out task killed, replacement serves the next task | {tms:.1f} ms median, {tmax:.1f} ms worst | | | ≤ 20 ms | {'yes' if tmax <= 20 else ('median only' if tms <= 20 else 'no')} |")
 PY
