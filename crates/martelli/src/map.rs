@@ -5,7 +5,7 @@
 //! hands out every result one by one, moves one word per item, not a whole `Result` with its error
 //! slot; a finished chunk is handed out through a [`Cursor`].
 
-use crate::error::{TaskError, TaskFailure, TaskResult};
+use crate::error::{Error, TaskError, TaskFailure, TaskResult};
 use crate::future::Future;
 use crate::pool::{Pool, TaskOptions};
 use std::collections::{HashMap, VecDeque};
@@ -164,6 +164,8 @@ pub struct Map<'p, I: Iterator, F, T> {
     current: Cursor<T>,
     /// Finished chunks waiting to be handed out, oldest first.
     ready: VecDeque<Cursor<T>>,
+    /// The pool refused the closure (its workers are other processes): no more inputs are taken.
+    refused: bool,
 }
 
 impl<'p, I, F, T> Map<'p, I, F, T>
@@ -188,6 +190,7 @@ where
                 left: 0,
             },
             ready: VecDeque::new(),
+            refused: false,
         }
     }
 
@@ -239,7 +242,7 @@ where
 
     /// Submits chunks until the window is full or the inputs end.
     fn fill(&mut self) {
-        while self.in_flight_len() < self.window {
+        while !self.refused && self.in_flight_len() < self.window {
             let items: Vec<I::Item> = self.inputs.by_ref().take(self.chunk).collect();
             if items.is_empty() {
                 return;
@@ -263,6 +266,19 @@ where
                         chunks.insert(key, (len, future));
                     }
                 },
+                // A closure cannot reach workers that are other processes: the inputs taken say so,
+                // and no more are taken (an endless input would otherwise be drained for nothing).
+                Err(Error::NotATask { backend }) => {
+                    self.refused = true;
+                    self.ready.push_back(Cursor::Failed {
+                        error: TaskError::Failed(TaskFailure::from_message(format!(
+                            "Pool::map runs a closure, which the {backend} backend cannot run (its \
+                             workers are other processes): map a #[martelli::task] function with \
+                             Pool::map_task"
+                        ))),
+                        left: len,
+                    });
+                }
                 // The pool is shut down: every input of the chunk gets an outcome all the same.
                 Err(_) => self.ready.push_back(Cursor::Failed {
                     error: TaskError::Cancelled,

@@ -207,6 +207,16 @@ fn closures_are_refused_on_a_process_pool() {
         "{err}"
     );
     assert!(err.to_string().contains("consume_task"), "{err}");
+    // A lazy map of a closure over an endless input: one outcome that says what to use, then the end
+    // (the input is not drained).
+    let outcomes: Vec<_> = pool.map(|n: u64| n + 1, 0..).take(10).collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    match &outcomes[0] {
+        Err(TaskError::Failed(failure)) => {
+            assert!(failure.message().contains("map_task"), "{failure}")
+        }
+        other => panic!("expected a failure naming map_task, got {other:?}"),
+    }
 }
 
 fn consumer_counts_are_checked() {
