@@ -323,7 +323,14 @@ fn malformed_and_oversized_entries_are_dead_lettered_and_the_worker_goes_on() {
             .unwrap(),
         b"still here"
     );
-    let letters = dead_letters(&mut raw);
+    // Dead letters and results are stored by the same writer but in batches of their own, so the
+    // task's result may come before the last dead letter: wait for all four (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut letters = dead_letters(&mut raw);
+    while letters.len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        letters = dead_letters(&mut raw);
+    }
     assert_eq!(letters.len(), 4, "{letters:#?}");
     assert!(
         letters[0].contains("not a valid MessagePack"),
