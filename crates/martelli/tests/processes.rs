@@ -9,6 +9,7 @@ mod runner;
 
 use martelli::process::group_alive;
 use martelli::{Error, Pool, Status, TaskError, TaskOptions, WaitMode, as_completed, wait};
+use martelli_testkit::proc::{dies_within, is_dead};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use std::io::Write;
@@ -378,30 +379,6 @@ fn expect_death(result: martelli::TaskResult<impl std::fmt::Debug>) -> martelli:
     match result {
         Err(TaskError::WorkerDied(death)) => death,
         other => panic!("expected WorkerDied, got {other:?}"),
-    }
-}
-
-/// True once process `pid` is gone or a zombie (dead, not yet reaped by whoever its parent is).
-fn dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
-}
-
-/// Waits up to `limit` for `pid` to die; the kernel delivers a kill asynchronously.
-fn dies_within(pid: u32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if dead(pid) {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -988,7 +965,10 @@ fn workers_die_with_a_killed_parent() {
         .collect();
     assert_eq!(pids.len(), 3, "two workers and a grandchild: {line:?}");
     for &pid in &pids {
-        assert!(!dead(pid), "process {pid} should run while its parent does");
+        assert!(
+            !is_dead(pid),
+            "process {pid} should run while its parent does"
+        );
     }
     // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
     unsafe { libc::kill(parent.id() as i32, libc::SIGKILL) };
