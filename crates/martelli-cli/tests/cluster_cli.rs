@@ -16,30 +16,45 @@ fn martelli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_martelli"))
 }
 
-/// Starts `martelli worker` on `url` with a short lease and poll, so that tests are quick.
-fn worker(url: &str, name: &str, jobs: usize) -> KillOnDrop {
-    let child = martelli()
+/// Starts `command`; the process is killed when dropped.
+fn start(command: &mut Command) -> KillOnDrop {
+    KillOnDrop::new(command.spawn().expect("the martelli binary starts"))
+}
+
+/// `martelli worker` on `url` with a short lease and poll, so that tests are quick, and no output.
+fn worker_command(url: &str, name: &str, jobs: usize) -> Command {
+    let mut command = martelli();
+    command
         .args(["worker", "--cluster", url, "--name", name])
         .args(["-j", &jobs.to_string(), "--lease", "1", "--poll", "0.05"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("martelli worker starts");
-    KillOnDrop::new(child)
+        .stderr(Stdio::null());
+    command
 }
 
-/// Starts `martelli run --cluster url ARGS…` in the background.
+/// Starts `martelli worker` on `url` (see [`worker_command`]).
+fn worker(url: &str, name: &str, jobs: usize) -> KillOnDrop {
+    start(&mut worker_command(url, name, jobs))
+}
+
+/// Starts the only worker on `url` and waits until it is registered (its first heartbeat).
+fn only_worker(url: &str, name: &str, jobs: usize) -> KillOnDrop {
+    let worker = worker(url, name, jobs);
+    wait_workers(url, 1);
+    worker
+}
+
+/// Starts `martelli run --cluster url ARGS…` in the background, its output piped.
 fn run_bg(url: &str, args: &[&str]) -> KillOnDrop {
-    let child = martelli()
-        .args(["run", "--cluster", url])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("martelli run starts");
-    KillOnDrop::new(child)
+    start(
+        martelli()
+            .args(["run", "--cluster", url])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
 }
 
 /// Runs `martelli run --cluster url ARGS…` to its end (at most a minute).
@@ -137,8 +152,7 @@ fn joblog_rows(path: &Path) -> Vec<Vec<String>> {
 fn jobs_run_on_workers_in_order_with_a_joblog_naming_the_worker() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "alpha", 2);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "alpha", 2);
     let dir = temp_dir();
     let log = dir.path().join("joblog");
     let o = run(
@@ -187,8 +201,7 @@ fn jobs_run_on_workers_in_order_with_a_joblog_naming_the_worker() {
 fn exit_status_halt_retries_and_timeout_behave_as_in_a_local_run() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "beta", 2);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "beta", 2);
 
     // The number of failed jobs.
     let o = run(&url, &["exit {}", ":::", "0", "3", "5"]);
@@ -264,8 +277,7 @@ fn exit_status_halt_retries_and_timeout_behave_as_in_a_local_run() {
 fn output_modes_and_caps_carry_over() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "gamma", 2);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "gamma", 2);
     let o = run(
         &url,
         &[
@@ -292,17 +304,7 @@ fn output_modes_and_caps_carry_over() {
 fn output_beyond_the_workers_cap_is_truncated_and_said() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let _w = {
-        let child = martelli()
-            .args(["worker", "--cluster", &url, "--name", "small", "-j", "1"])
-            .args(["--lease", "1", "--poll", "0.05", "--max-output", "4"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("martelli worker starts");
-        KillOnDrop::new(child)
-    };
+    let _w = start(worker_command(&url, "small", 1).args(["--max-output", "4"]));
     wait_workers(&url, 1);
     let o = run(&url, &["printf", "0123456789", ":::", "x"]);
     assert_code(&o, 0);
@@ -330,11 +332,9 @@ fn a_command_on_a_killed_worker_is_reclaimed_and_completes_on_another() {
         &url,
         &["--joblog", log.to_str().unwrap(), &line, ":::", "x"],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_dir(&runs).unwrap().count() == 0 {
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll::until("the command to start", Duration::from_secs(30), || {
+        std::fs::read_dir(&runs).unwrap().count() > 0
+    });
     first.signal(Signal::KILL);
     first.wait_for(Duration::from_secs(10));
     let _second = worker(&url, "rescuer", 1);
@@ -371,8 +371,7 @@ fn a_command_on_a_killed_worker_is_reclaimed_and_completes_on_another() {
 fn status_shows_workers_and_queue_depth() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "steady", 1);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "steady", 1);
     let dir = temp_dir();
     let gate = dir.path().join("gate");
     // Three jobs at once on one slot: one held, two waiting, until the gate file appears.
@@ -445,27 +444,24 @@ fn sigterm_lets_a_worker_finish_its_command_and_exit_0() {
 
 /// Waits until the file at `path` holds a process id, and returns it.
 fn read_pid(path: &Path) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Ok(pid) = text.trim().parse() {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never held a pid",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut pid = None;
+    poll::until(
+        &format!("{} to hold a pid", path.display()),
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            pid = text.trim().parse().ok();
+            pid.is_some()
+        },
+    );
+    pid.expect("a pid was read")
 }
 
 #[test]
 fn halt_now_cancels_the_command_running_on_a_worker() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "delta", 2);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "delta", 2);
     let dir = temp_dir();
     let pid_file = dir.path().join("sleep.pid");
     // Job `sleep` records the pid of a long sleep in its process group and waits for it; job
@@ -505,8 +501,7 @@ fn halt_now_cancels_the_command_running_on_a_worker() {
 fn a_second_ctrl_c_cancels_the_commands_running_on_workers() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "epsilon", 1);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "epsilon", 1);
     let dir = temp_dir();
     let pid_file = dir.path().join("sleep.pid");
     let line = format!("sleep 60 & echo $! > {}; wait # {{}}", pid_file.display());
@@ -615,17 +610,7 @@ fn run_worker_and_status_speak_tls_with_a_private_ca() {
     let ca = certs.ca().to_string_lossy().into_owned();
     let url = server.url();
     // The worker trusts the CA through the environment, run and status through --tls-ca.
-    let _w = KillOnDrop::new(
-        martelli()
-            .args(["worker", "--cluster", &url, "--name", "secure", "-j", "1"])
-            .args(["--lease", "1", "--poll", "0.05"])
-            .env("MARTELLI_TLS_CA", &ca)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("martelli worker starts"),
-    );
+    let _w = start(worker_command(&url, "secure", 1).env("MARTELLI_TLS_CA", &ca));
     let o = run(&url, &["--tls-ca", &ca, "-k", "echo", ":::", "x", "y"]);
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "x\ny\n");
