@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 #[path = "support/runner.rs"]
 mod runner;
+#[path = "support/tasks.rs"]
+mod tasks;
+use tasks::{abort_with_note, panics, parse_number, segfault, sleep_ms, worker_pid};
 
 // ---- the tasks -------------------------------------------------------------------------------
 
@@ -37,22 +40,6 @@ struct Shape {
 #[martelli::task(name = "tests::perimeter")]
 fn perimeter(shape: Shape, scale: u32) -> (String, u32) {
     (shape.name, shape.sides.iter().sum::<u32>() * scale)
-}
-
-#[martelli::task]
-fn parse_number(text: String) -> Result<u64, std::num::ParseIntError> {
-    text.trim().parse()
-}
-
-#[martelli::task]
-fn panics(message: String) -> u32 {
-    panic!("{message}")
-}
-
-#[martelli::task]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
 }
 
 #[martelli::task]
@@ -76,28 +63,6 @@ fn touch_slowly(label: String, ms: u64) -> String {
     std::thread::sleep(Duration::from_millis(ms));
     TOUCHED.lock().unwrap().push(format!("{label}:finished"));
     label
-}
-
-#[martelli::task]
-fn abort_with_note() {
-    eprintln!("note from the task: about to abort");
-    std::process::abort();
-}
-
-#[martelli::task]
-fn segfault() {
-    // Rust's runtime handles SIGSEGV (to report stack overflows); restore the default action, which
-    // kills the process, as a real invalid access would.
-    // SAFETY: setting a signal's action to SIG_DFL and raising it are sound at any time.
-    unsafe {
-        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
-        libc::raise(libc::SIGSEGV);
-    }
-}
-
-#[martelli::task]
-fn worker_pid() -> u32 {
-    std::process::id()
 }
 
 /// Writes its process id to `pid_file`, then hangs.

@@ -6,6 +6,9 @@
 
 #[path = "support/runner.rs"]
 mod runner;
+#[path = "support/tasks.rs"]
+mod tasks;
+use tasks::{abort_with_note, panics, parse_number, segfault, sleep_ms, worker_pid};
 
 use martelli::process::group_alive;
 use martelli::{Error, Pool, Status, TaskError, TaskOptions, WaitMode, as_completed, wait};
@@ -48,47 +51,9 @@ fn make_bytes(len: usize) -> ByteBuf {
 }
 
 #[martelli::task]
-fn parse_number(text: String) -> Result<u64, std::num::ParseIntError> {
-    text.trim().parse()
-}
-
-#[martelli::task]
 fn double_unless_500(x: u64) -> u64 {
     assert!(x != 500, "refusing {x}");
     x * 2
-}
-
-#[martelli::task]
-fn panics(message: String) -> u32 {
-    panic!("{message}")
-}
-
-#[martelli::task]
-fn worker_pid() -> u32 {
-    std::process::id()
-}
-
-#[martelli::task]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
-}
-
-#[martelli::task]
-fn abort_with_note() {
-    eprintln!("note from the worker: about to abort");
-    std::process::abort();
-}
-
-#[martelli::task]
-fn segfault() {
-    // Rust's runtime handles SIGSEGV (to report stack overflows); restore the default action, which
-    // kills the process, as a real invalid access would.
-    // SAFETY: setting a signal's action to SIG_DFL and raising it are sound at any time.
-    unsafe {
-        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
-        libc::raise(libc::SIGSEGV);
-    }
 }
 
 #[martelli::task]
