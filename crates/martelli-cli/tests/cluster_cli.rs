@@ -2,153 +2,59 @@
 //! `martelli status`, against a private `redis-server` started on a free port and real worker
 //! processes (killed with real signals). Every process a test starts is killed when it ends.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process};
+use martelli_testkit::poll;
+use martelli_testkit::proc::{KillOnDrop, Signal, is_dead, wait_dead};
+use martelli_testkit::redis::{RedisServer, free_port};
+use martelli_testkit::tls::Certs;
 
 /// The `martelli` binary under test.
 fn martelli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_martelli"))
 }
 
-/// A child process killed (and reaped) when dropped.
-struct Proc {
-    child: Child,
+/// Starts `command`; the process is killed when dropped.
+fn start(command: &mut Command) -> KillOnDrop {
+    KillOnDrop::new(command.spawn().expect("the martelli binary starts"))
 }
 
-impl Proc {
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(self.pid()).expect("a child's pid is positive");
-        kill_process(pid, signal).expect("our unreaped child can be signalled");
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    fn wait_for(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process {} did not exit within {limit:?}",
-                self.pid()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the process and collects what it printed (stdout and stderr must be piped).
-    fn output(mut self, limit: Duration) -> Output {
-        let status = self.wait_for(limit);
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        if let Some(mut s) = self.child.stdout.take() {
-            let _ = std::io::Read::read_to_end(&mut s, &mut stdout);
-        }
-        if let Some(mut s) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_end(&mut s, &mut stderr);
-        }
-        Output {
-            status,
-            stdout,
-            stderr,
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A private `redis-server` on a free port, killed when dropped.
-struct Redis {
-    _proc: Proc,
-    port: u16,
-}
-
-impl Redis {
-    fn start(extra: &[&str]) -> Redis {
-        let port = free_port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server must be installed (scripts/test.sh installs it)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let proc = Proc { child };
-        wait_ready(stdout, port);
-        Redis { _proc: proc, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Reads redis-server's log until it accepts connections, then keeps draining it.
-fn wait_ready(stdout: std::process::ChildStdout, port: u16) {
-    let mut lines = BufReader::new(stdout).lines();
-    let mut log = String::new();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains("Ready to accept connections") {
-                    break;
-                }
-            }
-            _ => panic!("redis-server on port {port} exited before it was ready:\n{log}"),
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-}
-
-/// Starts `martelli worker` on `url` with a short lease and poll, so that tests are quick.
-fn worker(url: &str, name: &str, jobs: usize) -> Proc {
-    let child = martelli()
+/// `martelli worker` on `url` with a short lease and poll, so that tests are quick, and no output.
+fn worker_command(url: &str, name: &str, jobs: usize) -> Command {
+    let mut command = martelli();
+    command
         .args(["worker", "--cluster", url, "--name", name])
         .args(["-j", &jobs.to_string(), "--lease", "1", "--poll", "0.05"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("martelli worker starts");
-    Proc { child }
+        .stderr(Stdio::null());
+    command
 }
 
-/// Starts `martelli run --cluster url ARGS…` in the background.
-fn run_bg(url: &str, args: &[&str]) -> Proc {
-    let child = martelli()
-        .args(["run", "--cluster", url])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("martelli run starts");
-    Proc { child }
+/// Starts `martelli worker` on `url` (see [`worker_command`]).
+fn worker(url: &str, name: &str, jobs: usize) -> KillOnDrop {
+    start(&mut worker_command(url, name, jobs))
+}
+
+/// Starts the only worker on `url` and waits until it is registered (its first heartbeat).
+fn only_worker(url: &str, name: &str, jobs: usize) -> KillOnDrop {
+    let worker = worker(url, name, jobs);
+    wait_workers(url, 1);
+    worker
+}
+
+/// Starts `martelli run --cluster url ARGS…` in the background, its output piped.
+fn run_bg(url: &str, args: &[&str]) -> KillOnDrop {
+    start(
+        martelli()
+            .args(["run", "--cluster", url])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
 }
 
 /// Runs `martelli run --cluster url ARGS…` to its end (at most a minute).
@@ -222,15 +128,11 @@ fn wait_workers(url: &str, n: usize) {
 
 /// Waits until `path` exists (at most 30 s).
 fn wait_file(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll::until(
+        &format!("{} to appear", path.display()),
+        Duration::from_secs(30),
+        || path.exists(),
+    );
 }
 
 fn temp_dir() -> tempfile::TempDir {
@@ -248,10 +150,9 @@ fn joblog_rows(path: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn jobs_run_on_workers_in_order_with_a_joblog_naming_the_worker() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "alpha", 2);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "alpha", 2);
     let dir = temp_dir();
     let log = dir.path().join("joblog");
     let o = run(
@@ -298,10 +199,9 @@ fn jobs_run_on_workers_in_order_with_a_joblog_naming_the_worker() {
 
 #[test]
 fn exit_status_halt_retries_and_timeout_behave_as_in_a_local_run() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "beta", 2);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "beta", 2);
 
     // The number of failed jobs.
     let o = run(&url, &["exit {}", ":::", "0", "3", "5"]);
@@ -375,10 +275,9 @@ fn exit_status_halt_retries_and_timeout_behave_as_in_a_local_run() {
 
 #[test]
 fn output_modes_and_caps_carry_over() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "gamma", 2);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "gamma", 2);
     let o = run(
         &url,
         &[
@@ -403,19 +302,9 @@ fn output_modes_and_caps_carry_over() {
 
 #[test]
 fn output_beyond_the_workers_cap_is_truncated_and_said() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start();
     let url = redis.url();
-    let _w = {
-        let child = martelli()
-            .args(["worker", "--cluster", &url, "--name", "small", "-j", "1"])
-            .args(["--lease", "1", "--poll", "0.05", "--max-output", "4"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("martelli worker starts");
-        Proc { child }
-    };
+    let _w = start(worker_command(&url, "small", 1).args(["--max-output", "4"]));
     wait_workers(&url, 1);
     let o = run(&url, &["printf", "0123456789", ":::", "x"]);
     assert_code(&o, 0);
@@ -429,7 +318,7 @@ fn output_beyond_the_workers_cap_is_truncated_and_said() {
 
 #[test]
 fn a_command_on_a_killed_worker_is_reclaimed_and_completes_on_another() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start();
     let url = redis.url();
     let dir = temp_dir();
     let runs = dir.path().join("runs");
@@ -443,11 +332,9 @@ fn a_command_on_a_killed_worker_is_reclaimed_and_completes_on_another() {
         &url,
         &["--joblog", log.to_str().unwrap(), &line, ":::", "x"],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_dir(&runs).unwrap().count() == 0 {
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll::until("the command to start", Duration::from_secs(30), || {
+        std::fs::read_dir(&runs).unwrap().count() > 0
+    });
     first.signal(Signal::KILL);
     first.wait_for(Duration::from_secs(10));
     let _second = worker(&url, "rescuer", 1);
@@ -482,10 +369,9 @@ fn a_command_on_a_killed_worker_is_reclaimed_and_completes_on_another() {
 
 #[test]
 fn status_shows_workers_and_queue_depth() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "steady", 1);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "steady", 1);
     let dir = temp_dir();
     let gate = dir.path().join("gate");
     // Three jobs at once on one slot: one held, two waiting, until the gate file appears.
@@ -535,7 +421,7 @@ fn status_shows_workers_and_queue_depth() {
 
 #[test]
 fn sigterm_lets_a_worker_finish_its_command_and_exit_0() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start();
     let url = redis.url();
     let mut w = worker(&url, "graceful", 1);
     wait_workers(&url, 1);
@@ -556,52 +442,26 @@ fn sigterm_lets_a_worker_finish_its_command_and_exit_0() {
     assert_eq!(stdout(&o), "finished\n");
 }
 
-/// True once process `pid` is gone or a zombie.
-fn dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
-}
-
 /// Waits until the file at `path` holds a process id, and returns it.
 fn read_pid(path: &Path) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Ok(pid) = text.trim().parse() {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never held a pid",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits until process `pid` is gone (at most `limit`).
-#[track_caller]
-fn wait_dead(pid: u32, limit: Duration, what: &str) {
-    let deadline = Instant::now() + limit;
-    while !dead(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "{what} (pid {pid}) still runs after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut pid = None;
+    poll::until(
+        &format!("{} to hold a pid", path.display()),
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            pid = text.trim().parse().ok();
+            pid.is_some()
+        },
+    );
+    pid.expect("a pid was read")
 }
 
 #[test]
 fn halt_now_cancels_the_command_running_on_a_worker() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "delta", 2);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "delta", 2);
     let dir = temp_dir();
     let pid_file = dir.path().join("sleep.pid");
     // Job `sleep` records the pid of a long sleep in its process group and waits for it; job
@@ -639,10 +499,9 @@ fn halt_now_cancels_the_command_running_on_a_worker() {
 
 #[test]
 fn a_second_ctrl_c_cancels_the_commands_running_on_workers() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start();
     let url = redis.url();
-    let _w = worker(&url, "epsilon", 1);
-    wait_workers(&url, 1);
+    let _w = only_worker(&url, "epsilon", 1);
     let dir = temp_dir();
     let pid_file = dir.path().join("sleep.pid");
     let line = format!("sleep 60 & echo $! > {}; wait # {{}}", pid_file.display());
@@ -650,7 +509,7 @@ fn a_second_ctrl_c_cancels_the_commands_running_on_workers() {
     let pid = read_pid(&pid_file);
     job.signal(Signal::INT);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(!dead(pid), "the first Ctrl-C lets the job run");
+    assert!(!is_dead(pid), "the first Ctrl-C lets the job run");
     let interrupted = Instant::now();
     job.signal(Signal::INT);
     let status = job.wait_for(Duration::from_secs(20));
@@ -679,7 +538,7 @@ fn broker_problems_are_one_line_errors() {
     assert!(e.contains("invalid broker URL"), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
 
-    let redis = Redis::start(&["--requirepass", "sesame"]);
+    let redis = RedisServer::with_args(&["--requirepass", "sesame"]);
     let wrong = format!("redis://:nope@127.0.0.1:{}", redis.port);
     for args in [
         vec!["worker", "--cluster", &wrong],
@@ -696,7 +555,7 @@ fn broker_problems_are_one_line_errors() {
 
 #[test]
 fn without_j_as_many_jobs_run_at_once_as_the_live_workers_have_slots() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start();
     let url = redis.url();
     let _a = worker(&url, "left", 2);
     let _b = worker(&url, "right", 3);
@@ -735,121 +594,28 @@ fn without_j_as_many_jobs_run_at_once_as_the_live_workers_have_slots() {
     assert_eq!(stdout(&o), "1\n2\n3\n4\n5\n");
 }
 
-/// A CA and a server certificate for 127.0.0.1 made with `openssl`, or why they could not be.
-fn make_certs(dir: &Path) -> Result<(), String> {
-    let openssl = |args: &[&str]| {
-        Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n")
-        .map_err(|e| e.to_string())?;
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let ca = format!(
-        "req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca \
-         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
-    );
-    let csr = format!("req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1");
-    let sign = "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-                -out server.crt -days 2 -extfile server.ext";
-    let made = [ca.as_str(), csr.as_str(), sign]
-        .iter()
-        .all(|line| openssl(&line.split(' ').collect::<Vec<_>>()));
-    if made {
-        Ok(())
-    } else {
-        Err("the `openssl` command is missing or could not make the test certificates".into())
-    }
-}
-
 #[test]
 fn run_worker_and_status_speak_tls_with_a_private_ca() {
-    let dir = temp_dir();
-    if let Err(why) = make_certs(dir.path()) {
+    let skip = |why: String| {
         eprintln!("SKIPPED run_worker_and_status_speak_tls_with_a_private_ca: {why}");
-        return;
-    }
-    let port = free_port();
-    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--tls-auth-clients",
-            "no",
-        ])
-        .args(["--tls-cert-file", &file("server.crt")])
-        .args(["--tls-key-file", &file("server.key")])
-        .args(["--tls-ca-cert-file", &file("ca.crt")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (scripts/test.sh installs it)");
-    let stdout_pipe = child.stdout.take().expect("piped stdout");
-    let _server = Proc { child };
-    let mut lines = BufReader::new(stdout_pipe).lines();
-    let mut log = String::new();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains("Ready to accept connections") {
-                    break;
-                }
-            }
-            _ => {
-                eprintln!(
-                    "SKIPPED run_worker_and_status_speak_tls_with_a_private_ca: this redis-server \
-                     does not serve TLS:\n{log}"
-                );
-                return;
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let url = format!("rediss://127.0.0.1:{port}");
-    // The worker trusts the CA through the environment, run and status through --tls-ca.
-    let _w = Proc {
-        child: martelli()
-            .args(["worker", "--cluster", &url, "--name", "secure", "-j", "1"])
-            .args(["--lease", "1", "--poll", "0.05"])
-            .env("MARTELLI_TLS_CA", file("ca.crt"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("martelli worker starts"),
     };
-    let o = run(
-        &url,
-        &["--tls-ca", &file("ca.crt"), "-k", "echo", ":::", "x", "y"],
-    );
+    let certs = match Certs::make() {
+        Ok(certs) => certs,
+        Err(why) => return skip(why),
+    };
+    let server = match RedisServer::start_tls(&certs) {
+        Ok(server) => server,
+        Err(why) => return skip(why),
+    };
+    let ca = certs.ca().to_string_lossy().into_owned();
+    let url = server.url();
+    // The worker trusts the CA through the environment, run and status through --tls-ca.
+    let _w = start(worker_command(&url, "secure", 1).env("MARTELLI_TLS_CA", &ca));
+    let o = run(&url, &["--tls-ca", &ca, "-k", "echo", ":::", "x", "y"]);
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "x\ny\n");
     let o = martelli()
-        .args([
-            "status",
-            "--cluster",
-            &url,
-            "--tls-ca",
-            &file("ca.crt"),
-            "--json",
-        ])
+        .args(["status", "--cluster", &url, "--tls-ca", &ca, "--json"])
         .args(["--sample", "0"])
         .output()
         .unwrap();

@@ -132,6 +132,15 @@ fn signature<T: Task>() -> String {
     )
 }
 
+/// Runs the task under `catch_unwind`: its value, or its failure or panic as a [`RunError`].
+fn run_caught<T: Task>(args: T::Args) -> Result<T::Output, RunError> {
+    match catch_unwind(AssertUnwindSafe(|| T::run(args))) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(failure)) => Err(RunError::Failed(failure.message().to_owned())),
+        Err(payload) => Err(RunError::Panicked(panic_message(payload.as_ref()))),
+    }
+}
+
 /// Decodes `args`, runs the task under `catch_unwind`, and appends its encoded value to `out`.
 fn run_encoded<T: Task>(args: &[u8], out: &mut Vec<u8>) -> Result<(), RunError> {
     let args: T::Args = postcard::from_bytes(args).map_err(|e| {
@@ -140,11 +149,7 @@ fn run_encoded<T: Task>(args: &[u8], out: &mut Vec<u8>) -> Result<(), RunError> 
             std::any::type_name::<T::Args>()
         ))
     })?;
-    let value = match catch_unwind(AssertUnwindSafe(|| T::run(args))) {
-        Ok(Ok(value)) => value,
-        Ok(Err(failure)) => return Err(RunError::Failed(failure.message().to_owned())),
-        Err(payload) => return Err(RunError::Panicked(panic_message(payload.as_ref()))),
-    };
+    let value = run_caught::<T>(args)?;
     let start = out.len();
     if let Err(e) = postcard::to_io(&value, &mut *out) {
         out.truncate(start);
@@ -168,11 +173,7 @@ fn run_msgpack<T: Task>(args: &[u8], out: &mut Vec<u8>) -> Result<(), RunError> 
             std::any::type_name::<T::Args>()
         ))
     })?;
-    let value = match catch_unwind(AssertUnwindSafe(|| T::run(args))) {
-        Ok(Ok(value)) => value,
-        Ok(Err(failure)) => return Err(RunError::Failed(failure.message().to_owned())),
-        Err(payload) => return Err(RunError::Panicked(panic_message(payload.as_ref()))),
-    };
+    let value = run_caught::<T>(args)?;
     let start = out.len();
     if let Err(e) = rmp_serde::encode::write_named(out, &value) {
         out.truncate(start);

@@ -4,12 +4,10 @@
 
 use martelli::cluster::{Client, ClusterError, SubmitOptions, Tasks, Worker, WorkerOptions, serve};
 use martelli::{Priority, TaskError};
-use redis_server::RedisServer;
+use martelli_testkit::redis::RedisServer;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-mod redis_server;
 
 fn fast(options: WorkerOptions) -> WorkerOptions {
     options

@@ -10,15 +10,19 @@ use martelli::cluster::{Registered, Tasks, Worker, WorkerOptions, WorkerReport};
 use martelli::{
     Error, Pool, Priority, Shutdown, TaskError, TaskOptions, WaitMode, as_completed, wait,
 };
-use redis_server::RedisServer;
+use martelli_testkit::poll;
+use martelli_testkit::proc::is_dead;
+use martelli_testkit::redis::RedisServer;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-mod redis_server;
 #[path = "support/runner.rs"]
 mod runner;
+#[path = "support/tasks.rs"]
+mod tasks;
+use tasks::{abort_with_note, panics, parse_number, segfault, sleep_ms, worker_pid};
 
 // ---- the tasks -------------------------------------------------------------------------------
 
@@ -36,22 +40,6 @@ struct Shape {
 #[martelli::task(name = "tests::perimeter")]
 fn perimeter(shape: Shape, scale: u32) -> (String, u32) {
     (shape.name, shape.sides.iter().sum::<u32>() * scale)
-}
-
-#[martelli::task]
-fn parse_number(text: String) -> Result<u64, std::num::ParseIntError> {
-    text.trim().parse()
-}
-
-#[martelli::task]
-fn panics(message: String) -> u32 {
-    panic!("{message}")
-}
-
-#[martelli::task]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
 }
 
 #[martelli::task]
@@ -75,28 +63,6 @@ fn touch_slowly(label: String, ms: u64) -> String {
     std::thread::sleep(Duration::from_millis(ms));
     TOUCHED.lock().unwrap().push(format!("{label}:finished"));
     label
-}
-
-#[martelli::task]
-fn abort_with_note() {
-    eprintln!("note from the task: about to abort");
-    std::process::abort();
-}
-
-#[martelli::task]
-fn segfault() {
-    // Rust's runtime handles SIGSEGV (to report stack overflows); restore the default action, which
-    // kills the process, as a real invalid access would.
-    // SAFETY: setting a signal's action to SIG_DFL and raising it are sound at any time.
-    unsafe {
-        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
-        libc::raise(libc::SIGSEGV);
-    }
-}
-
-#[martelli::task]
-fn worker_pid() -> u32 {
-    std::process::id()
 }
 
 /// Writes its process id to `pid_file`, then hangs.
@@ -215,14 +181,6 @@ fn stop(worker: Worker) -> WorkerReport {
     worker.join().expect("the worker stops cleanly")
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn touched() -> Vec<String> {
     TOUCHED.lock().unwrap().clone()
 }
@@ -277,16 +235,6 @@ fn calls(raw: &mut redis::Connection, command: &str) -> u64 {
         .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |n| n.parse().unwrap())
-}
-
-/// True once process `pid` is gone or a zombie.
-fn dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
 }
 
 // ---- the tests -------------------------------------------------------------------------------
@@ -504,7 +452,7 @@ fn priorities_choose_the_stream() {
         );
     }
     let mut raw = redis.raw();
-    wait_for("the tasks to reach Redis", Duration::from_secs(5), || {
+    poll::until("the tasks to reach Redis", Duration::from_secs(5), || {
         let lens: Vec<usize> = ["high", "normal", "low"]
             .iter()
             .map(|p| {
@@ -562,7 +510,7 @@ fn cancel_of_a_queued_task_never_runs_it() {
     assert!(doomed.cancel(), "a queued task is cancelled");
     assert!(matches!(doomed.wait(), Err(TaskError::Cancelled)));
     // The tombstone is in Redis before the worker starts.
-    wait_for("the tombstone", Duration::from_secs(5), || {
+    poll::until("the tombstone", Duration::from_secs(5), || {
         keys(&mut raw, "martelli:cancel:*").len() == 1
     });
     assert_eq!(
@@ -577,7 +525,7 @@ fn cancel_of_a_queued_task_never_runs_it() {
 
     let worker = worker(&redis, WorkerOptions::new().concurrency(2));
     assert_eq!(kept.wait().unwrap(), "kept");
-    wait_for(
+    poll::until(
         "the cancelled entry to be acknowledged",
         Duration::from_secs(5),
         || {
@@ -621,7 +569,7 @@ fn shutdown_cancel_pending_cancels_every_queued_task() {
 
     // A worker started now acknowledges the three without running them.
     let worker = worker(&redis, WorkerOptions::new().concurrency(3));
-    wait_for("the three cancellations", Duration::from_secs(5), || {
+    poll::until("the three cancellations", Duration::from_secs(5), || {
         keys(&mut raw, "martelli:cancel:*").is_empty()
     });
     let report = stop(worker);
@@ -717,10 +665,10 @@ fn a_deadline_kills_the_process_running_the_task() {
         .parse()
         .unwrap();
     let _ = std::fs::remove_file(&pid_file);
-    wait_for(
+    poll::until(
         "the hung process to be killed",
         Duration::from_secs(5),
-        || dead(pid),
+        || is_dead(pid),
     );
     assert_eq!(pool.submit_task(square, (9,)).unwrap().wait().unwrap(), 81);
     drop(pool);
@@ -813,7 +761,7 @@ fn cancel_of_a_running_thread_task_that_never_checks_lets_it_finish() {
     let running = pool
         .submit_task(touch_slowly, ("running".into(), 1_500))
         .unwrap();
-    wait_for("the task to start", Duration::from_secs(5), || {
+    poll::until("the task to start", Duration::from_secs(5), || {
         touched() == ["running:started"]
     });
     // The future resolves at once; the task is not interrupted (a thread is never killed), and it
@@ -821,7 +769,7 @@ fn cancel_of_a_running_thread_task_that_never_checks_lets_it_finish() {
     assert!(running.cancel());
     assert!(matches!(running.wait(), Err(TaskError::Cancelled)));
     assert_eq!(touched(), ["running:started"]);
-    wait_for("the task to finish", Duration::from_secs(5), || {
+    poll::until("the task to finish", Duration::from_secs(5), || {
         touched() == ["running:started", "running:finished"]
     });
     drop(pool);
@@ -863,7 +811,7 @@ fn cancel_of_a_running_thread_task_that_checks_its_token_ends_as_cancelled() {
         .arg(envelope)
         .query(&mut raw)
         .unwrap();
-    wait_for("the task to start", Duration::from_secs(5), || {
+    poll::until("the task to start", Duration::from_secs(5), || {
         touched() == ["spinner:started"]
     });
     let cancelled_at = Instant::now();
@@ -889,7 +837,7 @@ fn cancel_of_a_running_thread_task_that_checks_its_token_ends_as_cancelled() {
     assert!(steps > 0);
     assert_eq!(touched(), ["spinner:started", "spinner:cancelled"]);
     // Acknowledged, and the tombstone deleted with it; never retried.
-    wait_for(
+    poll::until(
         "the tombstone to be deleted",
         Duration::from_secs(5),
         || keys(&mut raw, "martelli:cancel:*").is_empty(),
@@ -920,7 +868,7 @@ fn cancel_of_a_running_task_on_a_process_kills_its_process() {
         )
         .unwrap();
     let mut pid = None;
-    wait_for("the task to write its pid", Duration::from_secs(10), || {
+    poll::until("the task to write its pid", Duration::from_secs(10), || {
         pid = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|p| p.trim().parse::<u32>().ok());
@@ -929,17 +877,17 @@ fn cancel_of_a_running_task_on_a_process_kills_its_process() {
     let _ = std::fs::remove_file(&pid_file);
     let pid = pid.unwrap();
     assert_ne!(pid, std::process::id(), "the task runs in a worker process");
-    assert!(!dead(pid));
+    assert!(!is_dead(pid));
     assert!(hung.cancel());
     assert!(matches!(hung.wait(), Err(TaskError::Cancelled)));
-    wait_for(
+    poll::until(
         "the cancelled task's process to be killed",
         Duration::from_secs(5),
-        || dead(pid),
+        || is_dead(pid),
     );
     // The worker goes on, on a new process.
     assert_eq!(pool.submit_task(square, (9,)).unwrap().wait().unwrap(), 81);
-    wait_for(
+    poll::until(
         "the tombstone to be deleted",
         Duration::from_secs(5),
         || keys(&mut raw, "martelli:cancel:*").is_empty(),
@@ -961,7 +909,7 @@ fn watching_running_tasks_reads_no_tombstone_without_cancels() {
     let busy: Vec<_> = (0..2)
         .map(|_| pool.submit_task(sleep_ms, (4_000,)).unwrap())
         .collect();
-    wait_for("both tasks to be held", Duration::from_secs(5), || {
+    poll::until("both tasks to be held", Duration::from_secs(5), || {
         let pending: Vec<redis::Value> = redis::cmd("XPENDING")
             .arg("martelli:q:default:normal")
             .arg("martelli")

@@ -7,61 +7,9 @@ use martelli::Priority;
 use martelli::cluster::{
     Client, ClusterStatus, StatusOptions, SubmitOptions, Tasks, Worker, WorkerOptions,
 };
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use martelli_testkit::redis::RedisServer;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// A private `redis-server` on a free port, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server must be installed (scripts/test.sh installs it)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let server = RedisServer { child, port };
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("Ready to accept connections") => break,
-                Some(Ok(_)) => {}
-                _ => panic!("redis-server on port {port} exited before it was ready"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn raw(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection())
-            .expect("a raw connection to the test redis-server")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn now(url: &str) -> ClusterStatus {
     martelli::cluster::status(url, &StatusOptions::new().sample(Duration::ZERO))

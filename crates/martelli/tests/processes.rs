@@ -6,9 +6,13 @@
 
 #[path = "support/runner.rs"]
 mod runner;
+#[path = "support/tasks.rs"]
+mod tasks;
+use tasks::{abort_with_note, panics, parse_number, segfault, sleep_ms, worker_pid};
 
 use martelli::process::group_alive;
 use martelli::{Error, Pool, Status, TaskError, TaskOptions, WaitMode, as_completed, wait};
+use martelli_testkit::proc::{dies_within, is_dead};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use std::io::Write;
@@ -47,47 +51,9 @@ fn make_bytes(len: usize) -> ByteBuf {
 }
 
 #[martelli::task]
-fn parse_number(text: String) -> Result<u64, std::num::ParseIntError> {
-    text.trim().parse()
-}
-
-#[martelli::task]
 fn double_unless_500(x: u64) -> u64 {
     assert!(x != 500, "refusing {x}");
     x * 2
-}
-
-#[martelli::task]
-fn panics(message: String) -> u32 {
-    panic!("{message}")
-}
-
-#[martelli::task]
-fn worker_pid() -> u32 {
-    std::process::id()
-}
-
-#[martelli::task]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
-}
-
-#[martelli::task]
-fn abort_with_note() {
-    eprintln!("note from the worker: about to abort");
-    std::process::abort();
-}
-
-#[martelli::task]
-fn segfault() {
-    // Rust's runtime handles SIGSEGV (to report stack overflows); restore the default action, which
-    // kills the process, as a real invalid access would.
-    // SAFETY: setting a signal's action to SIG_DFL and raising it are sound at any time.
-    unsafe {
-        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
-        libc::raise(libc::SIGSEGV);
-    }
 }
 
 #[martelli::task]
@@ -378,30 +344,6 @@ fn expect_death(result: martelli::TaskResult<impl std::fmt::Debug>) -> martelli:
     match result {
         Err(TaskError::WorkerDied(death)) => death,
         other => panic!("expected WorkerDied, got {other:?}"),
-    }
-}
-
-/// True once process `pid` is gone or a zombie (dead, not yet reaped by whoever its parent is).
-fn dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
-}
-
-/// Waits up to `limit` for `pid` to die; the kernel delivers a kill asynchronously.
-fn dies_within(pid: u32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if dead(pid) {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -988,7 +930,10 @@ fn workers_die_with_a_killed_parent() {
         .collect();
     assert_eq!(pids.len(), 3, "two workers and a grandchild: {line:?}");
     for &pid in &pids {
-        assert!(!dead(pid), "process {pid} should run while its parent does");
+        assert!(
+            !is_dead(pid),
+            "process {pid} should run while its parent does"
+        );
     }
     // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
     unsafe { libc::kill(parent.id() as i32, libc::SIGKILL) };
@@ -1021,15 +966,51 @@ fn record_file(what: &str) -> String {
     path.display().to_string()
 }
 
-/// How many times each number was recorded in `path`.
-fn recorded(path: &str) -> std::collections::HashMap<u64, usize> {
+/// How many times each number was recorded in `path`; removes the file.
+fn take_recorded(path: &str) -> std::collections::HashMap<u64, usize> {
     let mut counts = std::collections::HashMap::new();
     for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
         *counts
             .entry(line.parse::<u64>().expect("a number"))
             .or_insert(0) += 1;
     }
+    let _ = std::fs::remove_file(path);
     counts
+}
+
+/// Checks that each of `numbers` was recorded in `path` exactly once, and nothing else was;
+/// removes the file.
+#[track_caller]
+fn assert_recorded_once_each(path: &str, numbers: usize, round: usize) {
+    let counts = take_recorded(path);
+    assert_eq!(counts.len(), numbers, "round {round}: {counts:?}");
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "round {round}: a task ran twice: {counts:?}"
+    );
+}
+
+/// Submits `record` of each of `numbers` to `path`, without waiting.
+fn submit_records(
+    pool: &Pool,
+    path: &str,
+    numbers: std::ops::Range<u64>,
+) -> Vec<martelli::Future<u64>> {
+    numbers
+        .map(|i| pool.submit_task(record, (path.to_owned(), i)).unwrap())
+        .collect()
+}
+
+/// Waits for the futures of [`submit_records`] and checks that each returned its number.
+#[track_caller]
+fn assert_each_returned(
+    futures: Vec<martelli::Future<u64>>,
+    numbers: std::ops::Range<u64>,
+    round: usize,
+) {
+    for (f, i) in futures.into_iter().zip(numbers) {
+        assert_eq!(f.wait().unwrap(), i, "round {round}");
+    }
 }
 
 /// Runs each task the pipelining tests use, briefly and one at a time, so that every slot learns
@@ -1064,6 +1045,17 @@ fn busy_ahead(pool: &Pool) -> Vec<martelli::Future<u64>> {
         .collect()
 }
 
+/// Waits for the tasks of [`busy_ahead`] and checks the sum of what they returned (0 + … + 199).
+#[track_caller]
+fn assert_ahead_done(ahead: Vec<martelli::Future<u64>>) {
+    let sum: u64 = ahead.into_iter().map(|f| f.wait().unwrap()).sum();
+    assert_eq!(
+        sum,
+        (0..200).sum::<u64>(),
+        "the sum of what the tasks ahead returned"
+    );
+}
+
 /// Waits until `fut` runs and the pool's queue is empty: what was submitted after it is pipelined
 /// behind it on its worker.
 fn wait_until_pipelined<T>(pool: &Pool, fut: &martelli::Future<T>) {
@@ -1081,9 +1073,7 @@ fn pipelined_timeout_in_the_middle_runs_the_rest_once() {
         warm_up(&pool);
         let path = record_file("timeout");
         let ahead = busy_ahead(&pool);
-        let before: Vec<_> = (0..20)
-            .map(|i| pool.submit_task(record, (path.clone(), i)).unwrap())
-            .collect();
+        let before = submit_records(&pool, &path, 0..20);
         let slow = pool
             .submit_task_with(
                 TaskOptions::new().timeout(Duration::from_millis(300)),
@@ -1091,9 +1081,7 @@ fn pipelined_timeout_in_the_middle_runs_the_rest_once() {
                 (60_000,),
             )
             .unwrap();
-        let after: Vec<_> = (100..120)
-            .map(|i| pool.submit_task(record, (path.clone(), i)).unwrap())
-            .collect();
+        let after = submit_records(&pool, &path, 100..120);
         wait_until_pipelined(&pool, &slow);
         assert!(
             after.iter().all(|f| !f.is_done()),
@@ -1103,24 +1091,10 @@ fn pipelined_timeout_in_the_middle_runs_the_rest_once() {
             Err(TaskError::TimedOut { after }) => assert_eq!(after, Duration::from_millis(300)),
             other => panic!("round {round}: expected TimedOut, got {other:?}"),
         }
-        for (f, i) in before
-            .into_iter()
-            .zip(0..)
-            .chain(after.into_iter().zip(100..))
-        {
-            assert_eq!(f.wait().unwrap(), i, "round {round}");
-        }
-        assert_eq!(
-            ahead.into_iter().map(|f| f.wait().unwrap()).sum::<u64>(),
-            19_900
-        );
-        let counts = recorded(&path);
-        let _ = std::fs::remove_file(&path);
-        assert_eq!(counts.len(), 40, "round {round}: {counts:?}");
-        assert!(
-            counts.values().all(|&c| c == 1),
-            "round {round}: a task ran twice: {counts:?}"
-        );
+        assert_each_returned(before, 0..20, round);
+        assert_each_returned(after, 100..120, round);
+        assert_ahead_done(ahead);
+        assert_recorded_once_each(&path, 40, round);
     }
 }
 
@@ -1130,33 +1104,15 @@ fn pipelined_crash_in_the_middle_runs_the_rest_once() {
         warm_up(&pool);
         let path = record_file("crash");
         let ahead = busy_ahead(&pool);
-        let before: Vec<_> = (0..20)
-            .map(|i| pool.submit_task(record, (path.clone(), i)).unwrap())
-            .collect();
+        let before = submit_records(&pool, &path, 0..20);
         let crash = pool.submit_task(exit_unless_one, (3,)).unwrap();
-        let after: Vec<_> = (100..120)
-            .map(|i| pool.submit_task(record, (path.clone(), i)).unwrap())
-            .collect();
+        let after = submit_records(&pool, &path, 100..120);
         let death = expect_death(crash.wait());
         assert_eq!(death.exit_code, Some(3), "round {round}: {death}");
-        for (f, i) in before
-            .into_iter()
-            .zip(0..)
-            .chain(after.into_iter().zip(100..))
-        {
-            assert_eq!(f.wait().unwrap(), i, "round {round}");
-        }
-        assert_eq!(
-            ahead.into_iter().map(|f| f.wait().unwrap()).sum::<u64>(),
-            19_900
-        );
-        let counts = recorded(&path);
-        let _ = std::fs::remove_file(&path);
-        assert_eq!(counts.len(), 40, "round {round}: {counts:?}");
-        assert!(
-            counts.values().all(|&c| c == 1),
-            "round {round}: {counts:?}"
-        );
+        assert_each_returned(before, 0..20, round);
+        assert_each_returned(after, 100..120, round);
+        assert_ahead_done(ahead);
+        assert_recorded_once_each(&path, 40, round);
     }
 }
 
@@ -1181,12 +1137,8 @@ fn cancel_of_a_pipelined_task_skips_it() {
     assert!(matches!(exit.wait(), Err(TaskError::Cancelled)));
     assert_eq!(slow.wait().unwrap(), 300);
     assert_eq!(after.wait().unwrap(), 8);
-    assert_eq!(
-        ahead.into_iter().map(|f| f.wait().unwrap()).sum::<u64>(),
-        19_900
-    );
-    let counts = recorded(&path);
-    let _ = std::fs::remove_file(&path);
+    assert_ahead_done(ahead);
+    let counts = take_recorded(&path);
     assert_eq!(counts.get(&7), None, "the cancelled task ran");
     assert_eq!(counts.get(&8), Some(&1));
     let now = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
@@ -1215,10 +1167,7 @@ fn a_pipelined_timeout_counts_from_the_task_start() {
         250,
         "timed out from before its start"
     );
-    assert_eq!(
-        ahead.into_iter().map(|f| f.wait().unwrap()).sum::<u64>(),
-        19_900
-    );
+    assert_ahead_done(ahead);
 }
 
 fn cancel_pending_shutdown_with_pipelined_tasks() {
@@ -1329,10 +1278,7 @@ fn unseen_tasks_are_not_pipelined_behind_each_other() {
         assert_eq!(f.wait().unwrap(), i as u64);
     }
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert_eq!(
-        ahead.into_iter().map(|f| f.wait().unwrap()).sum::<u64>(),
-        19_900
-    );
+    assert_ahead_done(ahead);
 }
 
 fn a_bounded_queue_with_pipelining() {
@@ -1397,8 +1343,7 @@ fn stress_many_threads_every_task_once() {
             }
         });
         drop(pool);
-        let counts = recorded(&path);
-        let _ = std::fs::remove_file(&path);
+        let counts = take_recorded(&path);
         let cancelled_early = cancelled_early.into_inner().unwrap();
         for n in 0..THREADS * PER_THREAD {
             let times = counts.get(&n).copied().unwrap_or(0);

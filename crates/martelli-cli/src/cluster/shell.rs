@@ -478,16 +478,6 @@ mod tests {
         assert!(r.stdout.is_empty());
     }
 
-    /// True once process `pid` is gone or a zombie.
-    fn dead(pid: u32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            Ok(stat) => stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-        }
-    }
-
     #[test]
     fn cancelling_the_task_kills_the_commands_group() {
         // A martelli task on a thread pool: its token is the current token while it runs, as on a
@@ -522,14 +512,11 @@ mod tests {
         assert!(r.cancelled, "{r:?}");
         assert!(!r.timed_out, "{r:?}");
         assert_eq!(r.signal, Some(15), "{r:?}");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !dead(pid) {
-            assert!(
-                Instant::now() < deadline,
-                "the command's background sleep {pid} survived the cancel"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        martelli_testkit::proc::wait_dead(
+            pid,
+            Duration::from_secs(5),
+            "the command's background sleep, after the cancel",
+        );
         // Outside a task nothing watches: the command runs to its end.
         let r = runner(100).run(&shell("true")).unwrap();
         assert!(!r.cancelled);

@@ -189,12 +189,7 @@ impl Cluster {
             }
         };
         let options = submit_options(priority, timeout);
-        let task = name.to_owned();
-        let complete = Box::new(move |result: TaskResult<Vec<u8>>| {
-            let decoded =
-                result.and_then(|bytes| crate::cluster::decode_result::<R>(&task, &bytes));
-            promise.complete(decoded);
-        });
+        let complete = crate::cluster::decode_into(name, promise);
         match self
             .client
             .submit_encoded(name, payload, &options, complete)

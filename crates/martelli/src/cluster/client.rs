@@ -30,7 +30,7 @@ use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
 use super::error::ClusterError;
 use super::{DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, DEFAULT_QUEUE, Keys, PROTOCOL_VERSION, unix_ms};
 use crate::error::{TaskError, TaskFailure, TaskResult};
-use crate::future::{Future, promise};
+use crate::future::{Future, Promise, promise};
 use crate::pool::Priority;
 use crate::sync::{Condvar, Mutex};
 use redis::Connection;
@@ -278,15 +278,9 @@ impl Client {
     {
         let payload = rmp_serde::to_vec_named(args)?;
         let (promise, future) = promise::<R>();
-        let name = task.to_owned();
-        let id = self.inner.enqueue(
-            task,
-            payload,
-            options,
-            Box::new(move |result: TaskResult<Vec<u8>>| {
-                promise.complete(result.and_then(|bytes| decode_result(&name, &bytes)));
-            }),
-        )?;
+        let id = self
+            .inner
+            .enqueue(task, payload, options, decode_into(task, promise))?;
         self.inner.watch_cancel(&future, vec![id]);
         Ok(future)
     }
@@ -414,7 +408,7 @@ impl fmt::Debug for Client {
     }
 }
 
-type Completer = Box<dyn FnOnce(TaskResult<Vec<u8>>) + Send>;
+pub(crate) type Completer = Box<dyn FnOnce(TaskResult<Vec<u8>>) + Send>;
 
 struct Pending {
     complete: Completer,
@@ -887,6 +881,18 @@ fn outcome(result: ResultEnvelope, timeout: Option<Duration>) -> TaskResult<Vec<
             stderr_tail: message(),
         })),
     }
+}
+
+/// The completer of task `name` whose future wants a value of type `R`: it decodes the MessagePack
+/// result and resolves `promise` with it.
+pub(crate) fn decode_into<R: DeserializeOwned + Send + 'static>(
+    name: &str,
+    promise: Promise<R>,
+) -> Completer {
+    let name = name.to_owned();
+    Box::new(move |result: TaskResult<Vec<u8>>| {
+        promise.complete(result.and_then(|bytes| decode_result(&name, &bytes)));
+    })
 }
 
 /// Decodes a typed task's MessagePack result.

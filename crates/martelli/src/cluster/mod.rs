@@ -107,8 +107,8 @@ pub mod fuzzing {
     }
 }
 
-pub(crate) use client::decode_result;
 pub use client::{Client, ClientBuilder, SubmitOptions};
+pub(crate) use client::{decode_into, decode_result};
 pub use env::WORKER_ENV;
 pub(crate) use env::init_from_env;
 pub use error::ClusterError;
