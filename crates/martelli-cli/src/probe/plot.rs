@@ -84,6 +84,38 @@ fn bounds(series: &[&Series]) -> (f64, f64) {
     }
 }
 
+/// Draws each series as a line with a dot per point, and the legend in the upper left.
+fn draw_lines<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    lines: &[(&Series, RGBColor, &str)],
+) -> Result<(), Box<dyn Error>>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for &(series, color, label) in lines {
+        chart
+            .draw_series(LineSeries::new(
+                series.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(series.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
 fn draw_inner(report: &Report, path: &Path) -> Result<(), Box<dyn Error>> {
     let root = SVGBackend::new(path, (1500, 480)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -133,28 +165,14 @@ fn draw_inner(report: &Report, path: &Path) -> Result<(), Box<dyn Error>> {
         .x_desc("workers")
         .y_desc("speedup over 1 worker (×)")
         .draw()?;
-    for (series, color, label) in [
-        (&ideal, IDEAL, "ideal (capped at the cores)"),
-        (&threads, THREADS, "threads"),
-        (&procs, PROCESSES, "processes"),
-    ] {
-        chart
-            .draw_series(LineSeries::new(
-                series.iter().copied(),
-                color.stroke_width(2),
-            ))?
-            .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(series.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    draw_lines(
+        &mut chart,
+        &[
+            (&ideal, IDEAL, "ideal (capped at the cores)"),
+            (&threads, THREADS, "threads"),
+            (&procs, PROCESSES, "processes"),
+        ],
+    )?;
 
     // I/O: time and memory per wait, log-log.
     let max_n = report
@@ -205,27 +223,13 @@ fn draw_inner(report: &Report, path: &Path) -> Result<(), Box<dyn Error>> {
             .x_desc("concurrent waits")
             .y_desc(y_desc)
             .draw()?;
-        for (series, color, label) in [
-            (&t, THREADS, "threads (1 per wait)"),
-            (&a, ASYNC, "async (1 thread)"),
-        ] {
-            chart
-                .draw_series(LineSeries::new(
-                    series.iter().copied(),
-                    color.stroke_width(2),
-                ))?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart.draw_series(series.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        draw_lines(
+            &mut chart,
+            &[
+                (&t, THREADS, "threads (1 per wait)"),
+                (&a, ASYNC, "async (1 thread)"),
+            ],
+        )?;
     }
     root.present()?;
     Ok(())
