@@ -104,27 +104,40 @@ fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ProbeError> {
         .map_err(ProbeError::Runtime)
 }
 
+/// Spawns `n` tokio tasks on the current runtime that each wait on one gate and then sleep for
+/// `then`, and returns once every one of them is waiting: open the gate with `notify_waiters`.
+async fn park_tasks(
+    n: u64,
+    then: Duration,
+) -> (Arc<tokio::sync::Notify>, Vec<tokio::task::JoinHandle<()>>) {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let parked = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let gate = Arc::clone(&gate);
+        let parked = Arc::clone(&parked);
+        handles.push(tokio::spawn(async move {
+            let opened = gate.notified();
+            parked.fetch_add(1, Ordering::Relaxed);
+            opened.await;
+            if !then.is_zero() {
+                tokio::time::sleep(then).await;
+            }
+        }));
+    }
+    while parked.load(Ordering::Relaxed) < n {
+        tokio::task::yield_now().await;
+    }
+    (gate, handles)
+}
+
 /// Spawns `n` tokio tasks on one thread, runs them until each is suspended on a wait, and reports the
 /// growth of this process's memory per task.
 pub(crate) fn idle_async_tasks(n: u64) -> Result<PerUnit, ProbeError> {
     let rt = current_thread_runtime()?;
     rt.block_on(async move {
         let (rss0, _) = self_memory()?;
-        let gate = Arc::new(tokio::sync::Notify::new());
-        let parked = Arc::new(AtomicU64::new(0));
-        let mut handles = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let gate = Arc::clone(&gate);
-            let parked = Arc::clone(&parked);
-            handles.push(tokio::spawn(async move {
-                let opened = gate.notified();
-                parked.fetch_add(1, Ordering::Relaxed);
-                opened.await;
-            }));
-        }
-        while parked.load(Ordering::Relaxed) < n {
-            tokio::task::yield_now().await;
-        }
+        let (gate, handles) = park_tasks(n, Duration::ZERO).await;
         let (rss1, _) = self_memory()?;
         gate.notify_waiters();
         for h in handles {
@@ -256,22 +269,7 @@ pub(crate) fn io_run(kind: IoKind, n: u64, wait_ms: u64) -> Result<IoRun, ProbeE
             rt.block_on(async move {
                 let (rss0, _) = self_memory()?;
                 let start = Instant::now();
-                let gate = Arc::new(tokio::sync::Notify::new());
-                let parked = Arc::new(AtomicU64::new(0));
-                let mut handles = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    let gate = Arc::clone(&gate);
-                    let parked = Arc::clone(&parked);
-                    handles.push(tokio::spawn(async move {
-                        let opened = gate.notified();
-                        parked.fetch_add(1, Ordering::Relaxed);
-                        opened.await;
-                        tokio::time::sleep(wait).await;
-                    }));
-                }
-                while parked.load(Ordering::Relaxed) < n {
-                    tokio::task::yield_now().await;
-                }
+                let (gate, handles) = park_tasks(n, wait).await;
                 let (rss1, _) = self_memory()?;
                 gate.notify_waiters();
                 for h in handles {
