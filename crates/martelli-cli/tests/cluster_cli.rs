@@ -633,3 +633,87 @@ fn run_worker_and_status_speak_tls_with_a_private_ca() {
     assert!(e.contains("not trusted") && e.contains("--tls-ca"), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
 }
+
+/// The consumers of the normal stream's group, as `redis-cli XINFO CONSUMERS` prints them (the
+/// `redis-cli` of the redis-server package).
+fn consumers(port: u16) -> String {
+    let o = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "XINFO", "CONSUMERS"])
+        .args(["martelli:q:default:normal", "martelli"])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn workers_reclaimed_from_read_as_gone_and_leave_the_group() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // A worker killed while it held nothing, after it ran a job (so it has a consumer).
+    let mut sleeper = only_worker(&url, "sleeper", 1);
+    assert_code(&run(&url, &["echo", ":::", "warm"]), 0);
+    assert!(consumers(redis.port).contains("sleeper-"));
+    sleeper.signal(Signal::KILL);
+    sleeper.wait_for(Duration::from_secs(10));
+    // Two workers with a lease far longer than the test, each running a job when it is killed.
+    let mut doomed: Vec<KillOnDrop> = ["doomed1", "doomed2"]
+        .iter()
+        .map(|name| {
+            start(
+                martelli()
+                    .args(["worker", "--cluster", &url, "--name", name])
+                    .args(["-j", "1", "--lease", "120", "--poll", "0.05"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+        })
+        .collect();
+    wait_status(&url, "both doomed workers alive", |s| {
+        live_workers(s)
+            .iter()
+            .filter(|w| {
+                w["consumer"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("doomed"))
+            })
+            .count()
+            == 2
+    });
+    let dir = temp_dir();
+    let line = format!(
+        "touch {}/started.{{}}; sleep 1; echo {{}}",
+        dir.path().display()
+    );
+    let job = run_bg(&url, &["-j", "2", "-k", &line, ":::", "a", "b"]);
+    for name in ["started.a", "started.b"] {
+        wait_file(&dir.path().join(name));
+    }
+    for w in &mut doomed {
+        w.signal(Signal::KILL);
+        w.wait_for(Duration::from_secs(10));
+    }
+    // Its lease is short: it reclaims the jobs a second after it starts.
+    let _rescuer = worker(&url, "rescuer", 2);
+    let o = job.output(Duration::from_secs(60));
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "a\nb\n");
+    // The workers reclaimed from read as gone at once, though their own lease has not run out;
+    // they, and the one killed while it held nothing, leave the group.
+    wait_status(&url, "only the rescuer alive", |s| {
+        let live = live_workers(s);
+        live.len() == 1
+            && live[0]["consumer"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("rescuer"))
+    });
+    let consumers_left = || consumers(redis.port);
+    poll::until(
+        "the dead workers' consumers to leave the group",
+        Duration::from_secs(20),
+        || {
+            let c = consumers_left();
+            c.contains("rescuer-") && !c.contains("doomed") && !c.contains("sleeper-")
+        },
+    );
+}

@@ -192,8 +192,9 @@ impl ClientBuilder {
             ));
         }
         let broker = Broker::new(&self.url, self.tls_ca.as_deref())?;
-        let send_conn = broker.connect_checked()?;
-        let collect_conn = broker.connect()?;
+        let (send_conn, collect_conn) = broker.setup("client", || {
+            Ok((broker.connect_checked()?, broker.connect()?))
+        })?;
         let keys = Keys::new(&self.prefix, &self.queue);
         let id = uuid::Uuid::new_v4().simple().to_string();
         let reply = keys.reply(&id);

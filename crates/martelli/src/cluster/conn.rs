@@ -92,6 +92,50 @@ impl Broker {
         Ok(conn)
     }
 
+    /// Runs `setup` (connecting and preparing a client's or a worker's connections) at start. A
+    /// broker that cannot be reached, refuses the credentials or is too old is an error at once;
+    /// one that accepts the connection and then drops it (it is shutting down or restarting, or a
+    /// proxy cut the connection) is waited for with backoff, as a running client or worker waits for
+    /// a lost broker: from then on every connection error is retried.
+    pub(crate) fn setup<T>(
+        &self,
+        who: &str,
+        mut setup: impl FnMut() -> Result<T, ClusterError>,
+    ) -> Result<T, ClusterError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut waiting = false;
+        loop {
+            match setup() {
+                Ok(done) => {
+                    if waiting {
+                        eprintln!("martelli cluster {who}: reconnected to {}", self.shown);
+                    }
+                    return Ok(done);
+                }
+                Err(error) => {
+                    let lost = error.connection_error();
+                    let retry = match lost {
+                        Some(e) if waiting => is_connection_error(e),
+                        Some(e) => is_dropped(e),
+                        None => false,
+                    };
+                    if !retry {
+                        return Err(error);
+                    }
+                    if !waiting {
+                        eprintln!(
+                            "martelli cluster {who}: the broker dropped the connection while \
+                             starting ({error}); reconnecting"
+                        );
+                        waiting = true;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
     /// Reconnects after a lost connection: retries with exponential backoff until it succeeds or `stop`
     /// is set (then `None`). Errors other than unreachability (a changed password) are reported once
     /// on stderr and retried too, since a worker should outlive a broker's maintenance.
@@ -251,6 +295,13 @@ pub(crate) fn is_connection_error(error: &RedisError) -> bool {
         || error.is_timeout()
         || error.is_unrecoverable_error()
         || matches!(error.code(), Some("LOADING" | "NOAUTH"))
+}
+
+/// True when the broker accepted a connection and then dropped it (or is loading its data after a
+/// restart), as opposed to nothing answering at its address.
+pub(crate) fn is_dropped(error: &RedisError) -> bool {
+    (error.is_connection_dropped() && !error.is_connection_refusal())
+        || error.code() == Some("LOADING")
 }
 
 /// True when the consumer group (or its stream) does not exist: after a Redis restart without

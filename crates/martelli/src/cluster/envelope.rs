@@ -70,6 +70,38 @@ impl TaskEnvelope {
     }
 }
 
+/// The parts of an envelope that say who waits for it, read from an envelope that is otherwise
+/// refused (a version this worker does not speak, `max_attempts` 0), so that its caller can be
+/// told instead of waiting for ever.
+#[derive(Debug, Deserialize)]
+struct Addressed {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    reply: Option<String>,
+}
+
+impl TaskEnvelope {
+    /// A stand-in for a refused envelope that names its task id: its id, task name and reply list,
+    /// nothing to run. `None` when even those cannot be read.
+    pub(crate) fn addressed(bytes: &[u8]) -> Option<TaskEnvelope> {
+        let addressed: Addressed = rmp_serde::from_slice(bytes).ok()?;
+        let id = addressed.id.filter(|id| !id.is_empty())?;
+        Some(TaskEnvelope {
+            v: PROTOCOL_VERSION,
+            id,
+            task: addressed.task.unwrap_or_default(),
+            payload: Vec::new(),
+            reply: addressed.reply,
+            deadline: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            attempts: 0,
+        })
+    }
+}
+
 /// How a task ended, on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

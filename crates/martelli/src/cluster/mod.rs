@@ -74,6 +74,7 @@ mod conn;
 mod env;
 mod envelope;
 mod error;
+mod reclaim;
 mod registered;
 mod runner;
 mod status;

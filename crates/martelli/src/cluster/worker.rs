@@ -47,6 +47,7 @@
 use super::conn::{self, Broker, Entry};
 use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
 use super::error::ClusterError;
+use super::reclaim;
 use super::runner::{RunError, TaskRunner};
 use super::{
     DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, DEFAULT_QUEUE, GROUP, Keys, PROTOCOL_VERSION, unix_ms,
@@ -505,12 +506,14 @@ impl Worker {
     ) -> Result<Worker, ClusterError> {
         options.validate()?;
         let broker = Broker::new(url, options.tls_ca.as_deref())?;
-        let mut fetch_conn = broker.connect_checked()?;
-        let write_conn = broker.connect()?;
         let keys = Keys::new(&options.prefix, &options.queue);
-        ensure_groups(&mut fetch_conn, &keys).map_err(|source| ClusterError::Broker {
-            action: "create the consumer group",
-            source,
+        let (fetch_conn, write_conn) = broker.setup("worker", || {
+            let mut fetch_conn = broker.connect_checked()?;
+            ensure_groups(&mut fetch_conn, &keys).map_err(|source| ClusterError::Broker {
+                action: "create the consumer group",
+                source,
+            })?;
+            Ok((fetch_conn, broker.connect()?))
         })?;
         let consumer = consumer_name(options.name.as_deref());
         #[cfg(target_os = "linux")]
@@ -756,6 +759,8 @@ fn ensure_groups(conn: &mut Connection, keys: &Keys) -> RedisResult<()> {
 struct Schedule {
     renew_at: Instant,
     reclaim_at: Instant,
+    /// When idle consumers without a heartbeat are next swept from the group (once per lease).
+    sweep_at: Instant,
     promote_at: Instant,
     /// When the tombstones of the tasks handed to the executors are next read (rule 5), with the
     /// next promotion at or after it.
@@ -773,6 +778,7 @@ struct Schedule {
 struct Scripts {
     fetch: redis::Script,
     promote: redis::Script,
+    reclaim: redis::Script,
 }
 
 impl Shared {
@@ -789,12 +795,14 @@ impl Shared {
         let scripts = Scripts {
             fetch: redis::Script::new(FETCH_SCRIPT),
             promote: redis::Script::new(PROMOTE_SCRIPT),
+            reclaim: reclaim::script(),
         };
         let now = Instant::now();
         let promote_every = self.options.poll.min(Duration::from_millis(100));
         let mut schedule = Schedule {
             renew_at: now,
             reclaim_at: now,
+            sweep_at: now + self.options.lease,
             promote_at: now,
             watch_at: now,
             renew_every: self.options.lease / 3,
@@ -811,6 +819,10 @@ impl Shared {
         };
         while !self.stopping() {
             if let Err(error) = self.step(&mut conn, &scripts, &mut schedule) {
+                // After a reconnect or a lost group (the broker may have restarted without
+                // persistence), the heartbeat and the list of held tasks in it are written again
+                // at once, so that clients looking for their tasks find them (see `lost.rs`).
+                schedule.renew_at = Instant::now();
                 if conn::is_nogroup(&error) {
                     // Redis restarted without persistence (or someone deleted the group): recreate it
                     // and go on, rather than failing on every read.
@@ -852,8 +864,12 @@ impl Shared {
         }
         let free = self.free();
         if free > 0 && now >= timers.reclaim_at {
-            self.reclaim(conn, free)?;
+            let sweep = now >= timers.sweep_at;
+            self.reclaim(conn, &scripts.reclaim, free, sweep)?;
             timers.reclaim_at = now + timers.reclaim_every;
+            if sweep {
+                timers.sweep_at = now + self.options.lease;
+            }
         }
         let next = timers
             .renew_at
@@ -1101,28 +1117,29 @@ impl Shared {
                 format!("malformed entry: it has no {ENTRY_FIELD:?} field holding a task envelope"),
             )));
         };
-        let envelope = TaskEnvelope::decode(raw);
+        // A refused envelope that names its task and reply list still gets its `lost` result.
+        let envelope = TaskEnvelope::decode(raw).map_err(|e| (e, TaskEnvelope::addressed(raw)));
         if size > self.options.max_payload {
             let reason = format!(
                 "oversized entry: {size} bytes, over this worker's limit of {} bytes (send a \
                  reference to the data instead, or raise max_payload)",
                 self.options.max_payload
             );
-            return Err(Box::new(self.dead_letter(
-                held,
-                entry,
-                envelope.ok().as_ref(),
-                deliveries,
-                reason,
-            )));
+            let about = match &envelope {
+                Ok(envelope) => Some(envelope),
+                Err((_, addressed)) => addressed.as_ref(),
+            };
+            return Err(Box::new(
+                self.dead_letter(held, entry, about, deliveries, reason),
+            ));
         }
         let envelope = match envelope {
             Ok(envelope) => envelope,
-            Err(reason) => {
+            Err((reason, addressed)) => {
                 return Err(Box::new(self.dead_letter(
                     held,
                     entry,
-                    None,
+                    addressed.as_ref(),
                     deliveries,
                     format!("malformed entry: {reason}"),
                 )));
@@ -1130,12 +1147,7 @@ impl Shared {
         };
         let attempt = envelope.attempts.saturating_add(deliveries);
         if attempt > envelope.max_attempts {
-            let reason = format!(
-                "gave up after {} attempt(s) (max_attempts = {}): each time, the worker running it \
-                 stopped renewing its lease (it died, hung, or lost the broker)",
-                attempt - 1,
-                envelope.max_attempts
-            );
+            let reason = give_up_reason(&envelope, deliveries);
             let attempts = attempt - 1;
             return Err(Box::new(self.dead_letter(
                 held,
@@ -1271,60 +1283,33 @@ impl Shared {
         pipe.exec(conn)
     }
 
-    /// Takes over entries whose lease expired (their worker stopped renewing), up to `free`.
-    fn reclaim(&self, conn: &mut Connection, free: usize) -> RedisResult<()> {
-        let lease_ms = u64::try_from(self.options.lease.as_millis()).unwrap_or(u64::MAX);
-        let mut claimed = Vec::new();
-        for (index, stream) in self.keys.streams.iter().enumerate() {
-            let want = free.saturating_sub(claimed.len());
-            if want == 0 {
-                break;
-            }
-            let value: Value = redis::cmd("XAUTOCLAIM")
-                .arg(stream)
-                .arg(GROUP)
-                .arg(&self.consumer)
-                .arg(lease_ms)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(want)
-                .query(conn)?;
-            let parts = conn::array(&value);
-            if let Some(entries) = parts.get(1) {
-                for raw in conn::array(entries) {
-                    if let Some(entry) = Entry::parse(raw) {
-                        claimed.push((index, entry));
-                    }
-                }
-            }
-        }
-        if claimed.is_empty() {
+    /// Takes over entries whose lease expired (their worker stopped renewing), up to `free`, and
+    /// clears away the workers reclaimed from (see `reclaim.rs`); with `sweep`, also the idle
+    /// consumers of workers that died holding nothing.
+    fn reclaim(
+        &self,
+        conn: &mut Connection,
+        script: &redis::Script,
+        free: usize,
+        sweep: bool,
+    ) -> RedisResult<()> {
+        let heartbeat_prefix = self.keys.heartbeat("");
+        let pass = reclaim::Pass {
+            streams: &self.keys.streams,
+            heartbeat_prefix: &heartbeat_prefix,
+            consumer: &self.consumer,
+            lease_ms: u64::try_from(self.options.lease.as_millis()).unwrap_or(u64::MAX),
+            free,
+            sweep,
+        };
+        let reclaimed = reclaim::reclaim(conn, script, &pass)?;
+        if reclaimed.entries.is_empty() {
             return Ok(());
-        }
-        // The delivery count of each claimed entry is its attempt number.
-        let mut pipe = redis::pipe();
-        for (index, entry) in &claimed {
-            pipe.cmd("XPENDING")
-                .arg(&self.keys.streams[*index])
-                .arg(GROUP)
-                .arg(&entry.id)
-                .arg(&entry.id)
-                .arg(1);
-        }
-        let counts: Vec<Value> = pipe.query(conn)?;
-        let mut got = Vec::with_capacity(claimed.len());
-        for ((index, entry), count) in claimed.into_iter().zip(counts) {
-            let deliveries = conn::array(&count)
-                .first()
-                .and_then(|row| conn::array(row).get(3).and_then(conn::int))
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(2);
-            got.push((index, entry, deliveries));
         }
         self.counters
             .reclaimed
-            .fetch_add(got.len() as u64, Ordering::Relaxed);
-        self.dispatch(conn, got, true)
+            .fetch_add(reclaimed.entries.len() as u64, Ordering::Relaxed);
+        self.dispatch(conn, reclaimed.entries, true)
     }
 
     /// At stop: closes the job queue and puts every task not yet started back on its stream.
@@ -1613,6 +1598,32 @@ impl Shared {
         }
         let _ = pipe.exec(&mut conn);
     }
+}
+
+/// Why a task out of attempts is dead-lettered, saying where its attempts went: those spent before
+/// its entry was written (the envelope's `attempts`, set by whoever queued it) and the earlier
+/// deliveries of this entry, each of which ended with its worker no longer renewing the lease.
+fn give_up_reason(envelope: &TaskEnvelope, deliveries: u32) -> String {
+    let before = envelope.attempts;
+    let lapsed = deliveries.saturating_sub(1);
+    let mut spent = Vec::new();
+    if before > 0 {
+        spent.push(format!(
+            "{before} spent before this entry was queued (its envelope's attempts field)"
+        ));
+    }
+    if lapsed > 0 {
+        spent.push(format!(
+            "{lapsed} delivery(ies) of this entry whose worker stopped renewing its lease (it died, \
+             hung, or lost the broker)"
+        ));
+    }
+    format!(
+        "gave up after {} attempt(s) (max_attempts = {}): {}",
+        before.saturating_add(lapsed),
+        envelope.max_attempts,
+        spent.join(" and ")
+    )
 }
 
 /// One pipeline for a batch of outcomes. Within it, each outcome is stored before its entry is
