@@ -3,7 +3,9 @@
 //! of attempts, and a broker restarted without persistence under running and queued tasks.
 #![cfg(feature = "cluster")]
 
-use martelli::cluster::{Client, Tasks, Worker, WorkerOptions};
+use martelli::cluster::{Client, OnLost, Tasks, Worker, WorkerOptions};
+use martelli::{Status, TaskError};
+use martelli_testkit::poll;
 use martelli_testkit::redis::RedisServer;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -210,4 +212,135 @@ fn a_task_out_of_attempts_on_its_first_delivery_says_where_they_went() {
     );
     worker.stop();
     worker.join().unwrap();
+}
+
+#[test]
+fn a_future_reads_running_once_a_worker_starts_it_and_cancel_still_stops_it() {
+    let redis = RedisServer::start();
+    let (events_tx, events) = std::sync::mpsc::channel::<&str>();
+    let events_tx = std::sync::Mutex::new(events_tx);
+    let spinner = tasks().typed("spin", move |_: ()| {
+        events_tx.lock().unwrap().send("started").unwrap();
+        let mut spins = 0u64;
+        while !martelli::is_cancelled() {
+            spins += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        events_tx.lock().unwrap().send("stopped").unwrap();
+        Ok::<_, std::io::Error>(spins)
+    });
+    let worker = Worker::start(
+        &redis.url(),
+        spinner,
+        fast(WorkerOptions::new().concurrency(1)),
+    )
+    .unwrap();
+    let client = Client::connect(&redis.url()).unwrap();
+    // Queued behind a task that holds the only slot.
+    let first = client.submit::<_, u64>("sleep_ms", &300u64).unwrap();
+    let spin = client.submit::<_, u64>("spin", &()).unwrap();
+    assert_eq!(spin.status(), Status::Queued);
+    assert_eq!(within(first, "the first task").unwrap(), 300);
+    assert_eq!(events.recv_timeout(LIMIT), Ok("started"));
+    poll::until("the future to read as running", LIMIT, || {
+        spin.status() == Status::Running
+    });
+    // Cancelling a running task: not removed from a queue, but its future resolves as cancelled
+    // and its worker sees the tombstone (its token fires, and it returns).
+    assert!(!spin.cancel());
+    assert!(matches!(
+        within(spin, "the cancelled task"),
+        Err(TaskError::Cancelled)
+    ));
+    assert_eq!(
+        events.recv_timeout(LIMIT),
+        Ok("stopped"),
+        "the task saw its token fire"
+    );
+    worker.stop();
+    let report = worker.join().unwrap();
+    assert_eq!((report.succeeded, report.cancelled), (1, 1), "{report:?}");
+}
+
+/// Stops the broker as `redis-cli shutdown nosave` does, and starts it again on the same port:
+/// everything it held is gone.
+fn shutdown_nosave_and_restart(redis: &mut RedisServer) {
+    let mut raw = redis.raw();
+    let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").exec(&mut raw);
+    redis.restart();
+}
+
+/// A worker with one slot whose `nap` task says when it starts (on the receiver returned).
+fn napping_worker(redis: &RedisServer) -> (Worker, std::sync::mpsc::Receiver<u64>) {
+    let (started_tx, started) = std::sync::mpsc::channel::<u64>();
+    let started_tx = std::sync::Mutex::new(started_tx);
+    let tasks = tasks().typed("nap", move |ms: u64| {
+        let _ = started_tx.lock().unwrap().send(ms);
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok::<_, std::io::Error>(ms)
+    });
+    let worker = Worker::start(
+        &redis.url(),
+        tasks,
+        fast(WorkerOptions::new().concurrency(1)),
+    )
+    .unwrap();
+    (worker, started)
+}
+
+/// Submits four naps of 800 ms to a worker with one slot, and restarts the broker without
+/// persistence while the first runs: the other three vanish with the stream.
+fn four_tasks_across_a_restart(
+    redis: &mut RedisServer,
+    client: &Client,
+    started: &std::sync::mpsc::Receiver<u64>,
+) -> Vec<martelli::Future<u64>> {
+    let futures: Vec<_> = (0..4)
+        .map(|_| client.submit::<_, u64>("nap", &800u64).unwrap())
+        .collect();
+    started.recv_timeout(LIMIT).expect("the first task starts");
+    shutdown_nosave_and_restart(redis);
+    futures
+}
+
+#[test]
+fn tasks_lost_in_a_restart_without_persistence_are_queued_again() {
+    let mut redis = RedisServer::start();
+    let (worker, started) = napping_worker(&redis);
+    let client = Client::connect(&redis.url()).unwrap();
+    let futures = four_tasks_across_a_restart(&mut redis, &client, &started);
+    for future in futures {
+        assert_eq!(within(future, "a task across the restart").unwrap(), 800);
+    }
+    // The running one finished on its worker (its heartbeat listed it); the three queued ones
+    // were queued again, once each.
+    assert_eq!(client.resubmitted(), 3);
+    worker.stop();
+    let report = worker.join().unwrap();
+    assert_eq!(report.succeeded, 4, "each task ran once: {report:?}");
+}
+
+#[test]
+fn with_on_lost_fail_tasks_lost_in_a_restart_fail_as_lost() {
+    let mut redis = RedisServer::start();
+    let (worker, started) = napping_worker(&redis);
+    let client = Client::builder(redis.url())
+        .on_lost(OnLost::Fail)
+        .build()
+        .unwrap();
+    let mut futures = four_tasks_across_a_restart(&mut redis, &client, &started).into_iter();
+    let running = futures.next().unwrap();
+    assert_eq!(within(running, "the running task").unwrap(), 800);
+    for future in futures {
+        match within(future, "a queued task across the restart") {
+            Err(TaskError::Lost { attempts, reason }) => {
+                assert_eq!(attempts, 0, "it never started");
+                assert!(reason.contains("vanished from the broker"), "{reason}");
+            }
+            other => panic!("expected Lost, got {other:?}"),
+        }
+    }
+    assert_eq!(client.resubmitted(), 0);
+    worker.stop();
+    assert_eq!(worker.join().unwrap().succeeded, 1);
 }

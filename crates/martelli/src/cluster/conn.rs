@@ -310,6 +310,41 @@ pub(crate) fn is_nogroup(error: &RedisError) -> bool {
     error.code() == Some("NOGROUP") || error.to_string().contains("NOGROUP")
 }
 
+/// Every key that matches the glob `pattern` (`SCAN … MATCH`), once each.
+pub(crate) fn scan(conn: &mut Connection, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    let mut names = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)?;
+        names.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Escapes the glob characters of a key prefix for `SCAN MATCH`.
+pub(crate) fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The URL with the password (if any) replaced by `***`.
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -414,6 +449,11 @@ mod tests {
         );
         assert_eq!(redact("redis://bob:pw@host"), "redis://bob:***@host");
         assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn glob_characters_in_a_prefix_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]:worker:"), "a\\*b\\?\\[c\\]:worker:");
     }
 
     #[test]

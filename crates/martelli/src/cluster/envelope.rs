@@ -38,9 +38,17 @@ pub(crate) struct TaskEnvelope {
     #[serde(default = "default_max_attempts")]
     pub(crate) max_attempts: u32,
     /// Attempts spent before this stream entry was written (non-zero only on an entry a stopping
-    /// worker handed back).
+    /// worker handed back, or a task its client queued again after it vanished from the broker).
     #[serde(default)]
     pub(crate) attempts: u32,
+    /// Whether the caller wants a `started` note on `reply` when a worker starts the task (an
+    /// optional key of version 1: older workers ignore it and send no note).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) started: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl TaskEnvelope {
@@ -98,6 +106,7 @@ impl TaskEnvelope {
             deadline: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             attempts: 0,
+            started: false,
         })
     }
 }
@@ -122,6 +131,9 @@ pub(crate) enum ResultStatus {
     /// The process running the task died (a worker that runs tasks on a process pool): `error`
     /// describes the death, `exit_code` or `signal` says how it ended.
     WorkerDied,
+    /// Not an outcome: a note that a worker started the task (its `attempts`-th attempt), sent
+    /// only to a caller whose envelope asked for it (`started`).
+    Started,
     /// A status this build does not know (a newer worker's): a failure with the `error` message.
     #[serde(other)]
     Unknown,
@@ -138,6 +150,7 @@ impl ResultStatus {
             ResultStatus::Lost => "lost",
             ResultStatus::Cancelled => "cancelled",
             ResultStatus::WorkerDied => "worker_died",
+            ResultStatus::Started => "started",
             ResultStatus::Unknown => "unknown",
         }
     }
@@ -191,6 +204,7 @@ mod tests {
             deadline: Some(17),
             max_attempts: 2,
             attempts: 0,
+            started: false,
         }
     }
 
@@ -240,6 +254,24 @@ mod tests {
         zero.max_attempts = 0;
         let err = TaskEnvelope::decode(&zero.encode().unwrap()).unwrap_err();
         assert!(err.contains("0 attempts"), "{err}");
+    }
+
+    #[test]
+    fn started_is_written_only_when_asked_and_refused_envelopes_are_addressed() {
+        let mut e = envelope();
+        let key = b"\xa7started";
+        assert!(!e.encode().unwrap().windows(8).any(|w| w == key));
+        e.started = true;
+        let bytes = e.encode().unwrap();
+        assert!(bytes.windows(8).any(|w| w == key));
+        assert!(TaskEnvelope::decode(&bytes).unwrap().started);
+        e.v = 2;
+        let bytes = e.encode().unwrap();
+        assert!(TaskEnvelope::decode(&bytes).is_err());
+        let addressed = TaskEnvelope::addressed(&bytes).expect("its id and reply list");
+        assert_eq!(addressed.id, "t1");
+        assert_eq!(addressed.reply.as_deref(), Some("martelli:reply:c"));
+        assert!(TaskEnvelope::addressed(b"\xc1").is_none());
     }
 
     #[test]

@@ -331,14 +331,19 @@ enum Write {
     },
     /// An unstarted task put back on its stream; then the held entry is acknowledged.
     HandBack { held: Held, envelope: Vec<u8> },
+    /// A `started` note for a caller that asked for one (the envelope's `started`); nothing is
+    /// acknowledged.
+    Started { reply: String, note: ResultEnvelope },
 }
 
 impl Write {
-    fn held(&self) -> &Held {
+    /// The entry acknowledged once this is stored; none for a note.
+    fn held(&self) -> Option<&Held> {
         match self {
             Write::Result { held, .. }
             | Write::Dead { held, .. }
-            | Write::HandBack { held, .. } => held,
+            | Write::HandBack { held, .. } => Some(held),
+            Write::Started { .. } => None,
         }
     }
 }
@@ -1232,9 +1237,15 @@ impl Shared {
         }
     }
 
-    /// Resets the idle time of every held entry (its lease) and refreshes the heartbeat.
+    /// Resets the idle time of every held entry (its lease) and refreshes the heartbeat, with the
+    /// ids of the tasks held (`tasks`: clients looking for a task whose entry vanished find it there;
+    /// see `lost.rs`).
     fn renew(&self, conn: &mut Connection) -> RedisResult<()> {
-        let held: Vec<Held> = self.held.lock().keys().cloned().collect();
+        let (held, tasks) = {
+            let held = self.held.lock();
+            let tasks: Vec<&str> = held.values().flatten().map(|(id, _)| id.as_str()).collect();
+            (held.keys().cloned().collect::<Vec<Held>>(), tasks.join(","))
+        };
         let mut pipe = redis::pipe();
         for (index, stream) in self.keys.streams.iter().enumerate() {
             let ids: Vec<&str> = held
@@ -1275,6 +1286,8 @@ impl Shared {
             .arg(unix_ms())
             .arg("lease_ms")
             .arg(u64::try_from(self.options.lease.as_millis()).unwrap_or(u64::MAX))
+            .arg("tasks")
+            .arg(tasks)
             .ignore();
         pipe.cmd("PEXPIRE")
             .arg(&heartbeat)
@@ -1405,10 +1418,12 @@ impl Shared {
                 None,
                 Some("the task's deadline passed before a worker could start it".to_owned()),
             ))
-        } else if let Some(isolated) = self.run_on_processes(&envelope, &token) {
-            Ended::isolated(isolated, &self.consumer, &envelope.task)
         } else {
-            self.run_on_thread(&envelope, &token)
+            self.announce_start(&envelope, attempt);
+            match self.run_on_processes(&envelope, &token) {
+                Some(isolated) => Ended::isolated(isolated, &self.consumer, &envelope.task),
+                None => self.run_on_thread(&envelope, &token),
+            }
         };
         let ended = match ran {
             Ok(ended) if token.is_cancelled() => ended.into_cancelled(),
@@ -1430,6 +1445,28 @@ impl Shared {
                 signal: ended.death.and_then(|(_, signal)| signal),
             },
         }
+    }
+
+    /// Queues a `started` note for the caller when its envelope asks for one: the writer stores it
+    /// with the next batch, before the task's result.
+    fn announce_start(&self, envelope: &TaskEnvelope, attempt: u32) {
+        let Some(reply) = envelope.reply.as_ref().filter(|_| envelope.started) else {
+            return;
+        };
+        self.push_write(Write::Started {
+            reply: reply.clone(),
+            note: ResultEnvelope {
+                v: PROTOCOL_VERSION,
+                id: envelope.id.clone(),
+                status: ResultStatus::Started,
+                payload: None,
+                error: None,
+                attempts: attempt,
+                worker: self.consumer.clone(),
+                exit_code: None,
+                signal: None,
+            },
+        });
     }
 
     /// Runs a task on this executor thread, with its token as the thread's current token so that
@@ -1559,7 +1596,10 @@ impl Shared {
             let c = &self.counters;
             let mut held = self.held.lock();
             for write in &batch {
-                held.remove(write.held());
+                let Some(entry) = write.held() else {
+                    continue;
+                };
+                held.remove(entry);
                 let counter = match write {
                     Write::Result { result, .. } if result.status == ResultStatus::Ok => {
                         &c.succeeded
@@ -1570,6 +1610,7 @@ impl Shared {
                     Write::Result { .. } => &c.failed,
                     Write::Dead { .. } => &c.dead_lettered,
                     Write::HandBack { .. } => &c.handed_back,
+                    Write::Started { .. } => continue,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
@@ -1668,9 +1709,14 @@ fn build_writes(batch: &[Write], keys: &Keys, ttl_ms: u64, dead_max: usize) -> r
                     .arg(envelope)
                     .ignore();
             }
+            Write::Started { reply, note } => {
+                pipe.cmd("LPUSH").arg(reply).arg(note.encode()).ignore();
+                replies.insert(reply);
+            }
         }
-        let (stream, id) = write.held();
-        acks.entry(*stream).or_default().push(id);
+        if let Some((stream, id)) = write.held() {
+            acks.entry(*stream).or_default().push(id);
+        }
     }
     for reply in replies {
         pipe.cmd("PEXPIRE").arg(reply).arg(ttl_ms).ignore();
