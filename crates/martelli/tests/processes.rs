@@ -127,6 +127,21 @@ fn record(path: String, n: u64) -> u64 {
     n
 }
 
+/// Records `n` in the file at `path` (as `record`), waits until the file `go` exists (for at most
+/// 20 s), then exits with `code` unless it is 0, and returns `n`: a test decides when it answers.
+#[martelli::task]
+fn record_wait_exit(path: String, n: u64, go: String, code: i32) -> u64 {
+    record::call(path, n);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::path::Path::new(&go).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if code != 0 {
+        std::process::exit(code);
+    }
+    n
+}
+
 /// Sleeps like `sleep_ms`, under a name no warm-up runs: a task the pool has not seen yet.
 #[martelli::task]
 fn sleep_unseen(ms: u64) -> u64 {
@@ -302,6 +317,14 @@ fn main() {
         (
             "recycling_counts_exactly_with_pipelining",
             recycling_counts_exactly_with_pipelining,
+        ),
+        (
+            "an_answer_unread_when_the_worker_dies_is_not_blamed",
+            an_answer_unread_when_the_worker_dies_is_not_blamed,
+        ),
+        (
+            "an_answer_unread_at_cancel_pending_keeps_its_value",
+            an_answer_unread_at_cancel_pending_keeps_its_value,
         ),
         (
             "a_long_task_does_not_hold_work_an_idle_worker_can_run",
@@ -1226,6 +1249,143 @@ fn recycling_counts_exactly_with_pipelining() {
     // Every worker but the last one of each slot ran exactly 3 (the warm-up ran on some of them).
     let full = counts.values().filter(|&&c| c == 3).count();
     assert!(full >= counts.len() - 4, "{counts:?}");
+}
+
+/// A line the slot is held in the middle of: `gate`, `finished` and `last` were written to the
+/// worker together (each records its number, then waits for its file). When the gate's file appears,
+/// the worker answers the gate and starts `finished`; the slot reads that answer and is then held in
+/// the gate's completion callback (callbacks run on the thread that completes the future), so that
+/// it reads nothing more until `resume` is sent.
+struct HeldLine {
+    path: String,
+    worker: u32,
+    go: String,
+    gate: martelli::Future<u64>,
+    finished: martelli::Future<u64>,
+    last: martelli::Future<u64>,
+    resume: std::sync::mpsc::Sender<()>,
+    ahead: Vec<martelli::Future<u64>>,
+}
+
+/// Builds a [`HeldLine`] whose `last` task is `record_wait_exit(path, 13, go, last_code)`.
+fn held_line(pool: &Pool, last_code: i32) -> HeldLine {
+    warm_up(pool);
+    let open = record_file("open");
+    std::fs::write(&open, "").unwrap();
+    let scratch = record_file("scratch");
+    for i in 0..50 {
+        let warm = pool.submit_task(record_wait_exit, (scratch.clone(), i, open.clone(), 0));
+        assert_eq!(warm.unwrap().wait().unwrap(), i);
+    }
+    let _ = std::fs::remove_file(&scratch);
+    let worker = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    let path = record_file("held");
+    let go = record_file("go");
+    let (gate_go, finished_go) = (format!("{go}-gate"), format!("{go}-finished"));
+    let ahead = busy_ahead(pool);
+    let submit = |n: u64, go: &str, code: i32| {
+        pool.submit_task(record_wait_exit, (path.clone(), n, go.to_owned(), code))
+            .unwrap()
+    };
+    let gate = submit(1, &gate_go, 0);
+    let finished = submit(12, &finished_go, 0);
+    let last = submit(13, &go, last_code);
+    wait_until_pipelined(pool, &gate);
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (resume, resume_rx) = std::sync::mpsc::channel::<()>();
+    gate.on_done(move |_| {
+        let _ = entered_tx.send(());
+        let _ = resume_rx.recv_timeout(Duration::from_secs(20));
+    });
+    std::fs::write(&gate_go, "").unwrap();
+    entered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the gate's answer was read");
+    // `finished` answers now; the slot, held, does not read it.
+    std::fs::write(&finished_go, "").unwrap();
+    HeldLine {
+        path,
+        worker,
+        go,
+        gate,
+        finished,
+        last,
+        resume,
+        ahead,
+    }
+}
+
+impl HeldLine {
+    /// Waits until the worker has recorded `n` (then it has sent the answers before that task).
+    fn wait_recorded(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == n.to_string())
+        {
+            assert!(Instant::now() < deadline, "task {n} never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn clean_up(&self) {
+        for suffix in ["", "-gate", "-finished"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.go));
+        }
+    }
+}
+
+fn an_answer_unread_when_the_worker_dies_is_not_blamed() {
+    // `finished` answers, then the worker dies at once in `last`, with that answer unread. The
+    // slot, let go, has a new task to write first: the write fails, and the slot must still read
+    // the answer before it blames anything.
+    let pool = pool(1);
+    let held = held_line(&pool, 3);
+    std::fs::write(&held.go, "").unwrap();
+    martelli_testkit::proc::wait_dead(held.worker, Duration::from_secs(20), "the worker");
+    let after = pool.submit_task(record, (held.path.clone(), 14)).unwrap();
+    // Queued while the slot is held: it takes it on its next turn and writes it first.
+    held.resume.send(()).unwrap();
+    held.clean_up();
+    let path = held.path.clone();
+    match held.finished.wait() {
+        Ok(v) => assert_eq!(v, 12),
+        Err(e) => panic!("the task that finished was blamed for the next one's death: {e}"),
+    }
+    let death = expect_death(held.last.wait());
+    assert_eq!(death.exit_code, Some(3), "{death}");
+    assert_eq!(held.gate.wait().unwrap(), 1);
+    assert_eq!(after.wait().unwrap(), 14);
+    assert_ahead_done(held.ahead);
+    assert_recorded_once_each(&path, 4, 0);
+}
+
+fn an_answer_unread_at_cancel_pending_keeps_its_value() {
+    // `finished` answers and the worker starts `last`, which waits; a CancelPending shutdown
+    // kills the worker with `finished`'s answer unread: it must keep its value.
+    let pool = pool(1);
+    let held = held_line(&pool, 0);
+    held.wait_recorded(13);
+    std::thread::scope(|s| {
+        s.spawn(|| pool.shutdown(martelli::Shutdown::CancelPending));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !pool.is_shut_down() {
+            assert!(Instant::now() < deadline, "the shutdown never began");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        held.resume.send(()).unwrap();
+    });
+    held.clean_up();
+    let path = held.path.clone();
+    match held.finished.wait() {
+        Ok(v) => assert_eq!(v, 12),
+        Err(e) => panic!("a task that finished before the shutdown lost its value: {e}"),
+    }
+    assert!(matches!(held.last.wait(), Err(TaskError::Cancelled)));
+    assert_eq!(held.gate.wait().unwrap(), 1);
+    assert_ahead_done(held.ahead);
+    assert_recorded_once_each(&path, 3, 0);
 }
 
 fn a_long_task_does_not_hold_work_an_idle_worker_can_run() {

@@ -32,9 +32,15 @@
 //!    front resolves as `WorkerDied` with the exit code or signal and the tail of its stderr. A
 //!    deadline passed or a cancel kills the group the same way and resolves it as `TimedOut` or
 //!    `Cancelled`. A frame that is too large or does not decode kills the worker too (it can no
-//!    longer be trusted to be in step) and fails the task with `TaskError::Codec`. In every case
-//!    only the task at the front fails: the tasks behind it never started, and go back to the
-//!    front of the queue, in order, to run on the replacement or another worker.
+//!    longer be trusted to be in step) and fails the task with `TaskError::Codec`. However the
+//!    loss is noticed — end of file, a write that fails, a deadline, a cancel, a `CancelPending`
+//!    shutdown — the slot first stops the worker (reaps it, or kills its group) and then reads every
+//!    answer it sent before it went: a worker flushes a task's answer before it starts the next, so
+//!    when it dies in the next one that answer may still be in the socket, and the task it belongs
+//!    to keeps its value (only after a frame out of step is nothing more read). Then only the task
+//!    the worker was running fails: the tasks behind it never started, and go back to the front of
+//!    the queue, in order, to run on the replacement or another worker. A task whose frame never
+//!    reached the worker (it was gone before the write) is not failed: it goes to the replacement.
 //! 5. A killed or dead worker is replaced at once, before the slot takes its next job, so the pool
 //!    never loses capacity; a worker that ran `max_tasks_per_worker` tasks, or whose resident memory
 //!    passed `max_worker_memory` after a task (then it is sent no more, and retired once the tasks
