@@ -229,6 +229,10 @@ fn main() {
             cancel_of_a_running_task_kills_its_worker,
         ),
         (
+            "a_worker_killed_while_idle_costs_no_task",
+            a_worker_killed_while_idle_costs_no_task,
+        ),
+        (
             "cancel_of_a_queued_task_never_runs_it",
             cancel_of_a_queued_task_never_runs_it,
         ),
@@ -552,6 +556,21 @@ fn cancel_of_a_running_task_kills_its_worker() {
     assert!(dies_within(worker, Duration::from_secs(5)));
     let next = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
     assert_ne!(next, worker, "a replacement worker runs the next task");
+}
+
+fn a_worker_killed_while_idle_costs_no_task() {
+    // Nothing watches an idle worker: its death is found when the next task is written to it. That
+    // task never reached it, so it runs on the replacement instead of failing.
+    let pool = pool(1);
+    let worker = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    // SAFETY: kill(2) on the pool's worker, a child of this process that is not reaped yet.
+    unsafe { libc::kill(worker as i32, libc::SIGKILL) };
+    martelli_testkit::proc::wait_dead(worker, Duration::from_secs(20), "the killed worker");
+    match pool.submit_task(worker_pid, ()).unwrap().wait() {
+        Ok(next) => assert_ne!(next, worker, "a replacement ran it"),
+        Err(e) => panic!("a task blamed for a worker that died before it was sent: {e}"),
+    }
+    assert_eq!(pool.submit_task(add, (2, 3)).unwrap().wait().unwrap(), 5);
 }
 
 fn cancel_of_a_queued_task_never_runs_it() {
