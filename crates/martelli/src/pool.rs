@@ -489,7 +489,6 @@ impl PoolBuilder {
                     nice: p.nice,
                     rlimits: p.rlimits,
                     queue_bound: self.queue_bound,
-                    guardian: None,
                 })?)
             }
             #[cfg(not(target_os = "linux"))]

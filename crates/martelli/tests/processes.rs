@@ -295,6 +295,10 @@ fn main() {
             shutdown_cancel_pending_stops_everything,
         ),
         (
+            "the_guardian_goes_with_the_last_worker",
+            the_guardian_goes_with_the_last_worker,
+        ),
+        (
             "workers_die_with_a_killed_parent",
             workers_die_with_a_killed_parent,
         ),
@@ -911,6 +915,61 @@ fn shutdown_cancel_pending_stops_everything() {
         pool.submit_task(add, (1, 1)),
         Err(Error::ShutDown)
     ));
+}
+
+/// The live children of this process that lead a session of their own: a process pool's guardian
+/// (it calls `setsid`); workers lead only a process group.
+fn session_leading_children() -> std::collections::BTreeSet<u32> {
+    let me = std::process::id();
+    let mut out = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command name (in parentheses): state, ppid, pgrp, session, …
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u32>().ok());
+        if !matches!(fields.first(), Some(&"Z" | &"X"))
+            && number(1) == Some(me)
+            && number(3) == Some(pid)
+        {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+fn the_guardian_goes_with_the_last_worker() {
+    for mode in [martelli::Shutdown::CancelPending, martelli::Shutdown::Wait] {
+        let before = session_leading_children();
+        let pool = pool(2);
+        // CancelPending kills a worker in a task; Wait lets a short one finish.
+        let ms = if mode == martelli::Shutdown::Wait {
+            10
+        } else {
+            60_000
+        };
+        let running = pool.submit_task(sleep_ms, (ms,)).unwrap();
+        wait_until_running(&running);
+        let guardians: Vec<u32> = session_leading_children()
+            .difference(&before)
+            .copied()
+            .collect();
+        assert_eq!(guardians.len(), 1, "{mode:?}: one guardian: {guardians:?}");
+        pool.shutdown(mode);
+        assert!(
+            is_dead(guardians[0]),
+            "{mode:?}: the guardian (pid {}) outlived the pool's workers",
+            guardians[0]
+        );
+        drop(pool);
+    }
 }
 
 /// The `main` of a parent that starts two workers, prints their pids and waits to be killed.

@@ -49,6 +49,10 @@
 //! 6. Shutdown closes the queue; slots drain it (`Wait`), or (`CancelPending`) the queue is emptied,
 //!    every slot is woken and drops what it had in flight, killing its worker if a task ran; each
 //!    slot then closes its channel, the idle worker exits, and the slot reaps it.
+//! 7. The pool's guardian process (which kills the workers' groups if this process dies) is shared
+//!    by the pool, its slots and their workers; once shutdown has joined every slot (so every worker
+//!    is reaped), the pool lets go of it too, and the guardian exits and is reaped then, not when
+//!    the `Pool` is dropped.
 
 mod capture;
 mod estimates;
@@ -61,6 +65,7 @@ use super::{Admission, Backend, Rejected, RemoteBackend, RemoteJob, RemoteReject
 use crate::error::Error;
 use crate::job::Job;
 use crate::pool::Shutdown;
+use crate::process::Guardian;
 use crate::sync::{Arc, Condvar, Mutex};
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -93,8 +98,6 @@ pub(crate) struct ProcessConfig {
     pub(crate) queue_bound: Option<usize>,
     /// The most bytes of stdout (and of stderr) a captured task returns.
     pub(crate) capture_limit: usize,
-    /// Set by `Processes::start`: kills the workers' groups if this process dies.
-    pub(crate) guardian: Option<std::sync::Arc<crate::process::Guardian>>,
 }
 
 struct Queue {
@@ -219,6 +222,8 @@ pub(crate) struct Processes {
     shared: Arc<Shared>,
     config: Arc<ProcessConfig>,
     slots: Mutex<Vec<JoinHandle<()>>>,
+    /// Kills the workers' groups if this process dies; let go at shutdown (rule 7).
+    guardian: Mutex<Option<std::sync::Arc<Guardian>>>,
 }
 
 impl fmt::Debug for Processes {
@@ -233,7 +238,7 @@ impl fmt::Debug for Processes {
 impl Processes {
     /// Starts the workers and waits until each has answered the handshake; fails, stopping those
     /// already started, if any cannot start or does not answer.
-    pub(crate) fn start(mut config: ProcessConfig) -> Result<Processes, Error> {
+    pub(crate) fn start(config: ProcessConfig) -> Result<Processes, Error> {
         if worker::is_uninitialized_worker() {
             return Err(Error::NotInitialized);
         }
@@ -242,11 +247,13 @@ impl Processes {
         // Workers die with this process by their parent-death signal; what their tasks started
         // dies with them through the guardian, which kills every worker's group when this process
         // dies, even by SIGKILL.
-        let guardian = crate::process::Guardian::start(n.saturating_mul(2).max(2), GUARDIAN_GRACE)
-            .map_err(|e| Error::WorkerStart {
-                message: format!("cannot start the guardian process: {e}"),
+        let guardian =
+            Guardian::start(n.saturating_mul(2).max(2), GUARDIAN_GRACE).map_err(|e| {
+                Error::WorkerStart {
+                    message: format!("cannot start the guardian process: {e}"),
+                }
             })?;
-        config.guardian = Some(std::sync::Arc::new(guardian));
+        let guardian = std::sync::Arc::new(guardian);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 levels: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
@@ -267,17 +274,19 @@ impl Processes {
             shared,
             config: Arc::clone(&config),
             slots: Mutex::new(Vec::with_capacity(n)),
+            guardian: Mutex::new(Some(std::sync::Arc::clone(&guardian))),
         };
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), Error>>();
         for index in 0..n {
             let name = format!("{}-{index}", config.name_prefix);
             let shared = Arc::clone(&pool.shared);
             let config = Arc::clone(&config);
+            let guardian = std::sync::Arc::clone(&guardian);
             let ready = ready_tx.clone();
             // The slot thread spawns its worker and every replacement, and lives as long as they
             // do: Linux sends a worker its parent-death signal when the spawning *thread* exits.
             let spawned = thread::Builder::new().name(name.clone()).spawn(move || {
-                let slot = match Slot::start(index, config, shared) {
+                let slot = match Slot::start(index, config, shared, guardian) {
                     Ok(slot) => {
                         let _ = ready.send(Ok(()));
                         slot
@@ -367,6 +376,8 @@ impl Backend for Processes {
         for handle in slots {
             let _ = handle.join();
         }
+        // Every worker is reaped: the guardian has nothing left to guard (rule 7).
+        drop(self.guardian.lock().take());
     }
 
     fn is_shut_down(&self) -> bool {

@@ -10,6 +10,7 @@ use super::{ProcessConfig, Shared};
 use crate::backend::RemoteJob;
 use crate::codec::{self, ErrorKind, Header};
 use crate::error::{Error, TaskError, TaskFailure, WorkerDeath};
+use crate::process::Guardian;
 use crate::sync::Arc;
 use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
 use rustix::io::Errno;
@@ -96,6 +97,8 @@ pub(super) struct Slot {
     index: usize,
     config: Arc<ProcessConfig>,
     shared: Arc<Shared>,
+    /// The pool's guardian, which each worker's group is registered with.
+    guardian: std::sync::Arc<Guardian>,
     worker: Option<Worker>,
     wake_fd: std::sync::Arc<FdWaker>,
     waker: Waker,
@@ -119,6 +122,7 @@ impl Slot {
         index: usize,
         config: Arc<ProcessConfig>,
         shared: Arc<Shared>,
+        guardian: std::sync::Arc<Guardian>,
     ) -> Result<Slot, Error> {
         let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(|e| {
             Error::WorkerStart {
@@ -130,11 +134,12 @@ impl Slot {
             fired: AtomicBool::new(false),
         });
         let waker = Waker::from(std::sync::Arc::clone(&wake_fd));
-        let worker = Worker::spawn(&config)?;
+        let worker = Worker::spawn(&config, &guardian)?;
         Ok(Slot {
             index,
             config,
             shared,
+            guardian,
             worker: Some(worker),
             wake_fd,
             waker,
@@ -680,7 +685,7 @@ impl Slot {
 
     /// Starts a worker in place of a lost one; false (the reason kept) when it cannot.
     fn replace_worker(&mut self) -> bool {
-        match Worker::spawn(&self.config) {
+        match Worker::spawn(&self.config, &self.guardian) {
             Ok(worker) => {
                 self.worker = Some(worker);
                 self.spawn_error = None;
