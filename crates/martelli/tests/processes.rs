@@ -74,6 +74,45 @@ fn hold_mib(mib: usize) -> usize {
     len
 }
 
+/// Raises `signum` in its worker; returns it if the worker survives.
+#[martelli::task]
+fn raise_signal(signum: i32) -> i32 {
+    // SAFETY: raise(3) only sends a signal to the calling thread.
+    unsafe { libc::raise(signum) };
+    signum
+}
+
+/// Reads a page mapped without access rights: a real invalid access (a fault, not a sent signal).
+#[martelli::task]
+fn fault_on_a_protected_page() -> u8 {
+    // SAFETY: a fresh anonymous mapping of one page; it is only read (and the read faults).
+    unsafe {
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(page, libc::MAP_FAILED, "mmap");
+        std::ptr::read_volatile(page.cast::<u8>())
+    }
+}
+
+/// Recurses until its worker's stack overflows.
+#[martelli::task]
+fn overflow_the_stack(depth: u64) -> u64 {
+    fn down(depth: u64) -> u64 {
+        if std::hint::black_box(depth) == u64::MAX {
+            return 0;
+        }
+        let frame = std::hint::black_box([depth as u8; 4096]);
+        down(depth + 1) + u64::from(frame[0])
+    }
+    down(depth)
+}
+
 #[martelli::task]
 fn exit_unless_one(code: i32) -> i32 {
     if code != 1 {
@@ -215,6 +254,10 @@ fn main() {
         (
             "segfault_is_worker_died_with_sigsegv",
             segfault_is_worker_died_with_sigsegv,
+        ),
+        (
+            "crash_signals_kill_the_worker_even_when_raised",
+            crash_signals_kill_the_worker_even_when_raised,
         ),
         (
             "exit_code_is_worker_died_with_the_code",
@@ -474,6 +517,30 @@ fn segfault_is_worker_died_with_sigsegv() {
     let death = expect_death(pool.submit_task(segfault, ()).unwrap().wait());
     assert_eq!(death.signal, Some(libc::SIGSEGV), "{death}");
     assert_eq!(pool.submit_task(add, (1, 1)).unwrap().wait().unwrap(), 2);
+}
+
+fn crash_signals_kill_the_worker_even_when_raised() {
+    let pool = pool(1);
+    // Raised, not a fault: Rust's runtime handles SIGSEGV and SIGBUS (for stack overflows) and
+    // would return from them; a worker gives them their default action.
+    for signum in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
+        let death = expect_death(pool.submit_task(raise_signal, (signum,)).unwrap().wait());
+        assert_eq!(death.signal, Some(signum), "{death}");
+    }
+    let death = expect_death(
+        pool.submit_task(fault_on_a_protected_page, ())
+            .unwrap()
+            .wait(),
+    );
+    assert_eq!(death.signal, Some(libc::SIGSEGV), "{death}");
+    // A stack overflow is still reported by the runtime (its handler sees the fault first).
+    let death = expect_death(pool.submit_task(overflow_the_stack, (0,)).unwrap().wait());
+    assert_eq!(death.signal, Some(libc::SIGABRT), "{death}");
+    assert!(
+        death.stderr_tail.contains("has overflowed its stack"),
+        "{death}"
+    );
+    assert_eq!(pool.submit_task(add, (1, 2)).unwrap().wait().unwrap(), 3);
 }
 
 fn exit_code_is_worker_died_with_the_code() {

@@ -55,6 +55,7 @@
 //!    the `Pool` is dropped.
 
 mod capture;
+mod crash_signals;
 mod estimates;
 mod inflight;
 mod spawned;
