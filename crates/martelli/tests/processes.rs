@@ -8,7 +8,7 @@
 mod runner;
 #[path = "support/tasks.rs"]
 mod tasks;
-use tasks::{abort_with_note, panics, parse_number, segfault, sleep_ms, worker_pid};
+use tasks::{abort_with_note, panics, parse_number, record, segfault, sleep_ms, worker_pid};
 
 use martelli::process::group_alive;
 use martelli::{Error, Pool, Status, TaskError, TaskOptions, WaitMode, as_completed, wait};
@@ -150,20 +150,6 @@ fn write_to_channel(bytes: Vec<u8>) -> u32 {
     unsafe { libc::write(3, bytes.as_ptr().cast(), bytes.len()) };
     std::thread::sleep(Duration::from_millis(200));
     1
-}
-
-/// Appends `n` as a line to the file at `path` (one `write` with `O_APPEND`, so lines from several
-/// workers never mix) and returns it: a test counts how many times each task ran.
-#[martelli::task]
-fn record(path: String, n: u64) -> u64 {
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .expect("the record file opens");
-    file.write_all(format!("{n}\n").as_bytes())
-        .expect("the record is written");
-    n
 }
 
 /// Records `n` in the file at `path` (as `record`), waits until the file `go` exists (for at most
@@ -1474,10 +1460,20 @@ impl HeldLine {
         }
     }
 
-    fn clean_up(&self) {
+    /// After the slot was let go: `finished` kept its value (`blame` says what went wrong if not),
+    /// and the gate and the tasks ahead theirs. Returns the record file and the last task.
+    #[track_caller]
+    fn assert_finished_kept(self, blame: &str) -> (String, martelli::Future<u64>) {
         for suffix in ["", "-gate", "-finished"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.go));
         }
+        match self.finished.wait() {
+            Ok(v) => assert_eq!(v, 12),
+            Err(e) => panic!("{blame}: {e}"),
+        }
+        assert_eq!(self.gate.wait().unwrap(), 1);
+        assert_ahead_done(self.ahead);
+        (self.path, self.last)
     }
 }
 
@@ -1492,17 +1488,11 @@ fn an_answer_unread_when_the_worker_dies_is_not_blamed() {
     let after = pool.submit_task(record, (held.path.clone(), 14)).unwrap();
     // Queued while the slot is held: it takes it on its next turn and writes it first.
     held.resume.send(()).unwrap();
-    held.clean_up();
-    let path = held.path.clone();
-    match held.finished.wait() {
-        Ok(v) => assert_eq!(v, 12),
-        Err(e) => panic!("the task that finished was blamed for the next one's death: {e}"),
-    }
-    let death = expect_death(held.last.wait());
+    let (path, last) =
+        held.assert_finished_kept("the task that finished was blamed for the next one's death");
+    let death = expect_death(last.wait());
     assert_eq!(death.exit_code, Some(3), "{death}");
-    assert_eq!(held.gate.wait().unwrap(), 1);
     assert_eq!(after.wait().unwrap(), 14);
-    assert_ahead_done(held.ahead);
     assert_recorded_once_each(&path, 4, 0);
 }
 
@@ -1521,15 +1511,9 @@ fn an_answer_unread_at_cancel_pending_keeps_its_value() {
         }
         held.resume.send(()).unwrap();
     });
-    held.clean_up();
-    let path = held.path.clone();
-    match held.finished.wait() {
-        Ok(v) => assert_eq!(v, 12),
-        Err(e) => panic!("a task that finished before the shutdown lost its value: {e}"),
-    }
-    assert!(matches!(held.last.wait(), Err(TaskError::Cancelled)));
-    assert_eq!(held.gate.wait().unwrap(), 1);
-    assert_ahead_done(held.ahead);
+    let (path, last) =
+        held.assert_finished_kept("a task that finished before the shutdown lost its value");
+    assert!(matches!(last.wait(), Err(TaskError::Cancelled)));
     assert_recorded_once_each(&path, 3, 0);
 }
 

@@ -11,10 +11,11 @@
 
 #[path = "support/runner.rs"]
 mod runner;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use martelli::{ItemError, JoinableQueue, Pool, TaskError, TaskResult};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Duration;
 
 /// Items per round.
@@ -28,17 +29,11 @@ const RECYCLE_AFTER: usize = 5;
 
 // ---- the task --------------------------------------------------------------------------------
 
-/// Records `n` in the file at `path` (one `O_APPEND` write, so runs in several workers never mix),
-/// then aborts its worker if `n` ends in 13, panics if it ends in 57, and doubles it otherwise.
+/// Records `n` in the file at `path` (as `tasks::record`), then aborts its worker if `n` ends in
+/// 13, panics if it ends in 57, and doubles it otherwise.
 #[martelli::task]
 fn storm_item(path: String, n: u64) -> u64 {
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .expect("the record file opens");
-    file.write_all(format!("{n}\n").as_bytes())
-        .expect("the run is recorded");
+    tasks::record::call(path, n);
     match expected(n) {
         Expected::Aborts => {
             eprintln!("item {n} aborts its worker on purpose");
