@@ -601,6 +601,12 @@ impl Slot {
             self.line.reset_stream();
             drop(worker);
             self.replace_worker();
+            if let Some(front) = self.line.front_mut() {
+                // It starts again on the replacement: its timeout counts from now (rule 3).
+                let now = Instant::now();
+                front.started = Some(now);
+                front.deadline = front.job.sink.timeout().and_then(|t| now.checked_add(t));
+            }
             return;
         }
         self.unfed_losses = 0;
