@@ -886,12 +886,15 @@ impl Inner {
                     None => COLLECT_POLL,
                 }
             };
-            let popped = self
-                .pop(&mut conn, wait)
-                .and_then(|_| self.look_for_lost(&mut conn, &mut looks));
-            match popped {
+            let done = match self.pop(&mut conn, wait) {
+                Ok(_) => self
+                    .look_for_lost(&mut conn, &mut looks)
+                    .map_err(|e| (e, "looking for tasks that vanished from the broker")),
+                Err(error) => Err((error, "reading results")),
+            };
+            match done {
                 Ok(()) => {}
-                Err(error) if conn::is_connection_error(&error) => {
+                Err((error, _)) if conn::is_connection_error(&error) => {
                     match self.broker.reconnect(&self.collector_stop, "client") {
                         Some(fresh) => {
                             conn = fresh;
@@ -900,9 +903,9 @@ impl Inner {
                         None => return,
                     }
                 }
-                Err(error) => {
+                Err((error, what)) => {
                     eprintln!(
-                        "martelli cluster client: reading results from {} failed: {error}",
+                        "martelli cluster client ({}): {what} failed: {error}",
                         self.reply
                     );
                     std::thread::sleep(COLLECT_POLL);
