@@ -418,6 +418,20 @@ impl Entry {
         Some(Entry { id, fields })
     }
 
+    /// Parses an entry a script returns with its stream: `[stream index, id, [field, value, …],
+    /// …]`; the index (0 to 2, the normal stream when unreadable), the entry, and the items after
+    /// the fields.
+    pub(crate) fn parse_indexed(value: &Value) -> Option<(usize, Entry, &[Value])> {
+        let parts = array(value);
+        let (index, id, fields) = (parts.first()?, parts.get(1)?, parts.get(2)?);
+        let index = int(index)
+            .and_then(|i| usize::try_from(i).ok())
+            .unwrap_or(1)
+            .min(2);
+        let entry = Entry::parse(&Value::Array(vec![id.clone(), fields.clone()]))?;
+        Some((index, entry, parts.get(3..).unwrap_or(&[])))
+    }
+
     /// The value of `field`.
     pub(crate) fn field(&self, field: &str) -> Option<&[u8]> {
         self.fields

@@ -116,21 +116,12 @@ pub(super) fn reclaim(
     let reply = conn::array(&value);
     let mut out = Reclaimed::default();
     for item in reply.first().map_or(&[][..], conn::array) {
-        let parts = conn::array(item);
-        let (Some(index), Some(id), Some(fields)) = (parts.first(), parts.get(1), parts.get(2))
-        else {
-            continue;
-        };
-        let index = conn::int(index)
-            .and_then(|i| usize::try_from(i).ok())
-            .unwrap_or(1)
-            .min(2);
-        let deliveries = parts
-            .get(3)
-            .and_then(conn::int)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(2);
-        if let Some(entry) = Entry::parse(&Value::Array(vec![id.clone(), fields.clone()])) {
+        if let Some((index, entry, rest)) = Entry::parse_indexed(item) {
+            let deliveries = rest
+                .first()
+                .and_then(conn::int)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(2);
             out.entries.push((index, entry, deliveries));
         }
     }

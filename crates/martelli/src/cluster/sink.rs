@@ -25,14 +25,15 @@ pub(crate) trait Sink: Send + Sync {
 /// A shared sink, as the client holds it.
 pub(crate) type SharedSink = Arc<dyn Sink>;
 
-/// The sink of a task whose future wants the result as a value of type `R`, decoded from
-/// MessagePack.
-struct Decode<R> {
+/// The sink of a task whose future gets the result's bytes turned into a `T` by `convert` (which
+/// also gets the task's name, for its error message).
+struct Resolve<T> {
     task: String,
-    promise: Mutex<Option<Promise<R>>>,
+    convert: fn(&str, Vec<u8>) -> TaskResult<T>,
+    promise: Mutex<Option<Promise<T>>>,
 }
 
-impl<R: DeserializeOwned + Send + 'static> Sink for Decode<R> {
+impl<T: Send + 'static> Sink for Resolve<T> {
     fn start(&self) {
         if let Some(promise) = self.promise.lock().as_ref() {
             promise.start();
@@ -42,7 +43,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Decode<R> {
     fn complete(&self, result: TaskResult<Vec<u8>>) {
         let promise = self.promise.lock().take();
         if let Some(promise) = promise {
-            promise.complete(result.and_then(|bytes| decode_result(&self.task, &bytes)));
+            promise.complete(result.and_then(|bytes| (self.convert)(&self.task, bytes)));
         }
     }
 }
@@ -53,35 +54,18 @@ pub(crate) fn decode_into<R: DeserializeOwned + Send + 'static>(
     task: &str,
     promise: Promise<R>,
 ) -> SharedSink {
-    Arc::new(Decode {
+    Arc::new(Resolve {
         task: task.to_owned(),
+        convert: |task, bytes| decode_result(task, &bytes),
         promise: Mutex::new(Some(promise)),
     })
 }
 
 /// The sink of a raw task: its future gets the result's bytes.
-struct Raw {
-    promise: Mutex<Option<Promise<Vec<u8>>>>,
-}
-
-impl Sink for Raw {
-    fn start(&self) {
-        if let Some(promise) = self.promise.lock().as_ref() {
-            promise.start();
-        }
-    }
-
-    fn complete(&self, result: TaskResult<Vec<u8>>) {
-        let promise = self.promise.lock().take();
-        if let Some(promise) = promise {
-            promise.complete(result);
-        }
-    }
-}
-
-/// The sink of a raw task whose future gets the result's bytes.
 pub(crate) fn raw(promise: Promise<Vec<u8>>) -> SharedSink {
-    Arc::new(Raw {
+    Arc::new(Resolve {
+        task: String::new(),
+        convert: |_, bytes| Ok(bytes),
         promise: Mutex::new(Some(promise)),
     })
 }

@@ -907,17 +907,8 @@ impl Shared {
         timers.cancels = tombstones;
         let mut got = Vec::new();
         for item in reply.get(1).map_or(&[][..], conn::array) {
-            let parts = conn::array(item);
-            let (Some(index), Some(id), Some(fields)) = (parts.first(), parts.get(1), parts.get(2))
-            else {
-                continue;
-            };
-            let index = conn::int(index)
-                .and_then(|i| usize::try_from(i).ok())
-                .unwrap_or(1);
-            let entry = Entry::parse(&Value::Array(vec![id.clone(), fields.clone()]));
-            if let Some(entry) = entry {
-                got.push((index.min(2), entry, 1));
+            if let Some((index, entry, _)) = Entry::parse_indexed(item) {
+                got.push((index, entry, 1));
             }
         }
         if got.is_empty() {
