@@ -89,9 +89,14 @@ impl Browser {
             .unwrap_or_else(|| panic!("a page among the DevTools targets: {targets}"))
             .to_owned();
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to DevTools");
-        stream.set_read_timeout(Some(ANSWER)).expect("a read timeout");
-        stream.set_write_timeout(Some(ANSWER)).expect("a write timeout");
-        let (socket, _) = tungstenite::client(page.as_str(), stream).expect("the DevTools handshake");
+        stream
+            .set_read_timeout(Some(ANSWER))
+            .expect("a read timeout");
+        stream
+            .set_write_timeout(Some(ANSWER))
+            .expect("a write timeout");
+        let (socket, _) =
+            tungstenite::client(page.as_str(), stream).expect("the DevTools handshake");
         let mut browser = Browser {
             socket,
             next_id: 1,
@@ -133,7 +138,23 @@ impl Browser {
     /// Opens `url` and waits until the page has loaded.
     pub fn open(&mut self, url: &str) {
         self.call("Page.navigate", json!({ "url": url }));
-        self.wait("the page to load", ANSWER, "document.readyState === 'complete'");
+        self.wait(
+            "the page to load",
+            ANSWER,
+            "document.readyState === 'complete'",
+        );
+    }
+
+    /// Reloads the page (a new document: nothing of the old one's script is left) and waits until
+    /// it has loaded.
+    pub fn reload(&mut self) {
+        self.eval("window.__before_reload = true");
+        self.call("Page.reload", json!({ "ignoreCache": true }));
+        self.wait(
+            "the page to load again",
+            ANSWER,
+            "!window.__before_reload && document.readyState === 'complete'",
+        );
     }
 
     /// Evaluates JavaScript in the page (awaiting a promise) and returns its value.
@@ -177,7 +198,9 @@ impl Browser {
             }
             if started.elapsed() > limit {
                 let body = self.text("body");
-                panic!("timed out after {limit:?} waiting for {what} ({condition}); the page shows:\n{body}");
+                panic!(
+                    "timed out after {limit:?} waiting for {what} ({condition}); the page shows:\n{body}"
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -215,7 +238,9 @@ impl Response {
 /// `Host` header is `addr` unless `headers` gives one.
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(ANSWER)).expect("a read timeout");
+    stream
+        .set_read_timeout(Some(ANSWER))
+        .expect("a read timeout");
     let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         request.push_str(&format!("Host: {addr}\r\n"));
@@ -227,15 +252,45 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> R
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).expect("send the request");
-    let mut raw = Vec::new();
     stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("read the answer to {method} {path}: {e}"));
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("a head in the answer to {method} {path}"));
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    // Up to the end of the head, then as many bytes as Content-Length says, or to the end.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let split = loop {
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        let n = stream
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read the answer to {method} {path}: {e}"));
+        assert!(n > 0, "the answer to {method} {path} ended before its head");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let length = String::from_utf8_lossy(&raw[..split])
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    match length {
+        Some(length) => {
+            while raw.len() < split + 4 + length {
+                let n = stream
+                    .read(&mut buf)
+                    .unwrap_or_else(|e| panic!("read the answer to {method} {path}: {e}"));
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            stream
+                .read_to_end(&mut raw)
+                .unwrap_or_else(|e| panic!("read the answer to {method} {path}: {e}"));
+        }
+    }
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let body = &raw[split + 4..];
     let mut lines = head.lines();
@@ -251,7 +306,11 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> R
     let chunked = headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { unchunk(body) } else { body.to_vec() };
+    let body = if chunked {
+        unchunk(body)
+    } else {
+        body.to_vec()
+    };
     Response {
         status,
         headers,
@@ -262,10 +321,7 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> R
 /// A chunked body put together.
 fn unchunk(mut rest: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&rest[..end])
             .ok()
             .and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
@@ -273,7 +329,9 @@ fn unchunk(mut rest: &[u8]) -> Vec<u8> {
         match size {
             Some(size) if size > 0 && after.len() >= size => {
                 out.extend_from_slice(&after[..size]);
-                rest = after[size..].strip_prefix(b"\r\n").unwrap_or(&after[size..]);
+                rest = after[size..]
+                    .strip_prefix(b"\r\n")
+                    .unwrap_or(&after[size..]);
             }
             _ => break,
         }

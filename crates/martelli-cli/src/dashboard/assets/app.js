@@ -570,6 +570,9 @@
   }
 
   function route() {
+    $('notice').hidden = true;
+    $('dead-confirm').hidden = true;
+    state.dead.pending = null;
     const hash = decodeURIComponent(location.hash.replace(/^#/, ''));
     if (hash.startsWith('task/')) {
       show('task');
