@@ -284,7 +284,7 @@
   function niceCeiling(v) {
     if (!(v > 0)) return 1;
     const magnitude = 10 ** Math.floor(Math.log10(v));
-    for (const step of [1, 2, 2.5, 5, 10]) if (v <= step * magnitude) return step * magnitude;
+    for (const step of [1, 2, 4, 6, 8, 10]) if (v <= step * magnitude) return step * magnitude;
     return 10 * magnitude;
   }
   const tickLabel = (v) => (v >= 100 ? String(Math.round(v)) : v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2));
@@ -370,11 +370,11 @@
     $('dead-summary').textContent = `${page.total} dead letter${page.total === 1 ? '' : 's'} in queue ${state.queue}`;
     const rows = page.letters.map((d) => el('tr', { 'data-letter': d.letter },
       el('td', { title: d.letter }, d.at_ms ? when(d.at_ms) : '–'),
-      el('td', { class: 'mono' }, d.id ? el('a', { href: `#task/${encodeURIComponent(d.id)}` }, d.id) : '–'),
-      el('td', { class: 'mono' }, orDash(d.task)),
+      el('td', { class: 'mono clip', title: d.id }, d.id ? el('a', { href: `#task/${encodeURIComponent(d.id)}` }, d.id) : '–'),
+      el('td', { class: 'mono clip', title: d.task }, orDash(d.task)),
       el('td', { class: 'reason', title: d.reason }, d.reason),
       el('td', { class: 'n' }, orDash(d.attempts)),
-      el('td', { class: 'mono' }, orDash(d.worker)),
+      el('td', { class: 'mono clip', title: d.worker }, orDash(d.worker)),
       el('td', { class: 'n' }, bytes(d.size) + (d.truncated ? ' (sample)' : '')),
       el('td', { class: 'actions' },
         el('button', { type: 'button', class: 'inspect', onclick: () => inspectDead(d.letter) }, 'Inspect'),
@@ -421,6 +421,7 @@
       const d = await api(`${queuePath(state.queue)}/dead/${encodeURIComponent(letter)}`);
       const box = $('dead-detail');
       box.replaceChildren(
+        el('button', { type: 'button', class: 'close', onclick: () => { box.hidden = true; } }, 'Close'),
         el('h3', {}, `Dead letter ${d.letter}`),
         fields([
           ['reason', d.reason],
