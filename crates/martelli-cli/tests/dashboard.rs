@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use browser::{Browser, http};
 use martelli::cluster::{StatusOptions, status};
+use martelli_testkit::envelope::Envelope;
 use martelli_testkit::poll;
 use martelli_testkit::proc::{KillOnDrop, Signal};
 use martelli_testkit::redis::RedisServer;
@@ -89,23 +90,9 @@ fn dashboard(url: &str, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> D
 
 /// A task envelope (docs/protocol.md, "Task").
 fn envelope(id: &str, task: &str, payload: &[u8], max_attempts: u32) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Envelope<'a> {
-        v: u32,
-        id: &'a str,
-        task: &'a str,
-        #[serde(with = "serde_bytes")]
-        payload: &'a [u8],
-        max_attempts: u32,
-    }
-    rmp_serde::to_vec_named(&Envelope {
-        v: 1,
-        id,
-        task,
-        payload,
-        max_attempts,
-    })
-    .expect("an envelope encodes")
+    Envelope::new(id, task, payload)
+        .max_attempts(max_attempts)
+        .encode()
 }
 
 /// The payload of a `martelli.shell` task running `line` with `/bin/sh -c`.

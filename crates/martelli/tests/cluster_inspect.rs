@@ -7,9 +7,9 @@ use martelli::cluster::{
     DeadLetterError, Inspector, InspectorOptions, PageStart, TaskState, Tasks, Worker,
     WorkerOptions,
 };
+use martelli_testkit::envelope::Envelope;
 use martelli_testkit::poll;
 use martelli_testkit::redis::RedisServer;
-use serde::Serialize;
 use std::time::Duration;
 
 const NORMAL: &str = "martelli:q:default:normal";
@@ -17,31 +17,12 @@ const HIGH: &str = "martelli:q:default:high";
 const DEAD: &str = "martelli:q:default:dead";
 const DELAYED: &str = "martelli:q:default:delayed";
 
-/// A task envelope (docs/protocol.md, "Task"), with a key this version does not know.
+/// A task envelope with a key this version does not know.
 fn envelope(id: &str, task: &str, payload: &[u8], attempts: u32) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Envelope<'a> {
-        v: u32,
-        id: &'a str,
-        task: &'a str,
-        #[serde(with = "serde_bytes")]
-        payload: &'a [u8],
-        reply: Option<&'a str>,
-        max_attempts: u32,
-        attempts: u32,
-        x_future: &'a str,
-    }
-    rmp_serde::to_vec_named(&Envelope {
-        v: 1,
-        id,
-        task,
-        payload,
-        reply: None,
-        max_attempts: 3,
-        attempts,
-        x_future: "kept",
-    })
-    .expect("an envelope encodes")
+    Envelope::new(id, task, payload)
+        .attempts(attempts)
+        .unknown_key("kept")
+        .encode()
 }
 
 fn inspector(redis: &RedisServer) -> Inspector {

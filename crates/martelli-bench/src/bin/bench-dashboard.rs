@@ -11,7 +11,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use martelli::cluster::{Client, Tasks, WorkerOptions, serve};
+use martelli::cluster::Client;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -70,12 +70,7 @@ type Stats = BTreeMap<String, (u64, u64)>;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Sub::Worker { queue }) = &args.command {
-        let tasks = Tasks::new().raw("noop", |_: &[u8]| Ok(Vec::new()));
-        let options = WorkerOptions::new()
-            .queue(queue.clone())
-            .concurrency(args.concurrency);
-        serve(&args.url, tasks, options).context("the worker failed")?;
-        return Ok(());
+        return martelli_bench::serve_noop(&args.url, queue, args.concurrency);
     }
     let Some(martelli) = args.martelli.clone() else {
         bail!("give --martelli PATH: the martelli binary whose dashboard is measured");
@@ -93,10 +88,16 @@ fn main() -> anyhow::Result<()> {
         .context("could not connect the client")?;
     let mut workers = Vec::new();
     for _ in 0..args.workers {
-        workers.push(spawn_worker(&args, queue)?);
+        workers.push(martelli_bench::spawn_worker(
+            &args.url,
+            args.concurrency,
+            queue,
+        )?);
     }
     for _ in 0..20 {
-        client.submit_raw("noop", Vec::new())?.wait()?;
+        client
+            .submit_raw(martelli_bench::NOOP, Vec::new())?
+            .wait()?;
     }
     println!(
         "load: {} tasks/s for {} s per phase, {} workers x {} slots",
@@ -171,7 +172,7 @@ fn phase(client: &Client, info: &mut redis::Connection, args: &Args) -> anyhow::
     let mut next = started;
     while Instant::now() < end {
         for _ in 0..per_tick {
-            inflight.push_back(client.submit_raw("noop", Vec::new())?);
+            inflight.push_back(client.submit_raw(martelli_bench::NOOP, Vec::new())?);
             submitted += 1;
         }
         while inflight.len() as u64 > args.rate {
@@ -305,15 +306,4 @@ fn served_at(child: &mut Child) -> anyhow::Result<String> {
         eprintln!("{line}");
     }
     bail!("the dashboard exited before it served")
-}
-
-fn spawn_worker(args: &Args, queue: &str) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("cannot find this benchmark's own binary")?;
-    Command::new(exe)
-        .args(["--url", &args.url, "--concurrency"])
-        .arg(args.concurrency.to_string())
-        .args(["worker", "--queue", queue])
-        .stdout(Stdio::null())
-        .spawn()
-        .context("could not start a worker process")
 }

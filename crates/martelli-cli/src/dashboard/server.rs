@@ -27,7 +27,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::Stream;
-use martelli::cluster::{DeadLetterError, Inspector, MAX_PAGE, PageStart};
+use martelli::cluster::{Bulk, DeadLetterError, DeadLetters, Inspector, MAX_PAGE, PageStart};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
@@ -264,111 +264,88 @@ struct PageQuery {
     offset: Option<u64>,
 }
 
+/// Runs `action` on the dead letters of `queue` (on the blocking pool) and answers with its value
+/// as JSON, or with its error and the matching status.
+async fn on_dead_letters<T: Serialize + Send + 'static>(
+    app: &Arc<App>,
+    queue: String,
+    action: impl FnOnce(&mut DeadLetters<'_>) -> Result<T, DeadLetterError> + Send + 'static,
+) -> Response {
+    if let Err(r) = name("queue name", &queue) {
+        return r;
+    }
+    let result = app
+        .with_inspector(move |i| action(&mut i.dead_letters(&queue)))
+        .await;
+    result.map_or_else(|r| r, reply)
+}
+
 async fn dead_page(
     State(app): State<Arc<App>>,
     Path(queue): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    if let Err(r) = name("queue name", &queue) {
-        return r;
-    }
     let count = q.count.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let result = app
-        .with_inspector(move |i| {
-            let start = match (&q.before, &q.after) {
-                (Some(before), _) => PageStart::Before(before),
-                (None, Some(after)) => PageStart::After(after),
-                (None, None) => PageStart::Newest,
-            };
-            i.dead_letters(&queue).page(start, count)
-        })
-        .await;
-    result.map_or_else(|r| r, reply)
+    on_dead_letters(&app, queue, move |d| {
+        let start = match (&q.before, &q.after) {
+            (Some(before), _) => PageStart::Before(before),
+            (None, Some(after)) => PageStart::After(after),
+            (None, None) => PageStart::Newest,
+        };
+        d.page(start, count)
+    })
+    .await
 }
 
 async fn dead_letter(
     State(app): State<Arc<App>>,
     Path((queue, letter)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = name("queue name", &queue) {
-        return r;
-    }
-    let result = app
-        .with_inspector(move |i| i.dead_letters(&queue).get(&letter))
-        .await;
-    result.map_or_else(|r| r, reply)
+    on_dead_letters(&app, queue, move |d| d.get(&letter)).await
 }
 
+/// What an action on dead letters did.
 #[derive(Serialize)]
 struct Done {
     done: u64,
     skipped: u64,
 }
 
+/// One letter acted on.
+const ONE: Done = Done {
+    done: 1,
+    skipped: 0,
+};
+
+impl From<Bulk> for Done {
+    fn from(b: Bulk) -> Done {
+        Done {
+            done: b.done,
+            skipped: b.skipped,
+        }
+    }
+}
+
 async fn requeue(
     State(app): State<Arc<App>>,
     Path((queue, letter)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = name("queue name", &queue) {
-        return r;
-    }
-    let result = app
-        .with_inspector(move |i| {
-            i.dead_letters(&queue).requeue(&letter).map(|()| Done {
-                done: 1,
-                skipped: 0,
-            })
-        })
-        .await;
-    result.map_or_else(|r| r, reply)
+    on_dead_letters(&app, queue, move |d| d.requeue(&letter).map(|()| ONE)).await
 }
 
 async fn discard(
     State(app): State<Arc<App>>,
     Path((queue, letter)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = name("queue name", &queue) {
-        return r;
-    }
-    let result = app
-        .with_inspector(move |i| {
-            i.dead_letters(&queue).discard(&letter).map(|()| Done {
-                done: 1,
-                skipped: 0,
-            })
-        })
-        .await;
-    result.map_or_else(|r| r, reply)
+    on_dead_letters(&app, queue, move |d| d.discard(&letter).map(|()| ONE)).await
 }
 
 async fn requeue_all(State(app): State<Arc<App>>, Path(queue): Path<String>) -> Response {
-    if let Err(r) = name("queue name", &queue) {
-        return r;
-    }
-    let result = app
-        .with_inspector(move |i| {
-            i.dead_letters(&queue).requeue_all().map(|b| Done {
-                done: b.done,
-                skipped: b.skipped,
-            })
-        })
-        .await;
-    result.map_or_else(|r| r, reply)
+    on_dead_letters(&app, queue, |d| d.requeue_all().map(Done::from)).await
 }
 
 async fn discard_all(State(app): State<Arc<App>>, Path(queue): Path<String>) -> Response {
-    if let Err(r) = name("queue name", &queue) {
-        return r;
-    }
-    let result = app
-        .with_inspector(move |i| {
-            i.dead_letters(&queue).discard_all().map(|b| Done {
-                done: b.done,
-                skipped: b.skipped,
-            })
-        })
-        .await;
-    result.map_or_else(|r| r, reply)
+    on_dead_letters(&app, queue, |d| d.discard_all().map(Done::from)).await
 }
 
 async fn delayed(
