@@ -49,7 +49,7 @@ fn worker(url: &str, name: &str, jobs: usize) -> KillOnDrop {
 /// A running dashboard and the address it serves on.
 struct Dashboard {
     addr: String,
-    _process: KillOnDrop,
+    process: KillOnDrop,
 }
 
 /// Starts `martelli dashboard --cluster url --listen LISTEN EXTRA…` and waits for the address it
@@ -82,10 +82,7 @@ fn dashboard(url: &str, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> D
         .unwrap_or_else(|e| panic!("the dashboard did not start: {e}"));
     // An unspecified address is reached on loopback.
     let addr = addr.replace("0.0.0.0", "127.0.0.1");
-    Dashboard {
-        addr,
-        _process: process,
-    }
+    Dashboard { addr, process }
 }
 
 /// A task envelope (docs/protocol.md, "Task").
@@ -721,4 +718,23 @@ fn credentials_csrf_and_read_only_guard_every_request() {
         .status,
         200
     );
+
+    // SIGTERM stops it cleanly, even with a page on its live feed.
+    let mut feed = std::net::TcpStream::connect(&shown.addr).expect("connect");
+    feed.set_read_timeout(Some(SLOW)).expect("a read timeout");
+    std::io::Write::write_all(
+        &mut feed,
+        format!("GET /api/events HTTP/1.1\r\nHost: {}\r\n\r\n", shown.addr).as_bytes(),
+    )
+    .expect("ask for the feed");
+    let mut first = [0u8; 64];
+    let n = std::io::Read::read(&mut feed, &mut first).expect("the feed answers");
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    let mut shown = shown;
+    shown.process.signal(Signal::TERM);
+    assert!(shown.process.wait_for(SLOW).success());
 }
