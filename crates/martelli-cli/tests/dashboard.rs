@@ -738,3 +738,31 @@ fn credentials_csrf_and_read_only_guard_every_request() {
     shown.process.signal(Signal::TERM);
     assert!(shown.process.wait_for(SLOW).success());
 }
+
+#[test]
+fn the_dashboard_reads_on_after_the_broker_restarts() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let dash = dashboard(&url, "127.0.0.1:0", &["--interval", "0.2"], &[]);
+    let latest = |addr: &str| -> (u64, Value) {
+        let history: Value =
+            serde_json::from_str(&http(addr, "GET", "/api/history", &[]).body).expect("JSON");
+        let at = history["samples"]
+            .as_array()
+            .and_then(|s| s.last())
+            .and_then(|s| s["at_ms"].as_u64())
+            .unwrap_or(0);
+        (at, history["error"].clone())
+    };
+    poll::until("a first reading", SLOW, || latest(&dash.addr).0 > 0);
+    redis.restart();
+    let restarted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64;
+    // Readings go on, from a new connection, and the error (if one was shown) is gone.
+    poll::until("a reading after the restart", SLOW, || {
+        let (at, error) = latest(&dash.addr);
+        at > restarted && error.is_null()
+    });
+}

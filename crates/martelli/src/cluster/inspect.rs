@@ -466,6 +466,7 @@ impl Inspector {
                 });
                 all_readings.push(readings);
             }
+            // Heartbeats are keyed by the prefix alone: any queue's keys name them.
             let keys = Keys::new(prefix, DEFAULT_QUEUE);
             let heartbeats = status::read_heartbeats(conn, &keys)?;
             let mut orphans = BTreeSet::new();
