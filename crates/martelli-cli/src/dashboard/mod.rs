@@ -185,6 +185,7 @@ fn resolve(listen: &str) -> Result<SocketAddr, StartError> {
 /// Runs the dashboard until SIGINT or SIGTERM.
 pub(crate) fn run(args: &DashboardArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_args(args, |var| std::env::var(var).ok())?;
+    let csrf = server::csrf_token()?;
     let mut options = InspectorOptions::new().prefix(&args.prefix);
     if let Some(ca) = &args.tls_ca {
         options = options.tls_ca(ca);
@@ -207,7 +208,7 @@ pub(crate) fn run(args: &DashboardArgs) -> anyhow::Result<ExitCode> {
         let shared = Arc::new(sampler::Shared::new(settings.capacity, settings.interval));
         let stop_sampler = sampler::start(for_sampler, &settings, Arc::clone(&shared))?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let app = server::App::new(for_requests, settings, shared, shutdown_rx);
+        let app = server::App::new(for_requests, settings, shared, shutdown_rx, csrf);
         eprintln!(
             "martelli dashboard: serving http://{bound}/ for {} (prefix {}){}",
             app.broker(),

@@ -66,6 +66,7 @@ impl App {
         settings: Settings,
         shared: Arc<Shared>,
         shutdown: watch::Receiver<bool>,
+        csrf: String,
     ) -> Arc<App> {
         Arc::new(App {
             broker: inspector.broker().to_owned(),
@@ -73,7 +74,7 @@ impl App {
             inspector: Mutex::new(inspector),
             settings,
             shared,
-            csrf: csrf_token(),
+            csrf,
             shutdown,
         })
     }
@@ -114,19 +115,15 @@ impl App {
     }
 }
 
-/// 32 random bytes in hex: the CSRF token of this run.
-fn csrf_token() -> String {
+/// 32 random bytes from the operating system, in hex: the CSRF token of this run.
+pub(crate) fn csrf_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No randomness from the OS: fall back on the clock and the process id, which a page on
-        // another site cannot read either (the token only ever travels to the dashboard's page).
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-            ^ u128::from(std::process::id()) << 64;
-        bytes[..16].copy_from_slice(&seed.to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read random bytes from the operating system for the CSRF token: {e}"
+        )
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The router, with every request going through [`guard::check`].
