@@ -381,6 +381,38 @@ fn the_page_shows_a_live_cluster_and_acts_on_dead_letters_in_a_real_browser() {
     );
     page.screenshot(&shots.join("dashboard-dead.png"));
 
+    // A delayed task: listed soonest first, and found by id.
+    let later = format!("later-{pid}");
+    let mut member = b"0".to_vec();
+    member.extend(envelope(&later, "reports.nightly", b"{\"day\":1}", 3));
+    let _: u64 = redis::cmd("ZADD")
+        .arg("martelli:q:default:delayed")
+        .arg(4_000_000_000_000u64)
+        .arg(member)
+        .query(&mut raw)
+        .expect("ZADD");
+    page.open(&format!("{home}#delayed"));
+    page.wait(
+        "the delayed task listed",
+        SHOWN_WITHIN,
+        &format!(
+            "[...document.querySelectorAll('#delayed-table tbody tr')].some(r => r.cells[2].textContent === {} && r.cells[1].textContent === 'high')",
+            serde_json::json!(later)
+        ),
+    );
+    page.open(&format!("{home}#task/{later}"));
+    page.wait(
+        "the delayed task found by id",
+        SLOW,
+        "document.getElementById('task-detail').textContent.includes('delayed: due')",
+    );
+    page.open(&format!("{home}#dead"));
+    page.wait(
+        "three dead letters listed",
+        SHOWN_WITHIN,
+        &format!("{DEAD_ROWS} === 3"),
+    );
+
     // Discard all through the page.
     page.click("#dead-discard-all");
     page.click("#dead-confirm-yes");
