@@ -755,6 +755,7 @@ fn run_finishes_every_job_after_a_broker_restart_without_persistence() {
     );
     wait_file(&dir.path().join("started.1"));
     // Jobs 2 to 4 are queued: they vanish with the stream.
+    wait_status(&url, "three jobs waiting", |s| s["queue"]["waiting"] == 3);
     shutdown_nosave_and_restart(&mut redis);
     let o = job.output(Duration::from_secs(60));
     assert_code(&o, 0);
@@ -896,12 +897,16 @@ fn the_documented_acl_users_are_enough_for_workers_producers_and_status() {
     // A restart without persistence (the users come back with the server's arguments): the
     // producer finds its vanished tasks with the commands it is allowed.
     let line = format!(
-        "touch {}/started.{{}}; sleep 0.5; echo {{}}",
+        "touch {}/started.{{}}; sleep 2; echo {{}}",
         dir.path().display()
     );
+    let mut refused = acl_refusals(redis.port);
+    // Two slots: job 3 waits in the stream when the broker goes.
     let job = run_bg(&producer, &["-j", "3", "-k", &line, ":::", "1", "2", "3"]);
     wait_file(&dir.path().join("started.1"));
-    let mut refused = acl_refusals(redis.port);
+    wait_status(&redis.url(), "one job waiting", |s| {
+        s["queue"]["waiting"] == 1
+    });
     shutdown_nosave_and_restart(&mut redis);
     let o = job.output(Duration::from_secs(60));
     assert_code(&o, 0);

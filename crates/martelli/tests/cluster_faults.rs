@@ -298,6 +298,8 @@ fn four_tasks_across_a_restart(
     let futures: Vec<_> = (0..4)
         .map(|_| client.submit::<_, u64>("nap", &800u64).unwrap())
         .collect();
+    // All four in the broker before it goes.
+    client.flush();
     started.recv_timeout(LIMIT).expect("the first task starts");
     shutdown_nosave_and_restart(redis);
     futures

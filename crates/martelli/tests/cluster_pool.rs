@@ -241,6 +241,18 @@ fn calls(raw: &mut redis::Connection, command: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
+/// The commands called so far, as `INFO commandstats` says (`name=calls` pairs), for messages.
+fn commandstats(raw: &mut redis::Connection) -> String {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(raw).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            Some(format!("{name}={}", rest.split(',').next()?))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 // ---- the tests -------------------------------------------------------------------------------
 
 fn every_outcome_round_trips() {
@@ -944,7 +956,12 @@ fn watching_running_tasks_reads_no_tombstone_without_cancels() {
     };
     let (scripts, exists) = window(&mut raw);
     assert!(scripts >= 5, "the worker ran {scripts} scripts in 600 ms");
-    assert_eq!(exists, scripts, "without cancels: one EXISTS per script");
+    assert_eq!(
+        exists,
+        scripts,
+        "without cancels: one EXISTS per script ({})",
+        commandstats(&mut raw)
+    );
     // With the flag set (and no tombstone), the worker reads its two running tasks' tombstones too:
     // the measurement can tell.
     redis::cmd("SET")

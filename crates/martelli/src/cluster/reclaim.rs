@@ -56,9 +56,9 @@ for i = 1, 3 do
     local f = {}
     for j = 1, #c, 2 do f[c[j]] = c[j + 1] end
     local name = f['name']
-    local idle = ARGV[6] == '1' and f['idle'] >= tonumber(lease)
-      and redis.call('EXISTS', beat .. name) == 0
-    if name ~= me and f['pending'] == 0 and (owners[name] or idle) then
+    local remove = name ~= me and f['pending'] == 0 and (owners[name] or (ARGV[6] == '1'
+      and f['idle'] >= tonumber(lease) and redis.call('EXISTS', beat .. name) == 0))
+    if remove then
       redis.call('XGROUP', 'DELCONSUMER', KEYS[i], group, name)
       removed = removed + 1
     end
