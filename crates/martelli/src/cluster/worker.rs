@@ -69,6 +69,8 @@ const DEAD_LETTER_SAMPLE: usize = 1024;
 const WRITE_BATCH: usize = 1024;
 /// The most delayed tasks moved to their stream per pass.
 const PROMOTE_BATCH: usize = 512;
+/// How long the writer holds `started` notes for an outcome to join them (see `next_writes`).
+const NOTE_HOLD: Duration = Duration::from_millis(2);
 
 /// Reads up to ARGV[3] entries across the streams KEYS[1..3], highest priority first, without
 /// blocking: the worker never takes more entries than it has free slots. Returns whether the queue's
@@ -1546,18 +1548,8 @@ impl Shared {
         let ttl_ms = u64::try_from(self.options.result_ttl.as_millis()).unwrap_or(u64::MAX);
         let dead_max = self.options.dead_letter_max;
         loop {
-            let batch: Vec<Write> = {
-                let mut queue = self.writes.lock();
-                loop {
-                    if !queue.items.is_empty() {
-                        let n = queue.items.len().min(WRITE_BATCH);
-                        break queue.items.drain(..n).collect();
-                    }
-                    if queue.closed {
-                        return;
-                    }
-                    queue = self.writes_ready.wait(queue);
-                }
+            let Some(batch) = self.next_writes() else {
+                return;
             };
             let pipe = build_writes(&batch, &self.keys, ttl_ms, dead_max);
             loop {
@@ -1607,6 +1599,37 @@ impl Shared {
             }
             self.slot_freed.notify_all();
         }
+    }
+
+    /// The next batch of outcomes to store; `None` once the queue is closed and empty. A batch of
+    /// `started` notes alone is held up to [`NOTE_HOLD`] for an outcome to join it: a short task's
+    /// note and result then cost one pipeline (and the note is left out, see [`build_writes`]),
+    /// not two round trips in a row.
+    fn next_writes(&self) -> Option<Vec<Write>> {
+        let is_note = |w: &Write| matches!(w, Write::Started { .. });
+        let mut queue = self.writes.lock();
+        let mut batch: Vec<Write> = loop {
+            if !queue.items.is_empty() {
+                let n = queue.items.len().min(WRITE_BATCH);
+                break queue.items.drain(..n).collect();
+            }
+            if queue.closed {
+                return None;
+            }
+            queue = self.writes_ready.wait(queue);
+        };
+        let until = Instant::now() + NOTE_HOLD;
+        while batch.iter().all(is_note) && !queue.closed && batch.len() < WRITE_BATCH {
+            // The queue is empty here, so the next write wakes this wait.
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            queue = self.writes_ready.wait_for(queue, left).0;
+            let n = queue.items.len().min(WRITE_BATCH - batch.len());
+            batch.extend(queue.items.drain(..n));
+        }
+        Some(batch)
     }
 
     /// Leaves the group after a stop: removes the heartbeat and, when nothing is held, the consumer.
@@ -1665,6 +1688,14 @@ fn build_writes(batch: &[Write], keys: &Keys, ttl_ms: u64, dead_max: usize) -> r
     let mut pipe = redis::pipe();
     let mut replies: HashSet<&str> = HashSet::new();
     let mut acks: HashMap<usize, Vec<&str>> = HashMap::new();
+    // A note is pointless beside its task's result.
+    let answered: HashSet<&str> = batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::Result { result, .. } => Some(result.id.as_str()),
+            _ => None,
+        })
+        .collect();
     for write in batch {
         match write {
             Write::Result { reply, result, .. } => {
@@ -1701,8 +1732,10 @@ fn build_writes(batch: &[Write], keys: &Keys, ttl_ms: u64, dead_max: usize) -> r
                     .ignore();
             }
             Write::Started { reply, note } => {
-                pipe.cmd("LPUSH").arg(reply).arg(note.encode()).ignore();
-                replies.insert(reply);
+                if !answered.contains(note.id.as_str()) {
+                    pipe.cmd("LPUSH").arg(reply).arg(note.encode()).ignore();
+                    replies.insert(reply);
+                }
             }
         }
         if let Some((stream, id)) = write.held() {
