@@ -5,6 +5,7 @@
 
 use martelli::cluster::{Client, OnLost, Tasks, Worker, WorkerOptions};
 use martelli::{Status, TaskError};
+use martelli_testkit::envelope::Envelope;
 use martelli_testkit::poll;
 use martelli_testkit::redis::RedisServer;
 use std::io::{Read, Write};
@@ -112,27 +113,14 @@ fn pop_result(raw: &mut redis::Connection, list: &str) -> WireResult {
 }
 
 /// Queues a hand-written envelope on the normal stream.
-fn xadd_envelope(raw: &mut redis::Connection, envelope: &impl serde::Serialize) {
-    let bytes = rmp_serde::to_vec_named(envelope).unwrap();
+fn xadd_envelope(raw: &mut redis::Connection, envelope: &Envelope<'_>) {
     let _: String = redis::cmd("XADD")
         .arg("martelli:q:default:normal")
         .arg("*")
         .arg("e")
-        .arg(bytes)
+        .arg(envelope.encode())
         .query(raw)
         .unwrap();
-}
-
-#[derive(serde::Serialize)]
-struct Envelope<'a> {
-    v: u32,
-    id: &'a str,
-    task: &'a str,
-    #[serde(with = "serde_bytes")]
-    payload: &'a [u8],
-    reply: &'a str,
-    max_attempts: u32,
-    attempts: u32,
 }
 
 #[test]
@@ -154,15 +142,10 @@ fn a_refused_envelope_that_names_its_reply_list_gets_a_lost_result() {
         let id = format!("refused-{i}");
         xadd_envelope(
             &mut raw,
-            &Envelope {
-                v: *v,
-                id: &id,
-                task: "add",
-                payload: &payload,
-                reply: "test:reply",
-                max_attempts: *max_attempts,
-                attempts: 0,
-            },
+            &Envelope::new(&id, "add", &payload)
+                .version(*v)
+                .reply("test:reply")
+                .max_attempts(*max_attempts),
         );
         let result = pop_result(&mut raw, "test:reply");
         assert_eq!(result.id, id, "{what}");
@@ -179,17 +162,13 @@ fn a_task_out_of_attempts_on_its_first_delivery_says_where_they_went() {
     let redis = RedisServer::start();
     let mut raw = redis.raw();
     // A producer re-queued it after three attempts of its own: none is left.
+    let payload = rmp_serde::to_vec(&(1, 2)).unwrap();
     xadd_envelope(
         &mut raw,
-        &Envelope {
-            v: 1,
-            id: "spent",
-            task: "add",
-            payload: &rmp_serde::to_vec(&(1, 2)).unwrap(),
-            reply: "test:reply",
-            max_attempts: 3,
-            attempts: 3,
-        },
+        &Envelope::new("spent", "add", &payload)
+            .reply("test:reply")
+            .max_attempts(3)
+            .attempts(3),
     );
     let worker = Worker::start(
         &redis.url(),

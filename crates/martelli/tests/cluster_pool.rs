@@ -800,29 +800,19 @@ fn cancel_of_a_running_thread_task_that_never_checks_lets_it_finish() {
 
 fn cancel_of_a_running_thread_task_that_checks_its_token_ends_as_cancelled() {
     use martelli::Task;
-    #[derive(serde::Serialize)]
-    struct Envelope<'a> {
-        v: u32,
-        id: &'a str,
-        task: &'a str,
-        #[serde(with = "serde_bytes")]
-        payload: &'a [u8],
-        reply: &'a str,
-    }
     TOUCHED.lock().unwrap().clear();
     let redis = RedisServer::start();
     let mut raw = redis.raw();
     let worker = worker(&redis, WorkerOptions::new().concurrency(2));
     // A producer that knows only docs/protocol.md, so that the result's status can be read.
     let payload = rmp_serde::to_vec(&("spinner",)).unwrap();
-    let envelope = rmp_serde::to_vec_named(&Envelope {
-        v: 1,
-        id: "running-1",
-        task: work_until_cancelled::NAME,
-        payload: &payload,
-        reply: "tests:reply",
-    })
-    .unwrap();
+    let envelope = martelli_testkit::envelope::Envelope::new(
+        "running-1",
+        work_until_cancelled::NAME,
+        &payload,
+    )
+    .reply("tests:reply")
+    .encode();
     let _: String = redis::cmd("XADD")
         .arg("martelli:q:default:normal")
         .arg("*")
