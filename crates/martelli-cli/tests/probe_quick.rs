@@ -197,6 +197,7 @@ fn report_has_every_top_level_field() {
             "creation",
             "curves",
             "duration_s",
+            "foreground",
             "ipc",
             "machine",
             "martelli_version",
@@ -227,11 +228,13 @@ fn report_has_every_top_level_field() {
     assert!(r["warmup"].as_u64().expect("warmup") >= 1);
 }
 
-/// The dotted paths of every measured row (objects with a median and a unit), curve points keyed
-/// by worker count or concurrency as the probe names them.
+/// The dotted paths of every measured row (objects with a median, or latency percentiles, and a
+/// unit), curve points keyed by worker count or concurrency as the probe names them.
 fn stat_paths(v: &Value, path: String, out: &mut Vec<(String, Value)>) {
     match v {
-        Value::Object(m) if m.contains_key("median") && m.contains_key("unit") => {
+        Value::Object(m)
+            if (m.contains_key("median") || m.contains_key("p50")) && m.contains_key("unit") =>
+        {
             out.push((path, v.clone()))
         }
         Value::Object(m) => {
@@ -259,7 +262,14 @@ fn stat_paths(v: &Value, path: String, out: &mut Vec<(String, Value)>) {
 
 fn measured_rows(r: &Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    for section in ["creation", "switch", "memory", "ipc", "curves"] {
+    for section in [
+        "creation",
+        "switch",
+        "memory",
+        "ipc",
+        "curves",
+        "foreground",
+    ] {
         stat_paths(&r[section], section.to_owned(), &mut out);
     }
     out
@@ -744,6 +754,83 @@ fn io_curve_waits_at_least_the_wait_and_reports_memory() {
 }
 
 #[test]
+fn foreground_latency_is_measured_under_each_background() {
+    let r = &runs().json;
+    let f = get(r, "foreground");
+    assert_eq!(
+        keys(f),
+        [
+            "background_workers",
+            "idle",
+            "processes_nice_0",
+            "processes_nice_10",
+            "processes_nice_19",
+            "seconds_per_scenario",
+            "sleep_us",
+            "threads"
+        ]
+    );
+    assert_eq!(f["sleep_us"], 1000);
+    assert_eq!(f["background_workers"], r["machine"]["available_cores"]);
+    let idle_p99 = get(f, "idle.p99").as_f64().expect("idle p99");
+    for key in [
+        "idle",
+        "processes_nice_0",
+        "processes_nice_10",
+        "processes_nice_19",
+        "threads",
+    ] {
+        let s = &f[key];
+        assert_eq!(
+            keys(s),
+            [
+                "max",
+                "mean",
+                "p50",
+                "p50_over_idle",
+                "p99",
+                "p99_over_idle",
+                "samples",
+                "unit"
+            ],
+            "{key}"
+        );
+        assert_eq!(s["unit"], "us");
+        let n = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{key}.{k}: {s}"));
+        // A sleep never ends early: every lateness is ≥ 0, and ordered.
+        assert!(
+            0.0 <= n("p50") && n("p50") <= n("p99") && n("p99") <= n("max"),
+            "{key}: {s}"
+        );
+        // A 1 ms sleep, timed for a few tenths of a second: tens of samples at least, each
+        // under a second late.
+        assert!(n("samples") >= 20.0 && n("max") < 1e6, "{key}: {s}");
+        assert!(
+            (n("p99_over_idle") - n("p99") / idle_p99).abs() < 1e-6 * n("p99_over_idle").max(1.0),
+            "{key}: {s}"
+        );
+    }
+    assert_eq!(f["idle"]["p99_over_idle"], 1.0);
+    let line = runs()
+        .table
+        .lines()
+        .find(|l| l.trim_start().starts_with("process pool, nice 10"))
+        .expect("the table has the nice-10 row");
+    assert!(line.contains('×'), "{line}");
+    let rec = r["recommendations"]
+        .as_array()
+        .expect("recommendations")
+        .iter()
+        .find(|x| x["id"] == "foreground_nice")
+        .expect("a foreground_nice recommendation");
+    assert!(
+        ["nice_helps", "nice_no_better", "nice_not_needed"]
+            .contains(&rec["verdict"].as_str().expect("verdict")),
+        "{rec}"
+    );
+}
+
+#[test]
 fn recommendations_are_derived_and_explained() {
     let r = &runs().json;
     let recs = r["recommendations"].as_array().expect("recommendations");
@@ -755,6 +842,7 @@ fn recommendations_are_derived_and_explained() {
         "thread_task_min",
         "async_memory",
         "keep_workers_warm",
+        "foreground_nice",
     ] {
         assert!(ids.contains(&id), "no `{id}` in {ids:?}");
     }
@@ -839,9 +927,15 @@ fn svg_plot_parses_and_shows_the_curves() {
     for caption in [
         "CPU-bound job: speedup",
         "I/O-bound job: memory per wait",
+        "Foreground: wake-up latency",
         "threads",
         "processes",
         "async (1 thread)",
+        "processes, nice 10",
+        // Log axes are labelled at round values, counts with separators.
+        "1,000",
+        "10 ms",
+        "KiB",
     ] {
         assert!(
             texts.iter().any(|t| t.contains(caption)),
@@ -852,7 +946,12 @@ fn svg_plot_parses_and_shows_the_curves() {
         .descendants()
         .filter(|n| n.has_tag_name("polyline") || n.has_tag_name("path"))
         .count();
-    assert!(lines >= 7, "only {lines} lines drawn");
+    // Seven curves, and a bar with two caps for every point of the CPU curve's two sides.
+    let points = runs().json["curves"]["cpu"]["points"]
+        .as_array()
+        .expect("points")
+        .len();
+    assert!(lines >= 7 + 2 * 3 * points, "only {lines} lines drawn");
 }
 
 #[test]
@@ -866,6 +965,7 @@ fn table_reads_well_and_compares() {
         "IPC",
         "CPU-BOUND JOB",
         "I/O-BOUND JOB",
+        "FOREGROUND",
         "RECOMMENDATIONS",
         "COMPARED WITH",
     ] {

@@ -55,7 +55,16 @@ pub(crate) struct Leaf {
 /// Flattens a report into `path → leaf`.
 pub(crate) fn flatten(report: &Value) -> BTreeMap<String, Leaf> {
     let mut out = BTreeMap::new();
-    for section in ["machine", "creation", "switch", "memory", "ipc", "curves"] {
+    for section in [
+        "machine",
+        "creation",
+        "switch",
+        "memory",
+        "ipc",
+        "curves",
+        "foreground",
+        "cluster",
+    ] {
         if let Some(v) = report.get(section) {
             walk(v, section.to_owned(), &mut out);
         }
@@ -92,6 +101,26 @@ fn walk(v: &Value, path: String, out: &mut BTreeMap<String, Leaf>) {
                         reps: count("reps"),
                     },
                 );
+                return;
+            }
+            // A latency: its percentiles are times in its unit.
+            if let (Some(unit), true) = (
+                map.get("unit")
+                    .and_then(|u| serde_json::from_value::<Unit>(u.clone()).ok()),
+                map.contains_key("p50"),
+            ) {
+                for k in ["p50", "p99", "max"] {
+                    if let Some(value) = map.get(k).and_then(Value::as_f64) {
+                        out.insert(
+                            format!("{path}.{k}"),
+                            Leaf {
+                                value,
+                                unit: Some(unit),
+                                ..Leaf::default()
+                            },
+                        );
+                    }
+                }
                 return;
             }
             for (k, child) in map {

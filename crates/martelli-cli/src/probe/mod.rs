@@ -34,6 +34,8 @@ mod create;
 #[cfg(target_os = "linux")]
 mod curves;
 #[cfg(target_os = "linux")]
+mod foreground;
+#[cfg(target_os = "linux")]
 mod ipc;
 #[cfg(target_os = "linux")]
 mod machine;
@@ -252,7 +254,8 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     let cores = machine::effective_cores(machine.available_cores, machine.cgroup_cpu_quota_cores);
     let steps = 17
         + (plans.curve.warmup + plans.curve.max_reps) as usize
-        + curves::io_concurrencies(quick).len();
+        + curves::io_concurrencies(quick).len()
+        + foreground::Background::ALL.len() * if quick { 1 } else { 3 };
     let progress = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
     progress.set_style(
         ProgressStyle::with_template("probing {bar:30} {pos}/{len} {wide_msg}")
@@ -279,6 +282,8 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     let memory = memory::measure(&ctx)?;
     let ipc = ipc::measure(&ctx)?;
     let curves = curves::measure(&ctx, &mut notes)?;
+    ctx.monitor.settle(&before, Duration::from_secs(1));
+    let foreground = foreground::measure(&ctx, &mut notes)?;
     // Leave the machine as found: nothing of the probe's runnable, then the same quiet look.
     ctx.step("the machine, after the probe");
     ctx.monitor.settle(&before, Duration::from_secs(2));
@@ -287,6 +292,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     let mut noise = ctx.monitor.finish(before, after, cores);
     let sections = serde_json::json!({
         "creation": creation, "switch": switch, "memory": memory, "ipc": ipc, "curves": curves,
+        "foreground": foreground,
     });
     let rows = compare::flatten(&sections);
     noise.low_confidence = rows
@@ -301,6 +307,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
         memory: &memory,
         ipc: &ipc,
         curves: &curves,
+        foreground: &foreground,
         noise: &noise,
     });
     let warnings = warnings::derive(&noise, &rows, &machine);
@@ -320,6 +327,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
         memory,
         ipc,
         curves,
+        foreground,
         noise,
         warnings,
         recommendations,

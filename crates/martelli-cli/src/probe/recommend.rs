@@ -13,11 +13,12 @@ use super::busy::Noise;
 use super::create::Creation;
 use super::curves::Curves;
 use super::curves::speedup_interval;
+use super::foreground::Foreground;
 use super::ipc::Ipc;
 use super::machine::{Machine, effective_cores};
 use super::memory::Memory;
 use super::stats::Stat;
-use super::stats::{Bytes, Human, Unit, sig3};
+use super::stats::{Bytes, Human, Unit, sig3, thousands};
 use super::switch::Switch;
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +53,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) memory: &'a Memory,
     pub(crate) ipc: &'a Ipc,
     pub(crate) curves: &'a Curves,
+    pub(crate) foreground: &'a Foreground,
     pub(crate) noise: &'a Noise,
 }
 
@@ -63,6 +65,13 @@ const MEMORY_RATIO: f64 = 2.0;
 const MEMORY_MATTERS: f64 = 1024.0 * 1024.0;
 /// Shared memory is "worth it" from this throughput ratio over a pipe.
 const SHM_WORTH_IT: f64 = 1.5;
+/// A background pool hurts the foreground when its p99 wake-up latency is this many times the
+/// idle one's…
+const HURTS: f64 = 2.0;
+/// …and at least this much longer, µs.
+const HURTS_BY_US: f64 = 100.0;
+/// Nice helps when it divides the p99 latency at nice 0 by at least this.
+const NICE_HELPS: f64 = 2.0;
 
 fn rec(
     id: &str,
@@ -97,6 +106,7 @@ pub(crate) fn derive(inputs: Inputs<'_>) -> Vec<Recommendation> {
         memory_workers(inputs),
         large_payloads(inputs),
         codec_bytes(inputs),
+        foreground_nice(inputs),
     ]
     .into_iter()
     .flatten()
@@ -533,7 +543,8 @@ fn async_memory(i: Inputs<'_>) -> Option<Recommendation> {
     let &(n_max, t_mem, a_mem, t_wall, a_wall) = both.last()?;
     let basis = ["curves.io"];
     let times = format!(
-        "At {n_max} waits of {} ms, threads took {} and async {}.",
+        "At {} waits of {} ms, threads took {} and async {}.",
+        thousands(n_max),
         i.curves.io.wait_ms,
         Human(t_wall, Unit::Millis),
         Human(a_wall, Unit::Millis)
@@ -549,11 +560,13 @@ fn async_memory(i: Inputs<'_>) -> Option<Recommendation> {
                 "async_memory",
                 &format!("async_from_{n}"),
                 format!(
-                    "From {n} concurrent waits on, async costs {}× less memory than threads ({} vs \
-                     {} per wait at {n_max}): use async for many waits. {times}",
+                    "From {} concurrent waits on, async costs {}× less memory than threads ({} vs \
+                     {} per wait at {}): use async for many waits. {times}",
+                    thousands(n),
                     sig3(ratio),
                     Bytes(a_mem / n_max as f64),
                     Bytes(t_mem / n_max as f64),
+                    thousands(n_max),
                 ),
                 ratio,
                 "x",
@@ -564,9 +577,11 @@ fn async_memory(i: Inputs<'_>) -> Option<Recommendation> {
             "async_memory",
             &format!("async_from_{n}"),
             format!(
-                "From {n} concurrent waits on, threads cost {} more memory than async, whose \
-                 growth did not register at {n_max} waits: use async for many waits. {times}",
-                Bytes(t_mem)
+                "From {} concurrent waits on, threads cost {} more memory than async, whose \
+                 growth did not register at {} waits: use async for many waits. {times}",
+                thousands(n),
+                Bytes(t_mem),
+                thousands(n_max)
             ),
             t_mem,
             "bytes",
@@ -576,8 +591,9 @@ fn async_memory(i: Inputs<'_>) -> Option<Recommendation> {
             "async_memory",
             "by_code_style",
             format!(
-                "Up to {n_max} concurrent waits, threads cost less than {MEMORY_RATIO}× the \
-                 memory of async (or under 1 MiB more): choose by code style. {times}"
+                "Up to {} concurrent waits, threads cost less than {MEMORY_RATIO}× the memory \
+                 of async (or under 1 MiB more): choose by code style. {times}",
+                thousands(n_max)
             ),
             if a_mem > 0.0 { t_mem / a_mem } else { 1.0 },
             "x",
@@ -627,8 +643,9 @@ fn task_limit(i: Inputs<'_>) -> Option<Recommendation> {
         "task_limit",
         "async_beyond_limit",
         format!(
-            "At most {n} threads and processes can exist at once here ({which}): more concurrent \
-             waits than that need async, not one thread each."
+            "At most {} threads and processes can exist at once here ({which}): more concurrent \
+             waits than that need async, not one thread each.",
+            thousands(n)
         ),
         n as f64,
         "tasks",
@@ -657,9 +674,10 @@ fn memory_workers(i: Inputs<'_>) -> Option<Recommendation> {
         "memory_workers",
         "size_by_cores",
         format!(
-            "Memory allows about {k:.0} idle worker processes of {} each ({} {source}); each \
+            "Memory allows about {} idle worker processes of {} each ({} {source}); each \
              worker's own data comes on top, so size process pools by cores, not by memory, \
              unless tasks hold large data.",
+            thousands(k as u64),
             Bytes(rss),
             Bytes(usable)
         ),
@@ -780,12 +798,87 @@ fn codec_bytes(i: Inputs<'_>) -> Option<Recommendation> {
     })
 }
 
+/// Whether background pools should run at a lower priority, from the foreground's wake-up latency.
+fn foreground_nice(i: Inputs<'_>) -> Option<Recommendation> {
+    let f = i.foreground;
+    let (idle, n0, n10) = (
+        f.idle.as_ref()?,
+        f.processes_nice_0.as_ref()?,
+        f.processes_nice_10.as_ref()?,
+    );
+    let p99 = |s: &super::foreground::Scenario| Human(s.latency.p99, Unit::Micros).to_string();
+    let n19 = f
+        .processes_nice_19
+        .as_ref()
+        .map_or_else(|| "not measured".to_owned(), p99);
+    let threads = f
+        .threads
+        .as_ref()
+        .map_or_else(|| "not measured".to_owned(), p99);
+    let cores = f.background_workers;
+    let hurt = n0.latency.p99 >= HURTS * idle.latency.p99
+        && n0.latency.p99 - idle.latency.p99 >= HURTS_BY_US;
+    let ratio = n0.latency.p99 / n10.latency.p99.max(1e-3);
+    let helps = ratio >= NICE_HELPS;
+    let pool = format!("A process pool keeping all {cores} usable cores busy");
+    let (verdict, text) = match (hurt, helps) {
+        (true, true) => (
+            "nice_helps",
+            format!(
+                "{pool} raised the foreground's wake-up latency (a thread sleeping 1 ms, p99) from \
+                 {} idle to {} at nice 0 ({}× idle); at nice 10 it was {}, at nice 19 {n19}. \
+                 Build background pools with `worker_nice(10)` so that interactive threads stay \
+                 responsive. A thread pool at normal priority gave {threads}: CPU-bound work that \
+                 must not disturb the foreground belongs on a niced process pool.",
+                p99(idle),
+                p99(n0),
+                sig3(n0.p99_over_idle),
+                p99(n10)
+            ),
+        ),
+        (true, false) => (
+            "nice_no_better",
+            format!(
+                "{pool} raised the foreground's wake-up latency (a thread sleeping 1 ms, p99) from \
+                 {} idle to {} at nice 0, and a lower priority did not bring it down (nice 10: \
+                 {}, nice 19: {n19}; a thread pool: {threads}): here the foreground waits for a \
+                 core whatever the priority. Leave a core free: size background pools below the \
+                 cores when the foreground must stay responsive.",
+                p99(idle),
+                p99(n0),
+                p99(n10)
+            ),
+        ),
+        (false, _) => (
+            "nice_not_needed",
+            format!(
+                "{pool} at nice 0 left the foreground responsive: its wake-up latency (a thread \
+                 sleeping 1 ms, p99) was {} against {} idle (nice 10: {}, nice 19: {n19}; a \
+                 thread pool: {threads}). `worker_nice(10)` still protects it on a busier \
+                 machine, at no cost to a pool that has the cores to itself.",
+                p99(n0),
+                p99(idle),
+                p99(n10)
+            ),
+        ),
+    };
+    Some(rec(
+        "foreground_nice",
+        verdict,
+        text,
+        ratio,
+        "x",
+        &["foreground"],
+    ))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::probe::busy::{RowNoise, Window};
     use crate::probe::create::Creation;
     use crate::probe::curves::{CpuCurve, CpuPoint, IoCurve, IoPoint, IoSide};
+    use crate::probe::foreground::{Latency, Scenario};
     use crate::probe::ipc::Codec;
     use crate::probe::machine::Tier;
     use crate::probe::stats::Stat;
@@ -798,6 +891,7 @@ pub(crate) mod tests {
         pub(crate) memory: Memory,
         pub(crate) ipc: Ipc,
         pub(crate) curves: Curves,
+        pub(crate) foreground: Foreground,
         pub(crate) noise: Noise,
     }
 
@@ -810,6 +904,7 @@ pub(crate) mod tests {
                 memory: &self.memory,
                 ipc: &self.ipc,
                 curves: &self.curves,
+                foreground: &self.foreground,
                 noise: &self.noise,
             }
         }
@@ -887,6 +982,22 @@ pub(crate) mod tests {
         Some(IoSide {
             wall: Stat::exact(wall_ms, Unit::Millis),
             memory: Stat::exact(bytes, Unit::Bytes),
+        })
+    }
+
+    /// A foreground scenario with this p50 and p99 (µs), against an idle p50 of 60 and p99 of 90.
+    fn scenario(p50: f64, p99: f64) -> Option<Scenario> {
+        Some(Scenario {
+            latency: Latency {
+                p50,
+                p99,
+                max: 2.0 * p99,
+                mean: p50,
+                samples: 1000,
+                unit: Unit::Micros,
+            },
+            p50_over_idle: p50 / 60.0,
+            p99_over_idle: p99 / 90.0,
         })
     }
 
@@ -982,6 +1093,16 @@ pub(crate) mod tests {
                         },
                     ],
                 },
+            },
+            foreground: Foreground {
+                sleep_us: 1000,
+                seconds_per_scenario: 1.5,
+                background_workers: cores,
+                idle: scenario(60.0, 90.0),
+                processes_nice_0: scenario(1100.0, 3900.0),
+                processes_nice_10: scenario(70.0, 160.0),
+                processes_nice_19: scenario(65.0, 120.0),
+                threads: scenario(900.0, 3800.0),
             },
             noise: Noise::default(),
         };
@@ -1289,7 +1410,7 @@ pub(crate) mod tests {
             p.async_ = p.threads.clone();
         }
         let r = s.find("async_memory");
-        assert!(r.text.starts_with("Up to 1000"), "{}", r.text);
+        assert!(r.text.starts_with("Up to 1,000"), "{}", r.text);
         assert_eq!(r.value, 1.0);
     }
 
@@ -1302,7 +1423,7 @@ pub(crate) mod tests {
             async_: io_side(20.0, 4_000_000.0),
         });
         let r = s.find("async_memory");
-        assert!(r.text.contains("at 1000"), "{}", r.text);
+        assert!(r.text.contains("at 1,000"), "{}", r.text);
         s.curves.io.points.iter_mut().for_each(|p| p.threads = None);
         assert!(derive(s.inputs()).iter().all(|r| r.id != "async_memory"));
     }
@@ -1366,11 +1487,41 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn nice_is_recommended_when_it_helps_the_foreground() {
+        let mut s = synthetic();
+        let r = s.find("foreground_nice");
+        assert_eq!(r.verdict, "nice_helps");
+        assert!((r.value - 3900.0 / 160.0).abs() < 1e-9, "{}", r.value);
+        assert!(
+            r.text
+                .contains("from 90.0 µs idle to 3.90 ms at nice 0 (43.3× idle)"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("`worker_nice(10)`"), "{}", r.text);
+        // Nice that changes nothing is said so.
+        s.foreground.processes_nice_10 = scenario(1000.0, 3000.0);
+        assert_eq!(s.find("foreground_nice").verdict, "nice_no_better");
+        // A background that does not hurt needs no nice.
+        s.foreground.processes_nice_0 = scenario(70.0, 150.0);
+        let r = s.find("foreground_nice");
+        assert_eq!(r.verdict, "nice_not_needed");
+        assert!(
+            r.text.contains("left the foreground responsive"),
+            "{}",
+            r.text
+        );
+        // Without the idle figure there is nothing to compare with.
+        s.foreground.idle = None;
+        assert!(derive(s.inputs()).iter().all(|r| r.id != "foreground_nice"));
+    }
+
+    #[test]
     fn every_basis_names_a_report_field() {
         let s = synthetic();
         let report = serde_json::json!({
             "machine": s.machine, "creation": s.creation, "switch": s.switch,
-            "memory": s.memory, "ipc": s.ipc, "curves": s.curves,
+            "memory": s.memory, "ipc": s.ipc, "curves": s.curves, "foreground": s.foreground,
         });
         for r in derive(s.inputs()) {
             for path in &r.basis {

@@ -8,6 +8,7 @@
 use super::busy::Noise;
 use super::create::Creation;
 use super::curves::Curves;
+use super::foreground::Foreground;
 use super::ipc::Ipc;
 use super::machine::Machine;
 use super::memory::Memory;
@@ -69,6 +70,8 @@ pub(crate) struct Report {
     pub(crate) memory: Memory,
     pub(crate) ipc: Ipc,
     pub(crate) curves: Curves,
+    /// The foreground's wake-up latency, idle and under background pools.
+    pub(crate) foreground: Foreground,
     /// Other work on the machine: before, during (per row) and after the probe.
     pub(crate) noise: Noise,
     /// What may make figures slower or noisier than the machine is, with the rows it touches.

@@ -48,6 +48,7 @@ pub(crate) fn render(r: &Report) -> String {
     ipc(&mut t, r);
     cpu_curve(&mut t, r);
     io_curve(&mut t, r);
+    foreground(&mut t, r);
     if !r.warnings.is_empty() {
         section(&mut t, "WARNINGS");
         for w in &r.warnings {
@@ -516,6 +517,63 @@ fn io_curve(t: &mut String, r: &Report) {
     }
 }
 
+fn foreground(t: &mut String, r: &Report) {
+    let f = &r.foreground;
+    section(
+        t,
+        &format!(
+            "FOREGROUND (a thread sleeping 1 ms: how late it wakes; background pools of {} workers)",
+            f.background_workers
+        ),
+    );
+    let _ = writeln!(
+        t,
+        "  {:<34} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "background", "p50", "p99", "max", "p99/idle", "sleeps"
+    );
+    for (key, label, s) in [
+        ("idle", "none (idle)", &f.idle),
+        (
+            "processes_nice_0",
+            "process pool, nice 0",
+            &f.processes_nice_0,
+        ),
+        (
+            "processes_nice_10",
+            "process pool, nice 10",
+            &f.processes_nice_10,
+        ),
+        (
+            "processes_nice_19",
+            "process pool, nice 19",
+            &f.processes_nice_19,
+        ),
+        ("threads", "thread pool, normal priority", &f.threads),
+    ] {
+        let path = format!("foreground.{key}");
+        match s {
+            Some(s) => {
+                let l = &s.latency;
+                let busy = if r.noise.busy_rows.contains(&path) {
+                    "!"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    t,
+                    "  {label:<34} {:>10} {:>10} {:>10} {:>9.1}× {:>9}{busy}",
+                    Human(l.p50, l.unit).to_string(),
+                    Human(l.p99, l.unit).to_string(),
+                    Human(l.max, l.unit).to_string(),
+                    s.p99_over_idle,
+                    thousands(l.samples)
+                );
+            }
+            None => absent(t, label, r.notes.get(&path).unwrap_or("not measured")),
+        }
+    }
+}
+
 /// Appends `text` wrapped at [`WIDTH`] columns, the first line after `first`, the rest after `rest`.
 pub(crate) fn wrap(t: &mut String, text: &str, first: &str, rest: &str) {
     let mut line = first.to_owned();
@@ -562,6 +620,7 @@ mod tests {
             memory: s.memory,
             ipc: s.ipc,
             curves: s.curves,
+            foreground: s.foreground,
             noise: s.noise,
             warnings: Vec::new(),
             recommendations,
@@ -606,10 +665,12 @@ mod tests {
             "IPC",
             "CPU-BOUND JOB",
             "I/O-BOUND JOB",
+            "FOREGROUND",
             "RECOMMENDATIONS",
         ] {
             assert!(t.contains(section), "no {section}");
         }
+        assert!(t.contains("process pool, nice 10"), "{t}");
         assert_eq!(t.matches("\n  • ").count(), r.recommendations.len());
         assert!(t.contains("Synthetic CPU"));
         assert!(t.contains("tier               2 (2–8 cores)"));
