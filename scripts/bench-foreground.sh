@@ -43,6 +43,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 SLEEP = 0.001
 SETTLE = 0.030
+MARGIN = 0.020
 
 
 def burn(ms):
@@ -76,7 +77,7 @@ def main():
     burns = []
     if pool is not None:
         wait([pool.submit(noop) for _ in range(workers)])
-        burns = [pool.submit(burn, window_ms + SETTLE * 1000 + 100) for _ in range(workers)]
+        burns = [pool.submit(burn, window_ms + (SETTLE + MARGIN) * 1000) for _ in range(workers)]
     time.sleep(SETTLE)
     late = []
     end = time.perf_counter() + window_ms / 1000

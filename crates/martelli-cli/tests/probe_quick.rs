@@ -194,6 +194,7 @@ fn report_has_every_top_level_field() {
     assert_eq!(
         keys(r),
         [
+            "cluster",
             "creation",
             "curves",
             "duration_s",
@@ -269,6 +270,7 @@ fn measured_rows(r: &Value) -> Vec<(String, Value)> {
         "ipc",
         "curves",
         "foreground",
+        "cluster",
     ] {
         stat_paths(&r[section], section.to_owned(), &mut out);
     }
@@ -831,6 +833,55 @@ fn foreground_latency_is_measured_under_each_background() {
 }
 
 #[test]
+fn the_cluster_tier_is_measured_against_a_private_broker() {
+    // redis-server is installed where the tests run (scripts/test.sh installs it): the probe starts
+    // its own, measures against it and stops it.
+    let r = &runs().json;
+    let c = get(r, "cluster");
+    assert_eq!(
+        keys(c),
+        [
+            "broker",
+            "note",
+            "per_task",
+            "per_task_us",
+            "round_trip",
+            "round_trip_us",
+            "source",
+            "worker_start"
+        ]
+    );
+    assert_eq!(c["source"], "measured", "{c}");
+    assert!(
+        c["broker"]
+            .as_str()
+            .expect("broker")
+            .starts_with("redis-server "),
+        "{c}"
+    );
+    stat(r, "cluster.round_trip", US, (1.0, 1_000_000.0));
+    stat(r, "cluster.per_task", US, (0.1, 1_000_000.0));
+    stat(r, "cluster.worker_start", MS, (0.01, 60_000.0));
+    assert_eq!(c["round_trip_us"], c["round_trip"]["median"]);
+    assert_eq!(c["per_task_us"], c["per_task"]["median"]);
+    let rec = r["recommendations"]
+        .as_array()
+        .expect("recommendations")
+        .iter()
+        .find(|x| x["id"] == "cluster")
+        .expect("a cluster recommendation");
+    // Ten times the cost per task: the task size from which the overhead is under 10 %.
+    let per_task = c["per_task_us"].as_f64().expect("per task");
+    let value = rec["value"].as_f64().expect("value");
+    assert!((value - 10.0 * per_task).abs() < 1e-6 * value, "{rec}");
+    assert!(
+        runs()
+            .table
+            .contains("CLUSTER (no-op tasks through redis-server")
+    );
+}
+
+#[test]
 fn recommendations_are_derived_and_explained() {
     let r = &runs().json;
     let recs = r["recommendations"].as_array().expect("recommendations");
@@ -843,6 +894,7 @@ fn recommendations_are_derived_and_explained() {
         "async_memory",
         "keep_workers_warm",
         "foreground_nice",
+        "cluster",
     ] {
         assert!(ids.contains(&id), "no `{id}` in {ids:?}");
     }
@@ -966,6 +1018,7 @@ fn table_reads_well_and_compares() {
         "CPU-BOUND JOB",
         "I/O-BOUND JOB",
         "FOREGROUND",
+        "CLUSTER",
         "RECOMMENDATIONS",
         "COMPARED WITH",
     ] {

@@ -143,8 +143,7 @@ impl Running {
         workers: u64,
         window: Duration,
     ) -> Result<Running, ProbeError> {
-        let ms =
-            u64::try_from((window + Duration::from_millis(100)).as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from((window + MARGIN).as_millis()).unwrap_or(u64::MAX);
         let n = usize::try_from(workers).unwrap_or(usize::MAX).max(1);
         match background {
             Background::None => Ok(Running::None),
@@ -202,6 +201,10 @@ fn time_sleeps(window: Duration, out: &mut Vec<f64>) {
 
 /// Time the background gets to start spinning before the foreground is timed.
 const SETTLE: Duration = Duration::from_millis(30);
+
+/// How much longer than the foreground's window the background spins, so that a worker that
+/// started late still covers it.
+const MARGIN: Duration = Duration::from_millis(20);
 
 /// Runs one scenario for `window`: starts its background, times the foreground, stops it.
 pub(crate) fn run_scenario(

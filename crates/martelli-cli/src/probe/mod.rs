@@ -13,20 +13,27 @@
 //! From these it derives recommendations ([`recommend`]) and the machine's tier in Martelli's model
 //! (1 core, 2–8 cores, 9+ cores).
 //!
-//! Every row is a median with min and max over repetitions after a warm-up. Rows that need a second
-//! process re-execute this binary as a helper ([`child`]). Linux-only: it reads `/proc` and `/sys`,
+//! Every row is a median with its 95 % interval, repeated after a warm-up until the interval is
+//! narrow or the row's budget is spent; rows measured while other programs used the CPUs, or whose
+//! interval stayed wide, are named in warnings, and recommendations that rest on them say so. Rows
+//! that need a second process re-execute this binary as a helper ([`child`]). Linux-only: it reads `/proc` and `/sys`,
 //! and uses memfd and `mmap` for the shared-memory row.
 //!
 //! The probe is built on Linux only; elsewhere `martelli probe` says so and exits with an error.
 //!
 //! Modules: [`machine`] facts, [`create`] creation costs, [`switch`] switch costs, [`memory`] memory
 //! per unit, [`ipc`] transports and codec, [`curves`] workload curves (jobs in [`workload`]),
-//! [`recommend`], [`table`] for people, [`schema`] for programs, [`compare`] and [`plot`].
+//! [`foreground`] the foreground's wake-up latency under background pools, [`cluster`] the cluster
+//! tier's cost per task; [`stats`] repeats each row until its interval is narrow, [`busy`] watches
+//! other work on the machine; [`recommend`], [`warnings`], [`table`] for people, [`schema`] for
+//! programs, [`compare`] and [`plot`].
 
 #[cfg(target_os = "linux")]
 mod busy;
 #[cfg(target_os = "linux")]
 mod child;
+#[cfg(target_os = "linux")]
+mod cluster;
 #[cfg(target_os = "linux")]
 mod compare;
 #[cfg(target_os = "linux")]
@@ -255,7 +262,8 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     let steps = 17
         + (plans.curve.warmup + plans.curve.max_reps) as usize
         + curves::io_concurrencies(quick).len()
-        + foreground::Background::ALL.len() * if quick { 1 } else { 3 };
+        + foreground::Background::ALL.len() * if quick { 1 } else { 3 }
+        + 4;
     let progress = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
     progress.set_style(
         ProgressStyle::with_template("probing {bar:30} {pos}/{len} {wide_msg}")
@@ -284,6 +292,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     let curves = curves::measure(&ctx, &mut notes)?;
     ctx.monitor.settle(&before, Duration::from_secs(1));
     let foreground = foreground::measure(&ctx, &mut notes)?;
+    let cluster = cluster::measure(&ctx);
     // Leave the machine as found: nothing of the probe's runnable, then the same quiet look.
     ctx.step("the machine, after the probe");
     ctx.monitor.settle(&before, Duration::from_secs(2));
@@ -292,7 +301,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     let mut noise = ctx.monitor.finish(before, after, cores);
     let sections = serde_json::json!({
         "creation": creation, "switch": switch, "memory": memory, "ipc": ipc, "curves": curves,
-        "foreground": foreground,
+        "foreground": foreground, "cluster": cluster,
     });
     let rows = compare::flatten(&sections);
     noise.low_confidence = rows
@@ -308,6 +317,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
         ipc: &ipc,
         curves: &curves,
         foreground: &foreground,
+        cluster: &cluster,
         noise: &noise,
     });
     let warnings = warnings::derive(&noise, &rows, &machine);
@@ -328,6 +338,7 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
         ipc,
         curves,
         foreground,
+        cluster,
         noise,
         warnings,
         recommendations,

@@ -10,6 +10,7 @@
 //! that were low-confidence or measured while other work ran; its text then says so.
 
 use super::busy::Noise;
+use super::cluster::ClusterCost;
 use super::create::Creation;
 use super::curves::Curves;
 use super::curves::speedup_interval;
@@ -54,6 +55,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) ipc: &'a Ipc,
     pub(crate) curves: &'a Curves,
     pub(crate) foreground: &'a Foreground,
+    pub(crate) cluster: &'a ClusterCost,
     pub(crate) noise: &'a Noise,
 }
 
@@ -72,6 +74,12 @@ const HURTS: f64 = 2.0;
 const HURTS_BY_US: f64 = 100.0;
 /// Nice helps when it divides the p99 latency at nice 0 by at least this.
 const NICE_HELPS: f64 = 2.0;
+/// Another machine pays off for tasks this many times the cluster's cost per task (under 10 %).
+const CLUSTER_TASK: f64 = 10.0;
+/// …and for jobs of more than this many times a worker's start on this machine's workers: a second
+/// machine of the same kind halves the time, less 10 % per task, so it saves more than the start
+/// from 1 / (1 − 1 / (2 × 0.9)) = 2.25 starts on.
+const CLUSTER_JOB: f64 = 2.25;
 
 fn rec(
     id: &str,
@@ -107,6 +115,7 @@ pub(crate) fn derive(inputs: Inputs<'_>) -> Vec<Recommendation> {
         large_payloads(inputs),
         codec_bytes(inputs),
         foreground_nice(inputs),
+        Some(cluster(inputs)),
     ]
     .into_iter()
     .flatten()
@@ -872,6 +881,81 @@ fn foreground_nice(i: Inputs<'_>) -> Option<Recommendation> {
     ))
 }
 
+/// When another machine pays off: from the cluster's cost per task, a worker's start, and this
+/// machine's speedup at its cores.
+fn cluster(i: Inputs<'_>) -> Recommendation {
+    let c = i.cluster;
+    let m = i.machine;
+    let cores = effective_cores(m.available_cores, m.cgroup_cpu_quota_cores);
+    let speedup = i
+        .curves
+        .cpu
+        .points
+        .iter()
+        .find(|p| p.workers == cores)
+        .map(|p| {
+            if p.processes_speedup.is_finite() {
+                p.processes_speedup
+            } else {
+                p.threads_speedup
+            }
+        })
+        .filter(|s| s.is_finite() && *s >= 1.0)
+        .unwrap_or(1.0);
+    let task_us = CLUSTER_TASK * c.per_task_us;
+    let us = |v: f64| Human(v, Unit::Micros).to_string();
+    let ms = |v: f64| Human(v, Unit::Millis).to_string();
+    let lead = match m.tier.level {
+        3 => format!(
+            "This machine has {cores} usable cores (tier 3): past them, distributed processing. "
+        ),
+        _ => format!(
+            "This machine is tier {}: the cluster is for work that outgrows it. ",
+            m.tier.level
+        ),
+    };
+    let job = match &c.worker_start {
+        Some(start) => {
+            let local_ms = CLUSTER_JOB * start.median;
+            format!(
+                " And for jobs of more than {} of one core's work ({} on this machine's {cores} \
+                 workers at its {speedup:.2}× speedup): below that, a worker's start ({}) costs \
+                 more than a second machine of this kind saves.",
+                ms(local_ms * speedup),
+                ms(local_ms),
+                ms(start.median)
+            )
+        }
+        None => " A worker's start, not measured without a broker here, sets the smallest job \
+                  worth it: a second machine of this kind saves less than half of a job's time \
+                  here, so the job must last well over twice that start."
+            .to_owned(),
+    };
+    let source = if c.source == "measured" {
+        "Measured against a private redis-server on this machine: client, broker and worker \
+         shared its cores, and a network adds its round trip."
+            .to_owned()
+    } else {
+        format!("{}.", c.note)
+    };
+    rec(
+        "cluster",
+        "threshold",
+        format!(
+            "{lead}Another machine pays off for tasks of at least {} each: the cluster's cost per \
+             task, {} with many in flight, is then under 10 % (one task at a time, a round trip \
+             costs {}: tasks of {} or more).{job} {source}",
+            us(task_us),
+            us(c.per_task_us),
+            us(c.round_trip_us),
+            us(CLUSTER_TASK * c.round_trip_us)
+        ),
+        task_us,
+        "us",
+        &["cluster", "curves.cpu"],
+    )
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -892,6 +976,7 @@ pub(crate) mod tests {
         pub(crate) ipc: Ipc,
         pub(crate) curves: Curves,
         pub(crate) foreground: Foreground,
+        pub(crate) cluster: ClusterCost,
         pub(crate) noise: Noise,
     }
 
@@ -905,6 +990,7 @@ pub(crate) mod tests {
                 ipc: &self.ipc,
                 curves: &self.curves,
                 foreground: &self.foreground,
+                cluster: &self.cluster,
                 noise: &self.noise,
             }
         }
@@ -1103,6 +1189,16 @@ pub(crate) mod tests {
                 processes_nice_10: scenario(70.0, 160.0),
                 processes_nice_19: scenario(65.0, 120.0),
                 threads: scenario(900.0, 3800.0),
+            },
+            cluster: ClusterCost {
+                source: "measured".into(),
+                broker: Some("redis-server 7.0.15, private, 127.0.0.1".into()),
+                round_trip: Some(Stat::exact(180.0, Unit::Micros)),
+                per_task: Some(Stat::exact(25.0, Unit::Micros)),
+                worker_start: Some(Stat::exact(8.0, Unit::Millis)),
+                round_trip_us: 180.0,
+                per_task_us: 25.0,
+                note: "measured on this machine".into(),
             },
             noise: Noise::default(),
         };
@@ -1517,11 +1613,58 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_cluster_pays_off_from_ten_times_its_cost_per_task() {
+        let mut s = synthetic();
+        let r = s.find("cluster");
+        assert_eq!(r.value, 250.0);
+        assert_eq!(r.unit, "us");
+        assert!(
+            r.text.contains("tasks of at least 250 µs each"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("tasks of 1.80 ms or more"), "{}", r.text);
+        // 2.25 × 8 ms = 18 ms on 4 workers at 3.70×: 66.6 ms of one core's work.
+        assert!(
+            r.text.contains(
+                "more than 66.6 ms of one core's work (18.0 ms on this machine's 4 workers"
+            ),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("private redis-server"), "{}", r.text);
+        // Without a broker, the published figures, said so.
+        s.cluster = ClusterCost::published("no redis-server on the PATH");
+        let r = s.find("cluster");
+        assert!((r.value - 207.6).abs() < 0.1, "{}", r.value);
+        assert!(
+            r.text
+                .contains("no redis-server on the PATH: the published figures stand in"),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text.contains("not measured without a broker"),
+            "{}",
+            r.text
+        );
+        // Tier 3 leads with the cores.
+        s.machine.available_cores = 32;
+        s.machine.tier = Tier::for_cores(32);
+        assert!(
+            s.find("cluster")
+                .text
+                .starts_with("This machine has 32 usable cores (tier 3)")
+        );
+    }
+
+    #[test]
     fn every_basis_names_a_report_field() {
         let s = synthetic();
         let report = serde_json::json!({
             "machine": s.machine, "creation": s.creation, "switch": s.switch,
             "memory": s.memory, "ipc": s.ipc, "curves": s.curves, "foreground": s.foreground,
+            "cluster": s.cluster,
         });
         for r in derive(s.inputs()) {
             for path in &r.basis {

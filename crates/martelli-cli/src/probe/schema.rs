@@ -6,6 +6,7 @@
 //! reason in `notes`.
 
 use super::busy::Noise;
+use super::cluster::ClusterCost;
 use super::create::Creation;
 use super::curves::Curves;
 use super::foreground::Foreground;
@@ -72,6 +73,8 @@ pub(crate) struct Report {
     pub(crate) curves: Curves,
     /// The foreground's wake-up latency, idle and under background pools.
     pub(crate) foreground: Foreground,
+    /// What a task costs through the cluster tier.
+    pub(crate) cluster: ClusterCost,
     /// Other work on the machine: before, during (per row) and after the probe.
     pub(crate) noise: Noise,
     /// What may make figures slower or noisier than the machine is, with the rows it touches.

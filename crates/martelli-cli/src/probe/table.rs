@@ -5,7 +5,7 @@ use super::create::NO_PROCESS_BACKEND;
 use super::curves::IoSide;
 use super::recommend::within;
 use super::schema::{Mode, Report};
-use super::stats::{Bytes, Human, Stat, thousands};
+use super::stats::{Bytes, Human, Stat, Unit, thousands};
 use super::warnings::OUTLIERS;
 use std::fmt::Write;
 
@@ -49,6 +49,7 @@ pub(crate) fn render(r: &Report) -> String {
     cpu_curve(&mut t, r);
     io_curve(&mut t, r);
     foreground(&mut t, r);
+    cluster(&mut t, r);
     if !r.warnings.is_empty() {
         section(&mut t, "WARNINGS");
         for w in &r.warnings {
@@ -574,6 +575,43 @@ fn foreground(t: &mut String, r: &Report) {
     }
 }
 
+fn cluster(t: &mut String, r: &Report) {
+    let c = &r.cluster;
+    match &c.broker {
+        Some(broker) => section(t, &format!("CLUSTER (no-op tasks through {broker})")),
+        None => section(t, "CLUSTER (published figures)"),
+    }
+    for (path, label, stat) in [
+        (
+            "cluster.round_trip",
+            "a task's round trip, one at a time",
+            &c.round_trip,
+        ),
+        ("cluster.per_task", "per task, many in flight", &c.per_task),
+        (
+            "cluster.worker_start",
+            "a worker's start, to the first result",
+            &c.worker_start,
+        ),
+    ] {
+        if let Some(s) = stat {
+            row(t, r, path, label, s);
+        }
+    }
+    if c.round_trip.is_none() {
+        fact(
+            t,
+            "published",
+            &format!(
+                "a round trip {} · {} per task with many in flight",
+                Human(c.round_trip_us, Unit::Micros),
+                Human(c.per_task_us, Unit::Micros)
+            ),
+        );
+    }
+    wrap(t, &c.note, "  ", "  ");
+}
+
 /// Appends `text` wrapped at [`WIDTH`] columns, the first line after `first`, the rest after `rest`.
 pub(crate) fn wrap(t: &mut String, text: &str, first: &str, rest: &str) {
     let mut line = first.to_owned();
@@ -621,6 +659,7 @@ mod tests {
             ipc: s.ipc,
             curves: s.curves,
             foreground: s.foreground,
+            cluster: s.cluster,
             noise: s.noise,
             warnings: Vec::new(),
             recommendations,
@@ -666,6 +705,7 @@ mod tests {
             "CPU-BOUND JOB",
             "I/O-BOUND JOB",
             "FOREGROUND",
+            "CLUSTER",
             "RECOMMENDATIONS",
         ] {
             assert!(t.contains(section), "no {section}");
