@@ -1,7 +1,7 @@
 //! `martelli probe`: measures this machine's concurrency costs and recommends a model.
 //!
 //! ```text
-//! $ martelli probe --quick            # a table, in a few seconds
+//! $ martelli probe --quick            # a table, in about 10 s
 //! $ martelli probe --json > here.json # the full probe, as JSON (docs/probe.md has the schema)
 //! $ martelli probe --compare here.json --plot curves.svg
 //! ```
@@ -84,7 +84,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Options of `martelli probe`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ProbeArgs {
-    /// Fewer repetitions and smaller curves: a few seconds instead of under a minute.
+    /// Fewer repetitions, smaller curves, shorter budgets: about 10 s instead of about a minute.
     #[arg(long)]
     quick: bool,
 

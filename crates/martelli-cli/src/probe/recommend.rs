@@ -861,10 +861,10 @@ fn foreground_nice(i: Inputs<'_>) -> Option<Recommendation> {
         (false, _) => (
             "nice_not_needed",
             format!(
-                "{pool} at nice 0 left the foreground responsive: its wake-up latency (a thread \
-                 sleeping 1 ms, p99) was {} against {} idle (nice 10: {}, nice 19: {n19}; a \
-                 thread pool: {threads}). `worker_nice(10)` still protects it on a busier \
-                 machine, at no cost to a pool that has the cores to itself.",
+                "{pool} at nice 0 kept the foreground's wake-up latency (a thread sleeping 1 ms, \
+                 p99) within {HURTS}× of idle, or within {HURTS_BY_US} µs: {} against {} idle \
+                 (nice 10: {}, nice 19: {n19}; a thread pool: {threads}). `worker_nice(10)` still protects it on a \
+                 busier machine, at no cost to a pool that has the cores to itself.",
                 p99(n0),
                 p99(idle),
                 p99(n10)
@@ -1602,11 +1602,7 @@ pub(crate) mod tests {
         s.foreground.processes_nice_0 = scenario(70.0, 150.0);
         let r = s.find("foreground_nice");
         assert_eq!(r.verdict, "nice_not_needed");
-        assert!(
-            r.text.contains("left the foreground responsive"),
-            "{}",
-            r.text
-        );
+        assert!(r.text.contains("within 2× of idle"), "{}", r.text);
         // Without the idle figure there is nothing to compare with.
         s.foreground.idle = None;
         assert!(derive(s.inputs()).iter().all(|r| r.id != "foreground_nice"));

@@ -26,9 +26,9 @@ pub(crate) const SCHEMA: &str = "martelli-probe/1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Mode {
-    /// `--quick`: fewer repetitions and smaller curves, a few seconds.
+    /// `--quick`: fewer repetitions, smaller curves, shorter budgets: about 10 s.
     Quick,
-    /// The default: more repetitions, the I/O curve up to 10,000 waits.
+    /// The default: more repetitions, the I/O curve up to 10,000 waits: about a minute.
     Full,
 }
 

@@ -220,7 +220,7 @@ pub(crate) struct Plans {
 }
 
 impl Plans {
-    /// `--quick`: enough for a first look in a few seconds.
+    /// `--quick`: enough for a first look, in about 10 s.
     pub(crate) fn quick() -> Plans {
         Plans {
             timed: Plan {
@@ -251,19 +251,19 @@ impl Plans {
                 warmup: 2,
                 min_reps: 9,
                 max_reps: 30,
-                budget: Duration::from_millis(1500),
+                budget: Duration::from_secs(1),
             },
             fresh: Plan {
                 warmup: 0,
                 min_reps: 5,
                 max_reps: 9,
-                budget: Duration::from_secs(2),
+                budget: Duration::from_millis(1500),
             },
             curve: Plan {
                 warmup: 2,
                 min_reps: 9,
                 max_reps: 21,
-                budget: Duration::from_secs(6),
+                budget: Duration::from_secs(5),
             },
         }
     }
