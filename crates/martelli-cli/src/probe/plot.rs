@@ -163,6 +163,24 @@ pub(crate) fn tick_label(v: f64, unit: Unit) -> String {
     }
 }
 
+/// A panel of the plot.
+type Area<DB> = DrawingArea<DB, plotters::coord::Shift>;
+
+/// A panel's chart: its caption, margin and label areas (`y_area` pixels for the y labels).
+fn chart_on<'a, 'b, DB: DrawingBackend>(
+    area: &'a Area<DB>,
+    caption: &str,
+    y_area: u32,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(y_area);
+    builder
+}
+
 /// Draws a vertical bar from `lo` to `hi` at `x`, with short caps.
 fn draw_bars<'a, DB, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
@@ -240,10 +258,7 @@ fn draw_inner(report: &Report, path: &Path) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-fn cpu_panel<DB>(
-    report: &Report,
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-) -> Result<(), Box<dyn Error>>
+fn cpu_panel<DB>(report: &Report, area: &Area<DB>) -> Result<(), Box<dyn Error>>
 where
     DB: DrawingBackend,
     DB::ErrorType: 'static,
@@ -285,11 +300,7 @@ where
             .map(|&(x, lo, hi)| (x, lo.max(0.0), hi.min(max_s)))
             .collect()
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption("CPU-bound job: speedup", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
+    let mut chart = chart_on(area, "CPU-bound job: speedup", 50)
         .build_cartesian_2d(0.5f64..max_w + 0.5, 0f64..max_s)?;
     chart
         .configure_mesh()
@@ -315,8 +326,8 @@ where
 
 fn io_panels<DB>(
     report: &Report,
-    wall_area: &DrawingArea<DB, plotters::coord::Shift>,
-    memory_area: &DrawingArea<DB, plotters::coord::Shift>,
+    wall_area: &Area<DB>,
+    memory_area: &Area<DB>,
 ) -> Result<(), Box<dyn Error>>
 where
     DB: DrawingBackend,
@@ -364,19 +375,14 @@ where
     for (area, caption, unit, y_desc, steps, (t, tb), (a, ab)) in panels {
         let (lo, hi) = bounds(&[&tb, &ab]);
         let lo = lo.max(1e-3);
-        let mut chart = ChartBuilder::on(area)
-            .caption(caption, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(
-                (5f64..max_n * 2.0)
-                    .log_scale()
-                    .with_key_points(x_ticks.clone()),
-                (lo..hi)
-                    .log_scale()
-                    .with_key_points(log_ticks(lo, hi, steps)),
-            )?;
+        let mut chart = chart_on(area, &caption, 70).build_cartesian_2d(
+            (5f64..max_n * 2.0)
+                .log_scale()
+                .with_key_points(x_ticks.clone()),
+            (lo..hi)
+                .log_scale()
+                .with_key_points(log_ticks(lo, hi, steps)),
+        )?;
         chart
             .configure_mesh()
             .x_label_formatter(&|x| thousands(x.round() as u64))
@@ -397,10 +403,7 @@ where
     Ok(())
 }
 
-fn foreground_panel<DB>(
-    report: &Report,
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-) -> Result<(), Box<dyn Error>>
+fn foreground_panel<DB>(report: &Report, area: &Area<DB>) -> Result<(), Box<dyn Error>>
 where
     DB: DrawingBackend,
     DB::ErrorType: 'static,
@@ -425,23 +428,16 @@ where
     let (lo, hi) = bounds(&[&bars]);
     let lo = lo.max(0.1);
     let names: Vec<&str> = scenarios.iter().map(|(n, ..)| *n).collect();
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "Foreground: wake-up latency of 1 ms sleeps ({} background workers)",
-                f.background_workers
-            ),
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(
-            0.5f64..5.5,
-            (lo..hi)
-                .log_scale()
-                .with_key_points(log_ticks(lo, hi, &[1e-3, 1.0, 1e3])),
-        )?;
+    let caption = format!(
+        "Foreground: wake-up latency of 1 ms sleeps ({} background workers)",
+        f.background_workers
+    );
+    let mut chart = chart_on(area, &caption, 70).build_cartesian_2d(
+        0.5f64..5.5,
+        (lo..hi)
+            .log_scale()
+            .with_key_points(log_ticks(lo, hi, &[1e-3, 1.0, 1e3])),
+    )?;
     chart
         .configure_mesh()
         .x_labels(11)

@@ -39,6 +39,11 @@ fn warning(id: &str, text: String, rows: Vec<String>) -> Warning {
     }
 }
 
+/// `one` for 1, `many` otherwise.
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
 fn pct(share: f64) -> String {
     format!("{:.0} %", 100.0 * share)
 }
@@ -105,11 +110,7 @@ pub(crate) fn derive(
                 "Other programs used the CPUs while {} {} measured{worst}: {}. Their figures \
                  may be slower than this machine can do.",
                 noise.busy_rows.len(),
-                if noise.busy_rows.len() == 1 {
-                    "row was"
-                } else {
-                    "rows were"
-                },
+                plural(noise.busy_rows.len(), "row was", "rows were"),
                 shorten(&noise.busy_rows)
             ),
             noise.busy_rows.clone(),
@@ -123,16 +124,8 @@ pub(crate) fn derive(
                  the repetitions the row could take: {}. Recommendations that rest on them say \
                  so.",
                 noise.low_confidence.len(),
-                if noise.low_confidence.len() == 1 {
-                    "row is"
-                } else {
-                    "rows are"
-                },
-                if noise.low_confidence.len() == 1 {
-                    "its"
-                } else {
-                    "their"
-                },
+                plural(noise.low_confidence.len(), "row is", "rows are"),
+                plural(noise.low_confidence.len(), "its", "their"),
                 shorten(&noise.low_confidence)
             ),
             noise.low_confidence.clone(),
@@ -147,13 +140,10 @@ pub(crate) fn derive(
         out.push(warning(
             "outliers",
             format!(
-                "Runs far from the rest (outliers: something interrupted them) in {}: {}. The \
+                "Runs far from the rest (outliers: something interrupted them) in {} {}: {}. The \
                  medians and their intervals discount them.",
-                if with_outliers.len() == 1 {
-                    "1 row".to_owned()
-                } else {
-                    format!("{} rows", with_outliers.len())
-                },
+                with_outliers.len(),
+                plural(with_outliers.len(), "row", "rows"),
                 shorten(&with_outliers)
             ),
             with_outliers,
