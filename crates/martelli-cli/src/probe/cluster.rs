@@ -157,13 +157,21 @@ fn client(url: &str) -> Result<Client, ProbeError> {
     Client::builder(url).queue(QUEUE).build().map_err(err)
 }
 
+/// The longest the probe waits for a result: a broker that stops answering fails the measurement
+/// (and the published figures stand in) instead of hanging the probe.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits for a result until `deadline`.
+fn result(future: martelli::Future<Vec<u8>>, deadline: Instant) -> Result<(), ProbeError> {
+    match future.wait_deadline(deadline) {
+        Ok(r) => r.map(drop).map_err(err),
+        Err(_) => Err(err(format!("no result within {} s", PATIENCE.as_secs()))),
+    }
+}
+
 fn noop(client: &Client) -> Result<(), ProbeError> {
-    client
-        .submit_raw(NOOP, Vec::new())
-        .map_err(err)?
-        .wait()
-        .map(drop)
-        .map_err(err)
+    let future = client.submit_raw(NOOP, Vec::new()).map_err(err)?;
+    result(future, Instant::now() + PATIENCE)
 }
 
 /// Measures the cluster's costs against a private redis-server, or says why the published figures
@@ -218,8 +226,9 @@ fn measure_on(ctx: &Ctx, server: &Server) -> Result<ClusterCost, ProbeError> {
                     .map(|_| c.submit_raw(NOOP, Vec::new()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
+                let deadline = Instant::now() + PATIENCE;
                 for f in futures {
-                    f.wait().map_err(err)?;
+                    result(f, deadline)?;
                 }
                 Ok::<_, ProbeError>(in_unit(start.elapsed(), Unit::Micros) / f64::from(m))
             })
