@@ -59,15 +59,24 @@
 //! [`#[martelli::task]`](crate::task): items and results cross as serde values, each consumer is a
 //! thread of this process with one item in flight in a worker process (or on a cluster worker), and a
 //! crash or timeout fails only its item. A closure there is [`ConsumeError::NotATask`].
+//!
+//! # Which item failed
+//!
+//! An [`ItemError`] from [`Pool::consume_task`] carries the item that failed (the task's argument
+//! tuple): [`ItemError::take_item`] gives it back, so an error sink can say which input failed or
+//! put it back in a queue. [`consume`](Pool::consume) and [`consume_fallible`](Pool::consume_fallible)
+//! hand each item to a closure that takes it by value, so their failures carry no item: return an
+//! error that names the item instead.
 
 use crate::backend::Admission;
-use crate::error::{TaskError, TaskFailure, TaskResult};
+use crate::error::{TaskError, TaskFailure};
 use crate::future::{Future, promise};
 use crate::job::{Job, Owned, Plain, TaskJob};
 use crate::pool::{Pool, Priority};
 use crate::queue::{JoinableQueue, StopSignal};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use crate::task::Task;
+use std::any::Any;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -135,17 +144,53 @@ pub enum ConsumeError {
     },
 }
 
-/// An item a consumer failed on: the error it returned, its panic, or a result that could not be
-/// delivered.
-#[derive(Debug, thiserror::Error)]
+/// An item a consumer failed on: the error it returned, its panic, its worker's death or timeout,
+/// or a result that could not be delivered; with the item itself when the consumer kept it.
+///
+/// ```
+/// use martelli::{ItemError, JoinableQueue, Pool, TaskError};
+///
+/// #[martelli::task]
+/// fn parse(text: String) -> Result<u32, std::num::ParseIntError> {
+///     text.parse()
+/// }
+///
+/// let pool = Pool::threads(1)?;
+/// let input = JoinableQueue::new();
+/// let errors: JoinableQueue<ItemError> = JoinableQueue::new();
+/// pool.consume_task(&input, parse).errors(&errors).start()?;
+/// input.put(("12".to_string(),))?;
+/// input.put(("twelve".to_string(),))?;
+/// input.join();
+/// let mut failure = errors.try_get()?;
+/// assert!(matches!(failure.error(), TaskError::Failed(_)));
+/// // The task's argument tuple: which input failed.
+/// assert_eq!(failure.take_item::<(String,)>(), Some(("twelve".to_string(),)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(thiserror::Error)]
 #[error("consumer {consumer} failed on an item: {error}")]
 pub struct ItemError {
     error: TaskError,
     consumer: usize,
+    /// The item, when the consumer kept it (`consume_task`). Behind a mutex only so that the error
+    /// stays `Sync` for any item type; it is reached through `&mut self`, never locked.
+    item: Option<std::sync::Mutex<Box<dyn Any + Send>>>,
+}
+
+impl fmt::Debug for ItemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ItemError")
+            .field("error", &self.error)
+            .field("consumer", &self.consumer)
+            .field("has_item", &self.has_item())
+            .finish()
+    }
 }
 
 impl ItemError {
-    /// How the item failed ([`TaskError::Failed`] or [`TaskError::Panicked`]).
+    /// How the item failed ([`TaskError::Failed`], [`TaskError::Panicked`], or on a process or
+    /// cluster pool also [`TaskError::WorkerDied`], [`TaskError::TimedOut`] …).
     pub fn error(&self) -> &TaskError {
         &self.error
     }
@@ -159,11 +204,51 @@ impl ItemError {
     pub fn consumer(&self) -> usize {
         self.consumer
     }
+
+    /// True while this failure holds its item (see [`take_item`](ItemError::take_item)).
+    pub fn has_item(&self) -> bool {
+        self.item.is_some()
+    }
+
+    /// Takes the item that failed, if this failure holds one of type `T`; a wrong `T` gives `None`
+    /// and leaves the item in place.
+    ///
+    /// Failures from [`Pool::consume_task`] hold their item, `T` being the task's argument tuple
+    /// (`(String,)` for a task of one `String`), on every backend; a result that could not be
+    /// delivered (a closed output queue) holds none, the task having run. Failures from
+    /// [`consume`](Pool::consume) and [`consume_fallible`](Pool::consume_fallible) hold none: their
+    /// closure took the item.
+    pub fn take_item<T: 'static>(&mut self) -> Option<T> {
+        let boxed = self
+            .item
+            .take()?
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        match boxed.downcast::<T>() {
+            Ok(item) => Some(*item),
+            Err(other) => {
+                self.item = Some(std::sync::Mutex::new(other));
+                None
+            }
+        }
+    }
+}
+
+/// How a consumer's task failed, with the item when the task handed it back.
+struct Failure<T> {
+    error: TaskError,
+    item: Option<T>,
+}
+
+impl<T> From<TaskError> for Failure<T> {
+    fn from(error: TaskError) -> Self {
+        Failure { error, item: None }
+    }
 }
 
 // User closures are shared with `std`'s `Arc` even under loom: they are not synchronisation state, and
 // loom's `Arc` cannot hold unsized values.
-type TaskFn<T, R> = dyn Fn(T) -> TaskResult<R> + Send + Sync;
+type TaskFn<T, R> = dyn Fn(T) -> Result<R, Failure<T>> + Send + Sync;
 type ErrorCallback = dyn Fn(ItemError) + Send + Sync;
 
 /// Where a group's consumers run.
@@ -258,7 +343,7 @@ impl Pool {
         self.consume_fn(
             queue,
             std::sync::Arc::new(move |item| {
-                task(item).map_err(|e| TaskError::Failed(TaskFailure::from_error(e)))
+                task(item).map_err(|e| TaskError::Failed(TaskFailure::from_error(e)).into())
             }),
             Hosting::PoolWorkers,
         )
@@ -274,6 +359,11 @@ impl Pool {
     /// (the worker is replaced) and the consumer goes on. There the number of consumers is the number
     /// of items in flight: it defaults to the pool's worker processes and may exceed them (up to
     /// 1,024), which keeps the workers busy while results travel.
+    ///
+    /// Each failure carries its item ([`ItemError::take_item`]): on a process or cluster pool the
+    /// item is only encoded to be sent, so it is at hand; in this process (threads) the task takes
+    /// its arguments by value, so the consumer keeps an encoded copy of each item while it runs
+    /// and decodes it back for a failure.
     ///
     /// ```
     /// use martelli::{JoinableQueue, Pool};
@@ -300,12 +390,17 @@ impl Pool {
         match self.remote_runner::<T>() {
             Some(runner) => self.consume_fn(
                 queue,
-                std::sync::Arc::new(move |args| runner.run(args)),
+                std::sync::Arc::new(move |args| {
+                    runner.run(&args).map_err(|error| Failure {
+                        error,
+                        item: Some(args),
+                    })
+                }),
                 Hosting::OwnThreads,
             ),
             None => self.consume_fn(
                 queue,
-                std::sync::Arc::new(|args| T::run(args).map_err(TaskError::Failed)),
+                std::sync::Arc::new(run_keeping_item::<T>),
                 Hosting::PoolWorkers,
             ),
         }
@@ -558,7 +653,7 @@ struct Group<T, R> {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
-impl<T, R> Group<T, R> {
+impl<T: Send + 'static, R> Group<T, R> {
     /// Waits for the consumers that run on threads of their own (not for the calling thread, when
     /// it is one of them: an `on_error` callback may shut the pool down).
     fn join(&self) {
@@ -582,7 +677,7 @@ impl<T, R> Group<T, R> {
                 // An unwanted result is dropped in here, where a panicking `Drop` is caught too.
                 (self.task)(item).map(|value| delivered.then_some(value))
             }))
-            .unwrap_or_else(|payload| Err(TaskError::panicked(payload)));
+            .unwrap_or_else(|payload| Err(TaskError::panicked(payload).into()));
             match (outcome, &self.output) {
                 (Ok(Some(value)), Some(output)) => {
                     if output.put_or_stop(value, stop).is_err() {
@@ -591,12 +686,13 @@ impl<T, R> Group<T, R> {
                             TaskError::Failed(TaskFailure::from_message(
                                 "the output queue was closed, so the item's result was dropped \
                                  (close a stage's output only after joining its input)",
-                            )),
+                            ))
+                            .into(),
                         );
                     }
                 }
                 (Ok(_), _) => {}
-                (Err(error), _) => self.report(index, error),
+                (Err(failure), _) => self.report(index, failure),
             }
             // Counted before `task_done`, so that once `join` returns the counters are complete.
             self.counters.processed.fetch_add(1, Ordering::Relaxed);
@@ -606,15 +702,26 @@ impl<T, R> Group<T, R> {
                     TaskError::Failed(TaskFailure::from_message(
                         "task_done failed for an item this consumer took: other code called task_done \
                          on the input queue for items it never took, so its join is miscounted",
-                    )),
+                    ))
+                    .into(),
                 );
             }
         }
     }
 
-    fn report(&self, consumer: usize, error: TaskError) {
+    fn report(&self, consumer: usize, failure: Failure<T>)
+    where
+        T: Send + 'static,
+    {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
-        let failure = ItemError { error, consumer };
+        let item = failure
+            .item
+            .map(|item| std::sync::Mutex::new(Box::new(item) as Box<dyn Any + Send>));
+        let failure = ItemError {
+            error: failure.error,
+            consumer,
+            item,
+        };
         match &self.errors {
             ErrorSink::Stderr => eprintln!(
                 "martelli: {failure} (collect failures with Consume::errors or Consume::on_error)"
@@ -648,6 +755,20 @@ impl<T, R> Group<T, R> {
     }
 }
 
+/// Runs task `T` in this process on `args`, keeping an encoded copy of them to hand back with a
+/// failure (the task takes its arguments by value). A panic is caught here, so that its item comes
+/// back too.
+fn run_keeping_item<T: Task>(args: T::Args) -> Result<T::Output, Failure<T::Args>> {
+    let copy = postcard::to_allocvec(&args).ok();
+    let error = match catch_unwind(AssertUnwindSafe(|| T::run(args))) {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(failure)) => TaskError::Failed(failure),
+        Err(payload) => TaskError::panicked(payload),
+    };
+    let item = copy.and_then(|bytes| postcard::from_bytes(&bytes).ok());
+    Err(Failure { error, item })
+}
+
 /// A consumer group as the pool's registry sees it, whatever its item types.
 trait Daemon: Send + Sync {
     fn stop(&self);
@@ -659,7 +780,7 @@ trait Daemon: Send + Sync {
 
 struct GroupHandle<T, R>(Arc<Group<T, R>>);
 
-impl<T: Send, R: Send> Daemon for GroupHandle<T, R> {
+impl<T: Send + 'static, R: Send> Daemon for GroupHandle<T, R> {
     fn stop(&self) {
         self.0.stop();
     }

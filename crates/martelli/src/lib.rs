@@ -203,7 +203,9 @@ pub fn init() {}
 /// - **A process pool's worker** (Linux): a process pool starts this same program again with a
 ///   private channel; there `init` runs tasks by name until the pool goes away, then exits the
 ///   process. A worker whose `main` does not call `init` cannot start workers of its own (building a
-///   process pool there fails with [`Error::NotInitialized`]).
+///   process pool there fails with [`Error::NotInitialized`]). In a worker SIGSEGV, SIGBUS, SIGILL
+///   and SIGFPE always kill, also when raised rather than a fault (a stack overflow is still
+///   reported by Rust's runtime), so such a task resolves as `WorkerDied` with the signal.
 /// - **A cluster worker**: with [`cluster::WORKER_ENV`] (`MARTELLI_CLUSTER_WORKER`) set to a broker
 ///   URL, `init` serves every `#[martelli::task]` of the program from that broker until SIGTERM or
 ///   SIGINT, then exits the process. The same binary is then the client

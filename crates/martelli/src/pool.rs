@@ -489,7 +489,6 @@ impl PoolBuilder {
                     nice: p.nice,
                     rlimits: p.rlimits,
                     queue_bound: self.queue_bound,
-                    guardian: None,
                 })?)
             }
             #[cfg(not(target_os = "linux"))]
@@ -1129,12 +1128,13 @@ pub(crate) struct RemoteRunner<T> {
 
 impl<T: Task> RemoteRunner<T> {
     /// Sends `args` to a worker and waits for the outcome. A pool that shut down meanwhile gives
-    /// [`TaskError::Cancelled`]: the task never ran.
-    pub(crate) fn run(&self, args: T::Args) -> TaskResult<T::Output> {
+    /// [`TaskError::Cancelled`]: the task never ran. The arguments are only encoded, so the caller
+    /// keeps them (a daemon consumer hands a failed item back with its error).
+    pub(crate) fn run(&self, args: &T::Args) -> TaskResult<T::Output> {
         #[cfg(feature = "cluster")]
         if let Some(cluster) = self.backend.cluster() {
             return cluster
-                .submit(Priority::Normal, self.task_timeout, T::NAME, &args)
+                .submit(Priority::Normal, self.task_timeout, T::NAME, args)
                 .map_or(Err(TaskError::Cancelled), Future::wait);
         }
         let call = RemoteCall {
@@ -1146,7 +1146,7 @@ impl<T: Task> RemoteRunner<T> {
             &*self.backend,
             self.task_timeout,
             call,
-            &args,
+            args,
             plain(decode_value::<T::Output>),
         )
         .map_or(Err(TaskError::Cancelled), Future::wait)

@@ -8,7 +8,7 @@
 mod runner;
 #[path = "support/tasks.rs"]
 mod tasks;
-use tasks::{abort_with_note, panics, parse_number, segfault, sleep_ms, worker_pid};
+use tasks::{abort_with_note, panics, parse_number, record, segfault, sleep_ms, worker_pid};
 
 use martelli::process::group_alive;
 use martelli::{Error, Pool, Status, TaskError, TaskOptions, WaitMode, as_completed, wait};
@@ -74,6 +74,45 @@ fn hold_mib(mib: usize) -> usize {
     len
 }
 
+/// Raises `signum` in its worker; returns it if the worker survives.
+#[martelli::task]
+fn raise_signal(signum: i32) -> i32 {
+    // SAFETY: raise(3) only sends a signal to the calling thread.
+    unsafe { libc::raise(signum) };
+    signum
+}
+
+/// Reads a page mapped without access rights: a real invalid access (a fault, not a sent signal).
+#[martelli::task]
+fn fault_on_a_protected_page() -> u8 {
+    // SAFETY: a fresh anonymous mapping of one page; it is only read (and the read faults).
+    unsafe {
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(page, libc::MAP_FAILED, "mmap");
+        std::ptr::read_volatile(page.cast::<u8>())
+    }
+}
+
+/// Recurses until its worker's stack overflows.
+#[martelli::task]
+fn overflow_the_stack(depth: u64) -> u64 {
+    fn down(depth: u64) -> u64 {
+        if std::hint::black_box(depth) == u64::MAX {
+            return 0;
+        }
+        let frame = std::hint::black_box([depth as u8; 4096]);
+        down(depth + 1) + u64::from(frame[0])
+    }
+    down(depth)
+}
+
 #[martelli::task]
 fn exit_unless_one(code: i32) -> i32 {
     if code != 1 {
@@ -113,17 +152,18 @@ fn write_to_channel(bytes: Vec<u8>) -> u32 {
     1
 }
 
-/// Appends `n` as a line to the file at `path` (one `write` with `O_APPEND`, so lines from several
-/// workers never mix) and returns it: a test counts how many times each task ran.
+/// Records `n` in the file at `path` (as `record`), waits until the file `go` exists (for at most
+/// 20 s), then exits with `code` unless it is 0, and returns `n`: a test decides when it answers.
 #[martelli::task]
-fn record(path: String, n: u64) -> u64 {
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .expect("the record file opens");
-    file.write_all(format!("{n}\n").as_bytes())
-        .expect("the record is written");
+fn record_wait_exit(path: String, n: u64, go: String, code: i32) -> u64 {
+    record::call(path, n);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::path::Path::new(&go).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if code != 0 {
+        std::process::exit(code);
+    }
     n
 }
 
@@ -202,6 +242,10 @@ fn main() {
             segfault_is_worker_died_with_sigsegv,
         ),
         (
+            "crash_signals_kill_the_worker_even_when_raised",
+            crash_signals_kill_the_worker_even_when_raised,
+        ),
+        (
             "exit_code_is_worker_died_with_the_code",
             exit_code_is_worker_died_with_the_code,
         ),
@@ -212,6 +256,10 @@ fn main() {
         (
             "cancel_of_a_running_task_kills_its_worker",
             cancel_of_a_running_task_kills_its_worker,
+        ),
+        (
+            "a_worker_killed_while_idle_costs_no_task",
+            a_worker_killed_while_idle_costs_no_task,
         ),
         (
             "cancel_of_a_queued_task_never_runs_it",
@@ -276,6 +324,10 @@ fn main() {
             shutdown_cancel_pending_stops_everything,
         ),
         (
+            "the_guardian_goes_with_the_last_worker",
+            the_guardian_goes_with_the_last_worker,
+        ),
+        (
             "workers_die_with_a_killed_parent",
             workers_die_with_a_killed_parent,
         ),
@@ -302,6 +354,14 @@ fn main() {
         (
             "recycling_counts_exactly_with_pipelining",
             recycling_counts_exactly_with_pipelining,
+        ),
+        (
+            "an_answer_unread_when_the_worker_dies_is_not_blamed",
+            an_answer_unread_when_the_worker_dies_is_not_blamed,
+        ),
+        (
+            "an_answer_unread_at_cancel_pending_keeps_its_value",
+            an_answer_unread_at_cancel_pending_keeps_its_value,
         ),
         (
             "a_long_task_does_not_hold_work_an_idle_worker_can_run",
@@ -445,6 +505,30 @@ fn segfault_is_worker_died_with_sigsegv() {
     assert_eq!(pool.submit_task(add, (1, 1)).unwrap().wait().unwrap(), 2);
 }
 
+fn crash_signals_kill_the_worker_even_when_raised() {
+    let pool = pool(1);
+    // Raised, not a fault: Rust's runtime handles SIGSEGV and SIGBUS (for stack overflows) and
+    // would return from them; a worker gives them their default action.
+    for signum in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
+        let death = expect_death(pool.submit_task(raise_signal, (signum,)).unwrap().wait());
+        assert_eq!(death.signal, Some(signum), "{death}");
+    }
+    let death = expect_death(
+        pool.submit_task(fault_on_a_protected_page, ())
+            .unwrap()
+            .wait(),
+    );
+    assert_eq!(death.signal, Some(libc::SIGSEGV), "{death}");
+    // A stack overflow is still reported by the runtime (its handler sees the fault first).
+    let death = expect_death(pool.submit_task(overflow_the_stack, (0,)).unwrap().wait());
+    assert_eq!(death.signal, Some(libc::SIGABRT), "{death}");
+    assert!(
+        death.stderr_tail.contains("has overflowed its stack"),
+        "{death}"
+    );
+    assert_eq!(pool.submit_task(add, (1, 2)).unwrap().wait().unwrap(), 3);
+}
+
 fn exit_code_is_worker_died_with_the_code() {
     let pool = pool(1);
     let death = expect_death(pool.submit_task(exit_with, (3,)).unwrap().wait());
@@ -529,6 +613,21 @@ fn cancel_of_a_running_task_kills_its_worker() {
     assert!(dies_within(worker, Duration::from_secs(5)));
     let next = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
     assert_ne!(next, worker, "a replacement worker runs the next task");
+}
+
+fn a_worker_killed_while_idle_costs_no_task() {
+    // Nothing watches an idle worker: its death is found when the next task is written to it. That
+    // task never reached it, so it runs on the replacement instead of failing.
+    let pool = pool(1);
+    let worker = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    // SAFETY: kill(2) on the pool's worker, a child of this process that is not reaped yet.
+    unsafe { libc::kill(worker as i32, libc::SIGKILL) };
+    martelli_testkit::proc::wait_dead(worker, Duration::from_secs(20), "the killed worker");
+    match pool.submit_task(worker_pid, ()).unwrap().wait() {
+        Ok(next) => assert_ne!(next, worker, "a replacement ran it"),
+        Err(e) => panic!("a task blamed for a worker that died before it was sent: {e}"),
+    }
+    assert_eq!(pool.submit_task(add, (2, 3)).unwrap().wait().unwrap(), 5);
 }
 
 fn cancel_of_a_queued_task_never_runs_it() {
@@ -869,6 +968,61 @@ fn shutdown_cancel_pending_stops_everything() {
         pool.submit_task(add, (1, 1)),
         Err(Error::ShutDown)
     ));
+}
+
+/// The live children of this process that lead a session of their own: a process pool's guardian
+/// (it calls `setsid`); workers lead only a process group.
+fn session_leading_children() -> std::collections::BTreeSet<u32> {
+    let me = std::process::id();
+    let mut out = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command name (in parentheses): state, ppid, pgrp, session, …
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u32>().ok());
+        if !matches!(fields.first(), Some(&"Z" | &"X"))
+            && number(1) == Some(me)
+            && number(3) == Some(pid)
+        {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+fn the_guardian_goes_with_the_last_worker() {
+    for mode in [martelli::Shutdown::CancelPending, martelli::Shutdown::Wait] {
+        let before = session_leading_children();
+        let pool = pool(2);
+        // CancelPending kills a worker in a task; Wait lets a short one finish.
+        let ms = if mode == martelli::Shutdown::Wait {
+            10
+        } else {
+            60_000
+        };
+        let running = pool.submit_task(sleep_ms, (ms,)).unwrap();
+        wait_until_running(&running);
+        let guardians: Vec<u32> = session_leading_children()
+            .difference(&before)
+            .copied()
+            .collect();
+        assert_eq!(guardians.len(), 1, "{mode:?}: one guardian: {guardians:?}");
+        pool.shutdown(mode);
+        assert!(
+            is_dead(guardians[0]),
+            "{mode:?}: the guardian (pid {}) outlived the pool's workers",
+            guardians[0]
+        );
+        drop(pool);
+    }
 }
 
 /// The `main` of a parent that starts two workers, prints their pids and waits to be killed.
@@ -1226,6 +1380,141 @@ fn recycling_counts_exactly_with_pipelining() {
     // Every worker but the last one of each slot ran exactly 3 (the warm-up ran on some of them).
     let full = counts.values().filter(|&&c| c == 3).count();
     assert!(full >= counts.len() - 4, "{counts:?}");
+}
+
+/// A line the slot is held in the middle of: `gate`, `finished` and `last` were written to the
+/// worker together (each records its number, then waits for its file). When the gate's file appears,
+/// the worker answers the gate and starts `finished`; the slot reads that answer and is then held in
+/// the gate's completion callback (callbacks run on the thread that completes the future), so that
+/// it reads nothing more until `resume` is sent.
+struct HeldLine {
+    path: String,
+    worker: u32,
+    go: String,
+    gate: martelli::Future<u64>,
+    finished: martelli::Future<u64>,
+    last: martelli::Future<u64>,
+    resume: std::sync::mpsc::Sender<()>,
+    ahead: Vec<martelli::Future<u64>>,
+}
+
+/// Builds a [`HeldLine`] whose `last` task is `record_wait_exit(path, 13, go, last_code)`.
+fn held_line(pool: &Pool, last_code: i32) -> HeldLine {
+    warm_up(pool);
+    let open = record_file("open");
+    std::fs::write(&open, "").unwrap();
+    let scratch = record_file("scratch");
+    for i in 0..50 {
+        let warm = pool.submit_task(record_wait_exit, (scratch.clone(), i, open.clone(), 0));
+        assert_eq!(warm.unwrap().wait().unwrap(), i);
+    }
+    let _ = std::fs::remove_file(&scratch);
+    let worker = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
+    let path = record_file("held");
+    let go = record_file("go");
+    let (gate_go, finished_go) = (format!("{go}-gate"), format!("{go}-finished"));
+    let ahead = busy_ahead(pool);
+    let submit = |n: u64, go: &str, code: i32| {
+        pool.submit_task(record_wait_exit, (path.clone(), n, go.to_owned(), code))
+            .unwrap()
+    };
+    let gate = submit(1, &gate_go, 0);
+    let finished = submit(12, &finished_go, 0);
+    let last = submit(13, &go, last_code);
+    wait_until_pipelined(pool, &gate);
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (resume, resume_rx) = std::sync::mpsc::channel::<()>();
+    gate.on_done(move |_| {
+        let _ = entered_tx.send(());
+        let _ = resume_rx.recv_timeout(Duration::from_secs(20));
+    });
+    std::fs::write(&gate_go, "").unwrap();
+    entered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the gate's answer was read");
+    // `finished` answers now; the slot, held, does not read it.
+    std::fs::write(&finished_go, "").unwrap();
+    HeldLine {
+        path,
+        worker,
+        go,
+        gate,
+        finished,
+        last,
+        resume,
+        ahead,
+    }
+}
+
+impl HeldLine {
+    /// Waits until the worker has recorded `n` (then it has sent the answers before that task).
+    fn wait_recorded(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == n.to_string())
+        {
+            assert!(Instant::now() < deadline, "task {n} never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// After the slot was let go: `finished` kept its value (`blame` says what went wrong if not),
+    /// and the gate and the tasks ahead theirs. Returns the record file and the last task.
+    #[track_caller]
+    fn assert_finished_kept(self, blame: &str) -> (String, martelli::Future<u64>) {
+        for suffix in ["", "-gate", "-finished"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.go));
+        }
+        match self.finished.wait() {
+            Ok(v) => assert_eq!(v, 12),
+            Err(e) => panic!("{blame}: {e}"),
+        }
+        assert_eq!(self.gate.wait().unwrap(), 1);
+        assert_ahead_done(self.ahead);
+        (self.path, self.last)
+    }
+}
+
+fn an_answer_unread_when_the_worker_dies_is_not_blamed() {
+    // `finished` answers, then the worker dies at once in `last`, with that answer unread. The
+    // slot, let go, has a new task to write first: the write fails, and the slot must still read
+    // the answer before it blames anything.
+    let pool = pool(1);
+    let held = held_line(&pool, 3);
+    std::fs::write(&held.go, "").unwrap();
+    martelli_testkit::proc::wait_dead(held.worker, Duration::from_secs(20), "the worker");
+    let after = pool.submit_task(record, (held.path.clone(), 14)).unwrap();
+    // Queued while the slot is held: it takes it on its next turn and writes it first.
+    held.resume.send(()).unwrap();
+    let (path, last) =
+        held.assert_finished_kept("the task that finished was blamed for the next one's death");
+    let death = expect_death(last.wait());
+    assert_eq!(death.exit_code, Some(3), "{death}");
+    assert_eq!(after.wait().unwrap(), 14);
+    assert_recorded_once_each(&path, 4, 0);
+}
+
+fn an_answer_unread_at_cancel_pending_keeps_its_value() {
+    // `finished` answers and the worker starts `last`, which waits; a CancelPending shutdown
+    // kills the worker with `finished`'s answer unread: it must keep its value.
+    let pool = pool(1);
+    let held = held_line(&pool, 0);
+    held.wait_recorded(13);
+    std::thread::scope(|s| {
+        s.spawn(|| pool.shutdown(martelli::Shutdown::CancelPending));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !pool.is_shut_down() {
+            assert!(Instant::now() < deadline, "the shutdown never began");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        held.resume.send(()).unwrap();
+    });
+    let (path, last) =
+        held.assert_finished_kept("a task that finished before the shutdown lost its value");
+    assert!(matches!(last.wait(), Err(TaskError::Cancelled)));
+    assert_recorded_once_each(&path, 3, 0);
 }
 
 fn a_long_task_does_not_hold_work_an_idle_worker_can_run() {

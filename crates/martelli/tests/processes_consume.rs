@@ -141,12 +141,17 @@ fn a_crashing_item_fails_alone_and_consumers_go_on() {
     doubled.sort_unstable();
     let expected: Vec<u64> = (0..40u64).filter(|&n| n != 13).map(|n| n * 2).collect();
     assert_eq!(doubled, expected);
-    let failures = drain(&errors);
+    let mut failures = drain(&errors);
     assert_eq!(failures.len(), 1, "{failures:?}");
     match failures[0].error() {
         TaskError::WorkerDied(death) => assert_eq!(death.signal, Some(libc::SIGABRT), "{death}"),
         other => panic!("expected WorkerDied, got {other}"),
     }
+    assert_eq!(
+        failures[0].take_item::<(u64,)>(),
+        Some((13,)),
+        "the failure carries the item that crashed its worker"
+    );
     assert_eq!(consumers.failed(), 1);
     // The pool replaced the dead worker: both slots still serve.
     assert_eq!(pool.submit_task(add, (2, 3)).unwrap().wait().unwrap(), 5);
@@ -179,13 +184,14 @@ fn a_timeout_fails_the_item_and_kills_only_its_worker() {
     let mut squares = drain(&output);
     squares.sort_unstable();
     assert_eq!(squares, (0..10u64).map(|n| n * n).collect::<Vec<_>>());
-    let failures = drain(&errors);
+    let mut failures = drain(&errors);
     assert_eq!(failures.len(), 1);
     assert!(
         matches!(failures[0].error(), TaskError::TimedOut { .. }),
         "{}",
         failures[0]
     );
+    assert_eq!(failures[0].take_item::<(u64, u64)>(), Some((3, 10_000)));
     input.close();
     consumers.wait();
 }

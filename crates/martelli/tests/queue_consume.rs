@@ -123,9 +123,64 @@ fn failing_items_go_to_the_error_queue_and_the_worker_goes_on() {
     let failed: Vec<_> = failures.iter().filter(|f| f.error().is_failed()).collect();
     assert_eq!(failed.len(), 4);
     assert!(failed.iter().all(|f| f.consumer() == 0));
+    assert!(
+        failures.iter().all(|f| !f.has_item()),
+        "a closure takes its item: the failure cannot hold it"
+    );
     assert_eq!(consumers.failed(), 5);
     assert_eq!(consumers.processed(), 40);
     assert_eq!(consumers.running(), 1, "the worker survived every failure");
+}
+
+/// Fails on round numbers, panics on 13, and halves the rest.
+#[martelli::task]
+fn halve_unless_round(n: u64, label: String) -> Result<u64, String> {
+    assert!(n != 13, "unlucky {label}");
+    if n % 10 == 0 {
+        return Err(format!("{label} is round"));
+    }
+    Ok(n / 2)
+}
+
+#[test]
+fn consume_task_failures_carry_their_item() {
+    let pool = Pool::threads(2).unwrap();
+    let input = JoinableQueue::new();
+    let output = JoinableQueue::new();
+    let errors: JoinableQueue<ItemError> = JoinableQueue::new();
+    pool.consume_task(&input, halve_unless_round)
+        .output(&output)
+        .errors(&errors)
+        .start()
+        .unwrap();
+    for n in 1..=30u64 {
+        input.put((n, format!("item {n}"))).unwrap();
+    }
+    input.join();
+    assert_eq!(drain(&output).len(), 30 - 4);
+    let mut failed: Vec<(u64, String, bool)> = drain(&errors)
+        .into_iter()
+        .map(|mut failure| {
+            assert!(failure.has_item(), "{failure}");
+            assert_eq!(
+                failure.take_item::<u64>(),
+                None,
+                "another type gives nothing"
+            );
+            let (n, label) = failure
+                .take_item::<(u64, String)>()
+                .expect("the task's argument tuple");
+            assert!(!failure.has_item(), "taken once");
+            assert!(failure.to_string().contains(&label), "{failure}");
+            (n, label, failure.error().is_panic())
+        })
+        .collect();
+    failed.sort();
+    let expected: Vec<(u64, String, bool)> = [10, 13, 20, 30]
+        .into_iter()
+        .map(|n| (n, format!("item {n}"), n == 13))
+        .collect();
+    assert_eq!(failed, expected);
 }
 
 #[test]

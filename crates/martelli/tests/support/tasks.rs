@@ -2,6 +2,7 @@
 //! needs. Each binary includes this file as a module, so that the tasks are registered in it.
 #![allow(dead_code)] // not every binary submits every task
 
+use std::io::Write;
 use std::time::Duration;
 
 #[martelli::task]
@@ -42,4 +43,18 @@ pub(crate) fn segfault() {
         libc::signal(libc::SIGSEGV, libc::SIG_DFL);
         libc::raise(libc::SIGSEGV);
     }
+}
+
+/// Appends `n` as a line to the file at `path` (one `write` with `O_APPEND`, so lines from several
+/// workers never mix) and returns it: a test counts how many times each task ran.
+#[martelli::task]
+pub(crate) fn record(path: String, n: u64) -> u64 {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .expect("the record file opens");
+    file.write_all(format!("{n}\n").as_bytes())
+        .expect("the record is written");
+    n
 }

@@ -32,9 +32,15 @@
 //!    front resolves as `WorkerDied` with the exit code or signal and the tail of its stderr. A
 //!    deadline passed or a cancel kills the group the same way and resolves it as `TimedOut` or
 //!    `Cancelled`. A frame that is too large or does not decode kills the worker too (it can no
-//!    longer be trusted to be in step) and fails the task with `TaskError::Codec`. In every case
-//!    only the task at the front fails: the tasks behind it never started, and go back to the
-//!    front of the queue, in order, to run on the replacement or another worker.
+//!    longer be trusted to be in step) and fails the task with `TaskError::Codec`. However the
+//!    loss is noticed — end of file, a write that fails, a deadline, a cancel, a `CancelPending`
+//!    shutdown — the slot first stops the worker (reaps it, or kills its group) and then reads every
+//!    answer it sent before it went: a worker flushes a task's answer before it starts the next, so
+//!    when it dies in the next one that answer may still be in the socket, and the task it belongs
+//!    to keeps its value (only after a frame out of step is nothing more read). Then only the task
+//!    the worker was running fails: the tasks behind it never started, and go back to the front of
+//!    the queue, in order, to run on the replacement or another worker. A task whose frame never
+//!    reached the worker (it was gone before the write) is not failed: it goes to the replacement.
 //! 5. A killed or dead worker is replaced at once, before the slot takes its next job, so the pool
 //!    never loses capacity; a worker that ran `max_tasks_per_worker` tasks, or whose resident memory
 //!    passed `max_worker_memory` after a task (then it is sent no more, and retired once the tasks
@@ -43,8 +49,13 @@
 //! 6. Shutdown closes the queue; slots drain it (`Wait`), or (`CancelPending`) the queue is emptied,
 //!    every slot is woken and drops what it had in flight, killing its worker if a task ran; each
 //!    slot then closes its channel, the idle worker exits, and the slot reaps it.
+//! 7. The pool's guardian process (which kills the workers' groups if this process dies) is shared
+//!    by the pool, its slots and their workers; once shutdown has joined every slot (so every worker
+//!    is reaped), the pool lets go of it too, and the guardian exits and is reaped then, not when
+//!    the `Pool` is dropped.
 
 mod capture;
+mod crash_signals;
 mod estimates;
 mod inflight;
 mod spawned;
@@ -55,6 +66,7 @@ use super::{Admission, Backend, Rejected, RemoteBackend, RemoteJob, RemoteReject
 use crate::error::Error;
 use crate::job::Job;
 use crate::pool::Shutdown;
+use crate::process::Guardian;
 use crate::sync::{Arc, Condvar, Mutex};
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -87,8 +99,6 @@ pub(crate) struct ProcessConfig {
     pub(crate) queue_bound: Option<usize>,
     /// The most bytes of stdout (and of stderr) a captured task returns.
     pub(crate) capture_limit: usize,
-    /// Set by `Processes::start`: kills the workers' groups if this process dies.
-    pub(crate) guardian: Option<std::sync::Arc<crate::process::Guardian>>,
 }
 
 struct Queue {
@@ -213,6 +223,8 @@ pub(crate) struct Processes {
     shared: Arc<Shared>,
     config: Arc<ProcessConfig>,
     slots: Mutex<Vec<JoinHandle<()>>>,
+    /// Kills the workers' groups if this process dies; let go at shutdown (rule 7).
+    guardian: Mutex<Option<std::sync::Arc<Guardian>>>,
 }
 
 impl fmt::Debug for Processes {
@@ -227,7 +239,7 @@ impl fmt::Debug for Processes {
 impl Processes {
     /// Starts the workers and waits until each has answered the handshake; fails, stopping those
     /// already started, if any cannot start or does not answer.
-    pub(crate) fn start(mut config: ProcessConfig) -> Result<Processes, Error> {
+    pub(crate) fn start(config: ProcessConfig) -> Result<Processes, Error> {
         if worker::is_uninitialized_worker() {
             return Err(Error::NotInitialized);
         }
@@ -236,11 +248,13 @@ impl Processes {
         // Workers die with this process by their parent-death signal; what their tasks started
         // dies with them through the guardian, which kills every worker's group when this process
         // dies, even by SIGKILL.
-        let guardian = crate::process::Guardian::start(n.saturating_mul(2).max(2), GUARDIAN_GRACE)
-            .map_err(|e| Error::WorkerStart {
-                message: format!("cannot start the guardian process: {e}"),
+        let guardian =
+            Guardian::start(n.saturating_mul(2).max(2), GUARDIAN_GRACE).map_err(|e| {
+                Error::WorkerStart {
+                    message: format!("cannot start the guardian process: {e}"),
+                }
             })?;
-        config.guardian = Some(std::sync::Arc::new(guardian));
+        let guardian = std::sync::Arc::new(guardian);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 levels: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
@@ -261,17 +275,19 @@ impl Processes {
             shared,
             config: Arc::clone(&config),
             slots: Mutex::new(Vec::with_capacity(n)),
+            guardian: Mutex::new(Some(std::sync::Arc::clone(&guardian))),
         };
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), Error>>();
         for index in 0..n {
             let name = format!("{}-{index}", config.name_prefix);
             let shared = Arc::clone(&pool.shared);
             let config = Arc::clone(&config);
+            let guardian = std::sync::Arc::clone(&guardian);
             let ready = ready_tx.clone();
             // The slot thread spawns its worker and every replacement, and lives as long as they
             // do: Linux sends a worker its parent-death signal when the spawning *thread* exits.
             let spawned = thread::Builder::new().name(name.clone()).spawn(move || {
-                let slot = match Slot::start(index, config, shared) {
+                let slot = match Slot::start(index, config, shared, guardian) {
                     Ok(slot) => {
                         let _ = ready.send(Ok(()));
                         slot
@@ -361,6 +377,8 @@ impl Backend for Processes {
         for handle in slots {
             let _ = handle.join();
         }
+        // Every worker is reaped: the guardian has nothing left to guard (rule 7).
+        drop(self.guardian.lock().take());
     }
 
     fn is_shut_down(&self) -> bool {

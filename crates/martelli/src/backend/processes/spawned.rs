@@ -82,7 +82,7 @@ pub(super) struct Worker {
     child: Child,
     /// Kills the worker's group if this process dies (the parent-death signal reaches only the
     /// worker, not what its task started).
-    guardian: Option<std::sync::Arc<Guardian>>,
+    guardian: std::sync::Arc<Guardian>,
     pub(super) channel: UnixStream,
     /// Frames from the worker, read without blocking.
     pub(super) inbox: Inbox,
@@ -94,7 +94,10 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub(super) fn spawn(config: &ProcessConfig) -> Result<Worker, Error> {
+    pub(super) fn spawn(
+        config: &ProcessConfig,
+        guardian: &std::sync::Arc<Guardian>,
+    ) -> Result<Worker, Error> {
         let start_error = |what: &str, e: &dyn std::fmt::Display| Error::WorkerStart {
             message: format!("{what}: {e}"),
         };
@@ -143,11 +146,9 @@ impl Worker {
             )
         })?;
         drop(theirs);
-        let guardian = config.guardian.clone();
-        if let Some(g) = &guardian {
-            // Capacity is two per slot, more than a slot ever has alive: this cannot fail.
-            let _ = g.watch(child.pgid());
-        }
+        let guardian = std::sync::Arc::clone(guardian);
+        // Capacity is two per slot, more than a slot ever has alive: this cannot fail.
+        let _ = guardian.watch(child.pgid());
         let stderr = match child.take_stderr() {
             Some(pipe) => StderrTail::start(pipe, child.pid()),
             None => StderrTail::start(io::empty(), child.pid()),
@@ -264,9 +265,7 @@ impl Worker {
     /// guardian: only unreaped groups are watched).
     fn reap(&mut self) -> Option<std::process::ExitStatus> {
         let status = self.child.wait().ok();
-        if let Some(g) = &self.guardian {
-            g.forget(self.child.pgid());
-        }
+        self.guardian.forget(self.child.pgid());
         status
     }
 

@@ -10,6 +10,7 @@ use super::{ProcessConfig, Shared};
 use crate::backend::RemoteJob;
 use crate::codec::{self, ErrorKind, Header};
 use crate::error::{Error, TaskError, TaskFailure, WorkerDeath};
+use crate::process::Guardian;
 use crate::sync::Arc;
 use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
 use rustix::io::Errno;
@@ -37,6 +38,10 @@ const PIPELINE_BYTES: usize = 256 * 1024;
 const CANCEL_GRACE: Duration = Duration::from_millis(100);
 /// How many lines of a captured stderr a death report adds to its tail.
 const CAPTURED_TAIL_LINES: usize = 20;
+/// How many workers in a row may be found gone before the started front task was written to them
+/// (it then goes to the replacement) before the task is failed instead: a guard against a worker
+/// program that dies right after its handshake, which would otherwise be replaced for ever.
+const MAX_UNFED_LOSSES: u32 = 3;
 
 /// Tells a slot that a token fired (a cancel, a shutdown): sets a flag the slot reads on every turn
 /// (a busy slot, reading answer after answer, may not `poll` for a while), and writes its eventfd to
@@ -92,6 +97,8 @@ pub(super) struct Slot {
     index: usize,
     config: Arc<ProcessConfig>,
     shared: Arc<Shared>,
+    /// The pool's guardian, which each worker's group is registered with.
+    guardian: std::sync::Arc<Guardian>,
     worker: Option<Worker>,
     wake_fd: std::sync::Arc<FdWaker>,
     waker: Waker,
@@ -104,6 +111,8 @@ pub(super) struct Slot {
     output: Option<Output>,
     /// Why the last replacement could not start.
     spawn_error: Option<String>,
+    /// Workers lost in a row before the started front task was written to them.
+    unfed_losses: u32,
     /// Scratch space for jobs taken from the queue.
     taken: Vec<RemoteJob>,
 }
@@ -113,6 +122,7 @@ impl Slot {
         index: usize,
         config: Arc<ProcessConfig>,
         shared: Arc<Shared>,
+        guardian: std::sync::Arc<Guardian>,
     ) -> Result<Slot, Error> {
         let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(|e| {
             Error::WorkerStart {
@@ -124,11 +134,12 @@ impl Slot {
             fired: AtomicBool::new(false),
         });
         let waker = Waker::from(std::sync::Arc::clone(&wake_fd));
-        let worker = Worker::spawn(&config)?;
+        let worker = Worker::spawn(&config, &guardian)?;
         Ok(Slot {
             index,
             config,
             shared,
+            guardian,
             worker: Some(worker),
             wake_fd,
             waker,
@@ -137,6 +148,7 @@ impl Slot {
             retiring: false,
             output: None,
             spawn_error: None,
+            unfed_losses: 0,
             taken: Vec::new(),
         })
     }
@@ -484,6 +496,7 @@ impl Slot {
         let Some(worker) = self.worker.as_mut() else {
             return true;
         };
+        self.unfed_losses = 0;
         if ran {
             worker.tasks += 1;
             let worn_out = self
@@ -528,42 +541,80 @@ impl Slot {
         }
     }
 
-    /// Kills or buries the worker, fails the front task with the loss, puts the tasks behind it back
-    /// at the front of the queue, and starts a replacement (rules 4 and 5).
+    /// Loses the worker (rules 4 and 5): stops it (a dead one is reaped with its own exit status,
+    /// a live one killed with its group), reads every answer it sent before it went, fails the task
+    /// it was running with the loss, puts the tasks behind that one back at the front of the
+    /// queue, and starts a replacement.
+    ///
+    /// Reading first is what keeps a finished task from being blamed: a worker flushes a task's
+    /// answer before it starts the next, so when it dies in the next one, or is killed in it, that
+    /// answer may still be unread in the socket — and the loss may have been noticed by a failed
+    /// write or by a deadline rather than by end of file. Only after a frame out of step (`Garbled`)
+    /// is nothing more read: the stream can no longer be trusted.
     fn lose_worker(&mut self, loss: Loss) {
         let front_id = self.line.front().map(|f| f.job.id);
-        let error = match loss {
-            Loss::Died => match self.worker.as_mut() {
-                Some(worker) => TaskError::WorkerDied(worker.death()),
-                None => return,
-            },
-            Loss::TimedOut(after) => self.kill_and_drain(TaskError::TimedOut { after }),
-            Loss::Cancelled | Loss::CancelledLate => self.kill_and_drain(TaskError::Cancelled),
+        let Some(worker) = self.worker.as_mut() else {
+            return;
+        };
+        let (error, drain) = match loss {
+            Loss::Died => (TaskError::WorkerDied(worker.death()), true),
+            Loss::TimedOut(after) => {
+                worker.kill();
+                (TaskError::TimedOut { after }, true)
+            }
+            Loss::Cancelled | Loss::CancelledLate => {
+                worker.kill();
+                (TaskError::Cancelled, true)
+            }
             Loss::Garbled(message) => {
-                if let Some(worker) = self.worker.as_mut() {
-                    worker.kill();
-                }
-                TaskError::Codec(message)
+                worker.kill();
+                (TaskError::Codec(message), false)
             }
         };
+        if drain {
+            self.drain_answers();
+        }
         let Some(worker) = self.worker.take() else {
             return;
         };
-        // Answered just before the kill: the task the kill hit is the one after it, which had only
-        // just begun — unless it was never written, and goes back to the queue with the rest.
-        let error = if self.line.front().map(|f| f.job.id) == front_id {
-            error
-        } else if self.line.front_unwritten() {
-            let mut all = self.line.take_behind();
-            if let Some(front) = self.line.pop_front() {
-                all.insert(0, front.job);
+        let same_front = self.line.front().map(|f| f.job.id) == front_id;
+        let started_unwritten =
+            self.line.front().is_some_and(|f| f.started.is_some()) && self.line.front_unwritten();
+        if self.line.front_unwritten()
+            && !(started_unwritten && self.unfed_losses >= MAX_UNFED_LOSSES)
+        {
+            // Nothing left in the line reached the worker: it was gone before the front task's
+            // frame went out, or it answered every task written to it. A front task already
+            // started stays at the front of the line for the replacement (its future says
+            // running); the rest go back to the queue.
+            if started_unwritten {
+                self.unfed_losses += 1;
             }
-            self.shared.requeue_front(all);
+            let mut back = self.line.take_behind();
+            if !started_unwritten {
+                if let Some(front) = self.line.pop_front() {
+                    back.insert(0, front.job);
+                }
+            }
+            self.shared.requeue_front(back);
             self.output = None;
             self.line.reset_stream();
             drop(worker);
             self.replace_worker();
+            if let Some(front) = self.line.front_mut() {
+                // It starts again on the replacement: its timeout counts from now (rule 3).
+                let now = Instant::now();
+                front.started = Some(now);
+                front.deadline = front.job.sink.timeout().and_then(|t| now.checked_add(t));
+            }
             return;
+        }
+        self.unfed_losses = 0;
+        // The worker answered the task that was at the front, and went in the next one: a death is
+        // that task's own; a kill was for the task before it, which finished as the kill came, just
+        // as this one began.
+        let error = if same_front || matches!(error, TaskError::WorkerDied(_)) {
+            error
         } else {
             TaskError::WorkerDied(WorkerDeath {
                 exit_code: None,
@@ -600,37 +651,36 @@ impl Slot {
         self.replace_worker();
     }
 
-    /// Kills the worker, then resolves the answers it sent before it died (they are still in the
-    /// socket): a task that finished as the kill came keeps its value, and nothing that ran is ever
-    /// sent again. Returns `error`, for the task the kill hit.
-    fn kill_and_drain(&mut self, error: TaskError) -> TaskError {
-        let Some(worker) = self.worker.as_mut() else {
-            return error;
-        };
-        worker.kill();
-        while let Some(worker) = self.worker.as_mut() {
-            let _ = worker.inbox.fill(worker.channel.as_fd(), false);
-            let mut progressed = false;
+    /// Resolves the answers a stopped (reaped or killed) worker sent before it went: whatever is
+    /// still in its socket is all it will ever send. A task that finished keeps its value, and
+    /// nothing that ran is sent again. Stops at a frame out of step.
+    fn drain_answers(&mut self) {
+        loop {
             while let Some(read) = self.next_frame() {
-                match read {
-                    Read::Output | Read::Answered { .. } => progressed = true,
-                    Read::Garbled(_) => return error,
+                if let Read::Garbled(_) = read {
+                    return;
                 }
             }
-            if !progressed {
-                break;
+            let Some(worker) = self.worker.as_mut() else {
+                return;
+            };
+            // End of file, nothing more, or a broken channel: all that came is read.
+            if !matches!(worker.inbox.fill(worker.channel.as_fd(), false), Ok(n) if n > 0) {
+                return;
             }
         }
-        error
     }
 
     /// `CancelPending`: drops everything in flight (their futures resolve as cancelled), killing the
     /// worker, which may be running one of them (rule 6). No replacement: the pool is closing.
     fn discard(&mut self) {
-        let items = self.line.take_all();
-        if let Some(mut worker) = self.worker.take() {
+        // A task that finished before the kill keeps its value (rule 4).
+        if let Some(worker) = self.worker.as_mut() {
             worker.kill();
+            self.drain_answers();
         }
+        drop(self.worker.take());
+        let items = self.line.take_all();
         self.output = None;
         for item in items {
             if item.started.is_some() {
@@ -641,7 +691,7 @@ impl Slot {
 
     /// Starts a worker in place of a lost one; false (the reason kept) when it cannot.
     fn replace_worker(&mut self) -> bool {
-        match Worker::spawn(&self.config) {
+        match Worker::spawn(&self.config, &self.guardian) {
             Ok(worker) => {
                 self.worker = Some(worker);
                 self.spawn_error = None;

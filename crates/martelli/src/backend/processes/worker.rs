@@ -95,7 +95,9 @@ pub(crate) const EXIT_PROTOCOL: i32 = 70;
 /// `init` runs tasks by name until the pool goes away, then exits the process. A worker whose `main`
 /// does not call `init` would run the program from the top; it cannot start workers of its own (that
 /// is the classic fork bomb): building a process pool there fails with
-/// [`Error::NotInitialized`](crate::Error::NotInitialized).
+/// [`Error::NotInitialized`](crate::Error::NotInitialized). In a worker SIGSEGV, SIGBUS, SIGILL and
+/// SIGFPE always kill, also when raised rather than a fault (a stack overflow is still reported by
+/// Rust's runtime), so such a task resolves as `WorkerDied` with the signal.
 pub fn init() {
     let Some(value) = std::env::var_os(WORKER_ENV) else {
         return;
@@ -104,6 +106,9 @@ pub fn init() {
     // contract), so no other thread reads or writes the environment meanwhile. The variable is
     // removed so that programs a task starts are not taken for workers.
     unsafe { std::env::remove_var(WORKER_ENV) };
+    // A task that gets SIGSEGV, SIGBUS, SIGILL or SIGFPE, even one raised rather than a fault, dies
+    // of it and resolves as `WorkerDied` with the signal.
+    super::crash_signals::install();
     let code = match serve(&value) {
         Ok(()) => 0,
         Err(e) => {
