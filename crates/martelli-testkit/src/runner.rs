@@ -41,3 +41,18 @@ fn run_trials(tests: &[(&str, fn())], ignored: &[(&str, fn())]) -> ! {
         .collect();
     libtest_mimic::run(&args, trials).exit()
 }
+
+/// Hangs on purpose, for the check that the time limit works (`scripts/check-time-limit.sh`):
+/// starts a child, `sleep 3600.MARKER` (the marker from `MARTELLI_HANG_MARKER`), that the limit must
+/// stop too, then never returns.
+pub fn hang_on_purpose() -> ! {
+    let marker = std::env::var("MARTELLI_HANG_MARKER").unwrap_or_else(|_| "0".into());
+    let mut child = std::process::Command::new("sleep")
+        .arg(format!("3600.{marker}"))
+        .spawn()
+        .expect("sleep starts");
+    let _ = child.wait();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}

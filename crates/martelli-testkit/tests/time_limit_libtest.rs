@@ -4,18 +4,9 @@
 //! (`time_limit_runner.rs` is the same check on the runner of the `harness = false` binaries).
 //! Outside that step it is ignored.
 
-/// Starts a child (`sleep 3600.MARKER`, the marker from `MARTELLI_HANG_MARKER`) that the limit must
-/// stop too, then never returns: only the time limit can end it.
+/// Starts a child that the limit must stop too, then never returns: only the time limit can end it.
 #[test]
 #[ignore = "hangs on purpose: scripts/test.sh runs it to check that the time limit stops it"]
 fn hangs_on_purpose() {
-    let marker = std::env::var("MARTELLI_HANG_MARKER").unwrap_or_else(|_| "0".into());
-    let mut child = std::process::Command::new("sleep")
-        .arg(format!("3600.{marker}"))
-        .spawn()
-        .expect("sleep starts");
-    let _ = child.wait();
-    loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
-    }
+    martelli_testkit::runner::hang_on_purpose()
 }
