@@ -77,7 +77,7 @@ export -f as_root requirements
 bounded "test-time requirements: redis-server, openssl" 10m bash -c requirements
 if ! cargo nextest --version >/dev/null 2>&1; then
   # cargo-nextest runs the tests, each in its own process with its time limit.
-  bounded "install cargo-nextest (builds it from source, once)" 30m \
+  bounded "install cargo-nextest (builds it from source, once)" 45m \
     cargo install cargo-nextest --locked
 fi
 
