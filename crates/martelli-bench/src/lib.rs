@@ -10,7 +10,7 @@
 use anyhow::{Context, bail};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Measurements of one contender, one per round.
@@ -212,6 +212,35 @@ pub fn run_python_thread_pool(script: &Path, reps: usize) -> anyhow::Result<Pyth
             )
         })?;
     Ok(PythonThreadPool { us_per_task })
+}
+
+/// The task the cluster benchmarks' workers serve: bytes in, nothing out.
+pub const NOOP: &str = "noop";
+
+/// Serves `queue` of the broker at `url` with `concurrency` task slots, running [`NOOP`] tasks,
+/// until SIGTERM: the worker side of the cluster benchmarks.
+pub fn serve_noop(url: &str, queue: &str, concurrency: usize) -> anyhow::Result<()> {
+    use martelli::cluster::{Tasks, WorkerOptions, serve};
+    let tasks = Tasks::new().raw(NOOP, |_: &[u8]| Ok(Vec::new()));
+    let options = WorkerOptions::new()
+        .queue(queue.to_owned())
+        .concurrency(concurrency);
+    serve(url, tasks, options).context("the worker failed")?;
+    Ok(())
+}
+
+/// Starts this benchmark's own binary again as a worker process:
+/// `BIN --url URL --concurrency N worker --queue QUEUE` (each binary parses that form and calls
+/// [`serve_noop`]).
+pub fn spawn_worker(url: &str, concurrency: usize, queue: &str) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("cannot find this benchmark's own binary")?;
+    Command::new(exe)
+        .args(["--url", url, "--concurrency"])
+        .arg(concurrency.to_string())
+        .args(["worker", "--queue", queue])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("could not start a worker process")
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! `probe` measures this machine's concurrency costs and recommends a model; `run` runs commands in
 //! parallel with GNU parallel's syntax, on this machine or, with `--cluster URL`, on cluster workers;
 //! `worker` is such a cluster worker: it runs shell-command tasks from a Redis queue; `status` shows a
-//! queue, its workers and its throughput.
+//! queue, its workers and its throughput; `dashboard` serves a live web page of the cluster.
 
 mod cluster;
+mod dashboard;
 mod probe;
 mod run;
 
@@ -39,6 +40,8 @@ enum Command {
     Worker(cluster::worker::WorkerArgs),
     /// Show a cluster queue's depth, its workers and its throughput.
     Status(cluster::status::StatusArgs),
+    /// Serve a live web page of a cluster: queues, workers, tasks, dead letters (requeue, discard).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,10 @@ fn main() -> ExitCode {
         }),
         Some(Command::Status(args)) => cluster::status::run(&args).unwrap_or_else(|e| {
             eprintln!("martelli status: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }),
+        Some(Command::Dashboard(args)) => dashboard::run(&args).unwrap_or_else(|e| {
+            eprintln!("martelli dashboard: error: {}", one_line(&e));
             ExitCode::FAILURE
         }),
         None => {

@@ -6,13 +6,58 @@
 
 #![cfg(target_os = "linux")]
 
+use martelli_testkit::proc::KillOnDrop;
 use serde_json::Value;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The longest a quick probe may take here (a debug build on a loaded 2-core machine takes
+/// 10–20 s): past it the run is killed and its test fails, instead of hanging.
+const LIMIT: Duration = Duration::from_secs(180);
 
 fn martelli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_martelli"))
+}
+
+/// Runs `cmd` to the end and collects its output; kills it and fails the calling test if it takes
+/// longer than [`LIMIT`]. Its pipes are drained while it runs, so a long report cannot block it.
+fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop::new(cmd.spawn().expect("start martelli"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .child()
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .child()
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = child.wait_for(LIMIT);
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
 }
 
 struct Runs {
@@ -58,11 +103,11 @@ fn runs() -> &'static Runs {
 /// `quick.json`, `curves.svg` and `table.txt` in `dir`.
 fn make_runs(dir: &Path) {
     let svg = dir.join("curves.svg");
-    let out = martelli()
-        .args(["probe", "--quick", "--json", "--plot"])
-        .arg(&svg)
-        .output()
-        .expect("run martelli probe");
+    let out = output(
+        martelli()
+            .args(["probe", "--quick", "--json", "--plot"])
+            .arg(&svg),
+    );
     check(&out, "probe --quick --json --plot");
     // stderr is not a terminal here: no progress bar, and nothing else to say on success.
     assert!(
@@ -72,11 +117,11 @@ fn make_runs(dir: &Path) {
     );
     let json_path = dir.join("quick.json");
     std::fs::write(&json_path, &out.stdout).expect("save the report");
-    let out = martelli()
-        .args(["probe", "--quick", "--compare"])
-        .arg(&json_path)
-        .output()
-        .expect("run martelli probe");
+    let out = output(
+        martelli()
+            .args(["probe", "--quick", "--compare"])
+            .arg(&json_path),
+    );
     check(&out, "probe --quick --compare");
     std::fs::write(dir.join("table.txt"), &out.stdout).expect("save the table");
 }
@@ -103,18 +148,45 @@ fn keys(v: &Value) -> Vec<&str> {
     k
 }
 
-/// Checks a measured row: all five fields, the right unit, min ≤ median ≤ max, all inside `range`.
+/// Checks a measured row: every field, the right unit, min ≤ interval low ≤ median ≤ interval high
+/// ≤ max, the low-confidence mark where the interval is wider than ±10 %, all inside `range`.
 fn stat(v: &Value, path: &str, unit: &str, range: (f64, f64)) {
     let s = get(v, path);
-    assert_eq!(keys(s), ["max", "median", "min", "reps", "unit"], "{path}");
+    assert_eq!(
+        keys(s),
+        [
+            "ci_high",
+            "ci_low",
+            "low_confidence",
+            "max",
+            "median",
+            "min",
+            "outliers",
+            "reps",
+            "unit"
+        ],
+        "{path}"
+    );
     assert_eq!(s["unit"], unit, "{path}");
-    assert!(s["reps"].as_u64().expect("reps") >= 3, "{path}: {s}");
-    let (min, med, max) = (
+    let reps = s["reps"].as_u64().expect("reps");
+    assert!(reps >= 3, "{path}: {s}");
+    assert!(
+        s["outliers"].as_u64().expect("outliers") <= reps,
+        "{path}: {s}"
+    );
+    let (min, lo, med, hi, max) = (
         s["min"].as_f64().expect("min"),
+        s["ci_low"].as_f64().expect("ci_low"),
         s["median"].as_f64().expect("median"),
+        s["ci_high"].as_f64().expect("ci_high"),
         s["max"].as_f64().expect("max"),
     );
-    assert!(min <= med && med <= max, "{path}: {s}");
+    assert!(
+        min <= lo && lo <= med && med <= hi && hi <= max,
+        "{path}: {s}"
+    );
+    let wide = hi - lo > 0.2 * med.abs();
+    assert_eq!(s["low_confidence"], wide, "{path}: {s}");
     assert!(
         min >= range.0 && max <= range.1,
         "{path}: {s} is outside the plausible range {range:?}"
@@ -133,21 +205,27 @@ fn report_has_every_top_level_field() {
     assert_eq!(
         keys(r),
         [
+            "cluster",
             "creation",
             "curves",
             "duration_s",
+            "foreground",
             "ipc",
             "machine",
             "martelli_version",
+            "max_reps",
             "memory",
             "mode",
+            "noise",
             "notes",
             "recommendations",
             "reps",
+            "row_budget_s",
             "schema",
             "started_unix_s",
             "switch",
-            "warmup"
+            "warmup",
+            "warnings"
         ]
     );
     assert_eq!(r["schema"], "martelli-probe/1");
@@ -157,7 +235,175 @@ fn report_has_every_top_level_field() {
     assert!(duration > 0.0 && duration < 120.0, "{duration}");
     assert!(r["started_unix_s"].as_u64().expect("start") > 1_600_000_000);
     assert!(r["reps"].as_u64().expect("reps") >= 3);
+    assert!(r["max_reps"].as_u64().expect("max_reps") >= r["reps"].as_u64().expect("reps"));
+    assert!(r["row_budget_s"].as_f64().expect("budget") > 0.0);
     assert!(r["warmup"].as_u64().expect("warmup") >= 1);
+}
+
+/// The dotted paths of every measured row (objects with a median, or latency percentiles, and a
+/// unit), curve points keyed by worker count or concurrency as the probe names them.
+fn stat_paths(v: &Value, path: String, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m)
+            if (m.contains_key("median") || m.contains_key("p50")) && m.contains_key("unit") =>
+        {
+            out.push((path, v.clone()))
+        }
+        Value::Object(m) => {
+            for (k, child) in m {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                stat_paths(child, p, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let key = ["workers", "concurrency"]
+                    .iter()
+                    .find_map(|k| item[*k].as_u64().map(|n| format!("{k}={n}")))
+                    .unwrap_or_else(|| i.to_string());
+                stat_paths(item, format!("{path}[{key}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn measured_rows(r: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for section in [
+        "creation",
+        "switch",
+        "memory",
+        "ipc",
+        "curves",
+        "foreground",
+        "cluster",
+    ] {
+        stat_paths(&r[section], section.to_owned(), &mut out);
+    }
+    out
+}
+
+#[test]
+fn noise_is_watched_before_during_and_after() {
+    let r = &runs().json;
+    let n = get(r, "noise");
+    assert_eq!(
+        keys(n),
+        [
+            "after",
+            "before",
+            "busy_before",
+            "busy_rows",
+            "during",
+            "low_confidence",
+            "rows"
+        ]
+    );
+    for moment in ["before", "after"] {
+        let m = &n[moment];
+        assert_eq!(
+            keys(m),
+            ["load_average", "other_cpu", "run_queue", "seconds", "steal"],
+            "{moment}"
+        );
+        assert!(m["seconds"].as_f64().expect("seconds") > 0.05, "{m}");
+    }
+    let share = |w: &Value, k: &str| w[k].as_f64().unwrap_or_else(|| panic!("{k}: {w}"));
+    for w in std::iter::once(&n["during"]).chain(n["rows"].as_object().expect("rows").values()) {
+        for k in ["other_cpu", "steal"] {
+            assert!((0.0..=1.0).contains(&share(w, k)), "{k}: {w}");
+        }
+        assert!(share(w, "run_queue") >= 0.0, "{w}");
+    }
+    // Every timed row was watched under its own path (I/O points under their side).
+    let watched = n["rows"].as_object().expect("rows");
+    for (path, _) in measured_rows(r) {
+        let side = path.trim_end_matches(".wall").trim_end_matches(".memory");
+        assert!(watched.contains_key(side), "{side} was not watched");
+    }
+    // The busy list is the rows marked busy; the low-confidence list is the stats marked so.
+    let busy: Vec<&str> = watched
+        .iter()
+        .filter(|(_, w)| w["busy"] == true)
+        .map(|(p, _)| p.as_str())
+        .collect();
+    let listed: Vec<&str> = n["busy_rows"]
+        .as_array()
+        .expect("busy rows")
+        .iter()
+        .map(|p| p.as_str().expect("a path"))
+        .collect();
+    assert_eq!(busy, listed);
+    let wide: Vec<String> = measured_rows(r)
+        .into_iter()
+        .filter(|(_, s)| s["low_confidence"] == true)
+        .map(|(p, _)| p)
+        .collect();
+    let mut flagged: Vec<String> = n["low_confidence"]
+        .as_array()
+        .expect("low confidence")
+        .iter()
+        .map(|p| p.as_str().expect("a path").to_owned())
+        .collect();
+    flagged.sort();
+    let mut wide_sorted = wide.clone();
+    wide_sorted.sort();
+    assert_eq!(flagged, wide_sorted);
+}
+
+#[test]
+fn warnings_name_the_rows_they_touch() {
+    let r = &runs().json;
+    let paths: Vec<String> = measured_rows(r).into_iter().map(|(p, _)| p).collect();
+    let known = [
+        "busy_before",
+        "load_average_lags",
+        "busy_during",
+        "low_confidence",
+        "outliers",
+        "left_busy",
+    ];
+    for w in r["warnings"].as_array().expect("warnings") {
+        assert_eq!(keys(w), ["id", "rows", "text"]);
+        let id = w["id"].as_str().expect("id");
+        assert!(known.contains(&id), "{w}");
+        for row in w["rows"].as_array().expect("rows") {
+            let row = row.as_str().expect("a path");
+            assert!(
+                paths
+                    .iter()
+                    .any(|p| p == row || p.starts_with(&format!("{row}."))),
+                "{id} names {row}, which is not a measured row"
+            );
+        }
+    }
+    let has = |id: &str| {
+        r["warnings"]
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .any(|w| w["id"] == id)
+    };
+    assert_eq!(has("busy_before"), r["noise"]["busy_before"] == true);
+    assert_eq!(
+        has("low_confidence"),
+        !r["noise"]["low_confidence"]
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        has("busy_during"),
+        !r["noise"]["busy_rows"].as_array().expect("list").is_empty()
+    );
+    if !r["warnings"].as_array().expect("warnings").is_empty() {
+        assert!(runs().table.contains("WARNINGS"));
+    }
 }
 
 #[test]
@@ -422,11 +668,23 @@ fn cpu_curve_covers_one_to_twice_the_cores() {
             [
                 "processes",
                 "processes_speedup",
+                "processes_speedup_ci",
                 "threads",
                 "threads_speedup",
+                "threads_speedup_ci",
                 "workers"
             ]
         );
+        for k in ["threads", "processes"] {
+            let ci = p[format!("{k}_speedup_ci")].as_array().expect("interval");
+            let (lo, hi) = (ci[0].as_f64().expect("low"), ci[1].as_f64().expect("high"));
+            let s = p[format!("{k}_speedup")].as_f64().expect("speedup");
+            assert!(
+                0.0 < lo && lo <= s && s <= hi,
+                "{k} at {}: {lo} {s} {hi}",
+                workers[i]
+            );
+        }
         stat(
             r,
             &format!("curves.cpu.points.{i}.threads"),
@@ -509,21 +767,180 @@ fn io_curve_waits_at_least_the_wait_and_reports_memory() {
 }
 
 #[test]
+fn foreground_latency_is_measured_under_each_background() {
+    let r = &runs().json;
+    let f = get(r, "foreground");
+    assert_eq!(
+        keys(f),
+        [
+            "background_workers",
+            "idle",
+            "processes_nice_0",
+            "processes_nice_10",
+            "processes_nice_19",
+            "seconds_per_scenario",
+            "sleep_us",
+            "threads"
+        ]
+    );
+    assert_eq!(f["sleep_us"], 1000);
+    assert_eq!(f["background_workers"], r["machine"]["available_cores"]);
+    let idle_p99 = get(f, "idle.p99").as_f64().expect("idle p99");
+    for key in [
+        "idle",
+        "processes_nice_0",
+        "processes_nice_10",
+        "processes_nice_19",
+        "threads",
+    ] {
+        let s = &f[key];
+        assert_eq!(
+            keys(s),
+            [
+                "max",
+                "mean",
+                "p50",
+                "p50_over_idle",
+                "p99",
+                "p99_over_idle",
+                "samples",
+                "unit"
+            ],
+            "{key}"
+        );
+        assert_eq!(s["unit"], "us");
+        let n = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{key}.{k}: {s}"));
+        // A sleep never ends early: every lateness is ≥ 0, and ordered.
+        assert!(
+            0.0 <= n("p50") && n("p50") <= n("p99") && n("p99") <= n("max"),
+            "{key}: {s}"
+        );
+        // A 1 ms sleep, timed for a few tenths of a second: tens of samples at least, each
+        // under a second late.
+        assert!(n("samples") >= 20.0 && n("max") < 1e6, "{key}: {s}");
+        assert!(
+            (n("p99_over_idle") - n("p99") / idle_p99).abs() < 1e-6 * n("p99_over_idle").max(1.0),
+            "{key}: {s}"
+        );
+    }
+    assert_eq!(f["idle"]["p99_over_idle"], 1.0);
+    let line = runs()
+        .table
+        .lines()
+        .find(|l| l.trim_start().starts_with("process pool, nice 10"))
+        .expect("the table has the nice-10 row");
+    assert!(line.contains('×'), "{line}");
+    let rec = r["recommendations"]
+        .as_array()
+        .expect("recommendations")
+        .iter()
+        .find(|x| x["id"] == "foreground_nice")
+        .expect("a foreground_nice recommendation");
+    assert!(
+        ["nice_helps", "nice_no_better", "nice_not_needed"]
+            .contains(&rec["verdict"].as_str().expect("verdict")),
+        "{rec}"
+    );
+}
+
+#[test]
+fn the_cluster_tier_is_measured_against_a_private_broker() {
+    // redis-server is installed where the tests run (scripts/test.sh installs it): the probe starts
+    // its own, measures against it and stops it.
+    let r = &runs().json;
+    let c = get(r, "cluster");
+    assert_eq!(
+        keys(c),
+        [
+            "broker",
+            "note",
+            "per_task",
+            "per_task_us",
+            "round_trip",
+            "round_trip_us",
+            "source",
+            "worker_start"
+        ]
+    );
+    assert_eq!(c["source"], "measured", "{c}");
+    assert!(
+        c["broker"]
+            .as_str()
+            .expect("broker")
+            .starts_with("redis-server "),
+        "{c}"
+    );
+    stat(r, "cluster.round_trip", US, (1.0, 1_000_000.0));
+    stat(r, "cluster.per_task", US, (0.1, 1_000_000.0));
+    stat(r, "cluster.worker_start", MS, (0.01, 60_000.0));
+    assert_eq!(c["round_trip_us"], c["round_trip"]["median"]);
+    assert_eq!(c["per_task_us"], c["per_task"]["median"]);
+    let rec = r["recommendations"]
+        .as_array()
+        .expect("recommendations")
+        .iter()
+        .find(|x| x["id"] == "cluster")
+        .expect("a cluster recommendation");
+    // Ten times the cost per task: the task size from which the overhead is under 10 %.
+    let per_task = c["per_task_us"].as_f64().expect("per task");
+    let value = rec["value"].as_f64().expect("value");
+    assert!((value - 10.0 * per_task).abs() < 1e-6 * value, "{rec}");
+    assert!(
+        runs()
+            .table
+            .contains("CLUSTER (no-op tasks through redis-server")
+    );
+}
+
+#[test]
 fn recommendations_are_derived_and_explained() {
     let r = &runs().json;
     let recs = r["recommendations"].as_array().expect("recommendations");
     let ids: Vec<&str> = recs.iter().map(|x| x["id"].as_str().expect("id")).collect();
     for id in [
         "tier",
+        "threads_or_processes",
         "process_task_min",
         "thread_task_min",
         "async_memory",
         "keep_workers_warm",
+        "foreground_nice",
+        "cluster",
     ] {
         assert!(ids.contains(&id), "no `{id}` in {ids:?}");
     }
+    let wide: Vec<String> = measured_rows(r)
+        .into_iter()
+        .filter(|(_, s)| s["low_confidence"] == true)
+        .map(|(p, _)| p)
+        .collect();
     for rec in recs {
-        assert_eq!(keys(rec), ["basis", "id", "text", "unit", "value"]);
+        assert_eq!(
+            keys(rec),
+            [
+                "basis",
+                "busy_basis",
+                "id",
+                "low_confidence_basis",
+                "text",
+                "unit",
+                "value",
+                "verdict"
+            ]
+        );
+        assert!(
+            !rec["verdict"].as_str().expect("verdict").is_empty(),
+            "{rec}"
+        );
+        // No recommendation rests on a low-confidence row without saying so.
+        let text = rec["text"].as_str().expect("text");
+        let rests = rec["basis"].as_array().expect("basis").iter().any(|b| {
+            let b = b.as_str().expect("a path");
+            wide.iter().any(|w| {
+                w == b || w.starts_with(&format!("{b}.")) || w.starts_with(&format!("{b}["))
+            })
+        });
+        assert_eq!(rests, text.contains("Low confidence"), "{rec}");
         let v = rec["value"].as_f64().unwrap_or_else(|| panic!("{rec}"));
         assert!(v > 0.0 && v.is_finite(), "{rec}");
         assert!(rec["text"].as_str().is_some_and(|t| t.len() > 20), "{rec}");
@@ -540,6 +957,18 @@ fn recommendations_are_derived_and_explained() {
             .expect("text")
             .contains(&format!("tier {level}"))
     );
+    // On tier 2 or 3, CPU-bound workers never exceed the usable cores unless the text says why.
+    let cores = r["machine"]["available_cores"].as_f64().expect("cores");
+    let workers = tier["value"].as_f64().expect("workers");
+    if level > 1 && workers > cores {
+        assert!(
+            tier["text"]
+                .as_str()
+                .expect("text")
+                .contains("because the measured curve says so"),
+            "{tier}"
+        );
+    }
     // The thread floor is the measured submit → wait, not a constant.
     let floor = recs
         .iter()
@@ -561,9 +990,15 @@ fn svg_plot_parses_and_shows_the_curves() {
     for caption in [
         "CPU-bound job: speedup",
         "I/O-bound job: memory per wait",
+        "Foreground: wake-up latency",
         "threads",
         "processes",
         "async (1 thread)",
+        "processes, nice 10",
+        // Log axes are labelled at round values, counts with separators.
+        "1,000",
+        "10 ms",
+        "KiB",
     ] {
         assert!(
             texts.iter().any(|t| t.contains(caption)),
@@ -574,7 +1009,12 @@ fn svg_plot_parses_and_shows_the_curves() {
         .descendants()
         .filter(|n| n.has_tag_name("polyline") || n.has_tag_name("path"))
         .count();
-    assert!(lines >= 7, "only {lines} lines drawn");
+    // Seven curves, and a bar with two caps for every point of the CPU curve's two sides.
+    let points = runs().json["curves"]["cpu"]["points"]
+        .as_array()
+        .expect("points")
+        .len();
+    assert!(lines >= 7 + 2 * 3 * points, "only {lines} lines drawn");
 }
 
 #[test]
@@ -588,6 +1028,8 @@ fn table_reads_well_and_compares() {
         "IPC",
         "CPU-BOUND JOB",
         "I/O-BOUND JOB",
+        "FOREGROUND",
+        "CLUSTER",
         "RECOMMENDATIONS",
         "COMPARED WITH",
     ] {
@@ -610,11 +1052,7 @@ fn table_reads_well_and_compares() {
 }
 
 fn fails_fast(args: &[&str], dir: &Path) -> String {
-    let out = martelli()
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run martelli");
+    let out = output(martelli().args(args).current_dir(dir));
     assert!(!out.status.success(), "{args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -679,7 +1117,7 @@ fn thread_rows_beyond_the_task_limit_are_absent_and_explained() {
             .map_err(std::io::Error::from)
         });
     }
-    let out = cmd.output().expect("run martelli probe");
+    let out = output(&mut cmd);
     check(&out, "probe --quick --json under ulimit -u 1200");
     let r: Value = serde_json::from_slice(&out.stdout).expect("the report is JSON");
     assert_eq!(r["machine"]["rlimit_nproc"], soft);
@@ -707,16 +1145,13 @@ fn thread_rows_beyond_the_task_limit_are_absent_and_explained() {
 #[test]
 fn a_plot_that_cannot_be_written_keeps_the_report() {
     // /proc takes no new files, even from root: the write fails after the measurements.
-    let out = martelli()
-        .args([
-            "probe",
-            "--quick",
-            "--json",
-            "--plot",
-            "/proc/martelli-probe-curves.svg",
-        ])
-        .output()
-        .expect("run martelli probe");
+    let out = output(martelli().args([
+        "probe",
+        "--quick",
+        "--json",
+        "--plot",
+        "/proc/martelli-probe-curves.svg",
+    ]));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot write the plot"), "{stderr}");

@@ -11,8 +11,8 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use martelli::cluster::{Client, Tasks, WorkerOptions, serve};
-use std::process::{Child, Command, Stdio};
+use martelli::cluster::Client;
+use std::process::{Child, Command};
 use std::time::Instant;
 
 #[derive(Parser, Debug)]
@@ -52,12 +52,7 @@ enum Sub {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Sub::Worker { queue }) = &args.command {
-        let tasks = Tasks::new().raw("noop", |_: &[u8]| Ok(Vec::new()));
-        let options = WorkerOptions::new()
-            .queue(queue.clone())
-            .concurrency(args.concurrency);
-        serve(&args.url, tasks, options).context("the worker failed")?;
-        return Ok(());
+        return martelli_bench::serve_noop(&args.url, queue, args.concurrency);
     }
     if args.runs == 0 || args.n == 0 || args.lat == 0 {
         bail!("--runs, --n and --lat must be at least 1");
@@ -73,7 +68,11 @@ fn main() -> anyhow::Result<()> {
             .context("could not connect the client")?;
         let mut workers = Vec::new();
         for _ in 0..args.workers {
-            workers.push(spawn_worker(&args, &queue)?);
+            workers.push(martelli_bench::spawn_worker(
+                &args.url,
+                args.concurrency,
+                &queue,
+            )?);
         }
         let outcome = measure(&client, &args);
         for worker in &mut workers {
@@ -109,11 +108,13 @@ fn main() -> anyhow::Result<()> {
 fn measure(client: &Client, args: &Args) -> anyhow::Result<(f64, Vec<f64>)> {
     // Warm-up; also waits until the workers are up.
     for _ in 0..20 {
-        client.submit_raw("noop", Vec::new())?.wait()?;
+        client
+            .submit_raw(martelli_bench::NOOP, Vec::new())?
+            .wait()?;
     }
     let t0 = Instant::now();
     let futures = (0..args.n)
-        .map(|_| client.submit_raw("noop", Vec::new()))
+        .map(|_| client.submit_raw(martelli_bench::NOOP, Vec::new()))
         .collect::<Result<Vec<_>, _>>()?;
     for future in futures {
         future.wait()?;
@@ -122,22 +123,13 @@ fn measure(client: &Client, args: &Args) -> anyhow::Result<(f64, Vec<f64>)> {
     let mut lats = Vec::with_capacity(args.lat);
     for _ in 0..args.lat {
         let t = Instant::now();
-        client.submit_raw("noop", Vec::new())?.wait()?;
+        client
+            .submit_raw(martelli_bench::NOOP, Vec::new())?
+            .wait()?;
         lats.push(t.elapsed().as_secs_f64() * 1e3);
     }
     lats.sort_by(f64::total_cmp);
     Ok((tasks_per_s, lats))
-}
-
-fn spawn_worker(args: &Args, queue: &str) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("cannot find this benchmark's own binary")?;
-    Command::new(exe)
-        .args(["--url", &args.url, "--concurrency"])
-        .arg(args.concurrency.to_string())
-        .args(["worker", "--queue", queue])
-        .stdout(Stdio::null())
-        .spawn()
-        .context("could not start a worker process")
 }
 
 /// SIGTERM (a graceful stop: an idle worker exits within its poll interval), then wait.

@@ -146,6 +146,20 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, ProbeError> {
         "mem-threads" => print_json(&workload::idle_threads(num(1)?)?)?,
         "mem-async" => print_json(&workload::idle_async_tasks(num(1)?)?)?,
         "mem-event-loop" => print_json(&workload::idle_event_loop_tasks(num(1)?)?)?,
+        "foreground" => {
+            // `foreground KEY WINDOW_MS WORKERS`: one scenario, its latency as JSON (the
+            // benchmark script runs the scenarios this way, beside Python's).
+            let background = args
+                .get(1)
+                .and_then(|k| super::foreground::Background::from_key(k))
+                .ok_or_else(bad)?;
+            let window = std::time::Duration::from_millis(num(2)?);
+            let mut samples = Vec::new();
+            super::foreground::run_scenario(background, num(3)?, window, &mut samples)?;
+            let latency = super::foreground::Latency::from_samples(&samples)
+                .ok_or_else(|| ProbeError::Measure("no sleep was timed".into()))?;
+            print_json(&latency)?
+        }
         "io" => {
             let kind = match args.get(1).map(String::as_str) {
                 Some("threads") => IoKind::Threads,

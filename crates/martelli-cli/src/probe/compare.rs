@@ -39,17 +39,32 @@ pub(crate) fn load(path: &Path) -> Result<Value, ProbeError> {
     }
 }
 
-/// A flattened value: a number and, for measured rows, its unit.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A flattened value: a number and, for measured rows, its unit and what the probe knew of its
+/// noise (reports written before the probe had intervals have none).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub(crate) struct Leaf {
     pub(crate) value: f64,
     pub(crate) unit: Option<Unit>,
+    /// The 95 % interval of the median.
+    pub(crate) ci: Option<[f64; 2]>,
+    pub(crate) low_confidence: bool,
+    pub(crate) outliers: u32,
+    pub(crate) reps: u32,
 }
 
 /// Flattens a report into `path → leaf`.
 pub(crate) fn flatten(report: &Value) -> BTreeMap<String, Leaf> {
     let mut out = BTreeMap::new();
-    for section in ["machine", "creation", "switch", "memory", "ipc", "curves"] {
+    for section in [
+        "machine",
+        "creation",
+        "switch",
+        "memory",
+        "ipc",
+        "curves",
+        "foreground",
+        "cluster",
+    ] {
         if let Some(v) = report.get(section) {
             walk(v, section.to_owned(), &mut out);
         }
@@ -65,13 +80,47 @@ fn walk(v: &Value, path: String, out: &mut BTreeMap<String, Leaf>) {
                 map.get("unit")
                     .and_then(|u| serde_json::from_value::<Unit>(u.clone()).ok()),
             ) {
+                let num = |k: &str| map.get(k).and_then(Value::as_f64);
+                let count = |k: &str| {
+                    map.get(k)
+                        .and_then(Value::as_u64)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(0)
+                };
                 out.insert(
                     path,
                     Leaf {
                         value: median,
                         unit: Some(unit),
+                        ci: num("ci_low").zip(num("ci_high")).map(|(lo, hi)| [lo, hi]),
+                        low_confidence: map
+                            .get("low_confidence")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
+                        outliers: count("outliers"),
+                        reps: count("reps"),
                     },
                 );
+                return;
+            }
+            // A latency: its percentiles are times in its unit.
+            if let (Some(unit), true) = (
+                map.get("unit")
+                    .and_then(|u| serde_json::from_value::<Unit>(u.clone()).ok()),
+                map.contains_key("p50"),
+            ) {
+                for k in ["p50", "p99", "max"] {
+                    if let Some(value) = map.get(k).and_then(Value::as_f64) {
+                        out.insert(
+                            format!("{path}.{k}"),
+                            Leaf {
+                                value,
+                                unit: Some(unit),
+                                ..Leaf::default()
+                            },
+                        );
+                    }
+                }
                 return;
             }
             for (k, child) in map {
@@ -101,7 +150,7 @@ fn walk(v: &Value, path: String, out: &mut BTreeMap<String, Leaf>) {
                     path,
                     Leaf {
                         value: x,
-                        unit: None,
+                        ..Leaf::default()
                     },
                 );
             }
@@ -122,13 +171,22 @@ fn show(path: &str, leaf: Leaf) -> String {
 }
 
 /// The verdict on `now / before` for a quantity where `higher_is_better` says which way is good.
-pub(crate) fn verdict(ratio: f64, higher_is_better: Option<bool>) -> &'static str {
+/// When both rows have intervals, they decide: rows whose intervals overlap are the `same` however
+/// far apart their medians are, and rows apart differ however close (the 10 % rule is for rows
+/// without intervals, and for machine facts).
+pub(crate) fn verdict(now: &Leaf, before: &Leaf) -> &'static str {
+    let ratio = now.value / before.value;
     if !ratio.is_finite() {
         return "";
     }
-    if (ratio - 1.0).abs() < SAME {
+    let same = match (now.ci, before.ci) {
+        (Some([a, b]), Some([c, d])) => a <= d && c <= b,
+        _ => (ratio - 1.0).abs() < SAME,
+    };
+    if same {
         return "same";
     }
+    let higher_is_better = now.unit.map(Unit::higher_is_better);
     match higher_is_better {
         Some(true) if ratio > 1.0 => "better",
         Some(true) => "worse",
@@ -168,6 +226,13 @@ pub(crate) fn render(now: &Report, earlier: &Value, path: &Path) -> Result<Strin
         "  {:<52} {:>11} {:>11} {:>10}",
         "field", "now", "before", "now/before"
     );
+    crate::probe::table::wrap(
+        &mut t,
+        "Rows whose 95 % intervals overlap are the same, whatever their medians; (noisy) marks a \
+         row that was low-confidence in either run.",
+        "  ",
+        "  ",
+    );
     for (path, now_leaf) in &a {
         let Some(before) = b.get(path) else { continue };
         let ratio = now_leaf.value / before.value;
@@ -176,14 +241,19 @@ pub(crate) fn render(now: &Report, earlier: &Value, path: &Path) -> Result<Strin
         } else {
             "—".to_owned()
         };
+        let noisy = if now_leaf.low_confidence || before.low_confidence {
+            " (noisy)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             t,
-            "  {:<52} {:>11} {:>11} {:>10} {}",
+            "  {:<52} {:>11} {:>11} {:>10} {}{noisy}",
             path,
             show(path, *now_leaf),
             show(path, *before),
             ratio_s,
-            verdict(ratio, now_leaf.unit.map(Unit::higher_is_better))
+            verdict(now_leaf, before)
         );
     }
     let only_now = a.keys().filter(|k| !b.contains_key(*k)).count();
@@ -218,14 +288,16 @@ mod tests {
             flat["machine.logical_cores"],
             Leaf {
                 value: 4.0,
-                unit: None
+                ..Leaf::default()
             }
         );
         assert_eq!(
             flat["creation.thread_spawn_join"],
             Leaf {
                 value: 20.0,
-                unit: Some(Unit::Micros)
+                unit: Some(Unit::Micros),
+                reps: 5,
+                ..Leaf::default()
             }
         );
         assert_eq!(flat["curves.cpu.points[workers=2].threads"].value, 50.0);
@@ -238,14 +310,62 @@ mod tests {
         assert!(!flat.contains_key("curves.cpu.points[workers=2].workers"));
     }
 
+    fn leaf(value: f64, unit: Option<Unit>) -> Leaf {
+        Leaf {
+            value,
+            unit,
+            ..Leaf::default()
+        }
+    }
+
+    fn with_ci(value: f64, lo: f64, hi: f64, unit: Unit) -> Leaf {
+        Leaf {
+            ci: Some([lo, hi]),
+            ..leaf(value, Some(unit))
+        }
+    }
+
     #[test]
     fn verdicts_follow_the_unit_direction() {
-        assert_eq!(verdict(0.5, Some(false)), "better");
-        assert_eq!(verdict(2.0, Some(false)), "worse");
-        assert_eq!(verdict(2.0, Some(true)), "better");
-        assert_eq!(verdict(1.05, Some(true)), "same");
-        assert_eq!(verdict(3.0, None), "more");
-        assert_eq!(verdict(f64::NAN, None), "");
+        let us = Some(Unit::Micros);
+        let mbps = Some(Unit::MibPerSec);
+        assert_eq!(verdict(&leaf(1.0, us), &leaf(2.0, us)), "better");
+        assert_eq!(verdict(&leaf(2.0, us), &leaf(1.0, us)), "worse");
+        assert_eq!(verdict(&leaf(2.0, mbps), &leaf(1.0, mbps)), "better");
+        assert_eq!(verdict(&leaf(1.05, mbps), &leaf(1.0, mbps)), "same");
+        assert_eq!(verdict(&leaf(3.0, None), &leaf(1.0, None)), "more");
+        assert_eq!(verdict(&leaf(f64::NAN, None), &leaf(1.0, None)), "");
+    }
+
+    #[test]
+    fn intervals_decide_when_both_rows_have_them() {
+        // The issue's process-task floor: 22.7 µs then 3.3 µs, but the first run's interval
+        // reached down to 3 µs: nothing says the machine changed.
+        let a = with_ci(22.7, 3.0, 40.0, Unit::Micros);
+        let b = with_ci(3.3, 3.1, 3.6, Unit::Micros);
+        assert_eq!(verdict(&a, &b), "same");
+        // Two narrow rows 5 % apart whose intervals do not meet did change.
+        let a = with_ci(105.0, 104.0, 106.0, Unit::Micros);
+        let b = with_ci(100.0, 99.0, 101.0, Unit::Micros);
+        assert_eq!(verdict(&a, &b), "worse");
+        // An old report without intervals falls back to the 10 % rule.
+        assert_eq!(verdict(&a, &leaf(100.0, Some(Unit::Micros))), "same");
+    }
+
+    #[test]
+    fn flatten_reads_intervals_and_skips_the_noise_section() {
+        let v = json!({
+            "creation": {"thread_spawn_join": {"median": 20.0, "ci_low": 19.0, "ci_high": 26.0,
+                "min": 18.0, "max": 30.0, "reps": 9, "outliers": 2, "low_confidence": true,
+                "unit": "us"}},
+            "noise": {"during": {"other_cpu": 0.5}}
+        });
+        let flat = flatten(&v);
+        let leaf = flat["creation.thread_spawn_join"];
+        assert_eq!(leaf.ci, Some([19.0, 26.0]));
+        assert!(leaf.low_confidence);
+        assert_eq!((leaf.outliers, leaf.reps), (2, 9));
+        assert!(flat.keys().all(|k| !k.starts_with("noise")));
     }
 
     #[test]

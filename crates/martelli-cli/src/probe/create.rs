@@ -40,12 +40,11 @@ pub(crate) struct Creation {
 }
 
 pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeError> {
-    let plan = ctx.plan;
     let us = Unit::Micros;
 
     ctx.step("creation: thread spawn + join");
     let k = ctx.pick(100, 400);
-    let thread_spawn_join = plan.measure(us, || {
+    let thread_spawn_join = ctx.measure("creation.thread_spawn_join", us, || {
         per_op(k, us, || {
             std::thread::Builder::new()
                 .spawn(|| {})
@@ -57,7 +56,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
 
     ctx.step("creation: martelli thread pool");
     let k = ctx.pick(10, 100);
-    let pool_start_shutdown = plan.measure(us, || {
+    let pool_start_shutdown = ctx.measure("creation.pool_start_shutdown", us, || {
         per_op(k, us, || {
             drop(Pool::threads(1).map_err(ProbeError::Pool)?);
             Ok::<_, ProbeError>(())
@@ -65,7 +64,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
     })?;
     let pool = Pool::threads(1).map_err(ProbeError::Pool)?;
     let k = ctx.pick(1000, 2000);
-    let pool_submit_wait = plan.measure(us, || {
+    let pool_submit_wait = ctx.measure("creation.pool_submit_wait", us, || {
         per_op(k, us, || {
             pool.submit(|| std::hint::black_box(1u64))
                 .map_err(ProbeError::Pool)?
@@ -79,7 +78,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
     ctx.step("creation: processes");
     let k = ctx.pick(10, 30);
     let process_fork_exec = if std::path::Path::new(TRUE).exists() {
-        Some(plan.measure(us, || {
+        Some(ctx.measure("creation.process_fork_exec", us, || {
             per_op(k, us, || {
                 let mut cmd = Command::new(TRUE);
                 cmd.stdin(Stdio::null()).stdout(Stdio::null());
@@ -100,7 +99,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
         None
     };
     let process_posix_spawn = if std::path::Path::new(TRUE).exists() {
-        Some(plan.measure(us, || {
+        Some(ctx.measure("creation.process_posix_spawn", us, || {
             per_op(k, us, || {
                 // Without pre_exec hooks, uid changes or groups, std's Command uses posix_spawn.
                 let mut cmd = Command::new(TRUE);
@@ -116,7 +115,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
         None
     };
     let k = ctx.pick(5, 15);
-    let process_reexec_ready = plan.measure(us, || {
+    let process_reexec_ready = ctx.measure("creation.process_reexec_ready", us, || {
         per_op(k, us, || {
             let mut child = ctx.helper.spawn_piped("idle", &[])?;
             let line = child.read_line().map_err(ProbeError::Io)?;
@@ -131,7 +130,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
     // A martelli process pool of one worker: this binary re-executed, from spawn until its handshake
     // is answered (the pool's `build` returns then); the shutdown is not timed.
     let k = ctx.pick(3, 8);
-    let handshake = plan.measure(us, || {
+    let handshake = ctx.measure("creation.process_worker_handshake", us, || {
         let mut total = std::time::Duration::ZERO;
         for _ in 0..k {
             let start = std::time::Instant::now();
@@ -157,7 +156,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
         .build()
         .map_err(ProbeError::Runtime)?;
     let k = ctx.pick(5_000, 20_000);
-    let async_spawn_complete = plan.measure(us, || {
+    let async_spawn_complete = ctx.measure("creation.async_spawn_complete", us, || {
         rt.block_on(async {
             let start = std::time::Instant::now();
             for _ in 0..k {
@@ -171,7 +170,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
 
     let pool = Pool::event_loop().map_err(ProbeError::Pool)?;
     let k = ctx.pick(1000, 2000);
-    let event_loop_spawn_wait = plan.measure(us, || {
+    let event_loop_spawn_wait = ctx.measure("creation.event_loop_spawn_wait", us, || {
         per_op(k, us, || {
             pool.spawn(async { std::hint::black_box(1u64) })
                 .map_err(ProbeError::Pool)?

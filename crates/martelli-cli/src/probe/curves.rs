@@ -1,5 +1,5 @@
 //! Workload curves: a CPU-bound job on 1…2×cores workers (threads and processes), and an I/O-bound
-//! job (simulated waits) on threads and on async tasks for 10…10,000 concurrent waits.
+//! job (simulated waits) on threads (up to 1,000) and on async tasks for 10…10,000 concurrent waits.
 
 use super::child::Piped;
 use super::stats::{Stat, Unit, in_unit};
@@ -37,6 +37,17 @@ pub(crate) struct CpuPoint {
     pub(crate) threads_speedup: f64,
     /// Median one-worker time over median time here, processes.
     pub(crate) processes_speedup: f64,
+    /// The speedup's interval: the one-worker interval over this point's, end against end
+    /// ([`speedup_interval`]).
+    pub(crate) threads_speedup_ci: [f64; 2],
+    pub(crate) processes_speedup_ci: [f64; 2],
+}
+
+/// The interval of a speedup `base / at`: the lowest base over the highest time here, and the
+/// highest base over the lowest time. It holds with at least the confidence of both intervals
+/// together (each 95 %: at least 90 %).
+pub(crate) fn speedup_interval(base: &Stat, at: &Stat) -> [f64; 2] {
+    [base.ci_low / at.ci_high, base.ci_high / at.ci_low]
 }
 
 /// The I/O-bound job: `concurrency` waits of `wait_ms` each, all pending at once.
@@ -69,6 +80,11 @@ pub(crate) struct IoSide {
 /// Threads or processes left for the rest of the system when the I/O curve sizes its thread pools
 /// against the machine's task limit.
 const THREAD_MARGIN: u64 = 256;
+
+/// The most threads the I/O curve starts. Ten thousand threads cost seconds to create and to join,
+/// and on a loaded machine their wake-ups pile up: thousands runnable at once, which raises the
+/// load average for minutes and makes the next run see a busy machine. Async goes on to 10,000.
+pub(crate) const MAX_IO_THREADS: u64 = 1_000;
 
 /// The worker counts of the CPU curve: every count from 1 to 2×cores on small machines, powers of
 /// two plus the core count and its double on big ones.
@@ -123,24 +139,37 @@ fn cpu(ctx: &Ctx) -> Result<CpuCurve, ProbeError> {
     let calibration_ms = in_unit(t.elapsed(), Unit::Millis);
 
     let counts = worker_counts(ctx.cores);
-    let plan = ctx.plan;
+    let plan = ctx.plans.curve;
     // Rounds go over every worker count, and threads and processes take turns within a count, so
-    // that a change in the machine's load while the probe runs touches every point alike.
+    // that a change in the machine's load while the probe runs touches every point alike. Rounds
+    // go on until every point's interval is narrow or the curve's budget is spent.
     let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); counts.len()];
-    let rounds = plan.warmup + plan.reps.max(1);
-    for round in 0..rounds {
-        ctx.step(&format!(
-            "curves: CPU-bound job, round {} of {rounds}",
-            round + 1
-        ));
+    let mut round = 0;
+    let mut measured_since = Instant::now();
+    loop {
+        round += 1;
+        if round == plan.warmup + 1 {
+            measured_since = Instant::now();
+        }
+        ctx.step(&format!("curves: CPU-bound job, round {round}"));
         for (i, &w) in counts.iter().enumerate() {
             let share = units / w;
-            let t = cpu_on_threads(w, share)?;
-            let p = cpu_on_processes(ctx, w, share)?;
-            if round >= plan.warmup {
+            let point = format!("curves.cpu.points[workers={w}]");
+            let t = ctx.row(&format!("{point}.threads"), || cpu_on_threads(w, share))?;
+            let p = ctx.row(&format!("{point}.processes"), || {
+                cpu_on_processes(ctx, w, share)
+            })?;
+            if round > plan.warmup {
                 samples[i].0.push(t);
                 samples[i].1.push(p);
             }
+        }
+        let rows: Vec<&[f64]> = samples
+            .iter()
+            .flat_map(|(t, p)| [t.as_slice(), p.as_slice()])
+            .collect();
+        if round > plan.warmup && plan.enough(&rows, measured_since.elapsed()) {
+            break;
         }
     }
     let summary = |samples: &[f64]| {
@@ -151,17 +180,19 @@ fn cpu(ctx: &Ctx) -> Result<CpuCurve, ProbeError> {
     for (&w, (t, p)) in counts.iter().zip(&samples) {
         rows.push((w, summary(t)?, summary(p)?));
     }
-    let base = rows.first().map(|&(_, t, p)| (t.median, p.median));
+    let base = rows.first().map(|&(_, t, p)| (t, p));
     let points = rows
         .into_iter()
         .map(|(workers, threads, processes)| {
-            let (bt, bp) = base.unwrap_or((threads.median, processes.median));
+            let (bt, bp) = base.unwrap_or((threads, processes));
             CpuPoint {
                 workers,
                 threads,
                 processes,
-                threads_speedup: bt / threads.median,
-                processes_speedup: bp / processes.median,
+                threads_speedup: bt.median / threads.median,
+                processes_speedup: bp.median / processes.median,
+                threads_speedup_ci: speedup_interval(&bt, &threads),
+                processes_speedup_ci: speedup_interval(&bp, &processes),
             }
         })
         .collect();
@@ -217,13 +248,21 @@ fn cpu_on_processes(ctx: &Ctx, w: u64, share: u64) -> Result<f64, ProbeError> {
 
 fn io(ctx: &Ctx, notes: &mut Notes) -> Result<IoCurve, ProbeError> {
     let wait_ms = 10;
-    let reps = ctx.pick(3, 5);
-    // Ten thousand threads take a second or more per run: three runs say enough.
-    let reps_for = |n: u64| if n >= 10_000 { reps.min(3) } else { reps };
     let mut points = Vec::new();
     for (i, n) in io_concurrencies(ctx.quick).into_iter().enumerate() {
         ctx.step(&format!("curves: {n} concurrent waits"));
         let mut side = |kind: &str| -> Result<Option<IoSide>, ProbeError> {
+            if kind == "threads" && n > MAX_IO_THREADS {
+                notes.insert(
+                    &format!("curves.io.points[{i}].{kind}"),
+                    format!(
+                        "not measured: more than {MAX_IO_THREADS} threads waking together load \
+                         the machine for minutes after the probe; the points below show how \
+                         threads grow"
+                    ),
+                );
+                return Ok(None);
+            }
             // Threads beyond what the machine allows would only fail, and could starve other
             // programs of theirs: say so instead of trying (a margin is left for everything else).
             if let (true, Some((limit, which))) = (kind == "threads", ctx.task_limit) {
@@ -238,13 +277,18 @@ fn io(ctx: &Ctx, notes: &mut Notes) -> Result<IoCurve, ProbeError> {
                     return Ok(None);
                 }
             }
+            let plan = ctx.plans.fresh;
+            let start = Instant::now();
             let mut runs: Vec<IoRun> = Vec::new();
-            for _ in 0..reps_for(n) {
-                match ctx
-                    .helper
-                    .run_json::<IoRun>("io", &[kind.to_owned(), n.to_string(), wait_ms.to_string()])
-                {
-                    Ok(run) => runs.push(run),
+            let mut wall: Vec<f64> = Vec::new();
+            while !plan.enough(&[&wall], start.elapsed()) {
+                let path = format!("curves.io.points[concurrency={n}].{kind}");
+                let args = [kind.to_owned(), n.to_string(), wait_ms.to_string()];
+                match ctx.row(&path, || ctx.helper.run_json::<IoRun>("io", &args)) {
+                    Ok(run) => {
+                        wall.push(run.wall_ms);
+                        runs.push(run);
+                    }
                     Err(e) => {
                         notes.insert(
                             &format!("curves.io.points[{i}].{kind}"),
@@ -254,7 +298,6 @@ fn io(ctx: &Ctx, notes: &mut Notes) -> Result<IoCurve, ProbeError> {
                     }
                 }
             }
-            let wall: Vec<f64> = runs.iter().map(|r| r.wall_ms).collect();
             let memory: Vec<f64> = runs.iter().map(|r| r.rss_delta).collect();
             match (
                 Stat::from_samples(&wall, Unit::Millis),

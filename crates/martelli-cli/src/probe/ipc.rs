@@ -61,27 +61,29 @@ pub(crate) struct Codec {
 }
 
 pub(crate) fn measure(ctx: &Ctx) -> Result<Ipc, ProbeError> {
-    let plan = ctx.plan;
     let mbps = Unit::MibPerSec;
     let small_k = ctx.pick(300, 2_000);
     let big_k = ctx.pick(5, 40);
 
     ctx.step("IPC: pipe");
     let (pipe_1kib, pipe_1mib) = {
-        let measure_size = |size: usize, k: u32| {
+        let measure_size = |path: &str, size: usize, k: u32| {
             let mut sink = ctx.helper.spawn_piped("sink", &[size.to_string()])?;
             let msg = message(size);
-            plan.measure(mbps, || {
+            ctx.measure(path, mbps, || {
                 let stdin = sink.stdin.as_mut().ok_or_else(closed)?;
                 exchange(stdin, &mut sink.stdout, &msg, k)
             })
         };
-        (measure_size(KIB, small_k)?, measure_size(MIB, big_k)?)
+        (
+            measure_size("ipc.pipe_1kib", KIB, small_k)?,
+            measure_size("ipc.pipe_1mib", MIB, big_k)?,
+        )
     };
 
     ctx.step("IPC: Unix socket");
     let (unix_socket_1kib, unix_socket_1mib) = {
-        let measure_size = |size: usize, k: u32| {
+        let measure_size = |path: &str, size: usize, k: u32| {
             let (mut ours, theirs) = UnixStream::pair().map_err(ProbeError::Io)?;
             let theirs = OwnedFd::from(theirs);
             let child = ctx
@@ -94,17 +96,20 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Ipc, ProbeError> {
             let _reaper = Reaper(child);
             let msg = message(size);
             let mut reader = ours.try_clone().map_err(ProbeError::Io)?;
-            let stat = plan.measure(mbps, || exchange(&mut ours, &mut reader, &msg, k));
+            let stat = ctx.measure(path, mbps, || exchange(&mut ours, &mut reader, &msg, k));
             ours.shutdown(std::net::Shutdown::Both)
                 .map_err(ProbeError::Io)?;
             stat
         };
-        (measure_size(KIB, small_k)?, measure_size(MIB, big_k)?)
+        (
+            measure_size("ipc.unix_socket_1kib", KIB, small_k)?,
+            measure_size("ipc.unix_socket_1mib", MIB, big_k)?,
+        )
     };
 
     ctx.step("IPC: shared memory");
     let (shared_memory_1kib, shared_memory_1mib) = {
-        let measure_size = |size: usize, k: u32| {
+        let measure_size = |path: &str, size: usize, k: u32| {
             let memfd = rustix::fs::memfd_create("martelli-probe", rustix::fs::MemfdFlags::CLOEXEC)
                 .map_err(|e| ProbeError::Io(e.into()))?;
             rustix::fs::ftruncate(&memfd, size as u64).map_err(|e| ProbeError::Io(e.into()))?;
@@ -119,7 +124,7 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Ipc, ProbeError> {
                 .map_err(|e| ProbeError::spawn("shm", e))?;
             let _reaper = Reaper(child);
             let msg = message(size);
-            let stat = plan.measure(mbps, || {
+            let stat = ctx.measure(path, mbps, || {
                 let start = Instant::now();
                 let mut ack = [0u8; 1];
                 for _ in 0..k {
@@ -133,7 +138,10 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Ipc, ProbeError> {
                 .map_err(ProbeError::Io)?;
             stat
         };
-        (measure_size(KIB, small_k)?, measure_size(MIB, big_k)?)
+        (
+            measure_size("ipc.shared_memory_1kib", KIB, small_k)?,
+            measure_size("ipc.shared_memory_1mib", MIB, big_k)?,
+        )
     };
 
     ctx.step("IPC: codec");
@@ -274,36 +282,41 @@ fn codec(ctx: &Ctx) -> Result<Codec, ProbeError> {
     };
     let small_struct_bytes = postcard::to_allocvec(&task).map_err(encode_err)?.len() as u64;
     let k = ctx.pick(20_000, 100_000);
-    let small_struct_round_trip = ctx.plan.measure(Unit::Nanos, || {
-        super::stats::per_op(k, Unit::Nanos, || {
-            let bytes = postcard::to_allocvec(std::hint::black_box(&task)).map_err(encode_err)?;
-            let back: SmallTask = postcard::from_bytes(&bytes).map_err(encode_err)?;
-            std::hint::black_box(back);
-            Ok::<_, ProbeError>(())
-        })
-    })?;
+    let small_struct_round_trip =
+        ctx.measure("ipc.codec.small_struct_round_trip", Unit::Nanos, || {
+            super::stats::per_op(k, Unit::Nanos, || {
+                let bytes =
+                    postcard::to_allocvec(std::hint::black_box(&task)).map_err(encode_err)?;
+                let back: SmallTask = postcard::from_bytes(&bytes).map_err(encode_err)?;
+                std::hint::black_box(back);
+                Ok::<_, ProbeError>(())
+            })
+        })?;
     let buffer = AsBytes(message(MIB));
     let k = ctx.pick(10, 40);
-    let buffer_1mib_as_bytes = ctx.plan.measure(Unit::MibPerSec, || {
-        let start = Instant::now();
-        for _ in 0..k {
-            let bytes = postcard::to_allocvec(std::hint::black_box(&buffer)).map_err(encode_err)?;
-            let back: AsBytes = postcard::from_bytes(&bytes).map_err(encode_err)?;
-            std::hint::black_box(back);
-        }
-        Ok::<_, ProbeError>(mib_per_sec((MIB as u64) * u64::from(k), start.elapsed()))
-    })?;
+    let buffer_1mib_as_bytes =
+        ctx.measure("ipc.codec.buffer_1mib_as_bytes", Unit::MibPerSec, || {
+            let start = Instant::now();
+            for _ in 0..k {
+                let bytes =
+                    postcard::to_allocvec(std::hint::black_box(&buffer)).map_err(encode_err)?;
+                let back: AsBytes = postcard::from_bytes(&bytes).map_err(encode_err)?;
+                std::hint::black_box(back);
+            }
+            Ok::<_, ProbeError>(mib_per_sec((MIB as u64) * u64::from(k), start.elapsed()))
+        })?;
     let k = ctx.pick(2, 8);
-    let buffer_1mib_as_seq = ctx.plan.measure(Unit::MibPerSec, || {
-        let start = Instant::now();
-        for _ in 0..k {
-            let bytes =
-                postcard::to_allocvec(std::hint::black_box(&buffer.0)).map_err(encode_err)?;
-            let back: Vec<u8> = postcard::from_bytes(&bytes).map_err(encode_err)?;
-            std::hint::black_box(back);
-        }
-        Ok::<_, ProbeError>(mib_per_sec((MIB as u64) * u64::from(k), start.elapsed()))
-    })?;
+    let buffer_1mib_as_seq =
+        ctx.measure("ipc.codec.buffer_1mib_as_seq", Unit::MibPerSec, || {
+            let start = Instant::now();
+            for _ in 0..k {
+                let bytes =
+                    postcard::to_allocvec(std::hint::black_box(&buffer.0)).map_err(encode_err)?;
+                let back: Vec<u8> = postcard::from_bytes(&bytes).map_err(encode_err)?;
+                std::hint::black_box(back);
+            }
+            Ok::<_, ProbeError>(mib_per_sec((MIB as u64) * u64::from(k), start.elapsed()))
+        })?;
     Ok(Codec {
         name: CODEC.to_owned(),
         small_struct_bytes,

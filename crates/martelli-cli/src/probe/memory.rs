@@ -27,44 +27,39 @@ pub(crate) struct Memory {
 }
 
 pub(crate) fn measure(ctx: &Ctx) -> Result<Memory, ProbeError> {
-    let reps = ctx.pick(3, 5);
+    let plan = ctx.plans.fresh;
+    let bytes = Unit::Bytes;
     let threads = u64::from(ctx.pick(100, 400));
     let tasks = u64::from(ctx.pick(10_000, 50_000));
+    let per_unit = |path: &str, mode: &str, n: u64| {
+        ctx.row(path, || {
+            plan.measure(bytes, || {
+                let p: PerUnit = ctx.helper.run_json(mode, &[n.to_string()])?;
+                Ok::<_, ProbeError>(p.rss)
+            })
+        })
+    };
 
     ctx.step("memory: idle threads");
-    let mut per_thread: Vec<PerUnit> = Vec::new();
-    for _ in 0..reps {
-        per_thread.push(ctx.helper.run_json("mem-threads", &[threads.to_string()])?);
-    }
+    let thread_idle_rss = per_unit("memory.thread_idle_rss", "mem-threads", threads)?;
     ctx.step("memory: idle processes");
-    let mut per_process = Vec::new();
-    for _ in 0..reps {
-        let mut child = ctx.helper.spawn_piped("idle", &[])?;
-        child.read_line().map_err(ProbeError::Io)?;
-        per_process.push(process_rss(child.child.id())? as f64);
-    }
+    let process_idle_rss = ctx.row("memory.process_idle_rss", || {
+        plan.measure(bytes, || {
+            let mut child = ctx.helper.spawn_piped("idle", &[])?;
+            child.read_line().map_err(ProbeError::Io)?;
+            Ok::<_, ProbeError>(process_rss(child.child.id())? as f64)
+        })
+    })?;
     ctx.step("memory: suspended async tasks");
-    let mut per_task: Vec<PerUnit> = Vec::new();
-    for _ in 0..reps {
-        per_task.push(ctx.helper.run_json("mem-async", &[tasks.to_string()])?);
-    }
+    let async_task_suspended = per_unit("memory.async_task_suspended", "mem-async", tasks)?;
     ctx.step("memory: suspended martelli event-loop tasks");
-    let mut per_loop_task: Vec<PerUnit> = Vec::new();
-    for _ in 0..reps {
-        per_loop_task.push(
-            ctx.helper
-                .run_json("mem-event-loop", &[tasks.to_string()])?,
-        );
-    }
-    let stat = |samples: Vec<f64>| {
-        Stat::from_samples(&samples, Unit::Bytes)
-            .ok_or_else(|| ProbeError::Measure("a memory helper reported no usable value".into()))
-    };
+    let event_loop_task_suspended =
+        per_unit("memory.event_loop_task_suspended", "mem-event-loop", tasks)?;
     Ok(Memory {
-        thread_idle_rss: stat(per_thread.iter().map(|p| p.rss).collect())?,
-        process_idle_rss: stat(per_process)?,
-        async_task_suspended: stat(per_task.iter().map(|p| p.rss).collect())?,
-        event_loop_task_suspended: stat(per_loop_task.iter().map(|p| p.rss).collect())?,
+        thread_idle_rss,
+        process_idle_rss,
+        async_task_suspended,
+        event_loop_task_suspended,
         threads_per_sample: threads,
         tasks_per_sample: tasks,
     })

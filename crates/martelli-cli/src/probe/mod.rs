@@ -1,7 +1,7 @@
 //! `martelli probe`: measures this machine's concurrency costs and recommends a model.
 //!
 //! ```text
-//! $ martelli probe --quick            # a table, in a few seconds
+//! $ martelli probe --quick            # a table, in about 10 s
 //! $ martelli probe --json > here.json # the full probe, as JSON (docs/probe.md has the schema)
 //! $ martelli probe --compare here.json --plot curves.svg
 //! ```
@@ -13,24 +13,35 @@
 //! From these it derives recommendations ([`recommend`]) and the machine's tier in Martelli's model
 //! (1 core, 2–8 cores, 9+ cores).
 //!
-//! Every row is a median with min and max over repetitions after a warm-up. Rows that need a second
-//! process re-execute this binary as a helper ([`child`]). Linux-only: it reads `/proc` and `/sys`,
+//! Every row is a median with its 95 % interval, repeated after a warm-up until the interval is
+//! narrow or the row's budget is spent; rows measured while other programs used the CPUs, or whose
+//! interval stayed wide, are named in warnings, and recommendations that rest on them say so. Rows
+//! that need a second process re-execute this binary as a helper ([`child`]). Linux-only: it reads `/proc` and `/sys`,
 //! and uses memfd and `mmap` for the shared-memory row.
 //!
 //! The probe is built on Linux only; elsewhere `martelli probe` says so and exits with an error.
 //!
 //! Modules: [`machine`] facts, [`create`] creation costs, [`switch`] switch costs, [`memory`] memory
 //! per unit, [`ipc`] transports and codec, [`curves`] workload curves (jobs in [`workload`]),
-//! [`recommend`], [`table`] for people, [`schema`] for programs, [`compare`] and [`plot`].
+//! [`foreground`] the foreground's wake-up latency under background pools, [`cluster`] the cluster
+//! tier's cost per task; [`stats`] repeats each row until its interval is narrow, [`busy`] watches
+//! other work on the machine; [`recommend`], [`warnings`], [`table`] for people, [`schema`] for
+//! programs, [`compare`] and [`plot`].
 
 #[cfg(target_os = "linux")]
+mod busy;
+#[cfg(target_os = "linux")]
 mod child;
+#[cfg(target_os = "linux")]
+mod cluster;
 #[cfg(target_os = "linux")]
 mod compare;
 #[cfg(target_os = "linux")]
 mod create;
 #[cfg(target_os = "linux")]
 mod curves;
+#[cfg(target_os = "linux")]
+mod foreground;
 #[cfg(target_os = "linux")]
 mod ipc;
 #[cfg(target_os = "linux")]
@@ -50,6 +61,8 @@ mod switch;
 #[cfg(target_os = "linux")]
 mod table;
 #[cfg(target_os = "linux")]
+mod warnings;
+#[cfg(target_os = "linux")]
 mod workload;
 
 #[cfg(target_os = "linux")]
@@ -57,7 +70,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[cfg(target_os = "linux")]
 use schema::{Mode, Notes, Report, SCHEMA};
 #[cfg(target_os = "linux")]
-use stats::Plan;
+use stats::{Plans, Stat, Unit};
 #[cfg(target_os = "linux")]
 use std::io::{self, Write};
 #[cfg(target_os = "linux")]
@@ -66,12 +79,12 @@ use std::path::PathBuf;
 #[cfg(target_os = "linux")]
 use std::process::ExitCode;
 #[cfg(target_os = "linux")]
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Options of `martelli probe`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ProbeArgs {
-    /// Fewer repetitions and smaller curves: a few seconds instead of under a minute.
+    /// Fewer repetitions, smaller curves, shorter budgets: about 10 s instead of about a minute.
     #[arg(long)]
     quick: bool,
 
@@ -135,10 +148,11 @@ impl ProbeError {
 }
 
 #[cfg(target_os = "linux")]
-/// What every measuring module gets: the plan, the mode, the cores, the helper, the progress bar.
+/// What every measuring module gets: the plans, the mode, the cores, the helper, the progress bar,
+/// and the monitor that watches other work while each row is measured.
 #[derive(Debug)]
 pub(crate) struct Ctx {
-    pub(crate) plan: Plan,
+    pub(crate) plans: Plans,
     pub(crate) quick: bool,
     /// The cores work can use (affinity and cgroup quota).
     pub(crate) cores: u64,
@@ -146,6 +160,7 @@ pub(crate) struct Ctx {
     pub(crate) task_limit: Option<(u64, &'static str)>,
     pub(crate) helper: child::Helper,
     progress: ProgressBar,
+    monitor: busy::Monitor,
 }
 
 #[cfg(target_os = "linux")]
@@ -155,10 +170,28 @@ impl Ctx {
         if self.quick { quick } else { full }
     }
 
-    /// Marks the start of a step on the progress bar.
+    /// Marks the start of a step on the progress bar (and for the monitor).
     pub(crate) fn step(&self, what: &str) {
+        self.monitor.step(what);
         self.progress.set_message(what.to_owned());
         self.progress.inc(1);
+    }
+
+    /// Runs `f`, the measurement (or a part of it) of the row at `path` in the report, and
+    /// records what other work did meanwhile.
+    pub(crate) fn row<T>(&self, path: &str, f: impl FnOnce() -> T) -> T {
+        self.monitor.row(path, f)
+    }
+
+    /// Measures the timed row at `path` with the timed plan (warm-up, repetitions until its
+    /// interval is narrow or its budget spent), watching other work meanwhile.
+    pub(crate) fn measure<E>(
+        &self,
+        path: &str,
+        unit: Unit,
+        rep: impl FnMut() -> Result<f64, E>,
+    ) -> Result<Stat, E> {
+        self.row(path, || self.plans.timed.measure(unit, rep))
     }
 }
 
@@ -223,27 +256,33 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mode = if quick { Mode::Quick } else { Mode::Full };
-    let plan = if quick {
-        Plan { warmup: 1, reps: 5 }
-    } else {
-        Plan { warmup: 2, reps: 9 }
-    };
+    let plans = if quick { Plans::quick() } else { Plans::full() };
     let machine = machine::read();
     let cores = machine::effective_cores(machine.available_cores, machine.cgroup_cpu_quota_cores);
-    let steps = 16 + (plan.warmup + plan.reps) as usize + curves::io_concurrencies(quick).len();
+    let steps = 17
+        + (plans.curve.warmup + plans.curve.max_reps) as usize
+        + curves::io_concurrencies(quick).len()
+        + foreground::Background::ALL.len() * if quick { 1 } else { 3 }
+        + 4;
     let progress = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
     progress.set_style(
         ProgressStyle::with_template("probing {bar:30} {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let ctx = Ctx {
-        plan,
+    let mut ctx = Ctx {
+        plans,
         quick,
         cores,
         task_limit: machine.task_limit(),
         helper: child::Helper::new()?,
         progress,
+        monitor: busy::Monitor::new(),
     };
+    // A quiet moment first: what other work is doing before the probe adds its own.
+    ctx.progress.set_message("the machine, before the probe");
+    let quiet = Duration::from_millis(if quick { 300 } else { 1000 });
+    let before = ctx.monitor.observe(quiet);
+    ctx.monitor.start();
     ctx.step("the machine");
     let mut notes = Notes::default();
     let creation = create::measure(&ctx, &mut notes)?;
@@ -251,7 +290,25 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
     let memory = memory::measure(&ctx)?;
     let ipc = ipc::measure(&ctx)?;
     let curves = curves::measure(&ctx, &mut notes)?;
+    ctx.monitor.settle(&before, Duration::from_secs(1));
+    let foreground = foreground::measure(&ctx, &mut notes)?;
+    let cluster = cluster::measure(&ctx);
+    // Leave the machine as found: nothing of the probe's runnable, then the same quiet look.
+    ctx.step("the machine, after the probe");
+    ctx.monitor.settle(&before, Duration::from_secs(2));
+    let after = ctx.monitor.observe(quiet / 2);
     ctx.progress.finish_and_clear();
+    let mut noise = ctx.monitor.finish(before, after, cores);
+    let sections = serde_json::json!({
+        "creation": creation, "switch": switch, "memory": memory, "ipc": ipc, "curves": curves,
+        "foreground": foreground, "cluster": cluster,
+    });
+    let rows = compare::flatten(&sections);
+    noise.low_confidence = rows
+        .iter()
+        .filter(|(_, leaf)| leaf.low_confidence)
+        .map(|(path, _)| path.clone())
+        .collect();
     let recommendations = recommend::derive(recommend::Inputs {
         machine: &machine,
         creation: &creation,
@@ -259,21 +316,31 @@ fn probe(quick: bool) -> Result<Report, ProbeError> {
         memory: &memory,
         ipc: &ipc,
         curves: &curves,
+        foreground: &foreground,
+        cluster: &cluster,
+        noise: &noise,
     });
+    let warnings = warnings::derive(&noise, &rows, &machine);
     Ok(Report {
         schema: SCHEMA.to_owned(),
         martelli_version: env!("CARGO_PKG_VERSION").to_owned(),
         mode,
         started_unix_s,
         duration_s: started.elapsed().as_secs_f64(),
-        warmup: plan.warmup,
-        reps: plan.reps,
+        warmup: plans.timed.warmup,
+        reps: plans.timed.min_reps,
+        max_reps: plans.timed.max_reps,
+        row_budget_s: plans.timed.budget.as_secs_f64(),
         machine,
         creation,
         switch,
         memory,
         ipc,
         curves,
+        foreground,
+        cluster,
+        noise,
+        warnings,
         recommendations,
         notes,
     })

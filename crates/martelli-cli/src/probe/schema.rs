@@ -5,13 +5,17 @@
 //! later martelli can fill (like the process-worker handshake) is present now as `null`, with the
 //! reason in `notes`.
 
+use super::busy::Noise;
+use super::cluster::ClusterCost;
 use super::create::Creation;
 use super::curves::Curves;
+use super::foreground::Foreground;
 use super::ipc::Ipc;
 use super::machine::Machine;
 use super::memory::Memory;
 use super::recommend::Recommendation;
 use super::switch::Switch;
+use super::warnings::Warning;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -22,9 +26,9 @@ pub(crate) const SCHEMA: &str = "martelli-probe/1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Mode {
-    /// `--quick`: fewer repetitions and smaller curves, a few seconds.
+    /// `--quick`: fewer repetitions, smaller curves, shorter budgets: about 10 s.
     Quick,
-    /// The default: more repetitions, the I/O curve up to 10,000 waits.
+    /// The default: more repetitions, the I/O curve up to 10,000 waits: about a minute.
     Full,
 }
 
@@ -53,16 +57,28 @@ pub(crate) struct Report {
     pub(crate) started_unix_s: u64,
     /// How long the probe ran, in seconds.
     pub(crate) duration_s: f64,
-    /// Warm-up rounds before each measured row.
+    /// Warm-up rounds before each timed row.
     pub(crate) warmup: u32,
-    /// Measured repetitions per row.
+    /// The least repetitions of a timed row (each row's own count is its stat's `reps`).
     pub(crate) reps: u32,
+    /// The most repetitions of a timed row: it stops there if its interval is still wide.
+    pub(crate) max_reps: u32,
+    /// How long a timed row may repeat before it stops at the count it has, seconds.
+    pub(crate) row_budget_s: f64,
     pub(crate) machine: Machine,
     pub(crate) creation: Creation,
     pub(crate) switch: Switch,
     pub(crate) memory: Memory,
     pub(crate) ipc: Ipc,
     pub(crate) curves: Curves,
+    /// The foreground's wake-up latency, idle and under background pools.
+    pub(crate) foreground: Foreground,
+    /// What a task costs through the cluster tier.
+    pub(crate) cluster: ClusterCost,
+    /// Other work on the machine: before, during (per row) and after the probe.
+    pub(crate) noise: Noise,
+    /// What may make figures slower or noisier than the machine is, with the rows it touches.
+    pub(crate) warnings: Vec<Warning>,
     pub(crate) recommendations: Vec<Recommendation>,
     pub(crate) notes: Notes,
 }

@@ -23,12 +23,12 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Switch, ProbeError> {
 
     ctx.step("switch: threads");
     let k = ctx.pick(500, 4_000);
-    let thread_condvar = ctx.plan.measure(us, || thread_ping_pong(k))?;
+    let thread_condvar = ctx.measure("switch.thread_condvar", us, || thread_ping_pong(k))?;
 
     ctx.step("switch: processes");
     let mut echo = ctx.helper.spawn_piped("echo", &[])?;
     let k = ctx.pick(500, 4_000);
-    let process_pipe = ctx.plan.measure(us, || {
+    let process_pipe = ctx.measure("switch.process_pipe", us, || {
         let start = Instant::now();
         let mut byte = [7u8; 1];
         for _ in 0..k {
@@ -44,7 +44,9 @@ pub(crate) fn measure(ctx: &Ctx) -> Result<Switch, ProbeError> {
         .build()
         .map_err(ProbeError::Runtime)?;
     let k = ctx.pick(20_000, 100_000);
-    let async_one_thread = ctx.plan.measure(us, || rt.block_on(async_ping_pong(k)))?;
+    let async_one_thread = ctx.measure("switch.async_one_thread", us, || {
+        rt.block_on(async_ping_pong(k))
+    })?;
 
     Ok(Switch {
         thread_condvar,

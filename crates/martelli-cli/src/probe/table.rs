@@ -3,8 +3,10 @@
 
 use super::create::NO_PROCESS_BACKEND;
 use super::curves::IoSide;
+use super::recommend::within;
 use super::schema::{Mode, Report};
-use super::stats::{Bytes, Human, Stat};
+use super::stats::{Bytes, Human, Stat, Unit, thousands};
+use super::warnings::OUTLIERS;
 use std::fmt::Write;
 
 const LABEL: usize = 46;
@@ -25,12 +27,16 @@ pub(crate) fn render(r: &Report) -> String {
     wrap(
         &mut t,
         &format!(
-            "Each row: the median, then min – max, over {} runs after {} warm-up{} (memory rows and \
-             the I/O job: {} fresh processes each).",
+            "Each row: the median, its 95 % interval [low – high] and the runs it took (n): {}–{} \
+             after {} warm-up{}, until the interval is within ±10 % of the median or {} s have \
+             passed (memory rows and the I/O job: a fresh process per run). Marks: ? low \
+             confidence (a wider interval), ! other programs used the CPUs meanwhile, ~ {OUTLIERS} \
+             or more outliers.",
             r.reps,
+            r.max_reps,
             r.warmup,
             if r.warmup == 1 { "" } else { "s" },
-            r.memory.process_idle_rss.reps,
+            r.row_budget_s,
         ),
         "",
         "",
@@ -42,6 +48,14 @@ pub(crate) fn render(r: &Report) -> String {
     ipc(&mut t, r);
     cpu_curve(&mut t, r);
     io_curve(&mut t, r);
+    foreground(&mut t, r);
+    cluster(&mut t, r);
+    if !r.warnings.is_empty() {
+        section(&mut t, "WARNINGS");
+        for w in &r.warnings {
+            wrap(&mut t, &w.text, "  ! ", "    ");
+        }
+    }
     section(&mut t, "RECOMMENDATIONS");
     for rec in &r.recommendations {
         wrap(&mut t, &rec.text, "  • ", "    ");
@@ -65,29 +79,61 @@ fn fact(t: &mut String, label: &str, value: &str) {
     let _ = writeln!(t, "  {label:<18} {value}");
 }
 
-fn row(t: &mut String, label: &str, stat: &Stat) {
+/// The marks of a row: `?` low confidence, `!` measured while busy, `~` outliers.
+fn marks(r: &Report, path: &str, stat: &Stat) -> String {
+    let mut m = String::new();
+    if stat.low_confidence {
+        m.push('?');
+    }
+    if r.noise.busy_rows.iter().any(|b| within(path, b)) {
+        m.push('!');
+    }
+    if stat.outliers >= OUTLIERS {
+        m.push('~');
+    }
+    m
+}
+
+/// `[1.20 µs – 1.31 µs]`, the interval of a stat.
+fn interval(stat: &Stat) -> String {
+    format!(
+        "[{} – {}]",
+        Human(stat.ci_low, stat.unit),
+        Human(stat.ci_high, stat.unit)
+    )
+}
+
+fn row(t: &mut String, r: &Report, path: &str, label: &str, stat: &Stat) {
     let _ = writeln!(
         t,
-        "  {label:<LABEL$} {:>10}   {} – {}",
+        "  {label:<LABEL$} {:>10}  {:<25} n={:<3}{}",
         Human(stat.median, stat.unit).to_string(),
-        Human(stat.min, stat.unit),
-        Human(stat.max, stat.unit)
+        interval(stat),
+        stat.reps,
+        marks(r, path, stat)
     );
 }
 
 fn absent(t: &mut String, label: &str, why: &str) {
-    let _ = writeln!(t, "  {label:<LABEL$} {why}");
+    let mut line = String::new();
+    wrap(
+        &mut line,
+        why,
+        &format!("  {label:<LABEL$} "),
+        &" ".repeat(LABEL + 3),
+    );
+    t.push_str(&line);
 }
 
 fn opt_row(t: &mut String, r: &Report, path: &str, label: &str, stat: Option<&Stat>) {
     match stat {
-        Some(s) => row(t, label, s),
+        Some(s) => row(t, r, path, label, s),
         None => absent(t, label, r.notes.get(path).unwrap_or("not available")),
     }
 }
 
 fn limit(v: Option<u64>) -> String {
-    v.map_or_else(|| "none".to_owned(), |v| v.to_string())
+    v.map_or_else(|| "none".to_owned(), thousands)
 }
 
 fn machine(t: &mut String, r: &Report) {
@@ -139,6 +185,23 @@ fn machine(t: &mut String, r: &Report) {
             m.load_average[0], m.load_average[1], m.load_average[2]
         ),
     );
+    for (label, moment) in [
+        ("before the probe", &r.noise.before),
+        ("after it", &r.noise.after),
+    ] {
+        let w = &moment.window;
+        fact(
+            t,
+            label,
+            &format!(
+                "other programs {:.0} % of the CPUs · run queue {:.1} · steal {:.0} % · load {:.2}",
+                100.0 * w.other_cpu,
+                w.run_queue,
+                100.0 * w.steal,
+                moment.load_average[0]
+            ),
+        );
+    }
     fact(
         t,
         "limits",
@@ -162,14 +225,24 @@ fn machine(t: &mut String, r: &Report) {
 fn creation(t: &mut String, r: &Report) {
     let c = &r.creation;
     section(t, "CREATION (per unit)");
-    row(t, "thread: spawn + join", &c.thread_spawn_join);
     row(
         t,
+        r,
+        "creation.thread_spawn_join",
+        "thread: spawn + join",
+        &c.thread_spawn_join,
+    );
+    row(
+        t,
+        r,
+        "creation.pool_start_shutdown",
         "martelli thread pool (1): start + shut down",
         &c.pool_start_shutdown,
     );
     row(
         t,
+        r,
+        "creation.pool_submit_wait",
         "martelli thread pool: submit → wait",
         &c.pool_submit_wait,
     );
@@ -189,11 +262,19 @@ fn creation(t: &mut String, r: &Report) {
     );
     row(
         t,
+        r,
+        "creation.process_reexec_ready",
         "process: this binary, start → first reply",
         &c.process_reexec_ready,
     );
     match &c.process_worker_handshake {
-        Some(s) => row(t, "martelli process worker: spawn → handshake", s),
+        Some(s) => row(
+            t,
+            r,
+            "creation.process_worker_handshake",
+            "martelli process worker: spawn → handshake",
+            s,
+        ),
         None => absent(
             t,
             "martelli process worker: spawn → handshake",
@@ -204,11 +285,15 @@ fn creation(t: &mut String, r: &Report) {
     }
     row(
         t,
+        r,
+        "creation.async_spawn_complete",
         "async task (tokio, 1 thread): spawn → done",
         &c.async_spawn_complete,
     );
     row(
         t,
+        r,
+        "creation.event_loop_spawn_wait",
         "martelli event loop: spawn → wait",
         &c.event_loop_spawn_wait,
     );
@@ -217,14 +302,24 @@ fn creation(t: &mut String, r: &Report) {
 fn switch(t: &mut String, r: &Report) {
     let s = &r.switch;
     section(t, "SWITCH (one round trip: A wakes B, B wakes A)");
-    row(t, "threads: mutex + condvar (futex)", &s.thread_condvar);
     row(
         t,
+        r,
+        "switch.thread_condvar",
+        "threads: mutex + condvar (futex)",
+        &s.thread_condvar,
+    );
+    row(
+        t,
+        r,
+        "switch.process_pipe",
         "processes: a byte each way through pipes",
         &s.process_pipe,
     );
     row(
         t,
+        r,
+        "switch.async_one_thread",
         "async tasks on one thread: channels",
         &s.async_one_thread,
     );
@@ -232,24 +327,39 @@ fn switch(t: &mut String, r: &Report) {
 
 fn memory(t: &mut String, r: &Report) {
     let m = &r.memory;
-    section(t, "MEMORY (per idle unit)");
+    section(t, "MEMORY (resident, per idle unit)");
     row(
         t,
-        &format!("thread: resident ({} parked)", m.threads_per_sample),
+        r,
+        "memory.thread_idle_rss",
+        &format!(
+            "thread, parked ({} of them)",
+            thousands(m.threads_per_sample)
+        ),
         &m.thread_idle_rss,
     );
-    row(t, "process of this binary: resident", &m.process_idle_rss);
     row(
         t,
+        r,
+        "memory.process_idle_rss",
+        "process of this binary, idle",
+        &m.process_idle_rss,
+    );
+    row(
+        t,
+        r,
+        "memory.async_task_suspended",
         &format!(
-            "async task, suspended: resident ({} parked)",
-            m.tasks_per_sample
+            "async task, suspended ({} parked)",
+            thousands(m.tasks_per_sample)
         ),
         &m.async_task_suspended,
     );
     row(
         t,
-        "martelli event-loop task, suspended: resident",
+        r,
+        "memory.event_loop_task_suspended",
+        "martelli event-loop task, suspended",
         &m.event_loop_task_suspended,
     );
 }
@@ -260,15 +370,37 @@ fn ipc(t: &mut String, r: &Report) {
         t,
         "IPC (to another process: one message, then a 1-byte ack)",
     );
-    row(t, "pipe, 1 KiB messages", &i.pipe_1kib);
-    row(t, "pipe, 1 MiB messages", &i.pipe_1mib);
-    row(t, "Unix socket, 1 KiB messages", &i.unix_socket_1kib);
-    row(t, "Unix socket, 1 MiB messages", &i.unix_socket_1mib);
-    row(t, "shared memory + doorbell, 1 KiB", &i.shared_memory_1kib);
-    row(t, "shared memory + doorbell, 1 MiB", &i.shared_memory_1mib);
+    for (path, label, stat) in [
+        ("ipc.pipe_1kib", "pipe, 1 KiB messages", &i.pipe_1kib),
+        ("ipc.pipe_1mib", "pipe, 1 MiB messages", &i.pipe_1mib),
+        (
+            "ipc.unix_socket_1kib",
+            "Unix socket, 1 KiB messages",
+            &i.unix_socket_1kib,
+        ),
+        (
+            "ipc.unix_socket_1mib",
+            "Unix socket, 1 MiB messages",
+            &i.unix_socket_1mib,
+        ),
+        (
+            "ipc.shared_memory_1kib",
+            "shared memory + doorbell, 1 KiB",
+            &i.shared_memory_1kib,
+        ),
+        (
+            "ipc.shared_memory_1mib",
+            "shared memory + doorbell, 1 MiB",
+            &i.shared_memory_1mib,
+        ),
+    ] {
+        row(t, r, path, label, stat);
+    }
     let c = &i.codec;
     row(
         t,
+        r,
+        "ipc.codec.small_struct_round_trip",
         &format!(
             "{}: small task ({} B), encode + decode",
             c.name, c.small_struct_bytes
@@ -277,11 +409,15 @@ fn ipc(t: &mut String, r: &Report) {
     );
     row(
         t,
+        r,
+        "ipc.codec.buffer_1mib_as_bytes",
         &format!("{}: 1 MiB as bytes, encode + decode", c.name),
         &c.buffer_1mib_as_bytes,
     );
     row(
         t,
+        r,
+        "ipc.codec.buffer_1mib_as_seq",
         &format!("{}: 1 MiB Vec<u8> as a sequence", c.name),
         &c.buffer_1mib_as_seq,
     );
@@ -295,18 +431,35 @@ fn cpu_curve(t: &mut String, r: &Report) {
     );
     let _ = writeln!(
         t,
-        "  {:>7}   {:>10} {:>9}   {:>10} {:>9}",
-        "workers", "threads", "speedup", "processes", "speedup"
+        "  {:>7}   {:>9} {:>22}    {:>9} {:>22}",
+        "workers", "threads", "speedup [interval]", "processes", "speedup [interval]"
     );
+    let side = |path: String, stat: &Stat, speedup: f64, ci: [f64; 2]| {
+        format!(
+            "{:>9} {:>22}{:<3}",
+            Human(stat.median, stat.unit).to_string(),
+            format!("{speedup:.2}× [{:.2}–{:.2}]", ci[0], ci[1]),
+            marks(r, &path, stat)
+        )
+    };
     for p in &c.points {
+        let point = format!("curves.cpu.points[workers={}]", p.workers);
         let _ = writeln!(
             t,
-            "  {:>7}   {:>10} {:>8.2}×   {:>10} {:>8.2}×",
+            "  {:>7}   {} {}",
             p.workers,
-            Human(p.threads.median, p.threads.unit).to_string(),
-            p.threads_speedup,
-            Human(p.processes.median, p.processes.unit).to_string(),
-            p.processes_speedup
+            side(
+                format!("{point}.threads"),
+                &p.threads,
+                p.threads_speedup,
+                p.threads_speedup_ci
+            ),
+            side(
+                format!("{point}.processes"),
+                &p.processes,
+                p.processes_speedup,
+                p.processes_speedup_ci
+            ),
         );
     }
 }
@@ -326,34 +479,137 @@ fn io_curve(t: &mut String, r: &Report) {
         "  {:>7}   {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10}",
         "waits", "threads", "memory", "per wait", "async", "memory", "per wait"
     );
-    let side = |s: Option<&IoSide>, n: u64| match s {
-        Some(s) => format!(
-            "{:>10} {:>10} {:>10}",
-            Human(s.wall.median, s.wall.unit).to_string(),
-            Bytes(s.memory.median).to_string(),
-            Bytes(s.memory.median / n as f64).to_string()
-        ),
-        None => format!("{:>32}", "not available"),
+    let side = |s: Option<&IoSide>, n: u64, kind: &str| match s {
+        Some(s) => {
+            let path = format!("curves.io.points[concurrency={n}].{kind}");
+            let mut m = marks(r, &format!("{path}.wall"), &s.wall);
+            for c in marks(r, &format!("{path}.memory"), &s.memory).chars() {
+                if !m.contains(c) {
+                    m.push(c);
+                }
+            }
+            format!(
+                "{:>10} {:>10} {:>10}{m:<3}",
+                Human(s.wall.median, s.wall.unit).to_string(),
+                Bytes(s.memory.median).to_string(),
+                Bytes(s.memory.median / n as f64).to_string()
+            )
+        }
+        None => format!("{:>32}   ", "not measured"),
     };
     for (i, p) in c.points.iter().enumerate() {
         let _ = writeln!(
             t,
-            "  {:>7}   {}   {}",
-            p.concurrency,
-            side(p.threads.as_ref(), p.concurrency),
-            side(p.async_.as_ref(), p.concurrency)
+            "  {:>7}   {}{}",
+            thousands(p.concurrency),
+            side(p.threads.as_ref(), p.concurrency, "threads"),
+            side(p.async_.as_ref(), p.concurrency, "async")
         );
         for kind in ["threads", "async"] {
             if let Some(why) = r.notes.get(&format!("curves.io.points[{i}].{kind}")) {
                 wrap(
                     t,
-                    &format!("{kind} at {}: {why}", p.concurrency),
+                    &format!("{kind} at {}: {why}", thousands(p.concurrency)),
                     "          ",
                     "          ",
                 );
             }
         }
     }
+}
+
+fn foreground(t: &mut String, r: &Report) {
+    let f = &r.foreground;
+    section(
+        t,
+        &format!(
+            "FOREGROUND (a thread sleeping 1 ms: how late it wakes; background pools of {} workers)",
+            f.background_workers
+        ),
+    );
+    let _ = writeln!(
+        t,
+        "  {:<34} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "background", "p50", "p99", "max", "p99/idle", "sleeps"
+    );
+    for (key, label, s) in [
+        ("idle", "none (idle)", &f.idle),
+        (
+            "processes_nice_0",
+            "process pool, nice 0",
+            &f.processes_nice_0,
+        ),
+        (
+            "processes_nice_10",
+            "process pool, nice 10",
+            &f.processes_nice_10,
+        ),
+        (
+            "processes_nice_19",
+            "process pool, nice 19",
+            &f.processes_nice_19,
+        ),
+        ("threads", "thread pool, normal priority", &f.threads),
+    ] {
+        let path = format!("foreground.{key}");
+        match s {
+            Some(s) => {
+                let l = &s.latency;
+                let busy = if r.noise.busy_rows.contains(&path) {
+                    "!"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    t,
+                    "  {label:<34} {:>10} {:>10} {:>10} {:>9.1}× {:>9}{busy}",
+                    Human(l.p50, l.unit).to_string(),
+                    Human(l.p99, l.unit).to_string(),
+                    Human(l.max, l.unit).to_string(),
+                    s.p99_over_idle,
+                    thousands(l.samples)
+                );
+            }
+            None => absent(t, label, r.notes.get(&path).unwrap_or("not measured")),
+        }
+    }
+}
+
+fn cluster(t: &mut String, r: &Report) {
+    let c = &r.cluster;
+    match &c.broker {
+        Some(broker) => section(t, &format!("CLUSTER (no-op tasks through {broker})")),
+        None => section(t, "CLUSTER (published figures)"),
+    }
+    for (path, label, stat) in [
+        (
+            "cluster.round_trip",
+            "a task's round trip, one at a time",
+            &c.round_trip,
+        ),
+        ("cluster.per_task", "per task, many in flight", &c.per_task),
+        (
+            "cluster.worker_start",
+            "a worker's start, to the first result",
+            &c.worker_start,
+        ),
+    ] {
+        if let Some(s) = stat {
+            row(t, r, path, label, s);
+        }
+    }
+    if c.round_trip.is_none() {
+        fact(
+            t,
+            "published",
+            &format!(
+                "a round trip {} · {} per task with many in flight",
+                Human(c.round_trip_us, Unit::Micros),
+                Human(c.per_task_us, Unit::Micros)
+            ),
+        );
+    }
+    wrap(t, &c.note, "  ", "  ");
 }
 
 /// Appends `text` wrapped at [`WIDTH`] columns, the first line after `first`, the rest after `rest`.
@@ -393,13 +649,19 @@ mod tests {
             started_unix_s: 1_800_000_000,
             duration_s: 2.5,
             warmup: 1,
-            reps: 5,
+            reps: 6,
+            max_reps: 15,
+            row_budget_s: 0.25,
             machine: s.machine,
             creation: s.creation,
             switch: s.switch,
             memory: s.memory,
             ipc: s.ipc,
             curves: s.curves,
+            foreground: s.foreground,
+            cluster: s.cluster,
+            noise: s.noise,
+            warnings: Vec::new(),
             recommendations,
             notes: Notes::default(),
         }
@@ -426,8 +688,8 @@ mod tests {
         };
         assert!(line("fork + exec").ends_with("not available: no /bin/true"));
         assert!(line("spawn → handshake").ends_with(NO_PROCESS_BACKEND));
-        assert!(line("   1000   ").contains("not available"));
-        assert!(t.contains("threads at 1000: not available: 1000 threads would exceed"));
+        assert!(line("   1,000   ").contains("not measured"));
+        assert!(t.contains("threads at 1,000: not available: 1000 threads would exceed"));
     }
 
     #[test]
@@ -442,10 +704,13 @@ mod tests {
             "IPC",
             "CPU-BOUND JOB",
             "I/O-BOUND JOB",
+            "FOREGROUND",
+            "CLUSTER",
             "RECOMMENDATIONS",
         ] {
             assert!(t.contains(section), "no {section}");
         }
+        assert!(t.contains("process pool, nice 10"), "{t}");
         assert_eq!(t.matches("\n  • ").count(), r.recommendations.len());
         assert!(t.contains("Synthetic CPU"));
         assert!(t.contains("tier               2 (2–8 cores)"));

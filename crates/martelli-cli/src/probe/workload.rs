@@ -192,6 +192,58 @@ pub(crate) fn idle_event_loop_tasks(n: u64) -> Result<PerUnit, ProbeError> {
     })
 }
 
+/// Where the units of the threaded I/O job gather before their waits begin.
+///
+/// Each arrival wakes the coordinator only (never the parked units), and the gate opens as a relay:
+/// the coordinator wakes one unit, and every unit that passes wakes the next. At most a few units
+/// are runnable at any moment, and their waits start (and so end) spread over the time the cores
+/// need to run them anyway. Waking all n at once (or, worse, on every arrival) left hundreds or
+/// thousands of threads runnable together and pushed the machine's load average up for minutes, so
+/// that the next probe saw a busy machine.
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    all_here: Condvar,
+    opened: Condvar,
+    /// How many times a parked unit woke up: about one per unit.
+    wakeups: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    arrived: u64,
+    open: bool,
+}
+
+impl Gate {
+    /// A unit arrives and waits until the gate is open, then passes the relay on.
+    fn pass(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.arrived += 1;
+        self.all_here.notify_one();
+        while !s.open {
+            s = self.opened.wait(s).unwrap_or_else(|p| p.into_inner());
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(s);
+        self.opened.notify_one();
+    }
+
+    /// Waits until `n` units have arrived.
+    fn wait_for(&self, n: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.arrived < n {
+            s = self.all_here.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Opens the gate: wakes the first unit of the relay.
+    fn open(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).open = true;
+        self.opened.notify_one();
+    }
+}
+
 /// Which side of the I/O curve a run is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IoKind {
@@ -224,36 +276,21 @@ pub(crate) fn io_run(kind: IoKind, n: u64, wait_ms: u64) -> Result<IoRun, ProbeE
                 .name_prefix("probe-io")
                 .build()
                 .map_err(|e| ProbeError::Limit(format!("a pool of {n} threads: {e}")))?;
-            let gate = Arc::new((Mutex::new((0u64, false)), Condvar::new()));
+            let gate = Arc::new(Gate::default());
             let mut futures = Vec::with_capacity(workers);
             for _ in 0..n {
                 let gate = Arc::clone(&gate);
                 let future = pool
                     .submit(move || {
-                        let (state, cv) = &*gate;
-                        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                        s.0 += 1;
-                        cv.notify_all();
-                        while !s.1 {
-                            s = cv.wait(s).unwrap_or_else(|p| p.into_inner());
-                        }
-                        drop(s);
+                        gate.pass();
                         std::thread::sleep(wait);
                     })
                     .map_err(|e| ProbeError::Measure(format!("submit to the I/O pool: {e}")))?;
                 futures.push(future);
             }
-            let rss1 = {
-                let (state, cv) = &*gate;
-                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                while s.0 < n {
-                    s = cv.wait(s).unwrap_or_else(|p| p.into_inner());
-                }
-                let (rss1, _) = self_memory()?;
-                s.1 = true;
-                cv.notify_all();
-                rss1
-            };
+            gate.wait_for(n);
+            let (rss1, _) = self_memory()?;
+            gate.open();
             for f in futures {
                 f.wait()
                     .map_err(|e| ProbeError::Measure(format!("an I/O task failed: {e}")))?;
@@ -312,6 +349,28 @@ mod tests {
             let run = io_run(kind, 8, 5).expect("an I/O run of 8 waits");
             assert!(run.wall_ms >= 5.0, "{kind:?}: {run:?}");
         }
+    }
+
+    #[test]
+    fn the_gate_wakes_each_unit_about_once() {
+        // Regression: the gate used to notify every parked unit on every arrival, up to n²/2
+        // wake-ups, which kept hundreds of threads runnable at once on a loaded machine.
+        let n = 200;
+        let gate = Arc::new(Gate::default());
+        let units: Vec<_> = (0..n)
+            .map(|_| {
+                let gate = Arc::clone(&gate);
+                std::thread::spawn(move || gate.pass())
+            })
+            .collect();
+        gate.wait_for(n);
+        gate.open();
+        for unit in units {
+            unit.join().expect("a unit passes the gate");
+        }
+        let wakeups = gate.wakeups.load(Ordering::Relaxed);
+        // One wake-up per parked unit, plus a few spurious ones at most.
+        assert!(wakeups <= 2 * n, "{wakeups} wake-ups for {n} units");
     }
 
     #[test]

@@ -58,6 +58,12 @@
 //! [`status`] reads a queue's depth per priority, its delayed tasks and dead letters, the workers'
 //! heartbeats and the throughput from the broker alone; `martelli status` prints it.
 //!
+//! # Inspecting and dead letters
+//!
+//! An [`Inspector`] is what `martelli dashboard` reads through: every queue under a prefix, the
+//! workers, a queue's delayed tasks, one task found by id (with a text preview of its payload, a
+//! [`Payload`]), and a queue's dead letters ([`DeadLetters`]), which it can requeue or discard.
+//!
 //! # TLS
 //!
 //! A `rediss://` URL connects with TLS (feature `tls`, rustls). The broker's certificate is checked
@@ -71,9 +77,12 @@
 
 mod client;
 mod conn;
+mod deadletters;
 mod env;
 mod envelope;
 mod error;
+mod inspect;
+mod preview;
 mod registered;
 mod runner;
 mod status;
@@ -109,9 +118,17 @@ pub mod fuzzing {
 
 pub use client::{Client, ClientBuilder, SubmitOptions};
 pub(crate) use client::{decode_into, decode_result};
+pub use deadletters::{
+    Bulk, DeadLetter, DeadLetterError, DeadLetterPage, DeadLetters, MAX_PAGE, PageStart,
+};
 pub use env::WORKER_ENV;
 pub(crate) use env::init_from_env;
 pub use error::ClusterError;
+pub use inspect::{
+    DelayedPage, DelayedTask, EnvelopeView, Inspector, InspectorOptions, QueueReading, Reading,
+    ResultView, SEARCH_LIMIT, TaskState, TaskView,
+};
+pub use preview::{DECODE_LIMIT, PREVIEW_CHARS, Payload};
 pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
 pub use status::{

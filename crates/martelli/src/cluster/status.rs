@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The priority names of the three task streams, in stream order.
-const PRIORITIES: [&str; 3] = ["high", "normal", "low"];
+pub(super) const PRIORITIES: [&str; 3] = ["high", "normal", "low"];
 
 /// What [`status`] reads.
 ///
@@ -218,6 +218,25 @@ pub fn status(url: &str, options: &StatusOptions) -> Result<ClusterStatus, Clust
     let readings = read_streams(&mut conn, &keys)?;
     let delayed: u64 = query(&mut conn, redis::cmd("ZCARD").arg(&keys.delayed), "ZCARD")?;
     let dead: u64 = query(&mut conn, redis::cmd("XLEN").arg(&keys.dead), "XLEN")?;
+    let workers = read_workers(&mut conn, &keys, &options.queue, &readings)?;
+    Ok(ClusterStatus {
+        broker: broker.shown().to_owned(),
+        prefix: options.prefix.clone(),
+        at_ms: unix_ms(),
+        queue: queue_status(&options.queue, &keys, &readings, delayed, dead),
+        workers,
+        throughput,
+    })
+}
+
+/// A queue's depth from its streams' readings and the sizes of its delayed set and dead letters.
+pub(super) fn queue_status(
+    name: &str,
+    keys: &Keys,
+    readings: &[StreamReading],
+    delayed: u64,
+    dead: u64,
+) -> QueueStatus {
     let streams: Vec<StreamStatus> = readings
         .iter()
         .zip(PRIORITIES)
@@ -230,35 +249,29 @@ pub fn status(url: &str, options: &StatusOptions) -> Result<ClusterStatus, Clust
             entries_added: r.entries_added,
         })
         .collect();
-    let workers = read_workers(&mut conn, &keys, &options.queue, &readings)?;
-    Ok(ClusterStatus {
-        broker: broker.shown().to_owned(),
-        prefix: options.prefix.clone(),
-        at_ms: unix_ms(),
-        queue: QueueStatus {
-            name: options.queue.clone(),
-            waiting: streams.iter().map(|s| s.waiting).sum(),
-            held: streams.iter().map(|s| s.held).sum(),
-            streams,
-            delayed,
-            dead,
-        },
-        workers,
-        throughput,
-    })
+    QueueStatus {
+        name: name.to_owned(),
+        waiting: streams.iter().map(|s| s.waiting).sum(),
+        held: streams.iter().map(|s| s.held).sum(),
+        streams,
+        delayed,
+        dead,
+    }
 }
 
 /// One stream as read.
 #[derive(Debug, Default)]
-struct StreamReading {
-    length: u64,
-    entries_added: u64,
-    pending: u64,
+pub(super) struct StreamReading {
+    pub(super) length: u64,
+    pub(super) entries_added: u64,
+    pub(super) pending: u64,
     /// The group's consumers and how many entries each holds.
-    consumers: Vec<(String, u64)>,
+    pub(super) consumers: Vec<(String, u64)>,
+    /// The last entry delivered to the group (`last-delivered-id`); `None` without a group.
+    pub(super) last_delivered: Option<String>,
 }
 
-fn query<T: redis::FromRedisValue>(
+pub(super) fn query<T: redis::FromRedisValue>(
     conn: &mut Connection,
     cmd: &redis::Cmd,
     what: &'static str,
@@ -271,7 +284,10 @@ fn query<T: redis::FromRedisValue>(
 
 /// Reads `XINFO STREAM`, `XINFO GROUPS` and `XINFO CONSUMERS` of each priority stream; a stream
 /// that does not exist (no worker ever started on the queue) reads as empty.
-fn read_streams(conn: &mut Connection, keys: &Keys) -> Result<Vec<StreamReading>, ClusterError> {
+pub(super) fn read_streams(
+    conn: &mut Connection,
+    keys: &Keys,
+) -> Result<Vec<StreamReading>, ClusterError> {
     let mut out = Vec::with_capacity(keys.streams.len());
     for stream in &keys.streams {
         let mut reading = StreamReading::default();
@@ -304,6 +320,7 @@ fn read_streams(conn: &mut Connection, keys: &Keys) -> Result<Vec<StreamReading>
             .find(|g| g.get("name").and_then(conn::string).as_deref() == Some(GROUP));
         if let Some(group) = ours {
             reading.pending = number(&group, "pending");
+            reading.last_delivered = group.get("last-delivered-id").and_then(conn::string);
             let consumers: Value = query(
                 conn,
                 redis::cmd("XINFO").arg("CONSUMERS").arg(stream).arg(GROUP),
@@ -331,6 +348,18 @@ fn read_workers(
     queue: &str,
     readings: &[StreamReading],
 ) -> Result<Vec<WorkerStatus>, ClusterError> {
+    let workers = read_heartbeats(conn, keys)?;
+    let orphans = orphans(&workers, queue, readings);
+    let mut list: Vec<WorkerStatus> = workers.into_values().collect();
+    list.extend(orphans);
+    Ok(list)
+}
+
+/// Every heartbeat hash under the prefix, by consumer name.
+pub(super) fn read_heartbeats(
+    conn: &mut Connection,
+    keys: &Keys,
+) -> Result<BTreeMap<String, WorkerStatus>, ClusterError> {
     let prefix = keys.heartbeat("");
     let pattern = format!("{}*", glob_escape(&prefix));
     let mut names = Vec::new();
@@ -356,12 +385,20 @@ fn read_workers(
     names.dedup();
     let now = unix_ms();
     let mut workers = BTreeMap::new();
-    for key in names {
-        let fields: BTreeMap<String, String> = query(
-            conn,
-            redis::cmd("HGETALL").arg(&key),
-            "read a worker's heartbeat (HGETALL)",
-        )?;
+    // One round trip for all the heartbeats, however many workers there are.
+    let mut pipe = redis::pipe();
+    for key in &names {
+        pipe.cmd("HGETALL").arg(key);
+    }
+    let all: Vec<BTreeMap<String, String>> = if names.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query(conn).map_err(|source| ClusterError::Broker {
+            action: "read the workers' heartbeats (HGETALL)",
+            source,
+        })?
+    };
+    for (key, fields) in names.into_iter().zip(all) {
         if fields.is_empty() {
             continue; // expired between SCAN and HGETALL
         }
@@ -394,6 +431,15 @@ fn read_workers(
             },
         );
     }
+    Ok(workers)
+}
+
+/// The consumers of a queue's group that hold entries without a heartbeat in `workers`, by name.
+pub(super) fn orphans(
+    workers: &BTreeMap<String, WorkerStatus>,
+    queue: &str,
+    readings: &[StreamReading],
+) -> Vec<WorkerStatus> {
     let mut orphans: BTreeMap<String, u64> = BTreeMap::new();
     for reading in readings {
         for (name, pending) in &reading.consumers {
@@ -402,25 +448,26 @@ fn read_workers(
             }
         }
     }
-    let mut list: Vec<WorkerStatus> = workers.into_values().collect();
-    list.extend(orphans.into_iter().map(|(consumer, held)| WorkerStatus {
-        consumer,
-        queue: Some(queue.to_owned()),
-        alive: false,
-        heartbeat_age_ms: None,
-        lease_ms: None,
-        pid: None,
-        concurrency: None,
-        held,
-        succeeded: 0,
-        failed: 0,
-        dead_lettered: 0,
-    }));
-    Ok(list)
+    orphans
+        .into_iter()
+        .map(|(consumer, held)| WorkerStatus {
+            consumer,
+            queue: Some(queue.to_owned()),
+            alive: false,
+            heartbeat_age_ms: None,
+            lease_ms: None,
+            pid: None,
+            concurrency: None,
+            held,
+            succeeded: 0,
+            failed: 0,
+            dead_lettered: 0,
+        })
+        .collect()
 }
 
 /// A reply that is a map: RESP3's map, or RESP2's flat array of names and values.
-fn map(value: &Value) -> BTreeMap<String, Value> {
+pub(super) fn map(value: &Value) -> BTreeMap<String, Value> {
     match value {
         Value::Map(pairs) => pairs
             .iter()
@@ -434,7 +481,7 @@ fn map(value: &Value) -> BTreeMap<String, Value> {
 }
 
 /// A non-negative integer field of a map reply; 0 when missing or nil.
-fn number(map: &BTreeMap<String, Value>, field: &str) -> u64 {
+pub(super) fn number(map: &BTreeMap<String, Value>, field: &str) -> u64 {
     map.get(field)
         .and_then(conn::int)
         .and_then(|n| u64::try_from(n).ok())
@@ -442,7 +489,7 @@ fn number(map: &BTreeMap<String, Value>, field: &str) -> u64 {
 }
 
 /// Escapes the glob characters of a key prefix for `SCAN MATCH`.
-fn glob_escape(s: &str) -> String {
+pub(super) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

@@ -1,0 +1,57 @@
+//! Task envelopes as a producer writes them (docs/protocol.md, "Task"), for tests that put tasks,
+//! delayed tasks or dead letters on the broker behind the library's back.
+
+use serde::Serialize;
+
+/// A task envelope, version 1.
+#[derive(Debug, Clone, Serialize)]
+pub struct Envelope<'a> {
+    v: u32,
+    id: &'a str,
+    task: &'a str,
+    #[serde(with = "serde_bytes")]
+    payload: &'a [u8],
+    max_attempts: u32,
+    attempts: u32,
+    /// A key no version of the protocol knows (readers ignore it), when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x_future: Option<&'a str>,
+}
+
+impl<'a> Envelope<'a> {
+    /// Task `id` running `task` on `payload`, with 3 attempts allowed and none spent.
+    pub fn new(id: &'a str, task: &'a str, payload: &'a [u8]) -> Envelope<'a> {
+        Envelope {
+            v: 1,
+            id,
+            task,
+            payload,
+            max_attempts: 3,
+            attempts: 0,
+            x_future: None,
+        }
+    }
+
+    /// Deliveries allowed.
+    pub fn max_attempts(mut self, n: u32) -> Envelope<'a> {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Attempts spent before this entry.
+    pub fn attempts(mut self, n: u32) -> Envelope<'a> {
+        self.attempts = n;
+        self
+    }
+
+    /// Adds the key `x_future` with `value`: a key this version of the protocol does not know.
+    pub fn unknown_key(mut self, value: &'a str) -> Envelope<'a> {
+        self.x_future = Some(value);
+        self
+    }
+
+    /// The MessagePack bytes of the stream entry's `e` field.
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("an envelope of strings and bytes encodes")
+    }
+}
