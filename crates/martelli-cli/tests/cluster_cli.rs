@@ -97,18 +97,7 @@ fn wait_status(
     what: &str,
     ready: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = status(url);
-        if ready(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status: {s:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll::read_until(what, Duration::from_secs(30), || status(url), ready)
 }
 
 /// The live workers the status lists, by consumer name.
@@ -357,11 +346,9 @@ fn a_command_on_a_killed_worker_is_reclaimed_and_completes_on_another() {
         .collect();
     for pid in first_pid {
         let pid = pid.file_name().unwrap().to_string_lossy().into_owned();
+        let pid: u32 = pid.parse().expect("a pid file name");
         assert!(
-            !Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| s.contains(") Z "))
-                    .unwrap_or(true),
+            is_dead(pid),
             "the command's shell {pid} outlived its worker"
         );
     }

@@ -1,7 +1,7 @@
 //! `martelli probe --quick` end to end: the real binary, its real helper processes, the JSON schema,
 //! the SVG plot, the table and `--compare`. Most tests read two shared runs (one as JSON with a plot,
-//! one as a table comparing against the first); two tests run the probe under conditions of their
-//! own (a low RLIMIT_NPROC, a plot that cannot be written).
+//! one as a table comparing against the first), made once per test run; two tests run the probe
+//! under conditions of their own (a low RLIMIT_NPROC, a plot that cannot be written).
 //! Linux-only, like the probe.
 
 #![cfg(target_os = "linux")]
@@ -61,17 +61,17 @@ fn output(cmd: &mut Command) -> Output {
 }
 
 struct Runs {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     json: Value,
     table: String,
 }
 
 impl Runs {
     fn svg(&self) -> PathBuf {
-        self.dir.path().join("curves.svg")
+        self.dir.join("curves.svg")
     }
     fn json_path(&self) -> PathBuf {
-        self.dir.path().join("quick.json")
+        self.dir.join("quick.json")
     }
 }
 
@@ -84,35 +84,46 @@ fn check(out: &Output, what: &str) {
     );
 }
 
+/// The two shared runs, made once per test run (cargo-nextest runs each test in a process of its
+/// own; they all read the same runs) and read once per process.
 fn runs() -> &'static Runs {
     static RUNS: OnceLock<Runs> = OnceLock::new();
     RUNS.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let svg = dir.path().join("curves.svg");
-        let out = output(
-            martelli()
-                .args(["probe", "--quick", "--json", "--plot"])
-                .arg(&svg),
-        );
-        check(&out, "probe --quick --json --plot");
-        // stderr is not a terminal here: no progress bar, and nothing else to say on success.
-        assert!(
-            out.stderr.is_empty(),
-            "unexpected stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: Value = serde_json::from_slice(&out.stdout).expect("the report is JSON");
-        let json_path = dir.path().join("quick.json");
-        std::fs::write(&json_path, &out.stdout).expect("save the report");
-        let out = output(
-            martelli()
-                .args(["probe", "--quick", "--compare"])
-                .arg(&json_path),
-        );
-        check(&out, "probe --quick --compare");
-        let table = String::from_utf8(out.stdout).expect("the table is UTF-8");
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let dir = martelli_testkit::shared::dir_per_run(base, "probe_quick", make_runs);
+        let report = std::fs::read(dir.join("quick.json")).expect("the shared report");
+        let json: Value = serde_json::from_slice(&report).expect("the report is JSON");
+        let table = std::fs::read(dir.join("table.txt")).expect("the shared table");
+        let table = String::from_utf8(table).expect("the table is UTF-8");
         Runs { dir, json, table }
     })
+}
+
+/// Runs the probe as JSON with a plot, then as a table comparing against that report, and leaves
+/// `quick.json`, `curves.svg` and `table.txt` in `dir`.
+fn make_runs(dir: &Path) {
+    let svg = dir.join("curves.svg");
+    let out = output(
+        martelli()
+            .args(["probe", "--quick", "--json", "--plot"])
+            .arg(&svg),
+    );
+    check(&out, "probe --quick --json --plot");
+    // stderr is not a terminal here: no progress bar, and nothing else to say on success.
+    assert!(
+        out.stderr.is_empty(),
+        "unexpected stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json_path = dir.join("quick.json");
+    std::fs::write(&json_path, &out.stdout).expect("save the report");
+    let out = output(
+        martelli()
+            .args(["probe", "--quick", "--compare"])
+            .arg(&json_path),
+    );
+    check(&out, "probe --quick --compare");
+    std::fs::write(dir.join("table.txt"), &out.stdout).expect("save the table");
 }
 
 /// The value at a dotted path (`curves.cpu.points.0.threads`); panics naming the missing part.

@@ -6,13 +6,13 @@ mod util;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process};
 
-use util::{
-    assert_code, eventually, lines, live_in_group, live_sleeps, marker, martelli, run, stderr,
-    stdout,
-};
+use martelli_testkit::poll::holds_within;
+use martelli_testkit::proc::live_in_group;
+use util::{assert_code, lines, live_sleeps, marker, martelli, run, stderr, stdout};
 
 /// Sends `signal` to process `pid`.
 fn signal(pid: u32, signal: Signal) {
@@ -261,7 +261,7 @@ fn second_ctrl_c_kills_every_jobs_process_group() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert!(
-        eventually(5.0, || live_sleeps(&m).is_empty()),
+        holds_within(Duration::from_secs(5), || live_sleeps(&m).is_empty()),
         "left running: {:?}",
         live_sleeps(&m)
     );
@@ -278,14 +278,14 @@ fn no_job_outlives_a_runner_killed_with_sigkill() {
     read_until(&mut out, "started");
     // `started` comes just before the shell forks the pipeline: wait for both sleeps to exist.
     assert!(
-        eventually(5.0, || live_sleeps(&m).len() == 2),
+        holds_within(Duration::from_secs(5), || live_sleeps(&m).len() == 2),
         "both jobs run: {:?}",
         live_sleeps(&m)
     );
     signal(child.id(), Signal::KILL);
     child.wait().unwrap();
     assert!(
-        eventually(5.0, || live_sleeps(&m).is_empty()),
+        holds_within(Duration::from_secs(5), || live_sleeps(&m).is_empty()),
         "orphans: {:?}",
         live_sleeps(&m)
     );

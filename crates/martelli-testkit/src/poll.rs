@@ -1,6 +1,9 @@
-//! Polling for a condition that nothing can wait on (another process's progress, a file, the
-//! kernel's clean-up after a kill).
+//! Bounding a wait: polling for a condition that nothing can wait on (another process's progress,
+//! a file, the kernel's clean-up after a kill), and running a call that might hang on a thread of
+//! its own so that a hang fails the test instead of stalling it.
 
+use std::fmt::Debug;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long to sleep between two checks.
@@ -30,5 +33,48 @@ pub fn holds_within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// Reads a value with `read` until `ready` holds for it, and returns that value; panics, naming
+/// `what` and showing the last value read, if none is ready within `limit`.
+#[track_caller]
+pub fn read_until<T: Debug>(
+    what: &str,
+    limit: Duration,
+    mut read: impl FnMut() -> T,
+    mut ready: impl FnMut(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let value = read();
+        if ready(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}; last read: {value:#?}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Runs `f` on a thread of its own and returns what it returns; panics if it has not returned
+/// within `limit`, so that a call that hangs (a lost wake-up, a join that never ends) fails the
+/// test where it is called instead of stalling the test run. The thread that hangs is left
+/// behind; the test process ends with the failure.
+#[track_caller]
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("hung: the call did not return within {limit:?}")
+        }
+        // The thread ended without sending: `f` panicked, and its message is printed above.
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the call panicked"),
     }
 }

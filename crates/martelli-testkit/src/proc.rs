@@ -1,4 +1,5 @@
-//! Processes: children killed when dropped, and whether a process is dead (Linux `/proc`).
+//! Processes: children killed when dropped, whether a process is dead, and which processes live
+//! (Linux `/proc`).
 
 use std::io::Read;
 use std::process::{Child, ExitStatus, Output};
@@ -6,14 +7,72 @@ use std::time::Duration;
 
 pub use rustix::process::Signal;
 
+/// A live process as `/proc` shows it.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    /// Its process id.
+    pub pid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+    /// Its state letter (`R`, `S`, `D`, `T`, …; never `Z` or `X`).
+    pub state: char,
+    /// Its command line, arguments separated by spaces.
+    pub cmdline: String,
+}
+
+/// The state letter and the process group of process `pid`, from `/proc/PID/stat`; `None` once it
+/// is gone.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces and `)`.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
 /// True once process `pid` is gone or a zombie (dead, not yet reaped by whoever its parent is).
 pub fn is_dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
+    stat(pid).is_none_or(|(state, _)| matches!(state, 'Z' | 'X'))
+}
+
+/// Every process that is alive, zombies excluded (they run nothing, and some containers' init
+/// never reaps them).
+pub fn live_processes() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let (state, pgrp) = stat(pid).filter(|(state, _)| !matches!(state, 'Z' | 'X'))?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            Some(Proc {
+                pid,
+                pgrp,
+                state,
+                cmdline,
+            })
+        })
+        .collect()
+}
+
+/// The live processes of process group `pgrp`.
+pub fn live_in_group(pgrp: u32) -> Vec<Proc> {
+    live_processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgrp)
+        .collect()
+}
+
+/// The live processes whose command line contains `marker`.
+pub fn live_with(marker: &str) -> Vec<Proc> {
+    live_processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(marker))
+        .collect()
 }
 
 /// Waits up to `limit` for process `pid` to die (the kernel delivers a kill asynchronously); true

@@ -2,20 +2,11 @@
 //! every waiter — on plain threads and inside a martelli pool.
 
 use martelli::{Barrier, BarrierError, Pool};
-use std::sync::mpsc;
+use martelli_testkit::poll::within;
 use std::thread;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(LIMIT)
-        .expect("hung: did not return within the limit")
-}
 
 /// Waits until `n` threads wait at `barrier` (polling its state: the waiters are blocked, so there is
 /// no event to wait on).
@@ -30,7 +21,7 @@ fn rounds_have_one_leader_and_distinct_indexes() {
     const PARTIES: usize = 4;
     const ROUNDS: usize = 200;
     let barrier = Barrier::new(PARTIES);
-    let per_thread: Vec<Vec<(usize, bool)>> = within(move || {
+    let per_thread: Vec<Vec<(usize, bool)>> = within(LIMIT, move || {
         thread::scope(|s| {
             let handles: Vec<_> = (0..PARTIES)
                 .map(|_| {
@@ -69,7 +60,7 @@ fn a_timeout_breaks_the_barrier_for_every_waiter() {
         Err(BarrierError::Timeout)
     );
     assert_eq!(
-        within(move || other.join().unwrap()),
+        within(LIMIT, move || other.join().unwrap()),
         Err(BarrierError::Broken)
     );
     assert!(barrier.is_broken());
@@ -101,7 +92,7 @@ fn abort_wakes_every_waiter() {
         .collect();
     until_waiting(&barrier, 3);
     barrier.abort();
-    within(move || {
+    within(LIMIT, move || {
         for w in waiters {
             assert_eq!(w.join().unwrap(), Err(BarrierError::Broken));
         }
@@ -118,7 +109,7 @@ fn reset_while_threads_wait_gives_them_broken_and_then_works() {
     until_waiting(&barrier, 1);
     barrier.reset();
     assert_eq!(
-        within(move || waiter.join().unwrap()),
+        within(LIMIT, move || waiter.join().unwrap()),
         Err(BarrierError::Broken)
     );
     assert!(!barrier.is_broken());
@@ -146,7 +137,7 @@ fn a_panicking_participant_breaks_the_barrier() {
         })
     };
     assert!(crasher.join().is_err());
-    within(move || {
+    within(LIMIT, move || {
         for w in waiters {
             assert_eq!(w.join().unwrap(), Err(BarrierError::Broken));
         }
@@ -178,7 +169,9 @@ fn a_task_panicking_in_a_pool_breaks_the_barrier_for_the_others() {
             .unwrap()
         })
         .collect();
-    let outcomes: Vec<_> = within(move || futures.into_iter().map(|f| f.wait()).collect());
+    let outcomes: Vec<_> = within(LIMIT, move || {
+        futures.into_iter().map(|f| f.wait()).collect()
+    });
     assert!(outcomes[2].as_ref().unwrap_err().is_panic());
     for outcome in &outcomes[..2] {
         assert_eq!(outcome.as_ref().unwrap(), &Err(BarrierError::Broken));
@@ -202,7 +195,7 @@ fn errors_say_what_to_do() {
 #[test]
 fn many_rounds_with_random_aborts_never_hang() {
     // Each round either trips or breaks; a broken round is reset by the parties themselves.
-    within(|| {
+    within(LIMIT, || {
         let barrier = Barrier::new(3);
         thread::scope(|s| {
             for t in 0..3u64 {

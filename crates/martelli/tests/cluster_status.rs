@@ -7,9 +7,10 @@ use martelli::Priority;
 use martelli::cluster::{
     Client, ClusterStatus, StatusOptions, SubmitOptions, Tasks, Worker, WorkerOptions,
 };
+use martelli_testkit::poll;
 use martelli_testkit::redis::RedisServer;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn now(url: &str) -> ClusterStatus {
     martelli::cluster::status(url, &StatusOptions::new().sample(Duration::ZERO))
@@ -18,18 +19,7 @@ fn now(url: &str) -> ClusterStatus {
 
 /// Polls the status until `ready` holds (at most 20 s).
 fn wait_for(url: &str, what: &str, ready: impl Fn(&ClusterStatus) -> bool) -> ClusterStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = now(url);
-        if ready(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll::read_until(what, Duration::from_secs(20), || now(url), ready)
 }
 
 #[test]

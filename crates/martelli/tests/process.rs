@@ -9,42 +9,12 @@ use std::time::{Duration, Instant};
 use martelli::process::{
     Guardian, Resource, Signal, Spawn, Stream, Supervision, group_alive, kill_tree,
 };
+use martelli_testkit::poll::holds_within;
+use martelli_testkit::proc::live_in_group;
 
-/// Live (not zombie) processes of group `pgid`, from `/proc`.
-fn live_in_group(pgid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split(' ').collect();
-        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
-            && !matches!(fields[0], "Z" | "X")
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Waits for the kernel to finish tearing down killed processes (nothing to block on for
+/// How long the kernel may take to finish tearing down killed processes (nothing to block on for
 /// processes that are not our children).
-fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    check()
-}
+const TEARDOWN: Duration = Duration::from_secs(5);
 
 #[test]
 fn child_leads_its_own_group_and_output_is_captured_per_stream() {
@@ -97,7 +67,7 @@ fn timeout_kills_the_group_with_its_grandchildren() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(done.status.signal(), Some(Signal::TERM.as_raw()));
     assert!(
-        eventually(|| live_in_group(pgid).is_empty()),
+        holds_within(TEARDOWN, || live_in_group(pgid).is_empty()),
         "left: {:?}",
         live_in_group(pgid)
     );
@@ -121,7 +91,7 @@ fn sigterm_is_escalated_to_sigkill_after_the_grace() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(Signal::KILL.as_raw()));
     assert!(started.elapsed() >= Duration::from_millis(200));
-    assert!(eventually(|| live_in_group(pgid).is_empty()));
+    assert!(holds_within(TEARDOWN, || live_in_group(pgid).is_empty()));
 }
 
 #[test]
@@ -139,9 +109,8 @@ fn leftovers_are_killed_when_the_child_exits() {
     assert!(done.status.success());
     assert!(done.killed_leftovers);
     assert_eq!(out, b"started\n");
-    assert!(eventually(
-        || !group_alive(pgid) || live_in_group(pgid).is_empty()
-    ));
+    assert!(holds_within(TEARDOWN, || !group_alive(pgid)
+        || live_in_group(pgid).is_empty()));
 }
 
 #[test]
@@ -161,7 +130,7 @@ fn free_kill_tree_kills_an_orphaned_group() {
     assert!(done.status.success() && !done.killed_leftovers);
     assert_eq!(live_in_group(pgid).len(), 1, "the sleep is still there");
     kill_tree(pgid, Duration::from_millis(500)).unwrap();
-    assert!(eventually(|| live_in_group(pgid).is_empty()));
+    assert!(holds_within(TEARDOWN, || live_in_group(pgid).is_empty()));
 }
 
 #[test]
@@ -240,14 +209,14 @@ fn guardian_kills_watched_groups_when_its_owner_is_killed() {
         }
     };
     assert!(
-        eventually(|| live_in_group(pgid).len() >= 3),
+        holds_within(TEARDOWN, || live_in_group(pgid).len() >= 3),
         "sh, sleep and cat run: {:?}",
         live_in_group(pgid)
     );
     owner.kill().unwrap(); // SIGKILL: the owner cannot clean up itself
     owner.wait().unwrap();
     assert!(
-        eventually(|| live_in_group(pgid).is_empty()),
+        holds_within(TEARDOWN, || live_in_group(pgid).is_empty()),
         "left: {:?}",
         live_in_group(pgid)
     );

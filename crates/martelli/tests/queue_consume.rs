@@ -2,23 +2,13 @@
 //! close, on stop() and on pool shutdown.
 
 use martelli::{ConsumeError, ItemError, JoinableQueue, Pool, Shutdown};
+use martelli_testkit::poll::within;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// Runs `f` on a thread and fails the test if it does not return within `LIMIT`: a shutdown that
-/// hangs becomes a failure instead of a stuck test run.
-fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(LIMIT)
-        .expect("hung: did not return within the limit")
-}
 
 fn drain<T>(q: &JoinableQueue<T>) -> Vec<T> {
     std::iter::from_fn(|| {
@@ -222,7 +212,7 @@ fn closing_the_queue_stops_the_consumers() {
     assert_eq!(consumers.count(), 2, "default: every free worker");
     input.put(1).unwrap();
     input.close();
-    within(move || consumers.wait());
+    within(LIMIT, move || consumers.wait());
     // The workers are free again: the pool runs ordinary tasks.
     assert_eq!(pool.submit(|| 5).unwrap().wait().unwrap(), 5);
 }
@@ -231,7 +221,7 @@ fn closing_the_queue_stops_the_consumers() {
 fn pool_drop_does_not_hang_on_idle_consumers() {
     let input: JoinableQueue<u32> = JoinableQueue::new();
     let q = input.clone();
-    within(move || {
+    within(LIMIT, move || {
         let pool = Pool::threads(2).unwrap();
         pool.consume(&q, |_| ()).start().unwrap();
         drop(pool); // consumers wait on an empty queue; the shutdown must stop them
@@ -244,7 +234,7 @@ fn pool_drop_does_not_hang_on_idle_consumers() {
 
 #[test]
 fn shutdown_cancel_pending_stops_consumers_too() {
-    within(|| {
+    within(LIMIT, || {
         let pool = Pool::threads(1).unwrap();
         let input: JoinableQueue<u32> = JoinableQueue::new();
         pool.consume(&input, |_| ()).start().unwrap();
@@ -258,7 +248,7 @@ fn shutdown_while_a_consumer_blocks_on_a_full_output_loses_no_result() {
     let output = JoinableQueue::bounded(1);
     let input = JoinableQueue::new();
     let (i, o) = (input.clone(), output.clone());
-    within(move || {
+    within(LIMIT, move || {
         let pool = Pool::threads(1).unwrap();
         let consumers = pool.consume(&i, |n: u32| n).output(&o).start().unwrap();
         i.put(1).unwrap();
@@ -302,7 +292,7 @@ fn items_left_when_the_pool_stops_stay_in_the_queue() {
         thread::yield_now();
     }
     release_tx.send(()).unwrap();
-    within(move || stopper.join().unwrap());
+    within(LIMIT, move || stopper.join().unwrap());
     // Item 0 finished and was marked done; items 1..5 were never taken and are still unfinished.
     assert_eq!(input.len(), 4);
     assert_eq!(input.unfinished(), 4);
@@ -315,7 +305,7 @@ fn stop_then_wait() {
     let input: JoinableQueue<u32> = JoinableQueue::new();
     let consumers = pool.consume(&input, |_| ()).consumers(2).start().unwrap();
     consumers.stop();
-    within(move || consumers.wait());
+    within(LIMIT, move || consumers.wait());
     input.put(1).unwrap();
     assert_eq!(input.len(), 1, "stopped consumers take nothing");
     // Their workers are free: new consumers can start.

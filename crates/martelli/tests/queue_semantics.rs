@@ -5,21 +5,10 @@ use martelli::{
     GetTimeoutError, JoinableQueue, Order, PutTimeoutError, QueueConfigError, TaskDoneError,
     TryGetError, TryPutError,
 };
+use martelli_testkit::poll::within;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
-
-/// Runs `f` on a thread and fails the test if it does not return within `limit`: a hang becomes a
-/// failure instead of a stuck test run.
-fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .expect("the operation hung (did not return within the limit)")
-}
 
 const LIMIT: Duration = Duration::from_secs(20);
 

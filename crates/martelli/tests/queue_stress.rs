@@ -3,23 +3,13 @@
 //! through a deadline instead of stalling the suite.
 
 use martelli::{JoinableQueue, Pool};
+use martelli_testkit::poll::within;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 const ITERATIONS: u64 = if cfg!(miri) { 10 } else { 2_000 };
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// Runs `f` on a thread and fails the test if it does not return within `limit`.
-fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .expect("a queue operation hung (lost wake-up?)")
-}
 
 /// A small deterministic generator, so a failing iteration can be replayed.
 struct XorShift(u64);
