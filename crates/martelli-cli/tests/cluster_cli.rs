@@ -620,3 +620,320 @@ fn run_worker_and_status_speak_tls_with_a_private_ca() {
     assert!(e.contains("not trusted") && e.contains("--tls-ca"), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
 }
+
+/// The consumers of the normal stream's group, as `redis-cli XINFO CONSUMERS` prints them (the
+/// `redis-cli` of the redis-server package).
+fn consumers(port: u16) -> String {
+    let o = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "XINFO", "CONSUMERS"])
+        .args(["martelli:q:default:normal", "martelli"])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn workers_reclaimed_from_read_as_gone_and_leave_the_group() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // A worker killed while it held nothing, after it ran a job (so it has a consumer).
+    let mut sleeper = only_worker(&url, "sleeper", 1);
+    assert_code(&run(&url, &["echo", ":::", "warm"]), 0);
+    assert!(consumers(redis.port).contains("sleeper-"));
+    sleeper.signal(Signal::KILL);
+    sleeper.wait_for(Duration::from_secs(10));
+    // Two workers with a lease far longer than the test, each running a job when it is killed.
+    let mut doomed: Vec<KillOnDrop> = ["doomed1", "doomed2"]
+        .iter()
+        .map(|name| {
+            start(
+                martelli()
+                    .args(["worker", "--cluster", &url, "--name", name])
+                    .args(["-j", "1", "--lease", "120", "--poll", "0.05"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+        })
+        .collect();
+    wait_status(&url, "both doomed workers alive", |s| {
+        live_workers(s)
+            .iter()
+            .filter(|w| {
+                w["consumer"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("doomed"))
+            })
+            .count()
+            == 2
+    });
+    let dir = temp_dir();
+    let line = format!(
+        "touch {}/started.{{}}; sleep 1; echo {{}}",
+        dir.path().display()
+    );
+    let job = run_bg(&url, &["-j", "2", "-k", &line, ":::", "a", "b"]);
+    for name in ["started.a", "started.b"] {
+        wait_file(&dir.path().join(name));
+    }
+    for w in &mut doomed {
+        w.signal(Signal::KILL);
+        w.wait_for(Duration::from_secs(10));
+    }
+    // Its lease is short: it reclaims the jobs a second after it starts.
+    let _rescuer = worker(&url, "rescuer", 2);
+    let o = job.output(Duration::from_secs(60));
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "a\nb\n");
+    // The workers reclaimed from read as gone at once, though their own lease has not run out;
+    // they, and the one killed while it held nothing, leave the group.
+    wait_status(&url, "only the rescuer alive", |s| {
+        let live = live_workers(s);
+        live.len() == 1
+            && live[0]["consumer"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("rescuer"))
+    });
+    let consumers_left = || consumers(redis.port);
+    poll::until(
+        "the dead workers' consumers to leave the group",
+        Duration::from_secs(20),
+        || {
+            let c = consumers_left();
+            c.contains("rescuer-") && !c.contains("doomed") && !c.contains("sleeper-")
+        },
+    );
+}
+
+/// Stops the broker as `redis-cli shutdown nosave` does and starts it again on the same port, with
+/// the same arguments: everything it held is gone.
+fn shutdown_nosave_and_restart(redis: &mut RedisServer) {
+    let _ = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "shutdown", "nosave"])
+        .output();
+    redis.restart();
+}
+
+#[test]
+fn run_finishes_every_job_after_a_broker_restart_without_persistence() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let _w = only_worker(&url, "survivor", 1);
+    let dir = temp_dir();
+    let line = format!(
+        "touch {}/started.{{}}; sleep 1; echo {{}}",
+        dir.path().display()
+    );
+    let job = run_bg(
+        &url,
+        &[
+            "-j",
+            "4",
+            "-k",
+            "--timeout",
+            "5",
+            &line,
+            ":::",
+            "1",
+            "2",
+            "3",
+            "4",
+        ],
+    );
+    wait_file(&dir.path().join("started.1"));
+    // Jobs 2 to 4 are queued: they vanish with the stream.
+    wait_status(&url, "three jobs waiting", |s| s["queue"]["waiting"] == 3);
+    shutdown_nosave_and_restart(&mut redis);
+    let o = job.output(Duration::from_secs(60));
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "1\n2\n3\n4\n");
+    assert!(
+        stderr(&o).contains("3 task(s) vanished from the broker"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn timeout_bounds_the_wait_for_a_result_that_never_comes() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let w = only_worker(&url, "frozen", 1);
+    let dir = temp_dir();
+    let started = dir.path().join("started");
+    let line = format!("touch {}; sleep 20 # {{}}", started.display());
+    let began = Instant::now();
+    let job = run_bg(&url, &["--timeout", "1", &line, ":::", "x"]);
+    wait_file(&started);
+    // The worker stops (its command goes on, in a process group of its own): no result comes.
+    w.signal(Signal::STOP);
+    let o = job.output(Duration::from_secs(60));
+    let took = began.elapsed();
+    w.signal(Signal::CONT);
+    assert_code(&o, 1);
+    let e = stderr(&o);
+    assert!(
+        e.contains("no result came from the cluster") && e.contains("timed out"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(20), "run took {took:?}");
+}
+
+/// The `ACL SETUSER` lines of docs/cluster.md ("Access control"), as `redis-server` arguments
+/// (`--user NAME RULE…`), with each `*_PASSWORD` placeholder replaced by `secret-NAME`: the test
+/// uses exactly the rules the documentation gives.
+fn documented_acl_users() -> Vec<String> {
+    let doc = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/cluster.md"
+    ));
+    let mut args = Vec::new();
+    for line in doc.lines().filter_map(|l| l.strip_prefix("ACL SETUSER ")) {
+        let mut words = line.split_whitespace();
+        let name = words.next().expect("a user name");
+        args.push("--user".to_owned());
+        args.push(name.to_owned());
+        for rule in words {
+            args.push(if rule.ends_with("_PASSWORD") {
+                format!(">secret-{name}")
+            } else {
+                rule.to_owned()
+            });
+        }
+    }
+    args
+}
+
+/// What the server on `port` refused, from `redis-cli ACL LOG`: (user, command or key) pairs.
+fn acl_refusals(port: u16) -> Vec<(String, String)> {
+    let o = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "ACL", "LOG"])
+        .output()
+        .expect("redis-cli runs");
+    let log = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = log.lines().collect();
+    let after = |field: &str| -> Vec<String> {
+        lines
+            .windows(2)
+            .filter(|w| w[0] == field)
+            .map(|w| w[1].to_owned())
+            .collect()
+    };
+    after("username").into_iter().zip(after("object")).collect()
+}
+
+#[test]
+fn the_documented_acl_users_are_enough_for_workers_producers_and_status() {
+    let users = documented_acl_users();
+    assert_eq!(
+        users.iter().filter(|a| *a == "--user").count(),
+        3,
+        "docs/cluster.md gives the worker, producer and observer users: {users:?}"
+    );
+    let args: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut redis = RedisServer::with_args(&args);
+    let as_user = |name: &str| format!("redis://{name}:secret-{name}@127.0.0.1:{}", redis.port);
+    let (worker_url, producer, observer) =
+        (as_user("worker"), as_user("producer"), as_user("observer"));
+    let dir = temp_dir();
+    let worker_log = dir.path().join("worker.log");
+    let _w = start(
+        worker_command(&worker_url, "restricted", 2)
+            .stderr(std::fs::File::create(&worker_log).unwrap()),
+    );
+    wait_workers(&redis.url(), 1);
+
+    // The producer may not read the queue's state: run says it cannot tell, and runs the jobs.
+    let o = run(&producer, &["-k", "echo", ":::", "a", "b"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "a\nb\n");
+    let e = stderr(&o);
+    assert!(
+        e.contains("cannot tell whether a live worker serves queue"),
+        "{e}"
+    );
+    assert!(!e.contains("no live worker serves"), "{e}");
+
+    // Cancelling: the producer writes tombstones, the worker reads and deletes them.
+    let pid_file = dir.path().join("sleep.pid");
+    let line = format!(
+        "if [ {{}} = fail ]; then while [ ! -s {p} ]; do sleep 0.05; done; exit 3; \
+         else sleep 60 & echo $! > {p}; wait; fi",
+        p = pid_file.display()
+    );
+    let o = run(
+        &producer,
+        &[
+            "-j",
+            "2",
+            "--halt",
+            "now,fail=1",
+            &line,
+            ":::",
+            "sleep",
+            "fail",
+        ],
+    );
+    assert_code(&o, 3);
+    wait_dead(
+        read_pid(&pid_file),
+        Duration::from_secs(10),
+        "the cancelled job's sleep",
+    );
+
+    // A restart without persistence (the users come back with the server's arguments): the
+    // producer finds its vanished tasks with the commands it is allowed.
+    let line = format!(
+        "touch {}/started.{{}}; sleep 2; echo {{}}",
+        dir.path().display()
+    );
+    let mut refused = acl_refusals(redis.port);
+    // Two slots: job 3 waits in the stream when the broker goes.
+    let job = run_bg(&producer, &["-j", "3", "-k", &line, ":::", "1", "2", "3"]);
+    wait_file(&dir.path().join("started.1"));
+    wait_status(&redis.url(), "one job waiting", |s| {
+        s["queue"]["waiting"] == 1
+    });
+    shutdown_nosave_and_restart(&mut redis);
+    let o = job.output(Duration::from_secs(60));
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "1\n2\n3\n");
+    assert!(
+        stderr(&o).contains("vanished from the broker"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The observer reads the status.
+    let o = martelli()
+        .args([
+            "status",
+            "--cluster",
+            &observer,
+            "--json",
+            "--sample",
+            "0.2",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(live_workers(&s).len(), 1, "{s:#}");
+
+    // Nothing but the producer's XINFO was ever refused (the log starts again with the restart).
+    assert!(
+        refused
+            .iter()
+            .any(|(u, w)| u == "producer" && w.starts_with("xinfo|")),
+        "{refused:?}"
+    );
+    refused.extend(acl_refusals(redis.port));
+    for (user, what) in &refused {
+        assert!(
+            user == "producer" && what.starts_with("xinfo|"),
+            "the broker refused {what} to {user}: {refused:?}"
+        );
+    }
+    let worker_errors = std::fs::read_to_string(&worker_log).unwrap_or_default();
+    assert!(!worker_errors.contains("NOPERM"), "{worker_errors}");
+}

@@ -11,6 +11,9 @@ pub struct Envelope<'a> {
     task: &'a str,
     #[serde(with = "serde_bytes")]
     payload: &'a [u8],
+    /// The reply list, when someone waits for the result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<&'a str>,
     max_attempts: u32,
     attempts: u32,
     /// A key no version of the protocol knows (readers ignore it), when set.
@@ -26,10 +29,23 @@ impl<'a> Envelope<'a> {
             id,
             task,
             payload,
+            reply: None,
             max_attempts: 3,
             attempts: 0,
             x_future: None,
         }
+    }
+
+    /// The protocol version written (`v`; 1 unless set).
+    pub fn version(mut self, v: u32) -> Envelope<'a> {
+        self.v = v;
+        self
+    }
+
+    /// The list its result goes to.
+    pub fn reply(mut self, list: &'a str) -> Envelope<'a> {
+        self.reply = Some(list);
+        self
     }
 
     /// Deliveries allowed.

@@ -6,7 +6,7 @@
 //! cluster worker with `WorkerOptions::processes` runs the tasks below in copies of it. It has its own
 //! small runner (`harness = false`): `cargo test --features cluster --test cluster_pool [filter]`.
 
-use martelli::cluster::{Registered, Tasks, Worker, WorkerOptions, WorkerReport};
+use martelli::cluster::{OnLost, Registered, Tasks, Worker, WorkerOptions, WorkerReport};
 use martelli::{
     Error, Pool, Priority, Shutdown, TaskError, TaskOptions, WaitMode, as_completed, wait,
 };
@@ -160,6 +160,10 @@ fn main() {
             "consume_task_serves_a_queue_through_the_cluster",
             consume_task_serves_a_queue_through_the_cluster,
         ),
+        (
+            "futures_survive_a_broker_restart_without_persistence",
+            futures_survive_a_broker_restart_without_persistence,
+        ),
     ];
     runner::run(tests);
 }
@@ -235,6 +239,18 @@ fn calls(raw: &mut redis::Connection, command: &str) -> u64 {
         .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |n| n.parse().unwrap())
+}
+
+/// The commands called so far, as `INFO commandstats` says (`name=calls` pairs), for messages.
+fn commandstats(raw: &mut redis::Connection) -> String {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(raw).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            Some(format!("{name}={}", rest.split(',').next()?))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 // ---- the tests -------------------------------------------------------------------------------
@@ -414,10 +430,13 @@ fn map_task_keeps_input_order_and_as_completed_sees_all() {
         Err(TaskError::Failed(_))
     ));
     for future in waited.pending {
-        assert!(
-            future.cancel(),
-            "queued or running, as far as the caller knows"
-        );
+        // Running on its worker by now (its `started` note came): not removed from a queue, but
+        // its future resolves as cancelled all the same.
+        future.cancel();
+        assert!(matches!(
+            future.wait_timeout(Duration::from_secs(10)),
+            Ok(Err(TaskError::Cancelled))
+        ));
     }
 
     // Dropping the pool waits for every result (Shutdown::Wait), as on every backend.
@@ -762,11 +781,11 @@ fn cancel_of_a_running_thread_task_that_never_checks_lets_it_finish() {
         .submit_task(touch_slowly, ("running".into(), 1_500))
         .unwrap();
     poll::until("the task to start", Duration::from_secs(5), || {
-        touched() == ["running:started"]
+        touched() == ["running:started"] && running.is_running()
     });
-    // The future resolves at once; the task is not interrupted (a thread is never killed), and it
-    // never looks at its token.
-    assert!(running.cancel());
+    // Not removed from a queue (it runs), but the future resolves as cancelled; the task is not
+    // interrupted (a thread is never killed), and it never looks at its token.
+    assert!(!running.cancel());
     assert!(matches!(running.wait(), Err(TaskError::Cancelled)));
     assert_eq!(touched(), ["running:started"]);
     poll::until("the task to finish", Duration::from_secs(5), || {
@@ -781,29 +800,19 @@ fn cancel_of_a_running_thread_task_that_never_checks_lets_it_finish() {
 
 fn cancel_of_a_running_thread_task_that_checks_its_token_ends_as_cancelled() {
     use martelli::Task;
-    #[derive(serde::Serialize)]
-    struct Envelope<'a> {
-        v: u32,
-        id: &'a str,
-        task: &'a str,
-        #[serde(with = "serde_bytes")]
-        payload: &'a [u8],
-        reply: &'a str,
-    }
     TOUCHED.lock().unwrap().clear();
     let redis = RedisServer::start();
     let mut raw = redis.raw();
     let worker = worker(&redis, WorkerOptions::new().concurrency(2));
     // A producer that knows only docs/protocol.md, so that the result's status can be read.
     let payload = rmp_serde::to_vec(&("spinner",)).unwrap();
-    let envelope = rmp_serde::to_vec_named(&Envelope {
-        v: 1,
-        id: "running-1",
-        task: work_until_cancelled::NAME,
-        payload: &payload,
-        reply: "tests:reply",
-    })
-    .unwrap();
+    let envelope = martelli_testkit::envelope::Envelope::new(
+        "running-1",
+        work_until_cancelled::NAME,
+        &payload,
+    )
+    .reply("tests:reply")
+    .encode();
     let _: String = redis::cmd("XADD")
         .arg("martelli:q:default:normal")
         .arg("*")
@@ -878,7 +887,12 @@ fn cancel_of_a_running_task_on_a_process_kills_its_process() {
     let pid = pid.unwrap();
     assert_ne!(pid, std::process::id(), "the task runs in a worker process");
     assert!(!is_dead(pid));
-    assert!(hung.cancel());
+    poll::until(
+        "the future to read as running",
+        Duration::from_secs(5),
+        || hung.is_running(),
+    );
+    assert!(!hung.cancel(), "a running task is not removed from a queue");
     assert!(matches!(hung.wait(), Err(TaskError::Cancelled)));
     poll::until(
         "the cancelled task's process to be killed",
@@ -932,7 +946,12 @@ fn watching_running_tasks_reads_no_tombstone_without_cancels() {
     };
     let (scripts, exists) = window(&mut raw);
     assert!(scripts >= 5, "the worker ran {scripts} scripts in 600 ms");
-    assert_eq!(exists, scripts, "without cancels: one EXISTS per script");
+    assert_eq!(
+        exists,
+        scripts,
+        "without cancels: one EXISTS per script ({})",
+        commandstats(&mut raw)
+    );
     // With the flag set (and no tombstone), the worker reads its two running tasks' tombstones too:
     // the measurement can tell.
     redis::cmd("SET")
@@ -996,6 +1015,69 @@ fn consume_task_serves_a_queue_through_the_cluster() {
     ));
     input.close();
     consumers.wait();
+    drop(pool);
+    stop(worker);
+}
+
+/// Stops the broker as `redis-cli shutdown nosave` does and starts it again on the same port,
+/// once `label` has started on the worker: every task queued behind it vanishes.
+fn restart_once_started(redis: &mut RedisServer, label: &str) {
+    let started = format!("{label}:started");
+    poll::until("the first task to start", Duration::from_secs(30), || {
+        touched().contains(&started)
+    });
+    let mut raw = redis.raw();
+    let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").exec(&mut raw);
+    redis.restart();
+}
+
+fn futures_survive_a_broker_restart_without_persistence() {
+    TOUCHED.lock().unwrap().clear();
+    let mut redis = RedisServer::start();
+    let worker = worker(&redis, WorkerOptions::new().concurrency(1));
+    let pool = Pool::cluster(&redis.url()).unwrap();
+    let futures: Vec<_> = ["a", "b", "c"]
+        .map(|label| pool.submit_task(touch_slowly, (label.into(), 500)).unwrap())
+        .into();
+    restart_once_started(&mut redis, "a");
+    // The running task finishes on its worker; the queued ones are queued again.
+    for (future, label) in futures.into_iter().zip(["a", "b", "c"]) {
+        match future.wait_timeout(Duration::from_secs(30)) {
+            Ok(result) => assert_eq!(result.unwrap(), label),
+            Err(_) => panic!("task {label} did not complete within 30 s of the restart"),
+        }
+    }
+    let mut runs = touched();
+    runs.retain(|t| t.ends_with(":started"));
+    runs.sort();
+    assert_eq!(
+        runs,
+        ["a:started", "b:started", "c:started"],
+        "each ran once"
+    );
+    drop(pool);
+
+    // With OnLost::Fail, the queued task's future fails as lost instead.
+    TOUCHED.lock().unwrap().clear();
+    let pool = Pool::builder()
+        .cluster(redis.url())
+        .cluster_on_lost(OnLost::Fail)
+        .build()
+        .unwrap();
+    let running = pool.submit_task(touch_slowly, ("d".into(), 500)).unwrap();
+    let queued = pool.submit_task(touch_slowly, ("e".into(), 500)).unwrap();
+    restart_once_started(&mut redis, "d");
+    match running.wait_timeout(Duration::from_secs(30)) {
+        Ok(Ok(label)) => assert_eq!(label, "d"),
+        Ok(Err(error)) => panic!("the running task failed: {error}"),
+        Err(_) => panic!("the running task did not complete within 30 s of the restart"),
+    }
+    match queued.wait_timeout(Duration::from_secs(30)) {
+        Ok(Err(TaskError::Lost { reason, .. })) => {
+            assert!(reason.contains("vanished from the broker"), "{reason}")
+        }
+        other => panic!("expected Lost, got {other:?}"),
+    }
     drop(pool);
     stop(worker);
 }

@@ -12,11 +12,16 @@
 //! - a job still queued or running when `--halt now`, a second Ctrl-C (or a closed stdout) stops
 //!   the run is cancelled through its future: its tombstone is written before `run` goes on, so a
 //!   queued job never starts and a running one has its process group killed by its worker, within
-//!   the worker's poll interval (half a second by default).
+//!   the worker's poll interval (half a second by default);
+//! - `--timeout` also bounds the wait here: a job whose result has not come `--timeout` plus
+//!   `--kill-grace` plus [`RESULT_GRACE`] after a worker started it (its worker stopped, or its result
+//!   was lost) is failed as timed out and cancelled on its worker. A job still queued waits for a
+//!   worker as long as it takes; one that vanished from the broker (a restart without persistence)
+//!   is queued again by the client (`martelli::cluster::OnLost`).
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use martelli::TaskError;
 use martelli::cluster::{Client, StatusOptions};
@@ -31,6 +36,11 @@ use crate::cluster::shell::{self, ShellResult, ShellTask};
 
 /// How often a slot waiting for a result looks at the kill flag.
 const KILL_CHECK: Duration = Duration::from_millis(100);
+
+/// With `--timeout`, how long past the timeout and the kill grace a started job's result may take
+/// to come back (the worker's kill, its writes, the trip through the broker) before `run` gives up
+/// on it.
+const RESULT_GRACE: Duration = Duration::from_secs(5);
 
 /// The longest a cancelled job waits for its tombstone to reach the broker (a broker that went away
 /// does not hold `run` up for ever; the job's command then finishes on its worker).
@@ -59,7 +69,8 @@ impl Remote {
     }
 
     /// The slots of the live workers serving the queue: `-j`'s default with `--cluster`. `None`
-    /// when no live worker serves it (a warning says the jobs wait for one).
+    /// when no live worker serves it, or when the broker does not let this user read the workers
+    /// (a warning says which, and that the jobs wait for a worker).
     pub(crate) fn worker_slots(&self) -> Option<usize> {
         let mut options = StatusOptions::new()
             .queue(&self.target.queue)
@@ -68,22 +79,30 @@ impl Remote {
         if let Some(ca) = &self.target.tls_ca {
             options = options.tls_ca(ca);
         }
-        let slots: u64 = martelli::cluster::status(&self.target.url, &options)
-            .map(|s| {
-                s.workers
-                    .iter()
-                    .filter(|w| w.alive && w.queue.as_deref() == Some(self.target.queue.as_str()))
-                    .filter_map(|w| w.concurrency)
-                    .sum()
-            })
-            .unwrap_or(0);
+        let queue = &self.target.queue;
+        let slots: u64 = match martelli::cluster::status(&self.target.url, &options) {
+            Ok(status) => status
+                .workers
+                .iter()
+                .filter(|w| w.alive && w.queue.as_deref() == Some(queue.as_str()))
+                .filter_map(|w| w.concurrency)
+                .sum(),
+            Err(error) => {
+                let _ = writeln!(
+                    io::stderr().lock(),
+                    "martelli run: cannot tell whether a live worker serves queue {queue:?}: \
+                     {error} (the broker user needs the read-only commands of `martelli status` \
+                     for that: see docs/cluster.md, \"Access control\"); -j falls back to this \
+                     machine's cores, and the jobs wait for a worker"
+                );
+                return None;
+            }
+        };
         if slots == 0 {
             let _ = writeln!(
                 io::stderr().lock(),
-                "martelli run: no live worker serves queue {:?} yet; the jobs wait until one starts \
-                 (martelli worker --cluster URL --queue {})",
-                self.target.queue,
-                self.target.queue
+                "martelli run: no live worker serves queue {queue:?} yet; the jobs wait until one \
+                 starts (martelli worker --cluster URL --queue {queue})"
             );
             return None;
         }
@@ -111,11 +130,24 @@ impl Remote {
             Ok(future) => future,
             Err(reason) => return fail(outcome, reason),
         };
+        let bound = config
+            .timeout
+            .map(|t| t.saturating_add(config.grace).saturating_add(RESULT_GRACE));
+        let mut started: Option<Instant> = None;
         let answer = loop {
             if killing.load(Ordering::SeqCst) {
                 self.cancel(future);
                 outcome.signal = Signal::KILL.as_raw();
                 return;
+            }
+            if started.is_none() && future.is_running() {
+                started = Some(Instant::now());
+            }
+            if let (Some(at), Some(bound)) = (started, bound) {
+                if at.elapsed() >= bound {
+                    self.cancel(future);
+                    return no_result(outcome, config, bound);
+                }
             }
             match future.wait_timeout(KILL_CHECK) {
                 Ok(answer) => break answer,
@@ -174,6 +206,25 @@ fn shell_task(config: &Config, composed: &Composed) -> ShellTask {
         }
     }
     task
+}
+
+/// A started job whose result did not come within its `--timeout` and the graces: it fails as
+/// timed out, saying why.
+fn no_result(outcome: &mut Outcome, config: &Config, bound: Duration) {
+    let timeout = config.timeout.unwrap_or_default();
+    outcome.timed_out = true;
+    outcome.start = SystemTime::now().checked_sub(bound).unwrap_or(UNIX_EPOCH);
+    outcome.runtime = bound;
+    outcome.stderr.extend_from_slice(
+        format!(
+            "martelli run: no result came from the cluster {:.1}s after a worker started the job              (--timeout {:.1}s, --kill-grace {:.1}s, and {}s for the result to come back): its              worker stopped or its result was lost; the job is failed here and cancelled on its              worker\n",
+            bound.as_secs_f64(),
+            timeout.as_secs_f64(),
+            config.grace.as_secs_f64(),
+            RESULT_GRACE.as_secs()
+        )
+        .as_bytes(),
+    );
 }
 
 /// A job the cluster could not run: it fails like a job that could not start.

@@ -30,7 +30,13 @@
 //!   pool its process is killed; on a thread its [`CancelToken`](crate::CancelToken) fires
 //!   ([`is_cancelled`](crate::is_cancelled) turns true), and a task that never checks runs to the
 //!   end. Whatever result it still produces is dropped.
+//! - A future reads as [`Running`](crate::Status::Running) once a worker has started its task (the
+//!   worker sends a `started` note); a chunk's, once one of its inputs has.
 //! - A name no worker knows is dead-lettered: its future resolves as `Lost`.
+//! - A task that vanished from the broker (a Redis restart without persistence) is queued again,
+//!   or its future resolves as `Lost` ([`PoolBuilder::cluster_on_lost`]): the client looks for the
+//!   tasks it waits for after a reconnect, when the broker's `run_id` changes, and once a minute
+//!   (docs/protocol.md, "Tasks that vanish").
 //! - Closures are refused ([`Error::NotATask`]), as on the process backend.
 //! - [`Shutdown::Wait`] (and dropping the pool) waits for the result of every task submitted; with no
 //!   worker running that is for ever, unless the tasks have timeouts. [`Shutdown::CancelPending`]
@@ -39,7 +45,7 @@
 //! [`TaskOptions::timeout`]: crate::TaskOptions::timeout
 
 use super::{Admission, Backend, Rejected, RemoteBackend, RemoteJob, RemoteRejected};
-use crate::cluster::{Client, ClusterError, SubmitOptions};
+use crate::cluster::{Client, ClusterError, OnLost, SubmitOptions};
 use crate::error::{Error, TaskError, TaskResult};
 use crate::future::{Future, Promise, promise};
 use crate::job::Job;
@@ -63,6 +69,7 @@ pub(crate) struct ClusterSettings {
     queue: Option<String>,
     max_attempts: Option<u32>,
     max_payload: Option<usize>,
+    on_lost: Option<OnLost>,
     width: usize,
 }
 
@@ -74,6 +81,7 @@ impl ClusterSettings {
             queue: None,
             max_attempts: None,
             max_payload: None,
+            on_lost: None,
             width: DEFAULT_WIDTH,
         }
     }
@@ -111,6 +119,15 @@ impl PoolBuilder {
     /// [`TaskError::Codec`]. Workers have their own limit.
     pub fn cluster_max_payload(mut self, bytes: usize) -> Self {
         self.cluster.max_payload = Some(bytes);
+        self
+    }
+
+    /// What to do with a task that vanished from the broker (a Redis restart without persistence,
+    /// deleted or evicted keys): queue it again ([`OnLost::Resubmit`], the default: tasks run at
+    /// least once) or resolve its future as [`TaskError::Lost`] ([`OnLost::Fail`]). See
+    /// [`ClientBuilder::on_lost`](crate::cluster::ClientBuilder::on_lost).
+    pub fn cluster_on_lost(mut self, on_lost: OnLost) -> Self {
+        self.cluster.on_lost = Some(on_lost);
         self
     }
 
@@ -153,6 +170,9 @@ impl Cluster {
         if let Some(attempts) = settings.max_attempts {
             builder = builder.max_attempts(attempts);
         }
+        if let Some(on_lost) = settings.on_lost {
+            builder = builder.on_lost(on_lost);
+        }
         let max_payload = settings
             .max_payload
             .unwrap_or(crate::cluster::DEFAULT_MAX_PAYLOAD);
@@ -189,16 +209,13 @@ impl Cluster {
             }
         };
         let options = submit_options(priority, timeout);
-        let complete = crate::cluster::decode_into(name, promise);
-        match self
-            .client
-            .submit_encoded(name, payload, &options, complete)
-        {
+        let sink = crate::cluster::decode_into(name, promise);
+        match self.client.submit_encoded(name, payload, &options, sink) {
             Ok(id) => {
-                self.client.cancel_on(&future, vec![id]);
+                self.client.cancel_on(future.token(), vec![id]);
                 Ok(future)
             }
-            // The completer was dropped with its promise: the future is cancelled; report why.
+            // The sink was dropped with its promise: the future is cancelled; report why.
             Err(error) => match refused(name, error) {
                 Ok(task_error) => {
                     let (failed, future) = crate::future::promise::<R>();
@@ -243,23 +260,18 @@ impl Cluster {
                     continue;
                 }
             };
-            let task = name.to_owned();
-            let slot = Arc::clone(&gather);
-            let complete = Box::new(move |result: TaskResult<Vec<u8>>| {
-                let decoded =
-                    result.and_then(|bytes| crate::cluster::decode_result::<R>(&task, &bytes));
-                Gather::set(&slot, index, decoded);
+            let sink = Arc::new(Input {
+                task: name.to_owned(),
+                index,
+                gather: Arc::clone(&gather),
             });
-            match self
-                .client
-                .submit_encoded(name, payload, &options, complete)
-            {
+            match self.client.submit_encoded(name, payload, &options, sink) {
                 Ok(id) => ids.push(id),
                 Err(error) => match refused(name, error) {
                     Ok(task_error) => Gather::set(&gather, index, Err(task_error)),
                     Err(error) => {
                         // The inputs already sent run; nobody waits for them.
-                        self.client.cancel_on(&future, ids);
+                        self.client.cancel_on(future.token(), ids);
                         future.cancel();
                         return Err(error);
                     }
@@ -267,8 +279,30 @@ impl Cluster {
             }
         }
         Gather::done(&gather);
-        self.client.cancel_on(&future, ids);
+        self.client.cancel_on(future.token(), ids);
         Ok(future)
+    }
+}
+
+/// The sink of one input of a chunk: its outcome goes to its place in the chunk, and its start
+/// marks the chunk's future running.
+struct Input<R> {
+    task: String,
+    index: usize,
+    gather: Arc<Mutex<Gather<R>>>,
+}
+
+impl<R: DeserializeOwned + Send + 'static> crate::cluster::Sink for Input<R> {
+    fn start(&self) {
+        if let Some(promise) = self.gather.lock().promise.as_ref() {
+            promise.start();
+        }
+    }
+
+    fn complete(&self, result: TaskResult<Vec<u8>>) {
+        let decoded =
+            result.and_then(|bytes| crate::cluster::decode_result::<R>(&self.task, &bytes));
+        Gather::set(&self.gather, self.index, decoded);
     }
 }
 

@@ -9,17 +9,21 @@
 //!   task, while a lone submission is written at once;
 //! - the *collector* pops results from the client's reply list in batches (`BLMPOP … COUNT`), completes
 //!   each task's future once, drops every later result for the same task id (a task that ran twice),
-//!   and resolves futures whose deadline passed as timed out.
+//!   marks a future running when a worker's `started` note for it arrives, resolves futures whose
+//!   deadline passed as timed out, and looks for tasks that vanished from the broker (`lost.rs`).
 //!
 //! Both reconnect with backoff when the broker goes away and carry on where they were: the sender
 //! re-sends the batch it could not confirm (a task may then be queued twice; it runs at least once and
-//! its caller sees one result).
+//! its caller sees one result). The sender records where each task went (the entry id `XADD`
+//! returned), so that the collector can tell a task that vanished (a Redis restart without
+//! persistence) and queue it again or fail it ([`OnLost`]).
 //!
 //! # Cancelling
 //!
-//! [`Future::cancel`] on a task of this client resolves the future as
-//! [`TaskError::Cancelled`] at once and has the sender write a *tombstone* for the task id
-//! (`{prefix}:cancel:{id}`, with a TTL) after the task's own `XADD`. A worker checks the tombstones of
+//! [`Future::cancel`] on a task of this client fires the future's token; the client watches it,
+//! resolves the future as [`TaskError::Cancelled`] (at once when it was queued; within moments on
+//! the sender's thread when a worker had started it) and has the sender write a *tombstone* for
+//! the task id (`{prefix}:cancel:{id}`, with a TTL) after the task's own `XADD`. A worker checks the tombstones of
 //! the tasks it fetched before it starts them, and acknowledges a tombstoned task without running
 //! it; it also watches the tombstones of the tasks it runs, and stops one whose tombstone appears (its
 //! process is killed on a worker's process pool; on a thread its cancel token fires). Whatever
@@ -28,16 +32,19 @@
 use super::conn::{self, Broker};
 use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
 use super::error::ClusterError;
+use super::lost::{self, Looks, OnLost, Placed, Probe, Scope};
+use super::sink::{self, SharedSink};
 use super::{DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, DEFAULT_QUEUE, Keys, PROTOCOL_VERSION, unix_ms};
+use crate::cancel::CancelToken;
 use crate::error::{TaskError, TaskFailure, TaskResult};
-use crate::future::{Future, Promise, promise};
+use crate::future::{Future, promise};
 use crate::pool::Priority;
 use crate::sync::{Condvar, Mutex};
 use redis::Connection;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -118,6 +125,7 @@ pub struct ClientBuilder {
     max_attempts: u32,
     tls_ca: Option<std::path::PathBuf>,
     cancel_ttl: Duration,
+    on_lost: OnLost,
 }
 
 impl ClientBuilder {
@@ -131,6 +139,7 @@ impl ClientBuilder {
             max_attempts: super::envelope::DEFAULT_MAX_ATTEMPTS,
             tls_ca: None,
             cancel_ttl: DEFAULT_CANCEL_TTL,
+            on_lost: OnLost::default(),
         }
     }
 
@@ -173,6 +182,17 @@ impl ClientBuilder {
         self
     }
 
+    /// What to do with a task that vanished from the broker (a Redis restart without persistence,
+    /// deleted or evicted keys): queue it again (the default; tasks run at least once) or fail its
+    /// future as [`TaskError::Lost`]. The client finds such tasks after a reconnect, when the
+    /// broker's `run_id` changes, and once a minute for tasks that have waited longer; see
+    /// `docs/protocol.md`, "Tasks that vanish". To resubmit, the client keeps each task's envelope
+    /// until its result arrives.
+    pub fn on_lost(mut self, on_lost: OnLost) -> ClientBuilder {
+        self.on_lost = on_lost;
+        self
+    }
+
     /// Connects (checking the address, the credentials and the server's version) and starts the
     /// client's threads.
     pub fn build(self) -> Result<Client, ClusterError> {
@@ -192,8 +212,9 @@ impl ClientBuilder {
             ));
         }
         let broker = Broker::new(&self.url, self.tls_ca.as_deref())?;
-        let send_conn = broker.connect_checked()?;
-        let collect_conn = broker.connect()?;
+        let (send_conn, collect_conn) = broker.setup("client", || {
+            Ok((broker.connect_checked()?, broker.connect()?))
+        })?;
         let keys = Keys::new(&self.prefix, &self.queue);
         let id = uuid::Uuid::new_v4().simple().to_string();
         let reply = keys.reply(&id);
@@ -204,6 +225,7 @@ impl ClientBuilder {
             max_payload: self.max_payload,
             max_attempts: self.max_attempts,
             cancel_ttl_ms: u64::try_from(self.cancel_ttl.as_millis()).unwrap_or(u64::MAX),
+            on_lost: self.on_lost,
             state: Mutex::new(State::default()),
             idle: Condvar::new(),
             outbox: Mutex::new(Outbox::default()),
@@ -211,7 +233,9 @@ impl ClientBuilder {
             sent: Condvar::new(),
             collector_stop: AtomicBool::new(false),
             never: AtomicBool::new(false),
+            sender_reconnected: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            resubmitted: AtomicU64::new(0),
         });
         let sender = inner.clone();
         std::thread::Builder::new()
@@ -280,26 +304,27 @@ impl Client {
         let (promise, future) = promise::<R>();
         let id = self
             .inner
-            .enqueue(task, payload, options, decode_into(task, promise))?;
-        self.inner.watch_cancel(&future, vec![id]);
+            .enqueue(task, payload, options, sink::decode_into(task, promise))?;
+        self.inner.watch_cancel(future.token(), vec![id]);
         Ok(future)
     }
 
-    /// Submits an encoded task whose outcome goes to `complete`; returns the task id. The caller
-    /// arranges for cancellation with [`cancel_on`](Client::cancel_on).
+    /// Submits an encoded task whose news go to `sink`; returns the task id. The caller arranges
+    /// for cancellation with [`cancel_on`](Client::cancel_on).
     pub(crate) fn submit_encoded(
         &self,
         task: &str,
         payload: Vec<u8>,
         options: &SubmitOptions,
-        complete: Box<dyn FnOnce(TaskResult<Vec<u8>>) + Send>,
+        sink: SharedSink,
     ) -> Result<String, ClusterError> {
-        self.inner.enqueue(task, payload, options, complete)
+        self.inner.enqueue(task, payload, options, sink)
     }
 
-    /// Writes tombstones for the tasks `ids` when `future` resolves as cancelled.
-    pub(crate) fn cancel_on<T>(&self, future: &Future<T>, ids: Vec<String>) {
-        self.inner.watch_cancel(future, ids);
+    /// Cancels the tasks `ids` (their tombstones written, their futures resolved as cancelled)
+    /// when `token` fires: when their future is cancelled, queued or running.
+    pub(crate) fn cancel_on(&self, token: &CancelToken, ids: Vec<String>) {
+        self.inner.watch_cancel(token, ids);
     }
 
     /// Cancels every task whose result has not arrived: writes their tombstones and resolves their
@@ -311,7 +336,7 @@ impl Client {
     /// Blocks until no task of this client waits for its result.
     pub(crate) fn wait_idle(&self) {
         let mut state = self.inner.state.lock();
-        while !state.pending.is_empty() || state.completing > 0 {
+        while !state.idle() {
             state = self.inner.idle.wait_for(state, COLLECT_POLL).0;
         }
     }
@@ -333,15 +358,10 @@ impl Client {
         options: &SubmitOptions,
     ) -> Result<Future<Vec<u8>>, ClusterError> {
         let (promise, future) = promise::<Vec<u8>>();
-        let id = self.inner.enqueue(
-            task,
-            payload.into(),
-            options,
-            Box::new(move |result| {
-                promise.complete(result);
-            }),
-        )?;
-        self.inner.watch_cancel(&future, vec![id]);
+        let id = self
+            .inner
+            .enqueue(task, payload.into(), options, sink::raw(promise))?;
+        self.inner.watch_cancel(future.token(), vec![id]);
         Ok(future)
     }
 
@@ -385,6 +405,11 @@ impl Client {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
+    /// Tasks queued again because they vanished from the broker ([`OnLost::Resubmit`]).
+    pub fn resubmitted(&self) -> u64 {
+        self.inner.resubmitted.load(Ordering::Relaxed)
+    }
+
     /// The Redis list this client's results arrive on.
     pub fn reply_key(&self) -> &str {
         &self.inner.reply
@@ -408,24 +433,43 @@ impl fmt::Debug for Client {
     }
 }
 
-pub(crate) type Completer = Box<dyn FnOnce(TaskResult<Vec<u8>>) + Send>;
-
 struct Pending {
-    complete: Completer,
+    sink: SharedSink,
     timeout: Option<Duration>,
+    /// Where the task was put, once the broker confirmed it.
+    placed: Placed,
+    /// The envelope as written, kept to queue the task again should it vanish
+    /// ([`OnLost::Resubmit`]); where it went, for the same.
+    resubmit: Option<(Arc<Vec<u8>>, Target)>,
+    /// The attempt number of the latest start a worker reported (0: none reported).
+    started: u32,
+    /// When the task was submitted (or queued again).
+    submitted: Instant,
+    /// When a look for lost tasks first found it nowhere (see `lost.rs`).
+    missing_since: Option<Instant>,
 }
 
 #[derive(Default)]
 struct State {
     pending: HashMap<String, Pending>,
-    /// Tasks taken out of `pending` whose completers have not returned yet: the client is idle only
+    /// Tasks taken out of `pending` whose sinks have not returned yet: the client is idle only
     /// when both are zero, so `wait_idle` never returns before a future is resolved.
     completing: usize,
+    /// Cancelled tasks whose tombstones are not written yet (their futures are resolved): the
+    /// client is not idle until they are.
+    cancelling: HashSet<String>,
     /// Deadlines of pending tasks, earliest first.
     deadlines: BinaryHeap<Reverse<(Instant, String)>>,
 }
 
+impl State {
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.completing == 0 && self.cancelling.is_empty()
+    }
+}
+
 /// Where an envelope goes.
+#[derive(Debug, Clone, Copy)]
 enum Target {
     Stream(usize),
     /// The delayed set, with the due time in Unix milliseconds.
@@ -437,7 +481,7 @@ enum Target {
 struct Outgoing {
     id: String,
     target: Target,
-    bytes: Vec<u8>,
+    bytes: Arc<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -448,7 +492,31 @@ struct Outbox {
     closed: bool,
 }
 
-/// The client's shared state. Lock order: `outbox` before `state`; no other lock is held with them.
+/// Fires when a task's future is cancelled (its token), queued or running: has the sender resolve
+/// the futures of `ids` as cancelled and write their tombstones. Registered as the waker of the
+/// token's `cancelled()` future, so that it costs nothing until the token fires.
+struct OnCancel {
+    inner: std::sync::Weak<Inner>,
+    ids: Mutex<Option<Vec<String>>>,
+}
+
+impl std::task::Wake for OnCancel {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let ids = self.ids.lock().take();
+        if let (Some(ids), Some(inner)) = (ids, self.inner.upgrade()) {
+            // This may run under the future's lock (`Future::cancel` fires the token of a queued
+            // task with it held): the sender resolves the futures, on its own thread.
+            inner.queue_tombstones(ids);
+        }
+    }
+}
+
+/// The client's shared state. Lock order: `outbox` before `state`; no other lock is held with them
+/// (a task's sink is called with neither held).
 struct Inner {
     broker: Broker,
     keys: Keys,
@@ -456,6 +524,7 @@ struct Inner {
     max_payload: usize,
     max_attempts: u32,
     cancel_ttl_ms: u64,
+    on_lost: OnLost,
     state: Mutex<State>,
     /// Signalled (with `state`) when the last pending task resolves.
     idle: Condvar,
@@ -467,7 +536,10 @@ struct Inner {
     collector_stop: AtomicBool,
     /// Never set: the sender retries until the broker is back.
     never: AtomicBool,
+    /// Set by the sender when it reconnected: the collector looks for lost tasks.
+    sender_reconnected: AtomicBool,
     dropped: AtomicU64,
+    resubmitted: AtomicU64,
 }
 
 impl Inner {
@@ -476,7 +548,7 @@ impl Inner {
         task: &str,
         payload: Vec<u8>,
         options: &SubmitOptions,
-        complete: Completer,
+        sink: SharedSink,
     ) -> Result<String, ClusterError> {
         crate::chaos::point();
         let max_attempts = options.max_attempts.unwrap_or(self.max_attempts);
@@ -499,8 +571,9 @@ impl Inner {
             }),
             max_attempts,
             attempts: 0,
+            started: true,
         };
-        let bytes = envelope.encode()?;
+        let bytes = Arc::new(envelope.encode()?);
         if bytes.len() > self.max_payload {
             return Err(ClusterError::PayloadTooLarge {
                 size: bytes.len(),
@@ -515,6 +588,7 @@ impl Inner {
             ),
             _ => Target::Stream(stream),
         };
+        let resubmit = (self.on_lost == OnLost::Resubmit).then(|| (bytes.clone(), target));
         // Registered before it is sent, so that the fastest result finds its future.
         {
             let mut outbox = self.outbox.lock();
@@ -525,8 +599,13 @@ impl Inner {
             state.pending.insert(
                 id.clone(),
                 Pending {
-                    complete,
+                    sink,
                     timeout: options.timeout,
+                    placed: Placed::Unsent,
+                    resubmit,
+                    started: 0,
+                    submitted: now,
+                    missing_since: None,
                 },
             );
             if let Some(deadline) = deadline {
@@ -545,18 +624,18 @@ impl Inner {
         Ok(id)
     }
 
-    /// Queues tombstones for `ids` when `future` resolves as cancelled.
-    fn watch_cancel<T>(self: &Arc<Self>, future: &Future<T>, ids: Vec<String>) {
-        let inner = Arc::downgrade(self);
-        future.on_done(move |result| {
-            if matches!(result, Err(TaskError::Cancelled)) {
-                if let Some(inner) = inner.upgrade() {
-                    // This runs under the future's lock: the pending entries (which hold its promise)
-                    // are removed by the sender, on its own thread, once the tombstones are written.
-                    inner.queue_tombstones(ids);
-                }
-            }
+    /// Cancels the tasks `ids` when `token` fires (see [`OnCancel`]).
+    fn watch_cancel(self: &Arc<Self>, token: &CancelToken, ids: Vec<String>) {
+        let on_cancel = Arc::new(OnCancel {
+            inner: Arc::downgrade(self),
+            ids: Mutex::new(Some(ids)),
         });
+        let waker = std::task::Waker::from(on_cancel);
+        let mut cx = std::task::Context::from_waker(&waker);
+        let cancelled = std::pin::pin!(token.cancelled());
+        if std::future::Future::poll(cancelled, &mut cx).is_ready() {
+            waker.wake_by_ref();
+        }
     }
 
     fn queue_tombstones(&self, ids: Vec<String>) {
@@ -565,46 +644,57 @@ impl Inner {
         outbox.items.extend(ids.into_iter().map(|id| Outgoing {
             id,
             target: Target::Tombstone,
-            bytes: Vec::new(),
+            bytes: Arc::default(),
         }));
         if was_empty {
             self.outbox_ready.notify_one();
         }
     }
 
-    fn cancel_pending(&self) -> usize {
-        let taken: Vec<(String, Pending)> = {
+    /// Resolves the futures of the cancelled tasks `ids` still pending as cancelled; they stay
+    /// counted (`cancelling`) until [`forget`](Inner::forget) says their tombstones are written.
+    fn resolve_cancelled(&self, ids: &[&str]) {
+        let taken: Vec<SharedSink> = {
             let mut state = self.state.lock();
-            state.deadlines.clear();
-            let taken: Vec<(String, Pending)> = state.pending.drain().collect();
+            let mut taken = Vec::new();
+            for id in ids {
+                if let Some(pending) = state.pending.remove(*id) {
+                    taken.push(pending.sink);
+                }
+                state.cancelling.insert((*id).to_owned());
+            }
             state.completing += taken.len();
             taken
         };
         let n = taken.len();
-        self.queue_tombstones(taken.iter().map(|(id, _)| id.clone()).collect());
-        for (_, pending) in taken {
-            (pending.complete)(Err(TaskError::Cancelled));
+        for sink in taken {
+            sink.complete(Err(TaskError::Cancelled));
         }
         self.completed(n);
+    }
+
+    fn cancel_pending(&self) -> usize {
+        let ids: Vec<String> = {
+            let mut state = self.state.lock();
+            state.deadlines.clear();
+            state.pending.keys().cloned().collect()
+        };
+        let n = ids.len();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.resolve_cancelled(&refs);
+        self.queue_tombstones(ids);
         n
     }
 
-    /// Forgets tasks whose tombstone is written: their futures are resolved already.
+    /// Forgets cancelled tasks whose tombstones are written.
     fn forget(&self, ids: &[&str]) {
-        let forgotten: Vec<Pending> = {
-            let mut state = self.state.lock();
-            let gone: Vec<Pending> = ids
-                .iter()
-                .filter_map(|id| state.pending.remove(*id))
-                .collect();
-            state.completing += gone.len();
-            gone
-        };
-        let n = forgotten.len();
-        // Dropped here, with no lock held: a dropped completer drops its promise, which locks its
-        // (already resolved) future.
-        drop(forgotten);
-        self.completed(n);
+        let mut state = self.state.lock();
+        for id in ids {
+            state.cancelling.remove(*id);
+        }
+        if state.idle() {
+            self.idle.notify_all();
+        }
     }
 
     fn close(&self) {
@@ -632,63 +722,36 @@ impl Inner {
                     outbox.items.drain(..n).collect()
                 }
             };
-            let mut pipe = redis::pipe();
-            let mut tombstones = Vec::new();
-            for item in &batch {
-                match item.target {
-                    Target::Tombstone => {
-                        pipe.cmd("SET")
-                            .arg(self.keys.tombstone(&item.id))
-                            .arg(1)
-                            .arg("PX")
-                            .arg(self.cancel_ttl_ms)
-                            .ignore();
-                        tombstones.push(item.id.as_str());
-                    }
-                    Target::Stream(index) => {
-                        pipe.cmd("XADD")
-                            .arg(&self.keys.streams[index])
-                            .arg("*")
-                            .arg(ENTRY_FIELD)
-                            .arg(&item.bytes)
-                            .ignore();
-                    }
-                    Target::Delayed(due, index) => {
-                        let mut member = Vec::with_capacity(item.bytes.len() + 1);
-                        member.push(b'0' + index as u8);
-                        member.extend_from_slice(&item.bytes);
-                        pipe.cmd("ZADD")
-                            .arg(&self.keys.delayed)
-                            .arg(due)
-                            .arg(member)
-                            .ignore();
-                    }
-                }
-            }
+            let tombstones: Vec<&str> = batch
+                .iter()
+                .filter(|item| matches!(item.target, Target::Tombstone))
+                .map(|item| item.id.as_str())
+                .collect();
             if !tombstones.is_empty() {
-                // Tells workers that tombstones exist, so they look for them (see the worker's fetch).
-                pipe.cmd("SET")
-                    .arg(self.keys.cancels())
-                    .arg(1)
-                    .arg("PX")
-                    .arg(self.cancel_ttl_ms)
-                    .ignore();
+                self.resolve_cancelled(&tombstones);
             }
-            loop {
-                match pipe.exec(&mut conn) {
-                    Ok(()) => break,
+            let pipe = self.writes(&batch, !tombstones.is_empty());
+            let replies = loop {
+                match pipe.query::<Vec<redis::Value>>(&mut conn) {
+                    Ok(replies) => break Some(replies),
                     Err(error) if conn::is_connection_error(&error) => {
                         match self.broker.reconnect(&self.never, "client") {
-                            Some(fresh) => conn = fresh,
+                            Some(fresh) => {
+                                conn = fresh;
+                                self.sender_reconnected.store(true, Ordering::Release);
+                            }
                             None => return,
                         }
                     }
                     Err(error) => {
                         let reason = format!("the broker refused the task: {error}");
                         self.fail(batch.iter().map(|item| item.id.as_str()), &reason);
-                        break;
+                        break None;
                     }
                 }
+            };
+            if let Some(replies) = replies {
+                self.placed(&batch, &replies);
             }
             if !tombstones.is_empty() {
                 self.forget(&tombstones);
@@ -697,6 +760,71 @@ impl Inner {
             self.sent.notify_all();
         }
         self.collector_stop_if_idle();
+    }
+
+    /// The pipeline that writes a batch: `XADD` (its reply, the entry id, is kept), `ZADD`, or the
+    /// `SET` of a tombstone per item, then the queue's `cancels` flag when there were tombstones.
+    fn writes(&self, batch: &[Outgoing], tombstones: bool) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for item in batch {
+            match item.target {
+                Target::Tombstone => {
+                    pipe.cmd("SET")
+                        .arg(self.keys.tombstone(&item.id))
+                        .arg(1)
+                        .arg("PX")
+                        .arg(self.cancel_ttl_ms)
+                        .ignore();
+                }
+                Target::Stream(index) => {
+                    pipe.cmd("XADD")
+                        .arg(&self.keys.streams[index])
+                        .arg("*")
+                        .arg(ENTRY_FIELD)
+                        .arg(item.bytes.as_slice());
+                }
+                Target::Delayed(due, index) => {
+                    let mut member = Vec::with_capacity(item.bytes.len() + 1);
+                    member.push(b'0' + index as u8);
+                    member.extend_from_slice(&item.bytes);
+                    pipe.cmd("ZADD")
+                        .arg(&self.keys.delayed)
+                        .arg(due)
+                        .arg(member)
+                        .ignore();
+                }
+            }
+        }
+        if tombstones {
+            // Tells workers that tombstones exist, so they look for them (see the worker's fetch).
+            pipe.cmd("SET")
+                .arg(self.keys.cancels())
+                .arg(1)
+                .arg("PX")
+                .arg(self.cancel_ttl_ms)
+                .ignore();
+        }
+        pipe
+    }
+
+    /// Records where the broker put each task of a written batch (`replies`: one entry id per
+    /// `XADD`, in order).
+    fn placed(&self, batch: &[Outgoing], replies: &[redis::Value]) {
+        let mut entries = replies.iter();
+        let mut state = self.state.lock();
+        for item in batch {
+            let placed = match item.target {
+                Target::Tombstone => continue,
+                Target::Stream(index) => match entries.next().and_then(conn::string) {
+                    Some(entry) => Placed::Stream { index, entry },
+                    None => continue,
+                },
+                Target::Delayed(due_ms, _) => Placed::Delayed { due_ms },
+            };
+            if let Some(pending) = state.pending.get_mut(&item.id) {
+                pending.placed = placed;
+            }
+        }
     }
 
     /// Resolves tasks that could not be queued.
@@ -713,7 +841,7 @@ impl Inner {
         }
         let n = done.len();
         for pending in done {
-            (pending.complete)(Err(TaskError::Lost {
+            pending.sink.complete(Err(TaskError::Lost {
                 attempts: 0,
                 reason: reason.to_owned(),
             }));
@@ -721,14 +849,14 @@ impl Inner {
         self.completed(n);
     }
 
-    /// Counts `n` completers as returned, and wakes `wait_idle` when nothing is left.
+    /// Counts `n` sinks as returned, and wakes `wait_idle` when nothing is left.
     fn completed(&self, n: usize) {
         if n == 0 {
             return;
         }
         let mut state = self.state.lock();
         state.completing -= n;
-        if state.pending.is_empty() && state.completing == 0 {
+        if state.idle() {
             self.idle.notify_all();
         }
     }
@@ -741,6 +869,7 @@ impl Inner {
 
     /// Pops results until the client is closed and nothing is pending.
     fn collect_loop(self: Arc<Self>, mut conn: Connection) {
+        let mut looks = Looks::new(Instant::now());
         loop {
             let wait = {
                 // Lock order: outbox before state (as in `enqueue`). Once closed, nothing new becomes
@@ -757,27 +886,26 @@ impl Inner {
                     None => COLLECT_POLL,
                 }
             };
-            // BLMPOP's timeout is in seconds; 0 would block for ever.
-            let seconds = wait.as_secs_f64().max(0.001);
-            let reply: redis::RedisResult<redis::Value> = redis::cmd("BLMPOP")
-                .arg(seconds)
-                .arg(1)
-                .arg(&self.reply)
-                .arg("RIGHT")
-                .arg("COUNT")
-                .arg(COLLECT_BATCH)
-                .query(&mut conn);
-            match reply {
-                Ok(value) => self.deliver(&value),
-                Err(error) if conn::is_connection_error(&error) => {
+            let done = match self.pop(&mut conn, wait) {
+                Ok(_) => self
+                    .look_for_lost(&mut conn, &mut looks)
+                    .map_err(|e| (e, "looking for tasks that vanished from the broker")),
+                Err(error) => Err((error, "reading results")),
+            };
+            match done {
+                Ok(()) => {}
+                Err((error, _)) if conn::is_connection_error(&error) => {
                     match self.broker.reconnect(&self.collector_stop, "client") {
-                        Some(fresh) => conn = fresh,
+                        Some(fresh) => {
+                            conn = fresh;
+                            looks.reconnected();
+                        }
                         None => return,
                     }
                 }
-                Err(error) => {
+                Err((error, what)) => {
                     eprintln!(
-                        "martelli cluster client: reading results from {} failed: {error}",
+                        "martelli cluster client ({}): {what} failed: {error}",
                         self.reply
                     );
                     std::thread::sleep(COLLECT_POLL);
@@ -787,17 +915,36 @@ impl Inner {
         }
     }
 
-    /// Completes the futures of the results in a `BLMPOP` reply: `[key, [result, …]]` or nil.
-    fn deliver(&self, value: &redis::Value) {
+    /// Pops and delivers one batch of results, waiting at most `wait` for one; returns how many
+    /// items it popped.
+    fn pop(&self, conn: &mut Connection, wait: Duration) -> redis::RedisResult<usize> {
+        // BLMPOP's timeout is in seconds; 0 would block for ever.
+        let seconds = wait.as_secs_f64().max(0.001);
+        let value: redis::Value = redis::cmd("BLMPOP")
+            .arg(seconds)
+            .arg(1)
+            .arg(&self.reply)
+            .arg("RIGHT")
+            .arg("COUNT")
+            .arg(COLLECT_BATCH)
+            .query(conn)?;
+        Ok(self.deliver(&value))
+    }
+
+    /// Completes the futures of the results in a `BLMPOP` reply: `[key, [result, …]]` or nil, and
+    /// marks running those whose `started` note it holds. Returns how many items it held.
+    fn deliver(&self, value: &redis::Value) -> usize {
         crate::chaos::point();
         let parts = conn::array(value);
         let Some(results) = parts.get(1) else {
-            return;
+            return 0;
         };
+        let results = conn::array(results);
         let mut done = Vec::new();
+        let mut started = Vec::new();
         {
             let mut state = self.state.lock();
-            for raw in conn::array(results) {
+            for raw in results {
                 let Some(bytes) = conn::bytes(raw) else {
                     continue;
                 };
@@ -811,6 +958,13 @@ impl Inner {
                         continue;
                     }
                 };
+                if result.status == ResultStatus::Started {
+                    if let Some(pending) = state.pending.get_mut(&result.id) {
+                        pending.started = pending.started.max(result.attempts);
+                        started.push(pending.sink.clone());
+                    }
+                    continue;
+                }
                 match state.pending.remove(&result.id) {
                     Some(pending) => done.push((pending, result)),
                     None => {
@@ -820,12 +974,16 @@ impl Inner {
             }
             state.completing += done.len();
         }
+        for sink in started {
+            sink.start();
+        }
         let n = done.len();
         for (pending, result) in done {
             let outcome = outcome(result, pending.timeout);
-            (pending.complete)(outcome);
+            pending.sink.complete(outcome);
         }
         self.completed(n);
+        results.len()
     }
 
     /// Resolves tasks whose deadline passed as timed out.
@@ -850,10 +1008,182 @@ impl Inner {
         let n = done.len();
         for pending in done {
             let after = pending.timeout.unwrap_or_default();
-            (pending.complete)(Err(TaskError::TimedOut { after }));
+            pending.sink.complete(Err(TaskError::TimedOut { after }));
         }
         self.completed(n);
     }
+
+    /// Looks for tasks that vanished from the broker when a look is due, and queues them again or
+    /// fails them (see `lost.rs` for the rule).
+    fn look_for_lost(&self, conn: &mut Connection, looks: &mut Looks) -> redis::RedisResult<()> {
+        if self.sender_reconnected.swap(false, Ordering::AcqRel) {
+            looks.reconnected();
+        }
+        let now = Instant::now();
+        let waiting = !self.state.lock().pending.is_empty();
+        let Some(scope) = looks.due(conn, now, waiting)? else {
+            return Ok(());
+        };
+        let probes: Vec<Probe> = {
+            let state = self.state.lock();
+            state
+                .pending
+                .iter()
+                .filter(|(_, p)| match scope {
+                    Scope::All => true,
+                    Scope::Older(age) => {
+                        p.missing_since.is_some() || now.duration_since(p.submitted) >= age
+                    }
+                })
+                .filter(|(_, p)| !matches!(p.placed, Placed::Unsent))
+                .map(|(id, p)| Probe {
+                    id: id.clone(),
+                    placed: p.placed.clone(),
+                })
+                .collect()
+        };
+        let absent = looks.absent(conn, &self.keys, &probes)?;
+        let mut absent_ids: HashSet<String> =
+            absent.into_iter().map(|at| probes[at].id.clone()).collect();
+        {
+            let mut state = self.state.lock();
+            for probe in probes.iter().filter(|p| !absent_ids.contains(&p.id)) {
+                if let Some(pending) = state.pending.get_mut(&probe.id) {
+                    pending.missing_since = None;
+                }
+            }
+        }
+        if absent_ids.is_empty() {
+            return Ok(());
+        }
+        // A worker stores a result before it deletes the task's entry: what the reply list holds
+        // now settles the tasks whose entries are gone because they are done.
+        while self.pop(conn, Duration::ZERO)? == COLLECT_BATCH {}
+        {
+            let state = self.state.lock();
+            absent_ids.retain(|id| state.pending.contains_key(id));
+        }
+        let found = lost::search(conn, &self.keys, &absent_ids)?;
+        let mut vanished = Vec::new();
+        {
+            let mut state = self.state.lock();
+            for id in &absent_ids {
+                let Some(pending) = state.pending.get_mut(id) else {
+                    continue;
+                };
+                if let Some((index, entry)) = found.moved.get(id) {
+                    pending.placed = Placed::Stream {
+                        index: *index,
+                        entry: entry.clone(),
+                    };
+                    pending.missing_since = None;
+                } else if found.held.contains(id) {
+                    pending.missing_since = None;
+                } else {
+                    match pending.missing_since {
+                        Some(since) if now.duration_since(since) >= lost::CONFIRM => {
+                            vanished.push(id.clone());
+                        }
+                        Some(_) => {}
+                        None => pending.missing_since = Some(now),
+                    }
+                }
+            }
+            if state.pending.values().any(|p| p.missing_since.is_some()) {
+                looks.confirm_later(now);
+            }
+        }
+        self.vanished(&vanished);
+        Ok(())
+    }
+
+    /// Queues again, or fails, the tasks `ids` found nowhere at two looks.
+    fn vanished(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut again = Vec::new();
+        let mut lost = Vec::new();
+        {
+            let mut state = self.state.lock();
+            for id in ids {
+                let Some(pending) = state.pending.get_mut(id) else {
+                    continue;
+                };
+                match again_envelope(pending) {
+                    Ok(item) => {
+                        pending.placed = Placed::Unsent;
+                        pending.missing_since = None;
+                        pending.submitted = Instant::now();
+                        again.push(Outgoing {
+                            id: id.clone(),
+                            target: item.1,
+                            bytes: item.0,
+                        });
+                    }
+                    Err(reason) => {
+                        if let Some(pending) = state.pending.remove(id) {
+                            lost.push((pending, reason));
+                        }
+                    }
+                }
+            }
+            state.completing += lost.len();
+        }
+        eprintln!(
+            "martelli cluster client: {} task(s) vanished from the broker at {} (a restart without \
+             persistence, or deleted keys?): {} queued again, {} failed as lost",
+            ids.len(),
+            self.broker.shown(),
+            again.len(),
+            lost.len()
+        );
+        self.resubmitted
+            .fetch_add(again.len() as u64, Ordering::Relaxed);
+        if !again.is_empty() {
+            let mut outbox = self.outbox.lock();
+            let was_empty = outbox.items.is_empty();
+            outbox.items.extend(again);
+            if was_empty {
+                self.outbox_ready.notify_one();
+            }
+        }
+        let n = lost.len();
+        for (pending, reason) in lost {
+            pending.sink.complete(Err(TaskError::Lost {
+                attempts: pending.started,
+                reason,
+            }));
+        }
+        self.completed(n);
+    }
+}
+
+/// The envelope and target that queue a vanished task again, with the attempts it has used; or
+/// why it is lost instead.
+fn again_envelope(pending: &Pending) -> Result<(Arc<Vec<u8>>, Target), String> {
+    const VANISHED: &str = "the task vanished from the broker: it is in no stream, not held by a \
+                            live worker, not delayed, and has no result (the broker restarted \
+                            without persistence, or its keys were deleted or evicted)";
+    let Some((bytes, target)) = &pending.resubmit else {
+        return Err(VANISHED.to_owned());
+    };
+    let mut envelope = TaskEnvelope::decode(bytes).map_err(|e| format!("{VANISHED}; {e}"))?;
+    envelope.attempts = envelope.attempts.max(pending.started);
+    if envelope.attempts >= envelope.max_attempts {
+        return Err(format!(
+            "{VANISHED}, after its last attempt ({} of max_attempts = {})",
+            envelope.attempts, envelope.max_attempts
+        ));
+    }
+    let bytes = envelope
+        .encode()
+        .map_err(|e| format!("{VANISHED}; it could not be encoded again: {e}"))?;
+    let target = match *target {
+        Target::Delayed(due, index) if due <= unix_ms() => Target::Stream(index),
+        other => other,
+    };
+    Ok((Arc::new(bytes), target))
 }
 
 /// A result on the wire as the caller's outcome.
@@ -871,36 +1201,18 @@ fn outcome(result: ResultEnvelope, timeout: Option<Duration>) -> TaskResult<Vec<
             reason: message(),
         }),
         ResultStatus::Cancelled => Err(TaskError::Cancelled),
-        ResultStatus::Unknown => Err(TaskError::Failed(TaskFailure::from_message(format!(
-            "the worker reported a status this client does not know: {}",
-            message()
-        )))),
+        // Notes never get here (`deliver` takes them); a reader treats an unexpected one as an
+        // unknown status.
+        ResultStatus::Unknown | ResultStatus::Started => {
+            Err(TaskError::Failed(TaskFailure::from_message(format!(
+                "the worker reported a status this client does not know: {}",
+                message()
+            ))))
+        }
         ResultStatus::WorkerDied => Err(TaskError::WorkerDied(crate::error::WorkerDeath {
             exit_code: result.exit_code,
             signal: result.signal,
             stderr_tail: message(),
         })),
     }
-}
-
-/// The completer of task `name` whose future wants a value of type `R`: it decodes the MessagePack
-/// result and resolves `promise` with it.
-pub(crate) fn decode_into<R: DeserializeOwned + Send + 'static>(
-    name: &str,
-    promise: Promise<R>,
-) -> Completer {
-    let name = name.to_owned();
-    Box::new(move |result: TaskResult<Vec<u8>>| {
-        promise.complete(result.and_then(|bytes| decode_result(&name, &bytes)));
-    })
-}
-
-/// Decodes a typed task's MessagePack result.
-pub(crate) fn decode_result<R: DeserializeOwned>(name: &str, bytes: &[u8]) -> TaskResult<R> {
-    rmp_serde::from_slice::<R>(bytes).map_err(|e| {
-        TaskError::Failed(TaskFailure::from_message(format!(
-            "could not decode the result of task {name:?}: {e} (the client and the worker disagree \
-             on its result type)"
-        )))
-    })
 }

@@ -92,6 +92,50 @@ impl Broker {
         Ok(conn)
     }
 
+    /// Runs `setup` (connecting and preparing a client's or a worker's connections) at start. A
+    /// broker that cannot be reached, refuses the credentials or is too old is an error at once;
+    /// one that accepts the connection and then drops it (it is shutting down or restarting, or a
+    /// proxy cut the connection) is waited for with backoff, as a running client or worker waits for
+    /// a lost broker: from then on every connection error is retried.
+    pub(crate) fn setup<T>(
+        &self,
+        who: &str,
+        mut setup: impl FnMut() -> Result<T, ClusterError>,
+    ) -> Result<T, ClusterError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut waiting = false;
+        loop {
+            match setup() {
+                Ok(done) => {
+                    if waiting {
+                        eprintln!("martelli cluster {who}: reconnected to {}", self.shown);
+                    }
+                    return Ok(done);
+                }
+                Err(error) => {
+                    let lost = error.connection_error();
+                    let retry = match lost {
+                        Some(e) if waiting => is_connection_error(e),
+                        Some(e) => is_dropped(e),
+                        None => false,
+                    };
+                    if !retry {
+                        return Err(error);
+                    }
+                    if !waiting {
+                        eprintln!(
+                            "martelli cluster {who}: the broker dropped the connection while \
+                             starting ({error}); reconnecting"
+                        );
+                        waiting = true;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
     /// Reconnects after a lost connection: retries with exponential backoff until it succeeds or `stop`
     /// is set (then `None`). Errors other than unreachability (a changed password) are reported once
     /// on stderr and retried too, since a worker should outlive a broker's maintenance.
@@ -253,10 +297,52 @@ pub(crate) fn is_connection_error(error: &RedisError) -> bool {
         || matches!(error.code(), Some("LOADING" | "NOAUTH"))
 }
 
+/// True when the broker accepted a connection and then dropped it (or is loading its data after a
+/// restart), as opposed to nothing answering at its address.
+pub(crate) fn is_dropped(error: &RedisError) -> bool {
+    (error.is_connection_dropped() && !error.is_connection_refusal())
+        || error.code() == Some("LOADING")
+}
+
 /// True when the consumer group (or its stream) does not exist: after a Redis restart without
 /// persistence, or before the first worker created it.
 pub(crate) fn is_nogroup(error: &RedisError) -> bool {
     error.code() == Some("NOGROUP") || error.to_string().contains("NOGROUP")
+}
+
+/// Every key that matches the glob `pattern` (`SCAN … MATCH`), once each.
+pub(crate) fn scan(conn: &mut Connection, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    let mut names = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)?;
+        names.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Escapes the glob characters of a key prefix for `SCAN MATCH`.
+pub(crate) fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The URL with the password (if any) replaced by `***`.
@@ -332,6 +418,20 @@ impl Entry {
         Some(Entry { id, fields })
     }
 
+    /// Parses an entry a script returns with its stream: `[stream index, id, [field, value, …],
+    /// …]`; the index (0 to 2, the normal stream when unreadable), the entry, and the items after
+    /// the fields.
+    pub(crate) fn parse_indexed(value: &Value) -> Option<(usize, Entry, &[Value])> {
+        let parts = array(value);
+        let (index, id, fields) = (parts.first()?, parts.get(1)?, parts.get(2)?);
+        let index = int(index)
+            .and_then(|i| usize::try_from(i).ok())
+            .unwrap_or(1)
+            .min(2);
+        let entry = Entry::parse(&Value::Array(vec![id.clone(), fields.clone()]))?;
+        Some((index, entry, parts.get(3..).unwrap_or(&[])))
+    }
+
     /// The value of `field`.
     pub(crate) fn field(&self, field: &str) -> Option<&[u8]> {
         self.fields
@@ -363,6 +463,11 @@ mod tests {
         );
         assert_eq!(redact("redis://bob:pw@host"), "redis://bob:***@host");
         assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn glob_characters_in_a_prefix_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]:worker:"), "a\\*b\\?\\[c\\]:worker:");
     }
 
     #[test]

@@ -584,6 +584,7 @@ mod tests {
             deadline: None,
             max_attempts: 2,
             attempts,
+            started: false,
         }
         .encode()
         .unwrap()

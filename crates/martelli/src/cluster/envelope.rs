@@ -38,9 +38,17 @@ pub(crate) struct TaskEnvelope {
     #[serde(default = "default_max_attempts")]
     pub(crate) max_attempts: u32,
     /// Attempts spent before this stream entry was written (non-zero only on an entry a stopping
-    /// worker handed back).
+    /// worker handed back, or a task its client queued again after it vanished from the broker).
     #[serde(default)]
     pub(crate) attempts: u32,
+    /// Whether the caller wants a `started` note on `reply` when a worker starts the task (an
+    /// optional key of version 1: older workers ignore it and send no note).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) started: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl TaskEnvelope {
@@ -70,6 +78,39 @@ impl TaskEnvelope {
     }
 }
 
+/// The parts of an envelope that say who waits for it, read from an envelope that is otherwise
+/// refused (a version this worker does not speak, `max_attempts` 0), so that its caller can be
+/// told instead of waiting for ever.
+#[derive(Debug, Deserialize)]
+struct Addressed {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    reply: Option<String>,
+}
+
+impl TaskEnvelope {
+    /// A stand-in for a refused envelope that names its task id: its id, task name and reply list,
+    /// nothing to run. `None` when even those cannot be read.
+    pub(crate) fn addressed(bytes: &[u8]) -> Option<TaskEnvelope> {
+        let addressed: Addressed = rmp_serde::from_slice(bytes).ok()?;
+        let id = addressed.id.filter(|id| !id.is_empty())?;
+        Some(TaskEnvelope {
+            v: PROTOCOL_VERSION,
+            id,
+            task: addressed.task.unwrap_or_default(),
+            payload: Vec::new(),
+            reply: addressed.reply,
+            deadline: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            attempts: 0,
+            started: false,
+        })
+    }
+}
+
 /// How a task ended, on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,6 +131,9 @@ pub(crate) enum ResultStatus {
     /// The process running the task died (a worker that runs tasks on a process pool): `error`
     /// describes the death, `exit_code` or `signal` says how it ended.
     WorkerDied,
+    /// Not an outcome: a note that a worker started the task (its `attempts`-th attempt), sent
+    /// only to a caller whose envelope asked for it (`started`).
+    Started,
     /// A status this build does not know (a newer worker's): a failure with the `error` message.
     #[serde(other)]
     Unknown,
@@ -106,6 +150,7 @@ impl ResultStatus {
             ResultStatus::Lost => "lost",
             ResultStatus::Cancelled => "cancelled",
             ResultStatus::WorkerDied => "worker_died",
+            ResultStatus::Started => "started",
             ResultStatus::Unknown => "unknown",
         }
     }
@@ -159,6 +204,7 @@ mod tests {
             deadline: Some(17),
             max_attempts: 2,
             attempts: 0,
+            started: false,
         }
     }
 
@@ -208,6 +254,24 @@ mod tests {
         zero.max_attempts = 0;
         let err = TaskEnvelope::decode(&zero.encode().unwrap()).unwrap_err();
         assert!(err.contains("0 attempts"), "{err}");
+    }
+
+    #[test]
+    fn started_is_written_only_when_asked_and_refused_envelopes_are_addressed() {
+        let mut e = envelope();
+        let key = b"\xa7started";
+        assert!(!e.encode().unwrap().windows(8).any(|w| w == key));
+        e.started = true;
+        let bytes = e.encode().unwrap();
+        assert!(bytes.windows(8).any(|w| w == key));
+        assert!(TaskEnvelope::decode(&bytes).unwrap().started);
+        e.v = 2;
+        let bytes = e.encode().unwrap();
+        assert!(TaskEnvelope::decode(&bytes).is_err());
+        let addressed = TaskEnvelope::addressed(&bytes).expect("its id and reply list");
+        assert_eq!(addressed.id, "t1");
+        assert_eq!(addressed.reply.as_deref(), Some("martelli:reply:c"));
+        assert!(TaskEnvelope::addressed(b"\xc1").is_none());
     }
 
     #[test]

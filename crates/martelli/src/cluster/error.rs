@@ -121,4 +121,16 @@ impl ClusterError {
     pub fn is_auth(&self) -> bool {
         matches!(self, ClusterError::Auth { .. })
     }
+
+    /// The Redis error behind a failure to reach or to talk to the broker, when that is what this
+    /// is (a lost connection may be worth retrying; see `Broker::setup`).
+    pub(crate) fn connection_error(&self) -> Option<&redis::RedisError> {
+        match self {
+            ClusterError::Unreachable { source, .. } => Some(source),
+            ClusterError::Broker { source, .. } if super::conn::is_connection_error(source) => {
+                Some(source)
+            }
+            _ => None,
+        }
+    }
 }

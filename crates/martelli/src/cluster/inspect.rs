@@ -15,7 +15,7 @@
 //! error, never a hang.
 
 use super::conn::{self, Broker, Entry};
-use super::envelope::{ENTRY_FIELD, ResultEnvelope, TaskEnvelope};
+use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
 use super::error::ClusterError;
 use super::preview::Payload;
 use super::status::{self, PRIORITIES, QueueStatus, WorkerStatus, query};
@@ -382,7 +382,7 @@ impl Inspector {
     pub fn queues(&mut self) -> Result<Vec<String>, ClusterError> {
         self.with_conn(|conn, prefix| {
             let base = format!("{prefix}:q:");
-            let pattern = format!("{}*", status::glob_escape(&base));
+            let pattern = format!("{}*", conn::glob_escape(&base));
             let mut queues = BTreeSet::new();
             let mut cursor: u64 = 0;
             loop {
@@ -718,7 +718,8 @@ fn find_result(
         .iter()
         .filter(|r| contains(r, id.as_bytes()))
         .filter_map(|r| ResultEnvelope::decode(r).ok())
-        .find(|r| r.id == id)
+        // A `started` note is not a result (docs/protocol.md, "Started notes").
+        .find(|r| r.id == id && r.status != ResultStatus::Started)
         .map(ResultView::from))
 }
 

@@ -43,9 +43,13 @@
 //! - A task delivered `max_attempts` times without a result goes to the dead-letter stream with the
 //!   reason, and its future resolves as [`TaskError::Lost`](crate::TaskError::Lost).
 //! - Without persistence (`appendonly no`), a Redis restart loses what was queued and results not yet
-//!   collected: the futures of those tasks resolve only by their deadline. With AOF nothing is lost.
-//! - [`Future::cancel`](crate::Future::cancel) resolves the future as cancelled at once and writes a
-//!   tombstone. A worker checks it before it starts the task, and watches the tombstones of the
+//!   collected. The client notices the tasks it waits for that exist nowhere any more (after it
+//!   reconnects, when the broker's `run_id` changes, and once a minute for long waits) and queues
+//!   them again, or fails them as [`TaskError::Lost`](crate::TaskError::Lost) with
+//!   [`OnLost::Fail`]. With AOF nothing is lost.
+//! - A future reads as [`Running`](crate::Status::Running) once a worker has started its task.
+//! - [`Future::cancel`](crate::Future::cancel) resolves the future as cancelled (queued or running)
+//!   and writes a tombstone. A worker checks it before it starts the task, and watches the tombstones of the
 //!   tasks it runs while the queue has any (at least once per poll interval, inside a script it
 //!   runs anyway): a running task is killed with its process when the worker runs it on a process
 //!   pool ([`WorkerOptions::processes`]), and asked to stop through its
@@ -82,9 +86,12 @@ mod env;
 mod envelope;
 mod error;
 mod inspect;
+mod lost;
 mod preview;
+mod reclaim;
 mod registered;
 mod runner;
+mod sink;
 mod status;
 mod worker;
 
@@ -117,7 +124,6 @@ pub mod fuzzing {
 }
 
 pub use client::{Client, ClientBuilder, SubmitOptions};
-pub(crate) use client::{decode_into, decode_result};
 pub use deadletters::{
     Bulk, DeadLetter, DeadLetterError, DeadLetterPage, DeadLetters, MAX_PAGE, PageStart,
 };
@@ -128,9 +134,11 @@ pub use inspect::{
     DelayedPage, DelayedTask, EnvelopeView, Inspector, InspectorOptions, QueueReading, Reading,
     ResultView, SEARCH_LIMIT, TaskState, TaskView,
 };
+pub use lost::OnLost;
 pub use preview::{DECODE_LIMIT, PREVIEW_CHARS, Payload};
 pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
+pub(crate) use sink::{Sink, decode_into, decode_result};
 pub use status::{
     ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
 };

@@ -361,28 +361,11 @@ pub(super) fn read_heartbeats(
     keys: &Keys,
 ) -> Result<BTreeMap<String, WorkerStatus>, ClusterError> {
     let prefix = keys.heartbeat("");
-    let pattern = format!("{}*", glob_escape(&prefix));
-    let mut names = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = query(
-            conn,
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000),
-            "list the workers' heartbeats (SCAN)",
-        )?;
-        names.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
-    names.sort();
-    names.dedup();
+    let pattern = format!("{}*", conn::glob_escape(&prefix));
+    let names = conn::scan(conn, &pattern).map_err(|source| ClusterError::Broker {
+        action: "list the workers' heartbeats (SCAN)",
+        source,
+    })?;
     let now = unix_ms();
     let mut workers = BTreeMap::new();
     // One round trip for all the heartbeats, however many workers there are.
@@ -488,18 +471,6 @@ pub(super) fn number(map: &BTreeMap<String, Value>, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Escapes the glob characters of a key prefix for `SCAN MATCH`.
-pub(super) fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,10 +488,5 @@ mod tests {
         assert_eq!(number(&m, "lag"), 0);
         let resp3 = Value::Map(vec![(Value::SimpleString("pending".into()), Value::Int(2))]);
         assert_eq!(number(&map(&resp3), "pending"), 2);
-    }
-
-    #[test]
-    fn glob_characters_in_a_prefix_are_escaped() {
-        assert_eq!(glob_escape("a*b?[c]:worker:"), "a\\*b\\?\\[c\\]:worker:");
     }
 }

@@ -47,6 +47,7 @@
 use super::conn::{self, Broker, Entry};
 use super::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
 use super::error::ClusterError;
+use super::reclaim;
 use super::runner::{RunError, TaskRunner};
 use super::{
     DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, DEFAULT_QUEUE, GROUP, Keys, PROTOCOL_VERSION, unix_ms,
@@ -68,6 +69,8 @@ const DEAD_LETTER_SAMPLE: usize = 1024;
 const WRITE_BATCH: usize = 1024;
 /// The most delayed tasks moved to their stream per pass.
 const PROMOTE_BATCH: usize = 512;
+/// How long the writer holds `started` notes for an outcome to join them (see `next_writes`).
+const NOTE_HOLD: Duration = Duration::from_millis(2);
 
 /// Reads up to ARGV[3] entries across the streams KEYS[1..3], highest priority first, without
 /// blocking: the worker never takes more entries than it has free slots. Returns whether the queue's
@@ -330,14 +333,19 @@ enum Write {
     },
     /// An unstarted task put back on its stream; then the held entry is acknowledged.
     HandBack { held: Held, envelope: Vec<u8> },
+    /// A `started` note for a caller that asked for one (the envelope's `started`); nothing is
+    /// acknowledged.
+    Started { reply: String, note: ResultEnvelope },
 }
 
 impl Write {
-    fn held(&self) -> &Held {
+    /// The entry acknowledged once this is stored; none for a note.
+    fn held(&self) -> Option<&Held> {
         match self {
             Write::Result { held, .. }
             | Write::Dead { held, .. }
-            | Write::HandBack { held, .. } => held,
+            | Write::HandBack { held, .. } => Some(held),
+            Write::Started { .. } => None,
         }
     }
 }
@@ -505,12 +513,14 @@ impl Worker {
     ) -> Result<Worker, ClusterError> {
         options.validate()?;
         let broker = Broker::new(url, options.tls_ca.as_deref())?;
-        let mut fetch_conn = broker.connect_checked()?;
-        let write_conn = broker.connect()?;
         let keys = Keys::new(&options.prefix, &options.queue);
-        ensure_groups(&mut fetch_conn, &keys).map_err(|source| ClusterError::Broker {
-            action: "create the consumer group",
-            source,
+        let (fetch_conn, write_conn) = broker.setup("worker", || {
+            let mut fetch_conn = broker.connect_checked()?;
+            ensure_groups(&mut fetch_conn, &keys).map_err(|source| ClusterError::Broker {
+                action: "create the consumer group",
+                source,
+            })?;
+            Ok((fetch_conn, broker.connect()?))
         })?;
         let consumer = consumer_name(options.name.as_deref());
         #[cfg(target_os = "linux")]
@@ -756,6 +766,8 @@ fn ensure_groups(conn: &mut Connection, keys: &Keys) -> RedisResult<()> {
 struct Schedule {
     renew_at: Instant,
     reclaim_at: Instant,
+    /// When idle consumers without a heartbeat are next swept from the group (once per lease).
+    sweep_at: Instant,
     promote_at: Instant,
     /// When the tombstones of the tasks handed to the executors are next read (rule 5), with the
     /// next promotion at or after it.
@@ -773,6 +785,7 @@ struct Schedule {
 struct Scripts {
     fetch: redis::Script,
     promote: redis::Script,
+    reclaim: redis::Script,
 }
 
 impl Shared {
@@ -789,12 +802,14 @@ impl Shared {
         let scripts = Scripts {
             fetch: redis::Script::new(FETCH_SCRIPT),
             promote: redis::Script::new(PROMOTE_SCRIPT),
+            reclaim: reclaim::script(),
         };
         let now = Instant::now();
         let promote_every = self.options.poll.min(Duration::from_millis(100));
         let mut schedule = Schedule {
             renew_at: now,
             reclaim_at: now,
+            sweep_at: now + self.options.lease,
             promote_at: now,
             watch_at: now,
             renew_every: self.options.lease / 3,
@@ -811,6 +826,10 @@ impl Shared {
         };
         while !self.stopping() {
             if let Err(error) = self.step(&mut conn, &scripts, &mut schedule) {
+                // After a reconnect or a lost group (the broker may have restarted without
+                // persistence), the heartbeat and the list of held tasks in it are written again
+                // at once, so that clients looking for their tasks find them (see `lost.rs`).
+                schedule.renew_at = Instant::now();
                 if conn::is_nogroup(&error) {
                     // Redis restarted without persistence (or someone deleted the group): recreate it
                     // and go on, rather than failing on every read.
@@ -852,8 +871,12 @@ impl Shared {
         }
         let free = self.free();
         if free > 0 && now >= timers.reclaim_at {
-            self.reclaim(conn, free)?;
+            let sweep = now >= timers.sweep_at;
+            self.reclaim(conn, &scripts.reclaim, free, sweep)?;
             timers.reclaim_at = now + timers.reclaim_every;
+            if sweep {
+                timers.sweep_at = now + self.options.lease;
+            }
         }
         let next = timers
             .renew_at
@@ -886,17 +909,8 @@ impl Shared {
         timers.cancels = tombstones;
         let mut got = Vec::new();
         for item in reply.get(1).map_or(&[][..], conn::array) {
-            let parts = conn::array(item);
-            let (Some(index), Some(id), Some(fields)) = (parts.first(), parts.get(1), parts.get(2))
-            else {
-                continue;
-            };
-            let index = conn::int(index)
-                .and_then(|i| usize::try_from(i).ok())
-                .unwrap_or(1);
-            let entry = Entry::parse(&Value::Array(vec![id.clone(), fields.clone()]));
-            if let Some(entry) = entry {
-                got.push((index.min(2), entry, 1));
+            if let Some((index, entry, _)) = Entry::parse_indexed(item) {
+                got.push((index, entry, 1));
             }
         }
         if got.is_empty() {
@@ -1101,28 +1115,29 @@ impl Shared {
                 format!("malformed entry: it has no {ENTRY_FIELD:?} field holding a task envelope"),
             )));
         };
-        let envelope = TaskEnvelope::decode(raw);
+        // A refused envelope that names its task and reply list still gets its `lost` result.
+        let envelope = TaskEnvelope::decode(raw).map_err(|e| (e, TaskEnvelope::addressed(raw)));
         if size > self.options.max_payload {
             let reason = format!(
                 "oversized entry: {size} bytes, over this worker's limit of {} bytes (send a \
                  reference to the data instead, or raise max_payload)",
                 self.options.max_payload
             );
-            return Err(Box::new(self.dead_letter(
-                held,
-                entry,
-                envelope.ok().as_ref(),
-                deliveries,
-                reason,
-            )));
+            let about = match &envelope {
+                Ok(envelope) => Some(envelope),
+                Err((_, addressed)) => addressed.as_ref(),
+            };
+            return Err(Box::new(
+                self.dead_letter(held, entry, about, deliveries, reason),
+            ));
         }
         let envelope = match envelope {
             Ok(envelope) => envelope,
-            Err(reason) => {
+            Err((reason, addressed)) => {
                 return Err(Box::new(self.dead_letter(
                     held,
                     entry,
-                    None,
+                    addressed.as_ref(),
                     deliveries,
                     format!("malformed entry: {reason}"),
                 )));
@@ -1130,12 +1145,7 @@ impl Shared {
         };
         let attempt = envelope.attempts.saturating_add(deliveries);
         if attempt > envelope.max_attempts {
-            let reason = format!(
-                "gave up after {} attempt(s) (max_attempts = {}): each time, the worker running it \
-                 stopped renewing its lease (it died, hung, or lost the broker)",
-                attempt - 1,
-                envelope.max_attempts
-            );
+            let reason = give_up_reason(&envelope, deliveries);
             let attempts = attempt - 1;
             return Err(Box::new(self.dead_letter(
                 held,
@@ -1220,9 +1230,15 @@ impl Shared {
         }
     }
 
-    /// Resets the idle time of every held entry (its lease) and refreshes the heartbeat.
+    /// Resets the idle time of every held entry (its lease) and refreshes the heartbeat, with the
+    /// ids of the tasks held (`tasks`: clients looking for a task whose entry vanished find it there;
+    /// see `lost.rs`).
     fn renew(&self, conn: &mut Connection) -> RedisResult<()> {
-        let held: Vec<Held> = self.held.lock().keys().cloned().collect();
+        let (held, tasks) = {
+            let held = self.held.lock();
+            let tasks: Vec<&str> = held.values().flatten().map(|(id, _)| id.as_str()).collect();
+            (held.keys().cloned().collect::<Vec<Held>>(), tasks.join(","))
+        };
         let mut pipe = redis::pipe();
         for (index, stream) in self.keys.streams.iter().enumerate() {
             let ids: Vec<&str> = held
@@ -1263,6 +1279,8 @@ impl Shared {
             .arg(unix_ms())
             .arg("lease_ms")
             .arg(u64::try_from(self.options.lease.as_millis()).unwrap_or(u64::MAX))
+            .arg("tasks")
+            .arg(tasks)
             .ignore();
         pipe.cmd("PEXPIRE")
             .arg(&heartbeat)
@@ -1271,60 +1289,33 @@ impl Shared {
         pipe.exec(conn)
     }
 
-    /// Takes over entries whose lease expired (their worker stopped renewing), up to `free`.
-    fn reclaim(&self, conn: &mut Connection, free: usize) -> RedisResult<()> {
-        let lease_ms = u64::try_from(self.options.lease.as_millis()).unwrap_or(u64::MAX);
-        let mut claimed = Vec::new();
-        for (index, stream) in self.keys.streams.iter().enumerate() {
-            let want = free.saturating_sub(claimed.len());
-            if want == 0 {
-                break;
-            }
-            let value: Value = redis::cmd("XAUTOCLAIM")
-                .arg(stream)
-                .arg(GROUP)
-                .arg(&self.consumer)
-                .arg(lease_ms)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(want)
-                .query(conn)?;
-            let parts = conn::array(&value);
-            if let Some(entries) = parts.get(1) {
-                for raw in conn::array(entries) {
-                    if let Some(entry) = Entry::parse(raw) {
-                        claimed.push((index, entry));
-                    }
-                }
-            }
-        }
-        if claimed.is_empty() {
+    /// Takes over entries whose lease expired (their worker stopped renewing), up to `free`, and
+    /// clears away the workers reclaimed from (see `reclaim.rs`); with `sweep`, also the idle
+    /// consumers of workers that died holding nothing.
+    fn reclaim(
+        &self,
+        conn: &mut Connection,
+        script: &redis::Script,
+        free: usize,
+        sweep: bool,
+    ) -> RedisResult<()> {
+        let heartbeat_prefix = self.keys.heartbeat("");
+        let pass = reclaim::Pass {
+            streams: &self.keys.streams,
+            heartbeat_prefix: &heartbeat_prefix,
+            consumer: &self.consumer,
+            lease_ms: u64::try_from(self.options.lease.as_millis()).unwrap_or(u64::MAX),
+            free,
+            sweep,
+        };
+        let reclaimed = reclaim::reclaim(conn, script, &pass)?;
+        if reclaimed.entries.is_empty() {
             return Ok(());
-        }
-        // The delivery count of each claimed entry is its attempt number.
-        let mut pipe = redis::pipe();
-        for (index, entry) in &claimed {
-            pipe.cmd("XPENDING")
-                .arg(&self.keys.streams[*index])
-                .arg(GROUP)
-                .arg(&entry.id)
-                .arg(&entry.id)
-                .arg(1);
-        }
-        let counts: Vec<Value> = pipe.query(conn)?;
-        let mut got = Vec::with_capacity(claimed.len());
-        for ((index, entry), count) in claimed.into_iter().zip(counts) {
-            let deliveries = conn::array(&count)
-                .first()
-                .and_then(|row| conn::array(row).get(3).and_then(conn::int))
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(2);
-            got.push((index, entry, deliveries));
         }
         self.counters
             .reclaimed
-            .fetch_add(got.len() as u64, Ordering::Relaxed);
-        self.dispatch(conn, got, true)
+            .fetch_add(reclaimed.entries.len() as u64, Ordering::Relaxed);
+        self.dispatch(conn, reclaimed.entries, true)
     }
 
     /// At stop: closes the job queue and puts every task not yet started back on its stream.
@@ -1420,10 +1411,12 @@ impl Shared {
                 None,
                 Some("the task's deadline passed before a worker could start it".to_owned()),
             ))
-        } else if let Some(isolated) = self.run_on_processes(&envelope, &token) {
-            Ended::isolated(isolated, &self.consumer, &envelope.task)
         } else {
-            self.run_on_thread(&envelope, &token)
+            self.announce_start(&envelope, attempt);
+            match self.run_on_processes(&envelope, &token) {
+                Some(isolated) => Ended::isolated(isolated, &self.consumer, &envelope.task),
+                None => self.run_on_thread(&envelope, &token),
+            }
         };
         let ended = match ran {
             Ok(ended) if token.is_cancelled() => ended.into_cancelled(),
@@ -1445,6 +1438,28 @@ impl Shared {
                 signal: ended.death.and_then(|(_, signal)| signal),
             },
         }
+    }
+
+    /// Queues a `started` note for the caller when its envelope asks for one: the writer stores it
+    /// with the next batch, before the task's result.
+    fn announce_start(&self, envelope: &TaskEnvelope, attempt: u32) {
+        let Some(reply) = envelope.reply.as_ref().filter(|_| envelope.started) else {
+            return;
+        };
+        self.push_write(Write::Started {
+            reply: reply.clone(),
+            note: ResultEnvelope {
+                v: PROTOCOL_VERSION,
+                id: envelope.id.clone(),
+                status: ResultStatus::Started,
+                payload: None,
+                error: None,
+                attempts: attempt,
+                worker: self.consumer.clone(),
+                exit_code: None,
+                signal: None,
+            },
+        });
     }
 
     /// Runs a task on this executor thread, with its token as the thread's current token so that
@@ -1533,18 +1548,8 @@ impl Shared {
         let ttl_ms = u64::try_from(self.options.result_ttl.as_millis()).unwrap_or(u64::MAX);
         let dead_max = self.options.dead_letter_max;
         loop {
-            let batch: Vec<Write> = {
-                let mut queue = self.writes.lock();
-                loop {
-                    if !queue.items.is_empty() {
-                        let n = queue.items.len().min(WRITE_BATCH);
-                        break queue.items.drain(..n).collect();
-                    }
-                    if queue.closed {
-                        return;
-                    }
-                    queue = self.writes_ready.wait(queue);
-                }
+            let Some(batch) = self.next_writes() else {
+                return;
             };
             let pipe = build_writes(&batch, &self.keys, ttl_ms, dead_max);
             loop {
@@ -1574,7 +1579,10 @@ impl Shared {
             let c = &self.counters;
             let mut held = self.held.lock();
             for write in &batch {
-                held.remove(write.held());
+                let Some(entry) = write.held() else {
+                    continue;
+                };
+                held.remove(entry);
                 let counter = match write {
                     Write::Result { result, .. } if result.status == ResultStatus::Ok => {
                         &c.succeeded
@@ -1585,11 +1593,43 @@ impl Shared {
                     Write::Result { .. } => &c.failed,
                     Write::Dead { .. } => &c.dead_lettered,
                     Write::HandBack { .. } => &c.handed_back,
+                    Write::Started { .. } => continue,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             self.slot_freed.notify_all();
         }
+    }
+
+    /// The next batch of outcomes to store; `None` once the queue is closed and empty. A batch of
+    /// `started` notes alone is held up to [`NOTE_HOLD`] for an outcome to join it: a short task's
+    /// note and result then cost one pipeline (and the note is left out, see [`build_writes`]),
+    /// not two round trips in a row.
+    fn next_writes(&self) -> Option<Vec<Write>> {
+        let is_note = |w: &Write| matches!(w, Write::Started { .. });
+        let mut queue = self.writes.lock();
+        let mut batch: Vec<Write> = loop {
+            if !queue.items.is_empty() {
+                let n = queue.items.len().min(WRITE_BATCH);
+                break queue.items.drain(..n).collect();
+            }
+            if queue.closed {
+                return None;
+            }
+            queue = self.writes_ready.wait(queue);
+        };
+        let until = Instant::now() + NOTE_HOLD;
+        while batch.iter().all(is_note) && !queue.closed && batch.len() < WRITE_BATCH {
+            // The queue is empty here, so the next write wakes this wait.
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            queue = self.writes_ready.wait_for(queue, left).0;
+            let n = queue.items.len().min(WRITE_BATCH - batch.len());
+            batch.extend(queue.items.drain(..n));
+        }
+        Some(batch)
     }
 
     /// Leaves the group after a stop: removes the heartbeat and, when nothing is held, the consumer.
@@ -1615,6 +1655,32 @@ impl Shared {
     }
 }
 
+/// Why a task out of attempts is dead-lettered, saying where its attempts went: those spent before
+/// its entry was written (the envelope's `attempts`, set by whoever queued it) and the earlier
+/// deliveries of this entry, each of which ended with its worker no longer renewing the lease.
+fn give_up_reason(envelope: &TaskEnvelope, deliveries: u32) -> String {
+    let before = envelope.attempts;
+    let lapsed = deliveries.saturating_sub(1);
+    let mut spent = Vec::new();
+    if before > 0 {
+        spent.push(format!(
+            "{before} spent before this entry was queued (its envelope's attempts field)"
+        ));
+    }
+    if lapsed > 0 {
+        spent.push(format!(
+            "{lapsed} delivery(ies) of this entry whose worker stopped renewing its lease (it died, \
+             hung, or lost the broker)"
+        ));
+    }
+    format!(
+        "gave up after {} attempt(s) (max_attempts = {}): {}",
+        before.saturating_add(lapsed),
+        envelope.max_attempts,
+        spent.join(" and ")
+    )
+}
+
 /// One pipeline for a batch of outcomes. Within it, each outcome is stored before its entry is
 /// acknowledged (rule 1): the results and dead letters come first, then one `XACK` and one `XDEL` per
 /// stream.
@@ -1622,6 +1688,14 @@ fn build_writes(batch: &[Write], keys: &Keys, ttl_ms: u64, dead_max: usize) -> r
     let mut pipe = redis::pipe();
     let mut replies: HashSet<&str> = HashSet::new();
     let mut acks: HashMap<usize, Vec<&str>> = HashMap::new();
+    // A note is pointless beside its task's result.
+    let answered: HashSet<&str> = batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::Result { result, .. } => Some(result.id.as_str()),
+            _ => None,
+        })
+        .collect();
     for write in batch {
         match write {
             Write::Result { reply, result, .. } => {
@@ -1657,9 +1731,16 @@ fn build_writes(batch: &[Write], keys: &Keys, ttl_ms: u64, dead_max: usize) -> r
                     .arg(envelope)
                     .ignore();
             }
+            Write::Started { reply, note } => {
+                if !answered.contains(note.id.as_str()) {
+                    pipe.cmd("LPUSH").arg(reply).arg(note.encode()).ignore();
+                    replies.insert(reply);
+                }
+            }
         }
-        let (stream, id) = write.held();
-        acks.entry(*stream).or_default().push(id);
+        if let Some((stream, id)) = write.held() {
+            acks.entry(*stream).or_default().push(id);
+        }
     }
     for reply in replies {
         pipe.cmd("PEXPIRE").arg(reply).arg(ttl_ms).ignore();
