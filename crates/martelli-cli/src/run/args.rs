@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::RunError;
+use super::{RunError, gnu};
 
 /// Run a command for every argument, several at a time (GNU parallel's syntax).
 ///
@@ -32,6 +32,7 @@ pub(crate) struct RawOptions {
     /// [default: the number of cores].
     #[arg(
         short = 'j',
+        short_alias = 'P',
         long = "jobs",
         visible_alias = "max-procs",
         value_name = "N",
@@ -44,7 +45,7 @@ pub(crate) struct RawOptions {
     pub(crate) keep_order: bool,
 
     /// Print output line by line as it comes (lines of different jobs may mix, never split).
-    #[arg(long = "line-buffer", visible_alias = "lb", conflicts_with_all = ["keep_order", "ungroup"])]
+    #[arg(long = "line-buffer", visible_aliases = ["lb", "linebuffer"], conflicts_with_all = ["keep_order", "ungroup"])]
     pub(crate) line_buffer: bool,
 
     /// Do not capture output: jobs write straight to the terminal (output may interleave).
@@ -88,7 +89,7 @@ pub(crate) struct RawOptions {
     pub(crate) nice: Option<String>,
 
     /// Print the commands instead of running them.
-    #[arg(long = "dry-run")]
+    #[arg(long = "dry-run", visible_alias = "dryrun")]
     pub(crate) dry_run: bool,
 
     /// Log every finished job to FILE in GNU parallel's tab-separated format.
@@ -158,6 +159,100 @@ pub(crate) struct RawOptions {
     #[arg(long = "will-cite", hide = true)]
     pub(crate) will_cite: bool,
 
+    /// Print each job's command (to stdout, before its output).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    /// Prefix every output line with STR (replacement strings allowed) and a tab.
+    #[arg(long = "tagstring", value_name = "STR")]
+    pub(crate) tagstring: Option<String>,
+
+    /// Variables and bash functions jobs get: they inherit the whole environment already, so this
+    /// only checks that NAME is set (GNU parallel needs it for remote jobs).
+    #[arg(long = "env", value_name = "NAME")]
+    pub(crate) env: Vec<String>,
+
+    /// Use STR instead of `{}` as the replacement string.
+    #[arg(short = 'I', value_name = "STR")]
+    pub(crate) replace: Option<String>,
+
+    /// Use STR instead of `{.}`.
+    #[arg(long = "extensionreplace", alias = "er", value_name = "STR")]
+    pub(crate) extension_replace: Option<String>,
+
+    /// Use STR instead of `{/}`.
+    #[arg(long = "basenamereplace", alias = "bnr", value_name = "STR")]
+    pub(crate) basename_replace: Option<String>,
+
+    /// Use STR instead of `{//}`.
+    #[arg(long = "dirnamereplace", alias = "dnr", value_name = "STR")]
+    pub(crate) dirname_replace: Option<String>,
+
+    /// Use STR instead of `{/.}`.
+    #[arg(long = "basenameextensionreplace", alias = "bner", value_name = "STR")]
+    pub(crate) basename_extension_replace: Option<String>,
+
+    /// Use STR instead of `{#}`.
+    #[arg(long = "seqreplace", value_name = "STR")]
+    pub(crate) seq_replace: Option<String>,
+
+    /// Use STR instead of `{%}`.
+    #[arg(long = "slotreplace", value_name = "STR")]
+    pub(crate) slot_replace: Option<String>,
+
+    /// Arguments from files and stdin end at DELIM instead of newline (`\n`, `\t`, `\0`, `\xHH`
+    /// and `\NNN` escapes allowed).
+    #[arg(short = 'd', long = "delimiter", value_name = "DELIM")]
+    pub(crate) delimiter: Option<String>,
+
+    /// Stop reading an input source at the argument EOF.
+    #[arg(short = 'E', long = "eof", value_name = "EOF")]
+    pub(crate) eof: Option<String>,
+
+    /// Skip arguments that are empty or only blanks.
+    #[arg(short = 'r', long = "no-run-if-empty")]
+    pub(crate) no_run_if_empty: bool,
+
+    /// Trim blanks from arguments: n (none, the default), l (left), r (right), lr or rl (both).
+    #[arg(long = "trim", value_name = "SIDES")]
+    pub(crate) trim: Option<String>,
+
+    /// Run the jobs in a random order (all input is read first).
+    #[arg(long = "shuf")]
+    pub(crate) shuf: bool,
+
+    /// Store each job's stdout in a file under $TMPDIR (or --tmpdir) and print the file's name.
+    #[arg(long = "files", conflicts_with_all = ["ungroup", "json", "line_buffer"])]
+    pub(crate) files: bool,
+
+    /// Where --files puts its files [default: $TMPDIR, else /tmp].
+    #[arg(long = "tmpdir", value_name = "DIR")]
+    pub(crate) tmpdir: Option<PathBuf>,
+
+    /// Print the input lines (or the command) quoted for the shell; run nothing.
+    #[arg(long = "shellquote", alias = "shell-quote")]
+    pub(crate) shellquote: bool,
+
+    /// Run again the failed jobs of the joblog, with the commands the joblog holds.
+    #[arg(long = "retry-failed", requires = "joblog", conflicts_with_all = ["resume", "resume_failed"])]
+    pub(crate) retry_failed: bool,
+
+    /// Use SEP instead of `:::` (and SEP+ instead of `:::+`).
+    #[arg(long = "arg-sep", value_name = "SEP")]
+    pub(crate) arg_sep: Option<String>,
+
+    /// Use SEP instead of `::::` (and SEP+ instead of `::::+`).
+    #[arg(long = "arg-file-sep", value_name = "SEP")]
+    pub(crate) arg_file_sep: Option<String>,
+
+    /// Set the variable NAME in each job to its slot number (`{%}`).
+    #[arg(long = "process-slot-var", value_name = "NAME")]
+    pub(crate) process_slot_var: Option<String>,
+
+    /// Group each job's output (the default).
+    #[arg(long = "group")]
+    pub(crate) group: bool,
+
     /// The command and its fixed arguments.
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub(crate) command: Vec<OsString>,
@@ -195,13 +290,19 @@ pub(crate) enum Request {
     Run(Box<Parsed>),
 }
 
-const MARKERS: [&str; 4] = [":::", ":::+", "::::", "::::+"];
-
-/// Parses the arguments after `martelli run`.
+/// Parses the arguments after `martelli run`, after the words of `$PARALLEL` (as GNU parallel).
 pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
+    let mut all = gnu::env_options()?;
+    all.extend(args);
+    parse_args(all)
+}
+
+/// Parses the arguments (with `$PARALLEL`'s words already before them).
+pub(crate) fn parse_args(args: Vec<OsString>) -> Result<Request, RunError> {
+    let seps = gnu::Separators::find(&args);
     let split = args
         .iter()
-        .position(|a| a.to_str().is_some_and(|s| MARKERS.contains(&s)))
+        .position(|a| a.to_str().is_some_and(|s| seps.is_marker(s)))
         .unwrap_or(args.len());
     let mut head = args;
     let tail = head.split_off(split);
@@ -211,7 +312,17 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp) => {
             return Ok(Request::Help(e.render().to_string()));
         }
-        Err(e) => return Err(RunError::Usage(one_line(&e))),
+        Err(e) => {
+            // A GNU parallel option that is not built is named as such, with what to do instead.
+            if let Some(clap::error::ContextValue::String(arg)) =
+                e.get(clap::error::ContextKind::InvalidArg)
+            {
+                if let Some(message) = gnu::not_built(arg) {
+                    return Err(RunError::Usage(message));
+                }
+            }
+            return Err(RunError::Usage(one_line(&e)));
+        }
     };
     let mut sources: Vec<Source> = options
         .arg_file
@@ -221,48 +332,46 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
             linked: false,
         })
         .collect();
-    let mut marker: Option<&str> = None;
+    // (is_file, linked) of the group being read.
+    let mut group: Option<(bool, bool)> = None;
     for arg in tail {
-        match arg.to_str() {
-            Some(m @ (":::" | ":::+")) => {
+        if let Some(kind) = arg.to_str().and_then(|s| seps.kind(s)) {
+            if !kind.0 {
                 sources.push(Source {
                     spec: SourceSpec::Values(Vec::new()),
-                    linked: m == ":::+",
+                    linked: kind.1,
                 });
-                marker = Some(":::");
             }
-            Some(m @ ("::::" | "::::+")) => {
-                marker = Some(if m == "::::+" { "::::+" } else { "::::" });
+            group = Some(kind);
+            continue;
+        }
+        match group {
+            Some((false, _)) => {
+                if let Some(Source {
+                    spec: SourceSpec::Values(values),
+                    ..
+                }) = sources.last_mut()
+                {
+                    values.push(arg.into_vec());
+                }
             }
-            _ => match marker {
-                Some(":::") => {
-                    if let Some(Source {
-                        spec: SourceSpec::Values(values),
-                        ..
-                    }) = sources.last_mut()
-                    {
-                        values.push(arg.into_vec());
-                    }
-                }
-                Some(m) => {
-                    // Every file after `::::` is a source of its own; `::::+` links the first one.
-                    sources.push(Source {
-                        spec: SourceSpec::File(PathBuf::from(arg)),
-                        linked: m == "::::+",
-                    });
-                    marker = Some("::::");
-                }
-                None => unreachable!("the tail starts with a marker"),
-            },
+            // Every file after `::::` is a source of its own; after `::::+` each is linked to
+            // the one before it, as in GNU parallel.
+            Some((true, linked)) => sources.push(Source {
+                spec: SourceSpec::File(PathBuf::from(arg)),
+                linked,
+            }),
+            None => unreachable!("the tail starts with a marker"),
         }
     }
     if sources
         .iter()
         .any(|s| s.spec == SourceSpec::Values(Vec::new()))
     {
-        return Err(RunError::Usage(
-            "an input source `:::` has no arguments; give at least one after each `:::`".into(),
-        ));
+        return Err(RunError::Usage(format!(
+            "an input source `{}` has no arguments; give at least one after each `{}`",
+            seps.arg, seps.arg
+        )));
     }
     Ok(Request::Run(Box::new(Parsed { options, sources })))
 }
@@ -303,7 +412,7 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Parsed, RunError> {
-        match parse(args.iter().map(OsString::from).collect())? {
+        match parse_args(args.iter().map(OsString::from).collect())? {
             Request::Run(parsed) => Ok(*parsed),
             Request::Help(_) => panic!("help"),
         }

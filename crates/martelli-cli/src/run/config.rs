@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::RunError;
 use super::args::{Parsed, Source};
-use super::template::{Mode, Template};
+use super::template::{Mode, Template, Tokens};
+use super::gnu;
 
 /// How job output reaches the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,58 @@ pub(crate) struct Config {
     pub(crate) joblog: Option<PathBuf>,
     pub(crate) resume: Resume,
     pub(crate) progress: Progress,
+    /// `-v`: print each job's command before its output.
+    pub(crate) verbose: bool,
+    /// `--tagstring`: the tag's template (the arguments when `None`).
+    pub(crate) tagstring: Option<Template>,
+    /// `-E`: an input source ends at this argument.
+    pub(crate) eof: Option<Vec<u8>>,
+    /// `-r`: skip jobs whose arguments are all blank.
+    pub(crate) skip_empty: bool,
+    pub(crate) trim: Trim,
+    /// `--shuf`: run the jobs in a random order.
+    pub(crate) shuf: bool,
+    /// `--files`: store each job's stdout in a file in this directory and print the file's name.
+    pub(crate) files: Option<PathBuf>,
+    /// `--shellquote`: print the arguments quoted; run nothing.
+    pub(crate) shellquote: bool,
+    /// `--retry-failed`: the jobs are the failed commands of the joblog.
+    pub(crate) retry_failed: bool,
+    /// `--process-slot-var NAME`: set NAME to the slot number in each job.
+    pub(crate) process_slot_var: Option<String>,
+    /// The shell jobs run in (GNU parallel's rule, [`gnu::shell`]).
+    pub(crate) shell: PathBuf,
+    /// Functions bash exports: a line starting with one is never run without the shell.
+    pub(crate) functions: Vec<Vec<u8>>,
+}
+
+/// `--trim`: which ends of each argument lose their blanks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Trim {
+    pub(crate) left: bool,
+    pub(crate) right: bool,
+}
+
+impl Trim {
+    pub(crate) fn apply(self, mut arg: &[u8]) -> &[u8] {
+        // Perl's \s: space, \t, \n, \r, \f, \v.
+        let blank = |b: &u8| b" \t\n\r\x0c\x0b".contains(b);
+        if self.left {
+            while arg.first().is_some_and(blank) {
+                arg = &arg[1..];
+            }
+        }
+        if self.right {
+            while arg.last().is_some_and(blank) {
+                arg = &arg[..arg.len() - 1];
+            }
+        }
+        arg
+    }
+
+    pub(crate) fn any(self) -> bool {
+        self.left || self.right
+    }
 }
 
 /// Which jobs of an earlier run the joblog lets us skip.
@@ -108,19 +161,53 @@ pub(crate) enum Resume {
 /// Checks the parsed command line.
 pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError> {
     let o = parsed.options;
-    if o.command.is_empty() {
-        return Err(RunError::Usage(
-            "no command given; write it before the arguments, as in `martelli run echo ::: a b`"
-                .into(),
-        ));
-    }
     let words: Vec<Vec<u8>> = o.command.iter().map(|w| w.as_bytes().to_vec()).collect();
-    let mode = match (o.quote, o.no_shell) {
-        (true, _) => Mode::Quote,
-        (_, true) => Mode::NoShell,
+    gnu::refuse_constructs(&words)?;
+    for name in &o.env {
+        // Jobs inherit the whole environment; a name that is not set is most likely a typo.
+        let function = format!("BASH_FUNC_{name}%%");
+        if name != "_" && std::env::var_os(name).is_none() && std::env::var_os(&function).is_none() {
+            return Err(RunError::Usage(format!(
+                "--env {name}: no variable or exported function of that name is set; export it first"
+            )));
+        }
+    }
+    // No command (and not --retry-failed, whose commands come from the joblog): each input line is
+    // a command, as in GNU parallel.
+    let mode = match (o.quote, o.no_shell, words.is_empty() || o.retry_failed) {
+        (_, _, true) => Mode::Lines,
+        (true, _, _) => Mode::Quote,
+        (_, true, _) => Mode::NoShell,
         _ => Mode::Shell,
     };
-    let template = Template::parse(&words, mode);
+    let tokens = tokens(&o)?;
+    let template = Template::parse_with(&words, mode, &tokens);
+    let tagstring = o
+        .tagstring
+        .as_ref()
+        .map(|t| Template::parse_with(&[t.as_bytes().to_vec()], Mode::NoShell, &tokens));
+    let separator = match (&o.delimiter, o.null) {
+        (Some(d), _) => parse_delimiter(d)?,
+        (None, true) => 0,
+        (None, false) => b'\n',
+    };
+    let trim = match o.trim.as_deref() {
+        None | Some("n") => Trim::default(),
+        Some("l") => Trim { left: true, right: false },
+        Some("r") => Trim { left: false, right: true },
+        Some("lr" | "rl") => Trim { left: true, right: true },
+        Some(other) => {
+            return Err(RunError::Usage(format!(
+                "invalid --trim '{other}': expected n, l, r, lr or rl"
+            )));
+        }
+    };
+    let files = o.files.then(|| {
+        o.tmpdir
+            .clone()
+            .or_else(|| std::env::var_os("TMPDIR").filter(|d| !d.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+    });
     let source_count = parsed.sources.len().max(1);
     if let Some(n) = template.max_source() {
         if n as usize > source_count {
@@ -182,10 +269,10 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         template,
         sources: parsed.sources,
         link: o.link,
-        separator: if o.null { 0 } else { b'\n' },
+        separator,
         output,
         keep_order: o.keep_order,
-        tag: o.tag,
+        tag: o.tag || tagstring.is_some(),
         results: o.results,
         timeout: o
             .timeout
@@ -208,7 +295,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         nice,
         dry_run: o.dry_run,
         joblog: o.joblog,
-        resume: match (o.resume, o.resume_failed) {
+        resume: match (o.resume, o.resume_failed || o.retry_failed) {
             (true, _) => Resume::Done,
             (_, true) => Resume::Succeeded,
             _ => Resume::No,
@@ -218,7 +305,76 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             counts: o.progress,
             eta: o.eta,
         },
+        verbose: o.verbose > 0,
+        tagstring,
+        eof: o.eof.map(String::into_bytes),
+        skip_empty: o.no_run_if_empty,
+        trim,
+        shuf: o.shuf,
+        files,
+        shellquote: o.shellquote,
+        retry_failed: o.retry_failed,
+        process_slot_var: o.process_slot_var,
+        shell: gnu::shell(),
+        functions: gnu::exported_functions(),
     })
+}
+
+/// The replacement strings, renamed by `-I` and its siblings.
+fn tokens(o: &super::args::RawOptions) -> Result<Tokens, RunError> {
+    let mut t = Tokens::default();
+    for (option, value, slot) in [
+        ("-I", &o.replace, &mut t.whole),
+        ("--extensionreplace", &o.extension_replace, &mut t.no_ext),
+        ("--basenamereplace", &o.basename_replace, &mut t.base),
+        ("--dirnamereplace", &o.dirname_replace, &mut t.dir),
+        ("--basenameextensionreplace", &o.basename_extension_replace, &mut t.base_no_ext),
+        ("--seqreplace", &o.seq_replace, &mut t.seq),
+        ("--slotreplace", &o.slot_replace, &mut t.slot),
+    ] {
+        if let Some(v) = value {
+            if v.is_empty() {
+                return Err(RunError::Usage(format!(
+                    "{option} needs a replacement string that is not empty, such as {option} ,,"
+                )));
+            }
+            *slot = v.as_bytes().to_vec();
+        }
+    }
+    Ok(t)
+}
+
+/// `-d`: one byte, written as itself or as an escape (`\n`, `\t`, `\0`, `\\`, `\xHH`, `\NNN`
+/// octal).
+pub(crate) fn parse_delimiter(d: &str) -> Result<u8, RunError> {
+    let bad = || {
+        RunError::Usage(format!(
+            "invalid -d '{d}': expected one character or an escape such as \\n, \\t, \\0 or \\x1f"
+        ))
+    };
+    let b = d.as_bytes();
+    match b {
+        [c] => Ok(*c),
+        [b'\\', rest @ ..] => match rest {
+            b"n" => Ok(b'\n'),
+            b"t" => Ok(b'\t'),
+            b"r" => Ok(b'\r'),
+            b"a" => Ok(7),
+            b"b" => Ok(8),
+            b"f" => Ok(12),
+            b"v" => Ok(11),
+            b"\\" => Ok(b'\\'),
+            [b'x', hex @ ..] if !hex.is_empty() && hex.len() <= 2 => {
+                u8::from_str_radix(std::str::from_utf8(hex).map_err(|_| bad())?, 16)
+                    .map_err(|_| bad())
+            }
+            oct if !oct.is_empty() && oct.len() <= 3 && oct.iter().all(|c| (b'0'..=b'7').contains(c)) => {
+                u8::from_str_radix(std::str::from_utf8(oct).map_err(|_| bad())?, 8).map_err(|_| bad())
+            }
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
 }
 
 /// The largest number of jobs at once; `-j 0` means this many.
@@ -286,6 +442,17 @@ pub(crate) fn parse_halt(spec: &str) -> Result<Option<Halt>, RunError> {
                 threshold: Threshold::Count(1),
             }));
         }
+        "-1" | "-2" => {
+            return Ok(Some(Halt {
+                now: spec == "-2",
+                on: HaltOn::Success,
+                threshold: Threshold::Count(1),
+            }));
+        }
+        // GNU parallel: `--halt 5%` is `soon,fail=5%`.
+        p if p.ends_with('%') && !p.contains([',', '=']) => {
+            return parse_halt(&format!("soon,fail={p}"));
+        }
         _ => {}
     }
     let (when, condition) = match spec.split_once(',') {
@@ -333,6 +500,27 @@ mod tests {
         assert_eq!(parse_jobs("0", 2).unwrap(), MAX_JOBS);
         assert!(parse_jobs("two", 2).is_err());
         assert!(parse_jobs("", 2).is_err());
+    }
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(parse_delimiter("_").unwrap(), b'_');
+        assert_eq!(parse_delimiter("\\0").unwrap(), 0);
+        assert_eq!(parse_delimiter("\\n").unwrap(), b'\n');
+        assert_eq!(parse_delimiter("\\x1f").unwrap(), 0x1f);
+        assert_eq!(parse_delimiter("\\012").unwrap(), b'\n');
+        assert!(parse_delimiter("ab").is_err());
+        assert!(parse_delimiter("\\q").is_err());
+        assert!(parse_delimiter("").is_err());
+    }
+
+    #[test]
+    fn trims() {
+        let both = Trim { left: true, right: true };
+        assert_eq!(both.apply(b" \tA b \n"), b"A b");
+        assert_eq!(Trim { left: true, right: false }.apply(b" A "), b"A ");
+        assert_eq!(Trim::default().apply(b" A "), b" A ");
+        assert_eq!(both.apply(b"   "), b"");
     }
 
     #[test]

@@ -37,6 +37,7 @@ use martelli::process::{self, Guardian, Signal, Spawn, Stream, Supervision};
 
 use super::config::{Config, HaltOn, OutputMode, Threshold};
 use super::input::{self, Args, Inputs};
+use std::collections::BTreeSet;
 use super::joblog::Joblog;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
 use super::remote::Remote;
@@ -110,18 +111,51 @@ struct Shared {
     tally: Mutex<Tally>,
     /// Output, joblog and progress, reported to by the slots.
     reporter: Mutex<Reporter>,
+    /// Slot numbers (`{%}`, `$PARALLEL_JOBSLOT`) free now: a job takes the lowest, as in GNU
+    /// parallel, so the first job gets slot 1.
+    free_slots: Mutex<BTreeSet<usize>>,
 }
 
 /// Runs the jobs; returns the exit status.
 pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
-    let (joblog, skip) = match &config.joblog {
+    // --retry-failed: the jobs are the failed commands of the joblog, under their job numbers.
+    let retry = match (&config.joblog, config.retry_failed) {
+        (Some(path), true) => Some(super::joblog::failed_commands(path)?),
+        _ => None,
+    };
+    let (joblog, mut skip) = match &config.joblog {
         Some(path) if !config.dry_run => {
             let (log, skip) = Joblog::open(path, config.resume)?;
             (Some(log), skip)
         }
         _ => (None, HashSet::new()),
     };
-    let inputs = input::inputs(&config.sources, config.link, config.separator)?;
+    let reading = input::Reading {
+        separator: config.separator,
+        trim: config.trim,
+        eof: config.eof.clone(),
+        skip_empty: config.skip_empty,
+    };
+    let mut inputs = match retry {
+        Some((failed, max)) => {
+            let mut commands: std::collections::HashMap<u64, Vec<u8>> = failed.into_iter().collect();
+            skip = (1..=max).filter(|s| !commands.contains_key(s)).collect();
+            let rows: Vec<Args> = (1..=max)
+                .map(|s| vec![commands.remove(&s).unwrap_or_default()])
+                .collect();
+            Inputs {
+                total: Some(rows.len() as u64),
+                iter: Box::new(rows.into_iter().map(Ok)),
+            }
+        }
+        None => input::inputs(&config.sources, config.link, &reading)?,
+    };
+    if config.shellquote {
+        return shellquote(&mut inputs);
+    }
+    if config.shuf {
+        inputs = shuffled(inputs)?;
+    }
     let total = inputs.total.map(|t| t.saturating_sub(skip.len() as u64));
     let mut feed = Feed {
         inputs,
@@ -164,8 +198,12 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         remote_running: AtomicUsize::new(0),
         next_start: Mutex::new(Instant::now()),
         interrupted: AtomicI32::new(0),
-        tally: Mutex::new(Tally::default()),
+        tally: Mutex::new(Tally {
+            total,
+            ..Tally::default()
+        }),
         reporter: Mutex::new(Reporter::new(&config, joblog, total)),
+        free_slots: Mutex::new((1..=config.jobs).collect()),
         config,
     });
     watch_signals(&shared)?;
@@ -200,6 +238,43 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
     drop(executor);
     let code = lock(&shared.reporter).finish(&shared);
     Ok(code)
+}
+
+/// `--shellquote`: prints each job's arguments quoted for the shell, one job a line.
+fn shellquote(inputs: &mut Inputs) -> Result<u8, RunError> {
+    let mut out = io::stdout().lock();
+    for args in inputs.iter.by_ref() {
+        let quoted: Vec<Vec<u8>> = args?.iter().map(|a| super::template::shell_quote(a)).collect();
+        let mut line = quoted.join(&b' ');
+        line.push(b'\n');
+        if out.write_all(&line).is_err() {
+            break;
+        }
+    }
+    Ok(0)
+}
+
+/// `--shuf`: every job, in a random order (Fisher–Yates, seeded from the system's randomness).
+fn shuffled(inputs: Inputs) -> Result<Inputs, RunError> {
+    let mut rows: Vec<Args> = inputs.iter.collect::<Result<_, _>>()?;
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).map_err(|e| RunError::System {
+        what: "--shuf: no randomness from the system",
+        source: io::Error::other(e.to_string()),
+    })?;
+    let mut state = u64::from_le_bytes(seed) | 1;
+    for i in (1..rows.len()).rev() {
+        // xorshift64*: plenty for an order of jobs.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        rows.swap(i, (r % (i as u64 + 1)) as usize);
+    }
+    Ok(Inputs {
+        total: Some(rows.len() as u64),
+        iter: Box::new(rows.into_iter().map(Ok)),
+    })
 }
 
 fn dry_run(config: &Config, feed: &mut Feed) -> Result<u8, RunError> {
@@ -281,12 +356,18 @@ fn await_remote_cancels(shared: &Shared) {
     }
 }
 
-fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
+fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        let job = lock(&shared.feed).next();
+        let (job, slot) = {
+            let mut feed = lock(&shared.feed);
+            let job = feed.next();
+            // Taken with the job, under the feed's lock, so that jobs get slots in their order.
+            let slot = lock(&shared.free_slots).pop_first().unwrap_or(1);
+            (job, slot)
+        };
         let (order, seq, args) = match job {
             None => return,
             Some(Ok(job)) => job,
@@ -305,12 +386,13 @@ fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
             thread::sleep(wait_until.saturating_duration_since(Instant::now()));
         }
         let mut outcome = run_job(shared, executor, slot, order, seq, args);
+        lock(&shared.free_slots).insert(slot);
         // A job that ends while `--halt now` kills the others was killed: its output is not shown.
         outcome.suppressed = shared.killing.load(Ordering::SeqCst);
-        let halt_now = count(shared, &outcome);
-        let stdout_closed = lock(&shared.reporter).report(shared, outcome);
+        let counted = count(shared, &outcome);
+        let stdout_closed = lock(&shared.reporter).report(shared, outcome, &counted.notes);
         // Killing waits up to the grace period: not under the reporter's lock.
-        if halt_now || stdout_closed {
+        if counted.kill_now || stdout_closed {
             kill_all(shared);
         }
     }
@@ -329,7 +411,9 @@ fn run_job(
     let command = composed.display();
     // A shell line that is one plain command is run without the shell (see `simple_command`).
     let direct = match &composed {
-        Composed::Shell(line) => simple_command(line),
+        Composed::Shell(line) => simple_command(line)
+            // A bash function exported under a program's name must run as the function.
+            .filter(|argv| !config.functions.contains(&argv[0])),
         Composed::Argv(_) => None,
     };
     let capture = config.output != OutputMode::Ungroup;
@@ -338,13 +422,28 @@ fn run_job(
     let supervision = Supervision::default()
         .timeout(config.timeout)
         .grace(config.grace);
-    let tag_prefix = if config.tag {
-        let mut t = args.join(&b' ');
-        t.push(b'\t');
-        t
-    } else {
-        Vec::new()
+    let tag_prefix = match (&config.tagstring, config.tag) {
+        (Some(tagstring), _) => {
+            let mut t = match tagstring.compose(&args, seq, slot) {
+                Composed::Argv(words) => words.into_iter().next().unwrap_or_default(),
+                Composed::Shell(line) => line,
+            };
+            t.push(b'\t');
+            t
+        }
+        (None, true) => {
+            let mut t = args.join(&b' ');
+            t.push(b'\t');
+            t
+        }
+        (None, false) => Vec::new(),
     };
+    // -v with output that is not held back: the command is printed as the job starts.
+    if config.verbose && matches!(config.output, OutputMode::LineBuffer | OutputMode::Ungroup) {
+        let mut line = command.clone();
+        line.push(b'\n');
+        let _ = super::output::write_prefixed(&mut io::stdout().lock(), &tag_prefix, &line);
+    }
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -366,6 +465,7 @@ fn run_job(
             stdout_bytes: 0,
             suppressed: false,
             host: None,
+            tag: tag_prefix.clone(),
         };
         match executor {
             // The job goes to a cluster worker as a shell-command task; the result fills the outcome
@@ -386,13 +486,23 @@ fn run_job(
                     let mut spawn = match argv {
                         Some(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
                             .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
-                        None => Spawn::shell(OsString::from_vec(command.clone())),
+                        // The user's shell, by GNU parallel's rule (`gnu::shell`).
+                        None => Spawn::new(&config.shell)
+                            .arg("-c")
+                            .arg(OsString::from_vec(command.clone())),
                     }
                     .capture_output(capture)
                     // The guardian kills the job's whole group if this process dies, which also covers
                     // the direct child; without a parent-death signal the spawn can use posix_spawn.
                     .parent_death_signal(None);
-                    spawn.command_mut().stdin(Stdio::null());
+                    let cmd = spawn.command_mut();
+                    cmd.stdin(Stdio::null())
+                        .env("PARALLEL_SEQ", seq.to_string())
+                        .env("PARALLEL_JOBSLOT", slot.to_string())
+                        .env("PARALLEL_PID", std::process::id().to_string());
+                    if let Some(var) = &config.process_slot_var {
+                        cmd.env(var, slot.to_string());
+                    }
                     if let Some(n) = config.nice {
                         spawn = spawn.nice(n);
                     }
@@ -430,7 +540,7 @@ fn run_job(
                     }
                     Some(Err(e)) => {
                         let program = match &composed {
-                            Composed::Shell(_) => "/bin/sh".to_string(),
+                            Composed::Shell(_) => config.shell.display().to_string(),
                             Composed::Argv(argv) => String::from_utf8_lossy(&argv[0]).into_owned(),
                         };
                         let message = format!("martelli run: cannot run '{program}': {e}\n");
@@ -498,36 +608,106 @@ struct Tally {
     finished: u64,
     failed: u64,
     succeeded: u64,
+    /// The number of jobs, when known in advance (`--halt …=P%` is a share of it).
+    total: Option<u64>,
     /// The exit status `--halt` decided, once it triggered.
     halt_status: Option<u8>,
 }
 
-/// Counts a finished job and applies `--halt`; returns whether running jobs must be killed now.
-fn count(shared: &Shared, outcome: &Outcome) -> bool {
+/// What counting a finished job decided.
+#[derive(Debug, Default)]
+struct Counted {
+    /// `--halt now` triggered: kill the running jobs.
+    kill_now: bool,
+    /// Lines for stderr, as GNU parallel prints them ("This job failed:" and the command).
+    notes: Vec<String>,
+}
+
+/// Counts a finished job and applies `--halt`, as GNU parallel does (see `docs/run.md`).
+fn count(shared: &Shared, outcome: &Outcome) -> Counted {
     let config = &shared.config;
     let mut tally = lock(&shared.tally);
     tally.finished += 1;
-    if outcome.failed() {
+    let failed = outcome.failed();
+    if failed {
         tally.failed += 1;
     } else {
         tally.succeeded += 1;
     }
-    if tally.halt_status.is_some() || !check_halt(config, &tally, outcome) {
-        return false;
-    }
+    let mut counted = Counted::default();
     let Some(halt) = config.halt else {
-        return false;
+        return counted;
     };
-    tally.halt_status = Some(match halt.on {
-        HaltOn::Success => 0,
-        _ if outcome.failed() => outcome.exit_status(),
-        _ => 0,
-    });
+    let command = String::from_utf8_lossy(&outcome.command);
+    // The count the condition looks at, and the note GNU parallel prints for this job.
+    let limit = match halt.on {
+        HaltOn::Fail if failed => {
+            counted.notes.push(format!("martelli run: This job failed:\n{command}"));
+            Some(tally.failed)
+        }
+        HaltOn::Success if !failed => {
+            counted.notes.push(format!("martelli run: This job succeeded:\n{command}"));
+            Some(tally.succeeded)
+        }
+        HaltOn::Done => {
+            counted.notes.push(format!("martelli run: This job finished:\n{command}"));
+            Some(tally.finished)
+        }
+        _ => None,
+    };
+    let Some(limit) = limit else {
+        return counted;
+    };
+    if tally.halt_status.is_some() {
+        return counted;
+    }
+    let reached = match halt.threshold {
+        Threshold::Count(n) => limit >= n,
+        // A share of all the jobs when their number is known; of the finished ones otherwise.
+        Threshold::Percent(p) => {
+            let of = tally.total.unwrap_or(tally.finished) as f64;
+            limit as f64 >= of * p / 100.0
+        }
+    };
+    if !reached {
+        return counted;
+    }
+    let status = match (halt.on, halt.threshold) {
+        (HaltOn::Success, _) => 0,
+        // fail=1 and done=1: the status of the job that triggered it (128 + N for signal N).
+        (_, Threshold::Count(1)) => {
+            if failed {
+                outcome.exit_status()
+            } else {
+                0
+            }
+        }
+        (_, Threshold::Count(_)) => tally.failed.min(MAX_FAILED_EXIT) as u8,
+        (_, Threshold::Percent(_)) => {
+            let of = tally.total.unwrap_or(tally.finished).max(1);
+            percent(tally.failed, of)
+        }
+    };
+    tally.halt_status = Some(status);
     shared.stop.store(true, Ordering::SeqCst);
     if halt.now {
         shared.killing.store(true, Ordering::SeqCst);
+        counted.kill_now = true;
+    } else {
+        let running = running(shared);
+        if running > 0 {
+            counted.notes.push(format!(
+                "martelli run: Starting no more jobs. Waiting for {running} jobs to finish."
+            ));
+        }
     }
-    halt.now
+    counted
+}
+
+/// `part` as a whole percentage of `of`, rounded up (GNU parallel's exit status for `P%`).
+fn percent(part: u64, of: u64) -> u8 {
+    let p = (part * 100).div_ceil(of.max(1));
+    u8::try_from(p.min(100)).unwrap_or(100)
 }
 
 /// Prints, logs and shows progress for finished jobs. Slots report to it under a lock, so no
@@ -550,7 +730,9 @@ impl Reporter {
         };
         Reporter {
             print,
-            printer: Printer::new(print, config.keep_order, config.results.clone()),
+            printer: Printer::new(print, config.keep_order, config.results.clone())
+                .verbose(config.verbose)
+                .files(config.files.clone()),
             joblog,
             bar: progress_bar(config, total),
             own_error: None,
@@ -573,7 +755,7 @@ impl Reporter {
     }
 
     /// Reports one finished job. Returns whether the running jobs must be killed (stdout closed).
-    fn report(&mut self, shared: &Shared, outcome: Outcome) -> bool {
+    fn report(&mut self, shared: &Shared, outcome: Outcome, notes: &[String]) -> bool {
         let config = &shared.config;
         // Jobs killed by `--halt now` are logged but their output is not shown.
         let quiet = outcome.suppressed || self.stdout_closed;
@@ -625,6 +807,14 @@ impl Reporter {
             }
             Err(PrintError::Run(e)) => self.fail(shared, e),
         }
+        if !notes.is_empty() && !self.stdout_closed {
+            Self::around_stderr(&self.bar, &mut || {
+                let mut err = io::stderr().lock();
+                for note in notes {
+                    let _ = writeln!(err, "{note}");
+                }
+            });
+        }
         if let Some(bar) = &self.bar {
             update_bar(bar, config, shared);
         }
@@ -661,34 +851,13 @@ impl Reporter {
         if let Some(status) = tally.halt_status {
             return status;
         }
-        u8::try_from(tally.failed.min(MAX_FAILED_EXIT)).unwrap_or(EXIT_OWN_ERROR)
-    }
-}
-
-/// Whether `--halt` triggers after `outcome`.
-fn check_halt(config: &Config, tally: &Tally, outcome: &Outcome) -> bool {
-    let Some(halt) = config.halt else {
-        return false;
-    };
-    let relevant = match halt.on {
-        HaltOn::Fail => outcome.failed(),
-        HaltOn::Success => !outcome.failed(),
-        HaltOn::Done => true,
-    };
-    if !relevant {
-        return false;
-    }
-    let count = match halt.on {
-        HaltOn::Fail => tally.failed,
-        HaltOn::Success => tally.succeeded,
-        HaltOn::Done => tally.finished,
-    };
-    match halt.threshold {
-        Threshold::Count(n) => count >= n,
-        // As GNU parallel: a percentage of the finished jobs, once at least 3 have finished.
-        Threshold::Percent(p) => {
-            tally.finished >= 3 && (count as f64) * 100.0 >= p * tally.finished as f64
+        // With `--halt …=P%` that never triggered, GNU parallel's status is the share that failed.
+        if let Some(Threshold::Percent(_)) = shared.config.halt.map(|h| h.threshold) {
+            if tally.failed > 0 {
+                return percent(tally.failed, tally.finished);
+            }
         }
+        u8::try_from(tally.failed.min(MAX_FAILED_EXIT)).unwrap_or(EXIT_OWN_ERROR)
     }
 }
 

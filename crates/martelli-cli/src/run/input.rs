@@ -11,6 +11,49 @@ use std::path::{Path, PathBuf};
 
 use super::RunError;
 use super::args::{Source, SourceSpec};
+use super::config::Trim;
+
+/// How each input source's arguments are read: where one ends, and GNU parallel's per-source
+/// filters (`--trim`, `-E`, `-r`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reading {
+    pub(crate) separator: u8,
+    /// `--trim`: blanks removed from the ends of each argument.
+    pub(crate) trim: Trim,
+    /// `-E`: the source ends at this argument.
+    pub(crate) eof: Option<Vec<u8>>,
+    /// `-r`: arguments that are empty or only blanks are dropped.
+    pub(crate) skip_empty: bool,
+}
+
+impl Reading {
+    /// Applies the filters to one source's arguments.
+    fn filter<'a, I>(&self, args: I) -> Box<dyn Iterator<Item = Result<Vec<u8>, RunError>> + Send + 'a>
+    where
+        I: Iterator<Item = Result<Vec<u8>, RunError>> + Send + 'a,
+    {
+        if !self.trim.any() && self.eof.is_none() && !self.skip_empty {
+            return Box::new(args);
+        }
+        let (trim, eof, skip_empty) = (self.trim, self.eof.clone(), self.skip_empty);
+        Box::new(
+            args.map(move |r| {
+                r.map(|a| {
+                    if trim.any() {
+                        trim.apply(&a).to_vec()
+                    } else {
+                        a
+                    }
+                })
+            })
+            .take_while(move |r| !matches!((r, &eof), (Ok(a), Some(e)) if a == e))
+            .filter(move |r| {
+                !(skip_empty
+                    && matches!(r, Ok(a) if a.iter().all(|b| b" \t\n\r\x0c\x0b".contains(b))))
+            }),
+        )
+    }
+}
 
 /// The arguments of one job, one per input source.
 pub(crate) type Args = Vec<Vec<u8>>;
@@ -55,10 +98,13 @@ fn lines(
 }
 
 /// Builds the job arguments from the sources (stdin when there are none).
-pub(crate) fn inputs(sources: &[Source], link: bool, separator: u8) -> Result<Inputs, RunError> {
+pub(crate) fn inputs(sources: &[Source], link: bool, reading: &Reading) -> Result<Inputs, RunError> {
+    let separator = reading.separator;
+    let filtered = !(reading.eof.is_none() && !reading.skip_empty && !reading.trim.any());
     match sources {
         [] => {
-            let iter = lines(Box::new(BufReader::new(io::stdin())), separator, "-".into())
+            let iter = reading
+                .filter(lines(Box::new(BufReader::new(io::stdin())), separator, "-".into()))
                 .map(|r| r.map(|a| vec![a]));
             Ok(Inputs {
                 iter: Box::new(iter),
@@ -70,7 +116,7 @@ pub(crate) fn inputs(sources: &[Source], link: bool, separator: u8) -> Result<In
                 spec: SourceSpec::Values(values),
                 ..
             },
-        ] => {
+        ] if !filtered => {
             let total = values.len() as u64;
             let iter = values.clone().into_iter().map(|a| Ok(vec![a]));
             Ok(Inputs {
@@ -84,7 +130,9 @@ pub(crate) fn inputs(sources: &[Source], link: bool, separator: u8) -> Result<In
                 ..
             },
         ] => {
-            let iter = lines(open(path)?, separator, path.clone()).map(|r| r.map(|a| vec![a]));
+            let iter = reading
+                .filter(lines(open(path)?, separator, path.clone()))
+                .map(|r| r.map(|a| vec![a]));
             Ok(Inputs {
                 iter: Box::new(iter),
                 total: None,
@@ -94,10 +142,12 @@ pub(crate) fn inputs(sources: &[Source], link: bool, separator: u8) -> Result<In
             let mut columns = Vec::with_capacity(sources.len());
             for source in sources {
                 let values = match &source.spec {
-                    SourceSpec::Values(values) => values.clone(),
-                    SourceSpec::File(path) => {
-                        lines(open(path)?, separator, path.clone()).collect::<Result<_, _>>()?
-                    }
+                    SourceSpec::Values(values) => reading
+                        .filter(values.clone().into_iter().map(Ok))
+                        .collect::<Result<_, _>>()?,
+                    SourceSpec::File(path) => reading
+                        .filter(lines(open(path)?, separator, path.clone()))
+                        .collect::<Result<_, _>>()?,
                 };
                 columns.push(values);
             }
@@ -217,6 +267,27 @@ mod tests {
         }
     }
 
+    fn nl() -> Reading {
+        Reading {
+            separator: b'\n',
+            ..Reading::default()
+        }
+    }
+
+    #[test]
+    fn eof_trim_and_empty_filter_each_source() {
+        let s = [values(&["a", " ", "b", "stop", "c"], false), values(&["1", "", "stop"], false)];
+        let r = Reading {
+            separator: b'\n',
+            trim: Trim { left: true, right: true },
+            eof: Some(b"stop".to_vec()),
+            skip_empty: true,
+        };
+        assert_eq!(collect(inputs(&s, false, &r).unwrap()), ["a 1", "b 1"]);
+        let s = [values(&[" a ", "stop", "b"], false)];
+        assert_eq!(collect(inputs(&s, false, &r).unwrap()), ["a"]);
+    }
+
     fn collect(inputs: Inputs) -> Vec<String> {
         inputs
             .iter
@@ -233,7 +304,7 @@ mod tests {
     #[test]
     fn product_first_source_slowest() {
         let s = [values(&["a", "b"], false), values(&["1", "2"], false)];
-        let i = inputs(&s, false, b'\n').unwrap();
+        let i = inputs(&s, false, &nl()).unwrap();
         assert_eq!(i.total, Some(4));
         assert_eq!(collect(i), ["a 1", "a 2", "b 1", "b 2"]);
     }
@@ -242,7 +313,7 @@ mod tests {
     fn link_wraps_and_plus_truncates() {
         let s = [values(&["a", "b", "c"], false), values(&["1", "2"], false)];
         assert_eq!(
-            collect(inputs(&s, true, b'\n').unwrap()),
+            collect(inputs(&s, true, &nl()).unwrap()),
             ["a 1", "b 2", "c 1"]
         );
         let s = [
@@ -251,7 +322,7 @@ mod tests {
             values(&["x", "y"], false),
         ];
         assert_eq!(
-            collect(inputs(&s, false, b'\n').unwrap()),
+            collect(inputs(&s, false, &nl()).unwrap()),
             ["a 1 x", "a 1 y", "b 2 x", "b 2 y"]
         );
     }

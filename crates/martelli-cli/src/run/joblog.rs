@@ -105,6 +105,60 @@ pub(crate) fn format_line(o: &Outcome) -> Vec<u8> {
     line
 }
 
+/// `--retry-failed`: the job numbers and commands of the jobs whose last entry in the joblog at
+/// `path` failed, and the highest job number the joblog holds.
+pub(crate) fn failed_commands(path: &Path) -> Result<(Vec<(u64, Vec<u8>)>, u64), RunError> {
+    let err = |message: String| RunError::Joblog {
+        path: path.to_owned(),
+        message,
+    };
+    let file = File::open(path).map_err(|e| {
+        err(format!(
+            "{e}; --retry-failed reruns the failed jobs of an existing joblog"
+        ))
+    })?;
+    let mut last: HashMap<u64, (bool, Vec<u8>)> = HashMap::new();
+    for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = line.map_err(|e| err(e.to_string()))?;
+        if line.is_empty() || line.starts_with(b"Seq\t") {
+            continue;
+        }
+        let (seq, ok, command) = parse_line(&line).ok_or_else(|| err(not_a_joblog_line(n)))?;
+        last.insert(seq, (ok, command));
+    }
+    let max = last.keys().copied().max().unwrap_or(0);
+    let mut failed: Vec<(u64, Vec<u8>)> = last
+        .into_iter()
+        .filter(|(_, (ok, _))| !ok)
+        .map(|(seq, (_, command))| (seq, command))
+        .collect();
+    failed.sort_unstable();
+    Ok((failed, max))
+}
+
+fn not_a_joblog_line(n: usize) -> String {
+    format!(
+        "line {} is not a joblog line (Seq, Host, Starttime, JobRuntime, Send, Receive, Exitval, Signal, Command); \
+         give --joblog a joblog written by martelli run or GNU parallel",
+        n + 1
+    )
+}
+
+/// One joblog line: the job number, whether it succeeded, and its command.
+fn parse_line(line: &[u8]) -> Option<(u64, bool, Vec<u8>)> {
+    let fields: Vec<&[u8]> = line.splitn(9, |&b| b == b'\t').collect();
+    let number = |i: usize| -> Option<i64> {
+        std::str::from_utf8(fields.get(i)?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (seq, exitval, signal) = (number(0)?, number(6)?, number(7)?);
+    let seq = u64::try_from(seq).ok()?;
+    Some((seq, exitval == 0 && signal == 0, fields.get(8)?.to_vec()))
+}
+
 /// Reads an earlier joblog: the jobs `--resume` skips (all logged), or `--resume-failed` skips
 /// (those whose last entry succeeded).
 fn read_skip(reader: impl BufRead, resume: Resume) -> Result<HashSet<u64>, String> {
@@ -114,22 +168,10 @@ fn read_skip(reader: impl BufRead, resume: Resume) -> Result<HashSet<u64>, Strin
         if line.is_empty() || line.starts_with(b"Seq\t") {
             continue;
         }
-        let fields: Vec<&[u8]> = line.splitn(9, |&b| b == b'\t').collect();
-        let number = |i: usize| -> Option<i64> {
-            std::str::from_utf8(fields.get(i)?)
-                .ok()?
-                .trim()
-                .parse()
-                .ok()
+        let Some((seq, ok, _)) = parse_line(&line) else {
+            return Err(not_a_joblog_line(n));
         };
-        let (Some(seq), Some(exitval), Some(signal)) = (number(0), number(6), number(7)) else {
-            return Err(format!(
-                "line {} is not a joblog line (Seq, Host, Starttime, JobRuntime, Send, Receive, Exitval, Signal, Command); \
-                 give --joblog a joblog written by martelli run or GNU parallel",
-                n + 1
-            ));
-        };
-        last_ok.insert(seq as u64, exitval == 0 && signal == 0);
+        last_ok.insert(seq, ok);
     }
     Ok(last_ok
         .into_iter()
@@ -158,6 +200,17 @@ mod tests {
     fn resume_failed_skips_jobs_whose_last_run_succeeded() {
         let skip = read_skip(LOG.as_bytes(), Resume::Succeeded).unwrap();
         assert_eq!(skip, HashSet::from([1, 2]));
+    }
+
+    #[test]
+    fn retry_failed_reads_the_failed_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, LOG).unwrap();
+        let (failed, max) = failed_commands(&path).unwrap();
+        assert_eq!(failed, vec![(3, b"kill".to_vec())]);
+        assert_eq!(max, 3);
+        assert!(failed_commands(&dir.path().join("none")).is_err());
     }
 
     #[test]

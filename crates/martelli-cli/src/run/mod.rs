@@ -14,6 +14,7 @@
 mod args;
 mod config;
 mod engine;
+mod gnu;
 #[cfg(test)]
 mod fuzz;
 mod input;

@@ -36,6 +36,8 @@ pub(crate) struct Outcome {
     pub(crate) suppressed: bool,
     /// The host that ran the job (`run --cluster`); `None` for this machine.
     pub(crate) host: Option<String>,
+    /// What `--tag` or `--tagstring` puts before each output line, tab included.
+    pub(crate) tag: Vec<u8>,
 }
 
 impl Outcome {
@@ -66,6 +68,9 @@ impl Outcome {
     }
 
     fn tag(&self) -> Vec<u8> {
+        if !self.tag.is_empty() {
+            return self.tag.clone();
+        }
         let mut tag = self.args.join(&b' ');
         tag.push(b'\t');
         tag
@@ -103,6 +108,12 @@ pub(crate) struct Printer {
     pending: BTreeMap<u64, Outcome>,
     next: u64,
     results: Option<PathBuf>,
+    /// `-v`: the command before the output.
+    verbose: bool,
+    /// `--files`: stdout goes to a file in this directory; its name is printed.
+    files: Option<PathBuf>,
+    /// `--results FILE.csv|FILE.tsv`: the table, once its header is written.
+    table: Option<std::fs::File>,
 }
 
 impl Printer {
@@ -113,7 +124,81 @@ impl Printer {
             pending: BTreeMap::new(),
             next: 0,
             results,
+            verbose: false,
+            files: None,
+            table: None,
         }
+    }
+
+    /// `--results FILE.csv` (or `.tsv`): appends the job's row, creating the file with GNU
+    /// parallel's header for the first job.
+    fn store_row(&mut self, sep: u8, o: &Outcome) -> Result<(), RunError> {
+        let Some(path) = self.results.clone() else {
+            return Ok(());
+        };
+        let err = |source| RunError::Results {
+            path: path.clone(),
+            source,
+        };
+        if self.table.is_none() {
+            let mut file = std::fs::File::create(&path).map_err(err)?;
+            let mut header: Vec<String> = [
+                "Seq", "Host", "Starttime", "JobRuntime", "Send", "Receive", "Exitval", "Signal",
+                "Command",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            header.extend((1..=o.args.len()).map(|i| format!("V{i}")));
+            header.extend(["Stdout".to_owned(), "Stderr".to_owned()]);
+            let mut line = header.join(&(sep as char).to_string()).into_bytes();
+            line.push(b'\n');
+            file.write_all(&line).map_err(err)?;
+            self.table = Some(file);
+        }
+        let start = o
+            .start
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut fields: Vec<Vec<u8>> = vec![
+            o.seq.to_string().into_bytes(),
+            o.host.clone().unwrap_or_else(|| ":".into()).into_bytes(),
+            format!("{start:.3}").into_bytes(),
+            format!("{:.3}", o.runtime.as_secs_f64()).into_bytes(),
+            b"0".to_vec(),
+            o.stdout_bytes.to_string().into_bytes(),
+            o.exitval().to_string().into_bytes(),
+            o.signal.to_string().into_bytes(),
+            o.command.clone(),
+        ];
+        fields.extend(o.args.iter().cloned());
+        fields.push(o.stdout.clone());
+        fields.push(o.stderr.clone());
+        let mut line = Vec::new();
+        for (i, field) in fields.iter().enumerate() {
+            if i > 0 {
+                line.push(sep);
+            }
+            line.extend_from_slice(&table_field(field, sep));
+        }
+        line.push(b'\n');
+        if let Some(file) = &mut self.table {
+            file.write_all(&line).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// `-v`: prints each job's command (tagged like its output) before its output.
+    pub(crate) fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// `--files DIR`: stores each job's stdout in a new file in DIR and prints the file's name.
+    pub(crate) fn files(mut self, dir: Option<PathBuf>) -> Self {
+        self.files = dir;
+        self
     }
 
     /// Takes one outcome; prints it and any outcomes it was holding back. `quiet` suppresses the
@@ -125,8 +210,11 @@ impl Printer {
         quiet: bool,
         around_stderr: &dyn Fn(&mut dyn FnMut()),
     ) -> Result<(), PrintError> {
-        if let Some(dir) = &self.results {
-            store_results(dir, &outcome).map_err(PrintError::Run)?;
+        if let Some(dir) = self.results.clone() {
+            match table_separator(&dir) {
+                Some(sep) => self.store_row(sep, &outcome).map_err(PrintError::Run)?,
+                None => store_results(&dir, &outcome).map_err(PrintError::Run)?,
+            }
         }
         if !self.keep_order {
             return self.print_one(&outcome, quiet, around_stderr);
@@ -172,9 +260,20 @@ impl Printer {
             }
             Print::Grouped { tag } => {
                 let prefix = if tag { o.tag() } else { Vec::new() };
-                if !o.stdout.is_empty() {
+                let mut stdout = std::borrow::Cow::Borrowed(&o.stdout[..]);
+                if let Some(dir) = &self.files {
+                    let mut name = store_file(dir, &o.stdout).map_err(PrintError::Run)?;
+                    name.push(b'\n');
+                    stdout = std::borrow::Cow::Owned(name);
+                } else if self.verbose {
+                    let mut with = o.command.clone();
+                    with.push(b'\n');
+                    with.extend_from_slice(&o.stdout);
+                    stdout = std::borrow::Cow::Owned(with);
+                }
+                if !stdout.is_empty() {
                     let mut out = io::stdout().lock();
-                    write_prefixed(&mut out, &prefix, &o.stdout)
+                    write_prefixed(&mut out, &prefix, &stdout)
                         .and_then(|()| out.flush())
                         .map_err(PrintError::Stdout)?;
                 }
@@ -254,6 +353,37 @@ fn json(o: &Outcome) -> JsonLine<'_> {
     }
 }
 
+/// `--results NAME.csv` writes a CSV table and `NAME.tsv` a tab-separated one, as GNU parallel
+/// does; any other name is a directory tree.
+fn table_separator(path: &Path) -> Option<u8> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("csv") => Some(b','),
+        Some("tsv") => Some(b'\t'),
+        _ => None,
+    }
+}
+
+/// One field of a `--results` table: in double quotes (a quote doubled) when it holds the
+/// separator, a quote or a blank, as GNU parallel writes it.
+fn table_field(field: &[u8], sep: u8) -> Vec<u8> {
+    if !field
+        .iter()
+        .any(|&b| b == sep || b == b'"' || b.is_ascii_whitespace())
+    {
+        return field.to_vec();
+    }
+    let mut out = Vec::with_capacity(field.len() + 2);
+    out.push(b'"');
+    for &b in field {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+    out
+}
+
 /// `--results DIR`: DIR/1/ARG1/2/ARG2/…/{stdout,stderr,seq}, with `\` written `\\` and `/`
 /// written `\_` in arguments, as GNU parallel does.
 fn store_results(dir: &Path, o: &Outcome) -> Result<(), RunError> {
@@ -280,6 +410,45 @@ fn store_results(dir: &Path, o: &Outcome) -> Result<(), RunError> {
     std::fs::write(path.join("stderr"), &o.stderr).map_err(err)?;
     std::fs::write(path.join("seq"), format!("{}\n", o.seq)).map_err(err)?;
     Ok(())
+}
+
+/// `--files`: writes `data` to a new file `par…….par` in `dir` (as GNU parallel names them) and
+/// returns its path.
+fn store_file(dir: &Path, data: &[u8]) -> Result<Vec<u8>, RunError> {
+    use std::os::unix::ffi::OsStrExt;
+    const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut last = None;
+    for _ in 0..16 {
+        let mut random = [0u8; 10];
+        getrandom::fill(&mut random).map_err(|e| RunError::Results {
+            path: dir.to_owned(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let name: String = random
+            .iter()
+            .map(|b| LETTERS[usize::from(*b) % LETTERS.len()] as char)
+            .collect();
+        let path = dir.join(format!("par{name}.par"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                file.write_all(data).map_err(|source| RunError::Results {
+                    path: path.clone(),
+                    source,
+                })?;
+                return Ok(path.as_os_str().as_bytes().to_vec());
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(source) => return Err(RunError::Results { path, source }),
+        }
+    }
+    Err(RunError::Results {
+        path: dir.to_owned(),
+        source: last.unwrap_or_else(|| io::Error::other("no free file name")),
+    })
 }
 
 /// `--line-buffer`: passes complete lines on at once, holding a partial line until it ends.

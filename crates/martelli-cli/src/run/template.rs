@@ -39,6 +39,82 @@ pub(crate) enum Mode {
     Quote,
     /// `--no-shell`: the words are the program and its arguments; no shell runs.
     NoShell,
+    /// No command was given: each job's arguments, joined by spaces, are the shell line (GNU
+    /// parallel's "no command means arguments are commands").
+    Lines,
+}
+
+/// The replacement strings, as GNU parallel lets `-I`, `--extensionreplace`, … rename them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tokens {
+    /// `{}`
+    pub(crate) whole: Vec<u8>,
+    /// `{.}`
+    pub(crate) no_ext: Vec<u8>,
+    /// `{/}`
+    pub(crate) base: Vec<u8>,
+    /// `{//}`
+    pub(crate) dir: Vec<u8>,
+    /// `{/.}`
+    pub(crate) base_no_ext: Vec<u8>,
+    /// `{#}`
+    pub(crate) seq: Vec<u8>,
+    /// `{%}`
+    pub(crate) slot: Vec<u8>,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens {
+            whole: b"{}".to_vec(),
+            no_ext: b"{.}".to_vec(),
+            base: b"{/}".to_vec(),
+            dir: b"{//}".to_vec(),
+            base_no_ext: b"{/.}".to_vec(),
+            seq: b"{#}".to_vec(),
+            slot: b"{%}".to_vec(),
+        }
+    }
+}
+
+impl Tokens {
+    /// The renamed replacement strings and what they stand for, longest first.
+    fn renamed(&self) -> Vec<(&[u8], Piece)> {
+        let d = Tokens::default();
+        let whole = |part| Piece::Arg { source: None, part };
+        let mut list: Vec<(&[u8], Piece)> = [
+            (&self.whole, &d.whole, whole(Part::Whole)),
+            (&self.no_ext, &d.no_ext, whole(Part::NoExt)),
+            (&self.base, &d.base, whole(Part::Base)),
+            (&self.dir, &d.dir, whole(Part::Dir)),
+            (&self.base_no_ext, &d.base_no_ext, whole(Part::BaseNoExt)),
+            (&self.seq, &d.seq, Piece::Seq),
+            (&self.slot, &d.slot, Piece::Slot),
+        ]
+        .into_iter()
+        .filter(|(t, d, _)| t != d && !t.is_empty())
+        .map(|(t, _, p)| (t.as_slice(), p))
+        .collect();
+        list.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        list
+    }
+
+    /// Whether the default spelling of `piece` still means it (it was not renamed).
+    fn default_kept(&self, piece: &Piece) -> bool {
+        let d = Tokens::default();
+        match piece {
+            Piece::Arg { source: None, part } => match part {
+                Part::Whole => self.whole == d.whole,
+                Part::NoExt => self.no_ext == d.no_ext,
+                Part::Base => self.base == d.base,
+                Part::Dir => self.dir == d.dir,
+                Part::BaseNoExt => self.base_no_ext == d.base_no_ext,
+            },
+            Piece::Seq => self.seq == d.seq,
+            Piece::Slot => self.slot == d.slot,
+            _ => true,
+        }
+    }
 }
 
 /// What one job runs.
@@ -75,12 +151,33 @@ pub(crate) struct Template {
 impl Template {
     /// Parses the command words. Braces that are not a replacement string stay literal, as in GNU
     /// parallel.
+    #[cfg(test)]
     pub(crate) fn parse(words: &[Vec<u8>], mode: Mode) -> Template {
-        let words: Vec<Vec<Piece>> = words.iter().map(|w| parse_word(w)).collect();
+        Self::parse_with(words, mode, &Tokens::default())
+    }
+
+    /// Parses the command words with replacement strings renamed by `tokens`.
+    pub(crate) fn parse_with(words: &[Vec<u8>], mode: Mode, tokens: &Tokens) -> Template {
+        if mode == Mode::Lines {
+            return Template {
+                words: vec![vec![Piece::Arg {
+                    source: None,
+                    part: Part::Whole,
+                }]],
+                mode,
+                takes_input: true,
+            };
+        }
+        let renamed = tokens.renamed();
+        let words: Vec<Vec<Piece>> = words
+            .iter()
+            .map(|w| parse_word(w, tokens, &renamed))
+            .collect();
+        // As in GNU parallel, any replacement string ({#} and {%} too) means nothing is appended.
         let takes_input = words
             .iter()
             .flatten()
-            .any(|p| matches!(p, Piece::Arg { .. }));
+            .any(|p| !matches!(p, Piece::Literal(_)));
         Template {
             words,
             mode,
@@ -123,6 +220,7 @@ impl Template {
                 }
                 Composed::Shell(line)
             }
+            Mode::Lines => Composed::Shell(args.join(&b' ')),
             Mode::Quote => {
                 let mut words = self.raw_words(args, seq, slot);
                 if !self.takes_input {
@@ -196,14 +294,24 @@ fn render(piece: &Piece, args: &[Vec<u8>], seq: u64, slot: usize, quote: bool, o
 }
 
 /// Parses one command word into literals and replacement strings.
-fn parse_word(word: &[u8]) -> Vec<Piece> {
+fn parse_word(word: &[u8], tokens: &Tokens, renamed: &[(&[u8], Piece)]) -> Vec<Piece> {
     let mut pieces = Vec::new();
     let mut literal = Vec::new();
     let mut i = 0;
     while i < word.len() {
+        if let Some((token, piece)) = renamed.iter().find(|(t, _)| word[i..].starts_with(t)) {
+            if !literal.is_empty() {
+                pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+            }
+            pieces.push(piece.clone());
+            i += token.len();
+            continue;
+        }
         if word[i] == b'{' {
             if let Some(len) = word[i + 1..].iter().position(|&b| b == b'}') {
-                if let Some(piece) = parse_replacement(&word[i + 1..i + 1 + len]) {
+                if let Some(piece) = parse_replacement(&word[i + 1..i + 1 + len])
+                    .filter(|p| tokens.default_kept(p))
+                {
                     if !literal.is_empty() {
                         pieces.push(Piece::Literal(std::mem::take(&mut literal)));
                     }
@@ -496,7 +604,9 @@ mod tests {
         );
         assert_eq!(shell(&["echo", "{2.}"], &["a", "x.y"]), "echo x");
         assert_eq!(shell(&["echo"], &["a", "b c"]), "echo a 'b c'");
-        assert_eq!(shell(&["echo", "{#}"], &["a"]), "echo 7 a");
+        // Any replacement string, {#} and {%} too, means nothing is appended (as GNU parallel).
+        assert_eq!(shell(&["echo", "{#}"], &["a"]), "echo 7");
+        assert_eq!(shell(&["echo", "{%}"], &["a"]), "echo 2");
         assert_eq!(shell(&["echo", "{}"], &["a", "b"]), "echo a b");
         assert_eq!(shell(&["echo", "{x}", "{}}"], &["a"]), "echo {x} a}");
     }
@@ -552,6 +662,35 @@ mod tests {
         ] {
             assert_eq!(words(line), None, "{line}");
         }
+    }
+
+    #[test]
+    fn renamed_replacement_strings() {
+        let words = vec![b"echo".to_vec(), b",,".to_vec(), b"{}".to_vec(), b"{.}".to_vec()];
+        let tokens = Tokens {
+            whole: b",,".to_vec(),
+            ..Tokens::default()
+        };
+        let t = Template::parse_with(&words, Mode::Shell, &tokens);
+        // `{}` is literal once -I renames it; `{.}` keeps its meaning.
+        assert_eq!(t.compose(&[b"a/b.c".to_vec()], 1, 1).display(), b"echo a/b.c {} a/b");
+        let tokens = Tokens {
+            seq: b"SEQ".to_vec(),
+            base: b"//".to_vec(),
+            ..Tokens::default()
+        };
+        let words = vec![b"echo".to_vec(), b"SEQ-//".to_vec()];
+        let t = Template::parse_with(&words, Mode::Shell, &tokens);
+        assert_eq!(t.compose(&[b"x/y".to_vec()], 3, 1).display(), b"echo 3-y");
+    }
+
+    #[test]
+    fn lines_mode_runs_the_arguments() {
+        let t = Template::parse_with(&[], Mode::Lines, &Tokens::default());
+        assert_eq!(
+            t.compose(&[b"echo 'a b'".to_vec(), b"c".to_vec()], 1, 1),
+            Composed::Shell(b"echo 'a b' c".to_vec())
+        );
     }
 
     #[test]

@@ -1,0 +1,362 @@
+//! GNU parallel's conventions around the command line: the `$PARALLEL` options variable, the
+//! argument separators (`--arg-sep`, `--arg-file-sep`), the shell jobs run in, and the options and
+//! constructs `martelli run` does not implement, which are refused by their GNU name before any
+//! job starts rather than misread.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::RunError;
+
+/// `$PARALLEL`'s words, which GNU parallel puts before the command line's options.
+pub(crate) fn env_options() -> Result<Vec<OsString>, RunError> {
+    match std::env::var_os("PARALLEL") {
+        Some(value) if !value.is_empty() => shell_words(value.as_bytes())
+            .map(|words| {
+                words
+                    .into_iter()
+                    .map(|w| OsString::from(OsStr::from_bytes(&w)))
+                    .collect()
+            })
+            .ok_or_else(|| {
+                RunError::Usage(
+                    "the variable PARALLEL has an unterminated quote; fix or unset it".into(),
+                )
+            }),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Splits `s` into words as a POSIX shell would (blanks, single and double quotes, backslashes);
+/// `None` when a quote is not closed.
+pub(crate) fn shell_words(s: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut words = Vec::new();
+    let mut word: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        match b {
+            b' ' | b'\t' | b'\n' => words.extend(word.take()),
+            b'\'' => {
+                let end = i + 1 + s[i + 1..].iter().position(|&c| c == b'\'')?;
+                word.get_or_insert_with(Vec::new)
+                    .extend_from_slice(&s[i + 1..end]);
+                i = end;
+            }
+            b'"' => {
+                let w = word.get_or_insert_with(Vec::new);
+                i += 1;
+                loop {
+                    match *s.get(i)? {
+                        b'"' => break,
+                        b'\\' if matches!(s.get(i + 1), Some(b'"' | b'\\' | b'$' | b'`')) => {
+                            w.push(s[i + 1]);
+                            i += 2;
+                        }
+                        c => {
+                            w.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            b'\\' => {
+                if let Some(&c) = s.get(i + 1) {
+                    if c != b'\n' {
+                        word.get_or_insert_with(Vec::new).push(c);
+                    }
+                    i += 1;
+                }
+            }
+            _ => word.get_or_insert_with(Vec::new).push(b),
+        }
+        i += 1;
+    }
+    words.extend(word);
+    Some(words)
+}
+
+/// The argument separators: `:::` and `::::` unless `--arg-sep`/`--arg-file-sep` say otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Separators {
+    pub(crate) arg: String,
+    pub(crate) file: String,
+}
+
+impl Separators {
+    /// Finds `--arg-sep SEP` and `--arg-file-sep SEP` among the options (before the first
+    /// separator), so that the input sources can be split off before the options are parsed.
+    pub(crate) fn find(args: &[OsString]) -> Separators {
+        let mut seps = Separators {
+            arg: ":::".into(),
+            file: "::::".into(),
+        };
+        let mut i = 0;
+        while i < args.len() {
+            let Some(a) = args[i].to_str() else {
+                i += 1;
+                continue;
+            };
+            if seps.is_marker(a) {
+                break;
+            }
+            let next = args.get(i + 1).and_then(|n| n.to_str());
+            match a.split_once('=') {
+                Some(("--arg-sep", v)) => seps.arg = v.into(),
+                Some(("--arg-file-sep", v)) => seps.file = v.into(),
+                _ => match (a, next) {
+                    ("--arg-sep", Some(v)) => {
+                        seps.arg = v.into();
+                        i += 1;
+                    }
+                    ("--arg-file-sep", Some(v)) => {
+                        seps.file = v.into();
+                        i += 1;
+                    }
+                    _ => {}
+                },
+            }
+            i += 1;
+        }
+        seps
+    }
+
+    /// Whether `a` starts an input source (`:::`, `:::+`, `::::`, `::::+` or their replacements).
+    pub(crate) fn is_marker(&self, a: &str) -> bool {
+        self.kind(a).is_some()
+    }
+
+    /// `(is_file, linked)` for a marker.
+    pub(crate) fn kind(&self, a: &str) -> Option<(bool, bool)> {
+        let plus = |sep: &str| a.strip_suffix('+') == Some(sep);
+        if a == self.arg {
+            Some((false, false))
+        } else if plus(&self.arg) {
+            Some((false, true))
+        } else if a == self.file {
+            Some((true, false))
+        } else if plus(&self.file) {
+            Some((true, true))
+        } else {
+            None
+        }
+    }
+}
+
+/// GNU parallel options `martelli run` does not implement, and what to do instead. An option
+/// clap does not know is looked up here, so that the error names it as GNU parallel's.
+const NOT_BUILT: &[(&str, &str)] = &[
+    ("-S", "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead"),
+    ("--sshlogin", "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead"),
+    ("--slf", "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead"),
+    ("--sshloginfile", "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead"),
+    ("--onall", "remote execution over ssh is not built; use --cluster URL"),
+    ("--nonall", "remote execution over ssh is not built; use --cluster URL"),
+    ("--transferfile", "file transfer to remote hosts is not built; with --cluster, workers need a shared file system"),
+    ("--trc", "file transfer to remote hosts is not built; with --cluster, workers need a shared file system"),
+    ("--return", "file transfer to remote hosts is not built; with --cluster, workers need a shared file system"),
+    ("--basefile", "file transfer to remote hosts is not built; with --cluster, workers need a shared file system"),
+    ("--load", "martelli run does not look at the load average; lower -j instead"),
+    ("--memfree", "martelli run does not look at free memory; lower -j instead"),
+    ("--noswap", "martelli run does not look at swapping; lower -j instead"),
+    ("--limit", "martelli run has no --limit command; lower -j instead"),
+    ("--semaphore", "martelli run is not a semaphore (`sem`)"),
+    ("--tmux", "martelli run does not start a terminal per job"),
+    ("--tmuxpane", "martelli run does not start a terminal per job"),
+    ("--tty", "martelli run gives jobs no terminal; stdin is /dev/null"),
+    ("--interactive", "martelli run does not ask before each job"),
+    ("--termseq", "martelli run kills with SIGTERM, then SIGKILL after --kill-grace SECS"),
+    ("--sqlmaster", "martelli run has no SQL table; use --cluster URL to share jobs"),
+    ("--sqlworker", "martelli run has no SQL table; use --cluster URL to share jobs"),
+    ("--sqlandworker", "martelli run has no SQL table; use --cluster URL to share jobs"),
+    ("--shebang", "martelli run cannot be a #! interpreter"),
+    ("--shebang-wrap", "martelli run cannot be a #! interpreter"),
+    ("--compress", "martelli run keeps job output in memory; there is nothing to compress"),
+    ("--tee", "--tee (one input to every job) is not built"),
+    ("--latest-line", "--latest-line is not built; use --line-buffer"),
+    ("--ctag", "coloured tags are not built; use --tag or --tagstring"),
+    ("--color", "coloured output is not built"),
+    ("--use-cpus-instead-of-cores", "martelli run counts the CPUs this process may run on; give -j a number instead"),
+    ("--timeout-percent", "--timeout takes seconds only"),
+    ("--profile", "profiles are not read; use the PARALLEL variable"),
+    ("-J", "profiles are not read; use the PARALLEL variable"),
+    ("--record-env", "martelli run runs jobs in its own environment; nothing to record"),
+    ("--parens", "custom {= perl =} parentheses are not built"),
+    ("--fg", "martelli run is not a semaphore (`sem`)"),
+    ("--bg", "martelli run is not a semaphore (`sem`)"),
+    ("--ungroup-stderr", "not built"),
+    ("--keep-order-stderr", "not built"),
+    ("--embed", "not built"),
+    ("--citation", "not needed"),
+];
+
+/// An explanation for a GNU parallel option clap rejected, when it is one `martelli run` knows
+/// it does not implement.
+pub(crate) fn not_built(arg: &str) -> Option<String> {
+    let name = arg.split_once('=').map_or(arg, |(n, _)| n);
+    // A bundle of short options (`-S2`) or a short option with its value.
+    let short = if name.starts_with('-') && !name.starts_with("--") && name.len() > 2 {
+        &name[..2]
+    } else {
+        name
+    };
+    NOT_BUILT
+        .iter()
+        .find(|(n, _)| *n == name || *n == short)
+        .map(|(n, why)| format!("GNU parallel's {n} is not supported by martelli run: {why}"))
+}
+
+/// Refuses the command's constructs `martelli run` does not implement, naming GNU parallel's
+/// spelling, so that no shell ever sees them: `{= perl expression =}`.
+pub(crate) fn refuse_constructs(words: &[Vec<u8>]) -> Result<(), RunError> {
+    for word in words {
+        if let Some(start) = find(word, b"{=") {
+            if find(&word[start + 2..], b"=}").is_some() {
+                return Err(RunError::Usage(format!(
+                    "the command uses a Perl replacement string ({}), GNU parallel's {{= … =}}, which martelli run does not implement; \
+                     use the shell inside the command instead (e.g. \"$(basename {{}} .tar.gz)\")",
+                    String::from_utf8_lossy(word)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Shells GNU parallel recognises as the parent shell.
+const SHELLS: &[&str] = &[
+    "ash", "bash", "bsd-csh", "csh", "dash", "fdsh", "fish", "fizsh", "ksh", "ksh93", "lksh",
+    "mksh", "pdksh", "posh", "rbash", "rc", "rush", "rzsh", "sash", "sh", "static-sh", "tcsh",
+    "yash", "zsh",
+];
+
+/// The shell jobs run in, by GNU parallel's rule: `$PARALLEL_SHELL`; else the nearest ancestor
+/// process that is a shell; else `$SHELL`; else `/bin/sh`.
+pub(crate) fn shell() -> PathBuf {
+    if let Some(s) = std::env::var_os("PARALLEL_SHELL").filter(|s| !s.is_empty()) {
+        return PathBuf::from(s);
+    }
+    if let Some(s) = parent_shell() {
+        return s;
+    }
+    if let Some(s) = std::env::var_os("SHELL").filter(|s| !s.is_empty()) {
+        return PathBuf::from(s);
+    }
+    PathBuf::from("/bin/sh")
+}
+
+/// The nearest ancestor that is a shell, found through /proc.
+fn parent_shell() -> Option<PathBuf> {
+    let mut pid = std::os::unix::process::parent_id();
+    // A chain of processes is short; the bound only guards against a loop.
+    for _ in 0..64 {
+        if pid <= 1 {
+            return None;
+        }
+        let dir = PathBuf::from(format!("/proc/{pid}"));
+        let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+        let arg0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+        let name = Path::new(OsStr::from_bytes(arg0))
+            .file_name()
+            .map(|n| n.as_bytes())
+            .unwrap_or_default();
+        // A login shell shows itself as `-bash`.
+        let name = name.strip_prefix(b"-").unwrap_or(name);
+        if SHELLS.iter().any(|s| s.as_bytes() == name) {
+            return std::fs::read_link(dir.join("exe"))
+                .ok()
+                .or_else(|| Some(PathBuf::from(OsStr::from_bytes(arg0.strip_prefix(b"-").unwrap_or(arg0)))));
+        }
+        pid = ppid(&dir)?;
+    }
+    None
+}
+
+/// The parent of the process whose /proc directory is `dir`.
+fn ppid(dir: &Path) -> Option<u32> {
+    let stat = std::fs::read(dir.join("stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses, so read after the last ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Functions bash exports (`export -f NAME` puts `BASH_FUNC_NAME%%` in the environment): a job
+/// line starting with one of these names must go through the shell, which runs the function.
+pub(crate) fn exported_functions() -> Vec<Vec<u8>> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| {
+            let k = k.as_bytes();
+            k.strip_prefix(b"BASH_FUNC_")
+                .and_then(|n| n.strip_suffix(b"%%").or_else(|| n.strip_suffix(b"()")))
+                .map(<[u8]>::to_vec)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        shell_words(s.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|w| String::from_utf8(w).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn shell_words_like_a_shell() {
+        assert_eq!(words("-k  --tag"), ["-k", "--tag"]);
+        assert_eq!(words(r#"-j 2 --tagstring 'a b' "c \"d\"" e\ f"#), [
+            "-j",
+            "2",
+            "--tagstring",
+            "a b",
+            "c \"d\"",
+            "e f"
+        ]);
+        assert_eq!(words("''"), [""]);
+        assert!(shell_words(b"'open").is_none());
+        assert!(shell_words(b"\"open").is_none());
+    }
+
+    #[test]
+    fn separators_are_found_among_the_options() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let s = Separators::find(&args(&["--arg-sep", ",,", "echo", ",,", "a"]));
+        assert_eq!(s.arg, ",,");
+        assert_eq!(s.kind(",,+"), Some((false, true)));
+        assert_eq!(s.kind(":::"), None);
+        assert_eq!(s.kind("::::"), Some((true, false)));
+        let s = Separators::find(&args(&["--arg-file-sep=//", "echo", ":::", "--arg-sep", "x"]));
+        assert_eq!(s.file, "//");
+        assert_eq!(s.arg, ":::");
+    }
+
+    #[test]
+    fn gnu_options_not_built_are_named() {
+        assert!(not_built("-S").unwrap().contains("--cluster"));
+        assert!(not_built("--sshlogin=host").unwrap().contains("--cluster"));
+        assert!(not_built("-Sserver").unwrap().contains("-S"));
+        assert!(not_built("--load").unwrap().contains("--load"));
+        assert_eq!(not_built("--jbos"), None);
+    }
+
+    #[test]
+    fn perl_replacement_strings_are_refused() {
+        let w = |s: &str| vec![b"echo".to_vec(), s.as_bytes().to_vec()];
+        assert!(refuse_constructs(&w("{= s/a/b/ =}")).is_err());
+        assert!(refuse_constructs(&w("log.{= $_++ =}")).is_err());
+        assert!(refuse_constructs(&w("{==}")).is_err());
+        assert!(refuse_constructs(&w("{=}")).is_ok());
+        assert!(refuse_constructs(&w("{}")).is_ok());
+        assert!(refuse_constructs(&w("a=b")).is_ok());
+    }
+}
