@@ -60,6 +60,10 @@ struct Case {
     /// `--halt` stopped); only the exit status and stderr are compared. The value says why.
     #[serde(default)]
     timing: Option<String>,
+    /// Whether stderr was written is not compared: GNU parallel writes warnings there that depend
+    /// on the machine's load. The value says which.
+    #[serde(default)]
+    ignore_stderr: Option<String>,
     /// Only the number of output lines can be compared (the output holds times, process ids or
     /// temporary names); the value says why.
     #[serde(default)]
@@ -192,7 +196,11 @@ fn bash(dir: &Path, bin: &Path, script: &str, stdin: &str, limit: Duration) -> R
 
 /// Runs one case with one tool (`target` is what `parallel` runs).
 fn run_case(setup: &str, case: &Case, target: &str, base: &Path, tool: &str) -> Run {
-    let dir = base.join(format!("{}-{tool}", case.id));
+    // The same path for both tools (examples may print it), one tool after the other.
+    let dir = base.join(&case.id);
+    if dir.exists() {
+        fs::rename(&dir, base.join(format!(".{}-{tool}-before", case.id))).expect("case dir");
+    }
     let bin = dir.join(".bin");
     fs::create_dir_all(&dir).expect("case dir");
     wrapper(&bin, target);
@@ -233,7 +241,9 @@ fn view(case: &Case, run: &Run) -> String {
         "stdout:\n{stdout}\nstatus: {:?}{}\nstderr: {}\ncheck:\n{}",
         run.status,
         if run.timed_out { " (timed out)" } else { "" },
-        if run.stderr.is_empty() {
+        if case.ignore_stderr.is_some() {
+            "(not compared)"
+        } else if run.stderr.is_empty() {
             "empty"
         } else {
             "written"
@@ -277,6 +287,9 @@ fn cases_file_is_sound() {
         }
         if let Some(p) = &case.pending {
             assert!(!p.trim().is_empty(), "case {} pending on nothing", case.id);
+        }
+        if let Some(t) = &case.ignore_stderr {
+            assert!(!t.trim().is_empty(), "case {} ignore_stderr without a reason", case.id);
         }
         if let Some(t) = &case.timing {
             assert!(!t.trim().is_empty(), "case {} timing without a reason", case.id);
@@ -324,8 +337,8 @@ fn gnu_examples() {
                         Verdict::Fail
                     };
                     let detail = format!(
-                        "--- {}: {}\n$ {}\n--- GNU parallel:\n{a}\n--- martelli run:\n{b}\nmartelli's stderr: {}\n",
-                        case.id, case.from, case.cmd, ours.stderr
+                        "--- {}: {}\n$ {}\n--- GNU parallel:\n{a}\n--- martelli run:\n{b}\nGNU parallel's stderr: {}\nmartelli's stderr: {}\n",
+                        case.id, case.from, case.cmd, theirs.stderr, ours.stderr
                     );
                     results
                         .lock()

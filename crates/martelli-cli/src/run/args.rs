@@ -159,9 +159,13 @@ pub(crate) struct RawOptions {
     #[arg(long = "will-cite", hide = true)]
     pub(crate) will_cite: bool,
 
-    /// Print each job's command (to stdout, before its output).
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    /// Print each job's command on stdout, before its output.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
+
+    /// Print each job's command on stderr as it starts.
+    #[arg(short = 't', long = "verbose")]
+    pub(crate) verbose_stderr: bool,
 
     /// Prefix every output line with STR (replacement strings allowed) and a tab.
     #[arg(long = "tagstring", value_name = "STR")]
@@ -299,11 +303,7 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
 
 /// Parses the arguments (with `$PARALLEL`'s words already before them).
 pub(crate) fn parse_args(args: Vec<OsString>) -> Result<Request, RunError> {
-    let seps = gnu::Separators::find(&args);
-    let split = args
-        .iter()
-        .position(|a| a.to_str().is_some_and(|s| seps.is_marker(s)))
-        .unwrap_or(args.len());
+    let (seps, split) = gnu::Separators::find(&args);
     let mut head = args;
     let tail = head.split_off(split);
     let argv = std::iter::once(OsString::from("martelli run")).chain(head);

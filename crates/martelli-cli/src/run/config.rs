@@ -96,6 +96,8 @@ pub(crate) struct Config {
     pub(crate) progress: Progress,
     /// `-v`: print each job's command before its output.
     pub(crate) verbose: bool,
+    /// `-t`, `--verbose`: print each job's command on stderr as it starts.
+    pub(crate) verbose_stderr: bool,
     /// `--tagstring`: the tag's template (the arguments when `None`).
     pub(crate) tagstring: Option<Template>,
     /// `-E`: an input source ends at this argument.
@@ -306,6 +308,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             eta: o.eta,
         },
         verbose: o.verbose > 0,
+        verbose_stderr: o.verbose_stderr,
         tagstring,
         eof: o.eof.map(String::into_bytes),
         skip_empty: o.no_run_if_empty,

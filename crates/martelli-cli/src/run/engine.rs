@@ -438,6 +438,11 @@ fn run_job(
         }
         (None, false) => Vec::new(),
     };
+    if config.verbose_stderr {
+        let mut line = command.clone();
+        line.push(b'\n');
+        let _ = io::stderr().lock().write_all(&line);
+    }
     // -v with output that is not held back: the command is printed as the job starts.
     if config.verbose && matches!(config.output, OutputMode::LineBuffer | OutputMode::Ungroup) {
         let mut line = command.clone();
@@ -501,7 +506,8 @@ fn run_job(
                         .env("PARALLEL_JOBSLOT", slot.to_string())
                         .env("PARALLEL_PID", std::process::id().to_string());
                     if let Some(var) = &config.process_slot_var {
-                        cmd.env(var, slot.to_string());
+                        // GNU parallel: the slot number minus one.
+                        cmd.env(var, (slot - 1).to_string());
                     }
                     if let Some(n) = config.nice {
                         spawn = spawn.nice(n);
@@ -548,7 +554,8 @@ fn run_job(
                         outcome.spawn_error = Some(format!("cannot run '{program}': {e}"));
                     }
                     Some(Ok(mut child)) => {
-                        let mut lines = (config.output == OutputMode::LineBuffer)
+                        let mut lines = (config.output == OutputMode::LineBuffer
+                            && config.results.is_none())
                             .then(|| LineSink::new(tag_prefix.clone()));
                         let result = child.communicate(&supervision, |stream, bytes| {
                             let i = match stream {
@@ -682,6 +689,9 @@ fn count(shared: &Shared, outcome: &Outcome) -> Counted {
                 0
             }
         }
+        // GNU parallel's min() skips a count that is still undefined: with no job failed yet,
+        // done=N (N > 1) exits with 101.
+        (_, Threshold::Count(_)) if tally.failed == 0 => MAX_FAILED_EXIT as u8,
         (_, Threshold::Count(_)) => tally.failed.min(MAX_FAILED_EXIT) as u8,
         (_, Threshold::Percent(_)) => {
             let of = tally.total.unwrap_or(tally.finished).max(1);
@@ -724,6 +734,10 @@ struct Reporter {
 impl Reporter {
     fn new(config: &Config, joblog: Option<Joblog>, total: Option<u64>) -> Self {
         let print = match config.output {
+            // As GNU parallel: output stored by --results is not printed too.
+            OutputMode::Group | OutputMode::LineBuffer if config.results.is_some() => {
+                Print::Nothing
+            }
             OutputMode::Group => Print::Grouped { tag: config.tag },
             OutputMode::Json => Print::Json,
             OutputMode::LineBuffer | OutputMode::Ungroup => Print::Nothing,

@@ -87,7 +87,8 @@ pub(crate) struct Separators {
 impl Separators {
     /// Finds `--arg-sep SEP` and `--arg-file-sep SEP` among the options (before the first
     /// separator), so that the input sources can be split off before the options are parsed.
-    pub(crate) fn find(args: &[OsString]) -> Separators {
+    /// Returns them and the index of the first separator (`args.len()` when there is none).
+    pub(crate) fn find(args: &[OsString]) -> (Separators, usize) {
         let mut seps = Separators {
             arg: ":::".into(),
             file: "::::".into(),
@@ -99,7 +100,7 @@ impl Separators {
                 continue;
             };
             if seps.is_marker(a) {
-                break;
+                return (seps, i);
             }
             let next = args.get(i + 1).and_then(|n| n.to_str());
             match a.split_once('=') {
@@ -119,7 +120,7 @@ impl Separators {
             }
             i += 1;
         }
-        seps
+        (seps, args.len())
     }
 
     /// Whether `a` starts an input source (`:::`, `:::+`, `::::`, `::::+` or their replacements).
@@ -330,12 +331,15 @@ mod tests {
     #[test]
     fn separators_are_found_among_the_options() {
         let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
-        let s = Separators::find(&args(&["--arg-sep", ",,", "echo", ",,", "a"]));
+        let (s, at) = Separators::find(&args(&["--arg-sep", ",,", "echo", ",,", "a"]));
         assert_eq!(s.arg, ",,");
+        assert_eq!(at, 3);
         assert_eq!(s.kind(",,+"), Some((false, true)));
         assert_eq!(s.kind(":::"), None);
         assert_eq!(s.kind("::::"), Some((true, false)));
-        let s = Separators::find(&args(&["--arg-file-sep=//", "echo", ":::", "--arg-sep", "x"]));
+        let (s, at) =
+            Separators::find(&args(&["--arg-file-sep=//", "echo", ":::", "--arg-sep", "x"]));
+        assert_eq!(at, 2);
         assert_eq!(s.file, "//");
         assert_eq!(s.arg, ":::");
     }
