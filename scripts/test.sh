@@ -61,21 +61,24 @@ as_root() {
 
 # requirements: installs the Debian packages the tests use when their commands are missing: the
 # cluster tests start their own redis-server (Redis 7); the TLS tests make a CA and a server
-# certificate with the openssl command; the dashboard's tests drive a headless chromium.
+# certificate with the openssl command; the dashboard's tests drive a headless chromium; the
+# differential suite of `martelli run` runs GNU parallel's own examples through GNU parallel.
 requirements() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  parallel --version 2>/dev/null | grep -q 'GNU parallel' || missing+=(parallel)
   if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   fi
   redis-server --version
+  parallel --version | head -n 1
 }
 
 export -f as_root requirements
-bounded "test-time requirements: redis-server, openssl, chromium" 20m bash -c requirements
+bounded "test-time requirements: redis-server, openssl, chromium, GNU parallel" 20m bash -c requirements
 if ! cargo nextest --version >/dev/null 2>&1; then
   # cargo-nextest runs the tests, each in its own process with its time limit.
   bounded "install cargo-nextest (builds it from source, once)" 45m \
