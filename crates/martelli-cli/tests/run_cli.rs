@@ -328,7 +328,10 @@ fn bad_input_is_a_one_line_error_with_exit_255() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--jbos", "2", "echo", ":::", "a"], "--jobs"),
         (vec!["-j", "two", "echo", ":::", "a"], "invalid -j 'two'"),
-        (vec![":::", "a"], "no command given"),
+        (vec!["-d", "ab", "echo", ":::", "a"], "invalid -d 'ab'"),
+        (vec!["--trim", "x", "echo", ":::", "a"], "invalid --trim"),
+        (vec!["-S", "server", "echo", ":::", "a"], "--cluster"),
+        (vec!["--load", "100%", "echo", ":::", "a"], "GNU parallel's --load"),
         (
             vec!["echo", "::::", missing.to_str().unwrap()],
             "missing.txt",
@@ -560,7 +563,11 @@ fn plain_commands_behave_as_under_the_shell() {
     let text = fs::read_to_string(&log).unwrap();
     assert_eq!(text.lines().nth(1).unwrap().split('\t').nth(6), Some("127"));
     // Builtins keep the shell's meaning (dash's echo interprets backslashes, /bin/echo does not).
-    let o = run(&["echo", "'a\\tb'", ":::", "x"]);
+    let o = util::martelli()
+        .args(["run", "echo", "'a\\tb'", ":::", "x"])
+        .env("PARALLEL_SHELL", "/bin/sh")
+        .output()
+        .unwrap();
     assert_eq!(stdout(&o), "a\tb x\n");
 }
 
@@ -596,4 +603,180 @@ fn eta_is_shown_when_asked() {
     assert_code(&o, 0);
     assert!(o.stdout.is_empty());
     assert!(stderr(&o).contains("ETA"), "{:?}", stderr(&o));
+}
+
+/// Runs `martelli run ARGS…` with extra environment variables.
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = util::martelli();
+    cmd.arg("run").args(args).stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the martelli binary runs")
+}
+
+#[test]
+fn the_shell_follows_gnu_parallels_rule() {
+    // $PARALLEL_SHELL first: bash's echo prints a backslash as it is, dash's interprets it.
+    let o = run_env(&["echo 'a\\tb'", ":::", "x"], &[("PARALLEL_SHELL", "/bin/bash")]);
+    assert_eq!(stdout(&o), "a\\tb x\n");
+    let o = run_env(&["echo $0", ":::", "x"], &[("PARALLEL_SHELL", "/bin/sh")]);
+    assert_eq!(stdout(&o), "/bin/sh x\n");
+    // Started from bash, jobs run in bash, so an exported function is a command.
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "greet() {{ echo hello \"$1\"; }}; export -f greet; {} run -k greet ::: a b; true",
+            env!("CARGO_BIN_EXE_martelli")
+        ))
+        .env_remove("PARALLEL_SHELL")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "hello a\nhello b\n", "{}", stderr(&o));
+}
+
+#[test]
+fn parallel_variable_job_variables_and_slots() {
+    // $PARALLEL's options go first; jobs see PARALLEL_SEQ and PARALLEL_JOBSLOT.
+    let o = run_env(
+        &["echo", "$PARALLEL_SEQ-$PARALLEL_JOBSLOT", ":::", "a", "b"],
+        &[("PARALLEL", "-j1 --tag")],
+    );
+    assert_code(&o, 0);
+    // The command uses no replacement string, so the argument is appended.
+    assert_eq!(lines(&o), ["a\t1-1 a", "b\t2-1 b"]);
+    // The first job gets slot 1, even with more slots than jobs.
+    let o = run(&["-j4", "-k", "echo", "{%}", ":::", "a", "b"]);
+    assert_eq!(lines(&o)[0], "1");
+    // {#} and {%} alone: nothing is appended.
+    let o = run(&["-k", "echo", "{#}", ":::", "A", "B", "C"]);
+    assert_eq!(lines(&o), ["1", "2", "3"]);
+}
+
+#[test]
+fn four_colons_plus_links_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    fs::write(&a, "1\n2\n").unwrap();
+    fs::write(&b, "x\ny\n").unwrap();
+    let o = run(&[
+        "-k", "echo", ":::", "p", "q", "::::+", a.to_str().unwrap(), b.to_str().unwrap(),
+    ]);
+    assert_eq!(lines(&o), ["p 1 x", "q 2 y"]);
+}
+
+#[test]
+fn unimplemented_constructs_are_refused_before_any_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let m = marker.to_str().unwrap();
+    // A Perl replacement string would reach the shell as text and run something else.
+    for args in [
+        vec!["-j1", "touch", m, "&&", "mv", "log.{}", "log.{= $_++ =}", ":::", "1"],
+        vec!["-j1", "touch", m, ";", "echo", "'{= s/a/b/ =}'", ":::", "1"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(255), "{args:?}");
+        assert!(stderr(&o).contains("{= … =}"), "{}", stderr(&o));
+        assert!(!marker.exists(), "a job ran: {args:?}");
+    }
+    // Remote execution: named, pointing to --cluster.
+    let o = run(&["--sshlogin", "host", "touch", m, ":::", "1"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(stderr(&o).contains("--sshlogin") && stderr(&o).contains("--cluster"));
+    assert!(!marker.exists());
+}
+
+#[test]
+fn results_csv_and_tsv_are_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("my.csv");
+    let o = run(&["-k", "--results", csv.to_str().unwrap(), "echo", ":::", "a", "b,\"c"]);
+    assert_code(&o, 0);
+    // Stored, not printed (as GNU parallel).
+    assert_eq!(stdout(&o), "");
+    let text = fs::read_to_string(&csv).unwrap();
+    let mut rows = text.split_inclusive('\n');
+    assert_eq!(
+        rows.next().unwrap(),
+        "Seq,Host,Starttime,JobRuntime,Send,Receive,Exitval,Signal,Command,V1,Stdout,Stderr\n"
+    );
+    assert!(csv.is_file());
+    assert!(text.contains(",\"echo a\",a,\"a\n\",\n"), "{text}");
+    assert!(text.contains("\"b,\"\"c\",\"b,\"\"c\n\",\n"), "{text}");
+    let tsv = dir.path().join("my.tsv");
+    run(&["--results", tsv.to_str().unwrap(), "echo", ":::", "a"]);
+    let text = fs::read_to_string(&tsv).unwrap();
+    assert!(text.starts_with("Seq\tHost\t"), "{text}");
+    assert!(text.contains("\t\"echo a\"\ta\t\"a\n\"\t\n"), "{text}");
+}
+
+#[test]
+fn no_command_runs_each_line() {
+    let o = run_stdin(&["-k"], b"echo one\necho 'two  spaces'\n");
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["one", "two  spaces"]);
+}
+
+#[test]
+fn gnu_input_options() {
+    // -d, -E, -r, --trim, --arg-sep, -I.
+    let o = run_stdin(&["-k", "-d", ",", "echo", "x{}x"], b"a,b,,c");
+    assert_eq!(lines(&o), ["xax", "xbx", "xx", "xcx"]);
+    let o = run(&["-k", "-E", "stop", "echo", ":::", "a", "stop", "b"]);
+    assert_eq!(lines(&o), ["a"]);
+    let o = run_stdin(&["-k", "-r", "echo", "x{}x"], b"a\n\n  \nb\n");
+    assert_eq!(lines(&o), ["xax", "xbx"]);
+    let o = run(&["--trim", "lr", "echo", "[{}]", ":::", "  a  "]);
+    assert_eq!(lines(&o), ["[a]"]);
+    let o = run(&["-k", "--arg-sep", ",,", "echo", ",,", "a", "b"]);
+    assert_eq!(lines(&o), ["a", "b"]);
+    let o = run(&["-I", "@@", "echo", "@@", "{}", ":::", "a"]);
+    assert_eq!(lines(&o), ["a {}"]);
+    // --shuf runs every job once.
+    let o = run(&["--shuf", "echo", ":::", "1", "2", "3", "4"]);
+    let mut got = lines(&o);
+    got.sort();
+    assert_eq!(got, ["1", "2", "3", "4"]);
+}
+
+#[test]
+fn gnu_output_options() {
+    // -v prints the command before the output; --tagstring tags with a template.
+    let o = run(&["-k", "-v", "--tagstring", "<{}>", "echo", ":::", "a"]);
+    assert_eq!(lines(&o), ["<a>\techo a", "<a>\ta"]);
+    // --verbose prints it on stderr.
+    let o = run(&["--verbose", "echo", ":::", "a"]);
+    assert_eq!(stdout(&o), "a\n");
+    assert_eq!(stderr(&o), "echo a\n");
+    // --files: the name of a file that holds the output.
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["--files", "--tmpdir", dir.path().to_str().unwrap(), "echo", ":::", "a"]);
+    let name = stdout(&o);
+    assert!(name.trim_end().ends_with(".par"), "{name}");
+    assert_eq!(fs::read_to_string(name.trim_end()).unwrap(), "a\n");
+    // --shellquote: quoted, nothing run.
+    let o = run_stdin(&["--shellquote"], b"a b\nc\n");
+    assert_eq!(lines(&o), ["'a b'", "c"]);
+}
+
+#[test]
+fn retry_failed_reruns_the_failed_commands_of_the_joblog() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let l = log.to_str().unwrap();
+    let o = run(&["--joblog", l, "exit", ":::", "1", "0", "2"]);
+    assert_code(&o, 2);
+    let o = run(&["--retry-failed", "--joblog", l]);
+    assert_code(&o, 2);
+    let rows = joblog_rows(&log);
+    let seqs: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(seqs.len(), 5, "{rows:?}");
+    let mut again: Vec<(String, String)> =
+        rows[3..].iter().map(|r| (r[0].clone(), r[8].clone())).collect();
+    again.sort();
+    assert_eq!(
+        again,
+        [("1".to_string(), "exit 1".to_string()), ("3".to_string(), "exit 2".to_string())]
+    );
 }

@@ -188,7 +188,22 @@ fn halt_on_success_and_on_a_percentage() {
     ]);
     assert_code(&o, 0);
     assert_eq!(lines(&o), ["3", "0"]);
-    // 50% of finished jobs failing (counted from the third job on) halts.
+    // As GNU parallel: 40% of the 5 jobs is 2 failures; the status is the percentage that failed.
+    let o = run(&[
+        "-j1",
+        "--halt",
+        "soon,fail=40%",
+        "echo {}; exit {}",
+        ":::",
+        "0",
+        "1",
+        "2",
+        "0",
+        "0",
+    ]);
+    assert_code(&o, 40);
+    assert_eq!(lines(&o), ["0", "1", "2"]);
+    // 50% (2.5 failures) is never reached: every job runs, and the status is still the percentage.
     let o = run(&[
         "-j1",
         "--halt",
@@ -201,8 +216,30 @@ fn halt_on_success_and_on_a_percentage() {
         "0",
         "0",
     ]);
+    assert_code(&o, 40);
+    assert_eq!(lines(&o), ["0", "1", "2", "0", "0"]);
+}
+
+#[test]
+fn halt_prints_gnus_notes_and_exits_with_gnus_statuses() {
+    // fail=2: the number of failed jobs; each failed job is named on stderr.
+    let o = run(&["-j1", "--halt", "soon,fail=2", "exit", ":::", "0", "3", "4", "0"]);
     assert_code(&o, 2);
-    assert_eq!(lines(&o), ["0", "1", "2"]);
+    let err = util::stderr(&o);
+    assert_eq!(err.matches("This job failed:").count(), 2, "{err}");
+    assert!(err.contains("exit 3\n") && err.contains("exit 4\n"), "{err}");
+    // fail=1: the status of the job that failed.
+    let o = run(&["-j1", "--halt", "now,fail=1", "exit", ":::", "0", "7", "0"]);
+    assert_code(&o, 7);
+    // done=1: the status of the first job to finish, here a success.
+    let o = run(&["-j1", "--halt", "soon,done=1", "echo", ":::", "a", "b"]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["a"]);
+    assert!(util::stderr(&o).contains("This job finished:"));
+    // done=2 with no failure: GNU parallel exits with 101 (its min() skips the undefined count).
+    let o = run(&["-j1", "--halt", "soon,done=2", "echo", ":::", "a", "b", "c"]);
+    assert_code(&o, 101);
+    assert_eq!(lines(&o), ["a", "b"]);
 }
 
 #[test]
