@@ -216,7 +216,13 @@ fn run_case(setup: &str, case: &Case, target: &str, base: &Path, tool: &str) -> 
     );
     if let Some(prepare) = &case.prepare {
         let prepared = bash(&dir, &bin, prepare, "", Duration::from_secs(60));
-        assert_eq!(prepared.status, Some(0), "case {}: prepare failed: {}", case.id, prepared.stderr);
+        assert_eq!(
+            prepared.status,
+            Some(0),
+            "case {}: prepare failed: {}",
+            case.id,
+            prepared.stderr
+        );
     }
     let mut run = bash(&dir, &bin, &case.cmd, &case.stdin, limit);
     if let Some(check) = &case.check {
@@ -272,7 +278,11 @@ fn cases_file_is_sound() {
     let mut ids = HashSet::new();
     for case in &cases.cases {
         assert!(ids.insert(case.id.clone()), "duplicate case id {}", case.id);
-        assert!(!case.from.trim().is_empty(), "case {} has no `from`", case.id);
+        assert!(
+            !case.from.trim().is_empty(),
+            "case {} has no `from`",
+            case.id
+        );
         assert!(
             case.pending.is_none() || case.differs.is_none(),
             "case {} is both pending and differs",
@@ -295,13 +305,25 @@ fn cases_file_is_sound() {
             assert!(!p.trim().is_empty(), "case {} pending on nothing", case.id);
         }
         if let Some(t) = &case.ignore_stderr {
-            assert!(!t.trim().is_empty(), "case {} ignore_stderr without a reason", case.id);
+            assert!(
+                !t.trim().is_empty(),
+                "case {} ignore_stderr without a reason",
+                case.id
+            );
         }
         if let Some(t) = &case.timing {
-            assert!(!t.trim().is_empty(), "case {} timing without a reason", case.id);
+            assert!(
+                !t.trim().is_empty(),
+                "case {} timing without a reason",
+                case.id
+            );
         }
         if let Some(v) = &case.volatile {
-            assert!(!v.trim().is_empty(), "case {} volatile without a reason", case.id);
+            assert!(
+                !v.trim().is_empty(),
+                "case {} volatile without a reason",
+                case.id
+            );
         }
     }
 }

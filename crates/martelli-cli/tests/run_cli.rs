@@ -331,7 +331,10 @@ fn bad_input_is_a_one_line_error_with_exit_255() {
         (vec!["-d", "ab", "echo", ":::", "a"], "invalid -d 'ab'"),
         (vec!["--trim", "x", "echo", ":::", "a"], "invalid --trim"),
         (vec!["-S", "server", "echo", ":::", "a"], "--cluster"),
-        (vec!["--load", "100%", "echo", ":::", "a"], "GNU parallel's --load"),
+        (
+            vec!["--load", "100%", "echo", ":::", "a"],
+            "GNU parallel's --load",
+        ),
         (
             vec!["echo", "::::", missing.to_str().unwrap()],
             "missing.txt",
@@ -618,7 +621,10 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 #[test]
 fn the_shell_follows_gnu_parallels_rule() {
     // $PARALLEL_SHELL first: bash's echo prints a backslash as it is, dash's interprets it.
-    let o = run_env(&["echo 'a\\tb'", ":::", "x"], &[("PARALLEL_SHELL", "/bin/bash")]);
+    let o = run_env(
+        &["echo 'a\\tb'", ":::", "x"],
+        &[("PARALLEL_SHELL", "/bin/bash")],
+    );
     assert_eq!(stdout(&o), "a\\tb x\n");
     let o = run_env(&["echo $0", ":::", "x"], &[("PARALLEL_SHELL", "/bin/sh")]);
     assert_eq!(stdout(&o), "/bin/sh x\n");
@@ -660,7 +666,14 @@ fn four_colons_plus_links_every_file() {
     fs::write(&a, "1\n2\n").unwrap();
     fs::write(&b, "x\ny\n").unwrap();
     let o = run(&[
-        "-k", "echo", ":::", "p", "q", "::::+", a.to_str().unwrap(), b.to_str().unwrap(),
+        "-k",
+        "echo",
+        ":::",
+        "p",
+        "q",
+        "::::+",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
     ]);
     assert_eq!(lines(&o), ["p 1 x", "q 2 y"]);
 }
@@ -672,7 +685,17 @@ fn unimplemented_constructs_are_refused_before_any_job() {
     let m = marker.to_str().unwrap();
     // A Perl replacement string would reach the shell as text and run something else.
     for args in [
-        vec!["-j1", "touch", m, "&&", "mv", "log.{}", "log.{= $_++ =}", ":::", "1"],
+        vec![
+            "-j1",
+            "touch",
+            m,
+            "&&",
+            "mv",
+            "log.{}",
+            "log.{= $_++ =}",
+            ":::",
+            "1",
+        ],
         vec!["-j1", "touch", m, ";", "echo", "'{= s/a/b/ =}'", ":::", "1"],
     ] {
         let o = run(&args);
@@ -691,7 +714,15 @@ fn unimplemented_constructs_are_refused_before_any_job() {
 fn results_csv_and_tsv_are_tables() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("my.csv");
-    let o = run(&["-k", "--results", csv.to_str().unwrap(), "echo", ":::", "a", "b,\"c"]);
+    let o = run(&[
+        "-k",
+        "--results",
+        csv.to_str().unwrap(),
+        "echo",
+        ":::",
+        "a",
+        "b,\"c",
+    ]);
     assert_code(&o, 0);
     // Stored, not printed (as GNU parallel).
     assert_eq!(stdout(&o), "");
@@ -751,7 +782,14 @@ fn gnu_output_options() {
     assert_eq!(stderr(&o), "echo a\n");
     // --files: the name of a file that holds the output.
     let dir = tempfile::tempdir().unwrap();
-    let o = run(&["--files", "--tmpdir", dir.path().to_str().unwrap(), "echo", ":::", "a"]);
+    let o = run(&[
+        "--files",
+        "--tmpdir",
+        dir.path().to_str().unwrap(),
+        "echo",
+        ":::",
+        "a",
+    ]);
     let name = stdout(&o);
     assert!(name.trim_end().ends_with(".par"), "{name}");
     assert_eq!(fs::read_to_string(name.trim_end()).unwrap(), "a\n");
@@ -772,11 +810,16 @@ fn retry_failed_reruns_the_failed_commands_of_the_joblog() {
     let rows = joblog_rows(&log);
     let seqs: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(seqs.len(), 5, "{rows:?}");
-    let mut again: Vec<(String, String)> =
-        rows[3..].iter().map(|r| (r[0].clone(), r[8].clone())).collect();
+    let mut again: Vec<(String, String)> = rows[3..]
+        .iter()
+        .map(|r| (r[0].clone(), r[8].clone()))
+        .collect();
     again.sort();
     assert_eq!(
         again,
-        [("1".to_string(), "exit 1".to_string()), ("3".to_string(), "exit 2".to_string())]
+        [
+            ("1".to_string(), "exit 1".to_string()),
+            ("3".to_string(), "exit 2".to_string())
+        ]
     );
 }

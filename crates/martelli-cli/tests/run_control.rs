@@ -223,11 +223,24 @@ fn halt_on_success_and_on_a_percentage() {
 #[test]
 fn halt_prints_gnus_notes_and_exits_with_gnus_statuses() {
     // fail=2: the number of failed jobs; each failed job is named on stderr.
-    let o = run(&["-j1", "--halt", "soon,fail=2", "exit", ":::", "0", "3", "4", "0"]);
+    let o = run(&[
+        "-j1",
+        "--halt",
+        "soon,fail=2",
+        "exit",
+        ":::",
+        "0",
+        "3",
+        "4",
+        "0",
+    ]);
     assert_code(&o, 2);
     let err = util::stderr(&o);
     assert_eq!(err.matches("This job failed:").count(), 2, "{err}");
-    assert!(err.contains("exit 3\n") && err.contains("exit 4\n"), "{err}");
+    assert!(
+        err.contains("exit 3\n") && err.contains("exit 4\n"),
+        "{err}"
+    );
     // fail=1: the status of the job that failed.
     let o = run(&["-j1", "--halt", "now,fail=1", "exit", ":::", "0", "7", "0"]);
     assert_code(&o, 7);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::RunError;
 use super::args::{Parsed, Source};
-use super::template::{Mode, Template, Tokens};
 use super::gnu;
+use super::template::{Mode, Template, Tokens};
 
 /// How job output reaches the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +168,8 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
     for name in &o.env {
         // Jobs inherit the whole environment; a name that is not set is most likely a typo.
         let function = format!("BASH_FUNC_{name}%%");
-        if name != "_" && std::env::var_os(name).is_none() && std::env::var_os(&function).is_none() {
+        if name != "_" && std::env::var_os(name).is_none() && std::env::var_os(&function).is_none()
+        {
             return Err(RunError::Usage(format!(
                 "--env {name}: no variable or exported function of that name is set; export it first"
             )));
@@ -195,9 +196,18 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
     };
     let trim = match o.trim.as_deref() {
         None | Some("n") => Trim::default(),
-        Some("l") => Trim { left: true, right: false },
-        Some("r") => Trim { left: false, right: true },
-        Some("lr" | "rl") => Trim { left: true, right: true },
+        Some("l") => Trim {
+            left: true,
+            right: false,
+        },
+        Some("r") => Trim {
+            left: false,
+            right: true,
+        },
+        Some("lr" | "rl") => Trim {
+            left: true,
+            right: true,
+        },
         Some(other) => {
             return Err(RunError::Usage(format!(
                 "invalid --trim '{other}': expected n, l, r, lr or rl"
@@ -207,7 +217,11 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
     let files = o.files.then(|| {
         o.tmpdir
             .clone()
-            .or_else(|| std::env::var_os("TMPDIR").filter(|d| !d.is_empty()).map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os("TMPDIR")
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+            })
             .unwrap_or_else(|| PathBuf::from("/tmp"))
     });
     let source_count = parsed.sources.len().max(1);
@@ -331,7 +345,11 @@ fn tokens(o: &super::args::RawOptions) -> Result<Tokens, RunError> {
         ("--extensionreplace", &o.extension_replace, &mut t.no_ext),
         ("--basenamereplace", &o.basename_replace, &mut t.base),
         ("--dirnamereplace", &o.dirname_replace, &mut t.dir),
-        ("--basenameextensionreplace", &o.basename_extension_replace, &mut t.base_no_ext),
+        (
+            "--basenameextensionreplace",
+            &o.basename_extension_replace,
+            &mut t.base_no_ext,
+        ),
         ("--seqreplace", &o.seq_replace, &mut t.seq),
         ("--slotreplace", &o.slot_replace, &mut t.slot),
     ] {
@@ -371,8 +389,12 @@ pub(crate) fn parse_delimiter(d: &str) -> Result<u8, RunError> {
                 u8::from_str_radix(std::str::from_utf8(hex).map_err(|_| bad())?, 16)
                     .map_err(|_| bad())
             }
-            oct if !oct.is_empty() && oct.len() <= 3 && oct.iter().all(|c| (b'0'..=b'7').contains(c)) => {
-                u8::from_str_radix(std::str::from_utf8(oct).map_err(|_| bad())?, 8).map_err(|_| bad())
+            oct if !oct.is_empty()
+                && oct.len() <= 3
+                && oct.iter().all(|c| (b'0'..=b'7').contains(c)) =>
+            {
+                u8::from_str_radix(std::str::from_utf8(oct).map_err(|_| bad())?, 8)
+                    .map_err(|_| bad())
             }
             _ => Err(bad()),
         },
@@ -519,9 +541,19 @@ mod tests {
 
     #[test]
     fn trims() {
-        let both = Trim { left: true, right: true };
+        let both = Trim {
+            left: true,
+            right: true,
+        };
         assert_eq!(both.apply(b" \tA b \n"), b"A b");
-        assert_eq!(Trim { left: true, right: false }.apply(b" A "), b"A ");
+        assert_eq!(
+            Trim {
+                left: true,
+                right: false
+            }
+            .apply(b" A "),
+            b"A "
+        );
         assert_eq!(Trim::default().apply(b" A "), b" A ");
         assert_eq!(both.apply(b"   "), b"");
     }

@@ -37,12 +37,12 @@ use martelli::process::{self, Guardian, Signal, Spawn, Stream, Supervision};
 
 use super::config::{Config, HaltOn, OutputMode, Threshold};
 use super::input::{self, Args, Inputs};
-use std::collections::BTreeSet;
 use super::joblog::Joblog;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
 use super::remote::Remote;
 use super::template::{Composed, simple_command};
 use super::{EXIT_OWN_ERROR, RunError};
+use std::collections::BTreeSet;
 
 /// Jobs at most one failure count can report (GNU parallel's cap).
 const MAX_FAILED_EXIT: u64 = 101;
@@ -138,7 +138,8 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
     };
     let mut inputs = match retry {
         Some((failed, max)) => {
-            let mut commands: std::collections::HashMap<u64, Vec<u8>> = failed.into_iter().collect();
+            let mut commands: std::collections::HashMap<u64, Vec<u8>> =
+                failed.into_iter().collect();
             skip = (1..=max).filter(|s| !commands.contains_key(s)).collect();
             let rows: Vec<Args> = (1..=max)
                 .map(|s| vec![commands.remove(&s).unwrap_or_default()])
@@ -244,7 +245,10 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
 fn shellquote(inputs: &mut Inputs) -> Result<u8, RunError> {
     let mut out = io::stdout().lock();
     for args in inputs.iter.by_ref() {
-        let quoted: Vec<Vec<u8>> = args?.iter().map(|a| super::template::shell_quote(a)).collect();
+        let quoted: Vec<Vec<u8>> = args?
+            .iter()
+            .map(|a| super::template::shell_quote(a))
+            .collect();
         let mut line = quoted.join(&b' ');
         line.push(b'\n');
         if out.write_all(&line).is_err() {
@@ -556,7 +560,7 @@ fn run_job(
                     Some(Ok(mut child)) => {
                         let mut lines = (config.output == OutputMode::LineBuffer
                             && config.results.is_none())
-                            .then(|| LineSink::new(tag_prefix.clone()));
+                        .then(|| LineSink::new(tag_prefix.clone()));
                         let result = child.communicate(&supervision, |stream, bytes| {
                             let i = match stream {
                                 Stream::Stdout => 0,
@@ -649,15 +653,21 @@ fn count(shared: &Shared, outcome: &Outcome) -> Counted {
     // The count the condition looks at, and the note GNU parallel prints for this job.
     let limit = match halt.on {
         HaltOn::Fail if failed => {
-            counted.notes.push(format!("martelli run: This job failed:\n{command}"));
+            counted
+                .notes
+                .push(format!("martelli run: This job failed:\n{command}"));
             Some(tally.failed)
         }
         HaltOn::Success if !failed => {
-            counted.notes.push(format!("martelli run: This job succeeded:\n{command}"));
+            counted
+                .notes
+                .push(format!("martelli run: This job succeeded:\n{command}"));
             Some(tally.succeeded)
         }
         HaltOn::Done => {
-            counted.notes.push(format!("martelli run: This job finished:\n{command}"));
+            counted
+                .notes
+                .push(format!("martelli run: This job finished:\n{command}"));
             Some(tally.finished)
         }
         _ => None,

@@ -148,41 +148,119 @@ impl Separators {
 /// GNU parallel options `martelli run` does not implement, and what to do instead. An option
 /// clap does not know is looked up here, so that the error names it as GNU parallel's.
 const NOT_BUILT: &[(&str, &str)] = &[
-    ("-S", "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead"),
-    ("--sshlogin", "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead"),
-    ("--slf", "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead"),
-    ("--sshloginfile", "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead"),
-    ("--onall", "remote execution over ssh is not built; use --cluster URL"),
-    ("--nonall", "remote execution over ssh is not built; use --cluster URL"),
-    ("--transferfile", "file transfer to remote hosts is not built; with --cluster, workers need a shared file system"),
-    ("--trc", "file transfer to remote hosts is not built; with --cluster, workers need a shared file system"),
-    ("--return", "file transfer to remote hosts is not built; with --cluster, workers need a shared file system"),
-    ("--basefile", "file transfer to remote hosts is not built; with --cluster, workers need a shared file system"),
-    ("--load", "martelli run does not look at the load average; lower -j instead"),
-    ("--memfree", "martelli run does not look at free memory; lower -j instead"),
-    ("--noswap", "martelli run does not look at swapping; lower -j instead"),
-    ("--limit", "martelli run has no --limit command; lower -j instead"),
+    (
+        "-S",
+        "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead",
+    ),
+    (
+        "--sshlogin",
+        "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead",
+    ),
+    (
+        "--slf",
+        "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead",
+    ),
+    (
+        "--sshloginfile",
+        "remote execution over ssh is not built; send jobs to `martelli worker`s with --cluster URL instead",
+    ),
+    (
+        "--onall",
+        "remote execution over ssh is not built; use --cluster URL",
+    ),
+    (
+        "--nonall",
+        "remote execution over ssh is not built; use --cluster URL",
+    ),
+    (
+        "--transferfile",
+        "file transfer to remote hosts is not built; with --cluster, workers need a shared file system",
+    ),
+    (
+        "--trc",
+        "file transfer to remote hosts is not built; with --cluster, workers need a shared file system",
+    ),
+    (
+        "--return",
+        "file transfer to remote hosts is not built; with --cluster, workers need a shared file system",
+    ),
+    (
+        "--basefile",
+        "file transfer to remote hosts is not built; with --cluster, workers need a shared file system",
+    ),
+    (
+        "--load",
+        "martelli run does not look at the load average; lower -j instead",
+    ),
+    (
+        "--memfree",
+        "martelli run does not look at free memory; lower -j instead",
+    ),
+    (
+        "--noswap",
+        "martelli run does not look at swapping; lower -j instead",
+    ),
+    (
+        "--limit",
+        "martelli run has no --limit command; lower -j instead",
+    ),
     ("--semaphore", "martelli run is not a semaphore (`sem`)"),
     ("--tmux", "martelli run does not start a terminal per job"),
-    ("--tmuxpane", "martelli run does not start a terminal per job"),
-    ("--tty", "martelli run gives jobs no terminal; stdin is /dev/null"),
+    (
+        "--tmuxpane",
+        "martelli run does not start a terminal per job",
+    ),
+    (
+        "--tty",
+        "martelli run gives jobs no terminal; stdin is /dev/null",
+    ),
     ("--interactive", "martelli run does not ask before each job"),
-    ("--termseq", "martelli run kills with SIGTERM, then SIGKILL after --kill-grace SECS"),
-    ("--sqlmaster", "martelli run has no SQL table; use --cluster URL to share jobs"),
-    ("--sqlworker", "martelli run has no SQL table; use --cluster URL to share jobs"),
-    ("--sqlandworker", "martelli run has no SQL table; use --cluster URL to share jobs"),
+    (
+        "--termseq",
+        "martelli run kills with SIGTERM, then SIGKILL after --kill-grace SECS",
+    ),
+    (
+        "--sqlmaster",
+        "martelli run has no SQL table; use --cluster URL to share jobs",
+    ),
+    (
+        "--sqlworker",
+        "martelli run has no SQL table; use --cluster URL to share jobs",
+    ),
+    (
+        "--sqlandworker",
+        "martelli run has no SQL table; use --cluster URL to share jobs",
+    ),
     ("--shebang", "martelli run cannot be a #! interpreter"),
     ("--shebang-wrap", "martelli run cannot be a #! interpreter"),
-    ("--compress", "martelli run keeps job output in memory; there is nothing to compress"),
+    (
+        "--compress",
+        "martelli run keeps job output in memory; there is nothing to compress",
+    ),
     ("--tee", "--tee (one input to every job) is not built"),
-    ("--latest-line", "--latest-line is not built; use --line-buffer"),
-    ("--ctag", "coloured tags are not built; use --tag or --tagstring"),
+    (
+        "--latest-line",
+        "--latest-line is not built; use --line-buffer",
+    ),
+    (
+        "--ctag",
+        "coloured tags are not built; use --tag or --tagstring",
+    ),
     ("--color", "coloured output is not built"),
-    ("--use-cpus-instead-of-cores", "martelli run counts the CPUs this process may run on; give -j a number instead"),
+    (
+        "--use-cpus-instead-of-cores",
+        "martelli run counts the CPUs this process may run on; give -j a number instead",
+    ),
     ("--timeout-percent", "--timeout takes seconds only"),
-    ("--profile", "profiles are not read; use the PARALLEL variable"),
+    (
+        "--profile",
+        "profiles are not read; use the PARALLEL variable",
+    ),
     ("-J", "profiles are not read; use the PARALLEL variable"),
-    ("--record-env", "martelli run runs jobs in its own environment; nothing to record"),
+    (
+        "--record-env",
+        "martelli run runs jobs in its own environment; nothing to record",
+    ),
     ("--parens", "custom {= perl =} parentheses are not built"),
     ("--fg", "martelli run is not a semaphore (`sem`)"),
     ("--bg", "martelli run is not a semaphore (`sem`)"),
@@ -205,13 +283,22 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("--plus", "Perl replacement strings are not built yet"),
     ("--pipe", "splitting stdin among jobs is not built yet"),
     ("--pipepart", "splitting a file among jobs is not built yet"),
-    ("--pipe-part", "splitting a file among jobs is not built yet"),
+    (
+        "--pipe-part",
+        "splitting a file among jobs is not built yet",
+    ),
     ("--block", "splitting stdin among jobs is not built yet"),
     ("--recstart", "splitting stdin among jobs is not built yet"),
     ("--recend", "splitting stdin among jobs is not built yet"),
     ("--regexp", "splitting stdin among jobs is not built yet"),
-    ("--round-robin", "splitting stdin among jobs is not built yet"),
-    ("--roundrobin", "splitting stdin among jobs is not built yet"),
+    (
+        "--round-robin",
+        "splitting stdin among jobs is not built yet",
+    ),
+    (
+        "--roundrobin",
+        "splitting stdin among jobs is not built yet",
+    ),
     ("--colsep", "columns are not built yet"),
     ("--header", "columns are not built yet"),
     ("--csv", "columns are not built yet"),
@@ -256,9 +343,30 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Shells GNU parallel recognises as the parent shell.
 const SHELLS: &[&str] = &[
-    "ash", "bash", "bsd-csh", "csh", "dash", "fdsh", "fish", "fizsh", "ksh", "ksh93", "lksh",
-    "mksh", "pdksh", "posh", "rbash", "rc", "rush", "rzsh", "sash", "sh", "static-sh", "tcsh",
-    "yash", "zsh",
+    "ash",
+    "bash",
+    "bsd-csh",
+    "csh",
+    "dash",
+    "fdsh",
+    "fish",
+    "fizsh",
+    "ksh",
+    "ksh93",
+    "lksh",
+    "mksh",
+    "pdksh",
+    "posh",
+    "rbash",
+    "rc",
+    "rush",
+    "rzsh",
+    "sash",
+    "sh",
+    "static-sh",
+    "tcsh",
+    "yash",
+    "zsh",
 ];
 
 /// The shell jobs run in, by GNU parallel's rule: `$PARALLEL_SHELL`; else the nearest ancestor
@@ -294,9 +402,11 @@ fn parent_shell() -> Option<PathBuf> {
         // A login shell shows itself as `-bash`.
         let name = name.strip_prefix(b"-").unwrap_or(name);
         if SHELLS.iter().any(|s| s.as_bytes() == name) {
-            return std::fs::read_link(dir.join("exe"))
-                .ok()
-                .or_else(|| Some(PathBuf::from(OsStr::from_bytes(arg0.strip_prefix(b"-").unwrap_or(arg0)))));
+            return std::fs::read_link(dir.join("exe")).ok().or_else(|| {
+                Some(PathBuf::from(OsStr::from_bytes(
+                    arg0.strip_prefix(b"-").unwrap_or(arg0),
+                )))
+            });
         }
         pid = ppid(&dir)?;
     }
@@ -340,14 +450,10 @@ mod tests {
     #[test]
     fn shell_words_like_a_shell() {
         assert_eq!(words("-k  --tag"), ["-k", "--tag"]);
-        assert_eq!(words(r#"-j 2 --tagstring 'a b' "c \"d\"" e\ f"#), [
-            "-j",
-            "2",
-            "--tagstring",
-            "a b",
-            "c \"d\"",
-            "e f"
-        ]);
+        assert_eq!(
+            words(r#"-j 2 --tagstring 'a b' "c \"d\"" e\ f"#),
+            ["-j", "2", "--tagstring", "a b", "c \"d\"", "e f"]
+        );
         assert_eq!(words("''"), [""]);
         assert!(shell_words(b"'open").is_none());
         assert!(shell_words(b"\"open").is_none());
@@ -362,8 +468,13 @@ mod tests {
         assert_eq!(s.kind(",,+"), Some((false, true)));
         assert_eq!(s.kind(":::"), None);
         assert_eq!(s.kind("::::"), Some((true, false)));
-        let (s, at) =
-            Separators::find(&args(&["--arg-file-sep=//", "echo", ":::", "--arg-sep", "x"]));
+        let (s, at) = Separators::find(&args(&[
+            "--arg-file-sep=//",
+            "echo",
+            ":::",
+            "--arg-sep",
+            "x",
+        ]));
         assert_eq!(at, 2);
         assert_eq!(s.file, "//");
         assert_eq!(s.arg, ":::");

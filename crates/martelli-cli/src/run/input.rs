@@ -28,7 +28,10 @@ pub(crate) struct Reading {
 
 impl Reading {
     /// Applies the filters to one source's arguments.
-    fn filter<'a, I>(&self, args: I) -> Box<dyn Iterator<Item = Result<Vec<u8>, RunError>> + Send + 'a>
+    fn filter<'a, I>(
+        &self,
+        args: I,
+    ) -> Box<dyn Iterator<Item = Result<Vec<u8>, RunError>> + Send + 'a>
     where
         I: Iterator<Item = Result<Vec<u8>, RunError>> + Send + 'a,
     {
@@ -98,13 +101,21 @@ fn lines(
 }
 
 /// Builds the job arguments from the sources (stdin when there are none).
-pub(crate) fn inputs(sources: &[Source], link: bool, reading: &Reading) -> Result<Inputs, RunError> {
+pub(crate) fn inputs(
+    sources: &[Source],
+    link: bool,
+    reading: &Reading,
+) -> Result<Inputs, RunError> {
     let separator = reading.separator;
     let filtered = !(reading.eof.is_none() && !reading.skip_empty && !reading.trim.any());
     match sources {
         [] => {
             let iter = reading
-                .filter(lines(Box::new(BufReader::new(io::stdin())), separator, "-".into()))
+                .filter(lines(
+                    Box::new(BufReader::new(io::stdin())),
+                    separator,
+                    "-".into(),
+                ))
                 .map(|r| r.map(|a| vec![a]));
             Ok(Inputs {
                 iter: Box::new(iter),
@@ -276,10 +287,16 @@ mod tests {
 
     #[test]
     fn eof_trim_and_empty_filter_each_source() {
-        let s = [values(&["a", " ", "b", "stop", "c"], false), values(&["1", "", "stop"], false)];
+        let s = [
+            values(&["a", " ", "b", "stop", "c"], false),
+            values(&["1", "", "stop"], false),
+        ];
         let r = Reading {
             separator: b'\n',
-            trim: Trim { left: true, right: true },
+            trim: Trim {
+                left: true,
+                right: true,
+            },
             eof: Some(b"stop".to_vec()),
             skip_empty: true,
         };

@@ -14,9 +14,9 @@
 mod args;
 mod config;
 mod engine;
-mod gnu;
 #[cfg(test)]
 mod fuzz;
+mod gnu;
 mod input;
 mod joblog;
 mod output;

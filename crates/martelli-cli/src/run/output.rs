@@ -143,7 +143,14 @@ impl Printer {
         if self.table.is_none() {
             let mut file = std::fs::File::create(&path).map_err(err)?;
             let mut header: Vec<String> = [
-                "Seq", "Host", "Starttime", "JobRuntime", "Send", "Receive", "Exitval", "Signal",
+                "Seq",
+                "Host",
+                "Starttime",
+                "JobRuntime",
+                "Send",
+                "Receive",
+                "Exitval",
+                "Signal",
                 "Command",
             ]
             .iter()

@@ -309,8 +309,8 @@ fn parse_word(word: &[u8], tokens: &Tokens, renamed: &[(&[u8], Piece)]) -> Vec<P
         }
         if word[i] == b'{' {
             if let Some(len) = word[i + 1..].iter().position(|&b| b == b'}') {
-                if let Some(piece) = parse_replacement(&word[i + 1..i + 1 + len])
-                    .filter(|p| tokens.default_kept(p))
+                if let Some(piece) =
+                    parse_replacement(&word[i + 1..i + 1 + len]).filter(|p| tokens.default_kept(p))
                 {
                     if !literal.is_empty() {
                         pieces.push(Piece::Literal(std::mem::take(&mut literal)));
@@ -666,14 +666,22 @@ mod tests {
 
     #[test]
     fn renamed_replacement_strings() {
-        let words = vec![b"echo".to_vec(), b",,".to_vec(), b"{}".to_vec(), b"{.}".to_vec()];
+        let words = vec![
+            b"echo".to_vec(),
+            b",,".to_vec(),
+            b"{}".to_vec(),
+            b"{.}".to_vec(),
+        ];
         let tokens = Tokens {
             whole: b",,".to_vec(),
             ..Tokens::default()
         };
         let t = Template::parse_with(&words, Mode::Shell, &tokens);
         // `{}` is literal once -I renames it; `{.}` keeps its meaning.
-        assert_eq!(t.compose(&[b"a/b.c".to_vec()], 1, 1).display(), b"echo a/b.c {} a/b");
+        assert_eq!(
+            t.compose(&[b"a/b.c".to_vec()], 1, 1).display(),
+            b"echo a/b.c {} a/b"
+        );
         let tokens = Tokens {
             seq: b"SEQ".to_vec(),
             base: b"//".to_vec(),
