@@ -137,9 +137,10 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         skip_empty: config.skip_empty,
     };
     let mut inputs = match retry {
-        Some((failed, max)) => {
+        Some(failed) => {
+            let max = failed.max_seq;
             let mut commands: std::collections::HashMap<u64, Vec<u8>> =
-                failed.into_iter().collect();
+                failed.jobs.into_iter().collect();
             skip = (1..=max).filter(|s| !commands.contains_key(s)).collect();
             let rows: Vec<Args> = (1..=max)
                 .map(|s| vec![commands.remove(&s).unwrap_or_default()])

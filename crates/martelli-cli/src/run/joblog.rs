@@ -105,9 +105,17 @@ pub(crate) fn format_line(o: &Outcome) -> Vec<u8> {
     line
 }
 
-/// `--retry-failed`: the job numbers and commands of the jobs whose last entry in the joblog at
-/// `path` failed, and the highest job number the joblog holds.
-pub(crate) fn failed_commands(path: &Path) -> Result<(Vec<(u64, Vec<u8>)>, u64), RunError> {
+/// The jobs `--retry-failed` runs again.
+#[derive(Debug, Default)]
+pub(crate) struct Failed {
+    /// Job number and command of each job whose last entry failed, in job order.
+    pub(crate) jobs: Vec<(u64, Vec<u8>)>,
+    /// The highest job number the joblog holds.
+    pub(crate) max_seq: u64,
+}
+
+/// `--retry-failed`: the jobs whose last entry in the joblog at `path` failed.
+pub(crate) fn failed_commands(path: &Path) -> Result<Failed, RunError> {
     let err = |message: String| RunError::Joblog {
         path: path.to_owned(),
         message,
@@ -133,7 +141,10 @@ pub(crate) fn failed_commands(path: &Path) -> Result<(Vec<(u64, Vec<u8>)>, u64),
         .map(|(seq, (_, command))| (seq, command))
         .collect();
     failed.sort_unstable();
-    Ok((failed, max))
+    Ok(Failed {
+        jobs: failed,
+        max_seq: max,
+    })
 }
 
 fn not_a_joblog_line(n: usize) -> String {
@@ -207,9 +218,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         std::fs::write(&path, LOG).unwrap();
-        let (failed, max) = failed_commands(&path).unwrap();
-        assert_eq!(failed, vec![(3, b"kill".to_vec())]);
-        assert_eq!(max, 3);
+        let failed = failed_commands(&path).unwrap();
+        assert_eq!(failed.jobs, vec![(3, b"kill".to_vec())]);
+        assert_eq!(failed.max_seq, 3);
         assert!(failed_commands(&dir.path().join("none")).is_err());
     }
 
