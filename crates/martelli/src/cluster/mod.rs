@@ -75,7 +75,7 @@
 //! [`ClientBuilder::tls_ca`], [`WorkerOptions::tls_ca`], [`StatusOptions::tls_ca`], or the
 //! [`TLS_CA_ENV`] (`MARTELLI_TLS_CA`) environment variable.
 //!
-//! # Results by id and retries
+//! # Results by id, retries and rate limits
 //!
 //! A task submitted with [`SubmitOptions::result_ttl`] (or queued with [`Client::send`], which
 //! returns its id at once) keeps a *record* in Redis: its state, attempts and, once it ended, its
@@ -84,13 +84,15 @@
 //! with exponential backoff and jitter when a run ends in an error its [`Retry`] policy names; the
 //! retry waits in Redis (the delayed set), so it survives any worker's death, and every run's
 //! error is kept ([`AttemptError`]): in the record, and in the dead letter of a task that ran out
-//! of retries. Both are optional keys of the protocol (`docs/protocol.md`, "Additions to version
-//! 1"), so producers and workers in other languages can take part.
+//! of retries. [`Client::set_rate_limit`] limits how often tasks of a name start across every
+//! worker ([`RateLimit`]), with start times reserved in Redis. All three are optional keys of the
+//! protocol (`docs/protocol.md`, "Additions to version 1"), so producers and workers in other
+//! languages can take part.
 //!
 //! # Not built yet
 //!
-//! Per-task lease lengths and client certificates (mutual TLS); rate limits per task name,
-//! workflows (chain, group, chord) and periodic tasks; retry options on `#[martelli::task]`.
+//! Per-task lease lengths and client certificates (mutual TLS); workflows (chain, group, chord)
+//! and periodic tasks; retry and rate-limit options on `#[martelli::task]`.
 
 mod client;
 mod conn;
