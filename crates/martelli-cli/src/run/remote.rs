@@ -14,10 +14,14 @@
 //!   queued job never starts and a running one has its process group killed by its worker, within
 //!   the worker's poll interval (half a second by default);
 //! - `--timeout` also bounds the wait here: a job whose result has not come `--timeout` plus
-//!   `--kill-grace` plus [`RESULT_GRACE`] after a worker started it (its worker stopped, or its result
-//!   was lost) is failed as timed out and cancelled on its worker. A job still queued waits for a
-//!   worker as long as it takes; one that vanished from the broker (a restart without persistence)
-//!   is queued again by the client (`martelli::cluster::OnLost`);
+//!   `--kill-grace` plus [`RESULT_GRACE`] (the *bound*) after a worker took it (its worker stopped,
+//!   or its result was lost) is failed as timed out and cancelled on its worker. A worker took the
+//!   job when its `started` note came; when none has come a bound after the job was queued (a
+//!   worker stopped between taking the job and sending the note sends nothing), `run` asks the
+//!   broker whether a worker holds the job, again every bound, and counts from the last sign of life
+//!   the broker saw of that worker on it (`Client::held_for`). A job still queued waits for a worker
+//!   as long as it takes; one that vanished from the broker (a restart without persistence) is
+//!   queued again by the client (`martelli::cluster::OnLost`);
 //! - `--countdown` and `--start-at` queue each job to start later (it waits in the broker's delayed
 //!   set); `--result-ttl` keeps each job's record in the broker, readable by id with `martelli
 //!   result` (docs/protocol.md, "Addition 1"). The ids are `RUN-SEQ` (`RUN-SEQ.N` for the Nth
@@ -59,6 +63,8 @@ pub(crate) struct Remote {
     target: ClusterTarget,
     /// With `--result-ttl`: the stem of this run's task ids, and how often each job was sent.
     ids: Option<(String, Mutex<HashMap<u64, u32>>)>,
+    /// Set once `run` said that the broker does not let it tell whether a worker holds a job.
+    cannot_tell: AtomicBool,
 }
 
 impl Remote {
@@ -89,6 +95,7 @@ impl Remote {
             client: builder.build()?,
             target: target.clone(),
             ids,
+            cannot_tell: AtomicBool::new(false),
         })
     }
 
@@ -112,6 +119,9 @@ impl Remote {
                 .filter_map(|w| w.concurrency)
                 .sum(),
             Err(error) => {
+                if self.cannot_tell.swap(true, Ordering::Relaxed) {
+                    return None;
+                }
                 let _ = writeln!(
                     io::stderr().lock(),
                     "martelli run: cannot tell whether a live worker serves queue {queue:?}: \
@@ -158,6 +168,10 @@ impl Remote {
             .timeout
             .map(|t| t.saturating_add(config.grace).saturating_add(RESULT_GRACE));
         let mut started: Option<Instant> = None;
+        // Without a `started` note a whole bound after the job was queued (or after the last look),
+        // the broker is asked whether a worker holds the job: a worker stopped between taking it
+        // and sending its note sends nothing more.
+        let mut look_at = bound.and_then(|b| Instant::now().checked_add(b));
         let answer = loop {
             if killing.load(Ordering::SeqCst) {
                 self.cancel(future);
@@ -166,6 +180,12 @@ impl Remote {
             }
             if started.is_none() && future.is_running() {
                 started = Some(Instant::now());
+            }
+            if let (None, Some(bound), Some(at)) = (started, bound, look_at) {
+                if Instant::now() >= at {
+                    look_at = Instant::now().checked_add(bound);
+                    started = self.held_since(&future);
+                }
             }
             if let (Some(at), Some(bound)) = (started, bound) {
                 if at.elapsed() >= bound {
@@ -223,6 +243,32 @@ impl Remote {
         options
     }
 
+    /// When a worker that holds the job last showed life on it, as the broker sees it (its
+    /// delivery, or its worker's latest renewal of the lease): `None` when no worker holds it (it
+    /// still waits for one) or when the broker cannot tell (an ACL user without `XPENDING`: the
+    /// job then waits for its `started` note or its result, as before).
+    fn held_since(&self, future: &martelli::Future<Vec<u8>>) -> Option<Instant> {
+        match self.client.held_for(future) {
+            Ok(idle) => idle.map(|idle| {
+                Instant::now()
+                    .checked_sub(idle)
+                    .unwrap_or_else(Instant::now)
+            }),
+            Err(error) => {
+                if self.cannot_tell.swap(true, Ordering::Relaxed) {
+                    return None;
+                }
+                let _ = writeln!(
+                    io::stderr().lock(),
+                    "martelli run: cannot tell whether a worker holds a job that sent no news: \
+                     {error} (the broker user needs XPENDING: see docs/cluster.md, \"Access \
+                     control\"); jobs without news wait for their result"
+                );
+                None
+            }
+        }
+    }
+
     /// Cancels a job that is queued or running on a worker, and waits (a little) until its
     /// tombstone is in the broker, so that the worker sees it even when `run` exits next.
     fn cancel(&self, future: martelli::Future<Vec<u8>>) {
@@ -265,7 +311,10 @@ fn no_result(outcome: &mut Outcome, config: &Config, bound: Duration) {
     outcome.runtime = bound;
     outcome.stderr.extend_from_slice(
         format!(
-            "martelli run: no result came from the cluster {:.1}s after a worker started the job              (--timeout {:.1}s, --kill-grace {:.1}s, and {}s for the result to come back): its              worker stopped or its result was lost; the job is failed here and cancelled on its              worker\n",
+            "martelli run: no result came from the cluster {:.1}s after a worker took the job \
+             (--timeout {:.1}s, --kill-grace {:.1}s, and {}s for the result to come back): its \
+             worker stopped or its result was lost; the job is failed here and cancelled on its \
+             worker\n",
             bound.as_secs_f64(),
             timeout.as_secs_f64(),
             config.grace.as_secs_f64(),

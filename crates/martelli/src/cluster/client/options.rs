@@ -7,7 +7,7 @@ use crate::cluster::envelope::Retry;
 use crate::cluster::error::ClusterError;
 use crate::cluster::lost::OnLost;
 use crate::cluster::{DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, DEFAULT_QUEUE, Keys};
-use crate::pool::Priority;
+use crate::options::Priority;
 use crate::sync::{Condvar, Mutex};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
