@@ -42,7 +42,10 @@ if cancels == 1 then
     end
   end
 end
-return {#due, cancels, found, redis.call('HGETALL', KEYS[6])}
+-- A user the broker does not let read the limits (an older ACL) still moves delayed tasks.
+local ok, limits = pcall(redis.call, 'HGETALL', KEYS[6])
+if not ok then limits = {} end
+return {#due, cancels, found, limits}
 ";
 
 /// The most delayed tasks moved to their stream per pass.
