@@ -26,13 +26,16 @@ const SIZING: Sizing = Sizing {
     growth: Some(8),
 };
 
+/// What a chunk of `map_task` resolves to: one outcome per input.
+type Batch<T> = Vec<TaskResult<<T as Task>::Output>>;
+
 /// How `Pool::map_task` sends a chunk: by the task's name, on any backend.
 struct ByName<T>(PhantomData<fn() -> T>);
 
 impl<T: Task> Chunks for ByName<T> {
     type In = T::Args;
     type Out = T::Output;
-    type Done = Vec<TaskResult<T::Output>>;
+    type Done = Batch<T>;
 
     fn submit(
         &mut self,
@@ -70,7 +73,7 @@ impl<T: Task> Chunks for ByName<T> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct TaskMap<'p, T: Task, I: Iterator<Item = T::Args>> {
-    window: Window<'p, I, ByName<T>, Vec<TaskResult<T::Output>>, T::Output>,
+    window: Window<'p, I, ByName<T>, Batch<T>, T::Output>,
 }
 
 impl<'p, T: Task, I: Iterator<Item = T::Args>> TaskMap<'p, T, I> {

@@ -344,11 +344,11 @@ where
             return;
         }
         let per_item = took.as_nanos() / len as u128;
-        let ideal = if per_item == 0 {
-            max
-        } else {
-            usize::try_from(target.as_nanos() / per_item).unwrap_or(max)
-        };
+        // Items too fast to measure: the largest chunk.
+        let ideal = target
+            .as_nanos()
+            .checked_div(per_item)
+            .map_or(max, |n| usize::try_from(n).unwrap_or(max));
         let cap = growth.map_or(max, |g| self.chunk.saturating_mul(g).min(max));
         self.chunk = ideal.clamp(1, cap.max(1));
     }
