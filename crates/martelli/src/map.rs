@@ -7,7 +7,8 @@
 
 use crate::error::{Error, TaskError, TaskFailure, TaskResult};
 use crate::future::Future;
-use crate::pool::{Pool, TaskOptions};
+use crate::options::TaskOptions;
+use crate::pool::Pool;
 use crate::window::{ChunkOutput, Chunks, Refused, Sizing, Window};
 use std::fmt;
 use std::marker::PhantomData;
@@ -74,7 +75,8 @@ where
         items: Vec<A>,
     ) -> Result<Future<ChunkOutput<T>>, Refused> {
         let f = Arc::clone(&self.f);
-        pool.submit_with(options, move || run_chunk(&*f, items))
+        pool.with(options)
+            .submit(move || run_chunk(&*f, items))
             .map_err(|error| match error {
                 // A closure cannot reach workers that are other processes: the inputs taken say so,
                 // and no more are taken.
@@ -166,8 +168,8 @@ where
         self
     }
 
-    /// Per-chunk task options (priority, timeout).
-    pub fn options(mut self, options: TaskOptions) -> Self {
+    /// Per-chunk task options (priority, timeout): set through [`Pool::with`](crate::Pool::with).
+    pub(crate) fn options(mut self, options: TaskOptions) -> Self {
         self.window.set_options(options);
         self
     }

@@ -8,7 +8,8 @@
 
 use crate::error::{TaskError, TaskResult};
 use crate::future::Future;
-use crate::pool::{Pool, TaskOptions};
+use crate::options::TaskOptions;
+use crate::pool::Pool;
 use crate::task::Task;
 use crate::window::{ChunkOutput, Chunks, Refused, Sizing, Window};
 use std::fmt;
@@ -43,10 +44,12 @@ impl<T: Task> Chunks for ByName<T> {
         options: TaskOptions,
         items: Vec<T::Args>,
     ) -> Result<Future<Self::Done>, Refused> {
-        pool.submit_chunk::<T>(options, items).map_err(|e| Refused {
-            error: TaskError::Codec(format!("the chunk was not taken: {e}")),
-            stop: false,
-        })
+        pool.with(options)
+            .submit_chunk::<T>(items)
+            .map_err(|e| Refused {
+                error: TaskError::Codec(format!("the chunk was not taken: {e}")),
+                stop: false,
+            })
     }
 
     fn output(done: Self::Done) -> ChunkOutput<T::Output> {
@@ -95,8 +98,9 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> TaskMap<'p, T, I> {
         self
     }
 
-    /// Per-chunk options (priority; a timeout applies to each chunk as a whole).
-    pub fn options(mut self, options: TaskOptions) -> Self {
+    /// Per-chunk options (priority; a timeout applies to each chunk as a whole): set through
+    /// [`Pool::with`](crate::Pool::with).
+    pub(crate) fn options(mut self, options: TaskOptions) -> Self {
         self.window.set_options(options);
         self
     }

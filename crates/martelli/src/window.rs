@@ -19,7 +19,8 @@
 
 use crate::error::{TaskError, TaskFailure, TaskResult};
 use crate::future::Future;
-use crate::pool::{Pool, TaskOptions};
+use crate::options::TaskOptions;
+use crate::pool::Pool;
 use std::collections::{HashMap, VecDeque};
 use std::iter::Fuse;
 use std::sync::mpsc::{self, Receiver, Sender};

@@ -69,7 +69,7 @@ fn map(n: u64) -> anyhow::Result<()> {
 fn map_slice(n: u64) -> anyhow::Result<()> {
     let pool = Pool::threads(2)?;
     let inputs: Vec<u64> = (0..n).collect();
-    let out = pool.map_slice(&inputs, |&x| x * 2 + 1)?;
+    let out = pool.map_slice(|&x| x * 2 + 1, &inputs)?;
     check_odd_numbers(&out, n)
 }
 
