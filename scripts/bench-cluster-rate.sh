@@ -23,6 +23,7 @@ until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(redis-server --version | cut -d' ' -f3), load $(cut -d' ' -f1-3 /proc/loadavg)"
 cargo build --release --locked -p martelli-bench --bin bench-cluster
-"$root/target/release/bench-cluster" --url "redis://127.0.0.1:$port" \
+. scripts/target-dir.sh
+"$TARGET_DIR/release/bench-cluster" --url "redis://127.0.0.1:$port" \
     --rate "$RATE" --seconds "$SECONDS_" --workers "$WORKERS" --concurrency 2
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
