@@ -50,7 +50,7 @@ impl SubmitOptions {
     }
 
     /// A deadline, counted from submission: a worker does not start the task after it, and the future
-    /// resolves as [`TaskError::TimedOut`] when it passes without a result. A task already running is
+    /// resolves as [`TaskError::TimedOut`](crate::TaskError::TimedOut) when it passes without a result. A task already running is
     /// not interrupted (a thread is never killed); its late result is dropped.
     pub fn timeout(mut self, timeout: Duration) -> SubmitOptions {
         self.timeout = Some(timeout);
@@ -185,7 +185,7 @@ impl ClientBuilder {
 
     /// What to do with a task that vanished from the broker (a Redis restart without persistence,
     /// deleted or evicted keys): queue it again (the default; tasks run at least once) or fail its
-    /// future as [`TaskError::Lost`]. The client finds such tasks after a reconnect, when the
+    /// future as [`TaskError::Lost`](crate::TaskError::Lost). The client finds such tasks after a reconnect, when the
     /// broker's `run_id` changes, and once a minute for tasks that have waited longer; see
     /// `docs/protocol.md`, "Tasks that vanish". To resubmit, the client keeps each task's envelope
     /// until its result arrives.

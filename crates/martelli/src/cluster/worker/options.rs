@@ -123,7 +123,7 @@ impl WorkerOptions {
         self
     }
 
-    /// Runs registered tasks ([`Registered`](super::Registered)) on `n` local worker processes (0:
+    /// Runs registered tasks ([`Registered`](crate::cluster::Registered)) on `n` local worker processes (0:
     /// one per core) instead of executor threads, so a task that crashes its process or runs past its
     /// deadline is contained as on a [process pool](crate::PoolBuilder::processes): the caller gets
     /// [`TaskError::WorkerDied`](crate::TaskError::WorkerDied) or
