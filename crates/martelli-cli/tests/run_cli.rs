@@ -735,6 +735,33 @@ fn results_csv_and_tsv_are_tables() {
     assert!(csv.is_file());
     assert!(text.contains(",\"echo a\",a,\"a\n\",\n"), "{text}");
     assert!(text.contains("\"b,\"\"c\",\"b,\"\"c\n\",\n"), "{text}");
+    // With -k the rows are in input order, as the output would be.
+    let o = run(&[
+        "-k",
+        "-j2",
+        "--results",
+        csv.to_str().unwrap(),
+        "sleep {}; echo",
+        ":::",
+        "0.3",
+        "0",
+    ]);
+    assert_code(&o, 0);
+    let text = fs::read_to_string(&csv).unwrap();
+    let seqs: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    assert_eq!(
+        seqs.iter().filter(|s| **s == "1" || **s == "2").count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.find("\n1,").unwrap() < text.find("\n2,").unwrap(),
+        "{text}"
+    );
     let tsv = dir.path().join("my.tsv");
     run(&["--results", tsv.to_str().unwrap(), "echo", ":::", "a"]);
     let text = fs::read_to_string(&tsv).unwrap();

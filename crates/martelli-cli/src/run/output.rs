@@ -130,6 +130,14 @@ impl Printer {
         }
     }
 
+    /// `--results FILE.csv|FILE.tsv`: stores the job's row (nothing for other `--results`).
+    fn store_table(&mut self, o: &Outcome) -> Result<(), PrintError> {
+        match self.results.as_deref().and_then(table_separator) {
+            Some(sep) => self.store_row(sep, o).map_err(PrintError::Run),
+            None => Ok(()),
+        }
+    }
+
     /// `--results FILE.csv` (or `.tsv`): appends the job's row, creating the file with GNU
     /// parallel's header for the first job.
     fn store_row(&mut self, sep: u8, o: &Outcome) -> Result<(), RunError> {
@@ -217,18 +225,20 @@ impl Printer {
         quiet: bool,
         around_stderr: &dyn Fn(&mut dyn FnMut()),
     ) -> Result<(), PrintError> {
-        if let Some(dir) = self.results.clone() {
-            match table_separator(&dir) {
-                Some(sep) => self.store_row(sep, &outcome).map_err(PrintError::Run)?,
-                None => store_results(&dir, &outcome).map_err(PrintError::Run)?,
+        if let Some(dir) = &self.results {
+            if table_separator(dir).is_none() {
+                store_results(dir, &outcome).map_err(PrintError::Run)?;
             }
         }
         if !self.keep_order {
+            self.store_table(&outcome)?;
             return self.print_one(&outcome, quiet, around_stderr);
         }
         self.pending.insert(outcome.order, outcome);
         while let Some(o) = self.pending.remove(&self.next) {
             self.next += 1;
+            // A table's rows follow the order of the output: the input's with -k.
+            self.store_table(&o)?;
             self.print_one(&o, quiet, around_stderr)?;
         }
         Ok(())
@@ -240,6 +250,7 @@ impl Printer {
         around_stderr: &dyn Fn(&mut dyn FnMut()),
     ) -> Result<(), PrintError> {
         for (_, o) in std::mem::take(&mut self.pending) {
+            self.store_table(&o)?;
             self.print_one(&o, false, around_stderr)?;
         }
         Ok(())
