@@ -200,7 +200,8 @@ fn stop(worker: Worker) -> WorkerReport {
 fn gate_file(what: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("martelli-gate-{what}-{}-{n}", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("martelli-gate-{what}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_file(&path);
     path.display().to_string()
 }
