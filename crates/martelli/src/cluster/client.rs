@@ -38,7 +38,7 @@ use super::{DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, DEFAULT_QUEUE, Keys, PROTOCOL_V
 use crate::cancel::CancelToken;
 use crate::error::{TaskError, TaskFailure, TaskResult};
 use crate::future::{Future, promise};
-use crate::pool::Priority;
+use crate::options::Priority;
 use crate::sync::{Condvar, Mutex};
 use redis::Connection;
 use serde::Serialize;
