@@ -1207,17 +1207,6 @@ fn assert_ahead_done(ahead: Vec<martelli::Future<u64>>) {
     );
 }
 
-/// Waits until `fut` runs and the pool's queue is empty: what was submitted after it is pipelined
-/// behind it on its worker.
-fn wait_until_pipelined<T>(pool: &Pool, fut: &martelli::Future<T>) {
-    wait_until_running(fut);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pool.queued() > 0 {
-        assert!(Instant::now() < deadline, "the tasks were never pipelined");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// How many fresh pools a pipelining test tries before it gives up on the slot ever pipelining.
 const PIPELINE_TRIES: usize = 10;
 
@@ -1490,10 +1479,22 @@ struct HeldLine {
     ahead: Vec<martelli::Future<u64>>,
 }
 
-/// Builds a [`HeldLine`] whose `last` task is `record_wait_exit(path, 13, go, last_code)`.
-fn held_line(pool: &Pool, last_code: i32) -> HeldLine {
-    warm_up(pool);
-    warm_up_gated(pool);
+/// Builds a [`HeldLine`] whose `last` task is `record_wait_exit(path, 13, go, last_code)`, on a
+/// fresh pool whose slot pipelined its tasks (see [`pipelined_behind`]).
+fn held_line(last_code: i32) -> (Pool, HeldLine) {
+    for _ in 0..PIPELINE_TRIES {
+        let pool = pool(1);
+        warm_up(&pool);
+        warm_up_gated(&pool);
+        if let Some(held) = try_held_line(&pool, last_code) {
+            return (pool, held);
+        }
+    }
+    panic!("no pool pipelined the tasks in {PIPELINE_TRIES} tries");
+}
+
+/// [`held_line`] on `pool`; `None` (its tasks let go and done) when the slot did not pipeline them.
+fn try_held_line(pool: &Pool, last_code: i32) -> Option<HeldLine> {
     let worker = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
     let path = record_file("held");
     let go = record_file("go");
@@ -1506,7 +1507,17 @@ fn held_line(pool: &Pool, last_code: i32) -> HeldLine {
     let gate = submit(1, &gate_go, 0);
     let finished = submit(12, &finished_go, 0);
     let last = submit(13, &go, last_code);
-    wait_until_pipelined(pool, &gate);
+    if !pipelined_behind(pool, &gate) {
+        for file in [&gate_go, &finished_go, &go] {
+            std::fs::write(file, "").unwrap();
+        }
+        let _ = (gate.wait(), finished.wait(), last.wait());
+        assert_ahead_done(ahead);
+        for file in [&gate_go, &finished_go, &go, &path] {
+            let _ = std::fs::remove_file(file);
+        }
+        return None;
+    }
     let (entered_tx, entered) = std::sync::mpsc::channel();
     let (resume, resume_rx) = std::sync::mpsc::channel::<()>();
     gate.on_done(move |_| {
@@ -1519,7 +1530,7 @@ fn held_line(pool: &Pool, last_code: i32) -> HeldLine {
         .expect("the gate's answer was read");
     // `finished` answers now; the slot, held, does not read it.
     std::fs::write(&finished_go, "").unwrap();
-    HeldLine {
+    Some(HeldLine {
         path,
         worker,
         go,
@@ -1528,7 +1539,7 @@ fn held_line(pool: &Pool, last_code: i32) -> HeldLine {
         last,
         resume,
         ahead,
-    }
+    })
 }
 
 impl HeldLine {
@@ -1566,8 +1577,7 @@ fn an_answer_unread_when_the_worker_dies_is_not_blamed() {
     // `finished` answers, then the worker dies at once in `last`, with that answer unread. The
     // slot, let go, has a new task to write first: the write fails, and the slot must still read
     // the answer before it blames anything.
-    let pool = pool(1);
-    let held = held_line(&pool, 3);
+    let (pool, held) = held_line(3);
     std::fs::write(&held.go, "").unwrap();
     martelli_testkit::proc::wait_dead(held.worker, Duration::from_secs(20), "the worker");
     let after = pool.submit_task(record, (held.path.clone(), 14)).unwrap();
@@ -1584,8 +1594,7 @@ fn an_answer_unread_when_the_worker_dies_is_not_blamed() {
 fn an_answer_unread_at_cancel_pending_keeps_its_value() {
     // `finished` answers and the worker starts `last`, which waits; a CancelPending shutdown
     // kills the worker with `finished`'s answer unread: it must keep its value.
-    let pool = pool(1);
-    let held = held_line(&pool, 0);
+    let (pool, held) = held_line(0);
     held.wait_recorded(13);
     std::thread::scope(|s| {
         s.spawn(|| pool.shutdown(martelli::Shutdown::CancelPending));
