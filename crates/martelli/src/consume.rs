@@ -472,26 +472,11 @@ where
                 backend: pool.kind(),
             });
         }
-        match pool.kind() {
-            "threads" => {}
-            "inline" => {
-                return Err(ConsumeError::Unsupported {
-                    backend: "inline",
-                    runs_on: "on the caller's thread",
-                });
-            }
-            "async" => {
-                return Err(ConsumeError::Unsupported {
-                    backend: "async",
-                    runs_on: "on its event-loop thread",
-                });
-            }
-            other => {
-                return Err(ConsumeError::Unsupported {
-                    backend: other,
-                    runs_on: "where daemons are not supported yet",
-                });
-            }
+        if let Err(runs_on) = pool.backend().hosts_daemons() {
+            return Err(ConsumeError::Unsupported {
+                backend: pool.kind(),
+                runs_on,
+            });
         }
         if self.consumers == Some(0) {
             return Err(ConsumeError::NoConsumers);

@@ -147,6 +147,13 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Whether daemon consumers (`Pool::consume`) can live on this backend's workers: `Ok`, or
+    /// where the backend runs its jobs (for the error that says why they cannot), e.g. "on the
+    /// caller's thread".
+    fn hosts_daemons(&self) -> Result<(), &'static str> {
+        Err("where daemons are not supported yet")
+    }
+
     /// True when a task's stdout and stderr can be captured apart from this process's
     /// (`submit_task_captured`): only a backend whose tasks run in processes of their own that
     /// this one started.
