@@ -138,7 +138,7 @@ pub use lost::OnLost;
 pub use preview::{DECODE_LIMIT, PREVIEW_CHARS, Payload};
 pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
-pub(crate) use sink::{Sink, decode_into, decode_result};
+pub(crate) use sink::{SharedSink, Sink};
 pub use status::{
     ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
 };

@@ -2,7 +2,7 @@
 
 use super::Pool;
 use super::remote::{
-    ChunkBody, NamedBody, TaskBody, decode_chunk, decode_value, plain, send_remote,
+    ChunkBody, NamedBody, TaskBody, decode_value, plain, send_chunk, send_remote, value,
 };
 use crate::backend::{Admission, Rejected, RunKind};
 use crate::capture::{Captured, CapturedSink};
@@ -18,6 +18,7 @@ use crate::task_future::driver;
 use crate::task_map::TaskMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The verbs of a [`Pool`] with [`TaskOptions`] for one call: what [`Pool::with`] returns.
@@ -151,14 +152,8 @@ impl<'a> Submitter<'a> {
         _task: T,
         args: T::Args,
     ) -> Result<Future<T::Output>, Error> {
-        let pool = self.pool;
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = pool.backend.cluster() {
-            let timeout = self.options.timeout.or(pool.task_timeout);
-            return cluster.submit(self.options.priority, timeout, T::NAME, &args);
-        }
-        match pool.backend.remote() {
-            Some(_) => self.submit_remote::<T::Args, T::Output>(T::NAME, &args),
+        match self.pool.backend.remote() {
+            Some(_) => self.submit_remote::<T::Args, T::Output>(Cow::Borrowed(T::NAME), &args),
             None => self
                 .submit_body(TaskBody::<T>(args), Admission::Wait)
                 .map_err(|_| Error::ShutDown),
@@ -171,14 +166,8 @@ impl<'a> Submitter<'a> {
         A: Serialize,
         R: DeserializeOwned + Send + 'static,
     {
-        let pool = self.pool;
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = pool.backend.cluster() {
-            let timeout = self.options.timeout.or(pool.task_timeout);
-            return cluster.submit(self.options.priority, timeout, name, &args);
-        }
-        if pool.backend.remote().is_some() {
-            return self.submit_remote::<A, R>(name, &args);
+        if self.pool.backend.remote().is_some() {
+            return self.submit_remote::<A, R>(Cow::Owned(name.to_owned()), &args);
         }
         let encoded = postcard::to_stdvec(&args)
             .map_err(|e| Error::InvalidConfig(format!("the arguments do not encode: {e}")))?;
@@ -206,9 +195,9 @@ impl<'a> Submitter<'a> {
             backend,
             self.pool.task_timeout,
             self.options,
-            (T::NAME, RunKind::Captured),
+            (Cow::Borrowed(T::NAME), RunKind::Captured),
             &args,
-            |promise, timeout| {
+            |promise, timeout, _| {
                 Box::new(CapturedSink::new(
                     promise,
                     timeout,
@@ -290,7 +279,7 @@ impl<'a> Submitter<'a> {
             })
     }
 
-    fn submit_remote<A, R>(&self, name: &str, args: &A) -> Result<Future<R>, Error>
+    fn submit_remote<A, R>(&self, name: Cow<'static, str>, args: &A) -> Result<Future<R>, Error>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
@@ -301,7 +290,7 @@ impl<'a> Submitter<'a> {
             self.options,
             (name, RunKind::One),
             args,
-            plain(decode_value::<R>),
+            plain(value::<R>()),
         )
     }
 
@@ -311,20 +300,8 @@ impl<'a> Submitter<'a> {
         chunk: Vec<T::Args>,
     ) -> Result<Future<Vec<TaskResult<T::Output>>>, Error> {
         let pool = self.pool;
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = pool.backend.cluster() {
-            let timeout = self.options.timeout.or(pool.task_timeout);
-            return cluster.submit_chunk(self.options.priority, timeout, T::NAME, &chunk);
-        }
         if pool.backend.remote().is_some() {
-            return send_remote(
-                &*pool.backend,
-                pool.task_timeout,
-                self.options,
-                (T::NAME, RunKind::Batch),
-                &chunk,
-                plain(decode_chunk::<T::Output>),
-            );
+            return send_chunk::<T>(&*pool.backend, pool.task_timeout, self.options, &chunk);
         }
         self.submit_body(ChunkBody::<T>(chunk), Admission::Wait)
             .map_err(|_| Error::ShutDown)
