@@ -295,16 +295,19 @@ fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
                 return;
             }
         };
-        if let Some(delay) = shared.config.delay {
-            let wait_until = {
-                let mut next = lock(&shared.next_start);
-                let at = (*next).max(Instant::now());
-                *next = at + delay;
-                at
-            };
-            thread::sleep(wait_until.saturating_duration_since(Instant::now()));
-        }
-        let mut outcome = run_job(shared, executor, slot, order, seq, args);
+        // With `--delay`, the slots pass one at a time, each at least the delay after the one before;
+        // the job's recorded start and the next one's earliest start are read together once this
+        // slot has passed, so that the joblog's starts are spaced by the delay however late a slot
+        // wakes (a schedule computed in advance is not: a slot that wakes late starts closer to
+        // the next one).
+        let start = shared.config.delay.map(|delay| {
+            let mut next = lock(&shared.next_start);
+            thread::sleep(next.saturating_duration_since(Instant::now()));
+            let start = SystemTime::now();
+            *next = Instant::now() + delay;
+            start
+        });
+        let mut outcome = run_job(shared, executor, slot, order, seq, args, start);
         // A job that ends while `--halt now` kills the others was killed: its output is not shown.
         outcome.suppressed = shared.killing.load(Ordering::SeqCst);
         let halt_now = count(shared, &outcome);
@@ -323,6 +326,7 @@ fn run_job(
     order: u64,
     seq: u64,
     args: Args,
+    first_start: Option<SystemTime>,
 ) -> Outcome {
     let config = &shared.config;
     let composed = config.template.compose(&args, seq, slot);
@@ -348,7 +352,10 @@ fn run_job(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let start = SystemTime::now();
+        let start = match first_start {
+            Some(start) if attempt == 1 => start,
+            _ => SystemTime::now(),
+        };
         let clock = Instant::now();
         let mut outcome = Outcome {
             order,
