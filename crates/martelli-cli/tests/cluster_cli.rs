@@ -796,11 +796,21 @@ fn timeout_bounds_the_wait_for_a_job_taken_by_a_worker_that_sent_no_note() {
     let began = Instant::now();
     let job = run_bg(
         &url,
-        &["--timeout", "1", "--kill-grace", "1", "true # {}", ":::", "x"],
+        &[
+            "--timeout",
+            "1",
+            "--kill-grace",
+            "1",
+            "true # {}",
+            ":::",
+            "x",
+        ],
     );
     poll::until("the job to be taken", Duration::from_secs(30), || {
         let taken: redis::Value = redis::cmd("XREADGROUP")
-            .arg(&["GROUP", "martelli", "frozen", "COUNT", "1", "STREAMS", stream, ">"])
+            .arg(&[
+                "GROUP", "martelli", "frozen", "COUNT", "1", "STREAMS", stream, ">",
+            ])
             .query(&mut raw)
             .expect("XREADGROUP");
         taken != redis::Value::Nil

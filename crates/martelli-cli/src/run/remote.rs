@@ -201,7 +201,11 @@ impl Remote {
     /// job then waits for its `started` note or its result, as before).
     fn held_since(&self, future: &martelli::Future<Vec<u8>>) -> Option<Instant> {
         match self.client.held_for(future) {
-            Ok(idle) => idle.map(|idle| Instant::now().checked_sub(idle).unwrap_or_else(Instant::now)),
+            Ok(idle) => idle.map(|idle| {
+                Instant::now()
+                    .checked_sub(idle)
+                    .unwrap_or_else(Instant::now)
+            }),
             Err(error) => {
                 if self.cannot_tell.swap(true, Ordering::Relaxed) {
                     return None;

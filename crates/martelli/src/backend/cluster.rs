@@ -186,7 +186,8 @@ impl Cluster {
 
 /// A pool job's sink as the cluster client holds it: shared with the client's threads, started
 /// when a worker starts the task, completed once.
-struct Remote(Mutex<Option<Box<dyn Sink>>>);
+/// The id of the future it resolves is kept apart: the sink is gone once it completes.
+struct Remote(Mutex<Option<Box<dyn Sink>>>, Option<crate::future::TaskId>);
 
 impl crate::cluster::Sink for Remote {
     fn start(&self) {
@@ -194,6 +195,10 @@ impl crate::cluster::Sink for Remote {
             // A task cancelled while queued has its tombstone; the worker does not run it.
             let _ = sink.start();
         }
+    }
+
+    fn future(&self) -> Option<crate::future::TaskId> {
+        self.1
     }
 
     fn complete(&self, result: TaskResult<Vec<u8>>) {
@@ -288,7 +293,8 @@ impl RemoteBackend for Cluster {
         } = job;
         let options = submit_options(job.priority, sink.timeout());
         let token = sink.token().clone();
-        let shared = Arc::new(Remote(Mutex::new(Some(sink))));
+        let future = sink.future();
+        let shared = Arc::new(Remote(Mutex::new(Some(sink)), future));
         let as_client: crate::cluster::SharedSink = shared.clone();
         match self
             .client

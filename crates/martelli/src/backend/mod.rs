@@ -223,6 +223,12 @@ pub(crate) trait Sink: Send {
     fn timeout(&self) -> Option<std::time::Duration>;
     /// Resolves the task: `Ok` holds the encoded value.
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
+    /// The id of the [`Future`](crate::Future) this sink resolves, when it resolves exactly one
+    /// (not an input of a chunk).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn future(&self) -> Option<crate::future::TaskId> {
+        None
+    }
     /// True when the task's stdout and stderr are captured (its frame is a `RunCaptured`).
     fn captures(&self) -> bool {
         false

@@ -266,6 +266,10 @@ impl<T: Send + 'static> Sink for RemoteSink<T> {
         self.timeout
     }
 
+    fn future(&self) -> Option<crate::future::TaskId> {
+        Some(self.promise.id())
+    }
+
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
         let result = outcome.and_then(self.decode);
         self.promise.complete(result);
