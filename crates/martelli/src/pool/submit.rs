@@ -51,6 +51,7 @@ pub struct Submitter<'a> {
 }
 
 impl<'a> Submitter<'a> {
+    #[inline]
     pub(super) fn new(pool: &'a Pool, options: TaskOptions) -> Submitter<'a> {
         Submitter { pool, options }
     }
@@ -61,6 +62,7 @@ impl<'a> Submitter<'a> {
     }
 
     /// [`Pool::submit`] with these options.
+    #[inline]
     pub fn submit<F, T>(&self, f: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -72,6 +74,7 @@ impl<'a> Submitter<'a> {
     }
 
     /// [`Pool::try_submit`] with these options.
+    #[inline]
     pub fn try_submit<F, T>(&self, f: F) -> Result<Future<T>, TrySubmitError<F>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -97,6 +100,7 @@ impl<'a> Submitter<'a> {
     }
 
     /// [`Pool::submit_fallible`] with these options.
+    #[inline]
     pub fn submit_fallible<F, T, E>(&self, f: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> Result<T, E> + Send + 'static,
@@ -240,6 +244,7 @@ impl<'a> Submitter<'a> {
 
     /// Puts `body` into a task cell (one allocation: the closure, the future's state and the token)
     /// and hands its job to the backend.
+    #[inline]
     fn submit_body<B, T>(
         &self,
         body: B,
