@@ -309,8 +309,9 @@ const NOT_BUILT: &[(&str, &str)] = &[
 pub(crate) fn not_built(arg: &str) -> Option<String> {
     let name = arg.split_once('=').map_or(arg, |(n, _)| n);
     // A bundle of short options (`-S2`) or a short option with its value.
+    // `get` and not `[..2]`: the second character may be more than one byte.
     let short = if name.starts_with('-') && !name.starts_with("--") && name.len() > 2 {
-        &name[..2]
+        name.get(..2).unwrap_or(name)
     } else {
         name
     };
@@ -487,6 +488,7 @@ mod tests {
         assert!(not_built("-Sserver").unwrap().contains("-S"));
         assert!(not_built("--load").unwrap().contains("--load"));
         assert_eq!(not_built("--jbos"), None);
+        assert_eq!(not_built("-\u{103c8}"), None);
     }
 
     #[test]
