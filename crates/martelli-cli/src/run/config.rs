@@ -93,6 +93,8 @@ pub(crate) struct Config {
     pub(crate) joblog: Option<PathBuf>,
     pub(crate) resume: Resume,
     pub(crate) progress: Progress,
+    /// Several arguments per job (`-N`, `-X`, `-m`, …); `None`: one record per job.
+    pub(crate) grouping: Option<super::multi::Grouping>,
 }
 
 /// Which jobs of an earlier run the joblog lets us skip.
@@ -120,9 +122,21 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         (_, true) => Mode::NoShell,
         _ => Mode::Shell,
     };
-    let template = Template::parse(&words, mode);
+    let mut template = Template::parse(&words, mode);
+    let (grouping, context) = super::multi::grouping(&super::multi::MultiOptions {
+        max_replace_args: o.max_replace_args.as_deref(),
+        max_args: o.max_args.as_deref(),
+        context: o.context_replace,
+        multi: o.multi,
+        xargs: o.xargs,
+        lines_upper: o.lines_upper.as_deref(),
+        lines_lower: o.lines_lower.as_deref(),
+        max_chars: o.max_chars.as_deref(),
+    })?;
+    template.set_context_replace(context);
     let source_count = parsed.sources.len().max(1);
-    if let Some(n) = template.max_source() {
+    // With several records per job, {n} counts the job's arguments: a short job leaves it empty.
+    if let Some(n) = template.max_source().filter(|_| grouping.is_none()) {
         if n as usize > source_count {
             return Err(RunError::Usage(format!(
                 "the command uses {{{n}}} but there {} only {source_count} input source{}; add sources with `:::` or `::::`",
@@ -218,6 +232,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             counts: o.progress,
             eta: o.eta,
         },
+        grouping,
     })
 }
 

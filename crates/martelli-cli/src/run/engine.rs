@@ -121,7 +121,15 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         }
         _ => (None, HashSet::new()),
     };
-    let inputs = input::inputs(&config.sources, config.link, config.separator)?;
+    let mut inputs = input::inputs(&config.sources, config.link, config.separator)?;
+    if let Some(grouping) = &config.grouping {
+        inputs = super::multi::group(
+            inputs,
+            grouping.clone(),
+            config.template.clone(),
+            config.jobs,
+        );
+    }
     let total = inputs.total.map(|t| t.saturating_sub(skip.len() as u64));
     let mut feed = Feed {
         inputs,

@@ -18,6 +18,7 @@ mod engine;
 mod fuzz;
 mod input;
 mod joblog;
+mod multi;
 mod output;
 mod remote;
 mod template;

@@ -70,6 +70,8 @@ pub(crate) struct Template {
     mode: Mode,
     /// Whether a replacement string takes input; without one, the arguments are appended.
     takes_input: bool,
+    /// `-X`: a word holding `{}` (or `{.}`, …) is repeated for each argument of the job.
+    context: bool,
 }
 
 impl Template {
@@ -85,7 +87,48 @@ impl Template {
             words,
             mode,
             takes_input,
+            context: false,
         }
+    }
+
+    /// `-X`: repeat each word that holds `{}` (or `{.}`, `{/}`, …) once per argument, with the
+    /// rest of the word around each (GNU parallel's context replace).
+    pub(crate) fn set_context_replace(&mut self, on: bool) {
+        self.context = on;
+    }
+
+    /// The words of the command for these arguments, replacement strings rendered (quoted for the
+    /// shell when `quote`); with context replace, a word holding `{}` becomes one word per argument
+    /// (none when the job has no argument).
+    fn rendered_words(&self, args: &[Vec<u8>], seq: u64, slot: usize, quote: bool) -> Vec<Vec<u8>> {
+        let mut words = Vec::with_capacity(self.words.len());
+        for word in &self.words {
+            let repeat = self.context
+                && word
+                    .iter()
+                    .any(|p| matches!(p, Piece::Arg { source: None, .. }));
+            if repeat {
+                for arg in args {
+                    let mut out = Vec::new();
+                    for piece in word {
+                        let these = if matches!(piece, Piece::Arg { source: None, .. }) {
+                            std::slice::from_ref(arg)
+                        } else {
+                            args
+                        };
+                        render(piece, these, seq, slot, quote, &mut out);
+                    }
+                    words.push(out);
+                }
+            } else {
+                let mut out = Vec::new();
+                for piece in word {
+                    render(piece, args, seq, slot, quote, &mut out);
+                }
+                words.push(out);
+            }
+        }
+        words
     }
 
     /// The largest source number a replacement string names (`{3}` → 3), to check it exists.
@@ -106,15 +149,7 @@ impl Template {
     pub(crate) fn compose(&self, args: &[Vec<u8>], seq: u64, slot: usize) -> Composed {
         match self.mode {
             Mode::Shell => {
-                let mut line = Vec::new();
-                for (i, word) in self.words.iter().enumerate() {
-                    if i > 0 {
-                        line.push(b' ');
-                    }
-                    for piece in word {
-                        render(piece, args, seq, slot, true, &mut line);
-                    }
-                }
+                let mut line = self.rendered_words(args, seq, slot, true).join(&b' ');
                 if !self.takes_input {
                     for arg in args {
                         line.push(b' ');
@@ -142,16 +177,7 @@ impl Template {
     }
 
     fn raw_words(&self, args: &[Vec<u8>], seq: u64, slot: usize) -> Vec<Vec<u8>> {
-        self.words
-            .iter()
-            .map(|word| {
-                let mut out = Vec::new();
-                for piece in word {
-                    render(piece, args, seq, slot, false, &mut out);
-                }
-                out
-            })
-            .collect()
+        self.rendered_words(args, seq, slot, false)
     }
 }
 

@@ -1,0 +1,308 @@
+//! `martelli run` beside GNU parallel for several arguments per job (`-N`, `-n`, `-X`, `-m`,
+//! `--xargs`, `-L`, `-s`), perl expressions (`{= =}`, `--rpl`, `--plus`), `--pipe` and its
+//! friends, and columns (`--colsep`, `--header`, `--csv`).
+//!
+//! Every case states the output GNU parallel 20221122 gives (taken from its manuals or checked
+//! against it), and martelli must give it. Where GNU parallel is installed (`parallel` on PATH),
+//! the case runs through it too and its output must be the same, so that the expectations here
+//! cannot drift from GNU's behaviour.
+
+mod util;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use util::martelli;
+
+/// One case: the arguments after `run` / `parallel`, stdin, and the expected stdout and status.
+struct Case<'a> {
+    args: &'a [&'a str],
+    stdin: &'a [u8],
+    stdout: &'a str,
+    code: i32,
+    /// Compare lines sorted (the order of jobs is not promised).
+    sorted: bool,
+}
+
+const fn case<'a>(args: &'a [&'a str], stdout: &'a str) -> Case<'a> {
+    Case {
+        args,
+        stdin: b"",
+        stdout,
+        code: 0,
+        sorted: false,
+    }
+}
+
+impl<'a> Case<'a> {
+    const fn stdin(mut self, stdin: &'a [u8]) -> Self {
+        self.stdin = stdin;
+        self
+    }
+
+    const fn code(mut self, code: i32) -> Self {
+        self.code = code;
+        self
+    }
+
+    const fn sorted(mut self) -> Self {
+        self.sorted = true;
+        self
+    }
+}
+
+fn gnu_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    *PRESENT.get_or_init(|| {
+        Command::new("parallel")
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"GNU parallel"))
+    })
+}
+
+fn feed(mut command: Command, stdin: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    let input = stdin.to_vec();
+    // Written beside the reading, so a large input cannot block on a full pipe.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("the command finishes");
+    let _ = writer.join();
+    out
+}
+
+fn normalise(out: &[u8], sorted: bool) -> String {
+    let text = String::from_utf8_lossy(out).into_owned();
+    if sorted {
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        lines.join("\n")
+    } else {
+        text
+    }
+}
+
+/// Runs each case through martelli (and GNU parallel when present) and lists every mismatch.
+#[track_caller]
+fn check(cases: &[Case<'_>]) {
+    let mut failures = Vec::new();
+    for c in cases {
+        let want = normalise(c.stdout.as_bytes(), c.sorted);
+        let mut m = martelli();
+        m.arg("run").args(c.args);
+        let got = feed(m, c.stdin);
+        let got_text = normalise(&got.stdout, c.sorted);
+        if got_text != want || got.status.code() != Some(c.code) {
+            failures.push(format!(
+                "martelli run {:?}\n  want (status {}): {want:?}\n  got  (status {:?}): {got_text:?}\n  stderr: {}",
+                c.args,
+                c.code,
+                got.status.code(),
+                String::from_utf8_lossy(&got.stderr)
+            ));
+        }
+        if gnu_present() {
+            let mut g = Command::new("parallel");
+            g.arg("--will-cite").args(c.args);
+            let gnu = feed(g, c.stdin);
+            let gnu_text = normalise(&gnu.stdout, c.sorted);
+            if gnu_text != want || gnu.status.code() != Some(c.code) {
+                failures.push(format!(
+                    "GNU parallel {:?} differs from the expectation\n  want (status {}): {want:?}\n  gnu  (status {:?}): {gnu_text:?}",
+                    c.args,
+                    c.code,
+                    gnu.status.code()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ----- several arguments per job ---------------------------------------------------------------
+
+#[test]
+fn max_replace_args_names_the_arguments_of_a_job() {
+    check(&[
+        // man parallel, -N: "{1} .. {max-args}", too few arguments leave them empty.
+        case(
+            &[
+                "-k", "-N2", "echo", "{1}-{2}", ":::", "a", "b", "c", "d", "e",
+            ],
+            "a-b\nc-d\ne-\n",
+        ),
+        case(
+            &["-k", "-N2", "echo", ":::", "a", "b", "c", "d", "e"],
+            "a b\nc d\ne\n",
+        ),
+        case(
+            &["-k", "-n2", "echo", "{}", ":::", "a", "b", "c", "d", "e"],
+            "a b\nc d\ne\n",
+        ),
+        // -N turns context replace on; -n does not.
+        case(
+            &["-k", "-N2", "echo", "x{}y", ":::", "a", "b", "c"],
+            "xay xby\nxcy\n",
+        ),
+        case(
+            &["-k", "-n2", "echo", "x{}y", ":::", "a", "b", "c"],
+            "xa by\nxcy\n",
+        ),
+        case(
+            &[
+                "-k", "-n2", "echo", "{1}x{2}", ":::", "a", "b", "c", "d", "e",
+            ],
+            "axb\ncxd\nex\n",
+        ),
+        case(
+            &["-k", "--max-args=3", "echo", ":::", "1", "2", "3", "4"],
+            "1 2 3\n4\n",
+        ),
+        // -N0: one argument read per job, none passed.
+        case(
+            &["-k", "-N0", "echo", "foo", ":::", "a", "b", "c"],
+            "foo\nfoo\nfoo\n",
+        ),
+        // Several sources: the records of a job are flattened.
+        case(
+            &[
+                "-k", "-N2", "echo", "{1}", "{2}", "{3}", "{4}", ":::", "a", "b", ":::", "1", "2",
+            ],
+            "a 1 a 2\nb 1 b 2\n",
+        ),
+        case(
+            &["-k", "-N3", "echo", "{-1}", ":::", "a", "b", "c", "d", "e"],
+            "c\ne\n",
+        ),
+        case(&["-k", "-N3", "echo", "{4}", ":::", "a", "b"], "\n"),
+        case(
+            &["-k", "-j1", "-N2", "--tag", "echo", ":::", "a", "b", "c"],
+            "a b\ta b\nc\tc\n",
+        ),
+    ]);
+}
+
+#[test]
+fn context_replace_repeats_the_word_for_each_argument() {
+    check(&[
+        // man parallel, -X: "echo pre{}post" gets each argument with its context.
+        case(
+            &["-k", "-j1", "-X", "echo", "pre{}post", ":::", "a", "b", "c"],
+            "preapost prebpost precpost\n",
+        ),
+        case(
+            &[
+                "-k", "-j1", "-X", "echo", "{}", "a{}b", "{.}", ":::", "x.1", "y.2",
+            ],
+            "x.1 y.2 ax.1b ay.2b x y\n",
+        ),
+        case(
+            &["-k", "-j1", "-X", "echo", "lit", "{}", ":::", "x", "y"],
+            "lit x y\n",
+        ),
+        case(
+            &["-k", "-j1", "-X", "echo", "p{}q", ":::", "a b", "c"],
+            "pa bq pcq\n",
+        ),
+        case(
+            &["-k", "-j1", "-X", "-q", "echo", "x{}y", ":::", "a b", "c"],
+            "xa by xcy\n",
+        ),
+        case(
+            &[
+                "-k",
+                "-j1",
+                "-X",
+                "--dry-run",
+                "echo",
+                "p{}q",
+                ":::",
+                "a b",
+                "c",
+            ],
+            "echo p'a b'q pcq\n",
+        ),
+        case(
+            &[
+                "-k", "-j1", "-X", "echo", "x{.}y", ":::", "a.c", "b", ":::", "1", "2.d",
+            ],
+            "xay x1y xay x2y xby x1y xby x2y\n",
+        ),
+        case(
+            &["-k", "-j1", "-X", "-N2", "echo", "x{}"],
+            "x1 x2\nx3 x4\nx5 x6\nx7\n",
+        )
+        .stdin(b"1\n2\n3\n4\n5\n6\n7\n"),
+    ]);
+}
+
+#[test]
+fn multiple_arguments_fill_the_line_and_spread_over_the_slots() {
+    check(&[
+        // The whole input fits in one line: -m and -X spread it over the slots; --xargs does not.
+        case(&["-k", "-j2", "-X", "echo", "pre{}post", ":::", "a", "b", "c", "d", "e"], "preapost prebpost precpost\npredpost preepost\n"),
+        case(&["-k", "-j2", "-m", "echo", "pre{}post", ":::", "a", "b", "c", "d", "e"], "prea b cpost\npred epost\n"),
+        case(&["-k", "-j2", "--xargs", "echo", "pre{}post", ":::", "a", "b", "c", "d", "e"], "prea b c d epost\n"),
+        case(&["-k", "-j4", "-X", "echo", "{#}", "x{}y"], "1 x1y x2y x3y\n2 x4y x5y x6y\n3 x7y x8y x9y\n4 x10y\n")
+            .stdin(b"1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n"),
+        case(&["-k", "-j3", "-X", "-N3", "echo"], "1 2 3\n4\n5\n6\n").stdin(b"1\n2\n3\n4\n5\n6\n"),
+        // -s bounds the line: `echo 1 2 3 4 5 6 7` is 18 bytes, one more argument makes 20.
+        case(&["-k", "-j1", "-m", "-s", "20", "echo"], "1 2 3 4 5 6 7\n8 9 10 11 12\n13 14 15 16 17\n18 19 20 21 22\n23 24 25 26 27\n28 29 30\n")
+            .stdin(THIRTY),
+        case(&["-k", "-j1", "-X", "-s", "20", "echo", "x{}"], "x1 x2 x3 x4 x5\nx6 x7 x8 x9\nx10 x11 x12\nx13 x14 x15\nx16 x17 x18\nx19 x20 x21\nx22 x23 x24\nx25 x26 x27\nx28 x29 x30\n")
+            .stdin(THIRTY),
+        // The last line is spread when the input ends with it.
+        case(&["-k", "-j2", "-m", "-s", "40", "echo"], "1 2 3 4 5 6 7 8 9 10 11 12 13 14\n15 16 17 18 19 20 21 22 23 24 25\n26 27 28\n29 30\n")
+            .stdin(THIRTY),
+        // One argument longer than the line: an error before anything runs, status 255.
+        case(&["-k", "-j1", "-X", "-s", "10", "echo", ":::", "abcdefghijklmnop"], "").code(255),
+        case(&["-k", "-j1", "-s", "10", "echo", ":::", "abcdefghijklmnop"], "").code(255),
+    ]);
+}
+
+const THIRTY: &[u8] = b"1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n11\n12\n13\n14\n15\n16\n17\n18\n19\n20\n21\n22\n23\n24\n25\n26\n27\n28\n29\n30\n";
+
+#[test]
+fn max_lines_takes_lines_with_continuations() {
+    const LINES: &[u8] = b"a b\nc\nd e f\ng\nh\n";
+    check(&[
+        case(&["-k", "-L2", "echo"], "a b c\nd e f g\nh\n").stdin(LINES),
+        case(
+            &["-k", "-L2", "echo", "x{}y"],
+            "xa by xcy\nxd e fy xgy\nxhy\n",
+        )
+        .stdin(LINES),
+        // -l (--max-lines) is -L without context replace; its number is optional and attached.
+        case(
+            &["-k", "--max-lines=2", "echo", "x{}y"],
+            "xa b cy\nxd e f gy\nxhy\n",
+        )
+        .stdin(LINES),
+        case(&["-k", "-l2", "echo", "x{}y"], "xa b cy\nxd e f gy\nxhy\n").stdin(LINES),
+        case(
+            &["-k", "-l", "echo", "x{}y"],
+            "xa by\nxcy\nxd e fy\nxgy\nxhy\n",
+        )
+        .stdin(LINES),
+        case(&["-k", "-L1", "-N2", "echo"], "a b c\n").stdin(b"a \nb\nc\n"),
+        case(&["-k", "-L2", "echo", "{1}+{2}"], "a b+c\nd e f+g\nh+\n").stdin(LINES),
+        case(
+            &["-k", "-j1", "-L2", "-m", "echo", "x{}y"],
+            "xa b cy\nxd e f gy\nxhy\n",
+        )
+        .stdin(LINES),
+        // A line ending in a blank goes on with the next one.
+        case(&["-k", "-L1", "echo"], "a b\nc\n").stdin(b"a \nb\nc\n"),
+        case(&["-k", "-L0", "echo", "x"], "x\nx\n").stdin(b"1\n2\n"),
+    ]);
+}
