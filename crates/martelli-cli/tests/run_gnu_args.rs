@@ -306,3 +306,249 @@ fn max_lines_takes_lines_with_continuations() {
         case(&["-k", "-L0", "echo", "x"], "x\nx\n").stdin(b"1\n2\n"),
     ]);
 }
+
+// ----- perl expressions ------------------------------------------------------------------------
+
+#[test]
+fn perl_expressions_run_in_perl() {
+    check(&[
+        // man parallel, {= perl expression =}: the words between {= and =} are one expression.
+        case(
+            &["-k", "echo", "{=", "s/a/b/", "=}", ":::", "aa", "ab", "cc"],
+            "ba\nbb\ncc\n",
+        ),
+        case(
+            &[
+                "-k",
+                "echo",
+                "{=2 s/a/b/ =}",
+                "{1}",
+                ":::",
+                "x",
+                "y",
+                ":::",
+                "aa",
+                "ab",
+            ],
+            "ba x\nbb x\nba y\nbb y\n",
+        ),
+        case(
+            &["-k", "echo", "{= $_=$_*2 =}", ":::", "1", "2", "3"],
+            "2\n4\n6\n",
+        ),
+        case(
+            &[
+                "-k",
+                "echo",
+                "{= $_=\"Job \".$job->seq() =}",
+                "{= $_=seq() =}",
+                ":::",
+                "a",
+                "b",
+            ],
+            "Job 1 1\nJob 2 2\n",
+        )
+        .sorted(),
+        case(
+            &[
+                "-k",
+                "echo",
+                "{= $_=$arg[1].$arg[2] =}",
+                ":::",
+                "a",
+                "b",
+                ":::",
+                "c",
+            ],
+            "ac ac\nbc bc\n",
+        ),
+        // The value is quoted for the shell, unless uq() is called.
+        case(&["-k", "echo", "{= $_=\"a  b\" =}", ":::", "x"], "a  b\n"),
+        case(
+            &["-k", "echo", "{= $_=\"a;echo b\"; uq() =}", ":::", "x"],
+            "a\nb\n",
+        ),
+        // Variables keep their values from job to job, as in GNU parallel.
+        case(
+            &[
+                "-k",
+                "-j1",
+                "echo",
+                "{= $n++; $_=$n =}",
+                ":::",
+                "a",
+                "b",
+                "c",
+            ],
+            "1\n2\n3\n",
+        ),
+        case(
+            &[
+                "-k",
+                "-j1",
+                "-X",
+                "echo",
+                "x{= s/a/b/ =}",
+                ":::",
+                "a1",
+                "a2",
+            ],
+            "xb1 xb2\n",
+        ),
+        case(
+            &["-k", "--dry-run", "echo", "{= s/a/b/ =}", ":::", "a b"],
+            "echo 'b b'\n",
+        ),
+    ]);
+}
+
+#[test]
+fn rpl_and_plus_define_replacement_strings() {
+    check(&[
+        // man parallel, --rpl.
+        case(
+            &[
+                "-k",
+                "--rpl",
+                "{..} s:\\.[^.]+$::;s:\\.[^.]+$::;",
+                "echo",
+                "{..}",
+                ":::",
+                "a.tar.gz",
+                "b.c.d",
+            ],
+            "a\nb\n",
+        ),
+        case(
+            &[
+                "-k",
+                "--rpl",
+                "{/(\\.\\S+)/(\\.\\S+)} s/$$1/$$2/g;",
+                "echo",
+                "{/.tar/.gz}",
+                ":::",
+                "UU.tar.gz",
+            ],
+            "UU.gz.gz\n",
+        ),
+        case(
+            &[
+                "-k",
+                "--rpl",
+                "{%} 1 $_=\"slot\"",
+                "echo",
+                "{%}",
+                ":::",
+                "a",
+            ],
+            "slot\n",
+        ),
+        // man parallel, --plus: {} = {+/}/{/} = {.}.{+.} = {..}.{+..} = …
+        case(
+            &[
+                "-k",
+                "--plus",
+                "echo",
+                "{}",
+                "{+/}",
+                "{/}",
+                "{.}",
+                "{+.}",
+                "{..}",
+                "{+..}",
+                "{/..}",
+                "{...}",
+                "{+...}",
+                "{/...}",
+                ":::",
+                "dir/sub/file.tar.gz.x",
+            ],
+            "dir/sub/file.tar.gz.x dir/sub file.tar.gz.x dir/sub/file.tar.gz x dir/sub/file.tar gz.x file.tar dir/sub/file tar.gz.x file\n",
+        ),
+        case(
+            &["-k", "--plus", "echo", "{:-def}", ":::", "", "x"],
+            "def\nx\n",
+        ),
+        case(
+            &["-k", "--plus", "echo", "{:2}", "{:1:3}", ":::", "abcdef"],
+            "cdef bcd\n",
+        ),
+        case(
+            &[
+                "-k",
+                "--plus",
+                "echo",
+                "{#a*b}",
+                "{##a*b}",
+                "{%d*f}",
+                "{%%d*f}",
+                ":::",
+                "aabbcdedf",
+            ],
+            "bcdedf bcdedf aabbcded aabbcde\n",
+        ),
+        case(
+            &[
+                "-k", "--plus", "echo", "{/a/X}", "{//a/X}", "{/#a/X}", "{/%f/X}", ":::", "abaf",
+            ],
+            "Xbaf XbXf Xbaf abaX\n",
+        ),
+        case(
+            &[
+                "-k", "--plus", "echo", "{^a}", "{^^b}", "{,A}", "{,,B}", ":::", "abBAb", "AbB",
+            ],
+            "AbBAb aBBAB abBAb abbAb\nAbB ABB abB Abb\n",
+        ),
+        case(
+            &[
+                "-k", "--plus", "echo", "{##}", "{0#}", ":::", "a", "b", "c", "d", "e", "f", "g",
+                "h", "i", "j", "k",
+            ],
+            "11 01\n11 02\n11 03\n11 04\n11 05\n11 06\n11 07\n11 08\n11 09\n11 10\n11 11\n",
+        ),
+        case(
+            &[
+                "-k", "--plus", "echo", "{2+.}", "{1..}", ":::", "a.b.c", ":::", "d.e",
+            ],
+            "e a\n",
+        ),
+    ]);
+}
+
+#[test]
+fn perl_errors_and_missing_perl_are_refused_before_any_job() {
+    // An expression that does not compile: nothing runs, status 255, perl's message on stderr.
+    let o = util::run(&["echo", "ran", "{= s/a/ =}", ":::", "a"]);
+    util::assert_code(&o, 255);
+    assert_eq!(util::stdout(&o), "");
+    assert!(
+        util::stderr(&o).contains("does not compile"),
+        "{}",
+        util::stderr(&o)
+    );
+    // Without perl on PATH: refused with GNU's spelling named, before any job.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let o = martelli()
+        .args(["run", "--plus", "echo", "{..}", ":::", "a.b.c"])
+        .env("PATH", dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("martelli runs");
+    util::assert_code(&o, 255);
+    assert_eq!(util::stdout(&o), "");
+    let err = util::stderr(&o);
+    assert!(err.contains("perl") && err.contains("{= … =}"), "{err}");
+    // An expression that dies stops the run with its message.
+    let o = util::run(&[
+        "-j1",
+        "echo",
+        "{= die \"boom\" if $_ eq \"b\" =}",
+        ":::",
+        "a",
+        "b",
+        "c",
+    ]);
+    util::assert_code(&o, 255);
+    assert!(util::stderr(&o).contains("boom"), "{}", util::stderr(&o));
+    assert!(!util::stdout(&o).contains('c'), "{}", util::stdout(&o));
+}

@@ -197,6 +197,16 @@ pub(crate) struct RawOptions {
     #[arg(short = 's', long = "max-chars", value_name = "N")]
     pub(crate) max_chars: Option<String>,
 
+    /// Define a replacement string: 'TAG PERL-EXPRESSION', such as --rpl '{..} s:\.[^.]+$::'.
+    /// Parentheses in TAG capture text the expression reads as $$1, $$2… (needs perl).
+    #[arg(long = "rpl", value_name = "'TAG PERL'")]
+    pub(crate) rpl: Vec<String>,
+
+    /// Add GNU parallel's extra replacement strings: {+/} {+.} {..} {...} {/..} {##} {:-str}
+    /// {:n} {:n:m} {#str} {%str} {/a/b} {^str} {,str}, … (needs perl).
+    #[arg(long = "plus")]
+    pub(crate) plus: bool,
+
     /// Accepted and ignored, for drop-in compatibility with GNU parallel.
     #[arg(long = "will-cite", hide = true)]
     pub(crate) will_cite: bool,

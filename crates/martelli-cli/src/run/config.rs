@@ -122,7 +122,24 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         (_, true) => Mode::NoShell,
         _ => Mode::Shell,
     };
-    let mut template = Template::parse(&words, mode);
+    let jobs = match &o.jobs {
+        None => cores,
+        Some(spec) => parse_jobs(spec, cores)?,
+    };
+    let mut rpls = o.rpl.clone();
+    if o.plus {
+        rpls.extend(
+            super::perl::PLUS
+                .iter()
+                .map(|(tag, expr)| format!("{tag} {expr}")),
+        );
+    }
+    let mut template = if rpls.is_empty() && !words.iter().any(|w| w.windows(2).any(|p| p == b"{="))
+    {
+        Template::parse(&words, mode)
+    } else {
+        Template::parse_with_perl(&super::perl::merge_words(&words), mode, &rpls, jobs)?
+    };
     let (grouping, context) = super::multi::grouping(&super::multi::MultiOptions {
         max_replace_args: o.max_replace_args.as_deref(),
         max_args: o.max_args.as_deref(),
@@ -145,10 +162,6 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             )));
         }
     }
-    let jobs = match &o.jobs {
-        None => cores,
-        Some(spec) => parse_jobs(spec, cores)?,
-    };
     let output = if o.json {
         OutputMode::Json
     } else if o.ungroup {

@@ -122,6 +122,7 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         _ => (None, HashSet::new()),
     };
     let mut inputs = input::inputs(&config.sources, config.link, config.separator)?;
+    config.template.set_total(inputs.total);
     if let Some(grouping) = &config.grouping {
         inputs = super::multi::group(
             inputs,
@@ -215,7 +216,14 @@ fn dry_run(config: &Config, feed: &mut Feed) -> Result<u8, RunError> {
     while let Some(job) = feed.next() {
         let (_, seq, args) = job?;
         let slot = ((seq - 1) % config.jobs as u64) as usize + 1;
-        let mut line = config.template.compose(&args, seq, slot).display();
+        let Some(composed) = config
+            .template
+            .try_compose(&args, seq, slot)
+            .map_err(RunError::Perl)?
+        else {
+            continue; // skip()
+        };
+        let mut line = composed.display();
         line.push(b'\n');
         if out.write_all(&line).is_err() {
             break; // stdout closed: nothing more to show
@@ -312,7 +320,16 @@ fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
             };
             thread::sleep(wait_until.saturating_duration_since(Instant::now()));
         }
-        let mut outcome = run_job(shared, executor, slot, order, seq, args);
+        let composed = match shared.config.template.try_compose(&args, seq, slot) {
+            Ok(Some(composed)) => composed,
+            // skip() in a perl expression: the job is not run.
+            Ok(None) => continue,
+            Err(e) => {
+                lock(&shared.reporter).fail(shared, RunError::Perl(e));
+                return;
+            }
+        };
+        let mut outcome = run_job(shared, executor, order, seq, args, composed);
         // A job that ends while `--halt now` kills the others was killed: its output is not shown.
         outcome.suppressed = shared.killing.load(Ordering::SeqCst);
         let halt_now = count(shared, &outcome);
@@ -327,13 +344,12 @@ fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
 fn run_job(
     shared: &Shared,
     executor: &Executor,
-    slot: usize,
     order: u64,
     seq: u64,
     args: Args,
+    composed: Composed,
 ) -> Outcome {
     let config = &shared.config;
-    let composed = config.template.compose(&args, seq, slot);
     let command = composed.display();
     // A shell line that is one plain command is run without the shell (see `simple_command`).
     let direct = match &composed {

@@ -20,6 +20,7 @@ mod input;
 mod joblog;
 mod multi;
 mod output;
+mod perl;
 mod remote;
 mod template;
 
@@ -55,6 +56,9 @@ pub(crate) enum RunError {
     /// `--cluster`: the broker could not be used.
     #[error("--cluster: {0}")]
     Cluster(#[from] martelli::cluster::ClusterError),
+    /// A perl expression died, or the perl process that evaluates them failed.
+    #[error("{0}")]
+    Perl(String),
     /// Anything else the runner needs from the system.
     #[error("{what}: {source}")]
     System {

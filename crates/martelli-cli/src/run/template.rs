@@ -13,6 +13,8 @@ enum Part {
     Dir,
     /// `{/.}`: its basename without extension.
     BaseNoExt,
+    /// `{= perl expression =}` (the index of the expression in the run's perl process).
+    Perl(usize),
 }
 
 /// One piece of a command word.
@@ -72,6 +74,10 @@ pub(crate) struct Template {
     takes_input: bool,
     /// `-X`: a word holding `{}` (or `{.}`, …) is repeated for each argument of the job.
     context: bool,
+    /// The perl process that evaluates `{= … =}`, when the command has one.
+    perl: Option<std::sync::Arc<super::perl::Perl>>,
+    /// The number of jobs, when known (perl's `total_jobs()`).
+    total: Option<u64>,
 }
 
 impl Template {
@@ -88,7 +94,114 @@ impl Template {
             mode,
             takes_input,
             context: false,
+            perl: None,
+            total: None,
         }
+    }
+
+    /// Parses the command words with perl expressions: `{= … =}`, and the tags of `rpls`
+    /// (`--rpl`, `--plus`: `TAG EXPRESSION`) turned into expressions. Starts the one perl process
+    /// of the run when the command has an expression, and fails (before any job) when perl is
+    /// missing or an expression does not compile.
+    pub(crate) fn parse_with_perl(
+        words: &[Vec<u8>],
+        mode: Mode,
+        rpls: &[String],
+        jobs: usize,
+    ) -> Result<Template, super::RunError> {
+        use super::perl::{self, Segment};
+        let mut exprs: Vec<String> = Vec::new();
+        let mut parsed: Vec<Vec<Piece>> = Vec::with_capacity(words.len());
+        for word in words {
+            let mut pieces = Vec::new();
+            for segment in perl::segments(word, rpls)? {
+                match segment {
+                    Segment::Text(text) => pieces.extend(parse_word(&text)),
+                    Segment::Perl { source, expr } => {
+                        let index = match exprs.iter().position(|e| *e == expr) {
+                            Some(i) => i,
+                            None => {
+                                exprs.push(expr);
+                                exprs.len() - 1
+                            }
+                        };
+                        pieces.push(Piece::Arg {
+                            source,
+                            part: Part::Perl(index),
+                        });
+                    }
+                }
+            }
+            parsed.push(pieces);
+        }
+        let perl = if exprs.is_empty() {
+            None
+        } else {
+            Some(std::sync::Arc::new(perl::Perl::start(exprs, jobs)?))
+        };
+        let takes_input = parsed
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, Piece::Arg { .. }));
+        Ok(Template {
+            words: parsed,
+            mode,
+            takes_input,
+            context: false,
+            perl,
+            total: None,
+        })
+    }
+
+    /// The number of jobs, for perl's `total_jobs()`.
+    pub(crate) fn set_total(&mut self, total: Option<u64>) {
+        self.total = total;
+    }
+
+    /// A perl piece's value(s): for each argument it reads, the expression's value, quoted for the
+    /// shell (unless `uq()` was called) when `quote`. `ctx`: the argument a context word repeats.
+    #[allow(clippy::too_many_arguments)]
+    fn render_perl(
+        &self,
+        expr: usize,
+        source: Option<i64>,
+        args: &[Vec<u8>],
+        ctx: Option<usize>,
+        seq: u64,
+        slot: usize,
+        quote: bool,
+        out: &mut Vec<u8>,
+        skip: &mut bool,
+    ) -> Result<(), String> {
+        let Some(perl) = &self.perl else {
+            return Err("a perl expression without its perl process".into());
+        };
+        let indices: Vec<usize> = match (source, ctx) {
+            (None, Some(j)) => vec![j + 1],
+            (None, None) if args.is_empty() => vec![0],
+            (None, None) => (1..=args.len()).collect(),
+            (Some(n), _) => {
+                let i = if n > 0 {
+                    usize::try_from(n).unwrap_or(0)
+                } else {
+                    (args.len() + 1).saturating_sub(n.unsigned_abs() as usize)
+                };
+                vec![if i <= args.len() { i } else { 0 }]
+            }
+        };
+        for (k, argi) in indices.into_iter().enumerate() {
+            if k > 0 {
+                out.push(b' ');
+            }
+            let value = perl.eval(expr, args, argi, seq, slot, self.total)?;
+            *skip |= value.skip;
+            if quote && !value.unquoted {
+                out.extend_from_slice(&shell_quote(&value.bytes));
+            } else {
+                out.extend_from_slice(&value.bytes);
+            }
+        }
+        Ok(())
     }
 
     /// `-X`: repeat each word that holds `{}` (or `{.}`, `{/}`, …) once per argument, with the
@@ -99,36 +212,56 @@ impl Template {
 
     /// The words of the command for these arguments, replacement strings rendered (quoted for the
     /// shell when `quote`); with context replace, a word holding `{}` becomes one word per argument
-    /// (none when the job has no argument).
-    fn rendered_words(&self, args: &[Vec<u8>], seq: u64, slot: usize, quote: bool) -> Vec<Vec<u8>> {
+    /// (none when the job has no argument). Sets `skip` when a perl expression called `skip()`.
+    fn rendered_words(
+        &self,
+        args: &[Vec<u8>],
+        seq: u64,
+        slot: usize,
+        quote: bool,
+        skip: &mut bool,
+    ) -> Result<Vec<Vec<u8>>, String> {
         let mut words = Vec::with_capacity(self.words.len());
+        let mut piece_into = |piece: &Piece, ctx: Option<usize>, out: &mut Vec<u8>| match piece {
+            Piece::Arg {
+                source,
+                part: Part::Perl(expr),
+            } => self.render_perl(*expr, *source, args, ctx, seq, slot, quote, out, skip),
+            Piece::Arg { source: None, .. } => {
+                let these = match ctx {
+                    Some(j) => std::slice::from_ref(&args[j]),
+                    None => args,
+                };
+                render(piece, these, seq, slot, quote, out);
+                Ok(())
+            }
+            _ => {
+                render(piece, args, seq, slot, quote, out);
+                Ok(())
+            }
+        };
         for word in &self.words {
             let repeat = self.context
                 && word
                     .iter()
                     .any(|p| matches!(p, Piece::Arg { source: None, .. }));
             if repeat {
-                for arg in args {
+                for j in 0..args.len() {
                     let mut out = Vec::new();
                     for piece in word {
-                        let these = if matches!(piece, Piece::Arg { source: None, .. }) {
-                            std::slice::from_ref(arg)
-                        } else {
-                            args
-                        };
-                        render(piece, these, seq, slot, quote, &mut out);
+                        piece_into(piece, Some(j), &mut out)?;
                     }
                     words.push(out);
                 }
             } else {
                 let mut out = Vec::new();
                 for piece in word {
-                    render(piece, args, seq, slot, quote, &mut out);
+                    piece_into(piece, None, &mut out)?;
                 }
                 words.push(out);
             }
         }
-        words
+        Ok(words)
     }
 
     /// The largest source number a replacement string names (`{3}` → 3), to check it exists.
@@ -146,10 +279,28 @@ impl Template {
     }
 
     /// The command of job number `seq` running in `slot`, with `args` (one per input source).
+    /// A perl expression that fails renders nothing here; the engine uses [`Template::try_compose`].
     pub(crate) fn compose(&self, args: &[Vec<u8>], seq: u64, slot: usize) -> Composed {
-        match self.mode {
+        self.try_compose(args, seq, slot)
+            .ok()
+            .flatten()
+            .unwrap_or(Composed::Shell(Vec::new()))
+    }
+
+    /// As [`Template::compose`]; `Ok(None)` when a perl expression called `skip()` (the job is not
+    /// run), `Err` when a perl expression died or the perl process failed.
+    pub(crate) fn try_compose(
+        &self,
+        args: &[Vec<u8>],
+        seq: u64,
+        slot: usize,
+    ) -> Result<Option<Composed>, String> {
+        let mut skip = false;
+        let composed = match self.mode {
             Mode::Shell => {
-                let mut line = self.rendered_words(args, seq, slot, true).join(&b' ');
+                let mut line = self
+                    .rendered_words(args, seq, slot, true, &mut skip)?
+                    .join(&b' ');
                 if !self.takes_input {
                     for arg in args {
                         line.push(b' ');
@@ -159,7 +310,7 @@ impl Template {
                 Composed::Shell(line)
             }
             Mode::Quote => {
-                let mut words = self.raw_words(args, seq, slot);
+                let mut words = self.rendered_words(args, seq, slot, false, &mut skip)?;
                 if !self.takes_input {
                     words.extend(args.iter().cloned());
                 }
@@ -167,17 +318,14 @@ impl Template {
                 Composed::Shell(quoted.join(&b' '))
             }
             Mode::NoShell => {
-                let mut words = self.raw_words(args, seq, slot);
+                let mut words = self.rendered_words(args, seq, slot, false, &mut skip)?;
                 if !self.takes_input {
                     words.extend(args.iter().cloned());
                 }
                 Composed::Argv(words)
             }
-        }
-    }
-
-    fn raw_words(&self, args: &[Vec<u8>], seq: u64, slot: usize) -> Vec<Vec<u8>> {
-        self.rendered_words(args, seq, slot, false)
+        };
+        Ok((!skip).then_some(composed))
     }
 }
 
@@ -288,6 +436,8 @@ fn transform(arg: &[u8], part: Part) -> Vec<u8> {
         Part::Base => basename(arg).to_vec(),
         Part::Dir => dirname(arg),
         Part::BaseNoExt => strip_ext(basename(arg)).to_vec(),
+        // Evaluated by the template, which holds the perl process (`render_perl`).
+        Part::Perl(_) => arg.to_vec(),
     }
 }
 
