@@ -552,3 +552,195 @@ fn perl_errors_and_missing_perl_are_refused_before_any_job() {
     assert!(util::stderr(&o).contains("boom"), "{}", util::stderr(&o));
     assert!(!util::stdout(&o).contains('c'), "{}", util::stdout(&o));
 }
+
+// ----- --pipe ----------------------------------------------------------------------------------
+
+fn seq(n: u32) -> Vec<u8> {
+    (1..=n)
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn pipe_splits_standard_input_into_blocks_of_records() {
+    let twenty = seq(20);
+    let ten = seq(10);
+    let cat_line = "tr '\\n' ' '; echo";
+    check(&[
+        // A block is cut after the last record end within --block bytes.
+        case(
+            &["--pipe", "--block", "10", "-k", cat_line],
+            "1 2 3 4 5 \n6 7 8 9 \n10 11 12 \n13 14 15 \n16 17 18 \n19 20 \n",
+        )
+        .stdin(&twenty),
+        // --recstart: a record starts with "1"; blocks grow until they hold a whole record.
+        case(
+            &[
+                "--pipe",
+                "--block",
+                "10",
+                "-k",
+                "--recend",
+                "",
+                "--recstart",
+                "1",
+                cat_line,
+            ],
+            "1 2 3 4 5 6 7 8 9 \n10 11 12 13 14 15 \n16 17 18 19 20 \n",
+        )
+        .stdin(&twenty),
+        case(
+            &[
+                "--pipe",
+                "--block",
+                "10",
+                "-k",
+                "--regexp",
+                "--recend",
+                "\\n",
+                "--recstart",
+                "1",
+                cat_line,
+            ],
+            "1 2 3 4 5 6 7 8 9 \n10 11 12 13 14 15 \n16 17 18 19 20 \n",
+        )
+        .stdin(&twenty),
+        case(
+            &["--pipe", "--block", "4", "-k", "--recend", "x", "cat; echo"],
+            "a1x\nb2x\nc3x\n",
+        )
+        .stdin(b"a1xb2xc3x"),
+        // -N: records per block; -L: a multiple of lines per block.
+        case(
+            &["--pipe", "-N3", "-k", cat_line],
+            "1 2 3 \n4 5 6 \n7 8 9 \n10 \n",
+        )
+        .stdin(&ten),
+        case(
+            &["--pipe", "-L3", "-k", cat_line],
+            "1 2 3 4 5 6 7 8 9 \n10 \n",
+        )
+        .stdin(&ten),
+        // --header: the first lines go before every block.
+        case(
+            &["--pipe", "--header", "1", "--block", "3", "-k", cat_line],
+            "h 1 \nh 2 \nh 3 \n",
+        )
+        .stdin(b"h\n1\n2\n3\n"),
+        // The whole input fits in one block: one job.
+        case(
+            &["--pipe", "--recstart", "b", "-k", "cat; echo ."],
+            "a\nb\n.\n",
+        )
+        .stdin(b"a\nb\n"),
+        // No input, no job.
+        case(&["--pipe", "echo", "x"], ""),
+        case(&["--pipe", "--round-robin", "-j2", "echo", "x"], ""),
+        case(&["--pipe", "--block", "100k", "-k", "wc", "-l"], "").stdin(b""),
+    ]);
+    let big = seq(100_000);
+    check(&[case(
+        &["--pipe", "--block", "100k", "-k", "wc", "-l"],
+        "18517\n16666\n16666\n16666\n16666\n14819\n",
+    )
+    .stdin(&big)]);
+}
+
+#[test]
+fn pipepart_splits_a_file_into_parts() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("twenty");
+    std::fs::write(&file, seq(20)).expect("the file is written");
+    let path = file.to_str().expect("a UTF-8 path");
+    let cat_line = "tr '\\n' ' '; echo";
+    check(&[
+        case(
+            &[
+                "--pipepart",
+                "-a",
+                path,
+                "--block",
+                "-1",
+                "-j3",
+                "-k",
+                cat_line,
+            ],
+            "1 2 3 4 5 6 7 8 9 10 \n11 12 13 14 15 16 17 \n18 19 20 \n",
+        ),
+        case(
+            &["--pipepart", "-a", path, "--block", "10", "-k", cat_line],
+            "1 2 3 4 5 6 \n7 8 9 10 11 \n12 13 14 15 \n16 17 18 19 \n20 \n",
+        ),
+        // Without --block: 10 parts per job slot.
+        case(
+            &["--pipepart", "-j2", "-k", "wc", "-l", "::::", path],
+            "2\n2\n2\n2\n2\n2\n2\n2\n2\n2\n",
+        ),
+    ]);
+}
+
+#[test]
+fn round_robin_feeds_every_block_to_one_of_the_slots() {
+    let big = seq(100_000);
+    let mut m = martelli();
+    m.args([
+        "run",
+        "--pipe",
+        "--round-robin",
+        "-j3",
+        "--block",
+        "10k",
+        "wc",
+        "-l",
+    ]);
+    let o = feed(m, &big);
+    util::assert_code(&o, 0);
+    let counts: Vec<u64> = util::lines(&o)
+        .iter()
+        .map(|l| l.trim().parse().expect("a count"))
+        .collect();
+    assert_eq!(counts.len(), 3, "one job per slot: {counts:?}");
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        100_000,
+        "every line once: {counts:?}"
+    );
+}
+
+/// The input is streamed: with 64 MiB on stdin and 1 MiB blocks, `martelli run` never holds more
+/// than a few blocks. Each job reports the runner's peak resident size (VmHWM) at its time.
+#[test]
+fn pipe_streams_an_input_larger_than_its_bound() {
+    const MIB: usize = 1 << 20;
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01234\n";
+    let mut input = Vec::with_capacity(64 * MIB);
+    while input.len() < 64 * MIB {
+        input.extend_from_slice(line);
+    }
+    let mut m = martelli();
+    m.args([
+        "run",
+        "--pipe",
+        "--block",
+        "1M",
+        "-j2",
+        "wc -c | tr -d '\\n'; echo -n ' '; grep VmHWM /proc/$PPID/status",
+    ]);
+    let o = feed(m, &input);
+    util::assert_code(&o, 0);
+    let mut total = 0;
+    let mut peak_kib = 0;
+    for l in util::lines(&o) {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(fields.len(), 4, "{l}");
+        total += fields[0].parse::<usize>().expect("a byte count");
+        peak_kib = peak_kib.max(fields[2].parse::<usize>().expect("VmHWM in kB"));
+    }
+    assert_eq!(total, input.len(), "every byte reaches a job once");
+    // Far below the 64 MiB input: a debug build holds ~17 MiB with two 1 MiB blocks in flight.
+    assert!(
+        peak_kib < 40 * 1024,
+        "peak resident size {peak_kib} kB: the input was not streamed"
+    );
+}

@@ -207,6 +207,40 @@ pub(crate) struct RawOptions {
     #[arg(long = "plus")]
     pub(crate) plus: bool,
 
+    /// Split standard input into blocks of whole records, each the stdin of one job.
+    #[arg(long = "pipe", visible_alias = "spreadstdin")]
+    pub(crate) pipe: bool,
+
+    /// As --pipe, splitting the file given with -a (or ::::) into parts.
+    #[arg(long = "pipepart", conflicts_with = "pipe")]
+    pub(crate) pipepart: bool,
+
+    /// --pipe: block size in bytes (K, M, G: powers of 1024; k, m, g: of 1000) [default: 1M];
+    /// negative with --pipepart: parts per job slot.
+    #[arg(long = "block", visible_aliases = ["block-size", "bs"], value_name = "SIZE", allow_hyphen_values = true)]
+    pub(crate) block: Option<String>,
+
+    /// --pipe: a record starts with this string.
+    #[arg(long = "recstart", value_name = "STRING")]
+    pub(crate) recstart: Option<String>,
+
+    /// --pipe: a record ends with this string [default: a newline].
+    #[arg(long = "recend", value_name = "STRING")]
+    pub(crate) recend: Option<String>,
+
+    /// --pipe: --recstart and --recend are regular expressions.
+    #[arg(long = "regexp")]
+    pub(crate) regexp: bool,
+
+    /// --pipe: start one job per job slot and give the blocks to them in turn.
+    #[arg(long = "round-robin", visible_alias = "roundrobin")]
+    pub(crate) round_robin: bool,
+
+    /// The first line of each input source is a header: its columns (split by --colsep, else a
+    /// tab) name them, {colname}. `:` or a number of lines; with --pipe, put before every block.
+    #[arg(long = "header", value_name = ":|N")]
+    pub(crate) header: Option<String>,
+
     /// Accepted and ignored, for drop-in compatibility with GNU parallel.
     #[arg(long = "will-cite", hide = true)]
     pub(crate) will_cite: bool,

@@ -95,6 +95,8 @@ pub(crate) struct Config {
     pub(crate) progress: Progress,
     /// Several arguments per job (`-N`, `-X`, `-m`, …); `None`: one record per job.
     pub(crate) grouping: Option<super::multi::Grouping>,
+    /// `--pipe`/`--pipepart`: jobs read blocks of the input on stdin.
+    pub(crate) pipe: Option<super::pipe::PipeConfig>,
 }
 
 /// Which jobs of an earlier run the joblog lets us skip.
@@ -150,6 +152,37 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         lines_lower: o.lines_lower.as_deref(),
         max_chars: o.max_chars.as_deref(),
     })?;
+    let pipe = super::pipe::config(&super::pipe::PipeOptions {
+        pipe: o.pipe,
+        pipepart: o.pipepart,
+        block: o.block.as_deref(),
+        recstart: o.recstart.as_deref(),
+        recend: o.recend.as_deref(),
+        regexp: o.regexp,
+        round_robin: o.round_robin,
+        header: o.header.as_deref(),
+        records: o.max_replace_args.as_deref().or(o.max_args.as_deref()),
+        lines: o.lines_upper.as_deref().or(o.lines_lower.as_deref()),
+        files: parsed
+            .sources
+            .iter()
+            .filter_map(|s| match &s.spec {
+                super::args::SourceSpec::File(f) => Some(f.clone()),
+                super::args::SourceSpec::Values(_) => None,
+            })
+            .collect(),
+    })?;
+    // With --pipe, -N and -L count records of the blocks, not arguments.
+    let (grouping, context) = if pipe.is_some() {
+        (None, false)
+    } else {
+        (grouping, context)
+    };
+    if pipe.is_some() && o.cluster.is_some() {
+        return Err(RunError::Usage(
+            "--pipe with --cluster is not supported: cluster jobs take arguments, not standard input".into(),
+        ));
+    }
     template.set_context_replace(context);
     let source_count = parsed.sources.len().max(1);
     // With several records per job, {n} counts the job's arguments: a short job leaves it empty.
@@ -246,6 +279,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             eta: o.eta,
         },
         grouping,
+        pipe,
     })
 }
 

@@ -39,6 +39,7 @@ use super::config::{Config, HaltOn, OutputMode, Threshold};
 use super::input::{self, Args, Inputs};
 use super::joblog::Joblog;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
+use super::pipe::{JobInput, Splitter};
 use super::remote::Remote;
 use super::template::{Composed, simple_command};
 use super::{EXIT_OWN_ERROR, RunError};
@@ -110,6 +111,8 @@ struct Shared {
     tally: Mutex<Tally>,
     /// Output, joblog and progress, reported to by the slots.
     reporter: Mutex<Reporter>,
+    /// `--pipe --round-robin`: the input every job reads blocks from.
+    round_robin: Option<Arc<Mutex<Splitter>>>,
 }
 
 /// Runs the jobs; returns the exit status.
@@ -121,7 +124,18 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         }
         _ => (None, HashSet::new()),
     };
-    let mut inputs = input::inputs(&config.sources, config.link, config.separator)?;
+    // --pipe: the jobs read blocks of the input; --round-robin: all from one shared splitter.
+    let mut round_robin = None;
+    let mut inputs = match &config.pipe {
+        Some(pipe) => {
+            let (inputs, splitter) = super::pipe::inputs(pipe, config.jobs)?;
+            if pipe.round_robin {
+                round_robin = Some(splitter);
+            }
+            inputs
+        }
+        None => input::inputs(&config.sources, config.link, config.separator)?,
+    };
     config.template.set_total(inputs.total);
     if let Some(grouping) = &config.grouping {
         inputs = super::multi::group(
@@ -175,6 +189,7 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         interrupted: AtomicI32::new(0),
         tally: Mutex::new(Tally::default()),
         reporter: Mutex::new(Reporter::new(&config, joblog, total)),
+        round_robin,
         config,
     });
     watch_signals(&shared)?;
@@ -320,6 +335,15 @@ fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
             };
             thread::sleep(wait_until.saturating_duration_since(Instant::now()));
         }
+        // --pipe: the job's "argument" is its block of input, for its stdin.
+        let (args, stdin) = match (&shared.config.pipe, &shared.round_robin) {
+            (None, _) => (args, None),
+            (Some(_), Some(splitter)) => (Vec::new(), Some(JobInput::Shared(Arc::clone(splitter)))),
+            (Some(_), None) => (
+                Vec::new(),
+                Some(JobInput::Block(args.into_iter().next().unwrap_or_default())),
+            ),
+        };
         let composed = match shared.config.template.try_compose(&args, seq, slot) {
             Ok(Some(composed)) => composed,
             // skip() in a perl expression: the job is not run.
@@ -329,7 +353,7 @@ fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
                 return;
             }
         };
-        let mut outcome = run_job(shared, executor, order, seq, args, composed);
+        let mut outcome = run_job(shared, executor, order, seq, args, composed, stdin);
         // A job that ends while `--halt now` kills the others was killed: its output is not shown.
         outcome.suppressed = shared.killing.load(Ordering::SeqCst);
         let halt_now = count(shared, &outcome);
@@ -348,6 +372,7 @@ fn run_job(
     seq: u64,
     args: Args,
     composed: Composed,
+    stdin: Option<JobInput>,
 ) -> Outcome {
     let config = &shared.config;
     let command = composed.display();
@@ -413,10 +438,13 @@ fn run_job(
                         None => Spawn::shell(OsString::from_vec(command.clone())),
                     }
                     .capture_output(capture)
+                    .stdin_piped(stdin.is_some())
                     // The guardian kills the job's whole group if this process dies, which also covers
                     // the direct child; without a parent-death signal the spawn can use posix_spawn.
                     .parent_death_signal(None);
-                    spawn.command_mut().stdin(Stdio::null());
+                    if stdin.is_none() {
+                        spawn.command_mut().stdin(Stdio::null());
+                    }
                     if let Some(n) = config.nice {
                         spawn = spawn.nice(n);
                     }
@@ -462,6 +490,17 @@ fn run_job(
                         outcome.spawn_error = Some(format!("cannot run '{program}': {e}"));
                     }
                     Some(Ok(mut child)) => {
+                        // --pipe: a thread writes the block while the output is read here.
+                        let writer = match (&stdin, child.take_stdin()) {
+                            (Some(input), Some(pipe)) => {
+                                let input = input.clone();
+                                thread::Builder::new()
+                                    .name("stdin".into())
+                                    .spawn(move || input.feed(pipe))
+                                    .ok()
+                            }
+                            _ => None,
+                        };
                         let mut lines = (config.output == OutputMode::LineBuffer)
                             .then(|| LineSink::new(tag_prefix.clone()));
                         let result = child.communicate(&supervision, |stream, bytes| {
@@ -485,6 +524,9 @@ fn run_job(
                         });
                         if let Some(sink) = &mut lines {
                             sink.finish();
+                        }
+                        if let Some(writer) = writer {
+                            let _ = writer.join();
                         }
                         match result {
                             Ok(done) => {

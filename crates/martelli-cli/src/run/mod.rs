@@ -21,6 +21,7 @@ mod joblog;
 mod multi;
 mod output;
 mod perl;
+mod pipe;
 mod remote;
 mod template;
 
