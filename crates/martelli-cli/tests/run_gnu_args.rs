@@ -744,3 +744,146 @@ fn pipe_streams_an_input_larger_than_its_bound() {
         "peak resident size {peak_kib} kB: the input was not streamed"
     );
 }
+
+// ----- columns ---------------------------------------------------------------------------------
+
+/// Whether GNU parallel can read CSV here (it needs perl's Text::CSV); martelli always can.
+fn gnu_reads_csv() -> bool {
+    Command::new("perl")
+        .args(["-MText::CSV", "-e", "1"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn colsep_splits_arguments_into_columns() {
+    check(&[
+        // Empty columns are kept.
+        case(
+            &["--colsep", ",", "-k", "echo", "{1}-{2}-{3}-{4}"],
+            "a-b--\n",
+        )
+        .stdin(b"a,b,,\n"),
+        case(&["--colsep", ",", "-k", "echo"], "a b  \n").stdin(b"a,b,,\n"),
+        case(&["--colsep", ",", "-k", "echo", "{}"], "a b\nc d\n").stdin(b"a,b\nc,d\n"),
+        case(&["-C", "\\s+", "echo", "{2}{3}"], "bc\n").stdin(b"a  b\tc\n"),
+        // The columns of the first source, then of the second.
+        case(
+            &[
+                "--colsep", ",", "-k", "echo", "{2}", ":::", "a,b", "c,d", ":::", "x,y",
+            ],
+            "b\nd\n",
+        ),
+        case(
+            &[
+                "--colsep", ",", "-k", "echo", "{3}", ":::", "a,b", "c,d", ":::", "x,y",
+            ],
+            "x\nx\n",
+        ),
+    ]);
+}
+
+#[test]
+fn header_names_columns() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let table = dir.path().join("table");
+    std::fs::write(&table, "n1,n2\n1,2\n3,4\n").expect("written");
+    let table = table.to_str().expect("a UTF-8 path");
+    let names = dir.path().join("names");
+    std::fs::write(&names, "x\ny\n").expect("written");
+    let names = names.to_str().expect("a UTF-8 path");
+    check(&[
+        // man parallel, --header: the first line names the columns; it is not run.
+        case(
+            &[
+                "--header", ":", "--colsep", ",", "-k", "echo", "{n2}", "{n1}", "{1}",
+            ],
+            "2 1 1\n4 3 3\n",
+        )
+        .stdin(b"n1,n2\n1,2\n3,4\n"),
+        case(
+            &[
+                "--header", ":", "--colsep", ",", "-k", "echo", "{n2}", "::::", table,
+            ],
+            "2\n4\n",
+        ),
+        case(
+            &[
+                "--header", ":", "--colsep", ",", "-k", "echo", "{n2}", "{m}", "::::", table,
+                ":::", "m", "x", "y",
+            ],
+            "2 x\n2 y\n4 x\n4 y\n",
+        ),
+        case(
+            &[
+                "--header", ":", "-k", "echo", "{f1}", "{f2}", ":::", "f1", "A", "B", ":::", "f2",
+                "C", "D",
+            ],
+            "A C\nA D\nB C\nB D\n",
+        ),
+        // Without --colsep, the header (and the input) is split at tabs.
+        case(&["--header", ":", "-k", "echo", "{n2}"], "2\n").stdin(b"n1\tn2\n1\t2\n"),
+        case(
+            &[
+                "--header",
+                ":",
+                "--colsep",
+                ",",
+                "-k",
+                "echo",
+                "{=n2 s/2/X/ =}",
+                "{n1.}",
+            ],
+            "X 1\n4 3\n",
+        )
+        .stdin(b"n1,n2\n1,2\n3,4\n"),
+        case(
+            &[
+                "--header", ":", "--colsep", ",", "-k", "-N2", "echo", "{1}", "{4}",
+            ],
+            "1 4\n",
+        )
+        .stdin(b"n1,n2\n1,2\n3,4\n"),
+        // --header 0: the files' names.
+        case(
+            &[
+                "--header",
+                "0",
+                "-k",
+                "echo",
+                &format!("{{{names}}}-{{1}}"),
+                "::::",
+                names,
+            ],
+            "x-x\ny-y\n",
+        ),
+    ]);
+}
+
+#[test]
+fn csv_reads_quoted_fields() {
+    let cases = [
+        case(&["--csv", "-k", "echo", "{2}={1}"], "y,z=x\nr=p\nq\n")
+            .stdin(b"x,\"y,z\"\n\"p\nq\",r\n"),
+        case(&["--csv", "--colsep", ";", "-k", "echo", "{2}"], "y;z\n").stdin(b"x;\"y;z\"\n"),
+        case(
+            &["--header", ":", "--csv", "-k", "echo", "{n2}", "{n1.}"],
+            "2 1\n",
+        )
+        .stdin(b"n1,n2\n1,2\n"),
+        case(&["--csv", "-k", "echo", "{1}"], "say \"hi\"\n").stdin(b"\"say \"\"hi\"\"\",x\n"),
+    ];
+    if gnu_reads_csv() {
+        check(&cases);
+    } else {
+        // GNU parallel would refuse (no Text::CSV): check martelli alone against the expectations.
+        for c in &cases {
+            let mut m = martelli();
+            m.arg("run").args(c.args);
+            let o = feed(m, c.stdin);
+            util::assert_code(&o, c.code);
+            assert_eq!(util::stdout(&o), c.stdout, "{:?}", c.args);
+        }
+    }
+}

@@ -241,6 +241,15 @@ pub(crate) struct RawOptions {
     #[arg(long = "header", value_name = ":|N")]
     pub(crate) header: Option<String>,
 
+    /// Split each argument into columns at this regular expression: {1}, {2}, … are the columns.
+    #[arg(short = 'C', long = "colsep", value_name = "REGEX")]
+    pub(crate) colsep: Option<String>,
+
+    /// Read the input as CSV (quoted fields may hold the separator and newlines); --colsep sets
+    /// the separator [default: ,].
+    #[arg(long = "csv")]
+    pub(crate) csv: bool,
+
     /// Accepted and ignored, for drop-in compatibility with GNU parallel.
     #[arg(long = "will-cite", hide = true)]
     pub(crate) will_cite: bool,

@@ -95,6 +95,8 @@ pub(crate) struct Config {
     pub(crate) progress: Progress,
     /// Several arguments per job (`-N`, `-X`, `-m`, …); `None`: one record per job.
     pub(crate) grouping: Option<super::multi::Grouping>,
+    /// `--colsep`, `--csv`, `--header`: how arguments are split into columns.
+    pub(crate) columns: Option<super::columns::Columns>,
     /// `--pipe`/`--pipepart`: jobs read blocks of the input on stdin.
     pub(crate) pipe: Option<super::pipe::PipeConfig>,
 }
@@ -118,7 +120,21 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
                 .into(),
         ));
     }
-    let words: Vec<Vec<u8>> = o.command.iter().map(|w| w.as_bytes().to_vec()).collect();
+    let mut words: Vec<Vec<u8>> = o.command.iter().map(|w| w.as_bytes().to_vec()).collect();
+    let mut sources = parsed.sources;
+    let separator = if o.null { 0 } else { b'\n' };
+    // --colsep, --csv, --header: the headers name columns in the command before it is parsed.
+    let columns = super::columns::prepare(
+        &super::columns::ColumnOptions {
+            colsep: o.colsep.as_deref(),
+            csv: o.csv,
+            header: o.header.as_deref(),
+        },
+        &mut sources,
+        &mut words,
+        separator,
+        o.pipe || o.pipepart,
+    )?;
     let mode = match (o.quote, o.no_shell) {
         (true, _) => Mode::Quote,
         (_, true) => Mode::NoShell,
@@ -163,8 +179,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         header: o.header.as_deref(),
         records: o.max_replace_args.as_deref().or(o.max_args.as_deref()),
         lines: o.lines_upper.as_deref().or(o.lines_lower.as_deref()),
-        files: parsed
-            .sources
+        files: sources
             .iter()
             .filter_map(|s| match &s.spec {
                 super::args::SourceSpec::File(f) => Some(f.clone()),
@@ -184,9 +199,13 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         ));
     }
     template.set_context_replace(context);
-    let source_count = parsed.sources.len().max(1);
+    let source_count = sources.len().max(1);
     // With several records per job, {n} counts the job's arguments: a short job leaves it empty.
-    if let Some(n) = template.max_source().filter(|_| grouping.is_none()) {
+    let split = columns.as_ref().is_some_and(|c| c.split.is_some());
+    if let Some(n) = template
+        .max_source()
+        .filter(|_| grouping.is_none() && !split)
+    {
         if n as usize > source_count {
             return Err(RunError::Usage(format!(
                 "the command uses {{{n}}} but there {} only {source_count} input source{}; add sources with `:::` or `::::`",
@@ -240,9 +259,9 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         jobs_given: o.jobs.is_some(),
         cluster,
         template,
-        sources: parsed.sources,
+        sources,
         link: o.link,
-        separator: if o.null { 0 } else { b'\n' },
+        separator,
         output,
         keep_order: o.keep_order,
         tag: o.tag,
@@ -280,6 +299,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         },
         grouping,
         pipe,
+        columns,
     })
 }
 

@@ -36,7 +36,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use martelli::process::{self, Guardian, Signal, Spawn, Stream, Supervision};
 
 use super::config::{Config, HaltOn, OutputMode, Threshold};
-use super::input::{self, Args, Inputs};
+use super::input::{Args, Inputs};
 use super::joblog::Joblog;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
 use super::pipe::{JobInput, Splitter};
@@ -134,7 +134,7 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
             }
             inputs
         }
-        None => input::inputs(&config.sources, config.link, config.separator)?,
+        None => super::columns::inputs(&config)?,
     };
     config.template.set_total(inputs.total);
     if let Some(grouping) = &config.grouping {
