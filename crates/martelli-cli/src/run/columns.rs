@@ -102,7 +102,7 @@ pub(crate) fn prepare(
         let sep = match o.colsep {
             None => b',',
             Some(s) if s.len() == 1 => s.as_bytes()[0],
-            Some(s) if s == "\\t" => b'\t',
+            Some("\\t") => b'\t',
             Some(s) => {
                 return Err(RunError::Usage(format!(
                     "--csv --colsep '{s}': with --csv the separator is one character, such as , or ;"
@@ -327,28 +327,6 @@ pub(crate) fn csv_records(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn columns_keep_empty_fields_and_csv_quotes() {
-        let re = Split::Regex(Regex::new(",").unwrap());
-        assert_eq!(re.columns(b"a,b,,"), [&b"a"[..], b"b", b"", b""]);
-        let csv = Split::Csv(b',');
-        assert_eq!(csv.columns(b"x,\"y,z\""), [&b"x"[..], b"y,z"]);
-        assert_eq!(csv.columns(b"\"p\nq\",r"), [&b"p\nq"[..], b"r"]);
-    }
-
-    #[test]
-    fn names_become_positions() {
-        let mut words = vec![b"{n2}-{n1.}/{=n1 s/a/b/ =}{n3}".to_vec()];
-        name_column(&mut words, b"n1", 1);
-        name_column(&mut words, b"n2", 2);
-        assert_eq!(words[0], b"{2}-{1.}/{=1 s/a/b/ =}{n3}");
-    }
-}
-
 /// The jobs' inputs with columns applied (the plain inputs without `--colsep`/`--csv`/`--header`).
 pub(crate) fn inputs(config: &super::config::Config) -> Result<Inputs, RunError> {
     let Some(columns) = &config.columns else {
@@ -383,4 +361,26 @@ pub(crate) fn inputs(config: &super::config::Config) -> Result<Inputs, RunError>
         _ => super::input::inputs(&config.sources, config.link, config.separator)?,
     };
     Ok(apply(inputs, columns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_keep_empty_fields_and_csv_quotes() {
+        let re = Split::Regex(Regex::new(",").unwrap());
+        assert_eq!(re.columns(b"a,b,,"), [&b"a"[..], b"b", b"", b""]);
+        let csv = Split::Csv(b',');
+        assert_eq!(csv.columns(b"x,\"y,z\""), [&b"x"[..], b"y,z"]);
+        assert_eq!(csv.columns(b"\"p\nq\",r"), [&b"p\nq"[..], b"r"]);
+    }
+
+    #[test]
+    fn names_become_positions() {
+        let mut words = vec![b"{n2}-{n1.}/{=n1 s/a/b/ =}{n3}".to_vec()];
+        name_column(&mut words, b"n1", 1);
+        name_column(&mut words, b"n2", 2);
+        assert_eq!(words[0], b"{2}-{1.}/{=1 s/a/b/ =}{n3}");
+    }
 }

@@ -265,7 +265,7 @@ pub(crate) fn segments(word: &[u8], rpls: &[String]) -> Result<Vec<Segment>, Run
         compiled.push((tag_len, parse_rpl(spec)?));
     }
     // Long tags first: a short one may be part of a long one.
-    compiled.sort_by(|a, b| b.0.cmp(&a.0));
+    compiled.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (_, rpl) in &compiled {
         out = expand(out, rpl);
     }

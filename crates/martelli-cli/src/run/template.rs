@@ -65,6 +65,14 @@ impl Composed {
     }
 }
 
+/// What rendering one job's command keeps: perl values by (expression, argument), and whether
+/// an expression called `skip()`.
+#[derive(Debug, Default)]
+struct RenderState {
+    cache: std::collections::HashMap<(usize, usize), super::perl::Value>,
+    skip: bool,
+}
+
 /// A parsed command template.
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
@@ -171,7 +179,7 @@ impl Template {
         slot: usize,
         quote: bool,
         out: &mut Vec<u8>,
-        skip: &mut bool,
+        state: &mut RenderState,
     ) -> Result<(), String> {
         let Some(perl) = &self.perl else {
             return Err("a perl expression without its perl process".into());
@@ -193,8 +201,16 @@ impl Template {
             if k > 0 {
                 out.push(b' ');
             }
-            let value = perl.eval(expr, args, argi, seq, slot, self.total)?;
-            *skip |= value.skip;
+            // As GNU parallel, an expression is evaluated once per argument of a job.
+            let value = match state.cache.get(&(expr, argi)) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = perl.eval(expr, args, argi, seq, slot, self.total)?;
+                    state.cache.insert((expr, argi), v.clone());
+                    v
+                }
+            };
+            state.skip |= value.skip;
             if quote && !value.unquoted {
                 out.extend_from_slice(&shell_quote(&value.bytes));
             } else {
@@ -219,14 +235,14 @@ impl Template {
         seq: u64,
         slot: usize,
         quote: bool,
-        skip: &mut bool,
+        state: &mut RenderState,
     ) -> Result<Vec<Vec<u8>>, String> {
         let mut words = Vec::with_capacity(self.words.len());
         let mut piece_into = |piece: &Piece, ctx: Option<usize>, out: &mut Vec<u8>| match piece {
             Piece::Arg {
                 source,
                 part: Part::Perl(expr),
-            } => self.render_perl(*expr, *source, args, ctx, seq, slot, quote, out, skip),
+            } => self.render_perl(*expr, *source, args, ctx, seq, slot, quote, out, state),
             Piece::Arg { source: None, .. } => {
                 let these = match ctx {
                     Some(j) => std::slice::from_ref(&args[j]),
@@ -295,11 +311,11 @@ impl Template {
         seq: u64,
         slot: usize,
     ) -> Result<Option<Composed>, String> {
-        let mut skip = false;
+        let mut state = RenderState::default();
         let composed = match self.mode {
             Mode::Shell => {
                 let mut line = self
-                    .rendered_words(args, seq, slot, true, &mut skip)?
+                    .rendered_words(args, seq, slot, true, &mut state)?
                     .join(&b' ');
                 if !self.takes_input {
                     for arg in args {
@@ -310,7 +326,7 @@ impl Template {
                 Composed::Shell(line)
             }
             Mode::Quote => {
-                let mut words = self.rendered_words(args, seq, slot, false, &mut skip)?;
+                let mut words = self.rendered_words(args, seq, slot, false, &mut state)?;
                 if !self.takes_input {
                     words.extend(args.iter().cloned());
                 }
@@ -318,14 +334,14 @@ impl Template {
                 Composed::Shell(quoted.join(&b' '))
             }
             Mode::NoShell => {
-                let mut words = self.rendered_words(args, seq, slot, false, &mut skip)?;
+                let mut words = self.rendered_words(args, seq, slot, false, &mut state)?;
                 if !self.takes_input {
                     words.extend(args.iter().cloned());
                 }
                 Composed::Argv(words)
             }
         };
-        Ok((!skip).then_some(composed))
+        Ok((!state.skip).then_some(composed))
     }
 }
 
