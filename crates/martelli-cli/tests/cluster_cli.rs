@@ -779,6 +779,59 @@ fn timeout_bounds_the_wait_for_a_result_that_never_comes() {
     assert!(took < Duration::from_secs(20), "run took {took:?}");
 }
 
+/// A worker frozen between taking a job and sending its `started` note sends no news at all; here
+/// the test itself is that worker (it reads the job as a consumer of the queue's group, then
+/// nothing), so the note can never come, whatever the machine's load. `--timeout` still bounds the
+/// wait: `run` finds the job held by a worker on the broker and counts from there.
+#[test]
+fn timeout_bounds_the_wait_for_a_job_taken_by_a_worker_that_sent_no_note() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut raw = redis.raw();
+    let stream = "martelli:q:default:normal";
+    redis::cmd("XGROUP")
+        .arg(&["CREATE", stream, "martelli", "$", "MKSTREAM"])
+        .exec(&mut raw)
+        .expect("the group is created");
+    let began = Instant::now();
+    let job = run_bg(
+        &url,
+        &[
+            "--timeout",
+            "1",
+            "--kill-grace",
+            "1",
+            "true # {}",
+            ":::",
+            "x",
+        ],
+    );
+    poll::until("the job to be taken", Duration::from_secs(30), || {
+        let taken: redis::Value = redis::cmd("XREADGROUP")
+            .arg(&[
+                "GROUP", "martelli", "frozen", "COUNT", "1", "STREAMS", stream, ">",
+            ])
+            .query(&mut raw)
+            .expect("XREADGROUP");
+        taken != redis::Value::Nil
+    });
+    let o = job.output(Duration::from_secs(60));
+    let took = began.elapsed();
+    assert_code(&o, 1);
+    let e = stderr(&o);
+    assert!(
+        e.contains("no result came from the cluster") && e.contains("timed out"),
+        "{e}"
+    );
+    // 1 s + 1 s + 5 s after the job was taken; a wait without a bound takes the whole minute.
+    assert!(took < Duration::from_secs(40), "run took {took:?}");
+    let tombstones: Vec<String> = redis::cmd("KEYS")
+        .arg("martelli:cancel:*")
+        .query(&mut raw)
+        .expect("KEYS");
+    assert_eq!(tombstones.len(), 1, "the job is cancelled on its worker");
+}
+
 /// The `ACL SETUSER` lines of docs/cluster.md ("Access control"), as `redis-server` arguments
 /// (`--user NAME RULE…`), with each `*_PASSWORD` placeholder replaced by `secret-NAME`: the test
 /// uses exactly the rules the documentation gives.

@@ -29,7 +29,7 @@ pub(crate) fn run(limit: u64, workers: usize) -> Result<(u64, Duration), Box<dyn
     let pool = Pool::threads(workers)?;
     let chunks: JoinableQueue<Range<u64>> = JoinableQueue::bounded(workers * 4);
     let counts: JoinableQueue<u64> = JoinableQueue::new();
-    pool.consume(&chunks, count_primes)
+    pool.consume(count_primes, &chunks)
         .output(&counts)
         .start()?;
 

@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })???;
     let addr = listener.local_addr()?;
     let delay = Duration::from_millis(delay_ms);
-    server.spawn(async move {
+    server.submit_async(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         while let Ok((mut conn, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -130,7 +130,7 @@ fn client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let pool = Pool::event_loop()?;
             let futures = (0..n)
                 .map(|_| {
-                    pool.spawn(async move {
+                    pool.submit_async(async move {
                         use tokio::io::{AsyncReadExt, AsyncWriteExt};
                         let mut conn = tokio::net::TcpStream::connect(addr).await?;
                         conn.write_all(MESSAGE).await?;

@@ -76,11 +76,11 @@ pub(crate) fn run(
     let errors: JoinableQueue<ItemError> = JoinableQueue::new();
 
     fetch_pool
-        .consume_fallible(&to_fetch, move |url| fetch(url, latency))
+        .consume_fallible(move |url| fetch(url, latency), &to_fetch)
         .output(&pages)
         .errors(&errors)
         .start()?;
-    parse_pool.consume(&pages, parse).output(&records).start()?;
+    parse_pool.consume(parse, &pages).output(&records).start()?;
 
     // Collect on a thread of our own while this one produces: the last queue is bounded too.
     let collector = {

@@ -24,13 +24,16 @@ pub(crate) fn run(documents: &[(&str, u32)]) -> Result<Vec<String>, Box<dyn Erro
     let printed = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&printed);
     printer
-        .consume(&tray, move |(name, pages): (String, u32)| {
-            for page in 1..=pages {
-                std::thread::sleep(PAGE_TIME); // the printer's mechanics
-                println!("printing {name}: page {page}/{pages}");
-            }
-            log.lock().expect("the log is never poisoned").push(name);
-        })
+        .consume(
+            move |(name, pages): (String, u32)| {
+                for page in 1..=pages {
+                    std::thread::sleep(PAGE_TIME); // the printer's mechanics
+                    println!("printing {name}: page {page}/{pages}");
+                }
+                log.lock().expect("the log is never poisoned").push(name);
+            },
+            &tray,
+        )
         .start()?;
 
     for &(name, pages) in documents {

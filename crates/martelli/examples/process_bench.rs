@@ -186,11 +186,9 @@ fn timeout(reps: usize) -> Result<(), Box<dyn std::error::Error>> {
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
         let submitted = Instant::now();
-        let slow = pool.submit_task_with(
-            TaskOptions::new().timeout(Duration::from_millis(20)),
-            sleep_ms,
-            (60_000,),
-        )?;
+        let slow = pool
+            .with(TaskOptions::new().timeout(Duration::from_millis(20)))
+            .submit_task(sleep_ms, (60_000,))?;
         let next = pool.submit_task(noop, (1,))?;
         assert!(slow.wait().is_err_and(|e| e.is_timeout()));
         next.wait()?;

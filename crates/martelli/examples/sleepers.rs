@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match mode.as_str() {
         "baseline" => {
             let pool = Pool::event_loop()?;
-            pool.spawn(async {})?.wait()?;
+            pool.submit_async(async {})?.wait()?;
             spawned = start.elapsed();
         }
         "async" => {
@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let futures = (0..n)
                 .map(|_| {
                     let gate = gate.clone();
-                    pool.spawn(async move {
+                    pool.submit_async(async move {
                         gate.cancelled().await;
                         tokio::time::sleep(SLEEP).await
                     })

@@ -63,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let futures = waits
         .iter()
-        .map(|&w| pool.spawn(async move { tokio::time::sleep(w).await }))
+        .map(|&w| pool.submit_async(async move { tokio::time::sleep(w).await }))
         .collect::<Result<Vec<_>, _>>()?;
     for f in futures {
         f.wait()?;

@@ -9,7 +9,7 @@
 //! let pool = Pool::threads(2)?;
 //! let words = JoinableQueue::bounded(64);
 //! let lengths = JoinableQueue::new();
-//! pool.consume(&words, |w: String| w.len())
+//! pool.consume(|w: String| w.len(), &words)
 //!     .output(&lengths)
 //!     .start()?;
 //! for w in ["queue", "and", "future"] {
@@ -72,7 +72,8 @@ use crate::backend::Admission;
 use crate::error::{TaskError, TaskFailure};
 use crate::future::{Future, promise};
 use crate::job::{Job, Owned, Plain, TaskJob};
-use crate::pool::{Pool, Priority};
+use crate::options::Priority;
+use crate::pool::Pool;
 use crate::queue::{JoinableQueue, StopSignal};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use crate::task::Task;
@@ -158,7 +159,7 @@ pub enum ConsumeError {
 /// let pool = Pool::threads(1)?;
 /// let input = JoinableQueue::new();
 /// let errors: JoinableQueue<ItemError> = JoinableQueue::new();
-/// pool.consume_task(&input, parse).errors(&errors).start()?;
+/// pool.consume_task(parse, &input).errors(&errors).start()?;
 /// input.put(("12".to_string(),))?;
 /// input.put(("twelve".to_string(),))?;
 /// input.join();
@@ -306,7 +307,7 @@ impl Pool {
     /// let docs = JoinableQueue::bounded(8);
     /// let printed = Arc::new(Mutex::new(Vec::new()));
     /// let sink = Arc::clone(&printed);
-    /// printer.consume(&docs, move |doc: String| sink.lock().unwrap().push(doc)).start()?;
+    /// printer.consume(move |doc: String| sink.lock().unwrap().push(doc), &docs).start()?;
     /// docs.put("report.pdf".to_string())?;
     /// docs.put("invoice.pdf".to_string())?;
     /// docs.join();
@@ -314,7 +315,7 @@ impl Pool {
     /// drop(printer); // stops the daemon: the pool's shutdown does not wait on the empty queue
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn consume<T, R, F>(&self, queue: &JoinableQueue<T>, task: F) -> Consume<'_, T, R>
+    pub fn consume<T, R, F>(&self, task: F, queue: &JoinableQueue<T>) -> Consume<'_, T, R>
     where
         T: Send + 'static,
         R: Send + 'static,
@@ -331,8 +332,8 @@ impl Pool {
     /// like a panic ([`TaskError::Failed`]).
     pub fn consume_fallible<T, R, E, F>(
         &self,
-        queue: &JoinableQueue<T>,
         task: F,
+        queue: &JoinableQueue<T>,
     ) -> Consume<'_, T, R>
     where
         T: Send + 'static,
@@ -376,7 +377,7 @@ impl Pool {
     /// let pool = Pool::from_env("threads:2")?; // MARTELLI_POOL=processes:2 runs it in processes
     /// let words = JoinableQueue::new();
     /// let loud = JoinableQueue::new();
-    /// pool.consume_task(&words, shout).output(&loud).start()?;
+    /// pool.consume_task(shout, &words).output(&loud).start()?;
     /// words.put(("queue".to_string(),))?;
     /// words.join();
     /// assert_eq!(loud.try_get()?, "QUEUE");
@@ -384,8 +385,8 @@ impl Pool {
     /// ```
     pub fn consume_task<T: Task>(
         &self,
-        queue: &JoinableQueue<T::Args>,
         _task: T,
+        queue: &JoinableQueue<T::Args>,
     ) -> Consume<'_, T::Args, T::Output> {
         match self.remote_runner::<T>() {
             Some(runner) => self.consume_fn(

@@ -16,7 +16,7 @@ pub enum TaskError {
     /// [`Pool::submit_fallible`](crate::Pool::submit_fallible), or a process or cluster task that
     /// returned `Err`).
     #[error("the task returned an error: {0}")]
-    Failed(TaskFailure),
+    Failed(#[source] TaskFailure),
     /// The task panicked. The worker survived; the panic's message is kept.
     #[error(
         "the task panicked: {message} (the worker survived; fix the panic, or return an error instead)"
@@ -176,6 +176,15 @@ impl fmt::Debug for TaskFailure {
 impl fmt::Display for TaskFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+/// A `TaskFailure` stands for the error the task returned: its message is that error's message, and
+/// its [`source`](std::error::Error::source) is that error's source, so a cause chain printed from a
+/// [`TaskError::Failed`] goes on with what caused the task's error.
+impl std::error::Error for TaskFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref()?.source()
     }
 }
 
@@ -348,5 +357,101 @@ impl<F> fmt::Debug for TrySubmitError<F> {
             TrySubmitError::ShutDown(_) => f.write_str("ShutDown(..)"),
             TrySubmitError::NotATask(_) => f.write_str("NotATask(..)"),
         }
+    }
+}
+
+/// An error as a person reads it: its sentence, then each cause on a line of its own — what a
+/// program's `main` should show instead of `Debug` output.
+///
+/// Any error converts into it with `?`, and its `Debug` is the same text as its `Display`, so
+/// `fn main() -> Result<(), martelli::Report>` prints sentences when it fails:
+///
+/// ```
+/// // In a program: fn main() -> Result<(), martelli::Report> { … }
+/// fn run() -> Result<(), martelli::Report> {
+///     let _pool = martelli::Pool::from_spec("threads:many")?;
+///     Ok(())
+/// }
+/// let shown = format!("{:?}", run().unwrap_err()); // what `main` would print
+/// assert!(shown.contains("must be a whole number"), "{shown}");
+/// assert!(!shown.contains("UnknownSpec"), "{shown}");
+/// ```
+///
+/// A cause whose text the sentence before it already ends with (an error that prints its source
+/// inside its own message) is not repeated.
+pub struct Report(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Report {
+    /// The error this report shows.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl<E> From<E> for Report
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Report {
+        Report(Box::new(error))
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut said = self.0.to_string();
+        f.write_str(&said)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !said.ends_with(&text) {
+                write!(f, "\n  caused by: {text}")?;
+            }
+            said = text;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::{Report, TaskError, TaskFailure};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the disk is full")]
+    struct Full;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not save the report")]
+    struct Save(#[source] Full);
+
+    #[test]
+    fn a_report_is_the_sentence_then_each_cause_once() {
+        let failed = TaskError::Failed(TaskFailure::from_error(Save(Full)));
+        let text = Report::from(failed).to_string();
+        assert_eq!(
+            text,
+            "the task returned an error: could not save the report\n  caused by: the disk is full"
+        );
+    }
+
+    #[test]
+    fn a_failure_is_the_source_of_failed_and_carries_the_original_cause() {
+        use std::error::Error as _;
+        let failed = TaskError::Failed(TaskFailure::from_error(Save(Full)));
+        let failure = failed.source().expect("Failed has a source");
+        assert_eq!(failure.to_string(), "could not save the report");
+        let cause = failure
+            .source()
+            .expect("the failure goes on with the original cause");
+        assert_eq!(cause.to_string(), "the disk is full");
+        assert_eq!(format!("{:?}", Report::from(failed)).lines().count(), 2);
     }
 }

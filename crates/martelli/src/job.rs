@@ -4,7 +4,7 @@
 use crate::cancel::{CancelToken, CurrentTokenGuard};
 use crate::error::{TaskError, TaskFailure, TaskResult};
 use crate::future::{Expirer, Promise};
-use crate::pool::Priority;
+use crate::options::Priority;
 use crate::watchdog::Watchdog;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -70,7 +70,7 @@
 //! # Async
 //!
 //! Async tasks switch only at `.await` points, the cheapest task switch there is, so one thread fills
-//! the time it would spend waiting on I/O. [`Pool::spawn`] takes an async task on any backend (on the
+//! the time it would spend waiting on I/O. [`Pool::submit_async`] takes an async task on any backend (on the
 //! event-loop backend tasks interleave; elsewhere a task holds its worker), [`Pool::map_async`] maps an
 //! async function with a concurrency limit, and offloading goes both ways: [`to_thread`] runs blocking
 //! work from async code without stalling the loop, [`Pool::block_on`] runs async work from blocking
@@ -133,6 +133,7 @@ mod loom_models;
 mod map;
 mod map_async;
 mod map_slice;
+mod options;
 mod pool;
 #[cfg(target_os = "linux")]
 pub mod process;
@@ -155,25 +156,23 @@ pub use barrier::{Barrier, BarrierError, BarrierWaitResult, Participant};
 pub use cancel::{CancelToken, Cancelled, cancel_token, is_cancelled};
 pub use capture::{Captured, CapturedStream};
 pub use consume::{Consume, ConsumeError, Consumers, ItemError};
-pub use error::{Error, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
+pub use error::{Error, Report, TaskError, TaskFailure, TaskResult, TrySubmitError, WorkerDeath};
 pub use future::{Future, Status, TaskId};
 pub use local::{WorkerInfo, WorkerLocal};
 pub use map::Map;
 pub use map_async::MapAsync;
 pub use martelli_macros::task;
-pub use pool::{
-    MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder, Priority, Shutdown, TaskOptions,
-    available_cores,
-};
+pub use options::{Priority, Shutdown, TaskOptions};
+pub use pool::{MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder, Submitter, available_cores};
 pub use queue::{
     GetError, GetTimeoutError, JoinTimeoutError, JoinableQueue, Order, PutError, PutTimeoutError,
     QueueBuilder, QueueConfigError, Taken, TaskDoneError, TryGetError, TryPutError,
 };
-pub use scope::Scope;
+pub use scope::{Scope, ScopedSubmitter};
 pub use task::{DuplicateTask, Task};
 pub use task_future::BlockingReport;
 pub use task_map::TaskMap;
-pub use task_pool::TaskPool;
+pub use task_pool::{TaskPool, TaskSubmitter};
 pub use wait::{AsCompleted, WaitMode, Waited, as_completed, wait};
 
 /// Where process pools are not built (outside Linux) no process is ever started as a worker: `init`

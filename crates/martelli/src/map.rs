@@ -7,7 +7,8 @@
 
 use crate::error::{Error, TaskError, TaskFailure, TaskResult};
 use crate::future::Future;
-use crate::pool::{Pool, TaskOptions};
+use crate::options::TaskOptions;
+use crate::pool::Pool;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::iter::Fuse;
@@ -227,8 +228,8 @@ where
         self
     }
 
-    /// Per-chunk task options (priority, timeout).
-    pub fn options(mut self, options: TaskOptions) -> Self {
+    /// Per-chunk task options (priority, timeout): set through [`Pool::with`](crate::Pool::with).
+    pub(crate) fn options(mut self, options: TaskOptions) -> Self {
         self.options = options;
         self
     }
@@ -251,7 +252,8 @@ where
             let f = Arc::clone(&self.f);
             let submitted = self
                 .pool
-                .submit_with(self.options, move || run_chunk(&*f, items));
+                .with(self.options)
+                .submit(move || run_chunk(&*f, items));
             match submitted {
                 Ok(future) => match &mut self.in_flight {
                     InFlight::Ordered(q) => q.push_back((len, future)),

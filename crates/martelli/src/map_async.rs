@@ -2,7 +2,8 @@
 
 use crate::error::{TaskError, TaskResult};
 use crate::future::Future;
-use crate::pool::{Pool, TaskOptions};
+use crate::options::TaskOptions;
+use crate::pool::Pool;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::iter::Fuse;
@@ -72,8 +73,8 @@ where
         self
     }
 
-    /// Options for every task (timeout, name).
-    pub fn options(mut self, options: TaskOptions) -> Self {
+    /// Options for every task (timeout, name): set through [`Pool::with`](crate::Pool::with).
+    pub(crate) fn options(mut self, options: TaskOptions) -> Self {
         self.options = options;
         self
     }
@@ -89,7 +90,7 @@ where
             let Some(input) = self.inputs.next() else {
                 return;
             };
-            match self.pool.spawn_with(self.options, (self.f)(input)) {
+            match self.pool.with(self.options).submit_async((self.f)(input)) {
                 Ok(future) => match &mut self.unordered {
                     None => self.ordered.push_back(future),
                     Some(u) => {

@@ -151,11 +151,11 @@ impl Pool {
     ///
     /// let pool = Pool::threads(2)?;
     /// let inputs: Vec<u64> = (0..10_000).collect();
-    /// let doubled = pool.map_slice(&inputs, |x| x * 2)?;
+    /// let doubled = pool.map_slice(|x| x * 2, &inputs)?;
     /// assert_eq!(doubled[1234], 2468);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn map_slice<T, R, F>(&self, inputs: &[T], f: F) -> Result<Vec<R>, TaskError>
+    pub fn map_slice<T, R, F>(&self, f: F, inputs: &[T]) -> Result<Vec<R>, TaskError>
     where
         T: Sync,
         R: Send,
@@ -184,7 +184,7 @@ impl Pool {
         // than block in `wait` on a task only it could run.
         let futures: Vec<_> = self.scope(|s| {
             (0..tasks)
-                .filter_map(|_| s.spawn(|| plan.work()).ok())
+                .filter_map(|_| s.submit(|| plan.work()).ok())
                 .collect()
         });
         let mut reports: Vec<Report> = futures
@@ -238,7 +238,7 @@ mod tests {
     fn results_come_back_in_input_order_on_every_backend() {
         let inputs: Vec<u32> = (0..10_007).collect();
         for pool in pools() {
-            let out = pool.map_slice(&inputs, |&x| u64::from(x) * 3);
+            let out = pool.map_slice(|&x| u64::from(x) * 3, &inputs);
             let expected: Vec<u64> = inputs.iter().map(|&x| u64::from(x) * 3).collect();
             assert_eq!(out.ok(), Some(expected));
         }
@@ -247,10 +247,10 @@ mod tests {
     #[test]
     fn empty_and_tiny_inputs() {
         let pool = Pool::threads(4).expect("a pool starts");
-        assert_eq!(pool.map_slice(&[] as &[u8], |&x| x).ok(), Some(vec![]));
-        assert_eq!(pool.map_slice(&[5u8], |&x| x + 1).ok(), Some(vec![6]));
+        assert_eq!(pool.map_slice(|&x| x, &[] as &[u8]).ok(), Some(vec![]));
+        assert_eq!(pool.map_slice(|&x| x + 1, &[5u8]).ok(), Some(vec![6]));
         assert_eq!(
-            pool.map_slice(&[1u8, 2, 3], |&x| x * 2).ok(),
+            pool.map_slice(|&x| x * 2, &[1u8, 2, 3]).ok(),
             Some(vec![2, 4, 6])
         );
     }
@@ -270,11 +270,14 @@ mod tests {
         let inputs: Vec<usize> = (0..5_000).collect();
         let made = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicUsize::new(0));
-        let result = pool.map_slice(&inputs, |&i| {
-            assert!(i != 3_333, "item 3333 is bad");
-            made.fetch_add(1, Ordering::SeqCst);
-            Counted(Arc::clone(&dropped))
-        });
+        let result = pool.map_slice(
+            |&i| {
+                assert!(i != 3_333, "item 3333 is bad");
+                made.fetch_add(1, Ordering::SeqCst);
+                Counted(Arc::clone(&dropped))
+            },
+            &inputs,
+        );
         match result {
             Err(TaskError::Panicked { message }) => assert!(message.contains("3333 is bad")),
             other => panic!("expected a panic, got {:?}", other.map(|v| v.len())),
@@ -286,7 +289,7 @@ mod tests {
         );
         // The pool is still usable.
         assert_eq!(
-            pool.map_slice(&inputs[..3], |&i| i).ok(),
+            pool.map_slice(|&i| i, &inputs[..3]).ok(),
             Some(vec![0, 1, 2])
         );
     }
@@ -296,7 +299,7 @@ mod tests {
         let pool = Pool::threads(2).expect("a pool starts");
         pool.shutdown(Shutdown::Wait);
         assert!(matches!(
-            pool.map_slice(&[1, 2, 3], |&x: &i32| x),
+            pool.map_slice(|&x: &i32| x, &[1, 2, 3]),
             Err(TaskError::Cancelled)
         ));
     }
@@ -309,7 +312,7 @@ mod tests {
             .submit(move || {
                 let inputs: Vec<u64> = (0..1_000).collect();
                 inner
-                    .map_slice(&inputs, |&x| x + 1)
+                    .map_slice(|&x| x + 1, &inputs)
                     .map(|v| v.iter().sum::<u64>())
             })
             .expect("submitted")
@@ -323,7 +326,7 @@ mod tests {
         let pool = Pool::threads(2).expect("a pool starts");
         let words = vec!["a".to_owned(), "bb".to_owned(), "ccc".to_owned()];
         let offset = 10;
-        let lengths = pool.map_slice(&words, |w| w.len() + offset);
+        let lengths = pool.map_slice(|w| w.len() + offset, &words);
         assert_eq!(lengths.ok(), Some(vec![11, 12, 13]));
     }
 }

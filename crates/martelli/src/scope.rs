@@ -5,7 +5,8 @@ use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::future::{Future, promise};
 use crate::job::{Job, Plain, Runnable, TaskJob};
-use crate::pool::{Pool, Priority};
+use crate::options::{Priority, TaskOptions};
+use crate::pool::Pool;
 use crate::sync::{Arc, Condvar, Mutex};
 use std::any::Any;
 use std::fmt;
@@ -59,7 +60,7 @@ where
     }
 }
 
-/// The handle [`Pool::scope`] gives its closure, to spawn tasks that borrow from the caller.
+/// The handle [`Pool::scope`] gives its closure, to submit tasks that borrow from the caller.
 pub struct Scope<'scope, 'env: 'scope> {
     pool: &'scope Pool,
     pending: Arc<Pending>,
@@ -76,19 +77,27 @@ impl fmt::Debug for Scope<'_, '_> {
     }
 }
 
-impl<'scope> Scope<'scope, '_> {
-    /// Spawns `f` on the pool. `f` may borrow anything that outlives the scope.
-    pub fn spawn<F, T>(&'scope self, f: F) -> Result<Future<T>, Error>
+impl<'scope, 'env> Scope<'scope, 'env> {
+    /// Submits `f` to the pool. `f` may borrow anything that outlives the scope.
+    pub fn submit<F, T>(&'scope self, f: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        self.spawn_with(Priority::Normal, f)
+        self.submit_at(Priority::Normal, f)
     }
 
-    /// Spawns `f` at `priority`. (Scoped tasks take no timeout: a task that borrows must end before
-    /// the scope does, so it cannot be abandoned.)
-    pub fn spawn_with<F, T>(&'scope self, priority: Priority, f: F) -> Result<Future<T>, Error>
+    /// [`submit`](Scope::submit) with per-call options, as [`Pool::with`]: `s.with(Priority::High)
+    /// .submit(f)`. Scoped tasks take a priority but no timeout: a task that borrows must end before
+    /// the scope does, so it cannot be abandoned.
+    pub fn with(&'scope self, options: impl Into<TaskOptions>) -> ScopedSubmitter<'scope, 'env> {
+        ScopedSubmitter {
+            scope: self,
+            options: options.into(),
+        }
+    }
+
+    fn submit_at<F, T>(&'scope self, priority: Priority, f: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
@@ -125,9 +134,35 @@ impl<'scope> Scope<'scope, '_> {
     }
 }
 
+/// A [`Scope`]'s verb with per-call options: what [`Scope::with`] returns.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopedSubmitter<'scope, 'env: 'scope> {
+    scope: &'scope Scope<'scope, 'env>,
+    options: TaskOptions,
+}
+
+impl<'scope> ScopedSubmitter<'scope, '_> {
+    /// [`Scope::submit`] at these options' priority. Options with a timeout are refused with
+    /// [`Error::InvalidConfig`]: a task that borrows cannot be abandoned at a deadline.
+    pub fn submit<F, T>(&self, f: F) -> Result<Future<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        if self.options.timeout.is_some() {
+            return Err(Error::InvalidConfig(
+                "a scoped task takes no timeout: it borrows from the scope, so it must run to its end \
+                 before the scope returns; check martelli::is_cancelled() in the task instead"
+                    .into(),
+            ));
+        }
+        self.scope.submit_at(self.options.priority, f)
+    }
+}
+
 impl Pool {
-    /// Runs `f`, which may spawn tasks that borrow from the caller's stack, and returns only when every
-    /// task spawned in it has finished: the barrier. Their outcomes are in the futures `spawn` returned;
+    /// Runs `f`, which may submit tasks that borrow from the caller's stack, and returns only when every
+    /// task submitted in it has finished: the barrier. Their outcomes are in the futures `submit` returned;
     /// a panicking task does not abort the scope. If `f` itself panics, the scope still waits for its
     /// tasks, then resumes the panic.
     ///
@@ -140,8 +175,8 @@ impl Pool {
     /// pool.scope(|s| {
     ///     let (left, right) = halves.split_at_mut(1);
     ///     let (a, b) = data.split_at(50);
-    ///     s.spawn(move || left[0] = a.iter().sum()).unwrap();
-    ///     s.spawn(move || right[0] = b.iter().sum()).unwrap();
+    ///     s.submit(move || left[0] = a.iter().sum()).unwrap();
+    ///     s.submit(move || right[0] = b.iter().sum()).unwrap();
     /// });
     /// assert_eq!(halves[0] + halves[1], 5050);
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -5,7 +5,8 @@
 use crate::error::TaskResult;
 use crate::future::Future;
 use crate::map::replicate;
-use crate::pool::{Pool, TaskOptions};
+use crate::options::TaskOptions;
+use crate::pool::Pool;
 use crate::task::Task;
 use std::collections::VecDeque;
 use std::fmt;
@@ -77,8 +78,9 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> TaskMap<'p, T, I> {
         self
     }
 
-    /// Per-chunk options (priority; a timeout applies to each chunk as a whole).
-    pub fn options(mut self, options: TaskOptions) -> Self {
+    /// Per-chunk options (priority; a timeout applies to each chunk as a whole): set through
+    /// [`Pool::with`](crate::Pool::with).
+    pub(crate) fn options(mut self, options: TaskOptions) -> Self {
         self.options = options;
         self
     }
@@ -91,7 +93,7 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> TaskMap<'p, T, I> {
                 return;
             }
             let len = chunk.len();
-            match self.pool.submit_chunk::<T>(self.options, chunk) {
+            match self.pool.with(self.options).submit_chunk::<T>(chunk) {
                 Ok(future) => self.in_flight.push_back((len, Instant::now(), future)),
                 Err(e) => {
                     let e = crate::error::TaskError::Codec(format!("the chunk was not taken: {e}"));

@@ -1,9 +1,11 @@
 //! [`TaskPool`]: a pool that takes only `#[martelli::task]` functions.
 
+use crate::capture::Captured;
 use crate::consume::Consume;
 use crate::error::Error;
 use crate::future::Future;
-use crate::pool::{Pool, Shutdown, TaskOptions};
+use crate::options::{Shutdown, TaskOptions};
+use crate::pool::{Pool, Submitter};
 use crate::queue::JoinableQueue;
 use crate::task::Task;
 use crate::task_map::TaskMap;
@@ -29,9 +31,9 @@ use serde::de::DeserializeOwned;
 ///     martelli::init(); // a process started as a worker serves tasks here
 ///     // "processes:2" in production; the spec is a setting, not code.
 ///     let pool = TaskPool::from_env("threads:2")?;
-///     assert_eq!(pool.submit(checksum, (vec![1, 2, 3],))?.wait()?, 6);
+///     assert_eq!(pool.submit_task(checksum, (vec![1, 2, 3],))?.wait()?, 6);
 ///     let sums: Vec<u32> = pool
-///         .map(checksum, (0..4u8).map(|n| (vec![n; 3],)))
+///         .map_task(checksum, (0..4u8).map(|n| (vec![n; 3],)))
 ///         .collect::<Result<_, _>>()?;
 ///     assert_eq!(sums, [0, 3, 6, 9]);
 ///     Ok(())
@@ -42,7 +44,7 @@ use serde::de::DeserializeOwned;
 ///
 /// ```compile_fail
 /// let pool = martelli::TaskPool::from_spec("threads:2")?;
-/// pool.submit(|| 1 + 1, ())?;
+/// pool.submit_task(|| 1 + 1, ())?;
 /// # Ok::<(), martelli::Error>(())
 /// ```
 ///
@@ -72,19 +74,8 @@ impl TaskPool {
 
     /// Submits `task` with its arguments (a tuple); types are checked at compile time. See
     /// [`Pool::submit_task`].
-    pub fn submit<T: Task>(&self, task: T, args: T::Args) -> Result<Future<T::Output>, Error> {
+    pub fn submit_task<T: Task>(&self, task: T, args: T::Args) -> Result<Future<T::Output>, Error> {
         self.pool.submit_task(task, args)
-    }
-
-    /// [`submit`](TaskPool::submit) with per-task options (priority, timeout; on a process pool the
-    /// timeout kills the worker running the task).
-    pub fn submit_with<T: Task>(
-        &self,
-        options: TaskOptions,
-        task: T,
-        args: T::Args,
-    ) -> Result<Future<T::Output>, Error> {
-        self.pool.submit_task_with(options, task, args)
     }
 
     /// Submits a task by its registered name; types are checked when it runs. See
@@ -97,8 +88,18 @@ impl TaskPool {
         self.pool.submit_named(name, args)
     }
 
+    /// Submits `task` with its stdout and stderr captured (process pools). See
+    /// [`Pool::submit_task_captured`].
+    pub fn submit_task_captured<T: Task>(
+        &self,
+        task: T,
+        args: T::Args,
+    ) -> Result<Future<Captured<T::Output>>, Error> {
+        self.pool.submit_task_captured(task, args)
+    }
+
     /// Maps `task` over `inputs` lazily, in chunks, results in input order. See [`Pool::map_task`].
-    pub fn map<T, I>(&self, task: T, inputs: I) -> TaskMap<'_, T, I::IntoIter>
+    pub fn map_task<T, I>(&self, task: T, inputs: I) -> TaskMap<'_, T, I::IntoIter>
     where
         T: Task,
         I: IntoIterator<Item = T::Args>,
@@ -107,12 +108,20 @@ impl TaskPool {
     }
 
     /// Daemon consumers that run `task` on every item of `queue`. See [`Pool::consume_task`].
-    pub fn consume<T: Task>(
+    pub fn consume_task<T: Task>(
         &self,
-        queue: &JoinableQueue<T::Args>,
         task: T,
+        queue: &JoinableQueue<T::Args>,
     ) -> Consume<'_, T::Args, T::Output> {
-        self.pool.consume_task(queue, task)
+        self.pool.consume_task(task, queue)
+    }
+
+    /// The task verbs with `options` (priority, timeout; on a process pool the timeout kills the
+    /// worker running the task) for the one call that follows, as [`Pool::with`].
+    pub fn with(&self, options: impl Into<TaskOptions>) -> TaskSubmitter<'_> {
+        TaskSubmitter {
+            inner: self.pool.with(options),
+        }
     }
 
     /// The backend's name (`"threads"`, `"processes"`, …).
@@ -154,5 +163,46 @@ impl TaskPool {
 impl From<Pool> for TaskPool {
     fn from(pool: Pool) -> TaskPool {
         TaskPool { pool }
+    }
+}
+
+/// The verbs of a [`TaskPool`] with [`TaskOptions`] for one call: what [`TaskPool::with`] returns.
+/// Like the pool, it takes tasks only, never closures.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskSubmitter<'a> {
+    inner: Submitter<'a>,
+}
+
+impl<'a> TaskSubmitter<'a> {
+    /// [`TaskPool::submit_task`] with these options.
+    pub fn submit_task<T: Task>(&self, task: T, args: T::Args) -> Result<Future<T::Output>, Error> {
+        self.inner.submit_task(task, args)
+    }
+
+    /// [`TaskPool::submit_named`] with these options.
+    pub fn submit_named<A, R>(&self, name: &str, args: A) -> Result<Future<R>, Error>
+    where
+        A: Serialize,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.inner.submit_named(name, args)
+    }
+
+    /// [`TaskPool::submit_task_captured`] with these options.
+    pub fn submit_task_captured<T: Task>(
+        &self,
+        task: T,
+        args: T::Args,
+    ) -> Result<Future<Captured<T::Output>>, Error> {
+        self.inner.submit_task_captured(task, args)
+    }
+
+    /// [`TaskPool::map_task`] with these options for every chunk.
+    pub fn map_task<T, I>(&self, task: T, inputs: I) -> TaskMap<'a, T, I::IntoIter>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+    {
+        self.inner.map_task(task, inputs)
     }
 }

@@ -300,11 +300,8 @@ fn every_outcome_round_trips() {
     // A timeout (from submission, on the envelope's deadline).
     let started = Instant::now();
     let slow = pool
-        .submit_task_with(
-            TaskOptions::new().timeout(Duration::from_millis(300)),
-            sleep_ms,
-            (1_500,),
-        )
+        .with(TaskOptions::new().timeout(Duration::from_millis(300)))
+        .submit_task(sleep_ms, (1_500,))
         .unwrap();
     match slow.wait() {
         Err(TaskError::TimedOut { after }) => assert_eq!(after, Duration::from_millis(300)),
@@ -466,7 +463,8 @@ fn priorities_choose_the_stream() {
     ] {
         let options = TaskOptions::new().priority(priority);
         futures.push(
-            pool.submit_task_with(options, touch, (label.to_owned(),))
+            pool.with(options)
+                .submit_task(touch, (label.to_owned(),))
                 .unwrap(),
         );
     }
@@ -672,8 +670,8 @@ fn a_deadline_kills_the_process_running_the_task() {
     ));
     let _ = std::fs::remove_file(&pid_file);
     let hung = pool
-        .submit_task_with(
-            TaskOptions::new().timeout(Duration::from_millis(800)),
+        .with(TaskOptions::new().timeout(Duration::from_millis(800)))
+        .submit_task(
             write_pid_then_hang,
             (pid_file.to_string_lossy().into_owned(),),
         )
@@ -984,7 +982,7 @@ fn consume_task_serves_a_queue_through_the_cluster() {
     let output = martelli::JoinableQueue::new();
     let errors = martelli::JoinableQueue::new();
     let consumers = pool
-        .consume_task(&input, parse_number)
+        .consume_task(parse_number, &input)
         .consumers(4)
         .output(&output)
         .errors(&errors)
@@ -1010,7 +1008,7 @@ fn consume_task_serves_a_queue_through_the_cluster() {
     // A closure cannot reach a cluster worker.
     let closures = martelli::JoinableQueue::<u64>::new();
     assert!(matches!(
-        pool.consume(&closures, |n| n).start(),
+        pool.consume(|n| n, &closures).start(),
         Err(martelli::ConsumeError::NotATask { backend: "cluster" })
     ));
     input.close();

@@ -27,7 +27,7 @@ fn thousands_of_tasks_wait_at_once_on_one_thread() {
         .map(|i| {
             let gate = gate.clone();
             let waiting = waiting_tx.clone();
-            pool.spawn(async move {
+            pool.submit_async(async move {
                 let thread = std::thread::current().id();
                 waiting.send(()).unwrap();
                 gate.cancelled().await;
@@ -57,13 +57,11 @@ fn a_timeout_drops_the_task_at_its_next_await() {
     let flag = DropFlag(Arc::clone(&dropped));
     let never = CancelToken::new();
     let fut = pool
-        .spawn_with(
-            TaskOptions::new().timeout(Duration::from_millis(30)),
-            async move {
-                let _flag = flag;
-                never.cancelled().await;
-            },
-        )
+        .with(TaskOptions::new().timeout(Duration::from_millis(30)))
+        .submit_async(async move {
+            let _flag = flag;
+            never.cancelled().await;
+        })
         .unwrap();
     match fut.wait() {
         Err(TaskError::TimedOut { after }) => assert_eq!(after, Duration::from_millis(30)),
@@ -84,7 +82,7 @@ fn cancel_drops_a_running_task_at_its_await() {
     let (started_tx, started_rx) = channel();
     let never = CancelToken::new();
     let fut = pool
-        .spawn(async move {
+        .submit_async(async move {
             let _flag = flag;
             started_tx.send(()).unwrap();
             never.cancelled().await;
@@ -108,7 +106,7 @@ fn inside_an_existing_runtime_the_pool_uses_it() {
     let ran_on = rt.block_on(async {
         let pool = Pool::event_loop().unwrap();
         let fut = pool
-            .spawn(async {
+            .submit_async(async {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 std::thread::current().id()
             })
@@ -197,7 +195,8 @@ fn the_blocking_detector_names_a_task_that_blocks_the_loop_and_spares_a_good_one
         .build()
         .unwrap();
     let good = pool
-        .spawn_with(TaskOptions::new().name("good-sleeper"), async {
+        .with(TaskOptions::new().name("good-sleeper"))
+        .submit_async(async {
             tokio::time::sleep(Duration::from_millis(60)).await;
         })
         .unwrap();
@@ -208,7 +207,8 @@ fn the_blocking_detector_names_a_task_that_blocks_the_loop_and_spares_a_good_one
     );
 
     let bad = pool
-        .spawn_with(TaskOptions::new().name("bad-sleeper"), async {
+        .with(TaskOptions::new().name("bad-sleeper"))
+        .submit_async(async {
             std::thread::sleep(Duration::from_millis(60)); // blocks the loop
         })
         .unwrap();
@@ -230,7 +230,7 @@ fn async_tasks_also_run_on_thread_pools() {
     let waiter = {
         let signal = signal.clone();
         threads
-            .spawn(async move {
+            .submit_async(async move {
                 signal.cancelled().await;
                 "signalled"
             })
@@ -239,7 +239,7 @@ fn async_tasks_also_run_on_thread_pools() {
     signal.cancel();
     assert_eq!(waiter.wait().unwrap(), "signalled");
     let inline = Pool::inline();
-    assert_eq!(inline.spawn(async { 3 }).unwrap().wait().unwrap(), 3);
+    assert_eq!(inline.submit_async(async { 3 }).unwrap().wait().unwrap(), 3);
 }
 
 #[test]
@@ -249,19 +249,20 @@ fn shutdown_cancel_pending_drops_waiting_tasks_and_wait_lets_them_finish() {
     let waiting: Vec<_> = (0..100)
         .map(|_| {
             let never = never.clone();
-            pool.spawn(async move { never.cancelled().await }).unwrap()
+            pool.submit_async(async move { never.cancelled().await })
+                .unwrap()
         })
         .collect();
     pool.shutdown(Shutdown::CancelPending);
     for f in waiting {
         assert!(f.wait().unwrap_err().is_cancelled());
     }
-    assert!(matches!(pool.spawn(async {}), Err(Error::ShutDown)));
+    assert!(matches!(pool.submit_async(async {}), Err(Error::ShutDown)));
 
     let pool = Pool::event_loop().unwrap();
     let finishing: Vec<_> = (0..100u64)
         .map(|i| {
-            pool.spawn(async move {
+            pool.submit_async(async move {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 i
             })
@@ -285,7 +286,8 @@ fn a_queue_bound_limits_tasks_in_flight() {
     let held: Vec<_> = (0..2)
         .map(|_| {
             let gate = gate.clone();
-            pool.spawn(async move { gate.cancelled().await }).unwrap()
+            pool.submit_async(async move { gate.cancelled().await })
+                .unwrap()
         })
         .collect();
     let refused = pool.try_submit(|| ()).unwrap_err();
@@ -332,6 +334,7 @@ fn map_async_unordered_returns_every_result_and_each_timeout() {
     let mut ok = Vec::new();
     let mut timed_out = 0;
     for r in pool
+        .with(TaskOptions::new().timeout(Duration::from_millis(20)))
         .map_async(
             |x: u64| async move {
                 if x % 10 == 0 {
@@ -341,7 +344,6 @@ fn map_async_unordered_returns_every_result_and_each_timeout() {
             },
             0..50,
         )
-        .options(TaskOptions::new().timeout(Duration::from_millis(20)))
         .unordered()
     {
         match r {

@@ -544,11 +544,8 @@ fn timeout_kills_the_worker_group_with_its_grandchild() {
     let pid_file = std::env::temp_dir().join(format!("martelli-grandchild-{}", std::process::id()));
     let _ = std::fs::remove_file(&pid_file);
     let fut = pool
-        .submit_task_with(
-            TaskOptions::new().timeout(Duration::from_millis(500)),
-            grandchild_then_hang,
-            (pid_file.display().to_string(),),
-        )
+        .with(TaskOptions::new().timeout(Duration::from_millis(500)))
+        .submit_task(grandchild_then_hang, (pid_file.display().to_string(),))
         .unwrap();
     match fut.wait() {
         Err(TaskError::TimedOut { after }) => assert_eq!(after, Duration::from_millis(500)),
@@ -880,7 +877,7 @@ fn spec_and_closures() {
     let pool = Pool::from_spec("processes:2").unwrap();
     assert_eq!((pool.kind(), pool.workers()), ("processes", 2));
     assert!(matches!(pool.submit(|| 1), Err(Error::NotATask { .. })));
-    let spawned = pool.scope(|s| s.spawn(|| 1).map(|_| ()));
+    let spawned = pool.scope(|s| s.submit(|| 1).map(|_| ()));
     assert!(
         matches!(spawned, Err(Error::NotATask { .. })),
         "{spawned:?}"
@@ -1229,11 +1226,8 @@ fn pipelined_timeout_in_the_middle_runs_the_rest_once() {
         let ahead = busy_ahead(&pool);
         let before = submit_records(&pool, &path, 0..20);
         let slow = pool
-            .submit_task_with(
-                TaskOptions::new().timeout(Duration::from_millis(300)),
-                sleep_ms,
-                (60_000,),
-            )
+            .with(TaskOptions::new().timeout(Duration::from_millis(300)))
+            .submit_task(sleep_ms, (60_000,))
             .unwrap();
         let after = submit_records(&pool, &path, 100..120);
         wait_until_pipelined(&pool, &slow);
@@ -1307,11 +1301,8 @@ fn a_pipelined_timeout_counts_from_the_task_start() {
     // Written to the worker with `first`, but it starts when `first` ends: 250 ms of its own, under
     // its 400 ms timeout, though 500 ms pass from when it was written.
     let second = pool
-        .submit_task_with(
-            TaskOptions::new().timeout(Duration::from_millis(400)),
-            sleep_ms,
-            (250,),
-        )
+        .with(TaskOptions::new().timeout(Duration::from_millis(400)))
+        .submit_task(sleep_ms, (250,))
         .unwrap();
     wait_until_pipelined(&pool, &first);
     assert_eq!(second.status(), Status::Queued, "it waits behind the first");
@@ -1754,11 +1745,8 @@ fn captured_output_survives_a_crash_and_a_timeout() {
     );
 
     let c = pool
-        .submit_task_captured_with(
-            TaskOptions::new().timeout(Duration::from_millis(300)),
-            say_then_hang,
-            ("b".to_owned(),),
-        )
+        .with(TaskOptions::new().timeout(Duration::from_millis(300)))
+        .submit_task_captured(say_then_hang, ("b".to_owned(),))
         .unwrap()
         .wait()
         .unwrap();

@@ -92,7 +92,7 @@ fn every_item_is_processed_once_in_a_worker_process() {
     let input = JoinableQueue::bounded(16);
     let output = JoinableQueue::new();
     let consumers = pool
-        .consume_task(&input, tag_with_pid)
+        .consume_task(tag_with_pid, &input)
         .consumers(4) // more consumers than workers: items in flight while results travel
         .output(&output)
         .start()
@@ -126,7 +126,7 @@ fn a_crashing_item_fails_alone_and_consumers_go_on() {
     let output = JoinableQueue::new();
     let errors: JoinableQueue<ItemError> = JoinableQueue::new();
     let consumers = pool
-        .consume_task(&input, double_or_abort)
+        .consume_task(double_or_abort, &input)
         .output(&output)
         .errors(&errors)
         .start()
@@ -169,7 +169,7 @@ fn a_timeout_fails_the_item_and_kills_only_its_worker() {
     let output = JoinableQueue::new();
     let errors = JoinableQueue::new();
     let consumers = pool
-        .consume_task(&input, slow_square)
+        .consume_task(slow_square, &input)
         .output(&output)
         .errors(&errors)
         .start()
@@ -200,7 +200,7 @@ fn closures_are_refused_on_a_process_pool() {
     let pool = Pool::processes(1).expect("a process pool starts");
     let input: JoinableQueue<u64> = JoinableQueue::new();
     let err = pool
-        .consume(&input, |n: u64| n + 1)
+        .consume(|n: u64| n + 1, &input)
         .start()
         .expect_err("a closure cannot run in a worker process");
     assert!(
@@ -229,13 +229,13 @@ fn consumer_counts_are_checked() {
     let pool = Pool::processes(1).expect("a process pool starts");
     let input = JoinableQueue::new();
     let err = pool
-        .consume_task(&input, add)
+        .consume_task(add, &input)
         .consumers(0)
         .start()
         .expect_err("0 consumers");
     assert!(matches!(err, ConsumeError::NoConsumers), "{err}");
     let err = pool
-        .consume_task(&input, add)
+        .consume_task(add, &input)
         .consumers(5_000)
         .start()
         .expect_err("too many threads");
@@ -244,8 +244,8 @@ fn consumer_counts_are_checked() {
         "{err}"
     );
     // Two groups may share the pool; together they stay under the cap.
-    let first = pool.consume_task(&input, add).consumers(1_000).start();
-    let second = pool.consume_task(&input, add).consumers(100).start();
+    let first = pool.consume_task(add, &input).consumers(1_000).start();
+    let second = pool.consume_task(add, &input).consumers(100).start();
     assert!(first.is_ok());
     assert!(
         matches!(second, Err(ConsumeError::TooManyConsumers { .. })),
@@ -260,7 +260,7 @@ fn drop_finishes_the_items_in_hand_and_joins_the_consumers() {
     let input = JoinableQueue::new();
     let output = JoinableQueue::new();
     let consumers = pool
-        .consume_task(&input, slow_square)
+        .consume_task(slow_square, &input)
         .output(&output)
         .start()
         .expect("consumers start");
@@ -286,7 +286,7 @@ fn consume_task_on_a_thread_pool_runs_in_this_process() {
     let pool = Pool::threads(2).expect("a thread pool starts");
     let input = JoinableQueue::new();
     let output = JoinableQueue::new();
-    pool.consume_task(&input, tag_with_pid)
+    pool.consume_task(tag_with_pid, &input)
         .output(&output)
         .start()
         .expect("consumers start on threads");
@@ -302,16 +302,13 @@ fn consume_task_on_a_thread_pool_runs_in_this_process() {
 /// The code under test, written once against `TaskPool`.
 fn sum_of_pairs(pool: &TaskPool) -> (u64, Vec<u64>) {
     let one = pool
-        .submit_with(
-            TaskOptions::new().timeout(Duration::from_secs(30)),
-            add,
-            (40, 2),
-        )
+        .with(TaskOptions::new().timeout(Duration::from_secs(30)))
+        .submit_task(add, (40, 2))
         .expect("submitted")
         .wait()
         .expect("a value");
     let many = pool
-        .map(add, (0..100u64).map(|n| (n, n)))
+        .map_task(add, (0..100u64).map(|n| (n, n)))
         .collect::<Result<Vec<_>, _>>()
         .expect("values");
     (one, many)
@@ -324,7 +321,7 @@ fn task_pool_runs_the_same_code_on_threads_and_processes() {
         assert_eq!(sum_of_pairs(&pool), expected, "{spec}");
         let input = JoinableQueue::new();
         let output = JoinableQueue::new();
-        pool.consume(&input, add)
+        pool.consume_task(add, &input)
             .output(&output)
             .start()
             .expect("consumers");
@@ -334,7 +331,7 @@ fn task_pool_runs_the_same_code_on_threads_and_processes() {
         pool.shutdown(Shutdown::Wait);
         assert!(pool.is_shut_down());
         assert!(
-            pool.submit(add, (1, 1)).is_err(),
+            pool.submit_task(add, (1, 1)).is_err(),
             "{spec}: closed after shutdown"
         );
     }

@@ -208,7 +208,7 @@ fn storm_consume_task(recycle: bool) {
         let output = JoinableQueue::new();
         let errors: JoinableQueue<ItemError> = JoinableQueue::new();
         let consumers = pool
-            .consume_task(&input, storm_item)
+            .consume_task(storm_item, &input)
             .consumers(CONSUMERS)
             .output(&output)
             .errors(&errors)

@@ -25,7 +25,7 @@ fn consumers_process_every_item_and_results_reach_the_output() {
     let input = JoinableQueue::bounded(8);
     let output = JoinableQueue::new();
     let consumers = pool
-        .consume(&input, |n: u64| n * n)
+        .consume(|n: u64| n * n, &input)
         .consumers(3)
         .output(&output)
         .start()
@@ -52,18 +52,21 @@ fn two_stages_chain_with_backpressure_end_to_end() {
     let records = JoinableQueue::new();
     let most_pages = Arc::new(AtomicUsize::new(0));
     fetchers
-        .consume(&urls, |url: String| format!("<html>{url}</html>"))
+        .consume(|url: String| format!("<html>{url}</html>"), &urls)
         .output(&pages)
         .start()
         .unwrap();
     let seen = Arc::clone(&most_pages);
     let pages_handle = pages.clone();
     parsers
-        .consume(&pages, move |page: String| {
-            seen.fetch_max(pages_handle.len(), Ordering::Relaxed);
-            thread::sleep(Duration::from_micros(300)); // a slow last stage under test
-            page.len()
-        })
+        .consume(
+            move |page: String| {
+                seen.fetch_max(pages_handle.len(), Ordering::Relaxed);
+                thread::sleep(Duration::from_micros(300)); // a slow last stage under test
+                page.len()
+            },
+            &pages,
+        )
         .output(&records)
         .start()
         .unwrap();
@@ -88,15 +91,18 @@ fn failing_items_go_to_the_error_queue_and_the_worker_goes_on() {
     let output = JoinableQueue::new();
     let errors = JoinableQueue::new();
     let consumers = pool
-        .consume_fallible(&input, |n: i32| {
-            if n == 13 {
-                panic!("unlucky {n}");
-            }
-            if n % 10 == 0 {
-                return Err(format!("{n} is round"));
-            }
-            Ok(n)
-        })
+        .consume_fallible(
+            |n: i32| {
+                if n == 13 {
+                    panic!("unlucky {n}");
+                }
+                if n % 10 == 0 {
+                    return Err(format!("{n} is round"));
+                }
+                Ok(n)
+            },
+            &input,
+        )
         .consumers(1)
         .output(&output)
         .errors(&errors)
@@ -148,7 +154,7 @@ fn consume_task_failures_carry_their_item() {
     let input = JoinableQueue::new();
     let output = JoinableQueue::new();
     let errors: JoinableQueue<ItemError> = JoinableQueue::new();
-    pool.consume_task(&input, halve_unless_round)
+    pool.consume_task(halve_unless_round, &input)
         .output(&output)
         .errors(&errors)
         .start()
@@ -189,9 +195,12 @@ fn failures_reach_an_on_error_callback() {
     let input = JoinableQueue::new();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
-    pool.consume(&input, |s: &'static str| {
-        assert!(!s.is_empty(), "empty document");
-    })
+    pool.consume(
+        |s: &'static str| {
+            assert!(!s.is_empty(), "empty document");
+        },
+        &input,
+    )
     .on_error(move |failure| sink.lock().unwrap().push(failure.to_string()))
     .start()
     .unwrap();
@@ -208,7 +217,7 @@ fn failures_reach_an_on_error_callback() {
 fn closing_the_queue_stops_the_consumers() {
     let pool = Pool::threads(2).unwrap();
     let input = JoinableQueue::new();
-    let consumers = pool.consume(&input, |_: u8| ()).start().unwrap();
+    let consumers = pool.consume(|_: u8| (), &input).start().unwrap();
     assert_eq!(consumers.count(), 2, "default: every free worker");
     input.put(1).unwrap();
     input.close();
@@ -223,7 +232,7 @@ fn pool_drop_does_not_hang_on_idle_consumers() {
     let q = input.clone();
     within(LIMIT, move || {
         let pool = Pool::threads(2).unwrap();
-        pool.consume(&q, |_| ()).start().unwrap();
+        pool.consume(|_| (), &q).start().unwrap();
         drop(pool); // consumers wait on an empty queue; the shutdown must stop them
     });
     assert!(
@@ -237,7 +246,7 @@ fn shutdown_cancel_pending_stops_consumers_too() {
     within(LIMIT, || {
         let pool = Pool::threads(1).unwrap();
         let input: JoinableQueue<u32> = JoinableQueue::new();
-        pool.consume(&input, |_| ()).start().unwrap();
+        pool.consume(|_| (), &input).start().unwrap();
         pool.shutdown(Shutdown::CancelPending);
         assert!(pool.is_shut_down());
     });
@@ -250,7 +259,7 @@ fn shutdown_while_a_consumer_blocks_on_a_full_output_loses_no_result() {
     let (i, o) = (input.clone(), output.clone());
     within(LIMIT, move || {
         let pool = Pool::threads(1).unwrap();
-        let consumers = pool.consume(&i, |n: u32| n).output(&o).start().unwrap();
+        let consumers = pool.consume(|n: u32| n, &i).output(&o).start().unwrap();
         i.put(1).unwrap();
         i.put(2).unwrap();
         // The first result fills the output; the consumer then blocks putting the second.
@@ -271,12 +280,15 @@ fn items_left_when_the_pool_stops_stay_in_the_queue() {
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let release_rx = Mutex::new(release_rx);
     let pool = Arc::new(Pool::threads(1).unwrap());
-    pool.consume(&input, move |n: u32| {
-        if n == 0 {
-            started_tx.send(()).unwrap();
-            release_rx.lock().unwrap().recv().unwrap();
-        }
-    })
+    pool.consume(
+        move |n: u32| {
+            if n == 0 {
+                started_tx.send(()).unwrap();
+                release_rx.lock().unwrap().recv().unwrap();
+            }
+        },
+        &input,
+    )
     .start()
     .unwrap();
     for n in 0..5 {
@@ -303,13 +315,13 @@ fn items_left_when_the_pool_stops_stay_in_the_queue() {
 fn stop_then_wait() {
     let pool = Pool::threads(2).unwrap();
     let input: JoinableQueue<u32> = JoinableQueue::new();
-    let consumers = pool.consume(&input, |_| ()).consumers(2).start().unwrap();
+    let consumers = pool.consume(|_| (), &input).consumers(2).start().unwrap();
     consumers.stop();
     within(LIMIT, move || consumers.wait());
     input.put(1).unwrap();
     assert_eq!(input.len(), 1, "stopped consumers take nothing");
     // Their workers are free: new consumers can start.
-    let again = pool.consume(&input, |_| ()).consumers(2).start().unwrap();
+    let again = pool.consume(|_| (), &input).consumers(2).start().unwrap();
     input.join();
     assert_eq!(again.processed(), 1);
 }
@@ -318,7 +330,7 @@ fn stop_then_wait() {
 fn an_inline_pool_refuses_daemon_consumers() {
     let pool = Pool::inline();
     let input: JoinableQueue<u8> = JoinableQueue::new();
-    let err = pool.consume(&input, |_| ()).start().unwrap_err();
+    let err = pool.consume(|_| (), &input).start().unwrap_err();
     assert!(matches!(
         err,
         ConsumeError::Unsupported {
@@ -334,7 +346,7 @@ fn an_inline_pool_refuses_daemon_consumers() {
 fn an_event_loop_pool_refuses_daemon_consumers() {
     let pool = Pool::event_loop().unwrap();
     let input: JoinableQueue<u8> = JoinableQueue::new();
-    let err = pool.consume(&input, |_| ()).start().unwrap_err();
+    let err = pool.consume(|_| (), &input).start().unwrap_err();
     assert!(matches!(
         err,
         ConsumeError::Unsupported {
@@ -350,8 +362,8 @@ fn consumers_never_outnumber_free_workers() {
     let pool = Pool::threads(3).unwrap();
     let a: JoinableQueue<u8> = JoinableQueue::new();
     let b: JoinableQueue<u8> = JoinableQueue::new();
-    pool.consume(&a, |_| ()).consumers(2).start().unwrap();
-    match pool.consume(&b, |_| ()).consumers(2).start() {
+    pool.consume(|_| (), &a).consumers(2).start().unwrap();
+    match pool.consume(|_| (), &b).consumers(2).start() {
         Err(ConsumeError::NotEnoughWorkers {
             asked: 2,
             free: 1,
@@ -360,13 +372,13 @@ fn consumers_never_outnumber_free_workers() {
         other => panic!("expected NotEnoughWorkers, got {other:?}"),
     }
     assert!(matches!(
-        pool.consume(&b, |_| ()).consumers(0).start(),
+        pool.consume(|_| (), &b).consumers(0).start(),
         Err(ConsumeError::NoConsumers)
     ));
     // The default takes the one free worker; then none is left.
-    assert_eq!(pool.consume(&b, |_| ()).start().unwrap().count(), 1);
+    assert_eq!(pool.consume(|_| (), &b).start().unwrap().count(), 1);
     assert!(matches!(
-        pool.consume(&b, |_| ()).start(),
+        pool.consume(|_| (), &b).start(),
         Err(ConsumeError::NotEnoughWorkers { free: 0, .. })
     ));
 }
@@ -377,7 +389,7 @@ fn consume_after_shutdown_is_refused() {
     pool.shutdown(Shutdown::Wait);
     let input: JoinableQueue<u8> = JoinableQueue::new();
     assert!(matches!(
-        pool.consume(&input, |_| ()).start(),
+        pool.consume(|_| (), &input).start(),
         Err(ConsumeError::ShutDown)
     ));
 }
@@ -393,7 +405,7 @@ fn pool_task_timeout_does_not_apply_to_the_daemon_itself() {
     let output = JoinableQueue::new();
     // Each item reports whether the consumer's cancellation token has fired: a daemon under the
     // pool's task timeout would see it fire 20 ms after it started.
-    pool.consume(&input, |()| martelli::is_cancelled())
+    pool.consume(|()| martelli::is_cancelled(), &input)
         .output(&output)
         .start()
         .unwrap();

@@ -237,7 +237,7 @@ fn pool_shutdown_racing_with_consumers_loses_no_item() {
             };
             let output = JoinableQueue::bounded(1 + (rng.next() % 4) as usize);
             let pool = Pool::threads(2).unwrap();
-            pool.consume(&input, |n: u64| n)
+            pool.consume(|n: u64| n, &input)
                 .output(&output)
                 .start()
                 .unwrap();

@@ -183,10 +183,9 @@ fn high_priority_overtakes_queued_lower_priorities() {
     ] {
         let order = Arc::clone(&order);
         futures.push(
-            pool.submit_with(TaskOptions::new().priority(priority), move || {
-                order.lock().unwrap().push(name)
-            })
-            .unwrap(),
+            pool.with(TaskOptions::new().priority(priority))
+                .submit(move || order.lock().unwrap().push(name))
+                .unwrap(),
         );
     }
     release.send(()).unwrap();
@@ -242,15 +241,13 @@ fn a_task_past_its_timeout_is_timed_out_and_its_token_fires() {
     let saw_cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&saw_cancel);
     let fut = pool
-        .submit_with(
-            TaskOptions::new().timeout(Duration::from_millis(30)),
-            move || {
-                while !martelli::is_cancelled() {
-                    std::thread::yield_now();
-                }
-                flag.store(true, Ordering::SeqCst);
-            },
-        )
+        .with(TaskOptions::new().timeout(Duration::from_millis(30)))
+        .submit(move || {
+            while !martelli::is_cancelled() {
+                std::thread::yield_now();
+            }
+            flag.store(true, Ordering::SeqCst);
+        })
         .unwrap();
     match fut.wait() {
         Err(TaskError::TimedOut { after }) => assert_eq!(after, Duration::from_millis(30)),
@@ -277,7 +274,8 @@ fn the_pool_default_timeout_applies_and_a_task_option_replaces_it() {
     };
     assert!(pool.submit(spin).unwrap().wait().unwrap_err().is_timeout());
     let quick = pool
-        .submit_with(TaskOptions::new().timeout(Duration::from_secs(60)), || 5)
+        .with(TaskOptions::new().timeout(Duration::from_secs(60)))
+        .submit(|| 5)
         .unwrap();
     assert_eq!(quick.wait().unwrap(), 5);
 }
@@ -458,7 +456,7 @@ fn a_scope_opened_inside_a_worker_of_the_same_pool_does_not_deadlock() {
             inner_pool.scope(|s| {
                 for x in &data {
                     let sum = &sum;
-                    s.spawn(move || sum.fetch_add(*x as usize, Ordering::SeqCst))
+                    s.submit(move || sum.fetch_add(*x as usize, Ordering::SeqCst))
                         .unwrap();
                 }
             });
@@ -481,7 +479,7 @@ fn a_panicking_scope_body_still_joins_its_tasks() {
         pool.scope(|s| {
             for _ in 0..4 {
                 let finished = &finished;
-                s.spawn(move || {
+                s.submit(move || {
                     std::thread::sleep(Duration::from_millis(5));
                     finished.fetch_add(1, Ordering::SeqCst);
                 })

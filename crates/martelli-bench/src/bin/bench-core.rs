@@ -446,7 +446,7 @@ fn map_collect(which: usize, inputs: &[u64]) -> anyhow::Result<f64> {
         3 => {
             let pool = Pool::threads(THREADS)?;
             pool.submit(|| ())?.wait()?;
-            let (secs, out) = time(|| pool.map_slice(inputs, |&x| x * 2 + 1));
+            let (secs, out) = time(|| pool.map_slice(|&x| x * 2 + 1, inputs));
             (secs, out?)
         }
         _ => bail!("no map contender {which}"),

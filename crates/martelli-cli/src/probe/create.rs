@@ -35,7 +35,7 @@ pub(crate) struct Creation {
     /// A tokio task spawned on a one-thread runtime and awaited to completion.
     pub(crate) async_spawn_complete: Stat,
     /// An async task handed to martelli's event-loop pool and waited for from this thread:
-    /// `Pool::spawn` → `Future::wait`.
+    /// `Pool::submit_async` → `Future::wait`.
     pub(crate) event_loop_spawn_wait: Stat,
 }
 
@@ -172,7 +172,7 @@ pub(crate) fn measure(ctx: &Ctx, notes: &mut Notes) -> Result<Creation, ProbeErr
     let k = ctx.pick(1000, 2000);
     let event_loop_spawn_wait = ctx.measure("creation.event_loop_spawn_wait", us, || {
         per_op(k, us, || {
-            pool.spawn(async { std::hint::black_box(1u64) })
+            pool.submit_async(async { std::hint::black_box(1u64) })
                 .map_err(ProbeError::Pool)?
                 .wait()
                 .map(drop)

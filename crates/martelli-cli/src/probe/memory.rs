@@ -17,7 +17,7 @@ pub(crate) struct Memory {
     pub(crate) process_idle_rss: Stat,
     /// Resident memory a tokio task suspended on a wait adds.
     pub(crate) async_task_suspended: Stat,
-    /// Resident memory a task on martelli's event-loop pool (`Pool::event_loop`, `Pool::spawn`)
+    /// Resident memory a task on martelli's event-loop pool (`Pool::event_loop`, `Pool::submit_async`)
     /// suspended on a wait adds: tokio's task plus martelli's future, token and driver.
     pub(crate) event_loop_task_suspended: Stat,
     /// How many threads were parked per sample.

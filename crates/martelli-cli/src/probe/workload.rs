@@ -164,7 +164,7 @@ pub(crate) fn idle_event_loop_tasks(n: u64) -> Result<PerUnit, ProbeError> {
         let parked = Arc::clone(&parked);
         let all_parked = all_parked.clone();
         let future = pool
-            .spawn(async move {
+            .submit_async(async move {
                 let opened = gate.notified();
                 let mut opened = std::pin::pin!(opened);
                 // Registered before it is counted: the gate cannot open between the two.

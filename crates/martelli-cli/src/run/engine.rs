@@ -326,15 +326,6 @@ fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
                 return;
             }
         };
-        if let Some(delay) = shared.config.delay {
-            let wait_until = {
-                let mut next = lock(&shared.next_start);
-                let at = (*next).max(Instant::now());
-                *next = at + delay;
-                at
-            };
-            thread::sleep(wait_until.saturating_duration_since(Instant::now()));
-        }
         // --pipe: the job's "argument" is its block of input, for its stdin.
         let (args, stdin) = match (&shared.config.pipe, &shared.round_robin) {
             (None, _) => (args, None),
@@ -353,7 +344,19 @@ fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
                 return;
             }
         };
-        let mut outcome = run_job(shared, executor, order, seq, args, composed, stdin);
+        // With `--delay`, the slots pass one at a time, each at least the delay after the one before;
+        // the job's recorded start and the next one's earliest start are read together once this
+        // slot has passed, so that the joblog's starts are spaced by the delay however late a slot
+        // wakes (a schedule computed in advance is not: a slot that wakes late starts closer to
+        // the next one).
+        let start = shared.config.delay.map(|delay| {
+            let mut next = lock(&shared.next_start);
+            thread::sleep(next.saturating_duration_since(Instant::now()));
+            let start = SystemTime::now();
+            *next = Instant::now() + delay;
+            start
+        });
+        let mut outcome = run_job(shared, executor, order, seq, args, composed, stdin, start);
         // A job that ends while `--halt now` kills the others was killed: its output is not shown.
         outcome.suppressed = shared.killing.load(Ordering::SeqCst);
         let halt_now = count(shared, &outcome);
@@ -365,6 +368,7 @@ fn run_slot(shared: &Shared, executor: &Executor, slot: usize) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_job(
     shared: &Shared,
     executor: &Executor,
@@ -373,6 +377,7 @@ fn run_job(
     args: Args,
     composed: Composed,
     stdin: Option<JobInput>,
+    first_start: Option<SystemTime>,
 ) -> Outcome {
     let config = &shared.config;
     let command = composed.display();
@@ -397,7 +402,10 @@ fn run_job(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let start = SystemTime::now();
+        let start = match first_start {
+            Some(start) if attempt == 1 => start,
+            _ => SystemTime::now(),
+        };
         let clock = Instant::now();
         let mut outcome = Outcome {
             order,

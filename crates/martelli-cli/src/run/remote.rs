@@ -14,10 +14,14 @@
 //!   queued job never starts and a running one has its process group killed by its worker, within
 //!   the worker's poll interval (half a second by default);
 //! - `--timeout` also bounds the wait here: a job whose result has not come `--timeout` plus
-//!   `--kill-grace` plus [`RESULT_GRACE`] after a worker started it (its worker stopped, or its result
-//!   was lost) is failed as timed out and cancelled on its worker. A job still queued waits for a
-//!   worker as long as it takes; one that vanished from the broker (a restart without persistence)
-//!   is queued again by the client (`martelli::cluster::OnLost`).
+//!   `--kill-grace` plus [`RESULT_GRACE`] (the *bound*) after a worker took it (its worker stopped,
+//!   or its result was lost) is failed as timed out and cancelled on its worker. A worker took the
+//!   job when its `started` note came; when none has come a bound after the job was queued (a
+//!   worker stopped between taking the job and sending the note sends nothing), `run` asks the
+//!   broker whether a worker holds the job, again every bound, and counts from the last sign of life
+//!   the broker saw of that worker on it (`Client::held_for`). A job still queued waits for a worker
+//!   as long as it takes; one that vanished from the broker (a restart without persistence) is
+//!   queued again by the client (`martelli::cluster::OnLost`).
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +55,8 @@ const CANCEL_FLUSH: Duration = Duration::from_secs(5);
 pub(crate) struct Remote {
     client: Client,
     target: ClusterTarget,
+    /// Set once `run` said that the broker does not let it tell whether a worker holds a job.
+    cannot_tell: AtomicBool,
 }
 
 impl Remote {
@@ -65,6 +71,7 @@ impl Remote {
         Ok(Remote {
             client: builder.build()?,
             target: target.clone(),
+            cannot_tell: AtomicBool::new(false),
         })
     }
 
@@ -88,6 +95,9 @@ impl Remote {
                 .filter_map(|w| w.concurrency)
                 .sum(),
             Err(error) => {
+                if self.cannot_tell.swap(true, Ordering::Relaxed) {
+                    return None;
+                }
                 let _ = writeln!(
                     io::stderr().lock(),
                     "martelli run: cannot tell whether a live worker serves queue {queue:?}: \
@@ -134,6 +144,10 @@ impl Remote {
             .timeout
             .map(|t| t.saturating_add(config.grace).saturating_add(RESULT_GRACE));
         let mut started: Option<Instant> = None;
+        // Without a `started` note a whole bound after the job was queued (or after the last look),
+        // the broker is asked whether a worker holds the job: a worker stopped between taking it
+        // and sending its note sends nothing more.
+        let mut look_at = bound.and_then(|b| Instant::now().checked_add(b));
         let answer = loop {
             if killing.load(Ordering::SeqCst) {
                 self.cancel(future);
@@ -142,6 +156,12 @@ impl Remote {
             }
             if started.is_none() && future.is_running() {
                 started = Some(Instant::now());
+            }
+            if let (None, Some(bound), Some(at)) = (started, bound, look_at) {
+                if Instant::now() >= at {
+                    look_at = Instant::now().checked_add(bound);
+                    started = self.held_since(&future);
+                }
             }
             if let (Some(at), Some(bound)) = (started, bound) {
                 if at.elapsed() >= bound {
@@ -173,6 +193,32 @@ impl Remote {
             Err(e) => return fail(outcome, format!("the cluster could not run the job: {e}")),
         };
         fill(config, tag_prefix, outcome, result);
+    }
+
+    /// When a worker that holds the job last showed life on it, as the broker sees it (its
+    /// delivery, or its worker's latest renewal of the lease): `None` when no worker holds it (it
+    /// still waits for one) or when the broker cannot tell (an ACL user without `XPENDING`: the
+    /// job then waits for its `started` note or its result, as before).
+    fn held_since(&self, future: &martelli::Future<Vec<u8>>) -> Option<Instant> {
+        match self.client.held_for(future) {
+            Ok(idle) => idle.map(|idle| {
+                Instant::now()
+                    .checked_sub(idle)
+                    .unwrap_or_else(Instant::now)
+            }),
+            Err(error) => {
+                if self.cannot_tell.swap(true, Ordering::Relaxed) {
+                    return None;
+                }
+                let _ = writeln!(
+                    io::stderr().lock(),
+                    "martelli run: cannot tell whether a worker holds a job that sent no news: \
+                     {error} (the broker user needs XPENDING: see docs/cluster.md, \"Access \
+                     control\"); jobs without news wait for their result"
+                );
+                None
+            }
+        }
     }
 
     /// Cancels a job that is queued or running on a worker, and waits (a little) until its
@@ -217,7 +263,10 @@ fn no_result(outcome: &mut Outcome, config: &Config, bound: Duration) {
     outcome.runtime = bound;
     outcome.stderr.extend_from_slice(
         format!(
-            "martelli run: no result came from the cluster {:.1}s after a worker started the job              (--timeout {:.1}s, --kill-grace {:.1}s, and {}s for the result to come back): its              worker stopped or its result was lost; the job is failed here and cancelled on its              worker\n",
+            "martelli run: no result came from the cluster {:.1}s after a worker took the job \
+             (--timeout {:.1}s, --kill-grace {:.1}s, and {}s for the result to come back): its \
+             worker stopped or its result was lost; the job is failed here and cancelled on its \
+             worker\n",
             bound.as_secs_f64(),
             timeout.as_secs_f64(),
             config.grace.as_secs_f64(),

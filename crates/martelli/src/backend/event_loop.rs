@@ -6,7 +6,7 @@
 //!   with a worker count it starts a **multi-thread** runtime. Built inside an existing tokio runtime, it
 //!   uses that runtime instead of starting another.
 //! - Synchronous closures given to `submit` run *on* the loop (they block it while they run — use
-//!   [`to_thread`] for blocking work); async tasks come through `Pool::spawn`.
+//!   [`to_thread`] for blocking work); async tasks come through `Pool::submit_async`.
 //! - The pool counts its live tasks, so `Shutdown::Wait` waits for them, `CancelPending` fires their
 //!   tokens (each is dropped at its next `.await`), and a queue bound limits how many may be in flight.
 
@@ -16,7 +16,7 @@ use crate::error::{Error, TaskResult};
 use crate::future::promise;
 use crate::job::{Job, Plain, TaskJob};
 use crate::local::{self, WorkerInfo};
-use crate::pool::{Priority, Shutdown};
+use crate::options::{Priority, Shutdown};
 use crate::sync::{Condvar, Mutex};
 use crate::task_future::BoxTask;
 use std::fmt;

@@ -5,7 +5,7 @@
 use super::{Admission, Backend, Rejected};
 use crate::cell::CellJob;
 use crate::job::Job;
-use crate::pool::{Priority, Shutdown};
+use crate::options::{Priority, Shutdown};
 use crate::sync::{AtomicBool, Ordering};
 
 #[derive(Debug, Default)]

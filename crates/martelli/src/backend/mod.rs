@@ -27,8 +27,7 @@ use crate::cell::CellJob;
 use crate::error::{Error, TaskError};
 use crate::job::Job;
 use crate::local::WorkerInfo;
-use crate::pool::Priority;
-use crate::pool::Shutdown;
+use crate::options::{Priority, Shutdown};
 use crate::task_future::{BoxTask, FutureJob};
 use std::fmt;
 use std::sync::Arc;
@@ -146,6 +145,13 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// refuses closures). `None` for in-process backends.
     fn remote(&self) -> Option<&dyn RemoteBackend> {
         None
+    }
+
+    /// True when a task's stdout and stderr can be captured apart from this process's
+    /// (`submit_task_captured`): only a backend whose tasks run in processes of their own that
+    /// this one started.
+    fn captures_output(&self) -> bool {
+        false
     }
 
     /// The cluster backend's typed face (tasks cross as MessagePack, not as process-pool frames).

@@ -53,7 +53,7 @@ use crate::cell::CellJob;
 use crate::error::Error;
 use crate::job::{Job, Runnable};
 use crate::local::{self, WorkerInfo};
-use crate::pool::{Priority, Shutdown};
+use crate::options::{Priority, Shutdown};
 use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -675,7 +675,7 @@ mod loom_models {
     use crate::cell::new_task;
     use crate::future::Future;
     use crate::job::Plain;
-    use crate::pool::{Priority, Shutdown};
+    use crate::options::{Priority, Shutdown};
     use loom::sync::Arc;
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::thread;

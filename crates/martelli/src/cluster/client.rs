@@ -38,7 +38,7 @@ use super::{DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, DEFAULT_QUEUE, Keys, PROTOCOL_V
 use crate::cancel::CancelToken;
 use crate::error::{TaskError, TaskFailure, TaskResult};
 use crate::future::{Future, promise};
-use crate::pool::Priority;
+use crate::options::Priority;
 use crate::sync::{Condvar, Mutex};
 use redis::Connection;
 use serde::Serialize;
@@ -413,6 +413,61 @@ impl Client {
     /// The Redis list this client's results arrive on.
     pub fn reply_key(&self) -> &str {
         &self.inner.reply
+    }
+
+    /// Whether a worker holds the task of `future` (a future this client's `submit*` returned),
+    /// as the broker sees it: `Some(idle)` while the task's entry is delivered to a worker of the
+    /// queue and not yet acknowledged, `idle` being the time since its delivery or since the
+    /// worker last renewed its lease on it (a worker that was stopped, `SIGSTOP`, renews nothing:
+    /// its `idle` grows from when it took the task). `None` when no worker holds it: still waiting
+    /// in its stream or the delayed set, finished (its result is on its way, or came), queued
+    /// again under a new entry that this client has not seen yet, or not a task of this client.
+    ///
+    /// A worker's `started` note ([`Future::is_running`]) is the usual news that a task began; a
+    /// worker stopped or frozen between taking a task and sending that note sends no news at all,
+    /// and this asks the broker instead. It costs a look through the tasks this client waits for
+    /// and a connection of its own to the broker (with the `XPENDING` command): it is meant for an
+    /// occasional check, not a loop.
+    pub fn held_for<T>(&self, future: &Future<T>) -> Result<Option<Duration>, ClusterError> {
+        let wanted = future.id();
+        let placed = {
+            let state = self.inner.state.lock();
+            state
+                .pending
+                .values()
+                .find(|p| p.sink.future() == Some(wanted))
+                .map(|p| p.placed.clone())
+        };
+        let Some(Placed::Stream { index, entry }) = placed else {
+            return Ok(None);
+        };
+        let mut conn = self.inner.broker.connect()?;
+        // XPENDING key group start end count: [[entry id, consumer, idle ms, deliveries]].
+        let value: redis::Value = match redis::cmd("XPENDING")
+            .arg(&self.inner.keys.streams[index])
+            .arg(super::GROUP)
+            .arg(&entry)
+            .arg(&entry)
+            .arg(1)
+            .query(&mut conn)
+        {
+            Ok(value) => value,
+            // No group yet: no worker ever read the queue.
+            Err(source) if conn::is_nogroup(&source) => return Ok(None),
+            Err(source) => {
+                return Err(ClusterError::Broker {
+                    action: "tell whether a worker holds a task (XPENDING)",
+                    source,
+                });
+            }
+        };
+        let idle = conn::array(&value).first().and_then(|held| {
+            let fields = conn::array(held);
+            let id = fields.first().and_then(conn::string)?;
+            let idle = fields.get(2).and_then(conn::int)?;
+            (id == entry).then(|| Duration::from_millis(u64::try_from(idle).unwrap_or(0)))
+        });
+        Ok(idle)
     }
 }
 

@@ -49,7 +49,16 @@ pub(crate) fn init_from_env() {
     };
     match serve(&url, Registered, options) {
         Ok(report) => {
-            eprintln!("martelli cluster worker: stopped: {report:?}");
+            eprintln!(
+                "martelli cluster worker: stopped after {} tasks succeeded, {} failed, {} dead-lettered, \
+                 {} reclaimed, {} handed back, {} cancelled",
+                report.succeeded,
+                report.failed,
+                report.dead_lettered,
+                report.reclaimed,
+                report.handed_back,
+                report.cancelled
+            );
             std::process::exit(0);
         }
         Err(error) => {

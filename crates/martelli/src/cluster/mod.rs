@@ -144,7 +144,7 @@ pub use status::{
 };
 pub use worker::{StopHandle, Worker, WorkerOptions, WorkerReport, serve};
 
-use crate::pool::Priority;
+use crate::options::Priority;
 
 /// The protocol version this build speaks (the `v` field of every envelope).
 pub const PROTOCOL_VERSION: u32 = 1;

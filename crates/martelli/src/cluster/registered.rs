@@ -164,7 +164,7 @@ pub(crate) fn run_isolated(
         options = options.timeout(std::time::Duration::from_millis(left));
     }
     let args = (name.to_owned(), ByteBuf::from(payload.to_vec()));
-    let future = match pool.submit_task_with(options, RunRegistered, args) {
+    let future = match pool.with(options).submit_task(RunRegistered, args) {
         Ok(future) => future,
         Err(error) => {
             return Isolated::Failed(format!(

@@ -8,7 +8,7 @@
 //! client while its future's lock is held).
 
 use crate::error::{TaskError, TaskFailure, TaskResult};
-use crate::future::Promise;
+use crate::future::{Promise, TaskId};
 use crate::sync::Mutex;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -20,6 +20,12 @@ pub(crate) trait Sink: Send + Sync {
 
     /// The task's outcome (the bytes of its result, or how it failed). Only the first call counts.
     fn complete(&self, result: TaskResult<Vec<u8>>);
+
+    /// The id of the [`Future`](crate::Future) this sink resolves, when it resolves exactly one
+    /// (a caller can then ask about the task by its future: [`Client::held_for`](super::Client::held_for)).
+    fn future(&self) -> Option<TaskId> {
+        None
+    }
 }
 
 /// A shared sink, as the client holds it.
@@ -29,6 +35,8 @@ pub(crate) type SharedSink = Arc<dyn Sink>;
 /// also gets the task's name, for its error message).
 struct Resolve<T> {
     task: String,
+    /// The id of the promise's future (kept apart: the promise is gone once it completes).
+    future: TaskId,
     convert: fn(&str, Vec<u8>) -> TaskResult<T>,
     promise: Mutex<Option<Promise<T>>>,
 }
@@ -46,6 +54,10 @@ impl<T: Send + 'static> Sink for Resolve<T> {
             promise.complete(result.and_then(|bytes| (self.convert)(&self.task, bytes)));
         }
     }
+
+    fn future(&self) -> Option<TaskId> {
+        Some(self.future)
+    }
 }
 
 /// The sink of task `task` whose future wants a value of type `R`: it decodes the MessagePack
@@ -56,6 +68,7 @@ pub(crate) fn decode_into<R: DeserializeOwned + Send + 'static>(
 ) -> SharedSink {
     Arc::new(Resolve {
         task: task.to_owned(),
+        future: promise.id(),
         convert: |task, bytes| decode_result(task, &bytes),
         promise: Mutex::new(Some(promise)),
     })
@@ -65,6 +78,7 @@ pub(crate) fn decode_into<R: DeserializeOwned + Send + 'static>(
 pub(crate) fn raw(promise: Promise<Vec<u8>>) -> SharedSink {
     Arc::new(Resolve {
         task: String::new(),
+        future: promise.id(),
         convert: |_, bytes| Ok(bytes),
         promise: Mutex::new(Some(promise)),
     })

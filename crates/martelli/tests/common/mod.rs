@@ -156,7 +156,7 @@ macro_rules! backend_suite {
             pool.scope(|s| {
                 for chunk in data.chunks(100) {
                     let total = &total;
-                    s.spawn(move || {
+                    s.submit(move || {
                         total.fetch_add(chunk.iter().sum::<u64>() as usize, Ordering::SeqCst);
                     })
                     .unwrap();

@@ -276,7 +276,7 @@ mod tests {
     use crate::cancel::CancelToken;
     use crate::codec::Inbox;
     use crate::error::TaskError;
-    use crate::pool::Priority;
+    use crate::options::Priority;
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
 

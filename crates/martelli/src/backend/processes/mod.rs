@@ -65,7 +65,7 @@ pub(crate) mod worker;
 use super::{Admission, Backend, Rejected, RemoteBackend, RemoteJob, RemoteRejected};
 use crate::error::Error;
 use crate::job::Job;
-use crate::pool::Shutdown;
+use crate::options::Shutdown;
 use crate::process::Guardian;
 use crate::sync::{Arc, Condvar, Mutex};
 use std::collections::VecDeque;
@@ -387,6 +387,10 @@ impl Backend for Processes {
 
     fn remote(&self) -> Option<&dyn RemoteBackend> {
         Some(self)
+    }
+
+    fn captures_output(&self) -> bool {
+        true
     }
 }
 
