@@ -368,6 +368,15 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
 /// so the option words before the command are rewritten to `--max-lines=2`.
 fn attach_optional_values(head: &mut [OsString]) {
     use clap::CommandFactory;
+    let attached = |w: &OsString| {
+        w.to_str()
+            .and_then(|w| w.strip_prefix("-l"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    // Building clap's command costs start-up time: only when a word looks like `-l2`.
+    if !head.iter().any(attached) {
+        return;
+    }
     let command = RawOptions::command();
     let takes_value = |word: &str| -> bool {
         let arg = if let Some(long) = word.strip_prefix("--") {
