@@ -887,3 +887,40 @@ fn csv_reads_quoted_fields() {
         }
     }
 }
+
+// ----- examples from GNU parallel's manuals ----------------------------------------------------
+
+/// Self-contained examples of `man parallel_examples` (GNU parallel 20221122) that use the
+/// features above, with `echo` in place of commands that change files.
+#[test]
+fn gnu_manual_examples() {
+    let pictures: String = (0..=30).map(|i| format!("{i:02}\n")).collect();
+    check(&[
+        // "Removing file extension when processing files" / "Moving files into directories".
+        case(&["-k", "echo", "{=s/(.).*/$1/=}", ":::", "abc", "xyz"], "a\nx\n"),
+        // "Rename log files": mv log.{} log.'{= $_++ =}'.
+        case(&["-k", "echo", "log.{}", "log.{= $_++ =}", ":::", "9", "8", "1"], "log.9 log.10\nlog.8 log.9\nlog.1 log.2\n"),
+        // "Removing strings from the argument" (--plus).
+        case(&["--plus", "-k", "echo", "{%_demo}", ":::", "mycode_demo", "keep_demo_here"], "mycode\nkeep_demo_here\n"),
+        case(&["--plus", "-k", "echo", "{#demo_}", ":::", "demo_mycode", "keep_demo_here"], "mycode\nkeep_demo_here\n"),
+        case(&["--plus", "-k", "echo", "{/demo_/}", ":::", "demo_mycode", "remove_demo_here"], "mycode\nremove_here\n"),
+        case(&["--plus", "-k", "echo mkdir {..}; echo tar -C {..} -xf {}", ":::", "a.tar.gz"], "mkdir a\ntar -C a -xf a.tar.gz\n"),
+        // "Composed commands" with a positional perl expression.
+        case(&["-k", "echo", "{1}{=3 $_=$_%2?\":\":\" \"=}{2}{3}", ":::", "a", ":::", "c", ":::", "1", "2"], "a:c1\na c2\n"),
+        // "Using the header of input sources" / "Working as cat | sh" with --header.
+        case(&["--header", ":", "-k", "echo", "x{X}y{Y}", ":::", "X", "1", "2", ":::", "Y", "a"], "x1ya\nx2ya\n"),
+        case(&["--header", ":", "-k", "echo", "{colour}", "{size}", ":::", "colour", "red", "green", ":::", "size", "S", "M"], "red S\nred M\ngreen S\ngreen M\n"),
+        case(&["--colsep", "\t", "--header", ":", "-k", "echo", "{Name}", "{E-mail address}"], "bob b@x\n")
+            .stdin(b"Name\tE-mail address\nbob\tb@x\n"),
+        // "Removing files with many arguments" / "Context replace".
+        case(&["-k", "-j2", "-X", "echo", "pict{}.jpg"], "pict00.jpg pict01.jpg pict02.jpg pict03.jpg pict04.jpg pict05.jpg pict06.jpg pict07.jpg pict08.jpg pict09.jpg pict10.jpg pict11.jpg pict12.jpg pict13.jpg pict14.jpg pict15.jpg\npict16.jpg pict17.jpg pict18.jpg pict19.jpg pict20.jpg pict21.jpg pict22.jpg pict23.jpg pict24.jpg pict25.jpg pict26.jpg pict27.jpg pict28.jpg pict29.jpg pict30.jpg\n")
+            .stdin(pictures.as_bytes()),
+        // "Copy files as last modified date": -N2 cp {1} {2}.
+        case(&["-k", "-N2", "echo", "cp", "{1}", "{2}"], "cp a.es.txt a.txt\ncp b.es.txt b.txt\n")
+            .stdin(b"a.es.txt\na.txt\nb.es.txt\nb.txt\n"),
+        // "Processing a big file using more CPUs": FASTA records with --recstart '>'.
+        case(&["--pipe", "-N1", "--recstart", ">", "-k", "cat; echo ."], ">a\nAC\n.\n>b\nGT\n.\n").stdin(b">a\nAC\n>b\nGT\n"),
+        case(&["--pipe", "--recend", "", "-k", "wc", "-c"], "8\n").stdin(b"1\n2\n3\n4\n"),
+        case(&["-k", "-n", "3", "-m", "echo", ":::", "a", "b", "c", "d", "e", "f", "g"], "a b c\nd e f\ng\n"),
+    ]);
+}

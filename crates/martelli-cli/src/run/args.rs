@@ -212,7 +212,11 @@ pub(crate) struct RawOptions {
     pub(crate) pipe: bool,
 
     /// As --pipe, splitting the file given with -a (or ::::) into parts.
-    #[arg(long = "pipepart", conflicts_with = "pipe")]
+    #[arg(
+        long = "pipepart",
+        visible_alias = "pipe-part",
+        conflicts_with = "pipe"
+    )]
     pub(crate) pipepart: bool,
 
     /// --pipe: block size in bytes (K, M, G: powers of 1024; k, m, g: of 1000) [default: 1M];
