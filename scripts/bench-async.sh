@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 PEER=../shared/peers/python/bench_async_vs_threads.py
 cargo build --quiet --release --example sleepers
-BIN=target/release/examples/sleepers
+. scripts/target-dir.sh
+BIN=$TARGET_DIR/release/examples/sleepers
 out=$(mktemp -d)
 for r in $(seq "$ROUNDS"); do
   "$BIN" baseline >>"$out/m_base"

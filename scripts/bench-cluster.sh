@@ -36,7 +36,8 @@ until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
 echo "machine: $(nproc) cores, $(uname -sr), $(redis-server --version | cut -d' ' -f3), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 cargo build --release --locked -p martelli-bench --bin bench-cluster
-"$root/target/release/bench-cluster" --url "redis://127.0.0.1:$port" "$@" | tee "$out/martelli.log"
+. scripts/target-dir.sh
+"$TARGET_DIR/release/bench-cluster" --url "redis://127.0.0.1:$port" "$@" | tee "$out/martelli.log"
 
 echo
 echo "redis-benchmark XADD, 50 clients, unpipelined (the broker's ceiling for one XADD per task):"

@@ -25,6 +25,7 @@ until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
 
 cargo build --release --locked -p martelli-cli -p martelli-bench --bin martelli --bin bench-dashboard
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(uname -sr), $(redis-server --version | cut -d' ' -f3), load $(cut -d' ' -f1-3 /proc/loadavg)"
-"$root/target/release/bench-dashboard" --url "redis://127.0.0.1:$port" \
-    --martelli "$root/target/release/martelli" "$@"
+. scripts/target-dir.sh
+"$TARGET_DIR/release/bench-dashboard" --url "redis://127.0.0.1:$port" \
+    --martelli "$TARGET_DIR/release/martelli" "$@"
 echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -22,7 +22,8 @@ REPS=${1:-3}
 WINDOW_MS=${2:-1000}
 WORKERS=$(nproc)
 cargo build --quiet --release -p martelli-cli
-BIN=target/release/martelli
+. scripts/target-dir.sh
+BIN=$TARGET_DIR/release/martelli
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 

@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 REPS=${1:-3}
 PEERS=../shared/peers/python
 cargo build --quiet --release --example process_bench
-BIN=target/release/examples/process_bench
+. scripts/target-dir.sh
+BIN=$TARGET_DIR/release/examples/process_bench
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -38,9 +39,9 @@ peer() { # name script -> runs it into $out/name, or says why not
 # usual descriptor limit ("Too many open files"): its submit row queues 4,000.
 if cargo build --quiet --release -p martelli-bench --bin bench-procspawn; then
   for r in $(seq "$REPS"); do
-    target/release/bench-procspawn roundtrip 5000 >>"$out/ps_roundtrip" || echo "procspawn roundtrip failed" >&2
-    target/release/bench-procspawn submit 4000 >>"$out/ps_submit" || echo "procspawn submit failed" >&2
-    target/release/bench-procspawn payload 50 >>"$out/ps_payload" || echo "procspawn payload failed" >&2
+    "$TARGET_DIR"/release/bench-procspawn roundtrip 5000 >>"$out/ps_roundtrip" || echo "procspawn roundtrip failed" >&2
+    "$TARGET_DIR"/release/bench-procspawn submit 4000 >>"$out/ps_submit" || echo "procspawn submit failed" >&2
+    "$TARGET_DIR"/release/bench-procspawn payload 50 >>"$out/ps_payload" || echo "procspawn payload failed" >&2
   done
 else
   echo "skipping procspawn: it did not build" >&2

@@ -36,8 +36,9 @@ fi
 [ -x /usr/bin/time ] || { echo "GNU time (/usr/bin/time) is needed: apt-get install time" >&2; exit 1; }
 
 cargo build --release -q -p martelli-cli --bin martelli --example spawn_floor
-MARTELLI=$PWD/target/release/martelli
-FLOOR=$PWD/target/release/examples/spawn_floor
+. scripts/target-dir.sh
+MARTELLI=$TARGET_DIR/release/martelli
+FLOOR=$TARGET_DIR/release/examples/spawn_floor
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 seq "$COUNT" > "$WORK/input"

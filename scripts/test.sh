@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints, unit, integration and doc tests, loom
-# models, bounded fuzzing. Works on a fresh Debian machine with only the Rust toolchain; installs
-# what the tests need (redis-server, openssl, cargo-nextest, cargo-fuzz).
+# models, the instruction-count guard, bounded fuzzing. Works on a fresh Debian machine with only the
+# Rust toolchain; installs what the tests need (redis-server, openssl, chromium, valgrind,
+# cargo-nextest, cargo-fuzz).
 #
 # Nothing can hang it: every step has a time limit, and a step that runs past it is stopped with
 # every process it started and fails, naming the step; every test has a time limit of its own
@@ -61,12 +62,14 @@ as_root() {
 
 # requirements: installs the Debian packages the tests use when their commands are missing: the
 # cluster tests start their own redis-server (Redis 7); the TLS tests make a CA and a server
-# certificate with the openssl command; the dashboard's tests drive a headless chromium.
+# certificate with the openssl command; the dashboard's tests drive a headless chromium; the
+# instruction-count guard runs under valgrind.
 requirements() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
   if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -75,7 +78,7 @@ requirements() {
 }
 
 export -f as_root requirements
-bounded "test-time requirements: redis-server, openssl, chromium" 20m bash -c requirements
+bounded "test-time requirements: redis-server, openssl, chromium, valgrind" 20m bash -c requirements
 if ! cargo nextest --version >/dev/null 2>&1; then
   # cargo-nextest runs the tests, each in its own process with its time limit.
   bounded "install cargo-nextest (builds it from source, once)" 45m \
@@ -101,6 +104,12 @@ bounded "unit and integration tests (cargo nextest; each test with its time limi
 bounded "doc tests" 20m cargo test --workspace --all-features --doc
 
 bounded "loom models (every interleaving up to a preemption bound)" 20m bash scripts/loom.sh
+
+# Instruction counts per item of the hot paths (callgrind), against scripts/inscount-baseline.txt:
+# the speed check that the machine's load cannot move. First it must catch a build slowed on purpose.
+bounded "the instruction-count guard fails on a build slowed on purpose" 20m \
+  bash scripts/inscount.sh --self-check
+bounded "instruction counts of the hot paths: none grew more than 10 %" 20m bash scripts/inscount.sh
 
 bounded "fuzzing, bounded (each decoder for 15 s; longer runs: bash scripts/fuzz.sh 600)" 30m \
   bash scripts/fuzz.sh 15

@@ -3,7 +3,9 @@
 //! `probe` measures this machine's concurrency costs and recommends a model; `run` runs commands in
 //! parallel with GNU parallel's syntax, on this machine or, with `--cluster URL`, on cluster workers;
 //! `worker` is such a cluster worker: it runs shell-command tasks from a Redis queue; `status` shows a
-//! queue, its workers and its throughput; `dashboard` serves a live web page of the cluster.
+//! queue, its workers and its throughput; `result` reads a task's state and result by id;
+//! `ratelimit` limits how often tasks of a name start; `dashboard` serves a live web page of the
+//! cluster.
 
 mod cluster;
 mod dashboard;
@@ -40,6 +42,11 @@ enum Command {
     Worker(cluster::worker::WorkerArgs),
     /// Show a cluster queue's depth, its workers and its throughput.
     Status(cluster::status::StatusArgs),
+    /// Show a cluster task's state and result by its id (tasks sent with a result TTL).
+    Result(cluster::result::ResultArgs),
+    /// Set (or remove, with `off`) how many tasks of a name start per second, minute or hour
+    /// across all cluster workers.
+    Ratelimit(cluster::ratelimit::RateLimitArgs),
     /// Serve a live web page of a cluster: queues, workers, tasks, dead letters (requeue, discard).
     Dashboard(dashboard::DashboardArgs),
 }
@@ -61,6 +68,14 @@ fn main() -> ExitCode {
         }),
         Some(Command::Status(args)) => cluster::status::run(&args).unwrap_or_else(|e| {
             eprintln!("martelli status: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }),
+        Some(Command::Result(args)) => cluster::result::run(&args).unwrap_or_else(|e| {
+            eprintln!("martelli result: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }),
+        Some(Command::Ratelimit(args)) => cluster::ratelimit::run(&args).unwrap_or_else(|e| {
+            eprintln!("martelli ratelimit: error: {}", one_line(&e));
             ExitCode::FAILURE
         }),
         Some(Command::Dashboard(args)) => dashboard::run(&args).unwrap_or_else(|e| {

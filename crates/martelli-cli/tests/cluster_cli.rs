@@ -990,3 +990,71 @@ fn the_documented_acl_users_are_enough_for_workers_producers_and_status() {
     let worker_errors = std::fs::read_to_string(&worker_log).unwrap_or_default();
     assert!(!worker_errors.contains("NOPERM"), "{worker_errors}");
 }
+
+/// `martelli result ID` on `url`.
+fn result(url: &str, id: &str, extra: &[&str]) -> Output {
+    martelli()
+        .args(["result", id, "--cluster", url])
+        .args(extra)
+        .output()
+        .expect("martelli result runs")
+}
+
+#[test]
+fn result_reads_a_jobs_record_by_id_and_countdown_delays_the_jobs() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let _worker = only_worker(&url, "w", 2);
+    let started = Instant::now();
+    let o = run(
+        &url,
+        &[
+            "--result-ttl",
+            "600",
+            "--countdown",
+            "1",
+            "echo out-{}; echo err-{} >&2; exit {}",
+            ":::",
+            "0",
+            "3",
+        ],
+    );
+    // The second job exits 3: one job failed.
+    assert_code(&o, 1);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = stderr(&o);
+    let stem = err
+        .split("job N is cluster task ")
+        .nth(1)
+        .and_then(|rest| rest.split("-N").next())
+        .unwrap_or_else(|| panic!("run names its task ids: {err}"))
+        .to_owned();
+
+    let first = result(&url, &format!("{stem}-1"), &[]);
+    assert_code(&first, 0);
+    assert_eq!(stdout(&first), "out-0\n");
+    assert!(stderr(&first).contains("err-0"), "{}", stderr(&first));
+    let second = result(&url, &format!("{stem}-2"), &[]);
+    assert_code(&second, 3);
+    assert_eq!(stdout(&second), "out-3\n");
+
+    let json = result(&url, &format!("{stem}-1"), &["--json"]);
+    assert_code(&json, 0);
+    let record: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(record["state"], "done");
+    assert_eq!(record["task"], "martelli.shell");
+    assert_eq!(record["status"], "ok");
+    assert_eq!(record["attempts"], 1);
+
+    let unknown = result(&url, "no-such-task", &[]);
+    assert_code(&unknown, 4);
+    assert!(
+        stderr(&unknown).contains("no record"),
+        "{}",
+        stderr(&unknown)
+    );
+}

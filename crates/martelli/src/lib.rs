@@ -147,6 +147,7 @@ mod task_map;
 mod task_pool;
 mod wait;
 mod watchdog;
+mod window;
 
 #[cfg(feature = "async")]
 pub use backend::event_loop::to_thread;

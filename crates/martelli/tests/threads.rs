@@ -746,3 +746,63 @@ fn a_closure_that_panics_on_drop_still_resolves_its_discarded_future() {
         "the closure's panic reaches the caller of shutdown"
     );
 }
+
+/// The lazy map with automatic chunks over many tiny items: every input gets exactly one outcome, in
+/// input order, and panics (single ones, and runs of neighbours in one chunk) fail only their own
+/// inputs, wherever they fall in a chunk.
+#[test]
+fn lazy_map_of_many_items_keeps_order_and_isolates_every_panic() {
+    let pool = Pool::threads(2).unwrap();
+    const N: u64 = 200_000;
+    let bad = |x: u64| x % 9_973 == 0 || (50_000..50_003).contains(&x) || x == N - 1;
+    let out: Vec<_> = pool
+        .map(
+            move |x: u64| {
+                if bad(x) {
+                    panic!("item {x} fails on purpose");
+                }
+                x * 2 + 1
+            },
+            0..N,
+        )
+        .collect();
+    assert_eq!(out.len(), N as usize);
+    for (i, r) in out.into_iter().enumerate() {
+        let i = i as u64;
+        match r {
+            Ok(v) => {
+                assert!(!bad(i), "item {i} should have failed");
+                assert_eq!(v, i * 2 + 1, "item {i} out of order");
+            }
+            Err(e) => {
+                assert!(bad(i), "item {i} failed: {e}");
+                assert!(e.to_string().contains(&format!("item {i} fails")), "{e}");
+            }
+        }
+    }
+}
+
+/// Automatic chunks still keep the lazy map's memory bounded: with an endless input and a window of
+/// two chunks, what it has pulled stays within what was consumed plus two of the largest automatic
+/// chunks (16 Ki inputs each), however many items are consumed.
+#[test]
+fn lazy_map_with_automatic_chunks_pulls_a_bounded_number_of_inputs() {
+    let pool = Pool::threads(2).unwrap();
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&pulled);
+    let inputs = (0u64..).inspect(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let mut map = pool.map(|x: u64| x + 1, inputs).window(2);
+    let mut most_ahead = 0;
+    for consumed in 1..=300_000usize {
+        assert_eq!(map.next().unwrap().unwrap(), consumed as u64);
+        if consumed % 1_000 == 0 {
+            most_ahead = most_ahead.max(pulled.load(Ordering::Relaxed) - consumed);
+        }
+    }
+    assert!(
+        most_ahead <= 2 * 16 * 1024,
+        "{most_ahead} inputs were pulled ahead of the consumer"
+    );
+}

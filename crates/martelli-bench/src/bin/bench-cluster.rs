@@ -8,6 +8,11 @@
 //!
 //! Each run uses its own queue, so runs do not see each other's leftovers. Prints one JSON line per
 //! run and a `SUMMARY` line with the medians over the runs.
+//!
+//! With `--rate N`, measures a rate limit instead (docs/protocol.md, "Addition 3"): the no-op task
+//! is limited to N per second across the workers, `N × (--seconds + 5)` tasks are queued at once,
+//! and the run reports how many results arrived in the `--seconds` after the first one, as a rate
+//! beside the limit.
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -38,6 +43,12 @@ struct Args {
     /// Threads (and so task slots) per worker.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Measure a rate limit of this many no-op tasks per second instead of the throughput.
+    #[arg(long)]
+    rate: Option<u32>,
+    /// With --rate: the seconds the rate is measured over.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,6 +64,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Sub::Worker { queue }) = &args.command {
         return martelli_bench::serve_noop(&args.url, queue, args.concurrency);
+    }
+    if let Some(rate) = args.rate {
+        return measure_rate(&args, rate);
     }
     if args.runs == 0 || args.n == 0 || args.lat == 0 {
         bail!("--runs, --n and --lat must be at least 1");
@@ -101,6 +115,76 @@ fn main() -> anyhow::Result<()> {
         median(&mut throughput),
         median(&mut p50),
         median(&mut p99)
+    );
+    Ok(())
+}
+
+/// `--rate`: one run with the no-op task limited to `rate` per second across the workers.
+fn measure_rate(args: &Args, rate: u32) -> anyhow::Result<()> {
+    if rate == 0 || args.seconds == 0 {
+        bail!("--rate and --seconds must be at least 1");
+    }
+    let queue = format!("bench-rate-{}", std::process::id());
+    let client = Client::builder(&args.url)
+        .queue(queue.clone())
+        .build()
+        .context("could not connect the client")?;
+    let mut workers = Vec::new();
+    for _ in 0..args.workers {
+        workers.push(martelli_bench::spawn_worker(
+            &args.url,
+            args.concurrency,
+            &queue,
+        )?);
+    }
+    let outcome = (|| -> anyhow::Result<(usize, f64)> {
+        // Warm-up without a limit; also waits until the workers are up.
+        for _ in 0..20 {
+            client
+                .submit_raw(martelli_bench::NOOP, Vec::new())?
+                .wait()?;
+        }
+        client.set_rate_limit(
+            martelli_bench::NOOP,
+            martelli::cluster::RateLimit::per_second(rate),
+        )?;
+        // Let every worker read the limit (they read it every 100 ms).
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let n = usize::try_from(u64::from(rate) * (args.seconds + 5))?;
+        let futures = (0..n)
+            .map(|_| client.submit_raw(martelli_bench::NOOP, Vec::new()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let window = std::time::Duration::from_secs(args.seconds);
+        let mut first = None;
+        let mut counted = 0usize;
+        for future in futures {
+            future.wait()?;
+            let now = Instant::now();
+            let t0 = *first.get_or_insert(now);
+            if now - t0 <= window {
+                counted += 1;
+            } else {
+                break;
+            }
+        }
+        client.clear_rate_limit(martelli_bench::NOOP)?;
+        // The count includes the first result, at the window's start: N + 1 results span N
+        // intervals.
+        let observed = counted.saturating_sub(1) as f64 / args.seconds as f64;
+        Ok((counted, observed))
+    })();
+    for worker in &mut workers {
+        stop(worker);
+    }
+    let (counted, observed) = outcome?;
+    println!(
+        "SUMMARY {{\"mode\": \"martelli-rate\", \"limit_per_s\": {rate}, \"seconds\": {}, \
+         \"workers\": {}, \"concurrency\": {}, \"results_in_window\": {counted}, \
+         \"observed_per_s\": {observed:.2}, \"deviation_pct\": {:.2}}}",
+        args.seconds,
+        args.workers,
+        args.concurrency,
+        (observed - f64::from(rate)) / f64::from(rate) * 100.0
     );
     Ok(())
 }

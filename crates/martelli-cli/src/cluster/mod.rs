@@ -3,6 +3,8 @@
 //! [`crate::run`]). [`shell`] is the shell-command task both sides speak (`docs/protocol.md`,
 //! "Shell-command tasks").
 
+pub(crate) mod ratelimit;
+pub(crate) mod result;
 pub(crate) mod shell;
 pub(crate) mod status;
 pub(crate) mod worker;

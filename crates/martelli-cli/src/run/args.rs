@@ -254,6 +254,26 @@ pub(crate) struct RawOptions {
     #[arg(long = "csv")]
     pub(crate) csv: bool,
 
+    /// With --cluster: queue each job to start no earlier than SECS from when it is sent (the
+    /// job waits in the broker, not here).
+    #[arg(
+        long = "countdown",
+        value_name = "SECS",
+        requires = "cluster",
+        conflicts_with = "start_at"
+    )]
+    pub(crate) countdown: Option<String>,
+
+    /// With --cluster: queue each job to start no earlier than this time (an ETA), in seconds
+    /// since the Unix epoch (`date -d 'tomorrow 02:00' +%s`).
+    #[arg(long = "start-at", value_name = "UNIX_SECS", requires = "cluster")]
+    pub(crate) start_at: Option<String>,
+
+    /// With --cluster: keep each job's record (state and result) in the broker for SECS after it
+    /// ends, readable by `martelli result ID` from anywhere; the run prints the ids on stderr.
+    #[arg(long = "result-ttl", value_name = "SECS", requires = "cluster")]
+    pub(crate) result_ttl: Option<String>,
+
     /// Accepted and ignored, for drop-in compatibility with GNU parallel.
     #[arg(long = "will-cite", hide = true)]
     pub(crate) will_cite: bool,

@@ -65,6 +65,19 @@ pub(crate) struct ClusterTarget {
     pub(crate) queue: String,
     pub(crate) prefix: String,
     pub(crate) tls_ca: Option<PathBuf>,
+    /// `--countdown` or `--start-at`: when the jobs may start.
+    pub(crate) start_at: Option<StartAt>,
+    /// `--result-ttl`: keep each job's record this long after it ends.
+    pub(crate) result_ttl: Option<Duration>,
+}
+
+/// When cluster jobs may start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StartAt {
+    /// `--countdown`: this long after each job is sent.
+    After(Duration),
+    /// `--start-at`: at this time.
+    At(std::time::SystemTime),
 }
 
 /// Everything the engine needs, checked.
@@ -244,7 +257,28 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
                 })?,
         ),
     };
+    let start_at = match (&o.countdown, &o.start_at) {
+        (Some(s), _) => Some(StartAt::After(parse_seconds("--countdown", s)?)),
+        (None, Some(s)) => Some(StartAt::At(
+            std::time::UNIX_EPOCH + parse_seconds("--start-at", s)?,
+        )),
+        (None, None) => None,
+    };
+    let result_ttl = match &o.result_ttl {
+        Some(s) => {
+            let ttl = parse_seconds("--result-ttl", s)?;
+            if ttl < Duration::from_millis(1) {
+                return Err(RunError::Usage(format!(
+                    "invalid --result-ttl '{s}': a record must be kept at least 0.001 seconds"
+                )));
+            }
+            Some(ttl)
+        }
+        None => None,
+    };
     let cluster = o.cluster.map(|url| ClusterTarget {
+        start_at,
+        result_ttl,
         url,
         queue: o
             .queue

@@ -87,7 +87,7 @@ enum Executor {
     /// Here, each job a supervised process group watched by the guardian.
     Local(Guardian),
     /// On the workers of a cluster queue, each job a shell-command task.
-    Cluster(Remote),
+    Cluster(Box<Remote>),
 }
 
 /// State the slots, the main thread and the signal thread share.
@@ -163,7 +163,7 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
                     config.jobs = slots.clamp(1, super::config::MAX_JOBS);
                 }
             }
-            Executor::Cluster(remote)
+            Executor::Cluster(Box::new(remote))
         }
         None => {
             // Orphans a job leaves behind become our children, so they are reaped, not left as

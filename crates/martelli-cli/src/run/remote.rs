@@ -21,19 +21,25 @@
 //!   broker whether a worker holds the job, again every bound, and counts from the last sign of life
 //!   the broker saw of that worker on it (`Client::held_for`). A job still queued waits for a worker
 //!   as long as it takes; one that vanished from the broker (a restart without persistence) is
-//!   queued again by the client (`martelli::cluster::OnLost`).
+//!   queued again by the client (`martelli::cluster::OnLost`);
+//! - `--countdown` and `--start-at` queue each job to start later (it waits in the broker's delayed
+//!   set); `--result-ttl` keeps each job's record in the broker, readable by id with `martelli
+//!   result` (docs/protocol.md, "Addition 1"). The ids are `RUN-SEQ` (`RUN-SEQ.N` for the Nth
+//!   retry of a job), where `RUN` is printed on stderr when the run starts.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use martelli::TaskError;
-use martelli::cluster::{Client, StatusOptions};
+use martelli::cluster::{Client, StatusOptions, SubmitOptions};
 use martelli::process::Signal;
 use serde_bytes::ByteBuf;
 
 use super::RunError;
-use super::config::{ClusterTarget, Config, OutputMode};
+use super::config::{ClusterTarget, Config, OutputMode, StartAt};
 use super::output::{LineSink, Outcome};
 use super::template::Composed;
 use crate::cluster::shell::{self, ShellResult, ShellTask};
@@ -55,6 +61,8 @@ const CANCEL_FLUSH: Duration = Duration::from_secs(5);
 pub(crate) struct Remote {
     client: Client,
     target: ClusterTarget,
+    /// With `--result-ttl`: the stem of this run's task ids, and how often each job was sent.
+    ids: Option<(String, Mutex<HashMap<u64, u32>>)>,
     /// Set once `run` said that the broker does not let it tell whether a worker holds a job.
     cannot_tell: AtomicBool,
 }
@@ -68,9 +76,25 @@ impl Remote {
         if let Some(ca) = &target.tls_ca {
             builder = builder.tls_ca(ca);
         }
+        let ids = target.result_ttl.map(|ttl| {
+            let mut bytes = [0u8; 4];
+            // A clock-based stem if the system's random source fails: ids need only be unique.
+            let stem = match getrandom::fill(&mut bytes) {
+                Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                Err(_) => format!("{:x}", now_ms() & 0xffff_ffff),
+            };
+            let _ = writeln!(
+                io::stderr().lock(),
+                "martelli run: job N is cluster task {stem}-N (its retry M: {stem}-N.M); \
+                 `martelli result {stem}-N --cluster URL` reads it until {} s after it ends",
+                ttl.as_secs_f64()
+            );
+            (stem, Mutex::new(HashMap::new()))
+        });
         Ok(Remote {
             client: builder.build()?,
             target: target.clone(),
+            ids,
             cannot_tell: AtomicBool::new(false),
         })
     }
@@ -133,7 +157,7 @@ impl Remote {
             .map_err(|e| format!("could not encode the job as a {} task: {e}", shell::TASK))
             .and_then(|payload| {
                 self.client
-                    .submit_raw(shell::TASK, payload)
+                    .submit_raw_with(shell::TASK, payload, &self.options(outcome.seq))
                     .map_err(|e| format!("could not queue the job: {e}"))
             });
         let mut future = match sent {
@@ -193,6 +217,30 @@ impl Remote {
             Err(e) => return fail(outcome, format!("the cluster could not run the job: {e}")),
         };
         fill(config, tag_prefix, outcome, result);
+    }
+
+    /// The submission options of job `seq`: its start time and its record (`--countdown`,
+    /// `--start-at`, `--result-ttl`).
+    fn options(&self, seq: u64) -> SubmitOptions {
+        let mut options = SubmitOptions::new();
+        match self.target.start_at {
+            Some(StartAt::After(delay)) => options = options.delay(delay),
+            Some(StartAt::At(at)) => options = options.eta(at),
+            None => {}
+        }
+        if let (Some(ttl), Some((stem, sent))) = (self.target.result_ttl, &self.ids) {
+            let mut sent = sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = sent.entry(seq).or_insert(0);
+            let id = match *n {
+                0 => format!("{stem}-{seq}"),
+                retry => format!("{stem}-{seq}.{retry}"),
+            };
+            *n += 1;
+            options = options.result_ttl(ttl).id(id);
+        }
+        options
     }
 
     /// When a worker that holds the job last showed life on it, as the broker sees it (its
@@ -347,4 +395,11 @@ fn fill(config: &Config, tag_prefix: &[u8], outcome: &mut Outcome, result: Shell
             let _ = io::stderr().lock().write_all(&stderr);
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

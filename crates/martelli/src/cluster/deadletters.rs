@@ -530,15 +530,16 @@ fn requeueable(entry: &Entry) -> Result<Vec<u8>, String> {
         });
     };
     let envelope = TaskEnvelope::decode(bytes)?;
-    if envelope.attempts == 0 {
+    if envelope.attempts == 0 && envelope.retries == 0 {
         return Ok(bytes.to_vec());
     }
-    // Set `attempts` to 0 and keep every other key as it is (keys this version does not know too).
+    // Set `attempts` (and `retries`, Addition 2) to 0 and keep every other key as it is (keys this
+    // version does not know too, and the errors of earlier runs).
     let mut value = rmpv::decode::read_value(&mut &bytes[..])
         .map_err(|e| format!("the envelope is not MessagePack: {e}"))?;
     if let rmpv::Value::Map(pairs) = &mut value {
         for (key, v) in pairs.iter_mut() {
-            if key.as_str() == Some("attempts") {
+            if matches!(key.as_str(), Some("attempts" | "retries")) {
                 *v = rmpv::Value::from(0);
             }
         }
@@ -585,6 +586,11 @@ mod tests {
             max_attempts: 2,
             attempts,
             started: false,
+            keep: None,
+            retry: None,
+            retries: 0,
+            errors: Vec::new(),
+            slot: None,
         }
         .encode()
         .unwrap()

@@ -5,6 +5,7 @@
 
 use super::PROTOCOL_VERSION;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// The stream entry field that holds the encoded task envelope.
 pub(crate) const ENTRY_FIELD: &str = "e";
@@ -45,6 +46,26 @@ pub(crate) struct TaskEnvelope {
     /// optional key of version 1: older workers ignore it and send no note).
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) started: bool,
+    /// Addition 1: keep the task's record (`{prefix}:task:{id}`) this many ms after it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) keep: Option<u64>,
+    /// Addition 2: the retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) retry: Option<Retry>,
+    /// Addition 2: retries done so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) retries: u32,
+    /// Addition 2: the errors of the runs that were retried, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) errors: Vec<AttemptError>,
+    /// Addition 3: the start time (Unix ms) a worker reserved for this task under its name's rate
+    /// limit; a task that has one runs without a new reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) slot: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_false(b: &bool) -> bool {
@@ -107,6 +128,11 @@ impl TaskEnvelope {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             attempts: 0,
             started: false,
+            keep: None,
+            retry: None,
+            retries: 0,
+            errors: Vec::new(),
+            slot: None,
         })
     }
 }
@@ -134,6 +160,9 @@ pub(crate) enum ResultStatus {
     /// Not an outcome: a note that a worker started the task (its `attempts`-th attempt), sent
     /// only to a caller whose envelope asked for it (`started`).
     Started,
+    /// Not an outcome: a note that the run ended in an error its retry policy names and that the
+    /// task is queued again at `due` (Addition 2).
+    Retrying,
     /// A status this build does not know (a newer worker's): a failure with the `error` message.
     #[serde(other)]
     Unknown,
@@ -151,6 +180,7 @@ impl ResultStatus {
             ResultStatus::Cancelled => "cancelled",
             ResultStatus::WorkerDied => "worker_died",
             ResultStatus::Started => "started",
+            ResultStatus::Retrying => "retrying",
             ResultStatus::Unknown => "unknown",
         }
     }
@@ -177,6 +207,9 @@ pub(crate) struct ResultEnvelope {
     /// With `worker_died`: the signal that killed the process that ran the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) signal: Option<i32>,
+    /// With a `retrying` note: when the task is queued again (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) due: Option<u64>,
 }
 
 impl ResultEnvelope {
@@ -188,6 +221,196 @@ impl ResultEnvelope {
     pub(crate) fn decode(bytes: &[u8]) -> Result<ResultEnvelope, rmp_serde::decode::Error> {
         rmp_serde::from_slice(bytes)
     }
+}
+
+/// Addition 2 (docs/protocol.md): run a task again, later, when a run ends in an error it names.
+///
+/// ```
+/// use martelli::cluster::{Retry, RetryOn};
+/// use std::time::Duration;
+///
+/// let retry = Retry::new(5)
+///     .backoff(Duration::from_millis(200))
+///     .max_backoff(Duration::from_secs(30))
+///     .on(&[RetryOn::Failed, RetryOn::Panicked])
+///     .matching(["connection refused", "timeout"]);
+/// # let _ = retry;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    max: u32,
+    #[serde(default = "Retry::default_backoff_ms")]
+    backoff_ms: u64,
+    #[serde(default = "Retry::default_factor")]
+    factor: u32,
+    #[serde(default = "Retry::default_max_backoff_ms")]
+    max_backoff_ms: u64,
+    #[serde(default = "Retry::default_jitter")]
+    jitter: bool,
+    #[serde(default = "Retry::default_on")]
+    on: Vec<String>,
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    matching: Option<Vec<String>>,
+}
+
+/// The outcomes a [`Retry`] may retry (the result statuses of docs/protocol.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetryOn {
+    /// The task returned an error (`failed`).
+    Failed,
+    /// The task panicked (`panicked`).
+    Panicked,
+    /// The task ran past its deadline on a worker's process pool, or its deadline passed before it
+    /// started (`timed_out`). A retry whose deadline has passed times out again at once.
+    TimedOut,
+    /// The process that ran the task died (`worker_died`, a worker with a process pool).
+    WorkerDied,
+}
+
+impl RetryOn {
+    fn as_str(self) -> &'static str {
+        match self {
+            RetryOn::Failed => "failed",
+            RetryOn::Panicked => "panicked",
+            RetryOn::TimedOut => "timed_out",
+            RetryOn::WorkerDied => "worker_died",
+        }
+    }
+}
+
+impl Retry {
+    fn default_backoff_ms() -> u64 {
+        1000
+    }
+    fn default_factor() -> u32 {
+        2
+    }
+    fn default_max_backoff_ms() -> u64 {
+        3_600_000
+    }
+    fn default_jitter() -> bool {
+        true
+    }
+    fn default_on() -> Vec<String> {
+        vec!["failed".to_owned(), "worker_died".to_owned()]
+    }
+
+    /// Up to `max` retries after the first run, on `failed` and `worker_died`, 1 s doubling to at
+    /// most 1 hour, with jitter.
+    pub fn new(max: u32) -> Retry {
+        Retry {
+            max,
+            backoff_ms: Retry::default_backoff_ms(),
+            factor: Retry::default_factor(),
+            max_backoff_ms: Retry::default_max_backoff_ms(),
+            jitter: Retry::default_jitter(),
+            on: Retry::default_on(),
+            matching: None,
+        }
+    }
+
+    /// The delay before the first retry (default 1 s).
+    pub fn backoff(mut self, delay: Duration) -> Retry {
+        self.backoff_ms = millis(delay);
+        self
+    }
+
+    /// Each retry's delay is the previous one's times `factor` (default 2; 1 keeps it constant).
+    pub fn factor(mut self, factor: u32) -> Retry {
+        self.factor = factor.max(1);
+        self
+    }
+
+    /// No delay is longer than this (default 1 hour).
+    pub fn max_backoff(mut self, delay: Duration) -> Retry {
+        self.max_backoff_ms = millis(delay);
+        self
+    }
+
+    /// Whether each delay is drawn at random from its upper half (default true).
+    pub fn jitter(mut self, jitter: bool) -> Retry {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The outcomes that are retried (default: [`RetryOn::Failed`], [`RetryOn::WorkerDied`]).
+    pub fn on(mut self, outcomes: &[RetryOn]) -> Retry {
+        self.on = outcomes.iter().map(|o| o.as_str().to_owned()).collect();
+        self
+    }
+
+    /// Retries only an error whose message contains one of `needles` (default: any error).
+    pub fn matching<I, S>(mut self, needles: I) -> Retry
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.matching = Some(needles.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The most retries.
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
+    /// Whether a run that ended with `status` and `error` is one this policy retries (retries left
+    /// aside).
+    pub(crate) fn wants(&self, status: ResultStatus, error: Option<&str>) -> bool {
+        if !self.on.iter().any(|s| s == status.as_str()) {
+            return false;
+        }
+        match &self.matching {
+            None => true,
+            Some(needles) => {
+                let error = error.unwrap_or("");
+                needles.iter().any(|n| error.contains(n.as_str()))
+            }
+        }
+    }
+
+    /// The delay before retry number `retry` (0 for the first), before jitter: `backoff ×
+    /// factor^retry`, at most `max_backoff`; with jitter, drawn from `[d/2, d]` with `random` in
+    /// `[0, 1)`.
+    pub(crate) fn delay_ms(&self, retry: u32, random: f64) -> u64 {
+        let grown = u64::from(self.factor)
+            .checked_pow(retry)
+            .and_then(|f| self.backoff_ms.checked_mul(f))
+            .unwrap_or(u64::MAX);
+        let d = grown.min(self.max_backoff_ms);
+        if self.jitter {
+            let half = d / 2;
+            // `random` < 1, so the draw stays within [d/2, d].
+            half + ((d - half) as f64 * random.clamp(0.0, 1.0)) as u64
+        } else {
+            d
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One run's error, kept when the run was retried (Addition 2) and in the dead letter of a task
+/// that ran out of retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AttemptError {
+    /// The run, counted from 1.
+    pub attempt: u32,
+    /// The result status of the run (`failed`, `panicked`, `timed_out`, `worker_died`).
+    pub status: String,
+    /// Its error message.
+    #[serde(default)]
+    pub error: String,
+    /// The consumer name of the worker that ran it.
+    #[serde(default)]
+    pub worker: String,
+    /// When it ended (Unix ms).
+    #[serde(default)]
+    pub at: u64,
 }
 
 #[cfg(test)]
@@ -205,6 +428,11 @@ mod tests {
             max_attempts: 2,
             attempts: 0,
             started: false,
+            keep: None,
+            retry: None,
+            retries: 0,
+            errors: Vec::new(),
+            slot: None,
         }
     }
 
@@ -286,6 +514,7 @@ mod tests {
             worker: "w".into(),
             exit_code: None,
             signal: None,
+            due: None,
         };
         let bytes = r.encode();
         assert!(bytes.windows(9).any(|w| w == b"timed_out"));
@@ -330,6 +559,7 @@ mod tests {
             worker: "w".into(),
             exit_code: None,
             signal: Some(6),
+            due: None,
         };
         let bytes = r.encode();
         assert!(bytes.windows(11).any(|w| w == b"worker_died"));

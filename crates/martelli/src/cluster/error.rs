@@ -88,6 +88,12 @@ pub enum ClusterError {
     /// The client was closed; it takes no more tasks.
     #[error("the cluster client is closed and takes no more tasks (connect a new one)")]
     Closed,
+    /// A task record in the broker could not be read (docs/protocol.md, "Addition 1").
+    #[error(
+        "{0} (was it written by another program, or by a newer martelli? see docs/protocol.md, \
+         \"Addition 1: task records\")"
+    )]
+    BadRecord(String),
     /// The worker's local process pool ([`WorkerOptions::processes`](super::WorkerOptions::processes))
     /// did not start.
     #[error(

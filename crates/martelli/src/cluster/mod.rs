@@ -75,9 +75,24 @@
 //! [`ClientBuilder::tls_ca`], [`WorkerOptions::tls_ca`], [`StatusOptions::tls_ca`], or the
 //! [`TLS_CA_ENV`] (`MARTELLI_TLS_CA`) environment variable.
 //!
+//! # Results by id, retries and rate limits
+//!
+//! A task submitted with [`SubmitOptions::result_ttl`] (or queued with [`Client::send`], which
+//! returns its id at once) keeps a *record* in Redis: its state, attempts and, once it ended, its
+//! outcome, read by id from any process with [`Client::status`] and [`Client::result`] (and
+//! `martelli result ID`) until the TTL after it ended. [`SubmitOptions::retry`] runs a task again
+//! with exponential backoff and jitter when a run ends in an error its [`Retry`] policy names; the
+//! retry waits in Redis (the delayed set), so it survives any worker's death, and every run's
+//! error is kept ([`AttemptError`]): in the record, and in the dead letter of a task that ran out
+//! of retries. [`Client::set_rate_limit`] limits how often tasks of a name start across every
+//! worker ([`RateLimit`]), with start times reserved in Redis. All three are optional keys of the
+//! protocol (`docs/protocol.md`, "Additions to version 1"), so producers and workers in other
+//! languages can take part.
+//!
 //! # Not built yet
 //!
-//! Per-task lease lengths and client certificates (mutual TLS).
+//! Per-task lease lengths and client certificates (mutual TLS); workflows (chain, group, chord)
+//! and periodic tasks; retry and rate-limit options on `#[martelli::task]`.
 
 mod client;
 mod conn;
@@ -88,7 +103,9 @@ mod error;
 mod inspect;
 mod lost;
 mod preview;
+mod ratelimit;
 mod reclaim;
+mod record;
 mod registered;
 mod runner;
 mod sink;
@@ -129,6 +146,7 @@ pub use deadletters::{
 };
 pub use env::WORKER_ENV;
 pub(crate) use env::init_from_env;
+pub use envelope::{AttemptError, Retry, RetryOn};
 pub use error::ClusterError;
 pub use inspect::{
     DelayedPage, DelayedTask, EnvelopeView, Inspector, InspectorOptions, QueueReading, Reading,
@@ -136,6 +154,8 @@ pub use inspect::{
 };
 pub use lost::OnLost;
 pub use preview::{DECODE_LIMIT, PREVIEW_CHARS, Payload};
+pub use ratelimit::{RateLimit, RateLimitError};
+pub use record::{RecordState, TaskRecord};
 pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
 pub(crate) use sink::{Sink, decode_into, decode_result};
@@ -217,6 +237,21 @@ impl Keys {
     /// Set while tombstones may exist for this queue's tasks: `{prefix}:q:{queue}:cancels`.
     pub(crate) fn cancels(&self) -> String {
         format!("{}:cancels", self.base)
+    }
+
+    /// The record of a task (docs/protocol.md, "Addition 1"): `{prefix}:task:{task id}`.
+    pub(crate) fn record(&self, task_id: &str) -> String {
+        format!("{}:task:{task_id}", self.prefix)
+    }
+
+    /// The rate limits per task name (docs/protocol.md, "Addition 3"): `{prefix}:ratelimits`.
+    pub(crate) fn rate_limits(&self) -> String {
+        format!("{}:ratelimits", self.prefix)
+    }
+
+    /// The rate-limit state of a task name: `{prefix}:rate:{task}`.
+    pub(crate) fn rate(&self, task: &str) -> String {
+        format!("{}:rate:{task}", self.prefix)
     }
 
     /// A worker's heartbeat hash: `{prefix}:worker:{consumer}`.
