@@ -124,6 +124,26 @@ fn wait_file(path: &Path) {
     );
 }
 
+/// Waits until `n` jobs wrote their `started.ARG` file in `dir` (at most 30 s), whichever jobs the
+/// workers took first.
+fn wait_started(dir: &Path, n: usize) {
+    let count = || {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("started."))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    poll::until(
+        &format!("{n} job(s) to start in {}", dir.display()),
+        Duration::from_secs(30),
+        || count() >= n,
+    );
+}
+
 fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
 }
@@ -720,9 +740,12 @@ fn run_finishes_every_job_after_a_broker_restart_without_persistence() {
     let url = redis.url();
     let _w = only_worker(&url, "survivor", 1);
     let dir = temp_dir();
+    // Each job waits for the file `go`, which the test writes after the restart: the job the worker
+    // took runs through the restart, and the three others wait in the stream until then, however
+    // slowly the test goes (`-j4` queues the four in any order).
     let line = format!(
-        "touch {}/started.{{}}; sleep 1; echo {{}}",
-        dir.path().display()
+        "touch {d}/started.{{}}; while [ ! -e {d}/go ]; do sleep 0.05; done; echo {{}}",
+        d = dir.path().display()
     );
     let job = run_bg(
         &url,
@@ -731,7 +754,7 @@ fn run_finishes_every_job_after_a_broker_restart_without_persistence() {
             "4",
             "-k",
             "--timeout",
-            "5",
+            "30",
             &line,
             ":::",
             "1",
@@ -740,10 +763,11 @@ fn run_finishes_every_job_after_a_broker_restart_without_persistence() {
             "4",
         ],
     );
-    wait_file(&dir.path().join("started.1"));
-    // Jobs 2 to 4 are queued: they vanish with the stream.
+    wait_started(dir.path(), 1);
+    // The three others are queued: they vanish with the stream.
     wait_status(&url, "three jobs waiting", |s| s["queue"]["waiting"] == 3);
     shutdown_nosave_and_restart(&mut redis);
+    std::fs::write(dir.path().join("go"), "").expect("the go file is written");
     let o = job.output(Duration::from_secs(60));
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "1\n2\n3\n4\n");
@@ -936,18 +960,21 @@ fn the_documented_acl_users_are_enough_for_workers_producers_and_status() {
 
     // A restart without persistence (the users come back with the server's arguments): the
     // producer finds its vanished tasks with the commands it is allowed.
+    // Each job waits for the file `go`, written after the restart (see
+    // run_finishes_every_job_after_a_broker_restart_without_persistence).
     let line = format!(
-        "touch {}/started.{{}}; sleep 2; echo {{}}",
-        dir.path().display()
+        "touch {d}/started.{{}}; while [ ! -e {d}/go ]; do sleep 0.05; done; echo {{}}",
+        d = dir.path().display()
     );
     let mut refused = acl_refusals(redis.port);
-    // Two slots: job 3 waits in the stream when the broker goes.
+    // Two slots: one job waits in the stream when the broker goes.
     let job = run_bg(&producer, &["-j", "3", "-k", &line, ":::", "1", "2", "3"]);
-    wait_file(&dir.path().join("started.1"));
+    wait_started(dir.path(), 2);
     wait_status(&redis.url(), "one job waiting", |s| {
         s["queue"]["waiting"] == 1
     });
     shutdown_nosave_and_restart(&mut redis);
+    std::fs::write(dir.path().join("go"), "").expect("the go file is written");
     let o = job.output(Duration::from_secs(60));
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "1\n2\n3\n");

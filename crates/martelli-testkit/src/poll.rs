@@ -78,3 +78,47 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
         Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the call panicked"),
     }
 }
+
+/// What a call run by [`within_each`] reports its progress with.
+#[derive(Debug)]
+pub struct Progress {
+    ticks: mpsc::Sender<()>,
+}
+
+impl Progress {
+    /// One more step done: the next one has the whole limit again.
+    pub fn tick(&self) {
+        let _ = self.ticks.send(());
+    }
+}
+
+/// Runs `f` on a thread of its own, as [`within`] does, but bounds each of its steps instead of the
+/// whole: `f` calls [`Progress::tick`] after each step, and the test panics if no step ends within
+/// `limit`. For a test of many short runs (thousands of races), whose total time grows with the
+/// machine's load while a hang is one run that never ends: a limit on the total is a speed check.
+#[track_caller]
+pub fn within_each<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce(&Progress) -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let (ticks, ticked) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f(&Progress { ticks }));
+    });
+    loop {
+        match ticked.recv_timeout(limit) {
+            Ok(()) => continue,
+            // `f` returned (its `Progress` was dropped with it), or panicked.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("hung: no step ended within {limit:?}")
+            }
+        }
+    }
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("hung: the call did not return"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the call panicked"),
+    }
+}

@@ -99,9 +99,9 @@
 //! # Feature flags
 //!
 //! - `async` (default): the event-loop backend on tokio, [`to_thread`].
-//! - `cluster`: [`cluster`], tasks on many machines through Redis Streams (a Redis client and
+//! - `cluster`: the `cluster` module, tasks on many machines through Redis Streams (a Redis client and
 //!   MessagePack; off by default so that builds without a cluster do not compile them).
-//! - `tls`: `rediss://` brokers for [`cluster`] (rustls with the ring provider; implies `cluster`).
+//! - `tls`: `rediss://` brokers for the cluster (rustls with the ring provider; implies `cluster`).
 //!
 //! # Supported platforms
 //!

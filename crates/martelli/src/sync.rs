@@ -2,7 +2,8 @@
 //!
 //! Everything that coordinates threads inside martelli goes through this module: the standard library
 //! normally, [loom](https://docs.rs/loom) when built with `RUSTFLAGS="--cfg loom"`, so that the same code
-//! can be model-checked (see `tests/loom_*.rs`). Locks ignore poisoning: martelli never runs user code
+//! can be model-checked (the models are in `src/loom_models.rs`; `bash scripts/loom.sh` runs them).
+//! Locks ignore poisoning: martelli never runs user code
 //! while it holds one of its own locks, so a poisoned lock only means another thread panicked in
 //! martelli's bookkeeping, and the state it protects is still consistent.
 

@@ -93,6 +93,17 @@ fn work_until_cancelled(label: String) -> u64 {
     steps
 }
 
+/// Waits until the file `gate` exists (at most 60 s), then returns `n`: a task that runs exactly
+/// as long as its test wants.
+#[martelli::task]
+fn wait_for_gate(gate: String, n: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::path::Path::new(&gate).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    n
+}
+
 // ---- the runner ------------------------------------------------------------------------------
 
 fn main() {
@@ -185,6 +196,16 @@ fn stop(worker: Worker) -> WorkerReport {
     worker.join().expect("the worker stops cleanly")
 }
 
+/// A fresh path for a gate file ([`wait_for_gate`]), not created yet.
+fn gate_file(what: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("martelli-gate-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path.display().to_string()
+}
+
 fn touched() -> Vec<String> {
     TOUCHED.lock().unwrap().clone()
 }
@@ -232,13 +253,19 @@ struct RawResult {
 }
 
 /// Calls of one command since the server started, from `INFO commandstats` (0 if never called).
-fn calls(raw: &mut redis::Connection, command: &str) -> u64 {
+/// The scripts (`EVAL`, `EVALSHA`) and the `EXISTS` calls the broker has run so far, from one
+/// `INFO commandstats`: read together, no script can run between the two counts (`EXISTS` inside a
+/// script is counted when it runs, the script when it ends).
+fn scripts_and_exists(raw: &mut redis::Connection) -> (u64, u64) {
     let info: String = redis::cmd("INFO").arg("commandstats").query(raw).unwrap();
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
+    let calls = |command: &str| {
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    (calls("evalsha") + calls("eval"), calls("exists"))
 }
 
 /// The commands called so far, as `INFO commandstats` says (`name=calls` pairs), for messages.
@@ -917,33 +944,29 @@ fn watching_running_tasks_reads_no_tombstone_without_cancels() {
     let mut raw = redis.raw();
     let worker = worker(&redis, WorkerOptions::new().concurrency(2));
     let pool = Pool::cluster(&redis.url()).unwrap();
-    // Both slots busy for the whole measurement: only maintenance scripts run.
+    // Both slots busy until the test opens the gate, however slowly the measurement goes: only
+    // maintenance scripts run meanwhile.
+    let gate = gate_file("watching");
     let busy: Vec<_> = (0..2)
-        .map(|_| pool.submit_task(sleep_ms, (4_000,)).unwrap())
+        .map(|n| pool.submit_task(wait_for_gate, (gate.clone(), n)).unwrap())
         .collect();
-    poll::until("both tasks to be held", Duration::from_secs(5), || {
-        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
-            .arg("martelli:q:default:normal")
-            .arg("martelli")
-            .query(&mut raw)
-            .unwrap();
-        matches!(pending.first(), Some(redis::Value::Int(2)))
+    poll::until("both tasks to run", Duration::from_secs(30), || {
+        busy.iter().all(martelli::Future::is_running)
     });
     // Every script the worker runs reads the `cancels` flag once (EXISTS); without cancels nothing
-    // else is read, in the scripts or beside them.
+    // else is read, in the scripts or beside them. A window lasts until the worker ran 8 scripts
+    // (about 400 ms on a quiet machine), however long that takes.
     let window = |raw: &mut redis::Connection| {
-        let (scripts, exists) = (
-            calls(raw, "evalsha") + calls(raw, "eval"),
-            calls(raw, "exists"),
+        let (scripts, exists) = scripts_and_exists(raw);
+        let (scripts_then, exists_then) = poll::read_until(
+            "the worker to run 8 scripts",
+            Duration::from_secs(30),
+            || scripts_and_exists(raw),
+            |(now, _)| now - scripts >= 8,
         );
-        std::thread::sleep(Duration::from_millis(600));
-        (
-            calls(raw, "evalsha") + calls(raw, "eval") - scripts,
-            calls(raw, "exists") - exists,
-        )
+        (scripts_then - scripts, exists_then - exists)
     };
     let (scripts, exists) = window(&mut raw);
-    assert!(scripts >= 5, "the worker ran {scripts} scripts in 600 ms");
     assert_eq!(
         exists,
         scripts,
@@ -962,13 +985,15 @@ fn watching_running_tasks_reads_no_tombstone_without_cancels() {
         exists >= scripts + 2,
         "with cancels: {exists} EXISTS in {scripts} scripts"
     );
-    for future in busy {
-        assert_eq!(
-            future.wait().unwrap(),
-            4_000,
-            "no tombstone: no task stopped"
-        );
+    assert!(
+        busy.iter().all(martelli::Future::is_running),
+        "both tasks ran through the measurement"
+    );
+    std::fs::write(&gate, "").expect("the gate opens");
+    for (n, future) in (0..).zip(busy) {
+        assert_eq!(future.wait().unwrap(), n, "no tombstone: no task stopped");
     }
+    let _ = std::fs::remove_file(&gate);
     drop(pool);
     let report = stop(worker);
     assert_eq!(report.succeeded, 2, "{report:?}");

@@ -438,6 +438,39 @@ fn absurd_settings_are_errors_from_build() {
 }
 
 #[test]
+fn settings_the_backend_does_not_read_are_errors_from_build() {
+    // Worker processes, cluster workers and tokio's threads run no initializer of the pool and take
+    // no stack size from it: refused before anything starts, naming the setting and the backend.
+    let mut builders = vec![("processes", Pool::builder().processes(1))];
+    #[cfg(feature = "async")]
+    builders.push(("async", Pool::builder().event_loop()));
+    #[cfg(feature = "cluster")]
+    builders.push(("cluster", Pool::builder().cluster("redis://127.0.0.1:1")));
+    for (backend, builder) in builders {
+        let init = builder.clone().initializer(|_| {}).build().unwrap_err();
+        let text = init.to_string();
+        assert!(
+            text.contains("initializer") && text.contains(backend),
+            "{text}"
+        );
+        let stack = builder.stack_size(1 << 20).build().unwrap_err();
+        let text = stack.to_string();
+        assert!(
+            text.contains("stack_size") && text.contains(backend),
+            "{text}"
+        );
+    }
+    // The thread and inline backends read both.
+    let pool = Pool::builder()
+        .threads(1)
+        .stack_size(1 << 20)
+        .initializer(|_| {})
+        .build();
+    assert!(pool.is_ok());
+    assert!(Pool::builder().inline().initializer(|_| {}).build().is_ok());
+}
+
+#[test]
 fn threads_zero_means_one_per_core() {
     let pool = Pool::threads(0).unwrap();
     assert_eq!(pool.workers(), martelli::available_cores());

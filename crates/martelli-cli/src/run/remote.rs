@@ -119,9 +119,6 @@ impl Remote {
                 .filter_map(|w| w.concurrency)
                 .sum(),
             Err(error) => {
-                if self.cannot_tell.swap(true, Ordering::Relaxed) {
-                    return None;
-                }
                 let _ = writeln!(
                     io::stderr().lock(),
                     "martelli run: cannot tell whether a live worker serves queue {queue:?}: \

@@ -44,16 +44,13 @@
 //!
 //! [`TaskOptions::timeout`]: crate::TaskOptions::timeout
 
-use super::{Admission, Backend, Rejected, RemoteBackend, RemoteJob, RemoteRejected};
+use super::{Admission, Backend, Rejected, RemoteBackend, RemoteJob, RemoteRejected, Sink, Wire};
 use crate::cluster::{Client, ClusterError, OnLost, SubmitOptions};
 use crate::error::{Error, TaskError, TaskResult};
-use crate::future::{Future, Promise, promise};
 use crate::job::Job;
 use crate::options::{Priority, Shutdown};
 use crate::pool::PoolBuilder;
 use crate::sync::Mutex;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,161 +182,32 @@ impl Cluster {
             shut_down: AtomicBool::new(false),
         })
     }
-
-    /// Submits the task `name` with MessagePack arguments; its future decodes a MessagePack value.
-    pub(crate) fn submit<A, R>(
-        &self,
-        priority: Priority,
-        timeout: Option<Duration>,
-        name: &str,
-        args: &A,
-    ) -> Result<Future<R>, Error>
-    where
-        A: Serialize + ?Sized,
-        R: DeserializeOwned + Send + 'static,
-    {
-        if self.is_shut_down() {
-            return Err(Error::ShutDown);
-        }
-        let (promise, future) = promise::<R>();
-        let payload = match encode(name, args) {
-            Ok(payload) => payload,
-            Err(error) => {
-                promise.complete(Err(error));
-                return Ok(future);
-            }
-        };
-        let options = submit_options(priority, timeout);
-        let sink = crate::cluster::decode_into(name, promise);
-        match self.client.submit_encoded(name, payload, &options, sink) {
-            Ok(id) => {
-                self.client.cancel_on(future.token(), vec![id]);
-                Ok(future)
-            }
-            // The sink was dropped with its promise: the future is cancelled; report why.
-            Err(error) => match refused(name, error) {
-                Ok(task_error) => {
-                    let (failed, future) = crate::future::promise::<R>();
-                    failed.complete(Err(task_error));
-                    Ok(future)
-                }
-                Err(error) => Err(error),
-            },
-        }
-    }
-
-    /// Submits every input of a chunk as its own task; the future resolves, in input order, when
-    /// each has.
-    pub(crate) fn submit_chunk<A, R>(
-        &self,
-        priority: Priority,
-        timeout: Option<Duration>,
-        name: &str,
-        chunk: &[A],
-    ) -> Result<Future<Vec<TaskResult<R>>>, Error>
-    where
-        A: Serialize,
-        R: DeserializeOwned + Send + 'static,
-    {
-        if self.is_shut_down() {
-            return Err(Error::ShutDown);
-        }
-        let (promise, future) = promise::<Vec<TaskResult<R>>>();
-        // One extra count, dropped after the loop, so the chunk cannot complete while it is sent.
-        let gather = Arc::new(Mutex::new(Gather {
-            results: (0..chunk.len()).map(|_| None).collect(),
-            left: chunk.len() + 1,
-            promise: Some(promise),
-        }));
-        let options = submit_options(priority, timeout);
-        let mut ids = Vec::with_capacity(chunk.len());
-        for (index, args) in chunk.iter().enumerate() {
-            let payload = match encode(name, args) {
-                Ok(payload) => payload,
-                Err(error) => {
-                    Gather::set(&gather, index, Err(error));
-                    continue;
-                }
-            };
-            let sink = Arc::new(Input {
-                task: name.to_owned(),
-                index,
-                gather: Arc::clone(&gather),
-            });
-            match self.client.submit_encoded(name, payload, &options, sink) {
-                Ok(id) => ids.push(id),
-                Err(error) => match refused(name, error) {
-                    Ok(task_error) => Gather::set(&gather, index, Err(task_error)),
-                    Err(error) => {
-                        // The inputs already sent run; nobody waits for them.
-                        self.client.cancel_on(future.token(), ids);
-                        future.cancel();
-                        return Err(error);
-                    }
-                },
-            }
-        }
-        Gather::done(&gather);
-        self.client.cancel_on(future.token(), ids);
-        Ok(future)
-    }
 }
 
-/// The sink of one input of a chunk: its outcome goes to its place in the chunk, and its start
-/// marks the chunk's future running.
-struct Input<R> {
-    task: String,
-    index: usize,
-    gather: Arc<Mutex<Gather<R>>>,
-}
+/// A pool job's sink as the cluster client holds it: shared with the client's threads, started
+/// when a worker starts the task, completed once.
+/// The id of the future it resolves is kept apart: the sink is gone once it completes.
+struct Remote(Mutex<Option<Box<dyn Sink>>>, Option<crate::future::TaskId>);
 
-impl<R: DeserializeOwned + Send + 'static> crate::cluster::Sink for Input<R> {
+impl crate::cluster::Sink for Remote {
     fn start(&self) {
-        if let Some(promise) = self.gather.lock().promise.as_ref() {
-            promise.start();
+        if let Some(sink) = self.0.lock().as_ref() {
+            // A task cancelled while queued has its tombstone; the worker does not run it.
+            let _ = sink.start();
         }
+    }
+
+    fn future(&self) -> Option<crate::future::TaskId> {
+        self.1
     }
 
     fn complete(&self, result: TaskResult<Vec<u8>>) {
-        let decoded =
-            result.and_then(|bytes| crate::cluster::decode_result::<R>(&self.task, &bytes));
-        Gather::set(&self.gather, self.index, decoded);
-    }
-}
-
-/// The outcomes of a chunk's inputs as they arrive.
-struct Gather<R> {
-    results: Vec<Option<TaskResult<R>>>,
-    left: usize,
-    promise: Option<Promise<Vec<TaskResult<R>>>>,
-}
-
-impl<R> Gather<R> {
-    fn set(gather: &Mutex<Gather<R>>, index: usize, result: TaskResult<R>) {
-        let mut g = gather.lock();
-        if let Some(slot) = g.results.get_mut(index) {
-            *slot = Some(result);
-        }
-        Gather::count_down(g);
-    }
-
-    fn done(gather: &Mutex<Gather<R>>) {
-        Gather::count_down(gather.lock());
-    }
-
-    fn count_down(mut g: crate::sync::MutexGuard<'_, Gather<R>>) {
-        g.left -= 1;
-        if g.left > 0 {
+        let Some(sink) = self.0.lock().take() else {
             return;
-        }
-        let promise = g.promise.take();
-        let results = std::mem::take(&mut g.results)
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(TaskError::Cancelled)))
-            .collect();
-        drop(g);
-        if let Some(promise) = promise {
-            promise.complete(Ok(results));
+        };
+        match result {
+            Ok(bytes) => sink.complete(Ok(&bytes)),
+            Err(error) => sink.complete(Err(error)),
         }
     }
 }
@@ -350,15 +218,6 @@ fn submit_options(priority: Priority, timeout: Option<Duration>) -> SubmitOption
         Some(timeout) => options.timeout(timeout),
         None => options,
     }
-}
-
-/// A registered task's arguments as MessagePack (see `cluster::Registered`).
-fn encode<A: Serialize + ?Sized>(name: &str, args: &A) -> TaskResult<Vec<u8>> {
-    rmp_serde::to_vec_named(args).map_err(|e| {
-        TaskError::Codec(format!(
-            "the arguments of task {name:?} could not be encoded as MessagePack: {e}"
-        ))
-    })
 }
 
 /// Why the client refused a task: an outcome for its future (`Ok`), or an error for the caller.
@@ -411,10 +270,6 @@ impl Backend for Cluster {
     fn remote(&self) -> Option<&dyn RemoteBackend> {
         Some(self)
     }
-
-    fn cluster(&self) -> Option<&Cluster> {
-        Some(self)
-    }
 }
 
 impl RemoteBackend for Cluster {
@@ -422,18 +277,41 @@ impl RemoteBackend for Cluster {
         self.max_payload
     }
 
-    /// `Pool` sends cluster tasks through [`Cluster::submit`] (MessagePack), never as process-pool
-    /// frames; a frame that gets here anyway fails its task with the reason instead of being sent in
-    /// an encoding workers do not read.
+    fn wire(&self) -> Wire {
+        Wire::MessagePack
+    }
+
+    /// Sends a task whose payload is its MessagePack argument array. A payload over the limit or
+    /// one the client cannot encode fails the task with the reason ([`TaskError::Codec`]); a
+    /// client that closed, or a broker that refused, is the caller's error.
     fn execute_remote(&self, job: RemoteJob, _admission: Admission) -> Result<(), RemoteRejected> {
         if self.is_shut_down() {
             return Err(RemoteRejected::ShutDown);
         }
-        job.sink.complete(Err(TaskError::Codec(
-            "this task was encoded for a process pool, which a cluster worker cannot read; submit it \
-             with Pool::submit_task, submit_named or map_task"
-                .to_owned(),
-        )));
-        Ok(())
+        let RemoteJob {
+            task, frame, sink, ..
+        } = job;
+        let options = submit_options(job.priority, sink.timeout());
+        let token = sink.token().clone();
+        let future = sink.future();
+        let shared = Arc::new(Remote(Mutex::new(Some(sink)), future));
+        let as_client: crate::cluster::SharedSink = shared.clone();
+        match self
+            .client
+            .submit_encoded(&task, frame, &options, as_client)
+        {
+            Ok(id) => {
+                self.client.cancel_on(&token, vec![id]);
+                Ok(())
+            }
+            Err(error) => match refused(&task, error) {
+                Ok(task_error) => {
+                    crate::cluster::Sink::complete(&*shared, Err(task_error));
+                    Ok(())
+                }
+                Err(Error::ShutDown) => Err(RemoteRejected::ShutDown),
+                Err(error) => Err(RemoteRejected::Failed(error)),
+            },
+        }
     }
 }

@@ -286,6 +286,10 @@ impl Backend for EventLoop {
         false
     }
 
+    fn hosts_daemons(&self) -> Result<(), &'static str> {
+        Err("on its event-loop thread")
+    }
+
     fn shutdown(&self, mode: Shutdown) {
         {
             let mut state = self.tracker.state.lock();

@@ -51,6 +51,10 @@ impl Backend for Inline {
         false
     }
 
+    fn hosts_daemons(&self) -> Result<(), &'static str> {
+        Err("on the caller's thread")
+    }
+
     fn shutdown(&self, _mode: Shutdown) {
         self.shut_down.store(true, Ordering::Release);
     }

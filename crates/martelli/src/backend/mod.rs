@@ -147,17 +147,18 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Whether daemon consumers (`Pool::consume`) can live on this backend's workers: `Ok`, or
+    /// where the backend runs its jobs (for the error that says why they cannot), e.g. "on the
+    /// caller's thread".
+    fn hosts_daemons(&self) -> Result<(), &'static str> {
+        Err("where daemons are not supported yet")
+    }
+
     /// True when a task's stdout and stderr can be captured apart from this process's
     /// (`submit_task_captured`): only a backend whose tasks run in processes of their own that
     /// this one started.
     fn captures_output(&self) -> bool {
         false
-    }
-
-    /// The cluster backend's typed face (tasks cross as MessagePack, not as process-pool frames).
-    #[cfg(feature = "cluster")]
-    fn cluster(&self) -> Option<&cluster::Cluster> {
-        None
     }
 }
 
@@ -166,22 +167,48 @@ pub(crate) trait RemoteBackend {
     /// The largest frame the backend sends or accepts.
     fn max_frame(&self) -> usize;
 
+    /// How this backend's workers read a task's arguments and write its result: what the pool
+    /// encodes a [`RemoteJob`]'s payload as, and decodes its outcome from.
+    fn wire(&self) -> Wire {
+        Wire::Frames
+    }
+
     /// Takes a task by name: queues it, or refuses it (dropping the job resolves its future as
     /// cancelled).
     fn execute_remote(&self, job: RemoteJob, admission: Admission) -> Result<(), RemoteRejected>;
 }
 
-/// Why a remote backend did not take a job.
+/// The encodings of remote backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    /// Process-pool frames (`codec.rs`): the payload is a whole `Run`, `RunBatch` or
+    /// `RunCaptured` frame with postcard arguments; results are postcard.
+    Frames,
+    /// One MessagePack argument array per task, results in MessagePack (the cluster's protocol,
+    /// docs/protocol.md, which producers in other languages can write). A chunk of a task map is
+    /// sent as one task per input, so that it spreads over many workers.
+    #[cfg(feature = "cluster")]
+    MessagePack,
+}
+
+/// Why a remote backend did not take a job.
+#[derive(Debug)]
 pub(crate) enum RemoteRejected {
     Full,
     ShutDown,
+    /// The backend could not take it for a reason the caller must hear (a broker refused it).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Failed(Error),
 }
 
-/// A task by name, ready to send: its encoded `Run` frame and where its outcome goes.
+/// A task by name, ready to send: its payload, encoded once as the backend's [`Wire`] says, and
+/// where its outcome goes.
 pub(crate) struct RemoteJob {
     pub(crate) id: u64,
     pub(crate) priority: Priority,
+    /// The task's registered name (also inside the payload when it is a frame).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) task: std::borrow::Cow<'static, str>,
     pub(crate) frame: Vec<u8>,
     pub(crate) sink: Box<dyn Sink>,
 }
@@ -196,6 +223,12 @@ pub(crate) trait Sink: Send {
     fn timeout(&self) -> Option<std::time::Duration>;
     /// Resolves the task: `Ok` holds the encoded value.
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
+    /// The id of the [`Future`](crate::Future) this sink resolves, when it resolves exactly one
+    /// (not an input of a chunk).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn future(&self) -> Option<crate::future::TaskId> {
+        None
+    }
     /// True when the task's stdout and stderr are captured (its frame is a `RunCaptured`).
     fn captures(&self) -> bool {
         false

@@ -612,6 +612,10 @@ impl Backend for Threads {
         }
     }
 
+    fn hosts_daemons(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
+
     fn shutdown(&self, mode: Shutdown) {
         let discarded = self.inner.close(mode);
         // Dropping the discarded jobs resolves their futures as cancelled.

@@ -75,7 +75,8 @@ end
 return absent
 ";
 
-/// What a client does with a task that vanished from the broker (see the [module docs](self)).
+/// What a client does with a task that vanished from the broker (docs/protocol.md, "Tasks that
+/// vanish").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnLost {

@@ -158,7 +158,7 @@ pub use ratelimit::{RateLimit, RateLimitError};
 pub use record::{RecordState, TaskRecord};
 pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
-pub(crate) use sink::{Sink, decode_into, decode_result};
+pub(crate) use sink::{SharedSink, Sink, decode_result};
 pub use status::{
     ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
 };

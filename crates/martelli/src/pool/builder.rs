@@ -171,10 +171,10 @@ impl PoolBuilder {
     /// [`Pool::map_task`]. See the `cluster_*` setters for the queue and the limits. Feature
     /// `cluster`.
     ///
-    /// Timeouts count from submission; [`Future::cancel`] writes a tombstone so that no worker starts
+    /// Timeouts count from submission; [`Future::cancel`](crate::Future::cancel) writes a tombstone so that no worker starts
     /// a task still queued (one already running finishes, its result dropped). Dropping the pool waits
     /// for the result of every task submitted, as on every backend: with no worker serving the queue,
-    /// bound that wait with timeouts or use [`Pool::shutdown`] with [`Shutdown::CancelPending`].
+    /// bound that wait with timeouts or use [`Pool::shutdown`] with [`Shutdown::CancelPending`](crate::Shutdown::CancelPending).
     #[cfg(feature = "cluster")]
     pub fn cluster(mut self, url: impl Into<String>) -> Self {
         let url = url.into();
@@ -208,7 +208,7 @@ impl PoolBuilder {
     }
 
     /// The largest message between the pool and a worker process, in bytes (default 1 GiB). A task
-    /// whose arguments or result encode larger fails with [`TaskError::Codec`]; nothing larger is
+    /// whose arguments or result encode larger fails with [`TaskError::Codec`](crate::TaskError::Codec); nothing larger is
     /// ever allocated for a message.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.processes.max_frame = bytes;
@@ -311,7 +311,7 @@ impl PoolBuilder {
         self
     }
 
-    /// A default timeout for every task (a task's own [`TaskOptions::timeout`] replaces it).
+    /// A default timeout for every task (a task's own [`TaskOptions::timeout`](crate::TaskOptions::timeout) replaces it).
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout);
         self

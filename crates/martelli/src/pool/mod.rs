@@ -159,6 +159,7 @@ impl Pool {
     }
 
     /// The verbs with the default options.
+    #[inline]
     fn plain(&self) -> Submitter<'_> {
         Submitter::new(self, TaskOptions::default())
     }
@@ -167,6 +168,7 @@ impl Pool {
     /// A panic in `f` resolves the future as [`TaskError::Panicked`](crate::TaskError::Panicked); the
     /// worker goes on. On a backend that runs tasks in other processes a closure cannot travel:
     /// [`Error::NotATask`] (use [`submit_task`](Pool::submit_task)).
+    #[inline]
     pub fn submit<F, T>(&self, f: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -177,6 +179,7 @@ impl Pool {
 
     /// Submits `f` if the queue has room now; otherwise hands `f` back in the error
     /// ([`TrySubmitError::Full`] or [`TrySubmitError::ShutDown`]).
+    #[inline]
     pub fn try_submit<F, T>(&self, f: F) -> Result<Future<T>, TrySubmitError<F>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -188,6 +191,7 @@ impl Pool {
     /// Submits a task that returns `Result`: an `Err` resolves the future as
     /// [`TaskError::Failed`](crate::TaskError::Failed), which [`wait`](crate::wait()) with
     /// [`WaitMode::FirstError`](crate::WaitMode::FirstError) reacts to.
+    #[inline]
     pub fn submit_fallible<F, T, E>(&self, f: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> Result<T, E> + Send + 'static,

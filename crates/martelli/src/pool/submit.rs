@@ -2,7 +2,7 @@
 
 use super::Pool;
 use super::remote::{
-    ChunkBody, NamedBody, TaskBody, decode_chunk, decode_value, plain, send_remote,
+    ChunkBody, NamedBody, TaskBody, decode_value, plain, send_chunk, send_remote, value,
 };
 use crate::backend::{Admission, Rejected, RunKind};
 use crate::capture::{Captured, CapturedSink};
@@ -18,6 +18,7 @@ use crate::task_future::driver;
 use crate::task_map::TaskMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The verbs of a [`Pool`] with [`TaskOptions`] for one call: what [`Pool::with`] returns.
@@ -50,6 +51,7 @@ pub struct Submitter<'a> {
 }
 
 impl<'a> Submitter<'a> {
+    #[inline]
     pub(super) fn new(pool: &'a Pool, options: TaskOptions) -> Submitter<'a> {
         Submitter { pool, options }
     }
@@ -60,6 +62,7 @@ impl<'a> Submitter<'a> {
     }
 
     /// [`Pool::submit`] with these options.
+    #[inline]
     pub fn submit<F, T>(&self, f: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -71,6 +74,7 @@ impl<'a> Submitter<'a> {
     }
 
     /// [`Pool::try_submit`] with these options.
+    #[inline]
     pub fn try_submit<F, T>(&self, f: F) -> Result<Future<T>, TrySubmitError<F>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -96,6 +100,7 @@ impl<'a> Submitter<'a> {
     }
 
     /// [`Pool::submit_fallible`] with these options.
+    #[inline]
     pub fn submit_fallible<F, T, E>(&self, f: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> Result<T, E> + Send + 'static,
@@ -151,14 +156,8 @@ impl<'a> Submitter<'a> {
         _task: T,
         args: T::Args,
     ) -> Result<Future<T::Output>, Error> {
-        let pool = self.pool;
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = pool.backend.cluster() {
-            let timeout = self.options.timeout.or(pool.task_timeout);
-            return cluster.submit(self.options.priority, timeout, T::NAME, &args);
-        }
-        match pool.backend.remote() {
-            Some(_) => self.submit_remote::<T::Args, T::Output>(T::NAME, &args),
+        match self.pool.backend.remote() {
+            Some(_) => self.submit_remote::<T::Args, T::Output>(Cow::Borrowed(T::NAME), &args),
             None => self
                 .submit_body(TaskBody::<T>(args), Admission::Wait)
                 .map_err(|_| Error::ShutDown),
@@ -171,14 +170,8 @@ impl<'a> Submitter<'a> {
         A: Serialize,
         R: DeserializeOwned + Send + 'static,
     {
-        let pool = self.pool;
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = pool.backend.cluster() {
-            let timeout = self.options.timeout.or(pool.task_timeout);
-            return cluster.submit(self.options.priority, timeout, name, &args);
-        }
-        if pool.backend.remote().is_some() {
-            return self.submit_remote::<A, R>(name, &args);
+        if self.pool.backend.remote().is_some() {
+            return self.submit_remote::<A, R>(Cow::Owned(name.to_owned()), &args);
         }
         let encoded = postcard::to_stdvec(&args)
             .map_err(|e| Error::InvalidConfig(format!("the arguments do not encode: {e}")))?;
@@ -206,9 +199,9 @@ impl<'a> Submitter<'a> {
             backend,
             self.pool.task_timeout,
             self.options,
-            (T::NAME, RunKind::Captured),
+            (Cow::Borrowed(T::NAME), RunKind::Captured),
             &args,
-            |promise, timeout| {
+            |promise, timeout, _| {
                 Box::new(CapturedSink::new(
                     promise,
                     timeout,
@@ -251,6 +244,7 @@ impl<'a> Submitter<'a> {
 
     /// Puts `body` into a task cell (one allocation: the closure, the future's state and the token)
     /// and hands its job to the backend.
+    #[inline]
     fn submit_body<B, T>(
         &self,
         body: B,
@@ -290,7 +284,7 @@ impl<'a> Submitter<'a> {
             })
     }
 
-    fn submit_remote<A, R>(&self, name: &str, args: &A) -> Result<Future<R>, Error>
+    fn submit_remote<A, R>(&self, name: Cow<'static, str>, args: &A) -> Result<Future<R>, Error>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
@@ -301,7 +295,7 @@ impl<'a> Submitter<'a> {
             self.options,
             (name, RunKind::One),
             args,
-            plain(decode_value::<R>),
+            plain(value::<R>()),
         )
     }
 
@@ -311,20 +305,8 @@ impl<'a> Submitter<'a> {
         chunk: Vec<T::Args>,
     ) -> Result<Future<Vec<TaskResult<T::Output>>>, Error> {
         let pool = self.pool;
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = pool.backend.cluster() {
-            let timeout = self.options.timeout.or(pool.task_timeout);
-            return cluster.submit_chunk(self.options.priority, timeout, T::NAME, &chunk);
-        }
         if pool.backend.remote().is_some() {
-            return send_remote(
-                &*pool.backend,
-                pool.task_timeout,
-                self.options,
-                (T::NAME, RunKind::Batch),
-                &chunk,
-                plain(decode_chunk::<T::Output>),
-            );
+            return send_chunk::<T>(&*pool.backend, pool.task_timeout, self.options, &chunk);
         }
         self.submit_body(ChunkBody::<T>(chunk), Admission::Wait)
             .map_err(|_| Error::ShutDown)

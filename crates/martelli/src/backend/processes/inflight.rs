@@ -303,6 +303,7 @@ mod tests {
         RemoteJob {
             id,
             priority: Priority::Normal,
+            task: "t".into(),
             frame,
             sink: Box::new(NoSink(CancelToken::new())),
         }
