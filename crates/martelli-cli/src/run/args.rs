@@ -155,6 +155,106 @@ pub(crate) struct RawOptions {
     #[arg(long = "tls-ca", value_name = "FILE", requires = "cluster")]
     pub(crate) tls_ca: Option<PathBuf>,
 
+    /// Several arguments per job: N input records per job, named {1}…{N} in the command
+    /// (`-N 0`: one record per job, none passed).
+    #[arg(short = 'N', long = "max-replace-args", value_name = "N")]
+    pub(crate) max_replace_args: Option<String>,
+
+    /// At most N input records per job (fewer when the command line would be longer than -s).
+    #[arg(short = 'n', long = "max-args", value_name = "N")]
+    pub(crate) max_args: Option<String>,
+
+    /// As many arguments per job as the command line holds, with context: a word holding {} is
+    /// repeated for each argument (`-X echo a{}b` → `echo a1b a2b`).
+    #[arg(short = 'X', conflicts_with_all = ["multi", "xargs"])]
+    pub(crate) context_replace: bool,
+
+    /// As many arguments per job as the command line holds, spread evenly over the job slots.
+    #[arg(short = 'm', conflicts_with = "xargs")]
+    pub(crate) multi: bool,
+
+    /// As many arguments per job as the command line holds (as xargs; not spread over slots).
+    #[arg(long = "xargs")]
+    pub(crate) xargs: bool,
+
+    /// N input lines per job (a line ending in a blank continues on the next); implies -X unless
+    /// -m or --xargs is given.
+    #[arg(short = 'L', value_name = "N")]
+    pub(crate) lines_upper: Option<String>,
+
+    /// As -L, without -X; N is 1 when left out (-l2, --max-lines=2).
+    #[arg(
+        short = 'l',
+        long = "max-lines",
+        visible_alias = "maxlines",
+        value_name = "N",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "1"
+    )]
+    pub(crate) lines_lower: Option<String>,
+
+    /// A command line is shorter than N bytes [default: 130000].
+    #[arg(short = 's', long = "max-chars", value_name = "N")]
+    pub(crate) max_chars: Option<String>,
+
+    /// Define a replacement string: 'TAG PERL-EXPRESSION', such as --rpl '{..} s:\.[^.]+$::'.
+    /// Parentheses in TAG capture text the expression reads as $$1, $$2… (needs perl).
+    #[arg(long = "rpl", value_name = "'TAG PERL'")]
+    pub(crate) rpl: Vec<String>,
+
+    /// Add GNU parallel's extra replacement strings: {+/} {+.} {..} {...} {/..} {##} {:-str}
+    /// {:n} {:n:m} {#str} {%str} {/a/b} {^str} {,str}, … (needs perl).
+    #[arg(long = "plus")]
+    pub(crate) plus: bool,
+
+    /// Split standard input into blocks of whole records, each the stdin of one job.
+    #[arg(long = "pipe", visible_alias = "spreadstdin")]
+    pub(crate) pipe: bool,
+
+    /// As --pipe, splitting the file given with -a (or ::::) into parts.
+    #[arg(
+        long = "pipepart",
+        visible_alias = "pipe-part",
+        conflicts_with = "pipe"
+    )]
+    pub(crate) pipepart: bool,
+
+    /// --pipe: block size in bytes (K, M, G: powers of 1024; k, m, g: of 1000) [default: 1M];
+    /// negative with --pipepart: parts per job slot.
+    #[arg(long = "block", visible_aliases = ["block-size", "bs"], value_name = "SIZE", allow_hyphen_values = true)]
+    pub(crate) block: Option<String>,
+
+    /// --pipe: a record starts with this string.
+    #[arg(long = "recstart", value_name = "STRING")]
+    pub(crate) recstart: Option<String>,
+
+    /// --pipe: a record ends with this string [default: a newline].
+    #[arg(long = "recend", value_name = "STRING")]
+    pub(crate) recend: Option<String>,
+
+    /// --pipe: --recstart and --recend are regular expressions.
+    #[arg(long = "regexp")]
+    pub(crate) regexp: bool,
+
+    /// --pipe: start one job per job slot and give the blocks to them in turn.
+    #[arg(long = "round-robin", visible_alias = "roundrobin")]
+    pub(crate) round_robin: bool,
+
+    /// The first line of each input source is a header: its columns (split by --colsep, else a
+    /// tab) name them, {colname}. `:` or a number of lines; with --pipe, put before every block.
+    #[arg(long = "header", value_name = ":|N")]
+    pub(crate) header: Option<String>,
+
+    /// Split each argument into columns at this regular expression: {1}, {2}, … are the columns.
+    #[arg(short = 'C', long = "colsep", value_name = "REGEX")]
+    pub(crate) colsep: Option<String>,
+
+    /// Read the input as CSV (quoted fields may hold the separator and newlines); --colsep sets
+    /// the separator [default: ,].
+    #[arg(long = "csv")]
+    pub(crate) csv: bool,
+
     /// With --cluster: queue each job to start no earlier than SECS from when it is sent (the
     /// job waits in the broker, not here).
     #[arg(
@@ -326,6 +426,7 @@ pub(crate) fn parse_args(args: Vec<OsString>) -> Result<Request, RunError> {
     let (seps, split) = gnu::Separators::find(&args);
     let mut head = args;
     let tail = head.split_off(split);
+    attach_optional_values(&mut head);
     let argv = std::iter::once(OsString::from("martelli run")).chain(head);
     let options = match RawOptions::try_parse_from(argv) {
         Ok(options) => options,
@@ -394,6 +495,56 @@ pub(crate) fn parse_args(args: Vec<OsString>) -> Result<Request, RunError> {
         )));
     }
     Ok(Request::Run(Box::new(Parsed { options, sources })))
+}
+
+/// GNU parallel's `-l2` (an optional value, attached): clap takes optional values only with `=`,
+/// so the option words before the command are rewritten to `--max-lines=2`.
+fn attach_optional_values(head: &mut [OsString]) {
+    use clap::CommandFactory;
+    let attached = |w: &OsString| {
+        w.to_str()
+            .and_then(|w| w.strip_prefix("-l"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    // Building clap's command costs start-up time: only when a word looks like `-l2`.
+    if !head.iter().any(attached) {
+        return;
+    }
+    let command = RawOptions::command();
+    let takes_value = |word: &str| -> bool {
+        let arg = if let Some(long) = word.strip_prefix("--") {
+            if long.contains('=') {
+                return false;
+            }
+            command.get_arguments().find(|a| {
+                a.get_long() == Some(long) || a.get_all_aliases().is_some_and(|v| v.contains(&long))
+            })
+        } else {
+            let mut chars = word.chars().skip(1);
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => command.get_arguments().find(|a| a.get_short() == Some(c)),
+                _ => None,
+            }
+        };
+        arg.is_some_and(|a| {
+            a.get_action().takes_values() && a.get_num_args().is_none_or(|n| n.min_values() > 0)
+        })
+    };
+    let mut i = 0;
+    while i < head.len() {
+        let Some(word) = head[i].to_str() else { break };
+        if word == "--" || !word.starts_with('-') || word == "-" {
+            break;
+        }
+        if let Some(n) = word.strip_prefix("-l") {
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                head[i] = OsString::from(format!("--max-lines={n}"));
+            }
+        } else if takes_value(word) {
+            i += 1;
+        }
+        i += 1;
+    }
 }
 
 /// clap's error as one line: the problem, and clap's tip when it has one.

@@ -132,6 +132,12 @@ pub(crate) struct Config {
     pub(crate) shell: PathBuf,
     /// Functions bash exports: a line starting with one is never run without the shell.
     pub(crate) functions: Vec<Vec<u8>>,
+    /// Several arguments per job (`-N`, `-X`, `-m`, …); `None`: one record per job.
+    pub(crate) grouping: Option<super::multi::Grouping>,
+    /// `--colsep`, `--csv`, `--header`: how arguments are split into columns.
+    pub(crate) columns: Option<super::columns::Columns>,
+    /// `--pipe`/`--pipepart`: jobs read blocks of the input on stdin.
+    pub(crate) pipe: Option<super::pipe::PipeConfig>,
 }
 
 /// `--trim`: which ends of each argument lose their blanks.
@@ -176,8 +182,7 @@ pub(crate) enum Resume {
 /// Checks the parsed command line.
 pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError> {
     let o = parsed.options;
-    let words: Vec<Vec<u8>> = o.command.iter().map(|w| w.as_bytes().to_vec()).collect();
-    gnu::refuse_constructs(&words)?;
+    let mut words: Vec<Vec<u8>> = o.command.iter().map(|w| w.as_bytes().to_vec()).collect();
     for name in &o.env {
         // Jobs inherit the whole environment; a name that is not set is most likely a typo.
         let function = format!("BASH_FUNC_{name}%%");
@@ -188,6 +193,24 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             )));
         }
     }
+    let mut sources = parsed.sources;
+    let separator = match (&o.delimiter, o.null) {
+        (Some(d), _) => parse_delimiter(d)?,
+        (None, true) => 0,
+        (None, false) => b'\n',
+    };
+    // --colsep, --csv, --header: the headers name columns in the command before it is parsed.
+    let columns = super::columns::prepare(
+        &super::columns::ColumnOptions {
+            colsep: o.colsep.as_deref(),
+            csv: o.csv,
+            header: o.header.as_deref(),
+        },
+        &mut sources,
+        &mut words,
+        separator,
+        o.pipe || o.pipepart,
+    )?;
     // No command (and not --retry-failed, whose commands come from the joblog): each input line is
     // a command, as in GNU parallel.
     let mode = match (o.quote, o.no_shell, words.is_empty() || o.retry_failed) {
@@ -196,17 +219,35 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         (_, true, _) => Mode::NoShell,
         _ => Mode::Shell,
     };
+    let jobs = match &o.jobs {
+        None => cores,
+        Some(spec) => parse_jobs(spec, cores)?,
+    };
     let tokens = tokens(&o)?;
-    let template = Template::parse_with(&words, mode, &tokens);
+    let mut rpls = o.rpl.clone();
+    if o.plus {
+        rpls.extend(
+            super::perl::PLUS
+                .iter()
+                .map(|(tag, expr)| format!("{tag} {expr}")),
+        );
+    }
+    let perl = !rpls.is_empty() || words.iter().any(|w| w.windows(2).any(|p| p == b"{="));
+    let mut template = if !perl || mode == Mode::Lines {
+        Template::parse_with(&words, mode, &tokens)
+    } else if tokens != Tokens::default() {
+        return Err(RunError::Usage(
+            "perl expressions ({= =}, --rpl, --plus) with renamed replacement strings (-I, \
+             --extensionreplace, …) are not supported together; use the default {} strings"
+                .into(),
+        ));
+    } else {
+        Template::parse_with_perl(&super::perl::merge_words(&words), mode, &rpls, jobs)?
+    };
     let tagstring = o
         .tagstring
         .as_ref()
         .map(|t| Template::parse_with(&[t.as_bytes().to_vec()], Mode::NoShell, &tokens));
-    let separator = match (&o.delimiter, o.null) {
-        (Some(d), _) => parse_delimiter(d)?,
-        (None, true) => 0,
-        (None, false) => b'\n',
-    };
     let trim = match o.trim.as_deref() {
         None | Some("n") => Trim::default(),
         Some("l") => Trim {
@@ -237,8 +278,54 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             })
             .unwrap_or_else(|| PathBuf::from("/tmp"))
     });
-    let source_count = parsed.sources.len().max(1);
-    if let Some(n) = template.max_source() {
+    let (grouping, context) = super::multi::grouping(&super::multi::MultiOptions {
+        max_replace_args: o.max_replace_args.as_deref(),
+        max_args: o.max_args.as_deref(),
+        context: o.context_replace,
+        multi: o.multi,
+        xargs: o.xargs,
+        lines_upper: o.lines_upper.as_deref(),
+        lines_lower: o.lines_lower.as_deref(),
+        max_chars: o.max_chars.as_deref(),
+    })?;
+    let pipe = super::pipe::config(&super::pipe::PipeOptions {
+        pipe: o.pipe,
+        pipepart: o.pipepart,
+        block: o.block.as_deref(),
+        recstart: o.recstart.as_deref(),
+        recend: o.recend.as_deref(),
+        regexp: o.regexp,
+        round_robin: o.round_robin,
+        header: o.header.as_deref(),
+        records: o.max_replace_args.as_deref().or(o.max_args.as_deref()),
+        lines: o.lines_upper.as_deref().or(o.lines_lower.as_deref()),
+        files: sources
+            .iter()
+            .filter_map(|s| match &s.spec {
+                super::args::SourceSpec::File(f) => Some(f.clone()),
+                super::args::SourceSpec::Values(_) => None,
+            })
+            .collect(),
+    })?;
+    // With --pipe, -N and -L count records of the blocks, not arguments.
+    let (grouping, context) = if pipe.is_some() {
+        (None, false)
+    } else {
+        (grouping, context)
+    };
+    if pipe.is_some() && o.cluster.is_some() {
+        return Err(RunError::Usage(
+            "--pipe with --cluster is not supported: cluster jobs take arguments, not standard input".into(),
+        ));
+    }
+    template.set_context_replace(context);
+    let source_count = sources.len().max(1);
+    // With several records per job, {n} counts the job's arguments: a short job leaves it empty.
+    let split = columns.as_ref().is_some_and(|c| c.split.is_some());
+    if let Some(n) = template
+        .max_source()
+        .filter(|_| grouping.is_none() && !split)
+    {
         if n as usize > source_count {
             return Err(RunError::Usage(format!(
                 "the command uses {{{n}}} but there {} only {source_count} input source{}; add sources with `:::` or `::::`",
@@ -247,10 +334,6 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             )));
         }
     }
-    let jobs = match &o.jobs {
-        None => cores,
-        Some(spec) => parse_jobs(spec, cores)?,
-    };
     let output = if o.json {
         OutputMode::Json
     } else if o.ungroup {
@@ -317,7 +400,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         jobs_given: o.jobs.is_some(),
         cluster,
         template,
-        sources: parsed.sources,
+        sources,
         link: o.link,
         separator,
         output,
@@ -368,6 +451,9 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         process_slot_var: o.process_slot_var,
         shell: gnu::shell(),
         functions: gnu::exported_functions(),
+        grouping,
+        pipe,
+        columns,
     })
 }
 

@@ -36,9 +36,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use martelli::process::{self, Guardian, Signal, Spawn, Stream, Supervision};
 
 use super::config::{Config, HaltOn, OutputMode, Threshold};
-use super::input::{self, Args, Inputs};
+use super::input::{Args, Inputs};
 use super::joblog::Joblog;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
+use super::pipe::{JobInput, Splitter};
 use super::remote::Remote;
 use super::template::{Composed, simple_command};
 use super::{EXIT_OWN_ERROR, RunError};
@@ -114,6 +115,8 @@ struct Shared {
     /// Slot numbers (`{%}`, `$PARALLEL_JOBSLOT`) free now: a job takes the lowest, as in GNU
     /// parallel, so the first job gets slot 1.
     free_slots: Mutex<BTreeSet<usize>>,
+    /// `--pipe --round-robin`: the input every job reads blocks from.
+    round_robin: Option<Arc<Mutex<Splitter>>>,
 }
 
 /// Runs the jobs; returns the exit status.
@@ -130,14 +133,16 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         }
         _ => (None, HashSet::new()),
     };
-    let reading = input::Reading {
+    let reading = super::input::Reading {
         separator: config.separator,
         trim: config.trim,
         eof: config.eof.clone(),
         skip_empty: config.skip_empty,
     };
-    let mut inputs = match retry {
-        Some(failed) => {
+    // --pipe: the jobs read blocks of the input; --round-robin: all from one shared splitter.
+    let mut round_robin = None;
+    let mut inputs = match (retry, &config.pipe) {
+        (Some(failed), _) => {
             let max = failed.max_seq;
             let mut commands: std::collections::HashMap<u64, Vec<u8>> =
                 failed.jobs.into_iter().collect();
@@ -150,13 +155,29 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
                 iter: Box::new(rows.into_iter().map(Ok)),
             }
         }
-        None => input::inputs(&config.sources, config.link, &reading)?,
+        (None, Some(pipe)) => {
+            let (inputs, splitter) = super::pipe::inputs(pipe, config.jobs)?;
+            if pipe.round_robin {
+                round_robin = Some(splitter);
+            }
+            inputs
+        }
+        (None, None) => super::columns::inputs(&config, &reading)?,
     };
     if config.shellquote {
         return shellquote(&mut inputs);
     }
     if config.shuf {
         inputs = shuffled(inputs)?;
+    }
+    config.template.set_total(inputs.total);
+    if let Some(grouping) = &config.grouping {
+        inputs = super::multi::group(
+            inputs,
+            grouping.clone(),
+            config.template.clone(),
+            config.jobs,
+        );
     }
     let total = inputs.total.map(|t| t.saturating_sub(skip.len() as u64));
     let mut feed = Feed {
@@ -206,6 +227,7 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         }),
         reporter: Mutex::new(Reporter::new(&config, joblog, total)),
         free_slots: Mutex::new((1..=config.jobs).collect()),
+        round_robin,
         config,
     });
     watch_signals(&shared)?;
@@ -287,7 +309,14 @@ fn dry_run(config: &Config, feed: &mut Feed) -> Result<u8, RunError> {
     while let Some(job) = feed.next() {
         let (_, seq, args) = job?;
         let slot = ((seq - 1) % config.jobs as u64) as usize + 1;
-        let mut line = config.template.compose(&args, seq, slot).display();
+        let Some(composed) = config
+            .template
+            .try_compose(&args, seq, slot)
+            .map_err(RunError::Perl)?
+        else {
+            continue; // skip()
+        };
+        let mut line = composed.display();
         line.push(b'\n');
         if out.write_all(&line).is_err() {
             break; // stdout closed: nothing more to show
@@ -381,6 +410,27 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
                 return;
             }
         };
+        // --pipe: the job's "argument" is its block of input, for its stdin.
+        let (args, stdin) = match (&shared.config.pipe, &shared.round_robin) {
+            (None, _) => (args, None),
+            (Some(_), Some(splitter)) => (Vec::new(), Some(JobInput::Shared(Arc::clone(splitter)))),
+            (Some(_), None) => (
+                Vec::new(),
+                Some(JobInput::Block(args.into_iter().next().unwrap_or_default())),
+            ),
+        };
+        let composed = match shared.config.template.try_compose(&args, seq, slot) {
+            Ok(Some(composed)) => composed,
+            // skip() in a perl expression: the job is not run, and its slot is free again.
+            Ok(None) => {
+                lock(&shared.free_slots).insert(slot);
+                continue;
+            }
+            Err(e) => {
+                lock(&shared.reporter).fail(shared, RunError::Perl(e));
+                return;
+            }
+        };
         // With `--delay`, the slots pass one at a time, each at least the delay after the one before;
         // the job's recorded start and the next one's earliest start are read together once this
         // slot has passed, so that the joblog's starts are spaced by the delay however late a slot
@@ -393,7 +443,9 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
             *next = Instant::now() + delay;
             start
         });
-        let mut outcome = run_job(shared, executor, slot, order, seq, args, start);
+        let mut outcome = run_job(
+            shared, executor, slot, order, seq, args, composed, stdin, start,
+        );
         lock(&shared.free_slots).insert(slot);
         // A job that ends while `--halt now` kills the others was killed: its output is not shown.
         outcome.suppressed = shared.killing.load(Ordering::SeqCst);
@@ -406,6 +458,7 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_job(
     shared: &Shared,
     executor: &Executor,
@@ -413,10 +466,11 @@ fn run_job(
     order: u64,
     seq: u64,
     args: Args,
+    composed: Composed,
+    stdin: Option<JobInput>,
     first_start: Option<SystemTime>,
 ) -> Outcome {
     let config = &shared.config;
-    let composed = config.template.compose(&args, seq, slot);
     let command = composed.display();
     // A shell line that is one plain command is run without the shell (see `simple_command`).
     let direct = match &composed {
@@ -509,12 +563,15 @@ fn run_job(
                             .arg(OsString::from_vec(command.clone())),
                     }
                     .capture_output(capture)
+                    .stdin_piped(stdin.is_some())
                     // The guardian kills the job's whole group if this process dies, which also covers
                     // the direct child; without a parent-death signal the spawn can use posix_spawn.
                     .parent_death_signal(None);
                     let cmd = spawn.command_mut();
-                    cmd.stdin(Stdio::null())
-                        .env("PARALLEL_SEQ", seq.to_string())
+                    if stdin.is_none() {
+                        cmd.stdin(Stdio::null());
+                    }
+                    cmd.env("PARALLEL_SEQ", seq.to_string())
                         .env("PARALLEL_JOBSLOT", slot.to_string())
                         .env("PARALLEL_PID", std::process::id().to_string());
                     if let Some(var) = &config.process_slot_var {
@@ -566,6 +623,17 @@ fn run_job(
                         outcome.spawn_error = Some(format!("cannot run '{program}': {e}"));
                     }
                     Some(Ok(mut child)) => {
+                        // --pipe: a thread writes the block while the output is read here.
+                        let writer = match (&stdin, child.take_stdin()) {
+                            (Some(input), Some(pipe)) => {
+                                let input = input.clone();
+                                thread::Builder::new()
+                                    .name("stdin".into())
+                                    .spawn(move || input.feed(pipe))
+                                    .ok()
+                            }
+                            _ => None,
+                        };
                         let mut lines = (config.output == OutputMode::LineBuffer
                             && config.results.is_none())
                         .then(|| LineSink::new(tag_prefix.clone()));
@@ -590,6 +658,9 @@ fn run_job(
                         });
                         if let Some(sink) = &mut lines {
                             sink.finish();
+                        }
+                        if let Some(writer) = writer {
+                            let _ = writer.join();
                         }
                         match result {
                             Ok(done) => {

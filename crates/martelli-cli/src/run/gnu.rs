@@ -321,27 +321,6 @@ pub(crate) fn not_built(arg: &str) -> Option<String> {
         .map(|(n, why)| format!("GNU parallel's {n} is not supported by martelli run: {why}"))
 }
 
-/// Refuses the command's constructs `martelli run` does not implement, naming GNU parallel's
-/// spelling, so that no shell ever sees them: `{= perl expression =}`.
-pub(crate) fn refuse_constructs(words: &[Vec<u8>]) -> Result<(), RunError> {
-    for word in words {
-        if let Some(start) = find(word, b"{=") {
-            if find(&word[start + 2..], b"=}").is_some() {
-                return Err(RunError::Usage(format!(
-                    "the command uses a Perl replacement string ({}), GNU parallel's {{= … =}}, which martelli run does not implement; \
-                     use the shell inside the command instead (e.g. \"$(basename {{}} .tar.gz)\")",
-                    String::from_utf8_lossy(word)
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Shells GNU parallel recognises as the parent shell.
 const SHELLS: &[&str] = &[
     "ash",
@@ -489,16 +468,5 @@ mod tests {
         assert!(not_built("--load").unwrap().contains("--load"));
         assert_eq!(not_built("--jbos"), None);
         assert_eq!(not_built("-\u{103c8}"), None);
-    }
-
-    #[test]
-    fn perl_replacement_strings_are_refused() {
-        let w = |s: &str| vec![b"echo".to_vec(), s.as_bytes().to_vec()];
-        assert!(refuse_constructs(&w("{= s/a/b/ =}")).is_err());
-        assert!(refuse_constructs(&w("log.{= $_++ =}")).is_err());
-        assert!(refuse_constructs(&w("{==}")).is_err());
-        assert!(refuse_constructs(&w("{=}")).is_ok());
-        assert!(refuse_constructs(&w("{}")).is_ok());
-        assert!(refuse_constructs(&w("a=b")).is_ok());
     }
 }

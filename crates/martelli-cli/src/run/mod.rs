@@ -12,6 +12,7 @@
 //! for errors of `martelli run` itself; 128 + the signal number when interrupted (130 for Ctrl-C).
 
 mod args;
+mod columns;
 mod config;
 mod engine;
 #[cfg(test)]
@@ -19,7 +20,10 @@ mod fuzz;
 mod gnu;
 mod input;
 mod joblog;
+mod multi;
 mod output;
+mod perl;
+mod pipe;
 mod remote;
 mod template;
 
@@ -55,6 +59,9 @@ pub(crate) enum RunError {
     /// `--cluster`: the broker could not be used.
     #[error("--cluster: {0}")]
     Cluster(#[from] martelli::cluster::ClusterError),
+    /// A perl expression died, or the perl process that evaluates them failed.
+    #[error("{0}")]
+    Perl(String),
     /// Anything else the runner needs from the system.
     #[error("{what}: {source}")]
     System {

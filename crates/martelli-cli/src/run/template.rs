@@ -13,6 +13,8 @@ enum Part {
     Dir,
     /// `{/.}`: its basename without extension.
     BaseNoExt,
+    /// `{= perl expression =}` (the index of the expression in the run's perl process).
+    Perl(usize),
 }
 
 /// One piece of a command word.
@@ -109,6 +111,7 @@ impl Tokens {
                 Part::Base => self.base == d.base,
                 Part::Dir => self.dir == d.dir,
                 Part::BaseNoExt => self.base_no_ext == d.base_no_ext,
+                Part::Perl(_) => true,
             },
             Piece::Seq => self.seq == d.seq,
             Piece::Slot => self.slot == d.slot,
@@ -139,6 +142,14 @@ impl Composed {
     }
 }
 
+/// What rendering one job's command keeps: perl values by (expression, argument), and whether
+/// an expression called `skip()`.
+#[derive(Debug, Default)]
+struct RenderState {
+    cache: std::collections::HashMap<(usize, usize), super::perl::Value>,
+    skip: bool,
+}
+
 /// A parsed command template.
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
@@ -146,6 +157,12 @@ pub(crate) struct Template {
     mode: Mode,
     /// Whether a replacement string takes input; without one, the arguments are appended.
     takes_input: bool,
+    /// `-X`: a word holding `{}` (or `{.}`, …) is repeated for each argument of the job.
+    context: bool,
+    /// The perl process that evaluates `{= … =}`, when the command has one.
+    perl: Option<std::sync::Arc<super::perl::Perl>>,
+    /// The number of jobs, when known (perl's `total_jobs()`).
+    total: Option<u64>,
 }
 
 impl Template {
@@ -166,6 +183,9 @@ impl Template {
                 }]],
                 mode,
                 takes_input: true,
+                context: false,
+                perl: None,
+                total: None,
             };
         }
         let renamed = tokens.renamed();
@@ -182,7 +202,188 @@ impl Template {
             words,
             mode,
             takes_input,
+            context: false,
+            perl: None,
+            total: None,
         }
+    }
+
+    /// Parses the command words with perl expressions: `{= … =}`, and the tags of `rpls`
+    /// (`--rpl`, `--plus`: `TAG EXPRESSION`) turned into expressions. Starts the one perl process
+    /// of the run when the command has an expression, and fails (before any job) when perl is
+    /// missing or an expression does not compile.
+    pub(crate) fn parse_with_perl(
+        words: &[Vec<u8>],
+        mode: Mode,
+        rpls: &[String],
+        jobs: usize,
+    ) -> Result<Template, super::RunError> {
+        use super::perl::{self, Segment};
+        // Perl expressions come with GNU's default replacement strings (validate refuses -I and
+        // its siblings beside them).
+        let plain = Tokens::default();
+        let plain_renamed = plain.renamed();
+        let mut exprs: Vec<String> = Vec::new();
+        let mut parsed: Vec<Vec<Piece>> = Vec::with_capacity(words.len());
+        for word in words {
+            let mut pieces = Vec::new();
+            for segment in perl::segments(word, rpls)? {
+                match segment {
+                    Segment::Text(text) => pieces.extend(parse_word(&text, &plain, &plain_renamed)),
+                    Segment::Perl { source, expr } => {
+                        let index = match exprs.iter().position(|e| *e == expr) {
+                            Some(i) => i,
+                            None => {
+                                exprs.push(expr);
+                                exprs.len() - 1
+                            }
+                        };
+                        pieces.push(Piece::Arg {
+                            source,
+                            part: Part::Perl(index),
+                        });
+                    }
+                }
+            }
+            parsed.push(pieces);
+        }
+        let perl = if exprs.is_empty() {
+            None
+        } else {
+            Some(std::sync::Arc::new(perl::Perl::start(exprs, jobs)?))
+        };
+        // As in GNU parallel, any replacement string ({#} and {%} too) means nothing is appended.
+        let takes_input = parsed
+            .iter()
+            .flatten()
+            .any(|p| !matches!(p, Piece::Literal(_)));
+        Ok(Template {
+            words: parsed,
+            mode,
+            takes_input,
+            context: false,
+            perl,
+            total: None,
+        })
+    }
+
+    /// The number of jobs, for perl's `total_jobs()`.
+    pub(crate) fn set_total(&mut self, total: Option<u64>) {
+        self.total = total;
+    }
+
+    /// A perl piece's value(s): for each argument it reads, the expression's value, quoted for the
+    /// shell (unless `uq()` was called) when `quote`. `ctx`: the argument a context word repeats.
+    #[allow(clippy::too_many_arguments)]
+    fn render_perl(
+        &self,
+        expr: usize,
+        source: Option<i64>,
+        args: &[Vec<u8>],
+        ctx: Option<usize>,
+        seq: u64,
+        slot: usize,
+        quote: bool,
+        out: &mut Vec<u8>,
+        state: &mut RenderState,
+    ) -> Result<(), String> {
+        let Some(perl) = &self.perl else {
+            return Err("a perl expression without its perl process".into());
+        };
+        let indices: Vec<usize> = match (source, ctx) {
+            (None, Some(j)) => vec![j + 1],
+            (None, None) if args.is_empty() => vec![0],
+            (None, None) => (1..=args.len()).collect(),
+            (Some(n), _) => {
+                let i = if n > 0 {
+                    usize::try_from(n).unwrap_or(0)
+                } else {
+                    (args.len() + 1).saturating_sub(n.unsigned_abs() as usize)
+                };
+                vec![if i <= args.len() { i } else { 0 }]
+            }
+        };
+        for (k, argi) in indices.into_iter().enumerate() {
+            if k > 0 {
+                out.push(b' ');
+            }
+            // As GNU parallel, an expression is evaluated once per argument of a job.
+            let value = match state.cache.get(&(expr, argi)) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = perl.eval(expr, args, argi, seq, slot, self.total)?;
+                    state.cache.insert((expr, argi), v.clone());
+                    v
+                }
+            };
+            state.skip |= value.skip;
+            if quote && !value.unquoted {
+                out.extend_from_slice(&shell_quote(&value.bytes));
+            } else {
+                out.extend_from_slice(&value.bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// `-X`: repeat each word that holds `{}` (or `{.}`, `{/}`, …) once per argument, with the
+    /// rest of the word around each (GNU parallel's context replace).
+    pub(crate) fn set_context_replace(&mut self, on: bool) {
+        self.context = on;
+    }
+
+    /// The words of the command for these arguments, replacement strings rendered (quoted for the
+    /// shell when `quote`); with context replace, a word holding `{}` becomes one word per argument
+    /// (none when the job has no argument). Sets `skip` when a perl expression called `skip()`.
+    fn rendered_words(
+        &self,
+        args: &[Vec<u8>],
+        seq: u64,
+        slot: usize,
+        quote: bool,
+        state: &mut RenderState,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let mut words = Vec::with_capacity(self.words.len());
+        let mut piece_into = |piece: &Piece, ctx: Option<usize>, out: &mut Vec<u8>| match piece {
+            Piece::Arg {
+                source,
+                part: Part::Perl(expr),
+            } => self.render_perl(*expr, *source, args, ctx, seq, slot, quote, out, state),
+            Piece::Arg { source: None, .. } => {
+                let these = match ctx {
+                    Some(j) => std::slice::from_ref(&args[j]),
+                    None => args,
+                };
+                render(piece, these, seq, slot, quote, out);
+                Ok(())
+            }
+            _ => {
+                render(piece, args, seq, slot, quote, out);
+                Ok(())
+            }
+        };
+        for word in &self.words {
+            let repeat = self.context
+                && word
+                    .iter()
+                    .any(|p| matches!(p, Piece::Arg { source: None, .. }));
+            if repeat {
+                for j in 0..args.len() {
+                    let mut out = Vec::new();
+                    for piece in word {
+                        piece_into(piece, Some(j), &mut out)?;
+                    }
+                    words.push(out);
+                }
+            } else {
+                let mut out = Vec::new();
+                for piece in word {
+                    piece_into(piece, None, &mut out)?;
+                }
+                words.push(out);
+            }
+        }
+        Ok(words)
     }
 
     /// The largest source number a replacement string names (`{3}` → 3), to check it exists.
@@ -200,18 +401,28 @@ impl Template {
     }
 
     /// The command of job number `seq` running in `slot`, with `args` (one per input source).
+    /// A perl expression that fails renders nothing here; the engine uses [`Template::try_compose`].
     pub(crate) fn compose(&self, args: &[Vec<u8>], seq: u64, slot: usize) -> Composed {
-        match self.mode {
+        self.try_compose(args, seq, slot)
+            .ok()
+            .flatten()
+            .unwrap_or(Composed::Shell(Vec::new()))
+    }
+
+    /// As [`Template::compose`]; `Ok(None)` when a perl expression called `skip()` (the job is not
+    /// run), `Err` when a perl expression died or the perl process failed.
+    pub(crate) fn try_compose(
+        &self,
+        args: &[Vec<u8>],
+        seq: u64,
+        slot: usize,
+    ) -> Result<Option<Composed>, String> {
+        let mut state = RenderState::default();
+        let composed = match self.mode {
             Mode::Shell => {
-                let mut line = Vec::new();
-                for (i, word) in self.words.iter().enumerate() {
-                    if i > 0 {
-                        line.push(b' ');
-                    }
-                    for piece in word {
-                        render(piece, args, seq, slot, true, &mut line);
-                    }
-                }
+                let mut line = self
+                    .rendered_words(args, seq, slot, true, &mut state)?
+                    .join(&b' ');
                 if !self.takes_input {
                     for arg in args {
                         line.push(b' ');
@@ -222,7 +433,7 @@ impl Template {
             }
             Mode::Lines => Composed::Shell(args.join(&b' ')),
             Mode::Quote => {
-                let mut words = self.raw_words(args, seq, slot);
+                let mut words = self.rendered_words(args, seq, slot, false, &mut state)?;
                 if !self.takes_input {
                     words.extend(args.iter().cloned());
                 }
@@ -230,26 +441,14 @@ impl Template {
                 Composed::Shell(quoted.join(&b' '))
             }
             Mode::NoShell => {
-                let mut words = self.raw_words(args, seq, slot);
+                let mut words = self.rendered_words(args, seq, slot, false, &mut state)?;
                 if !self.takes_input {
                     words.extend(args.iter().cloned());
                 }
                 Composed::Argv(words)
             }
-        }
-    }
-
-    fn raw_words(&self, args: &[Vec<u8>], seq: u64, slot: usize) -> Vec<Vec<u8>> {
-        self.words
-            .iter()
-            .map(|word| {
-                let mut out = Vec::new();
-                for piece in word {
-                    render(piece, args, seq, slot, false, &mut out);
-                }
-                out
-            })
-            .collect()
+        };
+        Ok((!state.skip).then_some(composed))
     }
 }
 
@@ -370,6 +569,8 @@ fn transform(arg: &[u8], part: Part) -> Vec<u8> {
         Part::Base => basename(arg).to_vec(),
         Part::Dir => dirname(arg),
         Part::BaseNoExt => strip_ext(basename(arg)).to_vec(),
+        // Evaluated by the template, which holds the perl process (`render_perl`).
+        Part::Perl(_) => arg.to_vec(),
     }
 }
 

@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -42,6 +42,7 @@ pub struct Spawn {
     rlimits: Vec<(Resource, Rlimit)>,
     death_signal: Option<Signal>,
     capture: bool,
+    stdin_piped: bool,
 }
 
 impl Spawn {
@@ -65,6 +66,7 @@ impl Spawn {
             rlimits: Vec::new(),
             death_signal: Some(Signal::KILL),
             capture: false,
+            stdin_piped: false,
         }
     }
 
@@ -127,6 +129,13 @@ impl Spawn {
         self
     }
 
+    /// Gives the child a pipe as stdin (take it with [`Child::take_stdin`]) instead of an empty
+    /// or inherited one.
+    pub fn stdin_piped(mut self, piped: bool) -> Self {
+        self.stdin_piped = piped;
+        self
+    }
+
     /// Starts the child.
     ///
     /// Fails with the `exec` error when the program cannot be run (not found, not executable) and
@@ -137,6 +146,9 @@ impl Spawn {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
+        }
+        if self.stdin_piped {
+            self.command.stdin(Stdio::piped());
         }
         self.command.process_group(0);
         // Without a hook, std spawns with posix_spawn (a vfork-like clone), which costs the parent
@@ -264,6 +276,12 @@ impl Child {
     /// Sends `signal` to the child's whole process group.
     pub fn signal_group(&self, signal: Signal) -> io::Result<()> {
         signal_group(self.pgid(), signal)
+    }
+
+    /// Takes the child's stdin pipe, when it was asked for ([`Spawn::stdin_piped`]) and not taken
+    /// yet. Dropping it closes the child's stdin.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.inner.stdin.take()
     }
 
     /// Takes the child's stdout pipe, when output is captured and it was not taken yet.
