@@ -279,6 +279,11 @@ pub(crate) struct RawOptions {
     #[arg(long = "will-cite", hide = true)]
     pub(crate) will_cite: bool,
 
+    /// Accepted: martelli run's default job count is already the number of CPUs this process may
+    /// run on, which is what GNU parallel's option asks for instead of its count of cores.
+    #[arg(long = "use-cpus-instead-of-cores", hide = true)]
+    pub(crate) use_cpus_instead_of_cores: bool,
+
     /// Print each job's command on stdout, before its output.
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,

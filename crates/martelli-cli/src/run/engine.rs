@@ -421,9 +421,11 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
         };
         let composed = match shared.config.template.try_compose(&args, seq, slot) {
             Ok(Some(composed)) => composed,
-            // skip() in a perl expression: the job is not run, and its slot is free again.
+            // skip() in a perl expression: the job is not run, and its slot is free again. As in
+            // GNU parallel, a skipped job counts as failed in the exit status.
             Ok(None) => {
                 lock(&shared.free_slots).insert(slot);
+                lock(&shared.tally).failed += 1;
                 continue;
             }
             Err(e) => {

@@ -247,10 +247,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
         "coloured tags are not built; use --tag or --tagstring",
     ),
     ("--color", "coloured output is not built"),
-    (
-        "--use-cpus-instead-of-cores",
-        "martelli run counts the CPUs this process may run on; give -j a number instead",
-    ),
     ("--timeout-percent", "--timeout takes seconds only"),
     (
         "--profile",
