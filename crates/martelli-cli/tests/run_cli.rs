@@ -713,7 +713,10 @@ fn unimplemented_constructs_are_refused_before_any_job() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(dir.path().join("log.2")).unwrap(), "one");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("log.2")).unwrap(),
+        "one"
+    );
     // Remote execution: named, pointing to --cluster.
     let o = run(&["--sshlogin", "host", "touch", m, ":::", "1"]);
     assert_eq!(o.status.code(), Some(255));
