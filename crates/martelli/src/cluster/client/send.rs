@@ -120,36 +120,25 @@ impl Inner {
             if outbox.closed {
                 return Err(ClusterError::Closed);
             }
-            let mut state = self.state.lock();
-            let Some(sink) = sink else {
-                drop(state);
-                outbox.items.push(Outgoing {
-                    id: id.clone(),
-                    target,
-                    bytes,
-                    record: keep.map(|keep| (task.to_owned(), keep)),
-                });
-                if outbox.items.len() == 1 {
-                    self.outbox_ready.notify_one();
+            // A task sent without a sink (no reply wanted) is not tracked: it only goes out.
+            if let Some(sink) = sink {
+                let mut state = self.state.lock();
+                state.pending.insert(
+                    id.clone(),
+                    Pending {
+                        sink,
+                        timeout: options.timeout,
+                        placed: Placed::Unsent,
+                        resubmit,
+                        started: 0,
+                        submitted: now,
+                        missing_since: None,
+                    },
+                );
+                if let Some(deadline) = deadline {
+                    state.deadlines.push(Reverse((deadline, id.clone())));
                 }
-                return Ok(id);
-            };
-            state.pending.insert(
-                id.clone(),
-                Pending {
-                    sink,
-                    timeout: options.timeout,
-                    placed: Placed::Unsent,
-                    resubmit,
-                    started: 0,
-                    submitted: now,
-                    missing_since: None,
-                },
-            );
-            if let Some(deadline) = deadline {
-                state.deadlines.push(Reverse((deadline, id.clone())));
             }
-            drop(state);
             outbox.items.push(Outgoing {
                 id: id.clone(),
                 target,
