@@ -64,6 +64,10 @@ pub(crate) trait TokenHost:
     fn as_job(&self) -> Option<&dyn crate::cell::RunCell> {
         None
     }
+
+    /// Times the host's task out if it is running (the timeout watchdog): a task cell or a
+    /// promise cell does; a token of its own has no task.
+    fn expire(&self, _after: std::time::Duration) {}
 }
 
 /// The state of a token: the flag and its async waiters.

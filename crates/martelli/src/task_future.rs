@@ -59,7 +59,7 @@ impl fmt::Debug for Detector {
 /// Runs one async task: starts it (unless it was cancelled while queued), arms its timeout, polls the
 /// user's future with the task's token current — catching panics and timing each poll for the
 /// detector — and completes the promise. One allocation per task holds all of it.
-struct Driver<F: Future> {
+pub(crate) struct Driver<F: Future> {
     /// Structurally pinned: never moved out of the driver, which has no `Drop` of its own.
     fut: F,
     /// `None` once the outcome is delivered.
@@ -142,14 +142,15 @@ impl<F: Future> Driver<F> {
     }
 }
 
-/// The boxed driver of an async task.
+/// The driver of an async task: boxed by a backend that queues it ([`BoxTask`]), or spawned as it
+/// is on the event loop (in tokio's own task cell).
 pub(crate) fn driver<F>(
     fut: F,
     promise: Promise<F::Output>,
     timeout: Option<Timeout<F::Output>>,
     detector: Option<Arc<Detector>>,
     name: Option<&'static str>,
-) -> BoxTask
+) -> Driver<F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -161,12 +162,12 @@ where
             name,
         })
     });
-    Box::pin(Driver {
+    Driver {
         fut,
         promise: Some(promise),
         started: false,
         extras,
-    })
+    }
 }
 
 /// Wakes a parked thread.

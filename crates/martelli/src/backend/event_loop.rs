@@ -13,7 +13,7 @@
 use super::{Admission, Backend, Rejected};
 use crate::cancel::CancelToken;
 use crate::error::{Error, TaskResult};
-use crate::future::promise;
+use crate::future::promise_in_cell;
 use crate::job::{Job, Plain, TaskJob};
 use crate::local::{self, WorkerInfo};
 use crate::options::{Priority, Shutdown};
@@ -234,6 +234,45 @@ impl EventLoop {
     }
 }
 
+/// A task on the runtime, counted as live until tokio drops it: the task's driver and its `Live`
+/// in tokio's task cell, the one allocation an async task needs besides its promise cell.
+struct Counted<F> {
+    /// Structurally pinned: only reached through `Pin::map_unchecked_mut` in `poll`.
+    fut: F,
+    _live: Live,
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for Counted<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // SAFETY: `fut` is pinned whenever `self` is: it is never moved out of `Counted`, which has
+        // no `Drop` of its own and is not `Unpin` by hand, so it is dropped in place.
+        unsafe { self.map_unchecked_mut(|counted| &mut counted.fut) }.poll(cx)
+    }
+}
+
+impl EventLoop {
+    /// Spawns `fut` (an async task's driver) on the runtime once the pool admits it; `token` is the
+    /// task's, fired by a shutdown with `CancelPending`. Generic, so the driver lives in tokio's task
+    /// cell instead of a box of its own.
+    pub(crate) fn spawn_future<F>(&self, fut: F, token: CancelToken) -> Result<(), Error>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let live = self
+            .tracker
+            .admit(token, Admission::Wait, self.on_a_runtime_thread())
+            .map_err(|_| Error::ShutDown)?;
+        drop(self.handle.spawn(Counted { fut, _live: live }));
+        crate::chaos::point();
+        Ok(())
+    }
+}
+
 impl Backend for EventLoop {
     fn kind(&self) -> &'static str {
         "async"
@@ -266,16 +305,11 @@ impl Backend for EventLoop {
         token: CancelToken,
         _priority: Priority,
     ) -> Result<(), Error> {
-        let live = self
-            .tracker
-            .admit(token, Admission::Wait, self.on_a_runtime_thread())
-            .map_err(|_| Error::ShutDown)?;
-        self.handle.spawn(async move {
-            let _live = live;
-            task.await;
-        });
-        crate::chaos::point();
-        Ok(())
+        self.spawn_future(task, token)
+    }
+
+    fn event_loop(&self) -> Option<&EventLoop> {
+        Some(self)
     }
 
     fn queued(&self) -> usize {
@@ -347,7 +381,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (promise, future) = promise::<T>();
+    let (promise, future) = promise_in_cell::<T>();
     let job = TaskJob {
         body: Plain(f),
         promise,

@@ -8,7 +8,7 @@ use crate::backend::{Admission, Rejected, RunKind};
 use crate::capture::{Captured, CapturedSink};
 use crate::cell::{CellJob, CellTimeout, new_task};
 use crate::error::{Error, TaskResult, TrySubmitError};
-use crate::future::{Future, Promise, promise};
+use crate::future::{Future, Promise, promise_in_cell};
 use crate::job::{Body, Fallible, Plain, Timeout};
 use crate::map::Map;
 use crate::map_async::MapAsync;
@@ -121,7 +121,7 @@ impl<'a> Submitter<'a> {
     {
         let pool = self.pool;
         pool.closures_allowed()?;
-        let (promise, future) = promise::<F::Output>();
+        let (promise, future) = promise_in_cell::<F::Output>();
         let token = promise.token().clone();
         let timeout = self.timeout_for(Promise::<F::Output>::expirer);
         let task = driver(
@@ -131,8 +131,12 @@ impl<'a> Submitter<'a> {
             pool.detector.clone(),
             self.options.name,
         );
+        #[cfg(feature = "async")]
+        if let Some(event_loop) = pool.backend.event_loop() {
+            return event_loop.spawn_future(task, token).map(|()| future);
+        }
         pool.backend
-            .spawn_task(task, token, self.options.priority)
+            .spawn_task(Box::pin(task), token, self.options.priority)
             .map(|()| future)
     }
 
