@@ -163,6 +163,11 @@ impl<T> Shared<T> {
         }
     }
 
+    /// The task's id.
+    pub(crate) fn id(&self) -> TaskId {
+        self.id
+    }
+
     /// Marks the task running. False when it was cancelled while queued: then the task must not run.
     pub(crate) fn start(&self) -> bool {
         crate::chaos::point();

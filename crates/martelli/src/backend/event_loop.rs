@@ -44,7 +44,7 @@ struct Tracked {
 }
 
 /// Counts one task as live until dropped.
-struct Live {
+pub(crate) struct Live {
     tracker: Arc<Tracker>,
     key: usize,
 }
@@ -268,6 +268,30 @@ impl EventLoop {
             .admit(token, Admission::Wait, self.on_a_runtime_thread())
             .map_err(|_| Error::ShutDown)?;
         drop(self.handle.spawn(Counted { fut, _live: live }));
+        crate::chaos::point();
+        Ok(())
+    }
+}
+
+impl EventLoop {
+    /// Spawns an async task's driver once the pool admits it: the driver lives in tokio's task
+    /// cell as it is, and the task's live count in the driver's own state (a word of tokio's cell
+    /// for everything martelli keeps per task).
+    pub(crate) fn spawn_driver<F>(
+        &self,
+        mut driver: crate::task_future::Driver<F>,
+        token: CancelToken,
+    ) -> Result<(), Error>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let live = self
+            .tracker
+            .admit(token, Admission::Wait, self.on_a_runtime_thread())
+            .map_err(|_| Error::ShutDown)?;
+        driver.set_live(live);
+        drop(self.handle.spawn(driver));
         crate::chaos::point();
         Ok(())
     }
