@@ -102,11 +102,13 @@ impl TokenState {
     }
 }
 
-/// Usually one task waits on a token: its waker is kept without a second allocation.
+/// Usually one task waits on a token (an async task's driver on its own token): its waker is kept
+/// without a second allocation, and the list of the others is allocated only when there are some,
+/// so that the usual case costs 24 bytes.
 #[derive(Default)]
 struct Wakers {
     first: Option<Waker>,
-    rest: Vec<Waker>,
+    rest: Option<Box<Vec<Waker>>>,
 }
 
 impl Wakers {
@@ -115,15 +117,17 @@ impl Wakers {
             None => self.first = Some(waker.clone()),
             Some(w) if w.will_wake(waker) => {}
             Some(_) => {
-                if !self.rest.iter().any(|w| w.will_wake(waker)) {
-                    self.rest.push(waker.clone());
+                let rest = self.rest.get_or_insert_with(Default::default);
+                if !rest.iter().any(|w| w.will_wake(waker)) {
+                    rest.push(waker.clone());
                 }
             }
         }
     }
 
     fn wake_all(self) {
-        for waker in self.first.into_iter().chain(self.rest) {
+        let rest = self.rest.map(|rest| *rest).unwrap_or_default();
+        for waker in self.first.into_iter().chain(rest) {
             waker.wake();
         }
     }

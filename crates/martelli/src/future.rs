@@ -21,9 +21,9 @@
 //! # Layout
 //!
 //! A submitted closure's state lives in its task cell (`cell.rs`), one allocation with the closure
-//! and the token, and the future points into it; an async task's [`Promise`] keeps its state in
-//! one allocation with its token too (`PromiseCell`), and other promises (remote and scoped jobs,
-//! whose values may borrow) have an `Arc` of their own. Either way its size is part of the cost of a task: an error
+//! and the token, and the future points into it; an async task's lives in its async cell
+//! (`task_future.rs`) in the same way; a [`Promise`]'s state (remote and scoped jobs, `to_thread`)
+//! has an `Arc` of its own. Either way its size is part of the cost of a task: an error
 //! is stored boxed ([`Outcome`]), and the async waker and the callbacks are boxed on first use
 //! (`Watchers`), which keeps a cell for a small closure and a word-sized result within 128 bytes,
 //! the largest size the system allocator recycles through its fast bins.
@@ -267,32 +267,21 @@ fn run_guarded(f: impl FnOnce()) {
 /// The producing side of a [`Future`] whose state is not in a task cell: owned by the job (an async
 /// task's driver, a remote sink, a scoped job) that completes it.
 pub(crate) struct Promise<T> {
-    /// The task's token. For a promise made by [`promise_in_cell`] it is also what keeps the shared
-    /// state alive.
     token: CancelToken,
-    /// `None` once the outcome is delivered.
-    shared: Option<Holder<T>>,
+    shared: Option<Arc<Shared<T>>>,
 }
 
 impl<T> Promise<T> {
-    fn shared(&self) -> Option<&Shared<T>> {
-        self.shared.as_ref().map(|holder| {
-            // SAFETY: a `Holder::Cell` of a promise points into the allocation that `self.token`
-            // keeps alive (`promise_in_cell`), and `self` holds `self.token` for its whole life.
-            unsafe { holder.get() }
-        })
-    }
-
     /// Marks the task running. False when it was cancelled while queued: then the task must not run.
     pub(crate) fn start(&self) -> bool {
-        match self.shared() {
+        match &self.shared {
             Some(shared) => shared.start(),
             None => false,
         }
     }
 
     pub(crate) fn id(&self) -> TaskId {
-        match self.shared() {
+        match &self.shared {
             Some(shared) => shared.id,
             None => unreachable!("a promise holds its shared state until it completes"),
         }
@@ -304,12 +293,10 @@ impl<T> Promise<T> {
 
     /// Completes the future. Returns whether this outcome won (it loses to an earlier cancel or timeout).
     pub(crate) fn complete(mut self, result: TaskResult<T>) -> bool {
-        let won = match self.shared() {
+        match self.shared.take() {
             Some(shared) => shared.complete(result),
             None => false,
-        };
-        self.shared = None;
-        won
+        }
     }
 }
 
@@ -325,15 +312,13 @@ impl<T: Send + 'static> Promise<T> {
     #[cfg(not(loom))]
     pub(crate) fn expirer(&self) -> Expirer {
         match &self.shared {
-            Some(Holder::Own(shared)) => {
+            Some(shared) => {
                 let arc: Arc<dyn ExpireShared> = shared.clone();
                 Expirer::Promise {
                     shared: Arc::downgrade(&arc),
                     token: self.token.clone(),
                 }
             }
-            // The state is in the token's allocation, which times it out (`PromiseCell`).
-            Some(Holder::Cell(_)) => Expirer::Cell(std::sync::Arc::downgrade(self.token.host())),
             None => Expirer::Nothing,
         }
     }
@@ -342,10 +327,9 @@ impl<T: Send + 'static> Promise<T> {
 impl<T> Drop for Promise<T> {
     fn drop(&mut self) {
         // Rule 3: a job discarded without running resolves as cancelled.
-        if let Some(shared) = self.shared() {
+        if let Some(shared) = self.shared.take() {
             shared.abandon(self.token.host().state());
         }
-        self.shared = None;
     }
 }
 
@@ -371,7 +355,7 @@ pub(crate) enum Expirer {
         shared: std::sync::Weak<dyn ExpireShared>,
         token: CancelToken,
     },
-    /// A task cell or a promise cell (either holds its token).
+    /// A task cell or an async task's cell (either holds its token).
     Cell(std::sync::Weak<dyn TokenHost>),
 }
 
@@ -400,7 +384,7 @@ pub(crate) fn promise<T>() -> (Promise<T>, Future<T>) {
     (
         Promise {
             token: token.clone(),
-            shared: Some(Holder::Own(shared.clone())),
+            shared: Some(shared.clone()),
         },
         Future {
             token,
@@ -409,64 +393,12 @@ pub(crate) fn promise<T>() -> (Promise<T>, Future<T>) {
     )
 }
 
-/// A promise's state and its token in one allocation: what [`promise_in_cell`] makes, for async
-/// tasks. The token's counted pointer keeps both alive, as a task cell's does (`cell.rs`).
-struct PromiseCell<T> {
-    token: TokenState,
-    shared: Shared<T>,
-}
-
-impl<T: Send + 'static> TokenHost for PromiseCell<T> {
-    fn state(&self) -> &TokenState {
-        &self.token
-    }
-
-    fn expire(&self, after: Duration) {
-        self.shared.expire(&self.token, after);
-    }
-}
-
-/// A new promise and the future it completes, with the shared state and the token in one
-/// allocation (one allocation fewer per task than [`promise`], which serves values that borrow).
-pub(crate) fn promise_in_cell<T: Send + 'static>() -> (Promise<T>, Future<T>) {
-    let cell = std::sync::Arc::new(PromiseCell {
-        token: TokenState::default(),
-        shared: Shared::new(),
-    });
-    let shared = NonNull::from(&cell.shared);
-    let host: std::sync::Arc<dyn TokenHost> = cell;
-    let token = CancelToken::hosted(host);
-    (
-        Promise {
-            token: token.clone(),
-            shared: Some(Holder::Cell(shared)),
-        },
-        // SAFETY: `shared` points into the cell, which `token` (held by the future) keeps alive;
-        // the cell never moves, being behind an `Arc`.
-        unsafe { Future::in_cell(token, shared) },
-    )
-}
-
-/// How a future or a promise reaches its shared state.
+/// How a future reaches its shared state.
 enum Holder<T> {
     /// In an allocation of its own (a [`Promise`]'s).
     Own(Arc<Shared<T>>),
-    /// Inside the task's cell (or a promise cell), which the holder's token keeps alive.
+    /// Inside the task's cell, which the future's token keeps alive.
     Cell(NonNull<Shared<T>>),
-}
-
-impl<T> Holder<T> {
-    /// The shared state.
-    ///
-    /// # Safety
-    /// For `Holder::Cell`, the caller holds the token whose allocation the pointer is into.
-    unsafe fn get(&self) -> &Shared<T> {
-        match self {
-            Holder::Own(shared) => shared,
-            // SAFETY: by the caller's contract the allocation is alive.
-            Holder::Cell(shared) => unsafe { shared.as_ref() },
-        }
-    }
 }
 
 // SAFETY: a `Holder` is a shared reference to a `Shared<T>` (an `Arc`, or a pointer into an

@@ -82,12 +82,15 @@ pub(crate) struct AsyncCell<T> {
 /// What the driver keeps between polls.
 struct DriverState<T> {
     started: bool,
+    /// With `live_tracker`, the event loop's count of this task as live (`Live`, in two parts so
+    /// that the key packs beside `started`), released when the task ends.
+    #[cfg(feature = "async")]
+    live_key: u32,
     /// The rarely used settings, boxed so that a plain task stays small (100,000 waiting tasks
     /// should cost as little memory as possible).
     extras: Option<Box<Extras<T>>>,
-    /// The event loop's count of this task as live, released when the task ends.
     #[cfg(feature = "async")]
-    live: Option<crate::backend::event_loop::Live>,
+    live_tracker: Option<Arc<crate::backend::event_loop::Tracker>>,
 }
 
 // SAFETY: `token` and `shared` synchronise themselves (`Sync` when `T: Send`); `driver` is only
@@ -125,7 +128,12 @@ impl<T> AsyncCell<T> {
         let state = unsafe { self.driver() };
         state.extras = None;
         #[cfg(feature = "async")]
-        drop(state.live.take());
+        if let Some(tracker) = state.live_tracker.take() {
+            drop(crate::backend::event_loop::Live::from_parts(
+                tracker,
+                state.live_key,
+            ));
+        }
     }
 }
 
@@ -253,8 +261,13 @@ where
     #[cfg(feature = "async")]
     pub(crate) fn set_live(&mut self, live: crate::backend::event_loop::Live) {
         match &self.cell {
-            // SAFETY: `self` is the task's driver (rule 1), not yet spawned.
-            Some(cell) => unsafe { cell.0.driver() }.live = Some(live),
+            Some(cell) => {
+                // SAFETY: `self` is the task's driver (rule 1), not yet spawned.
+                let state = unsafe { cell.0.driver() };
+                let (tracker, key) = live.into_parts();
+                state.live_tracker = Some(tracker);
+                state.live_key = key;
+            }
             None => drop(live),
         }
     }
@@ -290,9 +303,11 @@ where
         shared: Shared::new(),
         driver: AssertUnwindSafe(UnsafeCell::new(DriverState {
             started: false,
+            #[cfg(feature = "async")]
+            live_key: 0,
             extras,
             #[cfg(feature = "async")]
-            live: None,
+            live_tracker: None,
         })),
     });
     let shared = NonNull::from(&cell.shared);

@@ -13,7 +13,7 @@
 use super::{Admission, Backend, Rejected};
 use crate::cancel::CancelToken;
 use crate::error::{Error, TaskResult};
-use crate::future::promise_in_cell;
+use crate::future::promise;
 use crate::job::{Job, Plain, TaskJob};
 use crate::local::{self, WorkerInfo};
 use crate::options::{Priority, Shutdown};
@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use tokio::runtime::{Builder, Handle, Runtime};
 
 /// Live tasks of one event-loop pool.
-struct Tracker {
+pub(crate) struct Tracker {
     state: Mutex<Tracked>,
     changed: Condvar,
 }
@@ -46,16 +46,33 @@ struct Tracked {
 /// Counts one task as live until dropped.
 pub(crate) struct Live {
     tracker: Arc<Tracker>,
-    key: usize,
+    /// The task's index in the tracker's slab (4 billion live tasks would need a terabyte).
+    key: u32,
+}
+
+impl Live {
+    /// The count as its two parts, which an async task's cell keeps apart to pack them with its
+    /// other fields (`task_future.rs`); [`Live::from_parts`] puts them back together.
+    pub(crate) fn into_parts(self) -> (Arc<Tracker>, u32) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used again: the tracker is moved out once.
+        (unsafe { std::ptr::read(&this.tracker) }, this.key)
+    }
+
+    /// The count made of the parts [`Live::into_parts`] returned.
+    pub(crate) fn from_parts(tracker: Arc<Tracker>, key: u32) -> Live {
+        Live { tracker, key }
+    }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         let mut state = self.tracker.state.lock();
         state.live -= 1;
-        if let Some(slot) = state.tokens.get_mut(self.key) {
+        let key = self.key as usize;
+        if let Some(slot) = state.tokens.get_mut(key) {
             *slot = None;
-            state.free.push(self.key);
+            state.free.push(key);
         }
         if state.waiting > 0 {
             self.tracker.changed.notify_all();
@@ -107,7 +124,7 @@ impl Tracker {
         };
         Ok(Live {
             tracker: Arc::clone(self),
-            key,
+            key: key as u32,
         })
     }
 }
@@ -405,7 +422,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (promise, future) = promise_in_cell::<T>();
+    let (promise, future) = promise::<T>();
     let job = TaskJob {
         body: Plain(f),
         promise,
