@@ -108,6 +108,7 @@ mod reclaim;
 mod record;
 mod registered;
 mod runner;
+mod schedule;
 mod sink;
 mod status;
 mod worker;
@@ -158,6 +159,10 @@ pub use ratelimit::{RateLimit, RateLimitError};
 pub use record::{RecordState, TaskRecord};
 pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
+pub use schedule::{
+    CatchUp, CronExpr, ScheduleError, Schedule, ScheduleInfo, Scheduler, SchedulerOptions,
+    SchedulerReport, Schedules, Timing, parse_interval, task_id,
+};
 pub(crate) use sink::{SharedSink, Sink, decode_result};
 pub use status::{
     ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
