@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use martelli::Priority;
 use martelli::cluster::{
-    CatchUp, Schedule, ScheduleInfo, Scheduler, SchedulerOptions, Schedules, parse_interval,
+    CatchUp, CronExpr, Schedule, ScheduleInfo, Scheduler, SchedulerOptions, Schedules, parse_interval,
 };
 use serde_bytes::ByteBuf;
 
@@ -195,6 +195,13 @@ pub(crate) fn run(args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_add(args: &AddArgs) -> anyhow::Result<ExitCode> {
+    // The timing first: a bad expression is the likelier mistake.
+    if let Some(cron) = &args.cron {
+        cron.parse::<CronExpr>()?;
+    }
+    if let Some(every) = &args.every {
+        parse_interval(every)?;
+    }
     let (task, payload) = match (&args.task, &args.shell, args.command.is_empty()) {
         (Some(task), _, _) => {
             let json: serde_json::Value = match &args.args {

@@ -102,6 +102,7 @@ mod envelope;
 mod error;
 mod inspect;
 mod lost;
+mod platform;
 mod preview;
 mod ratelimit;
 mod reclaim;
@@ -154,6 +155,7 @@ pub use inspect::{
     ResultView, SEARCH_LIMIT, TaskState, TaskView,
 };
 pub use lost::OnLost;
+pub use platform::{PlatformView, RETRY_SCAN, RateLimitView, RetryView};
 pub use preview::{DECODE_LIMIT, PREVIEW_CHARS, Payload};
 pub use ratelimit::{RateLimit, RateLimitError};
 pub use record::{RecordState, TaskRecord};

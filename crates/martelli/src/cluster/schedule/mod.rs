@@ -107,7 +107,8 @@ fn broker_error(action: &'static str) -> impl FnOnce(redis::RedisError) -> Sched
 }
 
 /// What happens to the ticks missed while no scheduler ran (docs/protocol.md, "Addition 4").
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CatchUp {
     /// The latest missed tick fires once (the default); the ticks before it are passed over.
     #[default]
@@ -136,7 +137,7 @@ impl CatchUp {
 
 impl std::fmt::Display for CatchUp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.wire())
+        f.pad(self.wire())
     }
 }
 
@@ -377,7 +378,7 @@ pub fn task_id(name: &str, tick_ms: u64) -> String {
 }
 
 /// A schedule as stored in Redis, with its state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct ScheduleInfo {
     /// Its name.
