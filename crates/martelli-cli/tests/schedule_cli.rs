@@ -18,12 +18,20 @@ fn martelli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_martelli"))
 }
 
+/// `args` with `--cluster URL` before a `--` (after which comes a command), or at the end.
+fn with_cluster<'a>(args: &[&'a str], url: &'a str) -> Vec<&'a str> {
+    let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    let mut out = args[..at].to_vec();
+    out.extend(["--cluster", url]);
+    out.extend(&args[at..]);
+    out
+}
+
 /// Runs `martelli schedule ARGS… --cluster URL` to its end.
 fn schedule(url: &str, args: &[&str]) -> std::process::Output {
     let child = martelli()
         .arg("schedule")
-        .args(args)
-        .args(["--cluster", url])
+        .args(with_cluster(args, url))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
