@@ -16,7 +16,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use martelli::Priority;
 use martelli::cluster::{
-    CatchUp, CronExpr, Schedule, ScheduleInfo, Scheduler, SchedulerOptions, Schedules, parse_interval,
+    CatchUp, CronExpr, Schedule, ScheduleInfo, Scheduler, SchedulerOptions, Schedules,
+    parse_interval,
 };
 use serde_bytes::ByteBuf;
 
@@ -73,7 +74,12 @@ struct AddArgs {
 
     /// A cron expression in UTC: 5 fields (minute hour day-of-month month day-of-week) or 6
     /// (second first); also @hourly, @daily, @weekly, @monthly, @yearly.
-    #[arg(long = "cron", value_name = "EXPR", conflicts_with = "every", required_unless_present = "every")]
+    #[arg(
+        long = "cron",
+        value_name = "EXPR",
+        conflicts_with = "every",
+        required_unless_present = "every"
+    )]
     cron: Option<String>,
 
     /// An interval: 500ms, 10s, 5m, 1h30m, 1d. Ticks are its multiples since the Unix epoch.
@@ -205,8 +211,9 @@ fn run_add(args: &AddArgs) -> anyhow::Result<ExitCode> {
     let (task, payload) = match (&args.task, &args.shell, args.command.is_empty()) {
         (Some(task), _, _) => {
             let json: serde_json::Value = match &args.args {
-                Some(text) => serde_json::from_str(text)
-                    .with_context(|| format!("--args {text:?} is not JSON (give an array such as '[2, 3]')"))?,
+                Some(text) => serde_json::from_str(text).with_context(|| {
+                    format!("--args {text:?} is not JSON (give an array such as '[2, 3]')")
+                })?,
                 None => serde_json::Value::Array(Vec::new()),
             };
             let payload = rmp_serde::to_vec_named(&json).context("could not encode --args")?;
@@ -217,7 +224,10 @@ fn run_add(args: &AddArgs) -> anyhow::Result<ExitCode> {
                 shell: Some(ByteBuf::from(line.as_bytes().to_vec())),
                 ..ShellTask::default()
             };
-            (shell::TASK.to_owned(), rmp_serde::to_vec_named(&shell_task)?)
+            (
+                shell::TASK.to_owned(),
+                rmp_serde::to_vec_named(&shell_task)?,
+            )
         }
         (None, None, false) => {
             let shell_task = ShellTask {
@@ -229,7 +239,10 @@ fn run_add(args: &AddArgs) -> anyhow::Result<ExitCode> {
                 ),
                 ..ShellTask::default()
             };
-            (shell::TASK.to_owned(), rmp_serde::to_vec_named(&shell_task)?)
+            (
+                shell::TASK.to_owned(),
+                rmp_serde::to_vec_named(&shell_task)?,
+            )
         }
         (None, None, true) => bail!(
             "nothing to schedule: give a command after `--`, a command line with --shell, or a \
@@ -293,7 +306,16 @@ fn run_list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     }
     println!(
         "{:<20} {:<22} {:<16} {:<8} {:<7} {:<5} {:<20} {:<20} {:>6} {:>7}",
-        "NAME", "TIMING", "TASK", "QUEUE", "CATCHUP", "ON", "LAST FIRED", "NEXT", "FIRED", "SKIPPED"
+        "NAME",
+        "TIMING",
+        "TASK",
+        "QUEUE",
+        "CATCHUP",
+        "ON",
+        "LAST FIRED",
+        "NEXT",
+        "FIRED",
+        "SKIPPED"
     );
     for s in &list {
         println!(
@@ -339,16 +361,17 @@ fn run_scheduler(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(|d| !d.is_zero())
         .with_context(|| {
-            format!("invalid --max-sleep {}: give a number of seconds above 0", args.max_sleep)
+            format!(
+                "invalid --max-sleep {}: give a number of seconds above 0",
+                args.max_sleep
+            )
         })?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone())
             .context("could not install the signal handlers")?;
     }
-    let options = options(&args.broker)
-        .max_sleep(max_sleep)
-        .quiet(args.quiet);
+    let options = options(&args.broker).max_sleep(max_sleep).quiet(args.quiet);
     eprintln!(
         "martelli schedule run: firing the schedules under prefix {:?} (SIGTERM or Ctrl-C stops)",
         args.broker.prefix

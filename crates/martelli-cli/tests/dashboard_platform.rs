@@ -103,13 +103,38 @@ fn the_platform_view_shows_schedules_rate_limits_and_retries() {
     let url = redis.url();
     let mut raw = redis.raw();
 
-    ok(&url, &["schedule", "add", "beat", "--every", "1s", "--", "true"]);
     ok(
         &url,
-        &["schedule", "add", "nightly", "--cron", "0 3 * * *", "--catch-up", "skip", "--shell", "backup"],
+        &["schedule", "add", "beat", "--every", "1s", "--", "true"],
+    );
+    ok(
+        &url,
+        &[
+            "schedule",
+            "add",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "--catch-up",
+            "skip",
+            "--shell",
+            "backup",
+        ],
     );
     // A name with HTML in it is shown as text.
-    ok(&url, &["schedule", "add", "<b>bold</b>", "--every", "1h", "--disabled", "--", "true"]);
+    ok(
+        &url,
+        &[
+            "schedule",
+            "add",
+            "<b>bold</b>",
+            "--every",
+            "1h",
+            "--disabled",
+            "--",
+            "true",
+        ],
+    );
     ok(&url, &["ratelimit", "martelli.shell", "10/s"]);
     let envelope = rmp_serde::to_vec_named(&Retrying {
         v: 1,
@@ -189,7 +214,9 @@ fn the_platform_view_shows_schedules_rate_limits_and_retries() {
     let retry = page.eval("[...document.querySelectorAll('#retries-table tbody td')].map(c => c.textContent).join('|')");
     let retry = retry.as_str().unwrap_or_default().to_owned();
     assert!(
-        retry.starts_with("retry-me|flaky|1/5|") && retry.contains("(in ") && retry.ends_with("|disk full"),
+        retry.starts_with("retry-me|flaky|1/5|")
+            && retry.contains("(in ")
+            && retry.ends_with("|disk full"),
         "{retry}"
     );
 }

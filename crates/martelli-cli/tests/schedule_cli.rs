@@ -86,8 +86,14 @@ fn ticks(raw: &mut redis::Connection, name: &str) -> Vec<u64> {
 fn check(ticks: &[u64]) -> u64 {
     let unique: HashSet<u64> = ticks.iter().copied().collect();
     assert_eq!(unique.len(), ticks.len(), "a tick fired twice: {ticks:?}");
-    assert!(ticks.windows(2).all(|w| w[0] < w[1]), "out of order: {ticks:?}");
-    assert!(ticks.iter().all(|t| t % 1000 == 0), "off the grid: {ticks:?}");
+    assert!(
+        ticks.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {ticks:?}"
+    );
+    assert!(
+        ticks.iter().all(|t| t % 1000 == 0),
+        "off the grid: {ticks:?}"
+    );
     match (ticks.first(), ticks.last()) {
         (Some(first), Some(last)) => (last - first) / 1000 + 1 - ticks.len() as u64,
         _ => 0,
@@ -103,14 +109,22 @@ fn three_scheduler_processes_fire_each_tick_once() {
         let added = schedule(&url, &["add", "beat", "--every", "1s", "--", "true"]);
         assert!(added.status.success(), "{added:?}");
         let schedulers: Vec<KillOnDrop> = (0..3).map(|_| scheduler(&url)).collect();
-        poll::read_until("ticks to fire", LIMIT, || ticks(&mut raw, "beat"), |t| t.len() >= 6);
+        poll::read_until(
+            "ticks to fire",
+            LIMIT,
+            || ticks(&mut raw, "beat"),
+            |t| t.len() >= 6,
+        );
         for mut s in schedulers {
             s.signal(Signal::TERM);
             assert!(s.wait_for(LIMIT).success());
         }
         let fired = ticks(&mut raw, "beat");
         let missing = check(&fired);
-        assert!(missing <= 1, "{missing} tick(s) lost with three schedulers: {fired:?}");
+        assert!(
+            missing <= 1,
+            "{missing} tick(s) lost with three schedulers: {fired:?}"
+        );
     });
 }
 
@@ -154,7 +168,10 @@ fn bad_schedules_get_a_clear_error_and_change_nothing() {
         let bad = schedule(&url, &["add", "b", "--cron", "0 25 * * *", "--", "true"]);
         assert_eq!(bad.status.code(), Some(1));
         let err = String::from_utf8_lossy(&bad.stderr);
-        assert!(err.contains("hour field") && err.contains("\"25\""), "{err}");
+        assert!(
+            err.contains("hour field") && err.contains("\"25\""),
+            "{err}"
+        );
         let bad = schedule(&url, &["add", "b", "--every", "10 parsecs", "--", "true"]);
         let err = String::from_utf8_lossy(&bad.stderr);
         assert!(err.contains("invalid interval"), "{err}");

@@ -299,9 +299,13 @@ fn schedules_are_added_replaced_disabled_and_removed() {
 
 #[test]
 fn bad_input_gets_a_clear_error() {
-    let e = Schedule::cron("x", "0 3 * * 8", "noop").unwrap_err().to_string();
+    let e = Schedule::cron("x", "0 3 * * 8", "noop")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("day-of-week"), "{e}");
-    let e = Schedule::every("x", Duration::ZERO, "noop").unwrap_err().to_string();
+    let e = Schedule::every("x", Duration::ZERO, "noop")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("interval"), "{e}");
     let e = Schedule::every("a name", Duration::from_secs(1), "noop")
         .unwrap_err()

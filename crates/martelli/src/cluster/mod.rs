@@ -162,7 +162,7 @@ pub use record::{RecordState, TaskRecord};
 pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
 pub use schedule::{
-    CatchUp, CronExpr, ScheduleError, Schedule, ScheduleInfo, Scheduler, SchedulerOptions,
+    CatchUp, CronExpr, Schedule, ScheduleError, ScheduleInfo, Scheduler, SchedulerOptions,
     SchedulerReport, Schedules, Timing, parse_interval, task_id,
 };
 pub(crate) use sink::{SharedSink, Sink, decode_result};

@@ -120,7 +120,10 @@ fn read(conn: &mut Connection, prefix: &str, queue: &str) -> Result<PlatformView
         .map_err(broker("read the delayed tasks"))?;
     // RESP2 replies member, score, member, score…; RESP3 [member, score] pairs.
     let items = conn::array(&members);
-    let pairs: Vec<(&[u8], u64)> = if items.first().is_some_and(|i| matches!(i, redis::Value::Array(_))) {
+    let pairs: Vec<(&[u8], u64)> = if items
+        .first()
+        .is_some_and(|i| matches!(i, redis::Value::Array(_)))
+    {
         items
             .iter()
             .filter_map(|pair| match conn::array(pair) {

@@ -40,8 +40,8 @@ use redis::{Connection, Value};
 use serde::Serialize;
 
 pub use scheduler::{Scheduler, SchedulerReport};
-pub use timing::{CronExpr, Timing, parse_interval};
 pub(crate) use timing::format_interval;
+pub use timing::{CronExpr, Timing, parse_interval};
 
 use super::conn::{self, Broker};
 use super::envelope::{DEFAULT_MAX_ATTEMPTS, TaskEnvelope};
@@ -295,9 +295,8 @@ impl Schedule {
             slot: None,
         };
         let bytes = envelope.encode()?;
-        let mut value = rmpv::decode::read_value(&mut &bytes[..]).map_err(|e| {
-            ScheduleError::Encode(rmp_serde::encode::Error::Syntax(e.to_string()))
-        })?;
+        let mut value = rmpv::decode::read_value(&mut &bytes[..])
+            .map_err(|e| ScheduleError::Encode(rmp_serde::encode::Error::Syntax(e.to_string())))?;
         if let rmpv::Value::Map(pairs) = &mut value {
             pairs.retain(|(k, _)| k.as_str() != Some("id"));
         }
@@ -426,7 +425,9 @@ impl ScheduleInfo {
         let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
         let timing = match (get("cron"), num("every")) {
             (Some(cron), _) => format!("cron {cron}"),
-            (None, Some(every)) => format!("every {}", format_interval(Duration::from_millis(every))),
+            (None, Some(every)) => {
+                format!("every {}", format_interval(Duration::from_millis(every)))
+            }
             (None, None) => "(none)".to_owned(),
         };
         ScheduleInfo {
@@ -531,12 +532,14 @@ impl Schedules {
         let prefix = self.prefix.clone();
         self.query(|conn| {
             let now = broker_now(conn).map_err(broker_error("read its clock (TIME)"))?;
-            let next = schedule.timing.next_after(now).ok_or_else(|| {
-                ScheduleError::Unreadable {
-                    name: schedule.name.clone(),
-                    detail: format!("{} never ticks after now", schedule.timing),
-                }
-            })?;
+            let next =
+                schedule
+                    .timing
+                    .next_after(now)
+                    .ok_or_else(|| ScheduleError::Unreadable {
+                        name: schedule.name.clone(),
+                        detail: format!("{} never ticks after now", schedule.timing),
+                    })?;
             let rev = uuid::Uuid::new_v4().simple().to_string();
             let reply: (String, String) = redis::Script::new(scripts::ADD_SCRIPT)
                 .key(hash_key(&prefix, &schedule.name))
@@ -550,7 +553,12 @@ impl Schedules {
                 .arg(&schedule.queue)
                 .arg(Keys::stream_index(schedule.priority).to_string())
                 .arg(envelope)
-                .arg(schedule.keep.map(|k| duration_ms(k).to_string()).unwrap_or_default())
+                .arg(
+                    schedule
+                        .keep
+                        .map(|k| duration_ms(k).to_string())
+                        .unwrap_or_default(),
+                )
                 .arg(schedule.catch_up.wire())
                 .arg(if schedule.enabled { "1" } else { "0" })
                 .arg(next)
@@ -652,7 +660,8 @@ impl Stored {
         prefix: &str,
         name: &str,
     ) -> Result<Option<Stored>, ScheduleError> {
-        let fields = hgetall(conn, &hash_key(prefix, name)).map_err(broker_error("read a schedule"))?;
+        let fields =
+            hgetall(conn, &hash_key(prefix, name)).map_err(broker_error("read a schedule"))?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -670,9 +679,17 @@ impl Stored {
             (Some(cron), None) => Timing::Cron(cron.parse()?),
             (None, Some(every)) => match every.parse::<u64>() {
                 Ok(ms) if ms > 0 => Timing::Every(Duration::from_millis(ms)),
-                _ => return Err(unreadable(format!("its interval {every:?} is not a number of ms"))),
+                _ => {
+                    return Err(unreadable(format!(
+                        "its interval {every:?} is not a number of ms"
+                    )));
+                }
             },
-            _ => return Err(unreadable("it needs exactly one of `cron` and `every`".into())),
+            _ => {
+                return Err(unreadable(
+                    "it needs exactly one of `cron` and `every`".into(),
+                ));
+            }
         };
         let priority = match get("priority").as_deref() {
             Some("0") => Priority::High,

@@ -80,7 +80,9 @@ impl Scheduler {
     /// Waits for the scheduler to stop (call [`stop`](Scheduler::stop) first).
     pub fn join(mut self) -> Result<SchedulerReport, ScheduleError> {
         match self.thread.take() {
-            Some(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             None => Ok(SchedulerReport::default()),
         }
     }
