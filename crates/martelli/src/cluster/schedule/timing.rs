@@ -52,7 +52,7 @@ impl fmt::Display for Timing {
 #[derive(Clone)]
 pub struct CronExpr {
     text: String,
-    cron: Cron,
+    cron: Box<Cron>,
 }
 
 impl fmt::Debug for CronExpr {
@@ -100,7 +100,7 @@ impl FromStr for CronExpr {
         match parser().parse(text) {
             Ok(cron) => Ok(CronExpr {
                 text: text.to_owned(),
-                cron,
+                cron: Box::new(cron),
             }),
             Err(error) if nickname => Err(bad(None, error.to_string())),
             Err(error) => {
