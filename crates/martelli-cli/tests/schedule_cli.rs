@@ -189,3 +189,42 @@ fn bad_schedules_get_a_clear_error_and_change_nothing() {
         assert!(schedule(&url, &["remove", "b"]).status.success());
     });
 }
+
+#[test]
+fn a_worker_with_scheduler_fires_and_runs_the_commands() {
+    poll::within(LIMIT, || {
+        let redis = RedisServer::start();
+        let url = redis.url();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("ticks");
+        let line = format!("echo tick >> {}", file.display());
+        let added = schedule(&url, &["add", "w", "--every", "1s", "--shell", &line]);
+        assert!(added.status.success(), "{added:?}");
+        let worker = KillOnDrop::new(
+            martelli()
+                .args([
+                    "worker",
+                    "--scheduler",
+                    "--cluster",
+                    &url,
+                    "-j",
+                    "2",
+                    "--poll",
+                    "0.05",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("the worker starts"),
+        );
+        poll::until("two ticks to run", LIMIT, || {
+            std::fs::read_to_string(&file).is_ok_and(|t| t.lines().count() >= 2)
+        });
+        worker.signal(Signal::TERM);
+        let out = worker.output(LIMIT);
+        assert!(out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("scheduler stopped"), "{err}");
+    });
+}
