@@ -65,8 +65,8 @@ pub(crate) trait TokenHost:
         None
     }
 
-    /// Times the host's task out if it is running (the timeout watchdog): a task cell or a
-    /// promise cell does; a token of its own has no task.
+    /// Times the host's task out if it is running (the timeout watchdog): a task cell or an async
+    /// task's cell does; a token of its own has no task.
     fn expire(&self, _after: std::time::Duration) {}
 }
 

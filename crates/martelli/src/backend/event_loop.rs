@@ -251,8 +251,8 @@ impl EventLoop {
     }
 }
 
-/// A task on the runtime, counted as live until tokio drops it: the task's driver and its `Live`
-/// in tokio's task cell, the one allocation an async task needs besides its promise cell.
+/// A boxed task on the runtime (`Backend::spawn_task`), counted as live until tokio drops it.
+/// `submit_async` does not come this way: it spawns its driver with [`EventLoop::spawn_driver`].
 struct Counted<F> {
     /// Structurally pinned: only reached through `Pin::map_unchecked_mut` in `poll`.
     fut: F,
@@ -273,9 +273,8 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for Counted<F> {
 }
 
 impl EventLoop {
-    /// Spawns `fut` (an async task's driver) on the runtime once the pool admits it; `token` is the
-    /// task's, fired by a shutdown with `CancelPending`. Generic, so the driver lives in tokio's task
-    /// cell instead of a box of its own.
+    /// Spawns `fut` on the runtime once the pool admits it; `token` is the task's, fired by a
+    /// shutdown with `CancelPending`.
     pub(crate) fn spawn_future<F>(&self, fut: F, token: CancelToken) -> Result<(), Error>
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -288,9 +287,7 @@ impl EventLoop {
         crate::chaos::point();
         Ok(())
     }
-}
 
-impl EventLoop {
     /// Spawns an async task's driver once the pool admits it: the driver lives in tokio's task
     /// cell as it is, and the task's live count in the driver's own state (a word of tokio's cell
     /// for everything martelli keeps per task).
