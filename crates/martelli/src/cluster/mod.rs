@@ -111,6 +111,7 @@ mod runner;
 mod sink;
 mod status;
 mod worker;
+mod workflow;
 
 /// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, as cargo-fuzz does).
 #[cfg(fuzzing)]
@@ -163,6 +164,7 @@ pub use status::{
     ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
 };
 pub use worker::{StopHandle, Worker, WorkerOptions, WorkerReport, serve};
+pub use workflow::{Chain, Chord, FlowOptions, Group, OnMemberFailure, Step};
 
 use crate::options::Priority;
 
@@ -252,6 +254,11 @@ impl Keys {
     /// The rate-limit state of a task name: `{prefix}:rate:{task}`.
     pub(crate) fn rate(&self, task: &str) -> String {
         format!("{}:rate:{task}", self.prefix)
+    }
+
+    /// A workflow's hash (Addition 5): `{prefix}:flow:{id}`.
+    pub(crate) fn flow(&self, flow_id: &str) -> String {
+        format!("{}:flow:{flow_id}", self.prefix)
     }
 
     /// A worker's heartbeat hash: `{prefix}:worker:{consumer}`.

@@ -97,6 +97,7 @@ impl Inner {
             retries: 0,
             errors: Vec::new(),
             slot: None,
+            flow: None,
         };
         let bytes = Arc::new(envelope.encode()?);
         if bytes.len() > self.max_payload {
