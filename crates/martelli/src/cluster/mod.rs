@@ -91,8 +91,14 @@
 //!
 //! # Not built yet
 //!
-//! Per-task lease lengths and client certificates (mutual TLS); workflows (chain, group, chord)
-//! and periodic tasks; retry and rate-limit options on `#[martelli::task]`.
+//! Per-task lease lengths and client certificates (mutual TLS); periodic tasks.
+//!
+//! # Workflows
+//!
+//! [`Client::chain`], [`Client::group`] and [`Client::chord`] queue [`Step`]s whose results are
+//! passed on; completion is counted in Redis by the worker that stores each member's result, and
+//! a chord's callback is queued exactly once (see the `workflow` module and `docs/protocol.md`,
+//! "Addition 5").
 
 mod client;
 mod conn;
