@@ -69,6 +69,27 @@ pub trait Task: Copy + Send + Sync + 'static {
 /// assert_eq!(fetch::OPTIONS.retries(), Some(3));
 /// assert_eq!(fetch::OPTIONS.rate_limit(), Some("10/s"));
 /// ```
+///
+/// Options are checked at compile time: a status that does not exist,
+///
+/// ```compile_fail
+/// #[martelli::task(retries = 2, retry_on = ["sometimes"])]
+/// fn f() {}
+/// ```
+///
+/// a rate that does not parse,
+///
+/// ```compile_fail
+/// #[martelli::task(rate_limit = "100 per second")]
+/// fn f() {}
+/// ```
+///
+/// or an unknown option does not compile.
+///
+/// ```compile_fail
+/// #[martelli::task(retires = 2)]
+/// fn f() {}
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskSettings {
     retries: Option<u32>,
