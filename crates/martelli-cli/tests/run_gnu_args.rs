@@ -961,7 +961,8 @@ fn parens_choose_k_and_the_rest_of_plus() {
             &["--parens", "[[]]]", "echo", "[[ $_=uc ]]]", ":::", "a"],
             "A\n",
         ),
-        // man parallel_examples, "All combinations in a list".
+        // man parallel_examples, "All combinations in a list". Skipped jobs count as failed in
+        // the status, as GNU parallel's.
         case(
             &[
                 "--plus",
@@ -978,7 +979,8 @@ fn parens_choose_k_and_the_rest_of_plus() {
             ],
             "A B\nA C\nB C\n",
         )
-        .sorted(),
+        .sorted()
+        .code(6),
         case(
             &[
                 "--plus",
@@ -992,8 +994,8 @@ fn parens_choose_k_and_the_rest_of_plus() {
                 "B",
             ],
             "xA By\n",
-        ),
-        // Skipped jobs count as failed in the status, as GNU parallel's.
+        )
+        .code(3),
         case(
             &["--plus", "echo", "{uniq}", ":::", "A", "B", ":::", "A", "B"],
             "A B\nB A\n",
@@ -1128,7 +1130,7 @@ fn tee_gives_the_whole_input_to_every_job() {
                 "-l",
                 "-c",
             ],
-            "1 -l\t12\n1 -c\t32\n2 -l\t3\n2 -c\t8\n",
+            "1 -l\t11\n1 -c\t32\n2 -l\t3\n2 -c\t8\n",
         )
         .stdin(&seq(20)),
         // More than one block: every job reads all of it.
@@ -1141,7 +1143,9 @@ fn tee_gives_the_whole_input_to_every_job() {
         .stdin(&big),
         // A job that stops reading does not hold the others back.
         case(
-            &["--pipe", "--tee", "-k", "{}", ":::", "head -n1", "wc -l"],
+            &[
+                "--pipe", "--tee", "-k", "eval {}", ":::", "head -n1", "wc -l",
+            ],
             "1\n200000\n",
         )
         .stdin(&big),
@@ -1161,14 +1165,25 @@ fn tee_gives_the_whole_input_to_every_job() {
             ],
             "1\t11\n2\t3\n",
         ),
-        // All jobs run at once: fewer slots than jobs is an error, before any job.
-        case(
-            &["--pipe", "--tee", "-j1", "echo {}; cat", ":::", "a", "b"],
-            "",
-        )
-        .stdin(b"1\n")
-        .code(255),
     ]);
+    // All jobs run at once: fewer slots than jobs is an error, before any job. (GNU parallel
+    // gives the same status and message, but leaves its `tee` process behind, holding the
+    // output open, so it is not run here.)
+    let mut m = martelli();
+    m.args([
+        "run",
+        "--pipe",
+        "--tee",
+        "-j1",
+        "echo {}; cat",
+        ":::",
+        "a",
+        "b",
+    ]);
+    let o = feed(m, b"1\n");
+    util::assert_code(&o, 255);
+    assert_eq!(util::stdout(&o), "");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-j 0"), "{o:?}");
 }
 
 #[test]
@@ -1218,10 +1233,10 @@ fn results_directories_are_named_by_the_header() {
             ],
             &[
                 "out/f1/A/f2/C/stdout: \"A C\\n\"",
-                "out/f1/B/f2/D/seq: \"4\\n\"",
+                "out/f1/B/f2/D/seq: \"4\"",
             ],
         ),
-        // The columns go in the order of their names: numbers first, by value.
+        // The columns go in the order of their names: by value as numbers (a word is 0), then as text.
         (
             &[
                 "--header",
@@ -1239,7 +1254,7 @@ fn results_directories_are_named_by_the_header() {
                 "9",
                 "E",
             ],
-            &["out/9/E/10/C/zz/A/stdout: \"A C E\\n\""],
+            &["out/zz/A/9/E/10/C/stdout: \"A C E\\n\""],
         ),
         // A tab in an argument is written \t.
         (

@@ -460,7 +460,8 @@ fn store_results(dir: &Path, o: &Outcome, names: &ColumnNames) -> Result<(), Run
     std::fs::create_dir_all(&path).map_err(err)?;
     std::fs::write(path.join("stdout"), &o.stdout).map_err(err)?;
     std::fs::write(path.join("stderr"), &o.stderr).map_err(err)?;
-    std::fs::write(path.join("seq"), format!("{}\n", o.seq)).map_err(err)?;
+    // GNU parallel writes the number without a newline.
+    std::fs::write(path.join("seq"), o.seq.to_string()).map_err(err)?;
     Ok(())
 }
 
