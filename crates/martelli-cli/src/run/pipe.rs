@@ -527,15 +527,18 @@ pub(crate) enum JobInput {
     Shared(Arc<Mutex<Splitter>>),
     /// `--pipe --tee`: the blocks the reading thread hands to this job (taken by the first run of
     /// the job; a retry reads nothing).
-    Tee(Arc<Mutex<Option<Receiver<Arc<Vec<u8>>>>>>),
+    Tee(Arc<Mutex<Option<Receiver<Block>>>>),
     /// `--pipepart --tee`: the whole file.
     File(PathBuf),
 }
 
+/// A block of input shared by the jobs of `--tee`.
+type Block = Arc<Vec<u8>>;
+
 /// `--tee`: the jobs' ends of the reading thread's channels, in the jobs' order.
 #[derive(Debug)]
 pub(crate) struct Tee {
-    receivers: Mutex<std::collections::VecDeque<Receiver<Arc<Vec<u8>>>>>,
+    receivers: Mutex<std::collections::VecDeque<Receiver<Block>>>,
     part: Option<PathBuf>,
 }
 
@@ -592,7 +595,7 @@ impl Tee {
 
 /// Reads `input` a block at a time and sends each block to every job still reading; ends at the
 /// end of the input, or when no job reads any more.
-fn tee_stdin(mut input: impl Read, block: usize, mut senders: Vec<SyncSender<Arc<Vec<u8>>>>) {
+fn tee_stdin(mut input: impl Read, block: usize, mut senders: Vec<SyncSender<Block>>) {
     loop {
         let mut buf = vec![0u8; block];
         let n = match input.read(&mut buf) {
