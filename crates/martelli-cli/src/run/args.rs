@@ -253,8 +253,9 @@ pub(crate) struct RawOptions {
     pub(crate) tee: bool,
 
     /// The first line of each input source is a header: its columns (split by --colsep, else a
-    /// tab) name them, {colname}. `:` or a number of lines; with --pipe, put before every block.
-    #[arg(long = "header", value_name = ":|N")]
+    /// tab) name them, {colname}. `:` or 0 (the files' names). With --pipe: `:`, a number of
+    /// lines or a regular expression matched at the start of the input, put before every block.
+    #[arg(long = "header", value_name = ":|N|REGEXP")]
     pub(crate) header: Option<String>,
 
     /// Split each argument into columns at this regular expression: {1}, {2}, … are the columns.
