@@ -1341,3 +1341,43 @@ fn compress_is_accepted_where_output_is_not_in_files() {
         assert_eq!(std::fs::read_dir(dir.path()).expect("readable").count(), 0);
     }
 }
+
+#[test]
+fn tee_streams_an_input_larger_than_its_bound() {
+    const MIB: usize = 1 << 20;
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01234\n";
+    let mut input = Vec::with_capacity(48 * MIB);
+    while input.len() < 48 * MIB {
+        input.extend_from_slice(line);
+    }
+    let mut m = martelli();
+    m.args([
+        "run",
+        "--pipe",
+        "--tee",
+        "wc -c | tr -d '\\n'; echo -n ' '; grep VmHWM /proc/$PPID/status",
+        ":::",
+        "a",
+        "b",
+    ]);
+    let o = feed(m, &input);
+    util::assert_code(&o, 0);
+    let mut peak_kib = 0;
+    let lines = util::lines(&o);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in lines {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(fields.len(), 4, "{l}");
+        assert_eq!(
+            fields[0].parse::<usize>().expect("a byte count"),
+            input.len(),
+            "every job reads all of the input"
+        );
+        peak_kib = peak_kib.max(fields[2].parse::<usize>().expect("VmHWM in kB"));
+    }
+    // Far below the 48 MiB input: a few 1 MiB blocks are in flight, shared by the jobs.
+    assert!(
+        peak_kib < 40 * 1024,
+        "peak resident size {peak_kib} kB: the input was not streamed"
+    );
+}
