@@ -89,10 +89,18 @@
 //! protocol (`docs/protocol.md`, "Additions to version 1"), so producers and workers in other
 //! languages can take part.
 //!
+//! # Periodic tasks
+//!
+//! A [`Schedule`] queues a task at every tick of a cron expression (UTC) or an interval;
+//! [`Schedules`] keeps them in Redis and any number of [`Scheduler`]s fire them, each tick once
+//! (the claim of a tick and the queueing of its task are one script on the broker, on the
+//! broker's clock). After a pause the missed ticks fire once ([`CatchUp::Latest`]) or not at all
+//! ([`CatchUp::Skip`]), never in a burst (`docs/protocol.md`, "Addition 4").
+//!
 //! # Not built yet
 //!
-//! Per-task lease lengths and client certificates (mutual TLS); workflows (chain, group, chord)
-//! and periodic tasks; retry and rate-limit options on `#[martelli::task]`.
+//! Per-task lease lengths and client certificates (mutual TLS); workflows (chain, group, chord);
+//! time zones other than UTC for schedules; retry and rate-limit options on `#[martelli::task]`.
 
 mod client;
 mod conn;
@@ -102,12 +110,14 @@ mod envelope;
 mod error;
 mod inspect;
 mod lost;
+mod platform;
 mod preview;
 mod ratelimit;
 mod reclaim;
 mod record;
 mod registered;
 mod runner;
+mod schedule;
 mod sink;
 mod status;
 mod worker;
@@ -153,11 +163,16 @@ pub use inspect::{
     ResultView, SEARCH_LIMIT, TaskState, TaskView,
 };
 pub use lost::OnLost;
+pub use platform::{PlatformView, RETRY_SCAN, RateLimitView, RetryView};
 pub use preview::{DECODE_LIMIT, PREVIEW_CHARS, Payload};
 pub use ratelimit::{RateLimit, RateLimitError};
 pub use record::{RecordState, TaskRecord};
 pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
+pub use schedule::{
+    CatchUp, CronExpr, Schedule, ScheduleError, ScheduleInfo, Scheduler, SchedulerOptions,
+    SchedulerReport, Schedules, Timing, parse_interval, task_id,
+};
 pub(crate) use sink::{SharedSink, Sink, decode_result};
 pub use status::{
     ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
