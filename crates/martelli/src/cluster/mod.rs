@@ -99,8 +99,15 @@
 //!
 //! # Not built yet
 //!
-//! Per-task lease lengths and client certificates (mutual TLS); workflows (chain, group, chord);
-//! time zones other than UTC for schedules; retry and rate-limit options on `#[martelli::task]`.
+//! Per-task lease lengths and client certificates (mutual TLS); time zones other than UTC for
+//! schedules.
+//!
+//! # Workflows
+//!
+//! [`Client::chain`], [`Client::group`] and [`Client::chord`] queue [`Step`]s whose results are
+//! passed on; completion is counted in Redis by the worker that stores each member's result, and
+//! a chord's callback is queued exactly once (see the `workflow` module and `docs/protocol.md`,
+//! "Addition 5").
 
 mod client;
 mod conn;
@@ -121,6 +128,7 @@ mod schedule;
 mod sink;
 mod status;
 mod worker;
+mod workflow;
 
 /// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, as cargo-fuzz does).
 #[cfg(fuzzing)]
@@ -178,6 +186,7 @@ pub use status::{
     ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
 };
 pub use worker::{StopHandle, Worker, WorkerOptions, WorkerReport, serve};
+pub use workflow::{Chain, Chord, FlowOptions, Group, OnMemberFailure, Step};
 
 use crate::options::Priority;
 
@@ -267,6 +276,11 @@ impl Keys {
     /// The rate-limit state of a task name: `{prefix}:rate:{task}`.
     pub(crate) fn rate(&self, task: &str) -> String {
         format!("{}:rate:{task}", self.prefix)
+    }
+
+    /// A workflow's hash (Addition 5): `{prefix}:flow:{id}`.
+    pub(crate) fn flow(&self, flow_id: &str) -> String {
+        format!("{}:flow:{flow_id}", self.prefix)
     }
 
     /// A worker's heartbeat hash: `{prefix}:worker:{consumer}`.

@@ -293,6 +293,7 @@ impl Schedule {
             retries: 0,
             errors: Vec::new(),
             slot: None,
+            flow: None,
         };
         let bytes = envelope.encode()?;
         let mut value = rmpv::decode::read_value(&mut &bytes[..])
