@@ -100,36 +100,117 @@ impl TokenState {
             }
         }
     }
+
+    /// Registers `waker` as the token's owner (the driver of the task the token belongs to), or
+    /// replaces the owner's waker if it would not wake the same task. One owner per token; the
+    /// registration stays across polls, so re-polling costs one `will_wake`. Ready once fired.
+    pub(crate) fn poll_owner(&self, waker: &Waker) -> Poll<()> {
+        if self.is_cancelled() {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.wakers.lock();
+        // Checked under the lock: `cancel` sets the flag before it takes the list, so either it is
+        // seen here or `cancel` takes the list after this registration. Nothing registers once the
+        // list has been taken, so it is never allocated again.
+        if self.is_cancelled() {
+            return Poll::Ready(());
+        }
+        let list = wakers.get_or_insert_with(Default::default);
+        match &list.owner {
+            Some(w) if w.will_wake(waker) => {}
+            _ => list.owner = Some(waker.clone()),
+        }
+        Poll::Pending
+    }
 }
 
-/// Usually one task waits on a token (an async task's driver on its own token): its waker is kept
-/// without a second allocation, and the list of the others is allocated only when there are some,
-/// so that the usual case costs 24 bytes.
+/// The waiters of a token. Usually one task waits on a token (an async task's driver on its own
+/// token): its waker is kept without a second allocation, and the slab of the others is allocated
+/// only when there are some, so that the usual case costs 24 bytes.
 #[derive(Default)]
 struct Wakers {
-    first: Option<Waker>,
-    #[allow(clippy::box_collection)] // one word instead of a `Vec`'s three: most lists stay empty
-    rest: Option<Box<Vec<Waker>>>,
+    /// The driver of the token's task (see [`TokenState::poll_owner`]).
+    owner: Option<Waker>,
+    /// The [`Cancelled`] futures: each remembers its slot, so registering, re-registering and
+    /// removing one are O(1) however many wait.
+    #[allow(clippy::box_collection)]
+    // one word instead of a slab's four: most lists stay empty
+    others: Option<Box<Slab>>,
 }
 
-impl Wakers {
-    fn register(&mut self, waker: &Waker) {
-        match &self.first {
-            None => self.first = Some(waker.clone()),
-            Some(w) if w.will_wake(waker) => {}
-            Some(_) => {
-                let rest = self.rest.get_or_insert_with(Default::default);
-                if !rest.iter().any(|w| w.will_wake(waker)) {
-                    rest.push(waker.clone());
-                }
+/// A slab of wakers with a free list: a removed slot is reused by the next registration.
+struct Slab {
+    slots: Vec<Slot>,
+    /// The first vacant slot, `NONE` if there is none.
+    free: usize,
+}
+
+const NONE: usize = usize::MAX;
+
+enum Slot {
+    Taken(Waker),
+    /// Vacant; the next vacant slot, `NONE` at the end of the free list.
+    Vacant(usize),
+}
+
+impl Default for Slab {
+    fn default() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: NONE,
+        }
+    }
+}
+
+impl Slab {
+    fn insert(&mut self, waker: Waker) -> usize {
+        match self.slots.get(self.free) {
+            Some(&Slot::Vacant(next)) => {
+                let key = self.free;
+                self.free = next;
+                self.slots[key] = Slot::Taken(waker);
+                key
+            }
+            _ => {
+                self.slots.push(Slot::Taken(waker));
+                self.slots.len() - 1
             }
         }
     }
 
+    fn remove(&mut self, key: usize) {
+        if let Some(slot @ Slot::Taken(_)) = self.slots.get_mut(key) {
+            *slot = Slot::Vacant(self.free);
+            self.free = key;
+        }
+    }
+}
+
+impl Wakers {
+    /// Registers `waker` in slot `key` if it has one, else in a new slot, whose key it returns.
+    fn register(&mut self, key: Option<usize>, waker: &Waker) -> usize {
+        let slab = self.others.get_or_insert_with(Default::default);
+        // A slot that is not taken is not ours any more (cannot happen: only its `Cancelled`
+        // removes a slot, and nothing registers after `cancel` took the list): register afresh.
+        if let Some(key) = key
+            && let Some(Slot::Taken(w)) = slab.slots.get_mut(key)
+        {
+            if !w.will_wake(waker) {
+                *w = waker.clone();
+            }
+            return key;
+        }
+        slab.insert(waker.clone())
+    }
+
     fn wake_all(self) {
-        let rest = self.rest.map(|rest| *rest).unwrap_or_default();
-        for waker in self.first.into_iter().chain(rest) {
-            waker.wake();
+        if let Some(owner) = self.owner {
+            owner.wake();
+        }
+        for slot in self.others.map(|slab| slab.slots).unwrap_or_default() {
+            if let Slot::Taken(waker) = slot {
+                waker.wake();
+            }
         }
     }
 }
@@ -163,37 +244,55 @@ impl CancelToken {
     /// A future that completes when the token fires: `select!` on it to stop async work at its next
     /// `.await`.
     pub fn cancelled(&self) -> Cancelled<'_> {
-        Cancelled { token: self }
+        Cancelled {
+            token: self,
+            slot: None,
+        }
     }
 }
 
 /// The future [`CancelToken::cancelled`] returns.
+///
+/// It keeps its place in the token's list of waiters from its first poll until it is dropped (or
+/// the token fires): polling it again, or dropping it, costs the same however many wait.
 #[derive(Debug)]
 #[must_use = "futures do nothing unless awaited"]
 pub struct Cancelled<'a> {
     token: &'a CancelToken,
+    /// Its slot in the token's waker list, once registered.
+    slot: Option<usize>,
 }
 
 impl std::future::Future for Cancelled<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.token.is_cancelled() {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let state = self.token.host.state();
+        if state.is_cancelled() {
             return Poll::Ready(());
         }
-        self.token
-            .host
-            .state()
-            .wakers
-            .lock()
+        let mut wakers = state.wakers.lock();
+        // Checked under the lock, as in `poll_owner`: once `cancel` has taken the list nothing
+        // registers, so a slot always refers to the one list of the token.
+        if state.is_cancelled() {
+            return Poll::Ready(());
+        }
+        let slot = wakers
             .get_or_insert_with(Default::default)
-            .register(cx.waker());
-        // Checked again after registering: a `cancel` in between has either seen the waker or set
-        // the flag before this load.
-        if self.token.is_cancelled() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+            .register(self.slot, cx.waker());
+        drop(wakers);
+        self.slot = Some(slot);
+        Poll::Pending
+    }
+}
+
+impl Drop for Cancelled<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            let mut wakers = self.token.host.state().wakers.lock();
+            if let Some(slab) = wakers.as_mut().and_then(|w| w.others.as_mut()) {
+                slab.remove(slot);
+            }
         }
     }
 }
@@ -257,4 +356,99 @@ pub fn cancel_token() -> Option<CancelToken> {
 /// is shutting down with `CancelPending`). False outside a task.
 pub fn is_cancelled() -> bool {
     with_current(|token| token.is_some_and(CancelToken::is_cancelled))
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::future::Future as _;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn slots(token: &CancelToken) -> usize {
+        let wakers = token.host.state().wakers.lock();
+        wakers
+            .as_ref()
+            .and_then(|w| w.others.as_ref())
+            .map_or(0, |slab| slab.slots.len())
+    }
+
+    #[test]
+    fn a_dropped_waiter_frees_its_slot_for_the_next() {
+        let token = CancelToken::new();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        // A loop that re-creates `cancelled()` every turn keeps one slot, not one per turn.
+        for _ in 0..1000 {
+            let mut c = std::pin::pin!(token.cancelled());
+            assert!(c.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(slots(&token), 1);
+        // Re-polling a waiter keeps its slot.
+        let mut kept = std::pin::pin!(token.cancelled());
+        for _ in 0..10 {
+            assert!(kept.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(slots(&token), 1);
+    }
+
+    #[test]
+    fn cancel_wakes_each_waiter_once_and_not_the_dropped_ones() {
+        let token = CancelToken::new();
+        let counts: Vec<Arc<Count>> = (0..100)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let wakers: Vec<Waker> = counts.iter().map(|c| Waker::from(c.clone())).collect();
+        let mut waiters: Vec<Pin<Box<Cancelled<'_>>>> =
+            (0..100).map(|_| Box::pin(token.cancelled())).collect();
+        for (w, waker) in waiters.iter_mut().zip(&wakers) {
+            assert!(
+                w.as_mut()
+                    .poll(&mut Context::from_waker(waker))
+                    .is_pending()
+            );
+        }
+        // The owner registers beside them, and re-registering it with the same waker is a no-op.
+        let owner = Arc::new(Count(AtomicUsize::new(0)));
+        let owner_waker = Waker::from(owner.clone());
+        assert!(token.host.state().poll_owner(&owner_waker).is_pending());
+        assert!(token.host.state().poll_owner(&owner_waker).is_pending());
+        // Every odd waiter goes away before the token fires.
+        let mut kept = Vec::new();
+        for (i, w) in waiters.into_iter().enumerate() {
+            if i % 2 == 0 {
+                kept.push(w);
+            }
+        }
+        assert_eq!(slots(&token), 100);
+        token.cancel();
+        token.cancel();
+        for (i, c) in counts.iter().enumerate() {
+            let expected = usize::from(i % 2 == 0);
+            assert_eq!(
+                c.0.load(std::sync::atomic::Ordering::SeqCst),
+                expected,
+                "waiter {i}"
+            );
+        }
+        assert_eq!(owner.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        for w in &mut kept {
+            assert!(
+                w.as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_ready()
+            );
+        }
+        assert!(token.host.state().poll_owner(&owner_waker).is_ready());
+        assert_eq!(slots(&token), 0, "nothing registers once the token fired");
+    }
 }

@@ -133,6 +133,38 @@ fn cancelled_future_is_woken_by_cancel() {
     });
 }
 
+/// The waker list's slots: a waiter that registers and goes away while another thread cancels
+/// leaves the others registered (its slot is freed, maybe reused), and the token's owner and a
+/// `Cancelled` that stays are both woken by `cancel`.
+#[test]
+fn waker_slots_survive_a_dropped_waiter_and_cancel() {
+    use std::future::Future as _;
+    use std::task::{Context, Poll, Waker};
+    loom::model(|| {
+        let token = CancelToken::new();
+        let remote = token.clone();
+        let other = thread::spawn(move || {
+            {
+                let mut gone = std::pin::pin!(remote.cancelled());
+                let _ = gone.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            }
+            remote.cancel();
+        });
+        let mut stays = std::pin::pin!(token.cancelled());
+        loom::future::block_on(std::future::poll_fn(|cx| {
+            let owner = token.host().state().poll_owner(cx.waker());
+            let waiter = stays.as_mut().poll(cx);
+            if owner.is_ready() && waiter.is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }));
+        assert!(token.is_cancelled());
+        other.join().expect("no panic");
+    });
+}
+
 /// Completion hooks (what `as_completed` and `wait` build on) run exactly once, whether registered
 /// before or after completion.
 #[test]

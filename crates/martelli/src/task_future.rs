@@ -235,8 +235,9 @@ where
             Ok(Poll::Ready(value)) => this.finish(Ok(value)),
             Err(payload) => this.finish(Err(TaskError::panicked(payload))),
             Ok(Poll::Pending) => {
-                // The token may fire while the task waits (cancel, timeout, shutdown): be woken for it.
-                if Pin::new(&mut token.cancelled()).poll(cx).is_ready() {
+                // The token may fire while the task waits (cancel, timeout, shutdown): be woken for
+                // it. The driver is the token's owner: its registration stays across polls.
+                if token.host().state().poll_owner(cx.waker()).is_ready() {
                     return this.finish(Err(TaskError::Cancelled));
                 }
                 Poll::Pending
