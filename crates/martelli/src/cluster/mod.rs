@@ -283,6 +283,12 @@ impl Keys {
         format!("{}:flow:{flow_id}", self.prefix)
     }
 
+    /// The index of workflows (Addition 5, optional): `{prefix}:flows`, a sorted set of workflow
+    /// ids scored by when their hash expires (Unix ms).
+    pub(crate) fn flows(&self) -> String {
+        format!("{}:flows", self.prefix)
+    }
+
     /// A worker's heartbeat hash: `{prefix}:worker:{consumer}`.
     pub(crate) fn heartbeat(&self, consumer: &str) -> String {
         format!("{}:worker:{consumer}", self.prefix)
