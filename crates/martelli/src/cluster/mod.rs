@@ -171,7 +171,9 @@ pub use inspect::{
     ResultView, SEARCH_LIMIT, TaskState, TaskView,
 };
 pub use lost::OnLost;
-pub use platform::{PlatformView, RETRY_SCAN, RateLimitView, RetryView};
+pub use platform::{
+    FLOW_SCAN, FlowKind, FlowView, PlatformView, RETRY_SCAN, RateLimitView, RetryView,
+};
 pub use preview::{DECODE_LIMIT, PREVIEW_CHARS, Payload};
 pub use ratelimit::{RateLimit, RateLimitError};
 pub use record::{RecordState, TaskRecord};
