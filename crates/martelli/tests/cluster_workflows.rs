@@ -639,7 +639,10 @@ fn the_platform_view_lists_running_and_finished_chords_and_chains() {
     ended(&client, running.id());
     let view = inspector.platform("default").unwrap();
     let now = by_callback(&view.flows, running.id());
-    assert_eq!((now.done, now.total, now.callback_state.as_str()), (3, 3, "done"));
+    assert_eq!(
+        (now.done, now.total, now.callback_state.as_str()),
+        (3, 3, "done")
+    );
     worker.stop();
     worker.join().unwrap();
 }

@@ -274,8 +274,17 @@ fn flows(conn: &mut Connection, keys: &Keys) -> Result<(Vec<FlowView>, u64, u64)
     let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
     let mut rows = Vec::new();
     for (order, (id, fields)) in ids.iter().zip(hashes).enumerate() {
-        let [total, done, state, shape, stream, end_id, fired, failed_by, fails] =
-            fields.as_slice()
+        let [
+            total,
+            done,
+            state,
+            shape,
+            stream,
+            end_id,
+            fired,
+            failed_by,
+            fails,
+        ] = fields.as_slice()
         else {
             continue;
         };
