@@ -563,7 +563,7 @@ fn the_platform_view_lists_running_and_finished_chords_and_chains() {
     for id in [finished.id(), failed.id(), chain.id()] {
         ended(&client, id);
     }
-    let elsewhere = Client::builder(&redis.url())
+    let elsewhere = Client::builder(redis.url())
         .queue("elsewhere")
         .build()
         .unwrap()
