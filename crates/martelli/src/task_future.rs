@@ -56,18 +56,21 @@ impl fmt::Debug for Detector {
     }
 }
 
-/// Runs one async task: starts it (unless it was cancelled while queued), arms its timeout, polls the
-/// user's future with the task's token current — catching panics and timing each poll for the
-/// detector — and completes the promise. One allocation per task holds all of it.
-struct Driver<F: Future> {
-    /// Structurally pinned: never moved out of the driver, which has no `Drop` of its own.
-    fut: F,
-    /// `None` once the outcome is delivered.
-    promise: Option<Promise<F::Output>>,
-    started: bool,
-    /// The rarely used settings, boxed so that a plain task's driver stays small (100,000 waiting tasks
-    /// should cost as little memory as possible).
-    extras: Option<Box<Extras<F::Output>>>,
+pin_project_lite::pin_project! {
+    /// Runs one async task: starts it (unless it was cancelled while queued), arms its timeout,
+    /// polls the user's future with the task's token current — catching panics and timing each
+    /// poll for the detector — and completes the promise. One allocation per task holds all of it.
+    struct Driver<F: Future> {
+        // The user's future, structurally pinned.
+        #[pin]
+        fut: F,
+        // `None` once the outcome is delivered.
+        promise: Option<Promise<F::Output>>,
+        started: bool,
+        // The rarely used settings, boxed so that a plain task's driver stays small (100,000
+        // waiting tasks should cost as little memory as possible).
+        extras: Option<Box<Extras<F::Output>>>,
+    }
 }
 
 struct Extras<T> {
@@ -80,17 +83,14 @@ impl<F: Future> Future for Driver<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // SAFETY: `fut` is the only field treated as pinned, and it is only ever used through
-        // `Pin::new_unchecked` below; no other code moves it, and `Driver` implements neither `Drop` nor
-        // `Unpin` by hand, so it stays where it is until it is dropped in place.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let Some(promise) = this.promise.as_ref() else {
             return Poll::Ready(());
         };
-        if !this.started {
-            this.started = true;
+        if !*this.started {
+            *this.started = true;
             if !promise.start() {
-                this.promise = None; // cancelled while queued: the future is already resolved
+                *this.promise = None; // cancelled while queued: the future is already resolved
                 return Poll::Ready(());
             }
             if let Some(t) = this.extras.as_mut().and_then(|e| e.timeout.take()) {
@@ -99,14 +99,13 @@ impl<F: Future> Future for Driver<F> {
         }
         let token = promise.token().clone();
         if token.is_cancelled() {
-            return this.finish(Err(TaskError::Cancelled));
+            return finish(this.promise, Err(TaskError::Cancelled));
         }
         let detector = this.extras.as_ref().and_then(|e| e.detector.as_ref());
         let before = detector.map(|_| Instant::now());
         let polled = {
             let _current = CurrentTokenGuard::enter(&token);
-            // SAFETY: see above; `fut` is pinned for the driver's whole life.
-            let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+            let fut = this.fut;
             catch_unwind(AssertUnwindSafe(|| fut.poll(cx)))
         };
         if let (Some(detector), Some(before)) = (detector, before) {
@@ -120,12 +119,12 @@ impl<F: Future> Future for Driver<F> {
             }
         }
         match polled {
-            Ok(Poll::Ready(value)) => this.finish(Ok(value)),
-            Err(payload) => this.finish(Err(TaskError::panicked(payload))),
+            Ok(Poll::Ready(value)) => finish(this.promise, Ok(value)),
+            Err(payload) => finish(this.promise, Err(TaskError::panicked(payload))),
             Ok(Poll::Pending) => {
                 // The token may fire while the task waits (cancel, timeout, shutdown): be woken for it.
                 if Pin::new(&mut token.cancelled()).poll(cx).is_ready() {
-                    return this.finish(Err(TaskError::Cancelled));
+                    return finish(this.promise, Err(TaskError::Cancelled));
                 }
                 Poll::Pending
             }
@@ -133,13 +132,12 @@ impl<F: Future> Future for Driver<F> {
     }
 }
 
-impl<F: Future> Driver<F> {
-    fn finish(&mut self, outcome: TaskResult<F::Output>) -> Poll<()> {
-        if let Some(promise) = self.promise.take() {
-            promise.complete(outcome);
-        }
-        Poll::Ready(())
+/// Delivers a driver's outcome, once.
+fn finish<T>(promise: &mut Option<Promise<T>>, outcome: TaskResult<T>) -> Poll<()> {
+    if let Some(promise) = promise.take() {
+        promise.complete(outcome);
     }
+    Poll::Ready(())
 }
 
 /// The boxed driver of an async task.

@@ -618,7 +618,7 @@ impl Slot {
         } else {
             TaskError::WorkerDied(WorkerDeath {
                 exit_code: None,
-                signal: Some(libc::SIGKILL),
+                signal: Some(crate::process::Signal::KILL.as_raw()),
                 stderr_tail: "the worker was killed for the task before this one (its timeout or \
                               cancel), which finished as the kill came, just as this task began"
                     .to_owned(),
