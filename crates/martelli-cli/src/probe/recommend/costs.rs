@@ -327,7 +327,8 @@ pub(super) fn foreground_nice(i: Inputs<'_>) -> Option<Recommendation> {
         f.processes_nice_0.as_ref()?,
         f.processes_nice_10.as_ref()?,
     );
-    let p99 = |s: &crate::probe::foreground::Scenario| Human(s.latency.p99, Unit::Micros).to_string();
+    let p99 =
+        |s: &crate::probe::foreground::Scenario| Human(s.latency.p99, Unit::Micros).to_string();
     let n19 = f
         .processes_nice_19
         .as_ref()
