@@ -140,7 +140,11 @@ impl Search<'_> {
     }
 
     /// The dead letter of the task, newest first.
-    pub(super) fn dead(&mut self, conn: &mut Connection, keys: &Keys) -> Result<Option<Entry>, ClusterError> {
+    pub(super) fn dead(
+        &mut self,
+        conn: &mut Connection,
+        keys: &Keys,
+    ) -> Result<Option<Entry>, ClusterError> {
         let mut end = "+".to_owned();
         loop {
             let page: Value = query(
