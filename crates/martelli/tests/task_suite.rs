@@ -105,7 +105,10 @@ fn cluster() -> Env {
     }
 }
 
-const BACKENDS: &[(&str, fn() -> Env)] = &[
+/// A backend's name and how to make its pool.
+type Backend = (&'static str, fn() -> Env);
+
+const BACKENDS: &[Backend] = &[
     ("inline", || local(Pool::inline())),
     ("threads", || local(Pool::threads(3).unwrap())),
     ("async", || local(Pool::event_loop().unwrap())),
@@ -218,7 +221,10 @@ fn submitting_after_shutdown_is_an_error(pool: &Pool) {
     pool.shutdown(Shutdown::CancelPending);
 }
 
-const BEHAVIOURS: &[(&str, fn(&Pool))] = &[
+/// A behaviour's name and its check.
+type Behaviour = (&'static str, fn(&Pool));
+
+const BEHAVIOURS: &[Behaviour] = &[
     (
         "submit_task_returns_the_value",
         submit_task_returns_the_value,
