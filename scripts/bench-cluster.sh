@@ -98,3 +98,19 @@ print(f"\nredis-benchmark XADD (50 clients, unpipelined): {xadd:,.0f}/s; martell
 print(f"targets: >= 10,000 tasks/s: {'met' if m['median_tasks_per_s'] >= 10000 else 'MISSED'}; "
       f"p50 <= 0.5 ms: {'met' if m['median_latency_median_ms'] <= 0.5 else 'MISSED'}")
 PY
+
+# Workflows (docs/protocol.md, "Addition 5") beside Celery's chain and chord: 1,000 chains of 3
+# no-op tasks, and 1 chord of 1,000 no-op members with a callback. WORKFLOWS=none skips them.
+if [[ "${WORKFLOWS:-yes}" != none ]]; then
+    echo
+    echo "workflows (time until every result is recorded; medians of $PEER_RUNS runs):"
+    for kind in chain chord; do
+        "$TARGET_DIR/release/bench-cluster" --url "redis://127.0.0.1:$port" --workflow "$kind" \
+            --runs "$PEER_RUNS" | grep '^SUMMARY'
+        if [[ "$PEERS" != none && -x /tmp/celery-venv/bin/python ]]; then
+            (cd scripts/peers && BENCH_PORT=$port /tmp/celery-venv/bin/python celery_workflows.py \
+                "$kind" --runs "$PEER_RUNS") 2>&1 | grep '^SUMMARY' \
+                || echo "note: Celery's $kind failed; skipped" >&2
+        fi
+    done
+fi

@@ -4,13 +4,15 @@
 //! parallel with GNU parallel's syntax, on this machine or, with `--cluster URL`, on cluster workers;
 //! `worker` is such a cluster worker: it runs shell-command tasks from a Redis queue; `status` shows a
 //! queue, its workers and its throughput; `result` reads a task's state and result by id;
-//! `ratelimit` limits how often tasks of a name start; `dashboard` serves a live web page of the
+//! `ratelimit` limits how often tasks of a name start; `schedule` keeps periodic tasks and runs
+//! schedulers; `dashboard` serves a live web page of the
 //! cluster.
 
 mod cluster;
 mod dashboard;
 mod probe;
 mod run;
+mod schedule;
 
 use std::process::ExitCode;
 
@@ -47,6 +49,9 @@ enum Command {
     /// Set (or remove, with `off`) how many tasks of a name start per second, minute or hour
     /// across all cluster workers.
     Ratelimit(cluster::ratelimit::RateLimitArgs),
+    /// Periodic tasks on a cluster: add, list, remove, enable, disable schedules (cron or
+    /// intervals), and run schedulers that fire them (each tick once).
+    Schedule(schedule::ScheduleArgs),
     /// Serve a live web page of a cluster: queues, workers, tasks, dead letters (requeue, discard).
     Dashboard(dashboard::DashboardArgs),
 }
@@ -76,6 +81,10 @@ fn main() -> ExitCode {
         }),
         Some(Command::Ratelimit(args)) => cluster::ratelimit::run(&args).unwrap_or_else(|e| {
             eprintln!("martelli ratelimit: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }),
+        Some(Command::Schedule(args)) => schedule::run(&args).unwrap_or_else(|e| {
+            eprintln!("martelli schedule: error: {}", one_line(&e));
             ExitCode::FAILURE
         }),
         Some(Command::Dashboard(args)) => dashboard::run(&args).unwrap_or_else(|e| {

@@ -273,7 +273,7 @@ fn results_directory_holds_each_jobs_output() {
     let job = res.join("1").join("a\\_b");
     assert_eq!(fs::read_to_string(job.join("stdout")).unwrap(), "a/b\n");
     assert_eq!(fs::read_to_string(job.join("stderr")).unwrap(), "e\n");
-    assert_eq!(fs::read_to_string(job.join("seq")).unwrap(), "1\n");
+    assert_eq!(fs::read_to_string(job.join("seq")).unwrap(), "1");
     assert_eq!(
         fs::read_to_string(res.join("1").join("c\\\\d").join("stdout")).unwrap(),
         "c\\d\n"

@@ -924,3 +924,460 @@ fn gnu_manual_examples() {
         case(&["-k", "-n", "3", "-m", "echo", ":::", "a", "b", "c", "d", "e", "f", "g"], "a b c\nd e f\ng\n"),
     ]);
 }
+
+// ----- the last of GNU's documented options (issue 15) -----------------------------------------
+
+#[test]
+fn parens_choose_k_and_the_rest_of_plus() {
+    check(&[
+        // man parallel_tutorial, --parens; the default parentheses are plain text then.
+        case(
+            &[
+                "--parens",
+                ",,,,",
+                "echo",
+                ",, s:\\.[^.]+$::;s:\\.[^.]+$::; ,,",
+                ":::",
+                "foo.tar.gz",
+            ],
+            "foo\n",
+        ),
+        case(
+            &[
+                "--parens",
+                "<<>>",
+                "echo",
+                "<< $_.=1 >>",
+                "{=",
+                "x",
+                "=}",
+                ":::",
+                "a",
+            ],
+            "a1 {= x =}\n",
+        ),
+        // An odd length: the left parenthesis is the shorter half.
+        case(
+            &["--parens", "[[]]]", "echo", "[[ $_=uc ]]]", ":::", "a"],
+            "A\n",
+        ),
+        // man parallel_examples, "All combinations in a list". Skipped jobs count as failed in
+        // the status, as GNU parallel's.
+        case(
+            &[
+                "--plus",
+                "echo",
+                "{choose_k}",
+                ":::",
+                "A",
+                "B",
+                "C",
+                ":::",
+                "A",
+                "B",
+                "C",
+            ],
+            "A B\nA C\nB C\n",
+        )
+        .sorted()
+        .code(6),
+        case(
+            &[
+                "--plus",
+                "echo",
+                "x{choose_k}y",
+                ":::",
+                "A",
+                "B",
+                ":::",
+                "A",
+                "B",
+            ],
+            "xA By\n",
+        )
+        .code(3),
+        case(
+            &["--plus", "echo", "{uniq}", ":::", "A", "B", ":::", "A", "B"],
+            "A B\nB A\n",
+        )
+        .sorted()
+        .code(2),
+        case(&["--plus", "-j1", "echo", "{slot}", ":::", "a"], "1\n"),
+        // GNU parallel's name for this machine is ":".
+        case(&["--plus", "echo", "[{host}]", ":::", "a"], "[:]\n"),
+    ]);
+    // Parentheses that cannot be split are refused before any job.
+    let mut m = martelli();
+    m.args(["run", "--parens", "x", "echo", ":::", "a"]);
+    let o = feed(m, b"");
+    util::assert_code(&o, 255);
+    assert_eq!(util::stdout(&o), "");
+}
+
+#[test]
+fn max_chars_is_gnu_parallels_computed_limit() {
+    let thirty = seq(30_000);
+    check(&[
+        // man parallel_tutorial: --xargs and -m fill lines up to the system's limit.
+        case(&["--xargs", "echo"], "").stdin(b""),
+        case(&["--xargs", "echo {} | wc -w"], "12459\n10608\n6933\n").stdin(&thirty),
+        // -m: the last line is spread over the 4 slots.
+        case(
+            &["--jobs", "4", "-m", "echo {} | wc -w"],
+            "12459\n10608\n1734\n1734\n1734\n1731\n",
+        )
+        .stdin(&thirty)
+        .sorted(),
+        // A limit above the system's: a warning, and the system's limit.
+        case(
+            &["--xargs", "-s", "100000", "echo {} | wc -w"],
+            "12459\n10608\n6933\n",
+        )
+        .stdin(&thirty),
+        case(
+            &["--xargs", "-s", "20000", "echo {} | wc -w"],
+            "4218\n3997\n3628\n3331\n3331\n3331\n3331\n3331\n1502\n",
+        )
+        .stdin(&thirty),
+    ]);
+    let mut m = martelli();
+    m.args(["run", "--xargs", "-s", "100000", "echo", ":::", "a"]);
+    let o = feed(m, b"");
+    util::assert_code(&o, 0);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("63664"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn pipe_header_regexp_and_n_records_of_a_regexp() {
+    let cat_job = "echo JOB; cat";
+    check(&[
+        // man parallel_tutorial, "Header": a regular expression.
+        case(
+            &["--header", "(%.*\\n)*", "--pipe", "-N3", "-k", cat_job],
+            "JOB\n%h1\n%h2\n1\n2\n3\nJOB\n%h1\n%h2\n4\n5\n",
+        )
+        .stdin(b"%h1\n%h2\n1\n2\n3\n4\n5\n"),
+        // The header is matched a block at a time: 4 bytes out of blocks of 3.
+        case(
+            &[
+                "--pipe", "--header", ".{4}", "--block", "3", "--recend", "", "-k", "cat;echo",
+            ],
+            "HHHHAAA\nHHHHBBB\nHHHHCCC\n",
+        )
+        .stdin(b"HHHHAAABBBCCC"),
+        // A header that is never complete: no header.
+        case(&["--pipe", "--header", "3", "-k", cat_job], "JOB\na\nb\n").stdin(b"a\nb\n"),
+        // man parallel_tutorial, "Record separators": -N with --regexp.
+        case(
+            &["-kN1", "--regexp", "--recend", ",_+", "--pipe", cat_job],
+            "JOB\nfoo,bar,_JOB\nbaz,__JOB\nqux,\n",
+        )
+        .stdin(b"foo,bar,_baz,__qux,\n"),
+        // What comes before the first record start is a block of its own.
+        case(
+            &[
+                "-kN2",
+                "--regexp",
+                "--recstart",
+                ">",
+                "--recend",
+                "\\n",
+                "--pipe",
+                cat_job,
+            ],
+            "JOB\njunk\nJOB\n>a\n1\n>b\n2\nJOB\n>c\n3\n",
+        )
+        .stdin(b"junk\n>a\n1\n>b\n2\n>c\n3\n"),
+    ]);
+}
+
+#[test]
+fn tee_gives_the_whole_input_to_every_job() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("twenty");
+    std::fs::write(&file, seq(20)).expect("the file is written");
+    let path = file.to_str().expect("a UTF-8 path");
+    let big = seq(200_000);
+    check(&[
+        // man parallel, --tee.
+        case(
+            &["--pipe", "--tee", "-v", "wc", "{}", ":::", "-w", "-l", "-c"],
+            "wc -w\n1000\nwc -l\n1000\nwc -c\n3893\n",
+        )
+        .stdin(&seq(1000))
+        .sorted(),
+        // The arguments are not appended; -k keeps the jobs' order.
+        case(
+            &["--pipe", "--tee", "-k", "echo; cat", ":::", "a", "b"],
+            "\n1\n2\n3\n\n1\n2\n3\n",
+        )
+        .stdin(b"1\n2\n3\n"),
+        case(
+            &[
+                "--pipe",
+                "--tee",
+                "-k",
+                "--tag",
+                "grep {1} | wc {2}",
+                ":::",
+                "1",
+                "2",
+                ":::",
+                "-l",
+                "-c",
+            ],
+            "1 -l\t11\n1 -c\t32\n2 -l\t3\n2 -c\t8\n",
+        )
+        .stdin(&seq(20)),
+        // More than one block: every job reads all of it.
+        case(
+            &[
+                "--pipe", "--tee", "--block", "64k", "-k", "wc -l", ":::", "a", "b", "c",
+            ],
+            "200000\n200000\n200000\n",
+        )
+        .stdin(&big),
+        // A job that stops reading does not hold the others back.
+        case(
+            &[
+                "--pipe", "--tee", "-k", "eval {}", ":::", "head -n1", "wc -l",
+            ],
+            "1\n200000\n",
+        )
+        .stdin(&big),
+        // --pipepart: every job reads the file.
+        case(
+            &[
+                "--pipepart",
+                "-a",
+                path,
+                "--tee",
+                "-k",
+                "--tag",
+                "grep {} | wc -l",
+                ":::",
+                "1",
+                "2",
+            ],
+            "1\t11\n2\t3\n",
+        ),
+    ]);
+    // All jobs run at once: fewer slots than jobs is an error, before any job. (GNU parallel
+    // gives the same status and message, but leaves its `tee` process behind, holding the
+    // output open, so it is not run here.)
+    let mut m = martelli();
+    m.args([
+        "run",
+        "--pipe",
+        "--tee",
+        "-j1",
+        "echo {}; cat",
+        ":::",
+        "a",
+        "b",
+    ]);
+    let o = feed(m, b"1\n");
+    util::assert_code(&o, 255);
+    assert_eq!(util::stdout(&o), "");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-j 0"), "{o:?}");
+}
+
+#[test]
+fn results_directories_are_named_by_the_header() {
+    let gnu = gnu_present();
+    let listing = |program: &str, dir: &std::path::Path, args: &[&str]| -> String {
+        let mut c = if program == "martelli" {
+            let mut m = martelli();
+            m.arg("run");
+            m
+        } else {
+            let mut g = Command::new("parallel");
+            g.arg("--will-cite");
+            g
+        };
+        c.current_dir(dir).args(args);
+        let o = feed(c, b"");
+        assert_eq!(o.status.code(), Some(0), "{program} {args:?}: {o:?}");
+        let mut found: Vec<String> = walk(dir)
+            .into_iter()
+            .map(|p| {
+                let rel = p.strip_prefix(dir).expect("inside").display().to_string();
+                let content = std::fs::read_to_string(&p).unwrap_or_default();
+                format!("{rel}: {content:?}")
+            })
+            .collect();
+        found.sort();
+        found.join("\n")
+    };
+    let cases: &[(&[&str], &[&str])] = &[
+        // man parallel_tutorial, "Saving output into files".
+        (
+            &[
+                "--header",
+                ":",
+                "--results",
+                "out",
+                "echo",
+                ":::",
+                "f1",
+                "A",
+                "B",
+                ":::",
+                "f2",
+                "C",
+                "D",
+            ],
+            &[
+                "out/f1/A/f2/C/stdout: \"A C\\n\"",
+                "out/f1/B/f2/D/seq: \"4\"",
+            ],
+        ),
+        // The columns go in the order of their names: by value as numbers (a word is 0), then as text.
+        (
+            &[
+                "--header",
+                ":",
+                "--results",
+                "out",
+                "echo",
+                ":::",
+                "zz",
+                "A",
+                ":::",
+                "10",
+                "C",
+                ":::",
+                "9",
+                "E",
+            ],
+            &["out/zz/A/9/E/10/C/stdout: \"A C E\\n\""],
+        ),
+        // A tab in an argument is written \t.
+        (
+            &["--results", "out", "echo", ":::", "a\tb"],
+            &["out/1/a\\tb/stdout: \"a\\tb\\n\""],
+        ),
+        // A table names its columns by the header too.
+        (
+            &[
+                "--header",
+                ":",
+                "--results",
+                "out.csv",
+                "echo",
+                ":::",
+                "f1",
+                "A",
+            ],
+            &[],
+        ),
+    ];
+    for (args, expect) in cases {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let got = listing("martelli", dir.path(), args);
+        for line in *expect {
+            assert!(
+                got.lines().any(|l| l == *line),
+                "{args:?}: {line} not in\n{got}"
+            );
+        }
+        if gnu {
+            let gdir = tempfile::tempdir().expect("a temporary directory");
+            let want = listing("parallel", gdir.path(), args);
+            // The CSV table holds start times and run times: compare its header line only.
+            let strip = |s: &str| -> String {
+                s.lines()
+                    .map(|l| match l.split_once(": \"Seq,") {
+                        Some((name, rest)) => {
+                            format!("{name}: {}", rest.split("\\n").next().unwrap_or(""))
+                        }
+                        None => l.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            assert_eq!(strip(&got), strip(&want), "{args:?}");
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readable").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn compress_is_accepted_where_output_is_not_in_files() {
+    let cases = [case(
+        &["--compress", "-k", "echo", ":::", "a", "b"],
+        "a\nb\n",
+    )];
+    check(&cases);
+    for args in [
+        &["run", "--compress", "--files", "echo", ":::", "a"][..],
+        &["run", "--compress", "--results", "dir", "echo", ":::", "a"][..],
+    ] {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut m = martelli();
+        m.current_dir(dir.path()).args(args);
+        let o = feed(m, b"");
+        util::assert_code(&o, 255);
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--compress"),
+            "{args:?}: {o:?}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).expect("readable").count(), 0);
+    }
+}
+
+#[test]
+fn tee_streams_an_input_larger_than_its_bound() {
+    const MIB: usize = 1 << 20;
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01234\n";
+    let mut input = Vec::with_capacity(48 * MIB);
+    while input.len() < 48 * MIB {
+        input.extend_from_slice(line);
+    }
+    let mut m = martelli();
+    m.args([
+        "run",
+        "--pipe",
+        "--tee",
+        "wc -c | tr -d '\\n'; echo -n ' '; grep VmHWM /proc/$PPID/status",
+        ":::",
+        "a",
+        "b",
+    ]);
+    let o = feed(m, &input);
+    util::assert_code(&o, 0);
+    let mut peak_kib = 0;
+    let lines = util::lines(&o);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in lines {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(fields.len(), 4, "{l}");
+        assert_eq!(
+            fields[0].parse::<usize>().expect("a byte count"),
+            input.len(),
+            "every job reads all of the input"
+        );
+        peak_kib = peak_kib.max(fields[2].parse::<usize>().expect("VmHWM in kB"));
+    }
+    // Far below the 48 MiB input: a few 1 MiB blocks are in flight, shared by the jobs.
+    assert!(
+        peak_kib < 40 * 1024,
+        "peak resident size {peak_kib} kB: the input was not streamed"
+    );
+}

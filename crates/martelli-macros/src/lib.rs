@@ -36,6 +36,7 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 fn expand(args: Punctuated<Meta, Token![,]>, func: ItemFn) -> syn::Result<TokenStream2> {
     let mut name: Option<String> = None;
+    let mut options: Vec<TokenStream2> = Vec::new();
     for meta in args {
         match meta {
             Meta::NameValue(nv) if nv.path.is_ident("name") => match nv.value {
@@ -55,14 +56,24 @@ fn expand(args: Punctuated<Meta, Token![,]>, func: ItemFn) -> syn::Result<TokenS
                     ));
                 }
             },
+            Meta::NameValue(nv) => {
+                let key = nv
+                    .path
+                    .get_ident()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                options.push(option(&key, &nv.path, &nv.value)?);
+            }
             other => {
-                return Err(syn::Error::new_spanned(
-                    other,
-                    "unknown option; the one option is `name = \"…\"`",
-                ));
+                return Err(syn::Error::new_spanned(other, UNKNOWN_OPTION));
             }
         }
     }
+    let options_const = if options.is_empty() {
+        quote!()
+    } else {
+        quote!(const OPTIONS: ::martelli::TaskSettings = ::martelli::TaskSettings::new()#(#options)*;)
+    };
 
     let sig = &func.sig;
     if let Some(asyncness) = sig.asyncness {
@@ -155,6 +166,7 @@ fn expand(args: Punctuated<Meta, Token![,]>, func: ItemFn) -> syn::Result<TokenS
             type Args = #args_tuple;
             type Output = #value_type;
             const NAME: &'static str = #name_expr;
+            #options_const
 
             #[allow(unused_variables, clippy::unused_unit)]
             fn run(args: Self::Args) -> ::core::result::Result<Self::Output, ::martelli::TaskFailure> {
@@ -167,6 +179,132 @@ fn expand(args: Punctuated<Meta, Token![,]>, func: ItemFn) -> syn::Result<TokenS
             ::martelli::__private::Registration::of::<#ident>()
         }
     })
+}
+
+const UNKNOWN_OPTION: &str = "unknown option; the options are `name = \"…\"`, `retries = N`, \
+     `backoff_ms = N`, `factor = N`, `max_backoff_ms = N`, `jitter = true|false`, \
+     `retry_on = [\"failed\", \"panicked\", \"timed_out\", \"worker_died\"]`, `retry_match = [\"…\"]` \
+     and `rate_limit = \"COUNT/PERIOD\"` (such as \"100/s\")";
+
+/// The builder call for one `key = value` option of `#[task(…)]`.
+fn option(key: &str, path: &syn::Path, value: &Expr) -> syn::Result<TokenStream2> {
+    let int = |what: &str| -> syn::Result<syn::LitInt> {
+        match value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(i), ..
+            }) => Ok(i.clone()),
+            other => Err(syn::Error::new_spanned(
+                other,
+                format!("expected a whole number: #[task({key} = {what})]"),
+            )),
+        }
+    };
+    let strings = |allowed: Option<&[&str]>| -> syn::Result<Vec<syn::LitStr>> {
+        let Expr::Array(array) = value else {
+            return Err(syn::Error::new_spanned(
+                value,
+                format!("expected an array of strings: #[task({key} = [\"…\"])]"),
+            ));
+        };
+        let mut out = Vec::new();
+        for elem in &array.elems {
+            match elem {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) => {
+                    if let Some(allowed) = allowed {
+                        if !allowed.contains(&s.value().as_str()) {
+                            return Err(syn::Error::new_spanned(
+                                s,
+                                format!("expected one of {allowed:?}"),
+                            ));
+                        }
+                    }
+                    out.push(s.clone());
+                }
+                other => {
+                    return Err(syn::Error::new_spanned(other, "expected a string"));
+                }
+            }
+        }
+        Ok(out)
+    };
+    Ok(match key {
+        "retries" => {
+            let n = int("3")?;
+            n.base10_parse::<u32>()?;
+            quote!(.with_retries(#n))
+        }
+        "backoff_ms" => {
+            let n = int("1000")?;
+            n.base10_parse::<u64>()?;
+            quote!(.with_backoff_ms(#n))
+        }
+        "factor" => {
+            let n = int("2")?;
+            n.base10_parse::<u32>()?;
+            quote!(.with_factor(#n))
+        }
+        "max_backoff_ms" => {
+            let n = int("3600000")?;
+            n.base10_parse::<u64>()?;
+            quote!(.with_max_backoff_ms(#n))
+        }
+        "jitter" => match value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Bool(b), ..
+            }) => quote!(.with_jitter(#b)),
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    "expected true or false: #[task(jitter = false)]",
+                ));
+            }
+        },
+        "retry_on" => {
+            let on = strings(Some(&["failed", "panicked", "timed_out", "worker_died"]))?;
+            quote!(.with_retry_on(&[#(#on),*]))
+        }
+        "retry_match" => {
+            let needles = strings(None)?;
+            quote!(.with_retry_match(&[#(#needles),*]))
+        }
+        "rate_limit" => match value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) => {
+                if !valid_rate_limit(&s.value()) {
+                    return Err(syn::Error::new_spanned(
+                        s,
+                        "expected COUNT/PERIOD with a COUNT of at least 1 and a PERIOD of s, m, h \
+                         or a number of milliseconds (such as \"100/s\", \"10/m\" or \"5/250\")",
+                    ));
+                }
+                quote!(.with_rate_limit(#s))
+            }
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    "expected a string: #[task(rate_limit = \"100/s\")]",
+                ));
+            }
+        },
+        _ => return Err(syn::Error::new_spanned(path, UNKNOWN_OPTION)),
+    })
+}
+
+/// Whether `s` reads as `COUNT/PERIOD` the way `martelli::cluster::RateLimit` parses it.
+fn valid_rate_limit(s: &str) -> bool {
+    let Some((count, period)) = s.trim().split_once('/') else {
+        return false;
+    };
+    let count_ok = count.trim().parse::<u32>().is_ok_and(|n| n >= 1);
+    let period = period.trim();
+    let period_ok = matches!(
+        period,
+        "s" | "sec" | "second" | "m" | "min" | "minute" | "h" | "hour"
+    ) || period.parse::<u64>().is_ok_and(|n| n >= 1);
+    count_ok && period_ok
 }
 
 /// `T` when `ty` is `Result<T, …>` (any path whose last segment is `Result`).

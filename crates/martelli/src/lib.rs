@@ -170,7 +170,7 @@ pub use queue::{
     QueueBuilder, QueueConfigError, Taken, TaskDoneError, TryGetError, TryPutError,
 };
 pub use scope::{Scope, ScopedSubmitter};
-pub use task::{DuplicateTask, Task};
+pub use task::{DuplicateTask, Task, TaskSettings};
 pub use task_future::BlockingReport;
 pub use task_map::TaskMap;
 pub use task_pool::{TaskPool, TaskSubmitter};

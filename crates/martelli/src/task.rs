@@ -39,8 +39,190 @@ pub trait Task: Copy + Send + Sync + 'static {
     type Output: Serialize + DeserializeOwned + Send + 'static;
     /// The name workers know the task by.
     const NAME: &'static str;
+    /// The options given to `#[martelli::task(…)]`: retries and a rate limit, which the cluster
+    /// applies (none by default).
+    const OPTIONS: TaskSettings = TaskSettings::new();
     /// Runs the task in this process.
     fn run(args: Self::Args) -> Result<Self::Output, TaskFailure>;
+}
+
+/// The options a task declares with `#[martelli::task(…)]`; the cluster tier applies them.
+///
+/// - `retries = N` (with `backoff_ms`, `factor`, `max_backoff_ms`, `jitter`, `retry_on = ["failed",
+///   "panicked", "timed_out", "worker_died"]`, `retry_match = ["…"]`): a task submitted to a
+///   cluster (`Pool::cluster`, `cluster::Client`) without a retry policy of its own gets this
+///   one (docs/protocol.md, "Addition 2"). The producer applies it, so it must be the program
+///   that registers the task (as with `Pool::cluster`).
+/// - `rate_limit = "100/s"`: a cluster worker that serves the task writes the limit at start
+///   unless one is set already (an operator's `martelli ratelimit` wins; clear it to go back to
+///   the declared one), so every worker shares it ("Addition 3").
+///
+/// Other backends ignore them.
+///
+/// ```
+/// #[martelli::task(retries = 3, backoff_ms = 200, retry_on = ["failed"], rate_limit = "10/s")]
+/// fn fetch(url: String) -> Result<usize, std::io::Error> {
+///     Ok(url.len())
+/// }
+///
+/// use martelli::Task;
+/// assert_eq!(fetch::OPTIONS.retries(), Some(3));
+/// assert_eq!(fetch::OPTIONS.rate_limit(), Some("10/s"));
+/// ```
+///
+/// Options are checked at compile time: a status that does not exist,
+///
+/// ```compile_fail
+/// #[martelli::task(retries = 2, retry_on = ["sometimes"])]
+/// fn f() {}
+/// ```
+///
+/// a rate that does not parse,
+///
+/// ```compile_fail
+/// #[martelli::task(rate_limit = "100 per second")]
+/// fn f() {}
+/// ```
+///
+/// or an unknown option does not compile.
+///
+/// ```compile_fail
+/// #[martelli::task(retires = 2)]
+/// fn f() {}
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSettings {
+    retries: Option<u32>,
+    backoff_ms: Option<u64>,
+    factor: Option<u32>,
+    max_backoff_ms: Option<u64>,
+    jitter: Option<bool>,
+    retry_on: Option<&'static [&'static str]>,
+    retry_match: Option<&'static [&'static str]>,
+    rate_limit: Option<&'static str>,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        TaskSettings::new()
+    }
+}
+
+impl TaskSettings {
+    /// No options.
+    pub const fn new() -> TaskSettings {
+        TaskSettings {
+            retries: None,
+            backoff_ms: None,
+            factor: None,
+            max_backoff_ms: None,
+            jitter: None,
+            retry_on: None,
+            retry_match: None,
+            rate_limit: None,
+        }
+    }
+
+    /// Retries after the first run.
+    pub const fn with_retries(mut self, n: u32) -> TaskSettings {
+        self.retries = Some(n);
+        self
+    }
+
+    /// The delay before the first retry, in ms.
+    pub const fn with_backoff_ms(mut self, ms: u64) -> TaskSettings {
+        self.backoff_ms = Some(ms);
+        self
+    }
+
+    /// Each retry's delay is the previous one's times this.
+    pub const fn with_factor(mut self, factor: u32) -> TaskSettings {
+        self.factor = Some(factor);
+        self
+    }
+
+    /// The longest delay, in ms.
+    pub const fn with_max_backoff_ms(mut self, ms: u64) -> TaskSettings {
+        self.max_backoff_ms = Some(ms);
+        self
+    }
+
+    /// Whether delays are drawn from their upper half.
+    pub const fn with_jitter(mut self, jitter: bool) -> TaskSettings {
+        self.jitter = Some(jitter);
+        self
+    }
+
+    /// The result statuses retried (`failed`, `panicked`, `timed_out`, `worker_died`).
+    pub const fn with_retry_on(mut self, on: &'static [&'static str]) -> TaskSettings {
+        self.retry_on = Some(on);
+        self
+    }
+
+    /// Only errors whose message contains one of these are retried.
+    pub const fn with_retry_match(mut self, needles: &'static [&'static str]) -> TaskSettings {
+        self.retry_match = Some(needles);
+        self
+    }
+
+    /// The rate limit (`COUNT/PERIOD`: `100/s`, `10/m`, `5/250`).
+    pub const fn with_rate_limit(mut self, limit: &'static str) -> TaskSettings {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// The declared retries, if any.
+    pub const fn retries(&self) -> Option<u32> {
+        self.retries
+    }
+
+    /// The declared rate limit, if any.
+    pub const fn rate_limit(&self) -> Option<&'static str> {
+        self.rate_limit
+    }
+
+    /// Whether nothing is declared.
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == TaskSettings::new()
+    }
+
+    /// The cluster retry policy these options declare.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn retry(&self) -> Option<crate::cluster::Retry> {
+        use crate::cluster::{Retry, RetryOn};
+        use std::time::Duration;
+        let mut retry = Retry::new(self.retries?);
+        if let Some(ms) = self.backoff_ms {
+            retry = retry.backoff(Duration::from_millis(ms));
+        }
+        if let Some(factor) = self.factor {
+            retry = retry.factor(factor);
+        }
+        if let Some(ms) = self.max_backoff_ms {
+            retry = retry.max_backoff(Duration::from_millis(ms));
+        }
+        if let Some(jitter) = self.jitter {
+            retry = retry.jitter(jitter);
+        }
+        if let Some(on) = self.retry_on {
+            // The macro accepts only these four names.
+            let on: Vec<RetryOn> = on
+                .iter()
+                .filter_map(|s| match *s {
+                    "failed" => Some(RetryOn::Failed),
+                    "panicked" => Some(RetryOn::Panicked),
+                    "timed_out" => Some(RetryOn::TimedOut),
+                    "worker_died" => Some(RetryOn::WorkerDied),
+                    _ => None,
+                })
+                .collect();
+            retry = retry.on(&on);
+        }
+        if let Some(needles) = self.retry_match {
+            retry = retry.matching(needles.iter().copied());
+        }
+        Some(retry)
+    }
 }
 
 /// How a task run by name ended, in the worker.
@@ -97,6 +279,7 @@ pub struct Registration {
     #[cfg(feature = "cluster")]
     run_msgpack: RunFn,
     signature: fn() -> String,
+    options: TaskSettings,
 }
 
 impl Registration {
@@ -109,6 +292,7 @@ impl Registration {
             #[cfg(feature = "cluster")]
             run_msgpack: run_msgpack::<T>,
             signature: signature::<T>,
+            options: T::OPTIONS,
         }
     }
 }
@@ -238,6 +422,8 @@ pub(crate) struct Registry {
     by_name: HashMap<&'static str, (RunFn, RunBatchFn)>,
     #[cfg(feature = "cluster")]
     msgpack: HashMap<&'static str, RunFn>,
+    /// The tasks that declare options (`#[martelli::task(retries = …)]`).
+    options: HashMap<&'static str, TaskSettings>,
     fingerprint: u64,
 }
 
@@ -247,7 +433,11 @@ impl Registry {
         #[cfg(feature = "cluster")]
         let mut msgpack = HashMap::new();
         let mut signatures = Vec::new();
+        let mut options = HashMap::new();
         for r in inventory::iter::<Registration> {
+            if !r.options.is_empty() {
+                options.insert(r.name, r.options);
+            }
             if by_name.insert(r.name, (r.run, r.run_batch)).is_some() {
                 return Err(DuplicateTask {
                     name: r.name.to_owned(),
@@ -268,6 +458,7 @@ impl Registry {
             by_name,
             #[cfg(feature = "cluster")]
             msgpack,
+            options,
             fingerprint: fingerprint.0,
         })
     }
@@ -314,6 +505,17 @@ impl Registry {
     #[cfg(feature = "cluster")]
     pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.by_name.keys().copied()
+    }
+
+    /// The options task `name` declares, if any.
+    pub(crate) fn options(&self, name: &str) -> Option<&TaskSettings> {
+        self.options.get(name)
+    }
+
+    /// Every task that declares options, with them.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn declared(&self) -> impl Iterator<Item = (&'static str, &TaskSettings)> + '_ {
+        self.options.iter().map(|(name, options)| (*name, options))
     }
 
     /// Runs task `name` over an encoded batch of arguments (see `run_batch_encoded`).

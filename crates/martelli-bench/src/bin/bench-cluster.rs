@@ -49,6 +49,17 @@ struct Args {
     /// With --rate: the seconds the rate is measured over.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Measure workflows instead (docs/protocol.md, "Addition 5"): `chain` queues --chains
+    /// chains of 3 no-op steps, `chord` one chord of --members no-op members and a no-op
+    /// callback; each run reports the time until every chain's (the chord's) result is recorded.
+    #[arg(long, value_parser = ["chain", "chord"])]
+    workflow: Option<String>,
+    /// With --workflow chain: how many chains.
+    #[arg(long, default_value_t = 1000)]
+    chains: usize,
+    /// With --workflow chord: how many members.
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,6 +78,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(rate) = args.rate {
         return measure_rate(&args, rate);
+    }
+    if let Some(kind) = &args.workflow {
+        return measure_workflows(&args, kind);
     }
     if args.runs == 0 || args.n == 0 || args.lat == 0 {
         bail!("--runs, --n and --lat must be at least 1");
@@ -185,6 +199,97 @@ fn measure_rate(args: &Args, rate: u32) -> anyhow::Result<()> {
         args.workers,
         args.concurrency,
         (observed - f64::from(rate)) / f64::from(rate) * 100.0
+    );
+    Ok(())
+}
+
+/// `--workflow`: `--runs` runs of 1,000 chains of 3 no-op steps, or of one chord, each on a queue
+/// of its own with fresh workers; the time from the first submission until every result is
+/// recorded (read by id, every 5 ms: workflows answer by record, not on a reply list).
+fn measure_workflows(args: &Args, kind: &str) -> anyhow::Result<()> {
+    use martelli::cluster::Step;
+    let mut seconds = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        let queue = format!("bench-{kind}-{}-{run}", std::process::id());
+        let client = Client::builder(&args.url)
+            .queue(queue.clone())
+            .build()
+            .context("could not connect the client")?;
+        let mut workers = Vec::new();
+        for _ in 0..args.workers {
+            workers.push(martelli_bench::spawn_worker(
+                &args.url,
+                args.concurrency,
+                &queue,
+            )?);
+        }
+        let outcome = (|| -> anyhow::Result<f64> {
+            for _ in 0..20 {
+                client
+                    .submit_raw(martelli_bench::NOOP, Vec::new())?
+                    .wait()?;
+            }
+            let noop = || Step::raw(martelli_bench::NOOP, Vec::new()).whole();
+            let t0 = Instant::now();
+            let mut waiting: Vec<String> = if kind == "chain" {
+                (0..args.chains)
+                    .map(|_| {
+                        client
+                            .chain([noop(), noop(), noop()])
+                            .map(|c| c.id().to_owned())
+                    })
+                    .collect::<Result<_, _>>()?
+            } else {
+                vec![
+                    client
+                        .chord((0..args.members).map(|_| noop()), noop())?
+                        .id()
+                        .to_owned(),
+                ]
+            };
+            while !waiting.is_empty() {
+                let mut still = Vec::with_capacity(waiting.len());
+                for id in waiting {
+                    match client.status(&id)? {
+                        Some(r) if r.state.is_ended() => {
+                            if r.state != martelli::cluster::RecordState::Done {
+                                bail!("workflow {id} ended {:?}", r.error());
+                            }
+                        }
+                        _ => still.push(id),
+                    }
+                }
+                waiting = still;
+                if !waiting.is_empty() {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+            Ok(t0.elapsed().as_secs_f64())
+        })();
+        for worker in &mut workers {
+            stop(worker);
+        }
+        let s = outcome?;
+        println!("{{\"run\": {run}, \"workflow\": \"{kind}\", \"seconds\": {s:.3}}}");
+        seconds.push(s);
+    }
+    let (what, tasks) = if kind == "chain" {
+        (format!("{} chains of 3", args.chains), args.chains * 3)
+    } else {
+        (
+            format!("1 chord of {} + callback", args.members),
+            args.members + 1,
+        )
+    };
+    let median_s = median(&mut seconds);
+    println!(
+        "SUMMARY {{\"mode\": \"martelli-{kind}\", \"what\": \"{what}\", \"runs\": {}, \
+         \"workers\": {}, \"concurrency\": {}, \"median_s\": {median_s:.3}, \
+         \"tasks_per_s\": {:.0}}}",
+        args.runs,
+        args.workers,
+        args.concurrency,
+        tasks as f64 / median_s
     );
     Ok(())
 }

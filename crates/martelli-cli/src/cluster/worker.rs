@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use martelli::cluster::{Tasks, WorkerOptions, serve};
+use martelli::cluster::{Scheduler, SchedulerOptions, Tasks, WorkerOptions, serve};
 use martelli::process::Guardian;
 
 use super::BrokerArgs;
@@ -45,6 +45,11 @@ pub(crate) struct WorkerArgs {
     /// Seconds the worker blocks waiting for tasks before it looks at its stop flag.
     #[arg(long = "poll", value_name = "SECS", default_value = "0.5", hide = true)]
     pub(crate) poll: f64,
+
+    /// Also be a scheduler: fire the periodic schedules under the prefix (`martelli schedule`),
+    /// each tick once however many schedulers run.
+    #[arg(long = "scheduler")]
+    pub(crate) scheduler: bool,
 }
 
 /// Runs the worker until it is stopped; exit status 0 after a graceful stop.
@@ -86,7 +91,26 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(ca) = &args.broker.tls_ca {
         options = options.tls_ca(ca);
     }
-    let report = serve(&args.broker.url, tasks, options)?;
+    // Started after the guardian (a fork of this process), as the worker's threads are.
+    let scheduler = if args.scheduler {
+        let mut options = SchedulerOptions::default().prefix(&args.broker.prefix);
+        if let Some(ca) = &args.broker.tls_ca {
+            options = options.tls_ca(ca);
+        }
+        Some(Scheduler::start(&args.broker.url, options)?)
+    } else {
+        None
+    };
+    let report = serve(&args.broker.url, tasks, options);
+    if let Some(scheduler) = scheduler {
+        scheduler.stop();
+        let fired = scheduler.join()?;
+        eprintln!(
+            "martelli worker: scheduler stopped: {} tick(s) fired here, {} passed over",
+            fired.fired, fired.skipped
+        );
+    }
+    let report = report?;
     eprintln!(
         "martelli worker: stopped: {} succeeded, {} failed, {} cancelled, {} dead-lettered, {} \
          reclaimed from other workers, {} handed back",

@@ -12,6 +12,7 @@
 //! | `POST /api/queues/{q}/dead/requeue-all`, `…/discard-all` | act on all of them |
 //! | `GET /api/queues/{q}/delayed?offset=N&count=N` | a page of delayed tasks, soonest first |
 //! | `GET /api/queues/{q}/tasks/{id}` | a task by id |
+//! | `GET /api/queues/{q}/platform` | the periodic schedules, the rate limits, and the queue's retries |
 //!
 //! Broker calls are blocking (the `redis` crate's synchronous client): they run on tokio's blocking
 //! pool, one at a time on the requests' own connection. Everything the broker holds reaches the page
@@ -143,6 +144,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/queues/{queue}/dead/{letter}/discard", post(discard))
         .route("/api/queues/{queue}/delayed", get(delayed))
         .route("/api/queues/{queue}/tasks/{id}", get(task))
+        .route("/api/queues/{queue}/platform", get(platform))
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such page") })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
@@ -370,6 +372,18 @@ async fn task(State(app): State<Arc<App>>, Path((queue, id)): Path<(String, Stri
         return r;
     }
     let result = app.with_inspector(move |i| i.task(&queue, &id)).await;
+    match result {
+        Ok(Ok(view)) => axum::Json(view).into_response(),
+        Ok(Err(e)) => error_response(StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(r) => r,
+    }
+}
+
+async fn platform(State(app): State<Arc<App>>, Path(queue): Path<String>) -> Response {
+    if let Err(r) = name("queue name", &queue) {
+        return r;
+    }
+    let result = app.with_inspector(move |i| i.platform(&queue)).await;
     match result {
         Ok(Ok(view)) => axum::Json(view).into_response(),
         Ok(Err(e)) => error_response(StatusCode::BAD_GATEWAY, &e.to_string()),

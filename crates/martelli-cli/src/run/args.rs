@@ -194,7 +194,8 @@ pub(crate) struct RawOptions {
     )]
     pub(crate) lines_lower: Option<String>,
 
-    /// A command line is shorter than N bytes [default: 130000].
+    /// A command line is shorter than N bytes [default and most: the system's limit as GNU
+    /// parallel computes it, 63664 on Linux].
     #[arg(short = 's', long = "max-chars", value_name = "N")]
     pub(crate) max_chars: Option<String>,
 
@@ -207,6 +208,11 @@ pub(crate) struct RawOptions {
     /// {:n} {:n:m} {#str} {%str} {/a/b} {^str} {,str}, … (needs perl).
     #[arg(long = "plus")]
     pub(crate) plus: bool,
+
+    /// The parentheses of a perl expression, left and right joined [default: {==}]: --parens
+    /// ,,,, makes `,, expression ,,` what `{= expression =}` is.
+    #[arg(long = "parens", value_name = "LEFTRIGHT")]
+    pub(crate) parens: Option<String>,
 
     /// Split standard input into blocks of whole records, each the stdin of one job.
     #[arg(long = "pipe", visible_alias = "spreadstdin")]
@@ -241,9 +247,15 @@ pub(crate) struct RawOptions {
     #[arg(long = "round-robin", visible_alias = "roundrobin")]
     pub(crate) round_robin: bool,
 
+    /// --pipe: every job reads all of standard input (--pipepart: all of the file); one job per
+    /// argument of :::, all running at once [-j default: 0, as many as needed].
+    #[arg(long = "tee")]
+    pub(crate) tee: bool,
+
     /// The first line of each input source is a header: its columns (split by --colsep, else a
-    /// tab) name them, {colname}. `:` or a number of lines; with --pipe, put before every block.
-    #[arg(long = "header", value_name = ":|N")]
+    /// tab) name them, {colname}. `:` or 0 (the files' names). With --pipe: `:`, a number of
+    /// lines or a regular expression matched at the start of the input, put before every block.
+    #[arg(long = "header", value_name = ":|N|REGEXP")]
     pub(crate) header: Option<String>,
 
     /// Split each argument into columns at this regular expression: {1}, {2}, … are the columns.
@@ -274,6 +286,12 @@ pub(crate) struct RawOptions {
     /// ends, readable by `martelli result ID` from anywhere; the run prints the ids on stderr.
     #[arg(long = "result-ttl", value_name = "SECS", requires = "cluster")]
     pub(crate) result_ttl: Option<String>,
+
+    /// Accepted: GNU parallel compresses the temporary files that hold job output; martelli run
+    /// holds job output in memory, so there is nothing to compress. Refused with --files and
+    /// --results DIR, whose files GNU parallel would leave compressed.
+    #[arg(long = "compress", hide = true)]
+    pub(crate) compress: bool,
 
     /// Accepted and ignored, for drop-in compatibility with GNU parallel.
     #[arg(long = "will-cite", hide = true)]

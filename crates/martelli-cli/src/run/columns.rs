@@ -61,6 +61,25 @@ pub(crate) struct Columns {
     pub(crate) skip_first: bool,
 }
 
+/// `--header`: the columns' names, by column number (from 1), for `--results`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ColumnNames {
+    pub(crate) names: Vec<(usize, Vec<u8>)>,
+    /// The names came from the inputs' first lines (`--header :`), so a `--results` table takes
+    /// them for its columns too (GNU parallel does not for `--header 0`).
+    pub(crate) from_lines: bool,
+}
+
+impl ColumnNames {
+    /// The name of column `n` (from 1): its header, else its number.
+    pub(crate) fn name(&self, n: usize) -> Vec<u8> {
+        self.names
+            .iter()
+            .find(|(id, _)| *id == n)
+            .map_or_else(|| n.to_string().into_bytes(), |(_, name)| name.clone())
+    }
+}
+
 /// The options as given.
 #[derive(Debug)]
 pub(crate) struct ColumnOptions<'a> {
@@ -97,6 +116,7 @@ pub(crate) fn prepare(
     words: &mut [Vec<u8>],
     separator: u8,
     piped: bool,
+    names: &mut ColumnNames,
 ) -> Result<Option<Columns>, RunError> {
     let mut split = if o.csv {
         let sep = match o.colsep {
@@ -128,7 +148,7 @@ pub(crate) fn prepare(
         Some("0") => {
             // The names are the files' own.
             let mut id = 1;
-            let names: Vec<(Vec<u8>, usize)> = sources
+            let files: Vec<(Vec<u8>, usize)> = sources
                 .iter()
                 .filter_map(|s| match &s.spec {
                     SourceSpec::File(f) => {
@@ -139,8 +159,9 @@ pub(crate) fn prepare(
                     SourceSpec::Values(_) => None,
                 })
                 .collect();
-            for (name, id) in names {
+            for (name, id) in files {
                 name_column(words, &name, id);
+                names.names.push((id, name));
             }
         }
         Some(":") | Some(".*\\n") => {
@@ -197,9 +218,11 @@ pub(crate) fn prepare(
             for header in headers {
                 for name in header_split.columns(&header) {
                     name_column(words, &name, id);
+                    names.names.push((id, name));
                     id += 1;
                 }
             }
+            names.from_lines = true;
         }
         Some(other) => {
             return Err(RunError::Usage(format!(

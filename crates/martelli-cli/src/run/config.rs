@@ -136,6 +136,8 @@ pub(crate) struct Config {
     pub(crate) grouping: Option<super::multi::Grouping>,
     /// `--colsep`, `--csv`, `--header`: how arguments are split into columns.
     pub(crate) columns: Option<super::columns::Columns>,
+    /// `--header`: the columns' names (for `--results`).
+    pub(crate) column_names: super::columns::ColumnNames,
     /// `--pipe`/`--pipepart`: jobs read blocks of the input on stdin.
     pub(crate) pipe: Option<super::pipe::PipeConfig>,
 }
@@ -200,6 +202,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         (None, false) => b'\n',
     };
     // --colsep, --csv, --header: the headers name columns in the command before it is parsed.
+    let mut column_names = super::columns::ColumnNames::default();
     let columns = super::columns::prepare(
         &super::columns::ColumnOptions {
             colsep: o.colsep.as_deref(),
@@ -210,6 +213,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         &mut words,
         separator,
         o.pipe || o.pipepart,
+        &mut column_names,
     )?;
     // No command (and not --retry-failed, whose commands come from the joblog): each input line is
     // a command, as in GNU parallel.
@@ -220,6 +224,8 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         _ => Mode::Shell,
     };
     let jobs = match &o.jobs {
+        // --tee: every job runs at once; GNU parallel's default is -j 0.
+        None if o.tee => MAX_JOBS,
         None => cores,
         Some(spec) => parse_jobs(spec, cores)?,
     };
@@ -232,7 +238,11 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
                 .map(|(tag, expr)| format!("{tag} {expr}")),
         );
     }
-    let perl = !rpls.is_empty() || words.iter().any(|w| w.windows(2).any(|p| p == b"{="));
+    let parens = match o.parens.as_deref() {
+        None => super::perl::Parens::default(),
+        Some(spec) => super::perl::Parens::parse(spec)?,
+    };
+    let perl = !rpls.is_empty() || words.iter().any(|w| parens.opens(w));
     let mut template = if !perl || mode == Mode::Lines {
         Template::parse_with(&words, mode, &tokens)
     } else if tokens != Tokens::default() {
@@ -242,7 +252,13 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
                 .into(),
         ));
     } else {
-        Template::parse_with_perl(&super::perl::merge_words(&words), mode, &rpls, jobs)?
+        Template::parse_with_perl(
+            &super::perl::merge_words(&words, &parens),
+            mode,
+            &rpls,
+            &parens,
+            jobs,
+        )?
     };
     let tagstring = o
         .tagstring
@@ -268,6 +284,17 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             )));
         }
     };
+    // --compress only changes GNU parallel's temporary files, which martelli run does not have;
+    // the files of --files and --results DIR GNU parallel leaves compressed, which would differ.
+    let results_dir = o
+        .results
+        .as_ref()
+        .is_some_and(|r| !matches!(r.extension().and_then(|e| e.to_str()), Some("csv" | "tsv")));
+    if o.compress && (o.files || results_dir) {
+        return Err(RunError::Usage(
+            "--compress with --files or --results DIR: GNU parallel leaves those files compressed, and martelli run writes them plain; leave out --compress".into(),
+        ));
+    }
     let files = o.files.then(|| {
         o.tmpdir
             .clone()
@@ -296,6 +323,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         recend: o.recend.as_deref(),
         regexp: o.regexp,
         round_robin: o.round_robin,
+        tee: o.tee,
         header: o.header.as_deref(),
         records: o.max_replace_args.as_deref().or(o.max_args.as_deref()),
         lines: o.lines_upper.as_deref().or(o.lines_lower.as_deref()),
@@ -313,6 +341,24 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
     } else {
         (grouping, context)
     };
+    if let Some(p) = pipe.as_ref().filter(|p| p.tee) {
+        // --tee: the jobs are the arguments, given to the command only where it names them.
+        template.never_append();
+        if p.part.is_some() {
+            // The file every job reads is not an argument.
+            if let Some(i) = sources
+                .iter()
+                .position(|s| matches!(s.spec, super::args::SourceSpec::File(_)))
+            {
+                sources.remove(i);
+            }
+        }
+        if sources.is_empty() {
+            return Err(RunError::Usage(
+                "--tee runs one job per argument, all reading the whole input: give the arguments with :::, such as --tee wc {} ::: -l -c".into(),
+            ));
+        }
+    }
     if pipe.is_some() && o.cluster.is_some() {
         return Err(RunError::Usage(
             "--pipe with --cluster is not supported: cluster jobs take arguments, not standard input".into(),
@@ -454,6 +500,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         grouping,
         pipe,
         columns,
+        column_names,
     })
 }
 

@@ -39,7 +39,7 @@ use super::config::{Config, HaltOn, OutputMode, Threshold};
 use super::input::{Args, Inputs};
 use super::joblog::Joblog;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
-use super::pipe::{JobInput, Splitter};
+use super::pipe::{JobInput, Splitter, Tee};
 use super::remote::Remote;
 use super::template::{Composed, simple_command};
 use super::{EXIT_OWN_ERROR, RunError};
@@ -117,6 +117,8 @@ struct Shared {
     free_slots: Mutex<BTreeSet<usize>>,
     /// `--pipe --round-robin`: the input every job reads blocks from.
     round_robin: Option<Arc<Mutex<Splitter>>>,
+    /// `--tee`: every job's copy of the input.
+    tee: Option<Tee>,
 }
 
 /// Runs the jobs; returns the exit status.
@@ -141,6 +143,7 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
     };
     // --pipe: the jobs read blocks of the input; --round-robin: all from one shared splitter.
     let mut round_robin = None;
+    let mut tee = None;
     let mut inputs = match (retry, &config.pipe) {
         (Some(failed), _) => {
             let max = failed.max_seq;
@@ -153,6 +156,27 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
             Inputs {
                 total: Some(rows.len() as u64),
                 iter: Box::new(rows.into_iter().map(Ok)),
+            }
+        }
+        (None, Some(pipe)) if pipe.tee => {
+            // --tee: one job per argument, all running at once, each reading the whole input.
+            let jobs: Vec<Args> = super::columns::inputs(&config, &reading)?
+                .iter
+                .collect::<Result<_, _>>()?;
+            if jobs.len() > config.jobs {
+                return Err(RunError::Usage(format!(
+                    "--tee runs all {} jobs at once, each reading the whole input, and -j allows {}; give -j 0 or -j {}",
+                    jobs.len(),
+                    config.jobs,
+                    jobs.len()
+                )));
+            }
+            if !config.dry_run {
+                tee = Some(Tee::start(pipe, jobs.len())?);
+            }
+            Inputs {
+                total: Some(jobs.len() as u64),
+                iter: Box::new(jobs.into_iter().map(Ok)),
             }
         }
         (None, Some(pipe)) => {
@@ -228,6 +252,7 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         reporter: Mutex::new(Reporter::new(&config, joblog, total)),
         free_slots: Mutex::new((1..=config.jobs).collect()),
         round_robin,
+        tee,
         config,
     });
     watch_signals(&shared)?;
@@ -413,6 +438,11 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
         // --pipe: the job's "argument" is its block of input, for its stdin.
         let (args, stdin) = match (&shared.config.pipe, &shared.round_robin) {
             (None, _) => (args, None),
+            // --tee: the job's arguments are its own; its stdin the whole input.
+            (Some(_), _) if shared.tee.is_some() => {
+                let input = shared.tee.as_ref().map(Tee::next_input);
+                (args, input)
+            }
             (Some(_), Some(splitter)) => (Vec::new(), Some(JobInput::Shared(Arc::clone(splitter)))),
             (Some(_), None) => (
                 Vec::new(),
@@ -837,7 +867,8 @@ impl Reporter {
             print,
             printer: Printer::new(print, config.keep_order, config.results.clone())
                 .verbose(config.verbose)
-                .files(config.files.clone()),
+                .files(config.files.clone())
+                .column_names(config.column_names.clone()),
             joblog,
             bar: progress_bar(config, total),
             own_error: None,

@@ -234,11 +234,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("--shebang", "martelli run cannot be a #! interpreter"),
     ("--shebang-wrap", "martelli run cannot be a #! interpreter"),
     (
-        "--compress",
-        "martelli run keeps job output in memory; there is nothing to compress",
-    ),
-    ("--tee", "--tee (one input to every job) is not built"),
-    (
         "--latest-line",
         "--latest-line is not built; use --line-buffer",
     ),
@@ -257,7 +252,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
         "--record-env",
         "martelli run runs jobs in its own environment; nothing to record",
     ),
-    ("--parens", "custom {= perl =} parentheses are not built"),
     ("--fg", "martelli run is not a semaphore (`sem`)"),
     ("--bg", "martelli run is not a semaphore (`sem`)"),
     ("--ungroup-stderr", "not built"),

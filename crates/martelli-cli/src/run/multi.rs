@@ -24,9 +24,73 @@ use super::RunError;
 use super::input::{Args, Inputs};
 use super::template::Template;
 
-/// The default `-s`: close to what GNU parallel finds on Linux (its probe of the longest line
-/// `sh -c` accepts, 128 KiB, less the environment), and below the kernel's limit for one argument.
-pub(crate) const DEFAULT_MAX_CHARS: usize = 130_000;
+/// The longest command line a job may have by default (and at most), as GNU parallel computes it
+/// (`parallel --show-limits`, "Maximal usable size of command"): half of what is left of the
+/// longest line the system runs once 3,000 bytes are kept for wrapping (63,664 bytes on Linux
+/// with 4 KiB pages).
+///
+/// GNU parallel finds the longest line by running `echo` with one argument of growing length:
+/// lengths 324, 5,184, 82,944… (×16) until one fails, then a binary search between the last two
+/// that stops within 1 % (so its figure is a little below the real limit: 130,329 on Linux). The
+/// same search is run here on the system's limit instead of on `echo`, which gives GNU's figure
+/// without starting a process.
+pub(crate) fn default_max_chars() -> usize {
+    let longest = gnu_find_max(|len| len <= longest_exec_line());
+    longest.saturating_sub(3000) / 2
+}
+
+/// The longest line GNU parallel's probe would find accepted: its probe runs `/usr/bin/echo`
+/// with one argument of `len - 1 - 13` bytes, in an environment of a few variables. On Linux one
+/// argument may not be longer than 32 pages (`MAX_ARG_STRLEN`, the NUL included), and all of them
+/// together not longer than a quarter of the stack limit.
+fn longest_exec_line() -> usize {
+    const ECHO: usize = "/usr/bin/echo".len();
+    if cfg!(target_os = "linux") {
+        let one_arg = 32 * rustix::param::page_size() - 1 + 1 + ECHO;
+        let stack = rustix::process::getrlimit(rustix::process::Resource::Stack)
+            .current
+            .map_or(u64::MAX, |s| s / 4);
+        // The kernel never allows less than 32 pages for all arguments; keep 4 KiB for the probe's
+        // environment.
+        let all = usize::try_from(stack)
+            .unwrap_or(usize::MAX)
+            .max(32 * rustix::param::page_size())
+            .saturating_sub(4096);
+        one_arg.min(all)
+    } else {
+        // No limit per argument: POSIX systems take at least 256 KiB of arguments (macOS takes
+        // 1 MiB); keep 4 KiB for the environment.
+        256 * 1024 - 4096
+    }
+}
+
+/// GNU parallel's `find_max`: the longest accepted length, found by ×16 steps from 324 and then a
+/// binary search that stops within 1 %.
+fn gnu_find_max(accepted: impl Fn(usize) -> bool) -> usize {
+    const UPPER: usize = 100_000_000;
+    let mut len = 324;
+    loop {
+        if len > UPPER {
+            return len;
+        }
+        len *= 16;
+        if !accepted(len) {
+            break;
+        }
+    }
+    let (mut lower, mut upper) = (len / 16, len);
+    loop {
+        if lower == upper || lower + 1 == upper || lower as f64 / upper as f64 > 0.99 {
+            return lower;
+        }
+        let middle = (upper - lower) / 2 + lower;
+        if accepted(middle) {
+            lower = middle;
+        } else {
+            upper = middle;
+        }
+    }
+}
 
 /// How many records a job takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,13 +134,22 @@ fn count(option: &str, value: &str) -> Result<usize, RunError> {
 /// the template must use context replacement (`-X`, `-N`, or `-L` without `-m`/`--xargs`, as in
 /// GNU parallel).
 pub(crate) fn grouping(o: &MultiOptions<'_>) -> Result<(Option<Grouping>, bool), RunError> {
+    let usable = default_max_chars();
     let max_chars = match o.max_chars {
-        None => DEFAULT_MAX_CHARS,
+        None => usable,
         Some(s) => match count("-s/--max-chars", s)? {
             0 => {
                 return Err(RunError::Usage(
                     "invalid -s/--max-chars '0': a command line needs at least one byte".into(),
                 ));
+            }
+            n if n > usable => {
+                // As GNU parallel: a warning, and the system's limit.
+                eprintln!(
+                    "martelli run: warning: -s/--max-chars {n} is above the longest command line \
+                     this system takes ({usable} bytes, as GNU parallel computes it); using {usable}"
+                );
+                usable
             }
             n => n,
         },

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::RunError;
+use super::columns::ColumnNames;
 use super::input::Args;
 
 /// How one job ended.
@@ -114,6 +115,8 @@ pub(crate) struct Printer {
     files: Option<PathBuf>,
     /// `--results FILE.csv|FILE.tsv`: the table, once its header is written.
     table: Option<std::fs::File>,
+    /// `--header`: names of the columns, for `--results`.
+    names: ColumnNames,
 }
 
 impl Printer {
@@ -127,6 +130,7 @@ impl Printer {
             verbose: false,
             files: None,
             table: None,
+            names: ColumnNames::default(),
         }
     }
 
@@ -164,7 +168,15 @@ impl Printer {
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-            header.extend((1..=o.args.len()).map(|i| format!("V{i}")));
+            if self.names.from_lines {
+                // As GNU parallel with --header: the columns' names.
+                header.extend(
+                    (1..=o.args.len())
+                        .map(|i| String::from_utf8_lossy(&self.names.name(i)).into_owned()),
+                );
+            } else {
+                header.extend((1..=o.args.len()).map(|i| format!("V{i}")));
+            }
             header.extend(["Stdout".to_owned(), "Stderr".to_owned()]);
             let mut line = header.join(&(sep as char).to_string()).into_bytes();
             line.push(b'\n');
@@ -216,6 +228,12 @@ impl Printer {
         self
     }
 
+    /// `--header`: `--results` names directories (and table columns) by the columns' names.
+    pub(crate) fn column_names(mut self, names: ColumnNames) -> Self {
+        self.names = names;
+        self
+    }
+
     /// Takes one outcome; prints it and any outcomes it was holding back. `quiet` suppresses the
     /// output of jobs killed by `--halt now`. `around_stderr` wraps writes to stderr (to hide a
     /// progress bar meanwhile).
@@ -227,7 +245,7 @@ impl Printer {
     ) -> Result<(), PrintError> {
         if let Some(dir) = &self.results {
             if table_separator(dir).is_none() {
-                store_results(dir, &outcome).map_err(PrintError::Run)?;
+                store_results(dir, &outcome, &self.names).map_err(PrintError::Run)?;
             }
         }
         if !self.keep_order {
@@ -403,20 +421,36 @@ fn table_field(field: &[u8], sep: u8) -> Vec<u8> {
 }
 
 /// `--results DIR`: DIR/1/ARG1/2/ARG2/…/{stdout,stderr,seq}, with `\` written `\\` and `/`
-/// written `\_` in arguments, as GNU parallel does.
-fn store_results(dir: &Path, o: &Outcome) -> Result<(), RunError> {
+/// written `\_` in arguments, as GNU parallel does. With `--header`, a column's name stands for
+/// its number, and the columns go in the order of their names (numbers by value first), as GNU
+/// parallel's `args_as_dirname`.
+fn store_results(dir: &Path, o: &Outcome, names: &ColumnNames) -> Result<(), RunError> {
     use std::os::unix::ffi::OsStrExt;
+    let mut columns: Vec<(Vec<u8>, &Vec<u8>)> = o
+        .args
+        .iter()
+        .enumerate()
+        .map(|(i, arg)| (names.name(i + 1), arg))
+        .collect();
+    // A stable sort, as perl's: numerically (a name that is no number counts as 0), then by bytes.
+    columns.sort_by(|(a, _), (b, _)| {
+        perl_number(a)
+            .total_cmp(&perl_number(b))
+            .then_with(|| a.cmp(b))
+    });
     let mut path = dir.to_path_buf();
-    for (i, arg) in o.args.iter().enumerate() {
+    for (name, arg) in columns {
         let mut escaped = Vec::with_capacity(arg.len());
         for &b in arg {
             match b {
                 b'\\' => escaped.extend_from_slice(b"\\\\"),
                 b'/' => escaped.extend_from_slice(b"\\_"),
+                b'\t' => escaped.extend_from_slice(b"\\t"),
+                0 => escaped.extend_from_slice(b"\\0"),
                 _ => escaped.push(b),
             }
         }
-        path.push((i + 1).to_string());
+        path.push(std::ffi::OsStr::from_bytes(&name));
         path.push(std::ffi::OsStr::from_bytes(&escaped));
     }
     let err = |source| RunError::Results {
@@ -426,8 +460,40 @@ fn store_results(dir: &Path, o: &Outcome) -> Result<(), RunError> {
     std::fs::create_dir_all(&path).map_err(err)?;
     std::fs::write(path.join("stdout"), &o.stdout).map_err(err)?;
     std::fs::write(path.join("stderr"), &o.stderr).map_err(err)?;
-    std::fs::write(path.join("seq"), format!("{}\n", o.seq)).map_err(err)?;
+    // GNU parallel writes the number without a newline.
+    std::fs::write(path.join("seq"), o.seq.to_string()).map_err(err)?;
     Ok(())
+}
+
+/// A string's value as a number to perl: its leading decimal number (after blanks), else 0.
+fn perl_number(s: &[u8]) -> f64 {
+    let s = &s[s.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+    let digits = |from: usize| s[from..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut end = usize::from(matches!(s.first(), Some(b'+' | b'-')));
+    let whole = digits(end);
+    end += whole;
+    let mut fraction = 0;
+    if s.get(end) == Some(&b'.') {
+        fraction = digits(end + 1);
+        if whole + fraction > 0 {
+            end += 1 + fraction;
+        }
+    }
+    if whole + fraction == 0 {
+        return 0.0;
+    }
+    if matches!(s.get(end), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(s.get(end + 1), Some(b'+' | b'-')));
+        let exponent = digits(end + 1 + sign);
+        if exponent > 0 {
+            end += 1 + sign + exponent;
+        }
+    }
+    std::str::from_utf8(&s[..end])
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .filter(|n| n.is_finite())
+        .unwrap_or(0.0)
 }
 
 /// `--files`: writes `data` to a new file `par…….par` in `dir` (as GNU parallel names them) and
@@ -514,5 +580,20 @@ impl LineSink {
         } else {
             let _ = write_prefixed(&mut io::stderr().lock(), &self.prefix, data);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_numbers_as_perl_reads_them() {
+        assert_eq!(perl_number(b"12"), 12.0);
+        assert_eq!(perl_number(b" 1a"), 1.0);
+        assert_eq!(perl_number(b"-2.5e1x"), -25.0);
+        assert_eq!(perl_number(b"f1"), 0.0);
+        assert_eq!(perl_number(b"."), 0.0);
+        assert_eq!(perl_number(b"inf"), 0.0);
     }
 }

@@ -32,8 +32,7 @@ use regex::bytes::Regex;
 
 use super::RunError;
 
-/// The replacement strings `--plus` adds (GNU parallel 20221122's table). `{choose_k}`, `{uniq}`,
-/// `{slot}` and `{host}` are left out: see docs/run.md.
+/// The replacement strings `--plus` adds (GNU parallel 20221122's table).
 pub(crate) const PLUS: &[(&str, &str)] = &[
     ("{+/}", "s:/[^/]*$:: || s:.*$::"),
     ("{+.}", "s:.*\\.:: || s:.*$::"),
@@ -46,6 +45,13 @@ pub(crate) const PLUS: &[(&str, &str)] = &[
     ("{...}", "s:\\.[^/.]*\\.[^/.]*\\.[^/.]*$::"),
     ("{/..}", "s:.*/::; s:\\.[^/.]*\\.[^/.]*$::"),
     ("{/...}", "s:.*/::; s:\\.[^/.]*\\.[^/.]*\\.[^/.]*$::"),
+    // n choose k: a job runs only when its arguments are in ascending order.
+    (
+        "{choose_k}",
+        "for $t (2..$#arg){ if($arg[$t-1] ge $arg[$t]) { skip() } }",
+    ),
+    // A job runs only when no two of its arguments are the same.
+    ("{uniq}", "if(::uniq(@arg) != @arg) { skip(); }"),
     ("{##}", "1 $_=total_jobs()"),
     (
         "{0%}",
@@ -76,6 +82,11 @@ pub(crate) const PLUS: &[(&str, &str)] = &[
     ("{^^([^}]+?)}", "s/($$1)/uc($1)/eg;"),
     ("{,([^}]+?)}", "s/^($$1)/lc($1)/e;"),
     ("{,,([^}]+?)}", "s/($$1)/lc($1)/eg;"),
+    // The job slot, read by the shell from $PARALLEL_JOBSLOT.
+    ("{slot}", "1 $_=\"\\${PARALLEL_JOBSLOT}\";uq()"),
+    // The ssh host: GNU parallel's $PARALLEL_SSHHOST is ":" (this machine) for a local job, and
+    // martelli run's jobs are all local.
+    ("{host}", "1 $_=\":\""),
 ];
 
 /// A piece of a command word before the native replacement strings are parsed.
@@ -188,24 +199,72 @@ fn rpl_expr(expr: &str, captures: &[Option<&[u8]>]) -> String {
     set + &body
 }
 
+/// The parentheses around a perl expression: `{=` and `=}`, or what `--parens` gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Parens {
+    pub(crate) left: Vec<u8>,
+    pub(crate) right: Vec<u8>,
+}
+
+impl Default for Parens {
+    fn default() -> Self {
+        Parens {
+            left: b"{=".to_vec(),
+            right: b"=}".to_vec(),
+        }
+    }
+}
+
+impl Parens {
+    /// `--parens LEFTRIGHT`: the first half of the string is the left parenthesis, the rest the
+    /// right one, as GNU parallel splits it (`,,,,` gives `,,` and `,,`).
+    pub(crate) fn parse(spec: &str) -> Result<Parens, RunError> {
+        let bytes = spec.as_bytes();
+        let half = bytes.len() / 2;
+        if half == 0 {
+            return Err(RunError::Usage(format!(
+                "invalid --parens '{spec}': give the left and the right parenthesis joined, of the same length, such as --parens ,,,, (for ,, expression ,,) or the default {{==}}"
+            )));
+        }
+        Ok(Parens {
+            left: bytes[..half].to_vec(),
+            right: bytes[half..].to_vec(),
+        })
+    }
+
+    /// Whether `word` holds a left parenthesis.
+    pub(crate) fn opens(&self, word: &[u8]) -> bool {
+        find(word, &self.left).is_some()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
 /// GNU parallel's `merge_rpl_parts`: a word with a `{=` left open is joined (with spaces) to the
 /// words after it until the `=}` that closes it, so `echo {= s/a/b/ =}` is one expression.
-pub(crate) fn merge_words(words: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    fn open(word: &[u8]) -> bool {
+pub(crate) fn merge_words(words: &[Vec<u8>], parens: &Parens) -> Vec<Vec<u8>> {
+    let open = |word: &[u8]| -> bool {
         // Remove matched pairs (the rightmost `{=` first) and look for one left.
+        let (l_len, r_len) = (parens.left.len(), parens.right.len());
         let mut w = word.to_vec();
         loop {
-            let Some(l) = w.windows(2).rposition(|p| p == b"{=") else {
+            let Some(l) = rfind(&w, &parens.left) else {
                 return false;
             };
-            match w[l + 2..].windows(2).position(|p| p == b"=}") {
+            match find(&w[l + l_len..], &parens.right) {
                 Some(r) => {
-                    w.drain(l..l + 2 + r + 2);
+                    w.drain(l..l + l_len + r + r_len);
                 }
                 None => return true,
             }
         }
-    }
+    };
     let mut out: Vec<Vec<u8>> = Vec::with_capacity(words.len());
     let mut i = 0;
     while i < words.len() {
@@ -223,16 +282,21 @@ pub(crate) fn merge_words(words: &[Vec<u8>]) -> Vec<Vec<u8>> {
 
 /// Splits a command word at `{= … =}` (the innermost pair, as GNU parallel) and expands the
 /// tags of `rpls` in the text outside them.
-pub(crate) fn segments(word: &[u8], rpls: &[String]) -> Result<Vec<Segment>, RunError> {
+pub(crate) fn segments(
+    word: &[u8],
+    rpls: &[String],
+    parens: &Parens,
+) -> Result<Vec<Segment>, RunError> {
+    let (l_len, r_len) = (parens.left.len(), parens.right.len());
     let mut out = Vec::new();
     let mut text = Vec::new();
     let mut i = 0;
     while i < word.len() {
-        if word[i..].starts_with(b"{=") {
+        if word[i..].starts_with(&parens.left) {
             // The nearest `=}` with no `{=` between.
-            let body = &word[i + 2..];
-            let close = body.windows(2).position(|w| w == b"=}");
-            let inner_open = body.windows(2).position(|w| w == b"{=");
+            let body = &word[i + l_len..];
+            let close = find(body, &parens.right);
+            let inner_open = find(body, &parens.left);
             match (close, inner_open) {
                 (Some(c), Some(o)) if o < c => {
                     text.push(word[i]);
@@ -244,7 +308,7 @@ pub(crate) fn segments(word: &[u8], rpls: &[String]) -> Result<Vec<Segment>, Run
                         out.push(Segment::Text(std::mem::take(&mut text)));
                     }
                     out.push(perl_segment(&body[..c]));
-                    i += 2 + c + 2;
+                    i += l_len + c + r_len;
                     continue;
                 }
                 (None, _) => {}
@@ -396,6 +460,7 @@ sub Q { local $_ = $_[0];
   elsif ($_ eq "") { return "''" } else { return $_ } }
 sub pQ { my $a = $_[0]; if (defined $a) { $a =~ s/[\\\"\$\@]/\\$&/g } return $a }
 sub hash { require B; B::hash(@_) }
+sub uniq { my %seen = map { $_ => 1 } @_; return keys %seen }
 sub yyyy_mm_dd_hh_mm_ss { POSIX::strftime("%Y-%m-%dT%H:%M:%S", localtime(time())) }
 sub yyyy_mm_dd_hh_mm { POSIX::strftime("%Y-%m-%dT%H:%M", localtime(time())) }
 sub yyyy_mm_dd { POSIX::strftime("%Y-%m-%d", localtime(time())) }
@@ -598,7 +663,7 @@ mod tests {
     #[test]
     fn words_split_at_expressions() {
         assert_eq!(
-            segments(b"a{= s/x/y/ =}b", &[]).unwrap(),
+            segments(b"a{= s/x/y/ =}b", &[], &Parens::default()).unwrap(),
             [
                 Segment::Text(b"a".to_vec()),
                 perl(" s/x/y/ "),
@@ -606,23 +671,51 @@ mod tests {
             ]
         );
         assert_eq!(
-            segments(b"{=2 $_++ =}", &[]).unwrap(),
+            segments(b"{=2 $_++ =}", &[], &Parens::default()).unwrap(),
             [Segment::Perl {
                 source: Some(2),
                 expr: "$_++ ".into()
             }]
         );
         assert_eq!(
-            segments(b"{}", &[]).unwrap(),
+            segments(b"{}", &[], &Parens::default()).unwrap(),
             [Segment::Text(b"{}".to_vec())]
         );
+    }
+
+    #[test]
+    fn other_parentheses_mark_expressions() {
+        let parens = Parens::parse(",,,,").unwrap();
+        assert_eq!(
+            segments(b"a,, s/x/y/ ,,b{= c =}", &[], &parens).unwrap(),
+            [
+                Segment::Text(b"a".to_vec()),
+                perl(" s/x/y/ "),
+                Segment::Text(b"b{= c =}".to_vec())
+            ]
+        );
+        let words: Vec<Vec<u8>> = vec![
+            b"echo".to_vec(),
+            b",,".to_vec(),
+            b"s/a/b/".to_vec(),
+            b",,".to_vec(),
+        ];
+        assert_eq!(
+            merge_words(&words, &parens),
+            [b"echo".to_vec(), b",, s/a/b/ ,,".to_vec()]
+        );
+        // An odd length: the left parenthesis is the shorter half, as GNU parallel splits it.
+        let odd = Parens::parse("<[]>>").unwrap();
+        assert_eq!((odd.left, odd.right), (b"<[".to_vec(), b"]>>".to_vec()));
+        assert!(Parens::parse("x").is_err());
+        assert!(Parens::parse("").is_err());
     }
 
     #[test]
     fn tags_become_expressions_with_their_captures() {
         let rpls = vec!["{..} s:\\.[^.]+$::;s:\\.[^.]+$::;".to_string()];
         assert_eq!(
-            segments(b"x{..}y{1..}", &rpls).unwrap(),
+            segments(b"x{..}y{1..}", &rpls, &Parens::default()).unwrap(),
             [
                 Segment::Text(b"x".to_vec()),
                 perl("s:\\.[^.]+$::;s:\\.[^.]+$::;"),
@@ -635,9 +728,9 @@ mod tests {
         );
         let rpls = vec!["{:-([^}]+?)} $_ ||= $$1".to_string()];
         assert_eq!(
-            segments(b"{:-dflt}", &rpls).unwrap(),
+            segments(b"{:-dflt}", &rpls, &Parens::default()).unwrap(),
             [perl("$_pAr_gRp1 = \"dflt\";$_ ||= $_pAr_gRp1")]
         );
-        assert!(segments(b"{}", &["{x}".to_string()]).is_err());
+        assert!(segments(b"{}", &["{x}".to_string()], &Parens::default()).is_err());
     }
 }

@@ -12,9 +12,16 @@
 //!   left is the last block.
 //! - `--regexp`: `--recstart` and `--recend` are regular expressions.
 //! - `-N n`: blocks of exactly n records; `-L n`: blocks of a multiple of n lines.
-//! - `--header N` (or `--header :`, one line): the first N lines are put before every block.
+//! - `-N n` with `--regexp`: when the input does not begin with a record start, what comes before
+//!   the first record is a block of its own, as in GNU parallel.
+//! - `--header REGEXP`: the text at the start of the input that the regular expression matches
+//!   (read a block at a time until it matches) is put before every block; `--header N` is N lines
+//!   (`(.*\n)` N times, as GNU parallel rewrites it) and `--header :` one line.
 //! - `--round-robin`: as many jobs as job slots, each fed blocks from the one input in turn for
 //!   as long as it lasts (the order in which they get blocks is not promised).
+//! - `--tee`: every job reads the whole input; the jobs are the arguments (`:::`), all running at
+//!   once. One thread reads the input a block at a time and hands each block to every job (the
+//!   slowest job sets the pace), so the input is never held whole either.
 //! - `--pipepart -a FILE`: the file is cut into parts of at least `--block` bytes, each ending at
 //!   the first record boundary after that (GNU's seek-based split, here read in order); a negative
 //!   `--block -n` makes n parts per job slot, and `--pipepart` without `--block` makes 10.
@@ -22,6 +29,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use regex::bytes::Regex;
@@ -89,9 +97,14 @@ pub(crate) struct PipeConfig {
     pub(crate) records: Option<usize>,
     /// `-L n`: a multiple of n lines per block.
     pub(crate) lines: Option<usize>,
-    /// `--header`: this many lines before every block.
-    pub(crate) header_lines: usize,
+    /// `--header`: what this regex matches at the start of the input goes before every block.
+    pub(crate) header: Option<Regex>,
+    /// `--regexp` with a `--recstart`: matches a record start at the beginning of the input (for
+    /// `-N`, whose first block is what comes before the first record, if anything).
+    pub(crate) starts_record: Option<Regex>,
     pub(crate) round_robin: bool,
+    /// `--tee`: the whole input to every job.
+    pub(crate) tee: bool,
 }
 
 /// The `--pipe` options as given.
@@ -104,6 +117,7 @@ pub(crate) struct PipeOptions<'a> {
     pub(crate) recend: Option<&'a str>,
     pub(crate) regexp: bool,
     pub(crate) round_robin: bool,
+    pub(crate) tee: bool,
     pub(crate) header: Option<&'a str>,
     pub(crate) records: Option<&'a str>,
     pub(crate) lines: Option<&'a str>,
@@ -139,6 +153,7 @@ pub(crate) fn config(o: &PipeOptions<'_>) -> Result<Option<PipeConfig>, RunError
             (o.recend.is_some(), "--recend"),
             (o.regexp, "--regexp"),
             (o.round_robin, "--round-robin"),
+            (o.tee, "--tee"),
         ] {
             if given {
                 return Err(RunError::Usage(format!(
@@ -191,22 +206,50 @@ pub(crate) fn config(o: &PipeOptions<'_>) -> Result<Option<PipeConfig>, RunError
     };
     let records = o.records.map(|v| count("-N", v)).transpose()?;
     let lines = o.lines.map(|v| count("-L", v)).transpose()?;
-    if records.is_some() && o.regexp {
+    let starts_record = match (o.regexp, o.recstart) {
+        (true, Some(start)) if !start.is_empty() => {
+            Some(Regex::new(&format!("(?ms)\\A(?:{start})")).map_err(|e| {
+                RunError::Usage(format!(
+                    "invalid --recstart '{start}' with --regexp: {e}; write it as a regular expression, or leave out --regexp for a fixed string"
+                ))
+            })?)
+        }
+        _ => None,
+    };
+    let header = match o.header {
+        // "0" is false to GNU parallel: no header.
+        None | Some("0") => None,
+        Some(spec) => {
+            // As GNU parallel: `:` is one line and a number N is N lines, written as a regex.
+            let pattern = if spec == ":" {
+                "(.*\n)".to_owned()
+            } else if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
+                let n: usize = spec.parse().map_err(|_| {
+                    RunError::Usage(format!(
+                        "invalid --header '{spec}' with --pipe: too many lines"
+                    ))
+                })?;
+                "(.*\n)".repeat(n)
+            } else {
+                spec.to_owned()
+            };
+            // Perl matches bytes: `.` is any byte but a newline.
+            Some(Regex::new(&format!("(?-u)\\A(?:{pattern})")).map_err(|e| {
+                RunError::Usage(format!(
+                    "invalid --header '{spec}' with --pipe: {e}; give a number of lines, `:` for one, or a regular expression that matches the header at the start of the input"
+                ))
+            })?)
+        }
+    };
+    if o.tee && (o.round_robin || records.is_some() || lines.is_some() || header.is_some()) {
         return Err(RunError::Usage(
-            "-N with --pipe --regexp is not supported by martelli run; use fixed --recstart/--recend strings, or --block".into(),
+            "--tee gives the whole input to every job: it does not split it, so -N, -L, --header and --round-robin do not go with it".into(),
         ));
     }
-    let header_lines = match o.header {
-        None | Some("0") => 0,
-        Some(":") => 1,
-        Some(n) => n.parse::<usize>().map_err(|_| {
-            RunError::Usage(format!(
-                "invalid --header '{n}' with --pipe: martelli run takes a number of lines (or `:` for one); a regular expression is not supported"
-            ))
-        })?,
-    };
     let part = if o.pipepart {
         match o.files.as_slice() {
+            // --tee: the first file is the one every job reads; the others are arguments.
+            [file, ..] if o.tee => Some(file.clone()),
             [file] => Some(file.clone()),
             _ => {
                 return Err(RunError::Usage(
@@ -223,8 +266,10 @@ pub(crate) fn config(o: &PipeOptions<'_>) -> Result<Option<PipeConfig>, RunError
         boundary,
         records,
         lines,
-        header_lines,
+        header,
+        starts_record,
         round_robin: o.round_robin,
+        tee: o.tee,
     }))
 }
 
@@ -241,6 +286,8 @@ pub(crate) struct Splitter {
     done: bool,
     /// `--pipepart`: bytes handed out so far, and where the current part may end at the earliest.
     offset: usize,
+    /// `-N` with `--regexp`: whether the start of the input was looked at for a record start.
+    start_checked: bool,
 }
 
 impl std::fmt::Debug for Splitter {
@@ -284,6 +331,7 @@ impl Splitter {
             eof: false,
             done: false,
             offset: 0,
+            start_checked: false,
         };
         splitter.read_header().map_err(|source| RunError::Input {
             path: splitter.path(),
@@ -296,17 +344,27 @@ impl Splitter {
         self.config.part.clone().unwrap_or_else(|| "-".into())
     }
 
-    /// `--header N`: the first N lines, put before every block.
+    /// `--header`: reads a block at a time (one read each, as GNU parallel's `sysread`) until the
+    /// header's regex matches at the start of what was read; the match is put before every block
+    /// and the rest is the input. An input that ends first has no header.
     fn read_header(&mut self) -> io::Result<()> {
-        let mut lines = 0;
-        let mut byte = [0u8; 1];
-        while lines < self.config.header_lines {
-            if self.reader.read(&mut byte)? == 0 {
+        let Some(re) = self.config.header.clone() else {
+            return Ok(());
+        };
+        let mut chunk = vec![0u8; self.block.min(1 << 20)];
+        loop {
+            let n = match self.reader.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
                 break;
             }
-            self.header.push(byte[0]);
-            if byte[0] == b'\n' {
-                lines += 1;
+            self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(m) = re.find(&self.buf) {
+                self.header = self.buf.drain(..m.end()).collect();
+                break;
             }
         }
         self.offset = 0;
@@ -385,6 +443,21 @@ impl Splitter {
             return true;
         }
         if let Some(n) = self.config.records {
+            let mut any = false;
+            if !self.start_checked && !self.buf.is_empty() {
+                // GNU's `pass_n_regexps`: what comes before the first record start is a block
+                // of its own.
+                self.start_checked = true;
+                if let Some(start) = &self.config.starts_record
+                    && !start.is_match(&self.buf)
+                    && let Some(&at) = self.config.boundary.cuts(&self.buf, 0).first()
+                    && at > 0
+                    && at < self.buf.len()
+                {
+                    self.emit(at);
+                    any = true;
+                }
+            }
             // Blocks of n records each.
             let cuts = self.config.boundary.cuts(&self.buf, 0);
             let ends: Vec<usize> = cuts
@@ -399,7 +472,7 @@ impl Splitter {
                 self.emit(end - done);
                 done = *end;
             }
-            return !ends.is_empty();
+            return any || !ends.is_empty();
         }
         // GNU's `pass`: at the end of the input, the rest is one block.
         if self.eof {
@@ -452,6 +525,94 @@ pub(crate) enum JobInput {
     Block(Vec<u8>),
     /// `--round-robin`: blocks taken from the shared splitter until the input ends.
     Shared(Arc<Mutex<Splitter>>),
+    /// `--pipe --tee`: the blocks the reading thread hands to this job (taken by the first run of
+    /// the job; a retry reads nothing).
+    Tee(Arc<Mutex<Option<Receiver<Block>>>>),
+    /// `--pipepart --tee`: the whole file.
+    File(PathBuf),
+}
+
+/// A block of input shared by the jobs of `--tee`.
+type Block = Arc<Vec<u8>>;
+
+/// `--tee`: the jobs' ends of the reading thread's channels, in the jobs' order.
+#[derive(Debug)]
+pub(crate) struct Tee {
+    receivers: Mutex<std::collections::VecDeque<Receiver<Block>>>,
+    part: Option<PathBuf>,
+}
+
+impl Tee {
+    /// Starts the thread that reads standard input (`--pipe`) and hands every block to each of
+    /// `jobs` jobs; with `--pipepart` each job reads the file itself.
+    pub(crate) fn start(config: &PipeConfig, jobs: usize) -> Result<Tee, RunError> {
+        if let Some(path) = &config.part {
+            // Refuse a file that cannot be read before any job starts.
+            File::open(path).map_err(|source| RunError::Input {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(Tee {
+                receivers: Mutex::new(Default::default()),
+                part: Some(path.clone()),
+            });
+        }
+        // A few blocks in flight per job: the blocks are shared, so at most these few are held.
+        const IN_FLIGHT: usize = 4;
+        let (senders, receivers): (Vec<_>, std::collections::VecDeque<_>) =
+            (0..jobs).map(|_| sync_channel(IN_FLIGHT)).unzip();
+        let block = usize::try_from(config.block.max(1))
+            .unwrap_or(MAX_BLOCK)
+            .min(1 << 20);
+        std::thread::Builder::new()
+            .name("tee".into())
+            .spawn(move || tee_stdin(io::stdin(), block, senders))
+            .map_err(|source| RunError::System {
+                what: "cannot start the thread that reads the input for --tee",
+                source,
+            })?;
+        Ok(Tee {
+            receivers: Mutex::new(receivers),
+            part: None,
+        })
+    }
+
+    /// The next job's input (jobs take them in their order).
+    pub(crate) fn next_input(&self) -> JobInput {
+        match &self.part {
+            Some(path) => JobInput::File(path.clone()),
+            None => {
+                let receiver = self
+                    .receivers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop_front();
+                JobInput::Tee(Arc::new(Mutex::new(receiver)))
+            }
+        }
+    }
+}
+
+/// Reads `input` a block at a time and sends each block to every job still reading; ends at the
+/// end of the input, or when no job reads any more.
+fn tee_stdin(mut input: impl Read, block: usize, mut senders: Vec<SyncSender<Block>>) {
+    loop {
+        let mut buf = vec![0u8; block];
+        let n = match input.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // The jobs see the input end; the error cannot be told to them.
+            Err(_) => return,
+        };
+        buf.truncate(n);
+        let buf = Arc::new(buf);
+        // A job that ended (or stopped reading) has dropped its end: it gets no more.
+        senders.retain(|s| s.send(Arc::clone(&buf)).is_ok());
+        if senders.is_empty() {
+            return;
+        }
+    }
 }
 
 impl JobInput {
@@ -476,6 +637,21 @@ impl JobInput {
                     _ => break,
                 }
             },
+            JobInput::Tee(receiver) => {
+                let receiver = receiver.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(receiver) = receiver {
+                    for block in receiver {
+                        if stdin.write_all(&block).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            JobInput::File(path) => {
+                if let Ok(mut file) = File::open(&path) {
+                    let _ = io::copy(&mut file, &mut stdin);
+                }
+            }
         }
     }
 }
@@ -545,6 +721,7 @@ mod tests {
             eof: false,
             done: false,
             offset: 0,
+            start_checked: false,
         };
         s.read_header().unwrap();
         let mut out = Vec::new();
@@ -564,8 +741,10 @@ mod tests {
             },
             records: None,
             lines: None,
-            header_lines: 0,
+            header: None,
+            starts_record: None,
             round_robin: false,
+            tee: false,
         }
     }
 
@@ -608,6 +787,111 @@ mod tests {
         assert_eq!(
             split(input.as_bytes(), c),
             ["1\n2\n3\n4\n5\n6\n7\n8\n9\n", "10\n"]
+        );
+    }
+
+    fn piped(block: &str, options: impl FnOnce(&mut PipeOptions<'_>)) -> PipeConfig {
+        let mut o = PipeOptions {
+            pipe: true,
+            pipepart: false,
+            block: Some(block),
+            recstart: None,
+            recend: None,
+            regexp: false,
+            round_robin: false,
+            tee: false,
+            header: None,
+            records: None,
+            lines: None,
+            files: Vec::new(),
+        };
+        options(&mut o);
+        config(&o).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_regex_header_goes_before_every_block() {
+        // GNU parallel 20221122: (echo %head1; echo %head2; seq 5) |
+        //   parallel -k --header '(%.*\n)*' --pipe -N2 'echo JOB;cat'
+        let c = piped("1M", |o| {
+            o.header = Some("(%.*\n)*");
+            o.records = Some("2");
+        });
+        assert_eq!(
+            split(b"%head1\n%head2\n1\n2\n3\n4\n5\n", c),
+            [
+                "%head1\n%head2\n1\n2\n",
+                "%head1\n%head2\n3\n4\n",
+                "%head1\n%head2\n5\n"
+            ]
+        );
+        // printf HHHHAAABBBCCC | parallel -k --pipe --header .{4} --block 3 --recend '' 'cat;echo'
+        let c = piped("3", |o| {
+            o.header = Some(".{4}");
+            o.recend = Some("");
+        });
+        assert_eq!(
+            split(b"HHHHAAABBBCCC", c),
+            ["HHHHAAA", "HHHHBBB", "HHHHCCC"]
+        );
+        // A number is that many lines; `:` one; an input too short for it has no header.
+        let c = piped("1M", |o| {
+            o.header = Some("2");
+            o.records = Some("1");
+        });
+        assert_eq!(split(b"a\nb\nc\nd\n", c), ["a\nb\nc\n", "a\nb\nd\n"]);
+        let c = piped("1M", |o| o.header = Some("3"));
+        assert_eq!(split(b"a\nb\n", c), ["a\nb\n"]);
+        assert!(
+            config(&PipeOptions {
+                header: Some("(unclosed"),
+                ..piped_options()
+            })
+            .is_err()
+        );
+    }
+
+    fn piped_options() -> PipeOptions<'static> {
+        PipeOptions {
+            pipe: true,
+            pipepart: false,
+            block: None,
+            recstart: None,
+            recend: None,
+            regexp: false,
+            round_robin: false,
+            tee: false,
+            header: None,
+            records: None,
+            lines: None,
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn n_records_of_a_regexp() {
+        // GNU parallel 20221122: echo foo,bar,_baz,__qux, |
+        //   parallel -kN1 --regexp --recend ,_+ --pipe 'echo JOB;cat'
+        let c = piped("1M", |o| {
+            o.regexp = true;
+            o.recend = Some(",_+");
+            o.records = Some("1");
+        });
+        assert_eq!(
+            split(b"foo,bar,_baz,__qux,\n", c),
+            ["foo,bar,_", "baz,__", "qux,\n"]
+        );
+        // printf 'junk\n>a\n1\n>b\n2\n>c\n3\n' | parallel -kN2 --regexp --recstart '>' --pipe …:
+        // what comes before the first record start is a block of its own.
+        let c = piped("1M", |o| {
+            o.regexp = true;
+            o.recstart = Some(">");
+            o.recend = Some("\n");
+            o.records = Some("2");
+        });
+        assert_eq!(
+            split(b"junk\n>a\n1\n>b\n2\n>c\n3\n", c),
+            ["junk\n", ">a\n1\n>b\n2\n", ">c\n3\n"]
         );
     }
 

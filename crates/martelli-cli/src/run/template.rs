@@ -216,6 +216,7 @@ impl Template {
         words: &[Vec<u8>],
         mode: Mode,
         rpls: &[String],
+        parens: &super::perl::Parens,
         jobs: usize,
     ) -> Result<Template, super::RunError> {
         use super::perl::{self, Segment};
@@ -227,7 +228,7 @@ impl Template {
         let mut parsed: Vec<Vec<Piece>> = Vec::with_capacity(words.len());
         for word in words {
             let mut pieces = Vec::new();
-            for segment in perl::segments(word, rpls)? {
+            for segment in perl::segments(word, rpls, parens)? {
                 match segment {
                     Segment::Text(text) => pieces.extend(parse_word(&text, &plain, &plain_renamed)),
                     Segment::Perl { source, expr } => {
@@ -265,6 +266,11 @@ impl Template {
             perl,
             total: None,
         })
+    }
+
+    /// The arguments are never appended (`--tee`: they go only where the command names them).
+    pub(crate) fn never_append(&mut self) {
+        self.takes_input = true;
     }
 
     /// The number of jobs, for perl's `total_jobs()`.

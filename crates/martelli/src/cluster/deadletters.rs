@@ -591,6 +591,7 @@ mod tests {
             retries: 0,
             errors: Vec::new(),
             slot: None,
+            flow: None,
         }
         .encode()
         .unwrap()

@@ -62,6 +62,17 @@ pub(crate) struct TaskEnvelope {
     /// limit; a task that has one runs without a new reservation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) slot: Option<u64>,
+    /// Addition 5: the workflow this task is a member of, and its place in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) flow: Option<FlowRef>,
+}
+
+/// Addition 5 (docs/protocol.md, "workflows"): the envelope key `flow`, `{id, i}`: the task is
+/// member `i` (from 0) of the workflow whose hash is `{prefix}:flow:{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FlowRef {
+    pub(crate) id: String,
+    pub(crate) i: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -133,6 +144,7 @@ impl TaskEnvelope {
             retries: 0,
             errors: Vec::new(),
             slot: None,
+            flow: None,
         })
     }
 }
@@ -433,6 +445,7 @@ mod tests {
             retries: 0,
             errors: Vec::new(),
             slot: None,
+            flow: None,
         }
     }
 

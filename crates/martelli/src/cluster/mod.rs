@@ -89,10 +89,25 @@
 //! protocol (`docs/protocol.md`, "Additions to version 1"), so producers and workers in other
 //! languages can take part.
 //!
+//! # Periodic tasks
+//!
+//! A [`Schedule`] queues a task at every tick of a cron expression (UTC) or an interval;
+//! [`Schedules`] keeps them in Redis and any number of [`Scheduler`]s fire them, each tick once
+//! (the claim of a tick and the queueing of its task are one script on the broker, on the
+//! broker's clock). After a pause the missed ticks fire once ([`CatchUp::Latest`]) or not at all
+//! ([`CatchUp::Skip`]), never in a burst (`docs/protocol.md`, "Addition 4").
+//!
 //! # Not built yet
 //!
-//! Per-task lease lengths and client certificates (mutual TLS); workflows (chain, group, chord)
-//! and periodic tasks; retry and rate-limit options on `#[martelli::task]`.
+//! Per-task lease lengths and client certificates (mutual TLS); time zones other than UTC for
+//! schedules.
+//!
+//! # Workflows
+//!
+//! [`Client::chain`], [`Client::group`] and [`Client::chord`] queue [`Step`]s whose results are
+//! passed on; completion is counted in Redis by the worker that stores each member's result, and
+//! a chord's callback is queued exactly once (see the `workflow` module and `docs/protocol.md`,
+//! "Addition 5").
 
 mod client;
 mod conn;
@@ -102,15 +117,18 @@ mod envelope;
 mod error;
 mod inspect;
 mod lost;
+mod platform;
 mod preview;
 mod ratelimit;
 mod reclaim;
 mod record;
 mod registered;
 mod runner;
+mod schedule;
 mod sink;
 mod status;
 mod worker;
+mod workflow;
 
 /// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, as cargo-fuzz does).
 #[cfg(fuzzing)]
@@ -153,16 +171,22 @@ pub use inspect::{
     ResultView, SEARCH_LIMIT, TaskState, TaskView,
 };
 pub use lost::OnLost;
+pub use platform::{PlatformView, RETRY_SCAN, RateLimitView, RetryView};
 pub use preview::{DECODE_LIMIT, PREVIEW_CHARS, Payload};
 pub use ratelimit::{RateLimit, RateLimitError};
 pub use record::{RecordState, TaskRecord};
 pub use registered::Registered;
 pub use runner::{RunError, TaskRunner, Tasks};
+pub use schedule::{
+    CatchUp, CronExpr, Schedule, ScheduleError, ScheduleInfo, Scheduler, SchedulerOptions,
+    SchedulerReport, Schedules, Timing, parse_interval, task_id,
+};
 pub(crate) use sink::{SharedSink, Sink, decode_result};
 pub use status::{
     ClusterStatus, QueueStatus, StatusOptions, StreamStatus, Throughput, WorkerStatus, status,
 };
 pub use worker::{StopHandle, Worker, WorkerOptions, WorkerReport, serve};
+pub use workflow::{Chain, Chord, FlowOptions, Group, OnMemberFailure, Step};
 
 use crate::options::Priority;
 
@@ -252,6 +276,11 @@ impl Keys {
     /// The rate-limit state of a task name: `{prefix}:rate:{task}`.
     pub(crate) fn rate(&self, task: &str) -> String {
         format!("{}:rate:{task}", self.prefix)
+    }
+
+    /// A workflow's hash (Addition 5): `{prefix}:flow:{id}`.
+    pub(crate) fn flow(&self, flow_id: &str) -> String {
+        format!("{}:flow:{flow_id}", self.prefix)
     }
 
     /// A worker's heartbeat hash: `{prefix}:worker:{consumer}`.

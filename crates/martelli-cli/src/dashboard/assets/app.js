@@ -39,6 +39,7 @@
     workersPage: 0,
     dead: { start: null, page: null, loading: false, pending: null },
     delayedOffset: 0,
+    platformLoading: false,
   };
 
   // ---- formatting -------------------------------------------------------------------------
@@ -136,6 +137,7 @@
     if (state.view === 'queues') renderQueues();
     if (state.view === 'workers') renderWorkers();
     if (state.view === 'dead') refreshDeadIfChanged();
+    if (state.view === 'platform' && !state.platformLoading) loadPlatform();
   }
 
   function renderQueuePicker() {
@@ -558,6 +560,61 @@
     }
   }
 
+  // ---- schedules, rate limits and retries -------------------------------------------------
+
+  function relative(ms, now) {
+    if (ms === null || ms === undefined) return '–';
+    const d = ms - now;
+    return `${when(ms)} (${d >= 0 ? `in ${span(d)}` : `${span(d)} ago`})`;
+  }
+
+  async function loadPlatform() {
+    const queue = state.queue;
+    if (queue === null) return;
+    state.platformLoading = true;
+    try {
+      const p = await api(`${queuePath(queue)}/platform`);
+      if (queue !== state.queue || state.view !== 'platform') return;
+      const now = p.now_ms;
+      $('platform-summary').textContent = `${p.schedules.length} schedule${p.schedules.length === 1 ? '' : 's'}, ${p.rate_limits.length} rate limit${p.rate_limits.length === 1 ? '' : 's'}, ${p.retries.length} task${p.retries.length === 1 ? '' : 's'} waiting for a retry in queue ${queue}`;
+      const schedules = p.schedules.map((s) => el('tr', {},
+        el('td', { class: 'mono' }, s.name),
+        el('td', { class: 'mono' }, s.timing),
+        el('td', { class: 'mono' }, s.task),
+        el('td', {}, s.queue),
+        el('td', {}, s.catch_up),
+        el('td', { class: s.enabled ? '' : 'warn' }, s.enabled ? 'yes' : 'no'),
+        el('td', {}, s.last_id ? el('a', { href: `#task/${encodeURIComponent(s.last_id)}` }, relative(s.last_fired_ms, now)) : '–'),
+        el('td', {}, relative(s.next_ms, now)),
+        el('td', { class: 'n' }, s.fired),
+        el('td', { class: 'n' }, s.skipped)));
+      if (schedules.length === 0) schedules.push(el('tr', {}, el('td', { colspan: 10, class: 'muted' }, 'no schedules')));
+      $('schedules-table').tBodies[0].replaceChildren(...schedules);
+      const limits = p.rate_limits.map((l) => el('tr', {},
+        el('td', { class: 'mono' }, l.task),
+        el('td', {}, l.limit),
+        el('td', {}, l.next_start_ms ? relative(l.next_start_ms, now) : 'no backlog')));
+      if (limits.length === 0) limits.push(el('tr', {}, el('td', { colspan: 3, class: 'muted' }, 'no rate limits')));
+      $('ratelimits-table').tBodies[0].replaceChildren(...limits);
+      const retries = p.retries.map((r) => el('tr', {},
+        el('td', { class: 'mono' }, el('a', { href: `#task/${encodeURIComponent(r.id)}` }, r.id)),
+        el('td', { class: 'mono' }, r.task),
+        el('td', { class: 'n' }, r.max_retries === null ? r.retries : `${r.retries}/${r.max_retries}`),
+        el('td', {}, relative(r.due_ms, now)),
+        el('td', { class: 'reason mono', title: orDash(r.last_error) }, orDash(r.last_error))));
+      if (retries.length === 0) retries.push(el('tr', {}, el('td', { colspan: 5, class: 'muted' }, 'no task waiting for a retry')));
+      $('retries-table').tBodies[0].replaceChildren(...retries);
+      $('retries-summary').textContent = p.delayed_read < p.delayed_total
+        ? `Among the ${p.delayed_read} soonest of ${p.delayed_total} delayed tasks; a task out of retries is a dead letter.`
+        : 'A task waiting for its retry is a delayed task; a task out of retries is a dead letter.';
+      $('retries-queue').textContent = queue;
+    } catch (e) {
+      notice(`cannot read the schedules, rate limits and retries: ${e.message}`, true);
+    } finally {
+      state.platformLoading = false;
+    }
+  }
+
   // ---- views ------------------------------------------------------------------------------
 
   function show(view) {
@@ -568,6 +625,7 @@
     if (view === 'workers') renderWorkers();
     if (view === 'dead') loadDead(state.dead.start);
     if (view === 'delayed') loadDelayed();
+    if (view === 'platform') loadPlatform();
   }
 
   function route() {

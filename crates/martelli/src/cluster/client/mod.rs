@@ -222,9 +222,29 @@ impl Client {
         })
     }
 
+    /// The keys of this client's queue.
+    pub(crate) fn keys(&self) -> Keys {
+        self.inner.keys.clone()
+    }
+
+    /// The client's result TTL, if it has one ([`ClientBuilder::result_ttl`]).
+    pub(crate) fn keep(&self) -> Option<Duration> {
+        self.inner.keep
+    }
+
+    /// The client's `max_attempts`.
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.inner.max_attempts
+    }
+
+    /// The largest envelope the client sends.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.inner.max_payload
+    }
+
     /// Runs `f` on the connection that reads records and limits (made on first use, and again
     /// after a failure).
-    fn query<T>(
+    pub(crate) fn query<T>(
         &self,
         action: &'static str,
         f: impl FnOnce(&mut redis::Connection, &Keys) -> redis::RedisResult<T>,

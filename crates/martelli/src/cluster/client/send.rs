@@ -48,6 +48,14 @@ pub(super) struct Outbox {
     pub(super) closed: bool,
 }
 
+/// The retry policy task `task` declares in this program, if any.
+fn declared_retry(task: &str) -> Option<crate::cluster::envelope::Retry> {
+    crate::task::Registry::get()
+        .ok()?
+        .options(task)
+        .and_then(crate::task::TaskSettings::retry)
+}
+
 impl Inner {
     pub(super) fn enqueue(
         &self,
@@ -93,10 +101,13 @@ impl Inner {
             attempts: 0,
             started: sink.is_some(),
             keep,
-            retry: options.retry.clone(),
+            // A retry policy the task declares (`#[martelli::task(retries = …)]`) unless the
+            // submission has its own.
+            retry: options.retry.clone().or_else(|| declared_retry(task)),
             retries: 0,
             errors: Vec::new(),
             slot: None,
+            flow: None,
         };
         let bytes = Arc::new(envelope.encode()?);
         if bytes.len() > self.max_payload {

@@ -1,7 +1,7 @@
 //! The executor threads: each runs one job at a time, on its own thread or (with
 //! `WorkerOptions::processes`) on the worker's process pool, and sends the outcome to the writer.
 
-use super::write::{Write, record_of};
+use super::write::{Write, flow_of, record_of};
 use super::{Held, Job, Shared};
 use crate::cancel::{CancelToken, CurrentTokenGuard};
 use crate::cluster::conn::Entry;
@@ -148,6 +148,7 @@ impl Shared {
         Write::Result {
             held,
             record: record_of(&envelope),
+            flow: flow_of(&envelope),
             reply: envelope.reply,
             result: ResultEnvelope {
                 v: PROTOCOL_VERSION,

@@ -202,6 +202,32 @@ pub struct Worker {
     writer: JoinHandle<()>,
 }
 
+/// Writes the rate limits the program's tasks declare (`#[martelli::task(rate_limit = …)]`) unless
+/// a limit is set already for the name (`HSETNX`): an operator's `martelli ratelimit` wins.
+fn declare_rate_limits(conn: &mut redis::Connection, keys: &Keys) -> Result<(), ClusterError> {
+    let Ok(registry) = crate::task::Registry::get() else {
+        return Ok(());
+    };
+    for (name, options) in registry.declared() {
+        let Some(text) = options.rate_limit() else {
+            continue;
+        };
+        let limit: crate::cluster::RateLimit = text.parse().map_err(|e| {
+            ClusterError::InvalidOption(format!("the rate limit task {name} declares: {e}"))
+        })?;
+        redis::cmd("HSETNX")
+            .arg(keys.rate_limits())
+            .arg(name)
+            .arg(limit.to_wire())
+            .query::<()>(conn)
+            .map_err(|source| ClusterError::Broker {
+                action: "write a declared rate limit",
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 impl Worker {
     /// Connects to the broker at `url`, creates the queue's consumer group if it is missing, and
     /// starts taking tasks.
@@ -219,6 +245,7 @@ impl Worker {
                 action: "create the consumer group",
                 source,
             })?;
+            declare_rate_limits(&mut fetch_conn, &keys)?;
             Ok((fetch_conn, broker.connect()?))
         })?;
         let consumer = consumer_name(options.name.as_deref());

@@ -3,9 +3,9 @@
 
 use super::{Held, Job, Shared};
 use crate::cluster::conn::{self, Entry};
-use crate::cluster::envelope::{ENTRY_FIELD, ResultEnvelope, ResultStatus, TaskEnvelope};
+use crate::cluster::envelope::{ENTRY_FIELD, FlowRef, ResultEnvelope, ResultStatus, TaskEnvelope};
 use crate::cluster::record::{self, RecordState};
-use crate::cluster::{GROUP, Keys, PROTOCOL_VERSION, unix_ms};
+use crate::cluster::{GROUP, Keys, PROTOCOL_VERSION, unix_ms, workflow};
 use crossbeam_channel::Receiver;
 use redis::Connection;
 use std::collections::{HashMap, HashSet};
@@ -30,6 +30,18 @@ pub(super) fn record_of(envelope: &TaskEnvelope) -> Record {
     envelope.keep.map(|keep| (envelope.task.clone(), keep))
 }
 
+/// The workflow a write counts a member of (docs/protocol.md, "Addition 5"): where the member is,
+/// and its task name.
+pub(super) type Flow = Option<(FlowRef, String)>;
+
+/// The workflow `envelope`'s task is a member of, if any.
+pub(super) fn flow_of(envelope: &TaskEnvelope) -> Flow {
+    envelope
+        .flow
+        .clone()
+        .map(|flow| (flow, envelope.task.clone()))
+}
+
 /// An outcome to store.
 pub(super) enum Write {
     /// A result for the caller; then the entry is acknowledged.
@@ -38,6 +50,7 @@ pub(super) enum Write {
         reply: Option<String>,
         result: ResultEnvelope,
         record: Record,
+        flow: Flow,
     },
     /// A dead letter (and, when the envelope could be read, its result: `lost`, or the last run's
     /// when its retries ran out, for the reply list and the record); then the entry is
@@ -48,6 +61,7 @@ pub(super) enum Write {
         reply: Option<String>,
         result: Option<ResultEnvelope>,
         record: Record,
+        flow: Flow,
     },
     /// An unstarted task put back on its stream; then the held entry is acknowledged.
     HandBack { held: Held, envelope: Vec<u8> },
@@ -116,6 +130,7 @@ fn build_writes(batch: &[Write], keys: &Keys, ttl_ms: u64, dead_max: usize) -> r
                 reply,
                 result,
                 record,
+                flow,
                 ..
             } => {
                 let encoded = result.encode();
@@ -130,12 +145,17 @@ fn build_writes(batch: &[Write], keys: &Keys, ttl_ms: u64, dead_max: usize) -> r
                     let state = RecordState::of(result.status);
                     write_ended(&mut pipe, keys, task, *keep, state, result, &encoded);
                 }
+                // After the member's record, before its entry's acknowledgement (Addition 5).
+                if let Some((flow, task)) = flow {
+                    workflow::count(&mut pipe, keys, flow, task, result);
+                }
             }
             Write::Dead {
                 letter,
                 reply,
                 result,
                 record,
+                flow,
                 ..
             } => {
                 let mut cmd = redis::cmd("XADD");
@@ -157,6 +177,9 @@ fn build_writes(batch: &[Write], keys: &Keys, ttl_ms: u64, dead_max: usize) -> r
                     if let Some((task, keep)) = record {
                         let dead = RecordState::Dead;
                         write_ended(&mut pipe, keys, task, *keep, dead, result, &encoded);
+                    }
+                    if let Some((flow, task)) = flow {
+                        workflow::count(&mut pipe, keys, flow, task, result);
                     }
                 }
             }
@@ -283,6 +306,7 @@ impl Shared {
         Write::Result {
             held: (job.stream, job.entry),
             record: record_of(&job.envelope),
+            flow: flow_of(&job.envelope),
             reply: job.envelope.reply,
             result: ResultEnvelope {
                 v: PROTOCOL_VERSION,
@@ -358,6 +382,7 @@ impl Shared {
             reply: envelope.and_then(|e| e.reply.clone()),
             result,
             record: envelope.and_then(record_of),
+            flow: envelope.and_then(flow_of),
         }
     }
 
