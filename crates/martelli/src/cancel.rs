@@ -64,6 +64,10 @@ pub(crate) trait TokenHost:
     fn as_job(&self) -> Option<&dyn crate::cell::RunCell> {
         None
     }
+
+    /// Times the host's task out if it is running (the timeout watchdog): a task cell or an async
+    /// task's cell does; a token of its own has no task.
+    fn expire(&self, _after: std::time::Duration) {}
 }
 
 /// The state of a token: the flag and its async waiters.
@@ -98,11 +102,14 @@ impl TokenState {
     }
 }
 
-/// Usually one task waits on a token: its waker is kept without a second allocation.
+/// Usually one task waits on a token (an async task's driver on its own token): its waker is kept
+/// without a second allocation, and the list of the others is allocated only when there are some,
+/// so that the usual case costs 24 bytes.
 #[derive(Default)]
 struct Wakers {
     first: Option<Waker>,
-    rest: Vec<Waker>,
+    #[allow(clippy::box_collection)] // one word instead of a `Vec`'s three: most lists stay empty
+    rest: Option<Box<Vec<Waker>>>,
 }
 
 impl Wakers {
@@ -111,15 +118,17 @@ impl Wakers {
             None => self.first = Some(waker.clone()),
             Some(w) if w.will_wake(waker) => {}
             Some(_) => {
-                if !self.rest.iter().any(|w| w.will_wake(waker)) {
-                    self.rest.push(waker.clone());
+                let rest = self.rest.get_or_insert_with(Default::default);
+                if !rest.iter().any(|w| w.will_wake(waker)) {
+                    rest.push(waker.clone());
                 }
             }
         }
     }
 
     fn wake_all(self) {
-        for waker in self.first.into_iter().chain(self.rest) {
+        let rest = self.rest.map(|rest| *rest).unwrap_or_default();
+        for waker in self.first.into_iter().chain(rest) {
             waker.wake();
         }
     }

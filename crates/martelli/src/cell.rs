@@ -93,6 +93,10 @@ where
     fn as_job(&self) -> Option<&dyn RunCell> {
         Some(self)
     }
+
+    fn expire(&self, after: Duration) {
+        RunCell::expire(self, after);
+    }
 }
 
 impl<B, T> RunCell for TaskCell<B, T>

@@ -21,8 +21,9 @@
 //! # Layout
 //!
 //! A submitted closure's state lives in its task cell (`cell.rs`), one allocation with the closure
-//! and the token, and the future points into it; a [`Promise`]'s state (async tasks, remote and
-//! scoped jobs) has an `Arc` of its own. Either way its size is part of the cost of a task: an error
+//! and the token, and the future points into it; an async task's lives in its async cell
+//! (`task_future.rs`) in the same way; a [`Promise`]'s state (remote and scoped jobs, `to_thread`)
+//! has an `Arc` of its own. Either way its size is part of the cost of a task: an error
 //! is stored boxed ([`Outcome`]), and the async waker and the callbacks are boxed on first use
 //! (`Watchers`), which keeps a cell for a small closure and a word-sized result within 128 bytes,
 //! the largest size the system allocator recycles through its fast bins.
@@ -160,6 +161,11 @@ impl<T> Shared<T> {
             }),
             cond: Condvar::new(),
         }
+    }
+
+    /// The task's id.
+    pub(crate) fn id(&self) -> TaskId {
+        self.id
     }
 
     /// Marks the task running. False when it was cancelled while queued: then the task must not run.
@@ -349,7 +355,7 @@ pub(crate) enum Expirer {
         shared: std::sync::Weak<dyn ExpireShared>,
         token: CancelToken,
     },
-    /// A task cell (which holds its token).
+    /// A task cell or an async task's cell (either holds its token).
     Cell(std::sync::Weak<dyn TokenHost>),
 }
 
@@ -363,8 +369,8 @@ impl Expirer {
                 }
             }
             Expirer::Cell(cell) => {
-                if let Some(job) = cell.upgrade().as_deref().and_then(TokenHost::as_job) {
-                    job.expire(after);
+                if let Some(cell) = cell.upgrade() {
+                    cell.expire(after);
                 }
             }
         }

@@ -2,14 +2,17 @@
 //! `.await` points, panics caught per poll, the blocking detector), and a minimal executor that runs such
 //! a task on a worker thread when the backend has no event loop.
 
-use crate::cancel::{CancelToken, CurrentTokenGuard};
+use crate::cancel::{CancelToken, CurrentTokenGuard, TokenHost, TokenState};
 use crate::error::{TaskError, TaskResult};
-use crate::future::{Promise, TaskId};
+use crate::future::{Expirer, Shared, TaskId};
 use crate::job::Timeout;
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -56,20 +59,218 @@ impl fmt::Debug for Detector {
     }
 }
 
+/// One async task's state besides its future, in one allocation: the task's token, its future's
+/// shared state, and what its driver keeps between polls. The [`Future`](crate::Future) handle and
+/// every clone of the token point here (the token's counted pointer keeps it alive, as a task
+/// cell's does, `cell.rs`); the driver, which tokio keeps in its own task cell, holds one thin
+/// pointer to it, so a waiting task adds only a word to what tokio allocates anyway.
+///
+/// Rules:
+/// 1. `driver` is touched only by the task's one [`Driver`] (through its `CellRef`), never by the
+///    handle or a token: so it is never reached from two threads at once.
+/// 2. The state machine is [`Shared`]'s (`future.rs`): the driver starts the task only by moving
+///    it from `Queued` to `Running`.
+/// 3. A driver dropped without an outcome (tokio dropped the task, a job was discarded) drops the
+///    user's future first, then fires the token and resolves the future as `Cancelled`.
+pub(crate) struct AsyncCell<T> {
+    token: TokenState,
+    shared: Shared<T>,
+    /// Wrapped in `AssertUnwindSafe`: it holds no user value, only the driver's bookkeeping.
+    driver: AssertUnwindSafe<UnsafeCell<DriverState<T>>>,
+}
+
+/// What the driver keeps between polls.
+struct DriverState<T> {
+    started: bool,
+    /// With `live_tracker`, the event loop's count of this task as live (`Live`, in two parts so
+    /// that the key packs beside `started`), released when the task ends.
+    #[cfg(feature = "async")]
+    live_key: u32,
+    /// The rarely used settings, boxed so that a plain task stays small (100,000 waiting tasks
+    /// should cost as little memory as possible).
+    extras: Option<Box<Extras<T>>>,
+    #[cfg(feature = "async")]
+    live_tracker: Option<Arc<crate::backend::event_loop::Tracker>>,
+}
+
+// SAFETY: `token` and `shared` synchronise themselves (`Sync` when `T: Send`); `driver` is only
+// reached by the task's one driver (rule 1), so sharing the cell shares no access to it, and moving
+// its contents between threads needs only `T: Send` (the extras and the live guard are `Send`).
+unsafe impl<T: Send> Sync for AsyncCell<T> {}
+
+impl<T: Send + 'static> TokenHost for AsyncCell<T> {
+    fn state(&self) -> &TokenState {
+        &self.token
+    }
+
+    fn expire(&self, after: Duration) {
+        self.shared.expire(&self.token, after);
+    }
+}
+
+impl<T> AsyncCell<T> {
+    /// The driver's state.
+    ///
+    /// # Safety
+    /// Only the task's driver calls it (rule 1), and never holds two of these at once.
+    #[allow(clippy::mut_from_ref)] // exclusive by rule 1
+    unsafe fn driver(&self) -> &mut DriverState<T> {
+        // SAFETY: by the caller's contract no other reference to the state exists.
+        unsafe { &mut *self.driver.0.get() }
+    }
+
+    /// Drops what the driver kept once the task has ended: its settings and its live count.
+    ///
+    /// # Safety
+    /// As for `driver`.
+    unsafe fn release(&self) {
+        // SAFETY: the caller is the driver (rule 1).
+        let state = unsafe { self.driver() };
+        state.extras = None;
+        #[cfg(feature = "async")]
+        if let Some(tracker) = state.live_tracker.take() {
+            drop(crate::backend::event_loop::Live::from_parts(
+                tracker,
+                state.live_key,
+            ));
+        }
+    }
+}
+
+/// The driver's counted reference to its cell: one thin pointer. Dropped without
+/// [`complete`](CellRef::complete), it resolves the future as cancelled (rule 3).
+struct CellRef<T: Send + 'static>(Arc<AsyncCell<T>>);
+
+impl<T: Send + 'static> CellRef<T> {
+    /// Delivers the outcome (it loses to an earlier cancel or timeout), then releases the driver's
+    /// state.
+    fn complete(self, result: TaskResult<T>) {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used again: the reference is moved out once.
+        let cell = unsafe { std::ptr::read(&this.0) };
+        cell.shared.complete(result);
+        // SAFETY: the driver's own reference, consumed here (rule 1).
+        unsafe { cell.release() };
+    }
+}
+
+impl<T: Send + 'static> Drop for CellRef<T> {
+    fn drop(&mut self) {
+        self.0.shared.abandon(&self.0.token);
+        // SAFETY: the driver's own reference, dropped here (rule 1).
+        unsafe { self.0.release() };
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Runs one async task: starts it (unless it was cancelled while queued), arms its timeout,
-    /// polls the user's future with the task's token current — catching panics and timing each
-    /// poll for the detector — and completes the promise. One allocation per task holds all of it.
-    struct Driver<F: Future> {
-        // The user's future, structurally pinned.
+    /// polls the user's future with the task's token current — catching panics and timing each poll
+    /// for the detector — and completes the future. On the event loop tokio's task cell holds the
+    /// driver as it is; other backends box it ([`BoxTask`]).
+    pub(crate) struct Driver<F: Future>
+    where
+        F::Output: Send,
+        F::Output: 'static,
+    {
+        // Structurally pinned. Declared first, so that it is dropped before `cell` resolves the
+        // future (rule 3).
         #[pin]
         fut: F,
         // `None` once the outcome is delivered.
-        promise: Option<Promise<F::Output>>,
-        started: bool,
-        // The rarely used settings, boxed so that a plain task's driver stays small (100,000
-        // waiting tasks should cost as little memory as possible).
-        extras: Option<Box<Extras<F::Output>>>,
+        cell: Option<CellRef<F::Output>>,
+    }
+}
+
+impl<F: Future> Future for Driver<F>
+where
+    F::Output: Send + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let Some(cell) = this.cell.as_ref() else {
+            return Poll::Ready(());
+        };
+        let cell = Arc::clone(&cell.0);
+        // SAFETY: this is the task's driver (rule 1); the reference ends before any other.
+        let state = unsafe { cell.driver() };
+        if !state.started {
+            state.started = true;
+            if !cell.shared.start() {
+                *this.cell = None; // cancelled while queued: the future is already resolved
+                return Poll::Ready(());
+            }
+            if let Some(t) = state.extras.as_mut().and_then(|e| e.timeout.take()) {
+                let host: Arc<dyn TokenHost> = cell.clone();
+                t.watchdog
+                    .arm(t.after, Expirer::Cell(Arc::downgrade(&host)));
+            }
+        }
+        let detector = state
+            .extras
+            .as_ref()
+            .and_then(|e| e.detector.clone().map(|d| (d, e.name)));
+        let token = CancelToken::hosted(cell.clone());
+        if token.is_cancelled() {
+            return finish(this.cell, Err(TaskError::Cancelled));
+        }
+        let before = detector.as_ref().map(|_| Instant::now());
+        let polled = {
+            let _current = CurrentTokenGuard::enter(&token);
+            let fut = this.fut;
+            catch_unwind(AssertUnwindSafe(|| fut.poll(cx)))
+        };
+        if let (Some((detector, name)), Some(before)) = (detector, before) {
+            let blocked_for = before.elapsed();
+            if blocked_for >= detector.threshold {
+                (detector.report)(&BlockingReport {
+                    task: name,
+                    id: cell.shared.id(),
+                    blocked_for,
+                });
+            }
+        }
+        match polled {
+            Ok(Poll::Ready(value)) => finish(this.cell, Ok(value)),
+            Err(payload) => finish(this.cell, Err(TaskError::panicked(payload))),
+            Ok(Poll::Pending) => {
+                // The token may fire while the task waits (cancel, timeout, shutdown): be woken for it.
+                if Pin::new(&mut token.cancelled()).poll(cx).is_ready() {
+                    return finish(this.cell, Err(TaskError::Cancelled));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Delivers a driver's outcome, once.
+fn finish<T: Send + 'static>(cell: &mut Option<CellRef<T>>, outcome: TaskResult<T>) -> Poll<()> {
+    if let Some(cell) = cell.take() {
+        cell.complete(outcome);
+    }
+    Poll::Ready(())
+}
+
+impl<F: Future> Driver<F>
+where
+    F::Output: Send + 'static,
+{
+    /// Counts the task as live on an event loop until it ends (`Live` is released with the
+    /// driver's state, not when the handle lets the cell go).
+    #[cfg(feature = "async")]
+    pub(crate) fn set_live(&mut self, live: crate::backend::event_loop::Live) {
+        match &self.cell {
+            Some(cell) => {
+                // SAFETY: `self` is the task's driver (rule 1), not yet spawned.
+                let state = unsafe { cell.0.driver() };
+                let (tracker, key) = live.into_parts();
+                state.live_tracker = Some(tracker);
+                state.live_key = key;
+            }
+            None => drop(live),
+        }
     }
 }
 
@@ -79,75 +280,14 @@ struct Extras<T> {
     name: Option<&'static str>,
 }
 
-impl<F: Future> Future for Driver<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        let Some(promise) = this.promise.as_ref() else {
-            return Poll::Ready(());
-        };
-        if !*this.started {
-            *this.started = true;
-            if !promise.start() {
-                *this.promise = None; // cancelled while queued: the future is already resolved
-                return Poll::Ready(());
-            }
-            if let Some(t) = this.extras.as_mut().and_then(|e| e.timeout.take()) {
-                t.watchdog.arm(t.after, (t.expirer)(promise));
-            }
-        }
-        let token = promise.token().clone();
-        if token.is_cancelled() {
-            return finish(this.promise, Err(TaskError::Cancelled));
-        }
-        let detector = this.extras.as_ref().and_then(|e| e.detector.as_ref());
-        let before = detector.map(|_| Instant::now());
-        let polled = {
-            let _current = CurrentTokenGuard::enter(&token);
-            let fut = this.fut;
-            catch_unwind(AssertUnwindSafe(|| fut.poll(cx)))
-        };
-        if let (Some(detector), Some(before)) = (detector, before) {
-            let blocked_for = before.elapsed();
-            if blocked_for >= detector.threshold {
-                (detector.report)(&BlockingReport {
-                    task: this.extras.as_ref().and_then(|e| e.name),
-                    id: promise.id(),
-                    blocked_for,
-                });
-            }
-        }
-        match polled {
-            Ok(Poll::Ready(value)) => finish(this.promise, Ok(value)),
-            Err(payload) => finish(this.promise, Err(TaskError::panicked(payload))),
-            Ok(Poll::Pending) => {
-                // The token may fire while the task waits (cancel, timeout, shutdown): be woken for it.
-                if Pin::new(&mut token.cancelled()).poll(cx).is_ready() {
-                    return finish(this.promise, Err(TaskError::Cancelled));
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-/// Delivers a driver's outcome, once.
-fn finish<T>(promise: &mut Option<Promise<T>>, outcome: TaskResult<T>) -> Poll<()> {
-    if let Some(promise) = promise.take() {
-        promise.complete(outcome);
-    }
-    Poll::Ready(())
-}
-
-/// The boxed driver of an async task.
-pub(crate) fn driver<F>(
+/// An async task: its driver (to spawn), its future (for the caller) and its token (for the
+/// backend's shutdown), all around one [`AsyncCell`].
+pub(crate) fn async_task<F>(
     fut: F,
-    promise: Promise<F::Output>,
     timeout: Option<Timeout<F::Output>>,
     detector: Option<Arc<Detector>>,
     name: Option<&'static str>,
-) -> BoxTask
+) -> (Driver<F>, crate::Future<F::Output>, CancelToken)
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -159,12 +299,28 @@ where
             name,
         })
     });
-    Box::pin(Driver {
+    let cell = Arc::new(AsyncCell {
+        token: TokenState::default(),
+        shared: Shared::new(),
+        driver: AssertUnwindSafe(UnsafeCell::new(DriverState {
+            started: false,
+            #[cfg(feature = "async")]
+            live_key: 0,
+            extras,
+            #[cfg(feature = "async")]
+            live_tracker: None,
+        })),
+    });
+    let shared = NonNull::from(&cell.shared);
+    let token = CancelToken::hosted(cell.clone());
+    // SAFETY: `shared` points into the cell, which `token` (held by the future) keeps alive; the
+    // cell never moves, being behind an `Arc`.
+    let future = unsafe { crate::Future::in_cell(token.clone(), shared) };
+    let driver = Driver {
         fut,
-        promise: Some(promise),
-        started: false,
-        extras,
-    })
+        cell: Some(CellRef(cell)),
+    };
+    (driver, future, token)
 }
 
 /// Wakes a parked thread.

@@ -358,3 +358,104 @@ fn map_async_unordered_returns_every_result_and_each_timeout() {
     assert_eq!(timed_out, 5);
     assert_eq!(ok, (0..50).filter(|x| x % 10 != 0).collect::<Vec<_>>());
 }
+
+/// Every async task ends in exactly one outcome, whatever races with it: a cancel from another
+/// thread, a timeout, a panic, a handle dropped before the task ends, a bound full of tasks; and
+/// every task's live count is released, so that `Shutdown::Wait` returns and the bound admits again.
+/// (A task's token, its future's state and its driver's bookkeeping share one cell; the driver in
+/// tokio's task cell points to it.)
+#[test]
+fn stress_async_outcomes_under_cancel_timeout_panic_and_dropped_handles() {
+    const N: u64 = if cfg!(miri) { 50 } else { 2_000 };
+    let pool = Pool::builder()
+        .event_loop_threads(2)
+        .queue_bound(64)
+        .build()
+        .unwrap();
+    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut kept = Vec::new();
+    let mut to_cancel = Vec::new();
+    for i in 0..N {
+        struct Count(Arc<std::sync::atomic::AtomicU64>);
+        impl Drop for Count {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Count(Arc::clone(&dropped));
+        let options = match i % 5 {
+            3 => TaskOptions::new().timeout(Duration::from_millis(1)),
+            _ => TaskOptions::new(),
+        };
+        let fut = pool
+            .with(options)
+            .submit_async(async move {
+                let _count = count;
+                match i % 5 {
+                    0 => i,
+                    1 => panic!("task {i} panics"),
+                    // Waits until cancelled (2), timed out (3), or runs on without its handle (4).
+                    2 | 3 => {
+                        std::future::pending::<()>().await;
+                        unreachable!()
+                    }
+                    _ => {
+                        tokio::time::sleep(Duration::from_micros(50)).await;
+                        i
+                    }
+                }
+            })
+            .unwrap();
+        match i % 5 {
+            2 => to_cancel.push(fut),
+            4 => drop(fut),
+            _ => kept.push((i, fut)),
+        }
+        if to_cancel.len() == 8 {
+            // Cancelled from another thread while the loop's threads poll them.
+            let batch = std::mem::take(&mut to_cancel);
+            std::thread::spawn(move || {
+                for fut in &batch {
+                    fut.cancel();
+                }
+                for fut in batch {
+                    assert!(fut.wait().unwrap_err().is_cancelled());
+                }
+            })
+            .join()
+            .unwrap();
+        }
+    }
+    for fut in &to_cancel {
+        fut.cancel();
+    }
+    for fut in to_cancel {
+        assert!(fut.wait().unwrap_err().is_cancelled());
+    }
+    for (i, fut) in kept {
+        match (i % 5, fut.wait()) {
+            (0, Ok(v)) => assert_eq!(v, i),
+            (1, Err(TaskError::Panicked { message, .. })) => {
+                assert!(message.contains(&format!("task {i} panics")), "{message}")
+            }
+            (3, Err(TaskError::TimedOut { .. })) => {}
+            (4, Ok(v)) => assert_eq!(v, i),
+            (kind, other) => panic!("task {i} (kind {kind}): unexpected {other:?}"),
+        }
+    }
+    // Every task is counted out: the bound admits a full set again, and Wait returns.
+    let again: Vec<_> = (0..64)
+        .map(|i| pool.with(TaskOptions::new()).submit_async(async move { i }))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        again.into_iter().map(|f| f.wait().unwrap()).sum::<u64>(),
+        2_016
+    );
+    pool.shutdown(Shutdown::Wait);
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        N,
+        "every task's future was dropped"
+    );
+}

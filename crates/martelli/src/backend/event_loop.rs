@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use tokio::runtime::{Builder, Handle, Runtime};
 
 /// Live tasks of one event-loop pool.
-struct Tracker {
+pub(crate) struct Tracker {
     state: Mutex<Tracked>,
     changed: Condvar,
 }
@@ -44,18 +44,35 @@ struct Tracked {
 }
 
 /// Counts one task as live until dropped.
-struct Live {
+pub(crate) struct Live {
     tracker: Arc<Tracker>,
-    key: usize,
+    /// The task's index in the tracker's slab (4 billion live tasks would need a terabyte).
+    key: u32,
+}
+
+impl Live {
+    /// The count as its two parts, which an async task's cell keeps apart to pack them with its
+    /// other fields (`task_future.rs`); [`Live::from_parts`] puts them back together.
+    pub(crate) fn into_parts(self) -> (Arc<Tracker>, u32) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used again: the tracker is moved out once.
+        (unsafe { std::ptr::read(&this.tracker) }, this.key)
+    }
+
+    /// The count made of the parts [`Live::into_parts`] returned.
+    pub(crate) fn from_parts(tracker: Arc<Tracker>, key: u32) -> Live {
+        Live { tracker, key }
+    }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         let mut state = self.tracker.state.lock();
         state.live -= 1;
-        if let Some(slot) = state.tokens.get_mut(self.key) {
+        let key = self.key as usize;
+        if let Some(slot) = state.tokens.get_mut(key) {
             *slot = None;
-            state.free.push(self.key);
+            state.free.push(key);
         }
         if state.waiting > 0 {
             self.tracker.changed.notify_all();
@@ -107,7 +124,7 @@ impl Tracker {
         };
         Ok(Live {
             tracker: Arc::clone(self),
-            key,
+            key: key as u32,
         })
     }
 }
@@ -234,6 +251,66 @@ impl EventLoop {
     }
 }
 
+/// A boxed task on the runtime (`Backend::spawn_task`), counted as live until tokio drops it.
+/// `submit_async` does not come this way: it spawns its driver with [`EventLoop::spawn_driver`].
+struct Counted<F> {
+    /// Structurally pinned: only reached through `Pin::map_unchecked_mut` in `poll`.
+    fut: F,
+    _live: Live,
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for Counted<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // SAFETY: `fut` is pinned whenever `self` is: it is never moved out of `Counted`, which has
+        // no `Drop` of its own and is not `Unpin` by hand, so it is dropped in place.
+        unsafe { self.map_unchecked_mut(|counted| &mut counted.fut) }.poll(cx)
+    }
+}
+
+impl EventLoop {
+    /// Spawns `fut` on the runtime once the pool admits it; `token` is the task's, fired by a
+    /// shutdown with `CancelPending`.
+    pub(crate) fn spawn_future<F>(&self, fut: F, token: CancelToken) -> Result<(), Error>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let live = self
+            .tracker
+            .admit(token, Admission::Wait, self.on_a_runtime_thread())
+            .map_err(|_| Error::ShutDown)?;
+        drop(self.handle.spawn(Counted { fut, _live: live }));
+        crate::chaos::point();
+        Ok(())
+    }
+
+    /// Spawns an async task's driver once the pool admits it: the driver lives in tokio's task
+    /// cell as it is, and the task's live count in the driver's own state (a word of tokio's cell
+    /// for everything martelli keeps per task).
+    pub(crate) fn spawn_driver<F>(
+        &self,
+        mut driver: crate::task_future::Driver<F>,
+        token: CancelToken,
+    ) -> Result<(), Error>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let live = self
+            .tracker
+            .admit(token, Admission::Wait, self.on_a_runtime_thread())
+            .map_err(|_| Error::ShutDown)?;
+        driver.set_live(live);
+        drop(self.handle.spawn(driver));
+        crate::chaos::point();
+        Ok(())
+    }
+}
+
 impl Backend for EventLoop {
     fn kind(&self) -> &'static str {
         "async"
@@ -266,16 +343,11 @@ impl Backend for EventLoop {
         token: CancelToken,
         _priority: Priority,
     ) -> Result<(), Error> {
-        let live = self
-            .tracker
-            .admit(token, Admission::Wait, self.on_a_runtime_thread())
-            .map_err(|_| Error::ShutDown)?;
-        self.handle.spawn(async move {
-            let _live = live;
-            task.await;
-        });
-        crate::chaos::point();
-        Ok(())
+        self.spawn_future(task, token)
+    }
+
+    fn event_loop(&self) -> Option<&EventLoop> {
+        Some(self)
     }
 
     fn queued(&self) -> usize {

@@ -126,6 +126,13 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
             .map_err(|_| Error::ShutDown)
     }
 
+    /// The backend as an event loop, when it is one: `submit_async` then spawns the task's driver
+    /// straight into the runtime's own task cell, with no box of its own.
+    #[cfg(feature = "async")]
+    fn event_loop(&self) -> Option<&event_loop::EventLoop> {
+        None
+    }
+
     /// Jobs waiting to start.
     fn queued(&self) -> usize;
 

@@ -8,13 +8,13 @@ use crate::backend::{Admission, Rejected, RunKind};
 use crate::capture::{Captured, CapturedSink};
 use crate::cell::{CellJob, CellTimeout, new_task};
 use crate::error::{Error, TaskResult, TrySubmitError};
-use crate::future::{Future, Promise, promise};
+use crate::future::{Future, Promise};
 use crate::job::{Body, Fallible, Plain, Timeout};
 use crate::map::Map;
 use crate::map_async::MapAsync;
 use crate::options::TaskOptions;
 use crate::task::Task;
-use crate::task_future::driver;
+use crate::task_future::async_task;
 use crate::task_map::TaskMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -121,18 +121,16 @@ impl<'a> Submitter<'a> {
     {
         let pool = self.pool;
         pool.closures_allowed()?;
-        let (promise, future) = promise::<F::Output>();
-        let token = promise.token().clone();
+        // The timeout is armed by the driver, on its cell: the promise expirer is not used.
         let timeout = self.timeout_for(Promise::<F::Output>::expirer);
-        let task = driver(
-            fut,
-            promise,
-            timeout,
-            pool.detector.clone(),
-            self.options.name,
-        );
+        let (task, future, token) =
+            async_task(fut, timeout, pool.detector.clone(), self.options.name);
+        #[cfg(feature = "async")]
+        if let Some(event_loop) = pool.backend.event_loop() {
+            return event_loop.spawn_driver(task, token).map(|()| future);
+        }
         pool.backend
-            .spawn_task(task, token, self.options.priority)
+            .spawn_task(Box::pin(task), token, self.options.priority)
             .map(|()| future)
     }
 
