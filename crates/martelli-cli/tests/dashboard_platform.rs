@@ -1,16 +1,20 @@
-//! The dashboard's "Schedules, limits & retries" view in a real browser (headless Chromium, see
-//! `browser/mod.rs`): periodic schedules fired by a real `martelli schedule run` process, a rate
-//! limit set with `martelli ratelimit`, and a task waiting for its retry in the delayed set, all
+//! The dashboard's "Schedules, limits, retries & chords" view in a real browser (headless
+//! Chromium, see `browser/mod.rs`): periodic schedules fired by a real `martelli schedule run`
+//! process, a rate limit set with `martelli ratelimit`, a task waiting for its retry in the
+//! delayed set, and chords run by a real worker (one waiting on a member, one finished), all
 //! against a private `redis-server`. Every wait has a time limit.
 
 mod browser;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use browser::Browser;
+use martelli::cluster::{Client, Step, Tasks, Worker, WorkerOptions};
 use martelli_testkit::proc::KillOnDrop;
 use martelli_testkit::redis::RedisServer;
 use serde::Serialize;
@@ -164,6 +168,56 @@ fn the_platform_view_shows_schedules_rate_limits_and_retries() {
         .query(&mut raw)
         .unwrap();
 
+    // Chords, run by a worker: one finished, one with two of three members done and the third
+    // held at a gate. The running chord's callback has HTML in its id.
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let tasks = Tasks::new()
+        .typed("square", |(n,): (i64,)| Ok::<_, std::io::Error>(n * n))
+        .typed("sum", |(xs,): (Vec<i64>,)| {
+            Ok::<_, std::io::Error>(xs.into_iter().sum::<i64>())
+        })
+        .typed("gate", move |(n,): (i64,)| {
+            let until = Instant::now() + SLOW;
+            while !gate.load(Ordering::SeqCst) {
+                if Instant::now() > until {
+                    return Err(std::io::Error::other("the gate was never opened"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(n)
+        });
+    let worker = Worker::start(
+        &url,
+        tasks,
+        WorkerOptions::new().poll(Duration::from_millis(50)),
+    )
+    .unwrap();
+    let client = Client::connect(&url).unwrap();
+    let finished = client
+        .chord(
+            [3, 4].map(|n| Step::new("square", &(n,)).unwrap()),
+            Step::new("sum", &()).unwrap().id("chord-done"),
+        )
+        .unwrap();
+    let ended = martelli_testkit::poll::read_until(
+        "the finished chord's callback to end",
+        SLOW,
+        || client.status(finished.id()).unwrap(),
+        |r| r.as_ref().is_some_and(|r| r.state.is_ended()),
+    );
+    assert!(ended.is_some());
+    client
+        .chord(
+            [
+                Step::new("square", &(1,)).unwrap(),
+                Step::new("square", &(2,)).unwrap(),
+                Step::new("gate", &(3,)).unwrap(),
+            ],
+            Step::new("sum", &()).unwrap().id("<b>x</b>"),
+        )
+        .unwrap();
+
     let _scheduler = KillOnDrop::new(
         martelli()
             .args(["schedule", "run", "--quiet", "--cluster", &url])
@@ -219,4 +273,41 @@ fn the_platform_view_shows_schedules_rate_limits_and_retries() {
             && retry.ends_with("|disk full"),
         "{retry}"
     );
+
+    // The chords: the running one first (two of three members done, its callback waiting, its
+    // id shown as text), then the finished one.
+    let flows = "[...document.querySelectorAll('#flows-table tbody tr')].map(r => [...r.cells].map(c => c.textContent).join('|'))";
+    page.wait(
+        "the running chord with two members done",
+        SLOW,
+        &format!(
+            "(() => {{ const f = {flows}; return f.length === 2 && f[0].includes('|2/3|'); }})()"
+        ),
+    );
+    let rows = page.eval(flows);
+    let rows: Vec<String> = rows
+        .as_array()
+        .expect("an array of rows")
+        .iter()
+        .map(|r| r.as_str().unwrap_or_default().to_owned())
+        .collect();
+    let cells: Vec<&str> = rows[0].split('|').collect();
+    assert_eq!(cells[0], "chord", "{rows:?}");
+    assert_eq!(
+        &cells[2..7],
+        ["2/3", "0", "<b>x</b>", "waiting", "–"],
+        "{rows:?}"
+    );
+    let cells: Vec<&str> = rows[1].split('|').collect();
+    assert_eq!(&cells[2..6], ["2/2", "0", "chord-done", "done"], "{rows:?}");
+    assert!(cells[6].contains(" ago)"), "{rows:?}");
+    assert_eq!(
+        page.eval("document.querySelectorAll('#flows-table tbody b').length + ' ' + document.querySelector('#flows-table tbody tr a').getAttribute('href')"),
+        "0 #task/%3Cb%3Ex%3C%2Fb%3E",
+        "the callback's id is text, and its link goes to the task by id"
+    );
+
+    open.store(true, Ordering::SeqCst);
+    worker.stop();
+    worker.join().unwrap();
 }

@@ -517,3 +517,132 @@ fn a_chord_of_1000_calls_back_once_under_worker_kills_at_random() {
         Some("fired")
     );
 }
+
+/// The dashboard's platform view lists the queue's chords and chains through the index of
+/// workflows: a chord waiting on a member (two of three done), a finished chord, a chord failed
+/// by a member, a finished chain; another queue's chord is left out.
+#[test]
+fn the_platform_view_lists_running_and_finished_chords_and_chains() {
+    use martelli::cluster::{FlowKind, FlowView, Inspector, InspectorOptions};
+    use std::sync::atomic::AtomicBool;
+
+    let redis = RedisServer::start();
+    let client = Client::connect(&redis.url()).unwrap();
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let tasks = tasks(Arc::new(AtomicU32::new(0))).typed("gate", move |(n,): (i64,)| {
+        let until = Instant::now() + LIMIT;
+        while !gate.load(Ordering::SeqCst) {
+            if Instant::now() > until {
+                return Err(std::io::Error::other("the gate was never opened"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(n * n)
+    });
+    let worker = Worker::start(&redis.url(), tasks, fast(WorkerOptions::new())).unwrap();
+    let finished = client
+        .chord(
+            [3, 4].map(|n| Step::new("square", &(n,)).unwrap()),
+            Step::new("sum", &()).unwrap(),
+        )
+        .unwrap();
+    let failed = client
+        .chord(
+            [-1, 2].map(|n| Step::new("square", &(n,)).unwrap()),
+            Step::new("sum", &()).unwrap(),
+        )
+        .unwrap();
+    let chain = client
+        .chain([
+            Step::new("add", &(1, 2)).unwrap(),
+            Step::new("add", &(10,)).unwrap(),
+            Step::new("add", &(100,)).unwrap(),
+        ])
+        .unwrap();
+    for id in [finished.id(), failed.id(), chain.id()] {
+        ended(&client, id);
+    }
+    let elsewhere = Client::builder(redis.url())
+        .queue("elsewhere")
+        .build()
+        .unwrap()
+        .chord(
+            [Step::new("square", &(5,)).unwrap()],
+            Step::new("sum", &()).unwrap(),
+        )
+        .unwrap();
+    let running = client
+        .chord(
+            [
+                Step::new("square", &(1,)).unwrap(),
+                Step::new("square", &(2,)).unwrap(),
+                Step::new("gate", &(3,)).unwrap(),
+            ],
+            Step::new("sum", &()).unwrap(),
+        )
+        .unwrap();
+
+    let mut inspector = Inspector::connect(&redis.url(), &InspectorOptions::new()).unwrap();
+    let by_callback = |flows: &[FlowView], id: &str| -> FlowView {
+        flows
+            .iter()
+            .find(|f| f.callback == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no workflow with callback {id} in {flows:?}"))
+    };
+    let view = poll::read_until(
+        "two members of the running chord to be counted",
+        LIMIT,
+        || inspector.platform("default").unwrap(),
+        |v| {
+            v.flows
+                .iter()
+                .any(|f| f.callback == running.id() && f.done == 2)
+        },
+    );
+    assert_eq!(view.flows.len(), 4, "{:?}", view.flows);
+    assert!(
+        view.flows.iter().all(|f| f.callback != elsewhere.id()),
+        "another queue's chord is left out: {:?}",
+        view.flows
+    );
+    // Three chords here, a chain of two workflows, and the other queue's chord.
+    assert_eq!((view.flows_read, view.flows_total), (6, 6));
+    // Running first.
+    let first = &view.flows[0];
+    assert_eq!(first.callback, running.id());
+    assert_eq!(first.kind, FlowKind::Chord);
+    assert_eq!((first.done, first.total, first.failed), (2, 3, 0));
+    assert_eq!(first.callback_state, "waiting");
+    assert_eq!(first.fired_ms, None);
+
+    let done = by_callback(&view.flows, finished.id());
+    assert_eq!(done.kind, FlowKind::Chord);
+    assert_eq!((done.done, done.total, done.failed), (2, 2, 0));
+    assert_eq!(done.callback_state, "done");
+    assert!(done.fired_ms.is_some());
+
+    let bad = by_callback(&view.flows, failed.id());
+    assert_eq!((bad.failed, bad.failed_by), (1, Some(0)), "{bad:?}");
+    assert_eq!(bad.callback_state, "failed");
+    assert_eq!(bad.fired_ms, None);
+
+    let steps = by_callback(&view.flows, chain.id());
+    assert_eq!(steps.kind, FlowKind::Chain);
+    assert_eq!(steps.id, chain.id());
+    assert_eq!((steps.done, steps.total, steps.failed), (3, 3, 0));
+    assert_eq!(steps.callback_state, "done");
+
+    // The gate opens: the running chord fires and its callback ends.
+    open.store(true, Ordering::SeqCst);
+    ended(&client, running.id());
+    let view = inspector.platform("default").unwrap();
+    let now = by_callback(&view.flows, running.id());
+    assert_eq!(
+        (now.done, now.total, now.callback_state.as_str()),
+        (3, 3, "done")
+    );
+    worker.stop();
+    worker.join().unwrap();
+}

@@ -12,7 +12,7 @@
 //! | `POST /api/queues/{q}/dead/requeue-all`, `…/discard-all` | act on all of them |
 //! | `GET /api/queues/{q}/delayed?offset=N&count=N` | a page of delayed tasks, soonest first |
 //! | `GET /api/queues/{q}/tasks/{id}` | a task by id |
-//! | `GET /api/queues/{q}/platform` | the periodic schedules, the rate limits, and the queue's retries |
+//! | `GET /api/queues/{q}/platform` | the periodic schedules, the rate limits, the queue's retries, chords and chains |
 //!
 //! Broker calls are blocking (the `redis` crate's synchronous client): they run on tokio's blocking
 //! pool, one at a time on the requests' own connection. Everything the broker holds reaches the page

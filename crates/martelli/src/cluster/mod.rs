@@ -171,7 +171,9 @@ pub use inspect::{
     ResultView, SEARCH_LIMIT, TaskState, TaskView,
 };
 pub use lost::OnLost;
-pub use platform::{PlatformView, RETRY_SCAN, RateLimitView, RetryView};
+pub use platform::{
+    FLOW_SCAN, FlowKind, FlowView, PlatformView, RETRY_SCAN, RateLimitView, RetryView,
+};
 pub use preview::{DECODE_LIMIT, PREVIEW_CHARS, Payload};
 pub use ratelimit::{RateLimit, RateLimitError};
 pub use record::{RecordState, TaskRecord};
@@ -281,6 +283,12 @@ impl Keys {
     /// A workflow's hash (Addition 5): `{prefix}:flow:{id}`.
     pub(crate) fn flow(&self, flow_id: &str) -> String {
         format!("{}:flow:{flow_id}", self.prefix)
+    }
+
+    /// The index of workflows (Addition 5, optional): `{prefix}:flows`, a sorted set of workflow
+    /// ids scored by when their hash expires (Unix ms).
+    pub(crate) fn flows(&self) -> String {
+        format!("{}:flows", self.prefix)
     }
 
     /// A worker's heartbeat hash: `{prefix}:worker:{consumer}`.

@@ -560,7 +560,7 @@
     }
   }
 
-  // ---- schedules, rate limits and retries -------------------------------------------------
+  // ---- schedules, rate limits, retries, chords -------------------------------------------------
 
   function relative(ms, now) {
     if (ms === null || ms === undefined) return '–';
@@ -576,7 +576,7 @@
       const p = await api(`${queuePath(queue)}/platform`);
       if (queue !== state.queue || state.view !== 'platform') return;
       const now = p.now_ms;
-      $('platform-summary').textContent = `${p.schedules.length} schedule${p.schedules.length === 1 ? '' : 's'}, ${p.rate_limits.length} rate limit${p.rate_limits.length === 1 ? '' : 's'}, ${p.retries.length} task${p.retries.length === 1 ? '' : 's'} waiting for a retry in queue ${queue}`;
+      $('platform-summary').textContent = `${p.schedules.length} schedule${p.schedules.length === 1 ? '' : 's'}, ${p.rate_limits.length} rate limit${p.rate_limits.length === 1 ? '' : 's'}, ${p.retries.length} task${p.retries.length === 1 ? '' : 's'} waiting for a retry, ${p.flows.length} chord${p.flows.length === 1 ? '' : 's'} or chain${p.flows.length === 1 ? '' : 's'} in queue ${queue}`;
       const schedules = p.schedules.map((s) => el('tr', {},
         el('td', { class: 'mono' }, s.name),
         el('td', { class: 'mono' }, s.timing),
@@ -608,8 +608,20 @@
         ? `Among the ${p.delayed_read} soonest of ${p.delayed_total} delayed tasks; a task out of retries is a dead letter.`
         : 'A task waiting for its retry is a delayed task; a task out of retries is a dead letter.';
       $('retries-queue').textContent = queue;
+      const flows = p.flows.map((f) => el('tr', {},
+        el('td', {}, f.kind),
+        el('td', { class: 'mono' }, f.id),
+        el('td', { class: 'n' }, `${f.done}/${f.total}`),
+        el('td', { class: f.failed > 0 ? 'n warn' : 'n' }, f.failed_by === null ? f.failed : `${f.failed} (member ${f.failed_by + 1})`),
+        el('td', { class: 'mono' }, el('a', { href: `#task/${encodeURIComponent(f.callback)}` }, f.callback)),
+        el('td', { class: f.callback_state === 'failed' || f.callback_state === 'dead' ? 'warn' : '' }, f.callback_state),
+        el('td', {}, f.fired_ms === null ? '–' : relative(f.fired_ms, now))));
+      if (flows.length === 0) flows.push(el('tr', {}, el('td', { colspan: 7, class: 'muted' }, 'no chord or chain running or recently ended')));
+      $('flows-table').tBodies[0].replaceChildren(...flows);
+      $('flows-summary').textContent = `Running first, then those that ended within their result TTL, latest first${p.flows_read < p.flows_total ? ` (among the ${p.flows_read} newest of ${p.flows_total} workflows)` : ''}. A chain's done counts its steps; its callback is its last step. Groups are not listed: read their tasks by id.`;
+      $('flows-queue').textContent = queue;
     } catch (e) {
-      notice(`cannot read the schedules, rate limits and retries: ${e.message}`, true);
+      notice(`cannot read the schedules, rate limits, retries and chords: ${e.message}`, true);
     } finally {
       state.platformLoading = false;
     }

@@ -400,7 +400,21 @@ impl Plan {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let unended = self.keep.saturating_add(UNENDED_GRACE_MS);
+        let now = unix_ms();
+        if !self.flows.is_empty() {
+            // The index of workflows: drop those whose hash has expired, add these.
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(keys.flows())
+                .arg("-inf")
+                .arg(format!("({now}"))
+                .ignore();
+        }
         for flow in &self.flows {
+            pipe.cmd("ZADD")
+                .arg(keys.flows())
+                .arg(now.saturating_add(unended))
+                .arg(&flow.id)
+                .ignore();
             let key = keys.flow(&flow.id);
             let mut cmd = redis::cmd("HSET");
             cmd.arg(&key);
@@ -410,7 +424,6 @@ impl Plan {
             pipe.add_command(cmd).ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(unended).ignore();
         }
-        let now = unix_ms();
         for planned in &self.tasks {
             let key = keys.record(&planned.envelope.id);
             pipe.cmd("HSET")
@@ -615,15 +628,17 @@ pub(crate) fn count(
     };
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(script::FLOW_SCRIPT)
-        .arg(1)
+        .arg(2)
         .arg(keys.flow(&flow.id))
+        .arg(keys.flows())
         .arg(flow.i)
         .arg(result.status.as_str())
         .arg(value)
         .arg(unix_ms())
         .arg(&result.worker)
         .arg(result.attempts)
-        .arg(task);
+        .arg(task)
+        .arg(&flow.id);
     pipe.add_command(cmd).ignore();
 }
 

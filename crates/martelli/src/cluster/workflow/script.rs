@@ -5,14 +5,17 @@
 ///
 /// ARGV: [1] the member's index (from 0), [2] its result's status, [3] its value (MessagePack, with
 /// `ok`) or its error, [4] now (Unix ms), [5] the worker, [6] the attempt, [7] the member's task
-/// name. Returns 0 when the workflow is unknown (expired) or ended already, 1 when the member was
+/// name, [8] the workflow's id. KEYS[2], optional: the index of workflows (`{prefix}:flows`), where
+/// the workflow's score becomes the time its hash now expires once it fires or fails. Returns 0 when the workflow is unknown (expired) or ended already, 1 when the member was
 /// counted (or had been), 2 when this run queued the callback, 3 when it failed the workflow.
 ///
 /// Invariants (each holds because a script runs atomically):
 /// 1. `r:I` is set once (`HSETNX`), and `done` grows only when it is: a member that ran twice, or
 ///    whose worker died after storing its result and before acknowledging it, counts once.
 /// 2. The callback is added only by the run that sets `fired` (`HSETNX`): exactly once.
-/// 3. `state` goes from `open` to `fired` or `failed`, never back: a workflow that failed never
+/// 3. `fails` grows with `done` only (a member that ended badly and was counted, with `on_fail` =
+///    `ignore`), or is set to 1 once (the member that failed the workflow).
+/// 4. `state` goes from `open` to `fired` or `failed`, never back: a workflow that failed never
 ///    fires, and one that fired never fails.
 pub(crate) const FLOW_SCRIPT: &str = r"
 local f = KEYS[1]
@@ -31,12 +34,19 @@ end
 local state = redis.call('HGET', f, 'state')
 local keep = redis.call('HGET', f, 'keep')
 local ok = ARGV[2] == 'ok'
+local function ended()
+  redis.call('PEXPIRE', f, keep)
+  if KEYS[2] then
+    redis.call('ZADD', KEYS[2], 'XX', tonumber(ARGV[4]) + tonumber(keep), ARGV[8])
+  end
+end
 if ok or redis.call('HGET', f, 'on_fail') == 'ignore' then
   local value = ARGV[3]
   if not ok then value = '\192' end
   local done
   if redis.call('HSETNX', f, 'r:' .. ARGV[1], value) == 1 then
     done = redis.call('HINCRBY', f, 'done', 1)
+    if not ok then redis.call('HINCRBY', f, 'fails', 1) end
   else
     done = tonumber(redis.call('HGET', f, 'done'))
   end
@@ -60,12 +70,12 @@ if ok or redis.call('HGET', f, 'on_fail') == 'ignore' then
   local head = redis.call('HGET', f, 'head')
   redis.call('XADD', redis.call('HGET', f, 'stream'), '*', 'e', head .. bin(#payload) .. payload)
   redis.call('HSET', f, 'state', 'fired')
-  redis.call('PEXPIRE', f, keep)
+  ended()
   return 2
 end
 if state ~= 'open' then return 0 end
-redis.call('HSET', f, 'state', 'failed', 'failed_by', ARGV[1])
-redis.call('PEXPIRE', f, keep)
+redis.call('HSET', f, 'state', 'failed', 'failed_by', ARGV[1], 'fails', 1)
+ended()
 local rec = redis.call('HGET', f, 'end')
 local cur = redis.call('HGET', rec, 'state')
 if cur ~= 'done' and cur ~= 'failed' then
