@@ -182,6 +182,7 @@ impl TaskSettings {
     }
 
     /// Whether nothing is declared.
+    #[cfg(feature = "cluster")]
     pub(crate) fn is_empty(&self) -> bool {
         *self == TaskSettings::new()
     }
@@ -279,6 +280,8 @@ pub struct Registration {
     #[cfg(feature = "cluster")]
     run_msgpack: RunFn,
     signature: fn() -> String,
+    /// Only the cluster tier applies declared options; other builds carry them unread.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     options: TaskSettings,
 }
 
@@ -422,7 +425,8 @@ pub(crate) struct Registry {
     by_name: HashMap<&'static str, (RunFn, RunBatchFn)>,
     #[cfg(feature = "cluster")]
     msgpack: HashMap<&'static str, RunFn>,
-    /// The tasks that declare options (`#[martelli::task(retries = …)]`).
+    /// The tasks that declare options (`#[martelli::task(retries = …)]`); only the cluster reads them.
+    #[cfg(feature = "cluster")]
     options: HashMap<&'static str, TaskSettings>,
     fingerprint: u64,
 }
@@ -433,8 +437,10 @@ impl Registry {
         #[cfg(feature = "cluster")]
         let mut msgpack = HashMap::new();
         let mut signatures = Vec::new();
+        #[cfg(feature = "cluster")]
         let mut options = HashMap::new();
         for r in inventory::iter::<Registration> {
+            #[cfg(feature = "cluster")]
             if !r.options.is_empty() {
                 options.insert(r.name, r.options);
             }
@@ -458,6 +464,7 @@ impl Registry {
             by_name,
             #[cfg(feature = "cluster")]
             msgpack,
+            #[cfg(feature = "cluster")]
             options,
             fingerprint: fingerprint.0,
         })
@@ -508,6 +515,7 @@ impl Registry {
     }
 
     /// The options task `name` declares, if any.
+    #[cfg(feature = "cluster")]
     pub(crate) fn options(&self, name: &str) -> Option<&TaskSettings> {
         self.options.get(name)
     }

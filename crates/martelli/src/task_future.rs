@@ -162,19 +162,23 @@ impl<T: Send + 'static> Drop for CellRef<T> {
     }
 }
 
-/// Runs one async task: starts it (unless it was cancelled while queued), arms its timeout, polls the
-/// user's future with the task's token current — catching panics and timing each poll for the
-/// detector — and completes the future. On the event loop tokio's task cell holds the driver as it
-/// is; other backends box it ([`BoxTask`]).
-pub(crate) struct Driver<F: Future>
-where
-    F::Output: Send + 'static,
-{
-    /// Structurally pinned: never moved out of the driver, which has no `Drop` of its own. Declared
-    /// first, so that it is dropped before `cell` resolves the future (rule 3).
-    fut: F,
-    /// `None` once the outcome is delivered.
-    cell: Option<CellRef<F::Output>>,
+pin_project_lite::pin_project! {
+    /// Runs one async task: starts it (unless it was cancelled while queued), arms its timeout,
+    /// polls the user's future with the task's token current — catching panics and timing each poll
+    /// for the detector — and completes the future. On the event loop tokio's task cell holds the
+    /// driver as it is; other backends box it ([`BoxTask`]).
+    pub(crate) struct Driver<F: Future>
+    where
+        F::Output: Send,
+        F::Output: 'static,
+    {
+        // Structurally pinned. Declared first, so that it is dropped before `cell` resolves the
+        // future (rule 3).
+        #[pin]
+        fut: F,
+        // `None` once the outcome is delivered.
+        cell: Option<CellRef<F::Output>>,
+    }
 }
 
 impl<F: Future> Future for Driver<F>
@@ -184,10 +188,7 @@ where
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // SAFETY: `fut` is the only field treated as pinned, and it is only ever used through
-        // `Pin::new_unchecked` below; no other code moves it, and `Driver` implements neither `Drop` nor
-        // `Unpin` by hand, so it stays where it is until it is dropped in place.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let Some(cell) = this.cell.as_ref() else {
             return Poll::Ready(());
         };
@@ -197,7 +198,7 @@ where
         if !state.started {
             state.started = true;
             if !cell.shared.start() {
-                this.cell = None; // cancelled while queued: the future is already resolved
+                *this.cell = None; // cancelled while queued: the future is already resolved
                 return Poll::Ready(());
             }
             if let Some(t) = state.extras.as_mut().and_then(|e| e.timeout.take()) {
@@ -212,13 +213,12 @@ where
             .and_then(|e| e.detector.clone().map(|d| (d, e.name)));
         let token = CancelToken::hosted(cell.clone());
         if token.is_cancelled() {
-            return this.finish(Err(TaskError::Cancelled));
+            return finish(this.cell, Err(TaskError::Cancelled));
         }
         let before = detector.as_ref().map(|_| Instant::now());
         let polled = {
             let _current = CurrentTokenGuard::enter(&token);
-            // SAFETY: see above; `fut` is pinned for the driver's whole life.
-            let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+            let fut = this.fut;
             catch_unwind(AssertUnwindSafe(|| fut.poll(cx)))
         };
         if let (Some((detector, name)), Some(before)) = (detector, before) {
@@ -232,13 +232,13 @@ where
             }
         }
         match polled {
-            Ok(Poll::Ready(value)) => this.finish(Ok(value)),
-            Err(payload) => this.finish(Err(TaskError::panicked(payload))),
+            Ok(Poll::Ready(value)) => finish(this.cell, Ok(value)),
+            Err(payload) => finish(this.cell, Err(TaskError::panicked(payload))),
             Ok(Poll::Pending) => {
                 // The token may fire while the task waits (cancel, timeout, shutdown): be woken for
                 // it. The driver is the token's owner: its registration stays across polls.
                 if token.host().state().poll_owner(cx.waker()).is_ready() {
-                    return this.finish(Err(TaskError::Cancelled));
+                    return finish(this.cell, Err(TaskError::Cancelled));
                 }
                 Poll::Pending
             }
@@ -246,17 +246,18 @@ where
     }
 }
 
+/// Delivers a driver's outcome, once.
+fn finish<T: Send + 'static>(cell: &mut Option<CellRef<T>>, outcome: TaskResult<T>) -> Poll<()> {
+    if let Some(cell) = cell.take() {
+        cell.complete(outcome);
+    }
+    Poll::Ready(())
+}
+
 impl<F: Future> Driver<F>
 where
     F::Output: Send + 'static,
 {
-    fn finish(&mut self, outcome: TaskResult<F::Output>) -> Poll<()> {
-        if let Some(cell) = self.cell.take() {
-            cell.complete(outcome);
-        }
-        Poll::Ready(())
-    }
-
     /// Counts the task as live on an event loop until it ends (`Live` is released with the
     /// driver's state, not when the handle lets the cell go).
     #[cfg(feature = "async")]

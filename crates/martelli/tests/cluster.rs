@@ -62,11 +62,8 @@ fn round_trips_every_outcome() {
     let boom = client.submit::<_, u32>("boom", &7u32).unwrap();
     let unknown = client.submit::<_, ()>("no_such_task", &()).unwrap();
     let slow = client
-        .submit_with::<_, u64>(
-            "held",
-            &1u64,
-            &SubmitOptions::new().timeout(Duration::from_millis(200)),
-        )
+        .with(SubmitOptions::new().timeout(Duration::from_millis(200)))
+        .submit::<_, u64>("held", &1u64)
         .unwrap();
     let wrong_type = client.submit::<_, String>("add", &(1, 2)).unwrap();
 
@@ -244,7 +241,8 @@ fn priorities_run_high_first_and_delayed_tasks_wait_in_redis() {
     });
     let submit = |label: &str, priority| {
         client
-            .submit_with::<_, String>("record", label, &SubmitOptions::new().priority(priority))
+            .with(SubmitOptions::new().priority(priority))
+            .submit::<_, String>("record", label)
             .unwrap()
     };
     let mut futures = vec![
@@ -254,11 +252,8 @@ fn priorities_run_high_first_and_delayed_tasks_wait_in_redis() {
     futures.push(submit("high", Priority::High));
     let delayed_at = Instant::now();
     let delayed = client
-        .submit_with::<_, String>(
-            "record",
-            "delayed",
-            &SubmitOptions::new().delay(Duration::from_millis(400)),
-        )
+        .with(SubmitOptions::new().delay(Duration::from_millis(400)))
+        .submit::<_, String>("record", "delayed")
         .unwrap();
     client.flush();
     let mut raw = redis.raw();
@@ -640,7 +635,8 @@ fn a_poison_task_is_dead_lettered_after_max_attempts() {
     let client = Client::connect(&redis.url()).unwrap();
     let mut raw = redis.raw();
     let fut = client
-        .submit_with::<_, ()>("crash", &(), &SubmitOptions::new().max_attempts(2))
+        .with(SubmitOptions::new().max_attempts(2))
+        .submit::<_, ()>("crash", &())
         .unwrap();
     // Two deliveries, each killing its worker.
     for _ in 0..2 {

@@ -60,8 +60,9 @@ fn a_record_is_read_by_id_from_another_client_until_its_ttl_ends() {
 
     // Sent before any worker runs: the record says queued.
     let keep = SubmitOptions::new().result_ttl(Duration::from_secs(600));
-    let sum = sender.send("add", &(40, 2), &keep).unwrap();
-    let failed = sender.send("fail", "disk full", &keep).unwrap();
+    let keeping = sender.with(keep);
+    let sum = keeping.send("add", &(40, 2)).unwrap();
+    let failed = keeping.send("fail", "disk full").unwrap();
     sender.flush();
     let record = reader.status(&sum).unwrap().expect("a record");
     assert_eq!(record.state, RecordState::Queued);
@@ -97,9 +98,7 @@ fn a_record_is_read_by_id_from_another_client_until_its_ttl_ends() {
     let short = SubmitOptions::new()
         .result_ttl(Duration::from_millis(300))
         .id("chosen-id");
-    let future = sender
-        .submit_with::<_, i64>("add", &(1, 2), &short)
-        .unwrap();
+    let future = sender.with(short).submit::<_, i64>("add", &(1, 2)).unwrap();
     assert_eq!(future.wait().unwrap(), 3);
     assert_eq!(
         reader.result::<i64>("chosen-id").unwrap().unwrap().unwrap(),
@@ -135,7 +134,7 @@ fn a_running_task_reads_as_running() {
     });
     let worker = Worker::start(&redis.url(), tasks, fast(WorkerOptions::new())).unwrap();
     let client = Client::connect(&redis.url()).unwrap();
-    let id = client.send("held", &7u64, &SubmitOptions::new()).unwrap();
+    let id = client.send("held", &7u64).unwrap();
     let record = poll::read_until(
         "the task to start",
         LIMIT,
@@ -182,7 +181,8 @@ fn retries_back_off_then_succeed_and_keep_each_error() {
         .id("flaky-1");
     let start = Instant::now();
     let future = client
-        .submit_with::<_, u32>("flaky", &21u32, &options)
+        .with(options)
+        .submit::<_, u32>("flaky", &21u32)
         .unwrap();
     assert_eq!(future.wait().unwrap(), 42);
     // Two retries: 100 ms, then 200 ms.
@@ -221,7 +221,8 @@ fn a_task_out_of_retries_is_dead_lettered_with_every_runs_error() {
         .result_ttl(Duration::from_secs(600))
         .id("doomed");
     let future = client
-        .submit_with::<_, ()>("fail", "still broken", &options)
+        .with(options)
+        .submit::<_, ()>("fail", "still broken")
         .unwrap();
     match future.wait() {
         Err(TaskError::Failed(failure)) => {
@@ -268,7 +269,8 @@ fn only_the_chosen_errors_are_retried() {
         .matching(["transient"]);
     let options = SubmitOptions::new().retry(retry);
     let future = client
-        .submit_with::<_, ()>("fail", "permanent: bad input", &options)
+        .with(options)
+        .submit::<_, ()>("fail", "permanent: bad input")
         .unwrap();
     match future.wait() {
         Err(TaskError::Failed(failure)) => assert_eq!(failure.message(), "permanent: bad input"),
@@ -341,7 +343,8 @@ fn a_retry_survives_its_worker_killed_and_a_broker_restart_with_aof() {
         .result_ttl(Duration::from_secs(600))
         .id("survivor");
     let future = client
-        .submit_with::<_, u32>("flaky", &5u32, &options)
+        .with(options)
+        .submit::<_, u32>("flaky", &5u32)
         .unwrap();
     let mut child = spawn_child_worker(&redis.url());
     let mut raw = redis.raw();
@@ -389,7 +392,8 @@ fn the_backoff_grows_and_is_capped() {
         .max_backoff(Duration::from_millis(500))
         .jitter(false);
     let future = client
-        .submit_with::<_, u32>("fails", &0u32, &SubmitOptions::new().retry(retry))
+        .with(SubmitOptions::new().retry(retry))
+        .submit::<_, u32>("fails", &0u32)
         .unwrap();
     assert!(future.wait().is_err());
     let calls = calls.lock().unwrap();

@@ -61,21 +61,16 @@ fn depths_per_priority_delayed_dead_letters_and_workers() {
     assert_eq!(s.queue.streams[1].held, 1);
     // Two more wait behind it: one high, one low.
     let high = client
-        .submit_with::<_, u64>(
-            "held",
-            &2u64,
-            &SubmitOptions::new().priority(Priority::High),
-        )
+        .with(SubmitOptions::new().priority(Priority::High))
+        .submit::<_, u64>("held", &2u64)
         .unwrap();
     let low = client
-        .submit_with::<_, u64>("held", &3u64, &SubmitOptions::new().priority(Priority::Low))
+        .with(SubmitOptions::new().priority(Priority::Low))
+        .submit::<_, u64>("held", &3u64)
         .unwrap();
     let _later = client
-        .submit_with::<_, u64>(
-            "held",
-            &4u64,
-            &SubmitOptions::new().delay(Duration::from_secs(600)),
-        )
+        .with(SubmitOptions::new().delay(Duration::from_secs(600)))
+        .submit::<_, u64>("held", &4u64)
         .unwrap();
     let s = wait_for(&url, "two waiting and one delayed", |s| {
         s.queue.waiting == 2 && s.queue.delayed == 1

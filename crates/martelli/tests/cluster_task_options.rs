@@ -52,7 +52,10 @@ fn a_declared_retry_policy_applies_to_a_submission_without_one() {
     let client = Client::connect(&redis.url()).unwrap();
     let worker = Worker::start(&redis.url(), Registered, fast(WorkerOptions::new())).unwrap();
     let keep = SubmitOptions::new().result_ttl(Duration::from_secs(600));
-    let id = client.send(flaky::NAME, &(5u32,), &keep).unwrap();
+    let id = client
+        .with(keep.clone())
+        .send(flaky::NAME, &(5u32,))
+        .unwrap();
     client.flush();
     let record = poll::read_until(
         "the flaky task to end",
@@ -66,7 +69,7 @@ fn a_declared_retry_policy_applies_to_a_submission_without_one() {
     assert_eq!(record.errors[0].error, "busy, try again");
 
     // An error the policy does not match is not retried.
-    let id = client.send(broken::NAME, &(), &keep).unwrap();
+    let id = client.with(keep).send(broken::NAME, &()).unwrap();
     client.flush();
     let record = poll::read_until(
         "the broken task to end",

@@ -154,7 +154,8 @@ impl Remote {
             .map_err(|e| format!("could not encode the job as a {} task: {e}", shell::TASK))
             .and_then(|payload| {
                 self.client
-                    .submit_raw_with(shell::TASK, payload, &self.options(outcome.seq))
+                    .with(self.options(outcome.seq))
+                    .submit_raw(shell::TASK, payload)
                     .map_err(|e| format!("could not queue the job: {e}"))
             });
         let mut future = match sent {

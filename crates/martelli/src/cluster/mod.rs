@@ -158,7 +158,7 @@ pub mod fuzzing {
     }
 }
 
-pub use client::{Client, ClientBuilder, SubmitOptions};
+pub use client::{Client, ClientBuilder, SubmitOptions, Submitter};
 pub use deadletters::{
     Bulk, DeadLetter, DeadLetterError, DeadLetterPage, DeadLetters, MAX_PAGE, PageStart,
 };

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
 use rustix::process::{
-    Pid, PidfdFlags, Resource, Rlimit, Signal, WaitId, WaitIdOptions, getpid, getppid, pidfd_open,
+    Pid, PidfdFlags, Rlimit, WaitId, WaitIdOptions, getpid, getppid, pidfd_open,
     set_parent_process_death_signal, setrlimit, waitid,
 };
 
 use super::group::{self, signal_group};
+use super::signal::{Resource, Signal};
 
 /// How long [`Child::communicate`] sleeps between checks when the kernel has no `pidfd_open`.
 const FALLBACK_TICK: Duration = Duration::from_millis(10);
@@ -39,7 +40,7 @@ const DEFAULT_GRACE: Duration = Duration::from_millis(500);
 pub struct Spawn {
     command: Command,
     nice: Option<i32>,
-    rlimits: Vec<(Resource, Rlimit)>,
+    rlimits: Vec<(rustix::process::Resource, Rlimit)>,
     death_signal: Option<Signal>,
     capture: bool,
     stdin_piped: bool,
@@ -101,7 +102,7 @@ impl Spawn {
     /// Sets a resource limit in the child (`setrlimit`); `None` means unlimited.
     pub fn rlimit(mut self, resource: Resource, soft: Option<u64>, hard: Option<u64>) -> Self {
         self.rlimits.push((
-            resource,
+            resource.to_rustix(),
             Rlimit {
                 current: soft,
                 maximum: hard,
@@ -157,7 +158,7 @@ impl Spawn {
             let parent = getpid();
             let nice = self.nice;
             let rlimits = std::mem::take(&mut self.rlimits);
-            let death_signal = self.death_signal;
+            let death_signal = self.death_signal.map(Signal::to_rustix);
             let hook = move || -> io::Result<()> {
                 // Only system calls from here on: this runs between fork and exec.
                 if let Some(signal) = death_signal {

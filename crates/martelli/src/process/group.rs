@@ -5,7 +5,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
-use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
+use rustix::process::{Pid, kill_process_group, test_kill_process_group};
+
+use super::signal::Signal;
 
 /// How often [`kill_tree`] checks whether a group has emptied during its grace period.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -26,7 +28,7 @@ fn pid(pgid: u32) -> io::Result<Pid> {
 ///
 /// A group that no longer exists is not an error: the signal had nobody left to reach.
 pub fn signal_group(pgid: u32, signal: Signal) -> io::Result<()> {
-    match kill_process_group(pid(pgid)?, signal) {
+    match kill_process_group(pid(pgid)?, signal.to_rustix()) {
         Ok(()) | Err(Errno::SRCH) => Ok(()),
         Err(e) => Err(e.into()),
     }

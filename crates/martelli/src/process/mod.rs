@@ -59,8 +59,9 @@
 mod child;
 mod group;
 mod guardian;
+mod signal;
 
 pub use child::{Child, Finished, Spawn, Stream, Supervision, become_subreaper};
 pub use group::{group_alive, kill_tree, signal_group};
 pub use guardian::Guardian;
-pub use rustix::process::{Resource, Signal};
+pub use signal::{Resource, Signal};

@@ -1,6 +1,12 @@
 //! The semantics suite every backend runs. Each backend's test file calls `backend_suite!` with a
 //! function that builds its pool; a new backend inherits every test on the day it lands (the pattern of
 //! tokio's `tests/rt_common.rs`).
+//!
+//! This half is written with closures, so it runs on the in-process backends (inline, threads,
+//! async). Its other half, `tests/task_suite.rs`, checks the same behaviours with registered tasks on
+//! all five backends, processes and the cluster included; its module doc lists the behaviours the
+//! out-of-process backends cannot share (closures, scopes, initializers, a source error by type)
+//! and why.
 
 #[macro_export]
 macro_rules! backend_suite {

@@ -14,7 +14,7 @@
 
 use rustix::fs::{MemfdFlags, SeekFrom, fstat, ftruncate, memfd_create, seek};
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// What a task wrote to stdout and stderr: the first bytes of each, and how many it wrote in all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,7 +97,9 @@ impl Capture {
     /// captured tasks run uncaptured, and report empty output).
     pub(crate) fn adopt(fds: (RawFd, RawFd), limit: usize) -> Option<Capture> {
         let is_open = |fd: RawFd| {
-            // SAFETY: F_GETFD only reads a descriptor's flags; it is harmless on any number.
+            // SAFETY: F_GETFD only reads a descriptor's flags; it is harmless on any number. (libc,
+            // not rustix: rustix takes a `BorrowedFd`, which must name an open descriptor, and this
+            // asks whether the number is one.)
             unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
         };
         if fds.0 == fds.1 || !is_open(fds.0) || !is_open(fds.1) || fds.0 <= 2 || fds.1 <= 2 {
@@ -132,9 +134,9 @@ impl Capture {
             ftruncate(fd, 0)?;
             seek(fd, SeekFrom::Start(0))?;
         }
-        redirect(self.files.stdout.as_raw_fd(), 1)?;
-        if let Err(e) = redirect(self.files.stderr.as_raw_fd(), 2) {
-            let _ = redirect(self.saved_stdout.as_raw_fd(), 1);
+        redirect(&self.files.stdout, Stdio::Out)?;
+        if let Err(e) = redirect(&self.files.stderr, Stdio::Err) {
+            let _ = redirect(&self.saved_stdout, Stdio::Out);
             return Err(e);
         }
         Ok(())
@@ -143,23 +145,30 @@ impl Capture {
     /// Points 1 and 2 back at the worker's own stdout and stderr and reads what the task wrote.
     pub(crate) fn end(&mut self) -> Output {
         let _ = io::stdout().flush();
-        let _ = redirect(self.saved_stdout.as_raw_fd(), 1);
-        let _ = redirect(self.saved_stderr.as_raw_fd(), 2);
+        let _ = redirect(&self.saved_stdout, Stdio::Out);
+        let _ = redirect(&self.saved_stderr, Stdio::Err);
         self.files.read(self.limit)
     }
 }
 
-/// `dup2(from, to)`, retried on `EINTR`.
-fn redirect(from: RawFd, to: RawFd) -> io::Result<()> {
+/// Descriptor 1 or 2.
+#[derive(Clone, Copy)]
+enum Stdio {
+    Out,
+    Err,
+}
+
+/// `dup2(from, 1 or 2)`, retried on `EINTR`.
+fn redirect(from: &OwnedFd, to: Stdio) -> io::Result<()> {
     loop {
-        // SAFETY: dup2 onto descriptor 1 or 2 of this process, which the process owns as its stdio;
-        // `from` is a descriptor this worker holds open for exactly this.
-        if unsafe { libc::dup2(from, to) } >= 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        let placed = match to {
+            Stdio::Out => rustix::stdio::dup2_stdout(from),
+            Stdio::Err => rustix::stdio::dup2_stderr(from),
+        };
+        match placed {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::process::{Child, Guardian, Signal, Spawn};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Stdio;
@@ -291,22 +291,24 @@ impl Worker {
 /// Between fork and exec: places each `(from, to)` descriptor at `to`, without `FD_CLOEXEC`, so
 /// that the worker program inherits it. The sources are first copied above every target, so that
 /// placing one cannot overwrite another that still has to move.
+///
+/// Only system calls, no allocation: this runs between fork and exec. `libc::dup2` stays for the
+/// placing, because the target number need not be open, and rustix's `dup2` (rightly) wants an
+/// owned descriptor to replace.
 fn place_descriptors(moves: &[(i32, i32)]) -> io::Result<()> {
     const ABOVE: i32 = 16;
-    let mut high = [-1i32; 4];
+    let mut high: [Option<OwnedFd>; 4] = [const { None }; 4];
     for (slot, &(from, _)) in high.iter_mut().zip(moves) {
-        // SAFETY: F_DUPFD_CLOEXEC copies a descriptor this (forked) process holds to a free number
-        // at or above ABOVE; the copy closes at exec.
-        let fd = unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, ABOVE) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        *slot = fd;
+        // SAFETY: `from` is a descriptor the parent holds open until the spawn returns (its end of
+        // the socketpair, its memory files), so this forked copy holds it open for this borrow.
+        let from = unsafe { BorrowedFd::borrow_raw(from) };
+        // The copy, at a free number at or above ABOVE, closes at exec (and when dropped).
+        *slot = Some(rustix::io::fcntl_dupfd_cloexec(from, ABOVE)?);
     }
-    for (&fd, &(_, to)) in high.iter().zip(moves) {
+    for (fd, &(_, to)) in high.iter().flatten().zip(moves) {
         // SAFETY: dup2 onto a fixed descriptor of the forked child; whatever was there was ours to
         // replace, and the copy has no FD_CLOEXEC, so the worker program inherits it.
-        if unsafe { libc::dup2(fd, to) } < 0 {
+        if unsafe { libc::dup2(fd.as_raw_fd(), to) } < 0 {
             return Err(io::Error::last_os_error());
         }
     }
@@ -317,7 +319,5 @@ fn place_descriptors(moves: &[(i32, i32)]) -> io::Result<()> {
 pub(super) fn resident_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page_size).ok()?)
+    Some(pages * u64::try_from(rustix::param::page_size()).ok()?)
 }

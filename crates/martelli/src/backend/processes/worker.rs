@@ -145,7 +145,8 @@ enum ServeError {
 fn serve(value: &OsString) -> Result<(), ServeError> {
     let env = WorkerEnv::parse(value).ok_or_else(|| ServeError::Env(value.clone()))?;
     let fd = env.channel;
-    // SAFETY: F_GETFD only reads the descriptor's flags; it is harmless on any number.
+    // SAFETY: F_GETFD only reads the descriptor's flags; it is harmless on any number. (libc, not
+    // rustix: a `BorrowedFd` must name an open descriptor, and this asks whether `fd` is one.)
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(ServeError::NoChannel(fd));
     }
@@ -154,8 +155,7 @@ fn serve(value: &OsString) -> Result<(), ServeError> {
     let channel = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
     // Programs the tasks start must not inherit the channel (they would keep it open after this
     // worker dies, hiding the death from the pool).
-    // SAFETY: `fd` is open and owned by `channel`; setting FD_CLOEXEC changes only its flags.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let _ = rustix::io::fcntl_setfd(&channel, rustix::io::FdFlags::CLOEXEC);
     let mut capture = env
         .capture
         .and_then(|fds| Capture::adopt(fds, env.capture_limit));

@@ -32,6 +32,7 @@
 //! # Files
 //!
 //! - `options.rs`: [`ClientBuilder`] and [`SubmitOptions`].
+//! - `submitter.rs`: [`Submitter`], the verbs with options for one call ([`Client::with`]).
 //! - `send.rs`: submitting (the outbox) and the sender thread.
 //! - `collect.rs`: the collector thread.
 //! - `cancel.rs`: cancelling submitted tasks (tombstones).
@@ -42,22 +43,24 @@ mod cancel;
 mod collect;
 mod options;
 mod send;
+mod submitter;
 mod vanish;
 
 pub(crate) use collect::outcome;
 
 pub use options::{ClientBuilder, SubmitOptions};
+pub use submitter::Submitter;
 
 use super::Keys;
 use super::conn::{self, Broker};
 use super::error::ClusterError;
 use super::lost::{self, OnLost, Placed};
-use super::sink::{self, SharedSink};
+use super::sink::SharedSink;
 use crate::cancel::CancelToken;
 use crate::cluster::ratelimit::RateLimit;
 use crate::cluster::record::TaskRecord;
 use crate::error::{TaskError, TaskResult};
-use crate::future::{Future, promise};
+use crate::future::Future;
 use crate::sync::{Condvar, Mutex};
 use send::{Outbox, Target};
 use serde::Serialize;
@@ -98,36 +101,22 @@ impl Client {
         ClientBuilder::new(url)
     }
 
+    /// The client's verbs with `options` for the calls made through it: `client.with(options)
+    /// .submit(…)`, as a pool's [`with`](crate::Pool::with). A [`Priority`](crate::Priority) converts
+    /// to options on its own: `client.with(Priority::High)`.
+    #[inline]
+    pub fn with(&self, options: impl Into<SubmitOptions>) -> Submitter<'_> {
+        Submitter::new(self, options.into())
+    }
+
     /// Submits the task `task` with serde arguments (encoded as MessagePack) and a serde result.
+    /// Options for one call: [`with`](Client::with).
     pub fn submit<A, R>(&self, task: &str, args: &A) -> Result<Future<R>, ClusterError>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.submit_with(task, args, &SubmitOptions::default())
-    }
-
-    /// [`submit`](Client::submit) with options.
-    pub fn submit_with<A, R>(
-        &self,
-        task: &str,
-        args: &A,
-        options: &SubmitOptions,
-    ) -> Result<Future<R>, ClusterError>
-    where
-        A: Serialize + ?Sized,
-        R: DeserializeOwned + Send + 'static,
-    {
-        let payload = rmp_serde::to_vec_named(args)?;
-        let (promise, future) = promise::<R>();
-        let id = self.inner.enqueue(
-            task,
-            payload,
-            options,
-            Some(sink::decode_into(task, promise)),
-        )?;
-        self.inner.watch_cancel(future.token(), vec![id]);
-        Ok(future)
+        self.with(SubmitOptions::default()).submit(task, args)
     }
 
     /// Submits an encoded task whose news go to `sink`; returns the task id. The caller arranges
@@ -166,18 +155,13 @@ impl Client {
     /// result, which is read by id later, from this or any other process ([`Client::status`],
     /// [`Client::result`], `martelli result ID`). The task keeps its record for an hour after it
     /// ends unless the options or the client say otherwise ([`SubmitOptions::result_ttl`]). A
-    /// Celery user knows this as `delay()` followed by `AsyncResult(id)`.
-    pub fn send<A>(
-        &self,
-        task: &str,
-        args: &A,
-        options: &SubmitOptions,
-    ) -> Result<String, ClusterError>
+    /// Celery user knows this as `delay()` followed by `AsyncResult(id)`. Options for one call:
+    /// `client.with(options).send(…)`.
+    pub fn send<A>(&self, task: &str, args: &A) -> Result<String, ClusterError>
     where
         A: Serialize + ?Sized,
     {
-        let payload = rmp_serde::to_vec_named(args)?;
-        self.inner.enqueue(task, payload, options, None)
+        self.with(SubmitOptions::default()).send(task, args)
     }
 
     /// [`send`](Client::send) with a payload of bytes (a raw task).
@@ -185,9 +169,8 @@ impl Client {
         &self,
         task: &str,
         payload: impl Into<Vec<u8>>,
-        options: &SubmitOptions,
     ) -> Result<String, ClusterError> {
-        self.inner.enqueue(task, payload.into(), options, None)
+        self.with(SubmitOptions::default()).send_raw(task, payload)
     }
 
     /// The record of the task `id`: its state, attempts, the errors of retried runs and, once it
@@ -284,22 +267,8 @@ impl Client {
         task: &str,
         payload: impl Into<Vec<u8>>,
     ) -> Result<Future<Vec<u8>>, ClusterError> {
-        self.submit_raw_with(task, payload, &SubmitOptions::default())
-    }
-
-    /// [`submit_raw`](Client::submit_raw) with options.
-    pub fn submit_raw_with(
-        &self,
-        task: &str,
-        payload: impl Into<Vec<u8>>,
-        options: &SubmitOptions,
-    ) -> Result<Future<Vec<u8>>, ClusterError> {
-        let (promise, future) = promise::<Vec<u8>>();
-        let id = self
-            .inner
-            .enqueue(task, payload.into(), options, Some(sink::raw(promise)))?;
-        self.inner.watch_cancel(future.token(), vec![id]);
-        Ok(future)
+        self.with(SubmitOptions::default())
+            .submit_raw(task, payload)
     }
 
     /// Blocks until every task submitted so far has been written to the broker (or refused by it).

@@ -37,6 +37,12 @@ pub struct SubmitOptions {
     pub(super) id: Option<String>,
 }
 
+impl From<Priority> for SubmitOptions {
+    fn from(priority: Priority) -> SubmitOptions {
+        SubmitOptions::new().priority(priority)
+    }
+}
+
 impl SubmitOptions {
     /// The defaults: normal priority, no timeout, no delay, the client's `max_attempts`.
     pub fn new() -> SubmitOptions {

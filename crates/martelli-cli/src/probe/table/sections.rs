@@ -1,142 +1,8 @@
-//! The report as a table for people: one section per question, one row per measurement, the
-//! recommendations last.
+//! One function per section of the table, in the order they are shown.
 
-use super::create::NO_PROCESS_BACKEND;
-use super::curves::IoSide;
-use super::recommend::within;
-use super::schema::{Mode, Report};
-use super::stats::{Bytes, Human, Stat, Unit, thousands};
-use super::warnings::OUTLIERS;
-use std::fmt::Write;
+use super::*;
 
-const LABEL: usize = 46;
-const WIDTH: usize = 100;
-
-/// Renders the whole report.
-pub(crate) fn render(r: &Report) -> String {
-    let mut t = String::new();
-    let mode = match r.mode {
-        Mode::Quick => "quick",
-        Mode::Full => "full",
-    };
-    let _ = writeln!(
-        t,
-        "martelli probe {} ({mode}, {:.1} s)",
-        r.martelli_version, r.duration_s
-    );
-    wrap(
-        &mut t,
-        &format!(
-            "Each row: the median, its 95 % interval [low – high] and the runs it took (n): {}–{} \
-             after {} warm-up{}, until the interval is within ±10 % of the median or {} s have \
-             passed (memory rows and the I/O job: a fresh process per run). Marks: ? low \
-             confidence (a wider interval), ! other programs used the CPUs meanwhile, ~ {OUTLIERS} \
-             or more outliers.",
-            r.reps,
-            r.max_reps,
-            r.warmup,
-            if r.warmup == 1 { "" } else { "s" },
-            r.row_budget_s,
-        ),
-        "",
-        "",
-    );
-    machine(&mut t, r);
-    creation(&mut t, r);
-    switch(&mut t, r);
-    memory(&mut t, r);
-    ipc(&mut t, r);
-    cpu_curve(&mut t, r);
-    io_curve(&mut t, r);
-    foreground(&mut t, r);
-    cluster(&mut t, r);
-    if !r.warnings.is_empty() {
-        section(&mut t, "WARNINGS");
-        for w in &r.warnings {
-            wrap(&mut t, &w.text, "  ! ", "    ");
-        }
-    }
-    section(&mut t, "RECOMMENDATIONS");
-    for rec in &r.recommendations {
-        wrap(&mut t, &rec.text, "  • ", "    ");
-    }
-    t.push('\n');
-    wrap(
-        &mut t,
-        "More: --json for the whole report, --plot FILE.svg for the curves, --compare FILE.json to \
-         set two runs side by side; docs/probe.md explains every row.",
-        "",
-        "",
-    );
-    t
-}
-
-fn section(t: &mut String, title: &str) {
-    let _ = writeln!(t, "\n{title}");
-}
-
-fn fact(t: &mut String, label: &str, value: &str) {
-    let _ = writeln!(t, "  {label:<18} {value}");
-}
-
-/// The marks of a row: `?` low confidence, `!` measured while busy, `~` outliers.
-fn marks(r: &Report, path: &str, stat: &Stat) -> String {
-    let mut m = String::new();
-    if stat.low_confidence {
-        m.push('?');
-    }
-    if r.noise.busy_rows.iter().any(|b| within(path, b)) {
-        m.push('!');
-    }
-    if stat.outliers >= OUTLIERS {
-        m.push('~');
-    }
-    m
-}
-
-/// `[1.20 µs – 1.31 µs]`, the interval of a stat.
-fn interval(stat: &Stat) -> String {
-    format!(
-        "[{} – {}]",
-        Human(stat.ci_low, stat.unit),
-        Human(stat.ci_high, stat.unit)
-    )
-}
-
-fn row(t: &mut String, r: &Report, path: &str, label: &str, stat: &Stat) {
-    let _ = writeln!(
-        t,
-        "  {label:<LABEL$} {:>10}  {:<25} n={:<3}{}",
-        Human(stat.median, stat.unit).to_string(),
-        interval(stat),
-        stat.reps,
-        marks(r, path, stat)
-    );
-}
-
-fn absent(t: &mut String, label: &str, why: &str) {
-    let mut line = String::new();
-    wrap(
-        &mut line,
-        why,
-        &format!("  {label:<LABEL$} "),
-        &" ".repeat(LABEL + 3),
-    );
-    t.push_str(&line);
-}
-
-fn opt_row(t: &mut String, r: &Report, path: &str, label: &str, stat: Option<&Stat>) {
-    match stat {
-        Some(s) => row(t, r, path, label, s),
-        None => absent(t, label, r.notes.get(path).unwrap_or("not available")),
-    }
-}
-
-fn limit(v: Option<u64>) -> String {
-    v.map_or_else(|| "none".to_owned(), thousands)
-}
-
-fn machine(t: &mut String, r: &Report) {
+pub(super) fn machine(t: &mut String, r: &Report) {
     let m = &r.machine;
     section(t, "THE MACHINE");
     fact(t, "cpu", m.cpu_model.as_deref().unwrap_or("unknown"));
@@ -222,7 +88,7 @@ fn machine(t: &mut String, r: &Report) {
     t.push_str(&tier);
 }
 
-fn creation(t: &mut String, r: &Report) {
+pub(super) fn creation(t: &mut String, r: &Report) {
     let c = &r.creation;
     section(t, "CREATION (per unit)");
     row(
@@ -299,7 +165,7 @@ fn creation(t: &mut String, r: &Report) {
     );
 }
 
-fn switch(t: &mut String, r: &Report) {
+pub(super) fn switch(t: &mut String, r: &Report) {
     let s = &r.switch;
     section(t, "SWITCH (one round trip: A wakes B, B wakes A)");
     row(
@@ -325,7 +191,7 @@ fn switch(t: &mut String, r: &Report) {
     );
 }
 
-fn memory(t: &mut String, r: &Report) {
+pub(super) fn memory(t: &mut String, r: &Report) {
     let m = &r.memory;
     section(t, "MEMORY (resident, per idle unit)");
     row(
@@ -364,7 +230,7 @@ fn memory(t: &mut String, r: &Report) {
     );
 }
 
-fn ipc(t: &mut String, r: &Report) {
+pub(super) fn ipc(t: &mut String, r: &Report) {
     let i = &r.ipc;
     section(
         t,
@@ -423,7 +289,7 @@ fn ipc(t: &mut String, r: &Report) {
     );
 }
 
-fn cpu_curve(t: &mut String, r: &Report) {
+pub(super) fn cpu_curve(t: &mut String, r: &Report) {
     let c = &r.curves.cpu;
     section(
         t,
@@ -464,7 +330,7 @@ fn cpu_curve(t: &mut String, r: &Report) {
     }
 }
 
-fn io_curve(t: &mut String, r: &Report) {
+pub(super) fn io_curve(t: &mut String, r: &Report) {
     let c = &r.curves.io;
     section(
         t,
@@ -518,7 +384,7 @@ fn io_curve(t: &mut String, r: &Report) {
     }
 }
 
-fn foreground(t: &mut String, r: &Report) {
+pub(super) fn foreground(t: &mut String, r: &Report) {
     let f = &r.foreground;
     section(
         t,
@@ -575,7 +441,7 @@ fn foreground(t: &mut String, r: &Report) {
     }
 }
 
-fn cluster(t: &mut String, r: &Report) {
+pub(super) fn cluster(t: &mut String, r: &Report) {
     let c = &r.cluster;
     match &c.broker {
         Some(broker) => section(t, &format!("CLUSTER (no-op tasks through {broker})")),
@@ -610,135 +476,4 @@ fn cluster(t: &mut String, r: &Report) {
         );
     }
     wrap(t, &c.note, "  ", "  ");
-}
-
-/// Appends `text` wrapped at [`WIDTH`] columns, the first line after `first`, the rest after `rest`.
-pub(crate) fn wrap(t: &mut String, text: &str, first: &str, rest: &str) {
-    let mut line = first.to_owned();
-    let mut empty = true;
-    for word in text.split_whitespace() {
-        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
-            t.push_str(&line);
-            t.push('\n');
-            line = rest.to_owned();
-            empty = true;
-        }
-        if !empty {
-            line.push(' ');
-        }
-        line.push_str(word);
-        empty = false;
-    }
-    t.push_str(&line);
-    t.push('\n');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::probe::recommend::{derive, tests::synthetic};
-    use crate::probe::schema::{Notes, SCHEMA};
-
-    fn report() -> Report {
-        let s = synthetic();
-        let recommendations = derive(s.inputs());
-        Report {
-            schema: SCHEMA.to_owned(),
-            martelli_version: "0.0.0".into(),
-            mode: Mode::Quick,
-            started_unix_s: 1_800_000_000,
-            duration_s: 2.5,
-            warmup: 1,
-            reps: 6,
-            max_reps: 15,
-            row_budget_s: 0.25,
-            machine: s.machine,
-            creation: s.creation,
-            switch: s.switch,
-            memory: s.memory,
-            ipc: s.ipc,
-            curves: s.curves,
-            foreground: s.foreground,
-            cluster: s.cluster,
-            noise: s.noise,
-            warnings: Vec::new(),
-            recommendations,
-            notes: Notes::default(),
-        }
-    }
-
-    #[test]
-    fn absent_rows_show_their_reason() {
-        let mut r = report();
-        r.creation.process_fork_exec = None;
-        r.notes.insert(
-            "creation.process_fork_exec",
-            "not available: no /bin/true".into(),
-        );
-        r.curves.io.points[2].threads = None;
-        r.notes.insert(
-            "curves.io.points[2].threads",
-            "not available: 1000 threads would exceed RLIMIT_NPROC (900)".into(),
-        );
-        let t = render(&r);
-        let line = |needle: &str| {
-            t.lines()
-                .find(|l| l.contains(needle))
-                .unwrap_or_else(|| panic!("no {needle:?} in:\n{t}"))
-        };
-        assert!(line("fork + exec").ends_with("not available: no /bin/true"));
-        assert!(line("spawn → handshake").ends_with(NO_PROCESS_BACKEND));
-        assert!(line("   1,000   ").contains("not measured"));
-        assert!(t.contains("threads at 1,000: not available: 1000 threads would exceed"));
-    }
-
-    #[test]
-    fn every_section_and_recommendation_is_rendered() {
-        let r = report();
-        let t = render(&r);
-        for section in [
-            "THE MACHINE",
-            "CREATION",
-            "SWITCH",
-            "MEMORY",
-            "IPC",
-            "CPU-BOUND JOB",
-            "I/O-BOUND JOB",
-            "FOREGROUND",
-            "CLUSTER",
-            "RECOMMENDATIONS",
-        ] {
-            assert!(t.contains(section), "no {section}");
-        }
-        assert!(t.contains("process pool, nice 10"), "{t}");
-        assert_eq!(t.matches("\n  • ").count(), r.recommendations.len());
-        assert!(t.contains("Synthetic CPU"));
-        assert!(t.contains("tier               2 (2–8 cores)"));
-        // A header line, then one row per point: 8 CPU points, 3 I/O points.
-        let rows = |title: &str| {
-            t.lines()
-                .skip_while(|l| !l.starts_with(title))
-                .skip(2)
-                .take_while(|l| !l.is_empty())
-                .count()
-        };
-        assert_eq!(rows("CPU-BOUND JOB"), 8);
-        assert_eq!(rows("I/O-BOUND JOB"), 3);
-        for line in t.lines() {
-            assert!(line.chars().count() <= WIDTH, "too wide: {line}");
-        }
-    }
-
-    #[test]
-    fn wrap_keeps_words_whole_and_indents() {
-        let mut t = String::new();
-        let text = "word ".repeat(40);
-        wrap(&mut t, &text, "  • ", "    ");
-        let lines: Vec<&str> = t.lines().collect();
-        assert!(lines.len() > 1);
-        assert!(lines[0].starts_with("  • word"));
-        assert!(lines[1..].iter().all(|l| l.starts_with("    word")));
-        assert!(lines.iter().all(|l| l.chars().count() <= WIDTH));
-        assert_eq!(t.split_whitespace().filter(|w| *w == "word").count(), 40);
-    }
 }
