@@ -1,0 +1,78 @@
+use super::*;
+
+#[test]
+fn jobs_specs() {
+    assert_eq!(parse_jobs("3", 2).unwrap(), 3);
+    assert_eq!(parse_jobs("50%", 8).unwrap(), 4);
+    assert_eq!(parse_jobs("+1", 2).unwrap(), 3);
+    assert_eq!(parse_jobs("-1", 2).unwrap(), 1);
+    assert_eq!(parse_jobs("-5", 2).unwrap(), 1);
+    assert_eq!(parse_jobs("0", 2).unwrap(), MAX_JOBS);
+    assert!(parse_jobs("two", 2).is_err());
+    assert!(parse_jobs("", 2).is_err());
+}
+
+#[test]
+fn delimiters() {
+    assert_eq!(parse_delimiter("_").unwrap(), b'_');
+    assert_eq!(parse_delimiter("\\0").unwrap(), 0);
+    assert_eq!(parse_delimiter("\\n").unwrap(), b'\n');
+    assert_eq!(parse_delimiter("\\x1f").unwrap(), 0x1f);
+    assert_eq!(parse_delimiter("\\012").unwrap(), b'\n');
+    assert!(parse_delimiter("ab").is_err());
+    assert!(parse_delimiter("\\q").is_err());
+    assert!(parse_delimiter("").is_err());
+}
+
+#[test]
+fn trims() {
+    let both = Trim {
+        left: true,
+        right: true,
+    };
+    assert_eq!(both.apply(b" \tA b \n"), b"A b");
+    assert_eq!(
+        Trim {
+            left: true,
+            right: false
+        }
+        .apply(b" A "),
+        b"A "
+    );
+    assert_eq!(Trim::default().apply(b" A "), b" A ");
+    assert_eq!(both.apply(b"   "), b"");
+}
+
+#[test]
+fn halt_specs() {
+    let h = parse_halt("now,fail=1").unwrap().unwrap();
+    assert_eq!(
+        h,
+        Halt {
+            now: true,
+            on: HaltOn::Fail,
+            threshold: Threshold::Count(1)
+        }
+    );
+    let h = parse_halt("soon,success=20%").unwrap().unwrap();
+    assert_eq!(
+        h,
+        Halt {
+            now: false,
+            on: HaltOn::Success,
+            threshold: Threshold::Percent(20.0)
+        }
+    );
+    assert_eq!(parse_halt("never").unwrap(), None);
+    assert!(parse_halt("2").unwrap().unwrap().now);
+    for bad in [
+        "now",
+        "now,fail",
+        "later,fail=1",
+        "now,fail=0",
+        "now,oops=1",
+        "now,fail=x%",
+    ] {
+        assert!(parse_halt(bad).is_err(), "{bad}");
+    }
+}
