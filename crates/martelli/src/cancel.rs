@@ -124,6 +124,28 @@ impl TokenState {
     }
 }
 
+impl TokenState {
+    /// Registers `waker` to be woken when the token fires, for as long as the token lives: unlike a
+    /// [`Cancelled`] future, which leaves the list when it is dropped, this registration is not
+    /// tied to any value. For callers that ask once and then go on (a sender that writes a
+    /// tombstone when the token fires, a process slot that drops a queued job). Ready if the token
+    /// has fired already (then `waker` is not kept).
+    pub(crate) fn wake_on_cancel(&self, waker: &Waker) -> Poll<()> {
+        if self.is_cancelled() {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.wakers.lock();
+        // Checked under the lock, as in `poll_owner`.
+        if self.is_cancelled() {
+            return Poll::Ready(());
+        }
+        wakers
+            .get_or_insert_with(Default::default)
+            .register(None, waker);
+        Poll::Pending
+    }
+}
+
 /// The waiters of a token. Usually one task waits on a token (an async task's driver on its own
 /// token): its waker is kept without a second allocation, and the slab of the others is allocated
 /// only when there are some, so that the usual case costs 24 bytes.
@@ -450,5 +472,27 @@ mod tests {
         }
         assert!(token.host.state().poll_owner(&owner_waker).is_ready());
         assert_eq!(slots(&token), 0, "nothing registers once the token fired");
+    }
+
+    #[test]
+    fn a_wake_on_cancel_registration_outlives_the_call_that_made_it() {
+        let token = CancelToken::new();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        assert!(token.host.state().wake_on_cancel(&waker).is_pending());
+        // A `cancelled()` future polled once and dropped leaves no registration behind; this one
+        // stays until the token fires.
+        {
+            let mut gone = Box::pin(token.cancelled());
+            assert!(
+                gone.as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending()
+            );
+        }
+        token.cancel();
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(token.host.state().wake_on_cancel(&waker).is_ready());
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 /// Fires when a task's future is cancelled (its token), queued or running: has the sender resolve
 /// the futures of `ids` as cancelled and write their tombstones. Registered as the waker of the
-/// token's `cancelled()` future, so that it costs nothing until the token fires.
+/// token (`wake_on_cancel`), so that it costs nothing until the token fires.
 struct OnCancel {
     inner: std::sync::Weak<Inner>,
     ids: Mutex<Option<Vec<String>>>,
@@ -40,9 +40,9 @@ impl Inner {
             ids: Mutex::new(Some(ids)),
         });
         let waker = std::task::Waker::from(on_cancel);
-        let mut cx = std::task::Context::from_waker(&waker);
-        let cancelled = std::pin::pin!(token.cancelled());
-        if std::future::Future::poll(cancelled, &mut cx).is_ready() {
+        // A registration that outlives this call (a `cancelled()` future would leave the token's
+        // list when dropped here, and the tombstone would never be written).
+        if token.host().state().wake_on_cancel(&waker).is_ready() {
             waker.wake_by_ref();
         }
     }

@@ -19,9 +19,8 @@ use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
 use rustix::io::Errno;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Wake, Waker};
+use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
 mod answers;
@@ -180,12 +179,17 @@ impl Slot {
 
     /// Puts a job in the line, and asks its token to wake this slot when it fires.
     fn admit(&mut self, job: RemoteJob) {
+        // A registration that stays after this call (a `cancelled()` future would leave the
+        // token's list when dropped at the end of it, and a later cancel would not wake the slot).
+        if job
+            .sink
+            .token()
+            .host()
+            .state()
+            .wake_on_cancel(&self.waker)
+            .is_ready()
         {
-            let cancelled = pin!(job.sink.token().cancelled());
-            let mut cx = Context::from_waker(&self.waker);
-            if cancelled.poll(&mut cx).is_ready() {
-                return; // cancelled while queued: dropping the job leaves it cancelled
-            }
+            return; // cancelled while queued: dropping the job leaves it cancelled
         }
         let estimate = self.estimates.of(&job.frame);
         self.line.push(job, estimate);
