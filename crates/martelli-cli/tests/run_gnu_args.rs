@@ -1020,7 +1020,12 @@ fn max_chars_is_gnu_parallels_computed_limit() {
     check(&[
         // man parallel_tutorial: --xargs and -m fill lines up to the system's limit.
         case(&["--xargs", "echo"], "").stdin(b""),
-        case(&["--xargs", "echo {} | wc -w"], "12459\n10608\n6933\n").stdin(&thirty),
+        // -k: several jobs run at once, and without it they print in the order they end.
+        case(
+            &["-k", "--xargs", "echo {} | wc -w"],
+            "12459\n10608\n6933\n",
+        )
+        .stdin(&thirty),
         // -m: the last line is spread over the 4 slots.
         case(
             &["--jobs", "4", "-m", "echo {} | wc -w"],
@@ -1030,12 +1035,12 @@ fn max_chars_is_gnu_parallels_computed_limit() {
         .sorted(),
         // A limit above the system's: a warning, and the system's limit.
         case(
-            &["--xargs", "-s", "100000", "echo {} | wc -w"],
+            &["-k", "--xargs", "-s", "100000", "echo {} | wc -w"],
             "12459\n10608\n6933\n",
         )
         .stdin(&thirty),
         case(
-            &["--xargs", "-s", "20000", "echo {} | wc -w"],
+            &["-k", "--xargs", "-s", "20000", "echo {} | wc -w"],
             "4218\n3997\n3628\n3331\n3331\n3331\n3331\n3331\n1502\n",
         )
         .stdin(&thirty),
