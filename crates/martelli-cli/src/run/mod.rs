@@ -12,6 +12,7 @@
 //! for errors of `martelli run` itself; 128 + the signal number when interrupted (130 for Ctrl-C).
 
 mod args;
+mod builtins;
 mod columns;
 mod config;
 mod engine;

@@ -132,6 +132,8 @@ pub(crate) struct Config {
     pub(crate) shell: PathBuf,
     /// Functions bash exports: a line starting with one is never run without the shell.
     pub(crate) functions: Vec<Vec<u8>>,
+    /// Builtins whose lines may run as the system's program of the same name (`builtins`).
+    pub(crate) shell_free: super::builtins::ShellFree,
     /// Several arguments per job (`-N`, `-X`, `-m`, …); `None`: one record per job.
     pub(crate) grouping: Option<super::multi::Grouping>,
     /// `--colsep`, `--csv`, `--header`: how arguments are split into columns.
@@ -441,6 +443,8 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             .unwrap_or_else(|| martelli::cluster::DEFAULT_PREFIX.to_owned()),
         tls_ca: o.tls_ca,
     });
+    let shell = gnu::shell();
+    let functions = gnu::exported_functions();
     Ok(Config {
         jobs,
         jobs_given: o.jobs.is_some(),
@@ -495,8 +499,9 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         shellquote: o.shellquote,
         retry_failed: o.retry_failed,
         process_slot_var: o.process_slot_var,
-        shell: gnu::shell(),
-        functions: gnu::exported_functions(),
+        shell_free: super::builtins::ShellFree::detect(&shell, &functions),
+        shell,
+        functions,
         grouping,
         pipe,
         columns,

@@ -23,9 +23,11 @@
 //! empty and its id reused within them.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,7 +43,7 @@ use super::joblog::Joblog;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
 use super::pipe::{JobInput, Splitter, Tee};
 use super::remote::Remote;
-use super::template::{Composed, simple_command};
+use super::template::{Composed, plain_words, simple_command};
 use super::{EXIT_OWN_ERROR, RunError};
 use std::collections::BTreeSet;
 
@@ -382,11 +384,17 @@ fn run_job(
 ) -> Outcome {
     let config = &shared.config;
     let command = composed.display();
-    // A shell line that is one plain command is run without the shell (see `simple_command`).
-    let direct = match &composed {
-        Composed::Shell(line) => simple_command(line)
+    // A shell line that is one plain command is run without the shell (see `simple_command`), and
+    // so is one whose builtin the system's program of the same name would run alike (`builtins`).
+    let direct: Option<(Option<&Path>, Vec<Vec<u8>>)> = match &composed {
+        Composed::Shell(line) => match simple_command(line) {
             // A bash function exported under a program's name must run as the function.
-            .filter(|argv| !config.functions.contains(&argv[0])),
+            Some(argv) => (!config.functions.contains(&argv[0])).then_some((None, argv)),
+            None => plain_words(line).and_then(|words| {
+                let program = config.shell_free.program(&words)?;
+                Some((Some(program), words))
+            }),
+        },
         Composed::Argv(_) => None,
     };
     let capture = config.output != OutputMode::Ungroup;
@@ -463,10 +471,22 @@ fn run_job(
                 shared.remote_running.fetch_sub(1, Ordering::SeqCst);
             }
             Executor::Local(guardian) => {
-                let build = |argv: Option<&[Vec<u8>]>| {
+                // `argv`: run these words, their first the program unless `program` says where it
+                // is (a builtin's program, started with the builtin's name as `argv[0]`); `None`:
+                // the shell runs the line.
+                let build = |argv: Option<(Option<&Path>, &[Vec<u8>])>| {
                     let mut spawn = match argv {
-                        Some(argv) => Spawn::new(OsString::from_vec(argv[0].clone()))
-                            .args(argv[1..].iter().map(|a| OsString::from_vec(a.clone()))),
+                        Some((program, argv)) => {
+                            let mut spawn = match program {
+                                Some(path) => Spawn::new(path),
+                                None => Spawn::new(OsStr::from_bytes(&argv[0])),
+                            }
+                            .args(argv[1..].iter().map(|a| OsStr::from_bytes(a)));
+                            if program.is_some() {
+                                spawn.command_mut().arg0(OsStr::from_bytes(&argv[0]));
+                            }
+                            spawn
+                        }
                         // The user's shell, by GNU parallel's rule (`gnu::shell`).
                         None => Spawn::new(&config.shell)
                             .arg("-c")
@@ -501,11 +521,11 @@ fn run_job(
                     None
                 } else {
                     let child = match (&composed, &direct) {
-                        (Composed::Argv(argv), _) => build(Some(argv)),
+                        (Composed::Argv(argv), _) => build(Some((None, argv))),
                         // A simple command runs without the shell; if it cannot start, the shell runs it
                         // (for its exact errors, and for scripts without `#!`, which only a shell runs).
-                        (Composed::Shell(_), Some(argv)) => {
-                            build(Some(argv)).or_else(|_| build(None))
+                        (Composed::Shell(_), Some((program, argv))) => {
+                            build(Some((*program, argv))).or_else(|_| build(None))
                         }
                         (Composed::Shell(_), None) => build(None),
                     };

@@ -2,7 +2,7 @@
 
 mod shell;
 
-pub(crate) use shell::{shell_quote, simple_command};
+pub(crate) use shell::{plain_words, shell_quote, simple_command};
 
 /// What a replacement string takes from an argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -100,12 +100,10 @@ const SHELL_WORDS: &[&[u8]] = &[
     b"wait",
 ];
 
-/// The program and arguments of a shell line that is one simple command with nothing for the
-/// shell to do: words of plain characters (`[A-Za-z0-9_./,:@%+=-]`) and single-quoted strings,
-/// separated by spaces, whose first word is not a shell builtin, reserved word or assignment.
-/// Running such a line with `sh -c` would only have the shell split it into these words and run
-/// the program, so it can be run directly, saving a shell. `None` when the shell is needed.
-pub(crate) fn simple_command(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+/// The words of a shell line that is one simple command with nothing for the shell to do: words
+/// of plain characters (`[A-Za-z0-9_./,:@%+=-]`) and single-quoted strings, separated by spaces.
+/// `None` when the line holds anything else (the shell is needed to read it) or no word.
+pub(crate) fn plain_words(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     let plain = |b: u8| b.is_ascii_alphanumeric() || b"_./,:@%+=-".contains(&b);
     let mut words = Vec::new();
     let mut word: Option<Vec<u8>> = None;
@@ -130,6 +128,16 @@ pub(crate) fn simple_command(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         }
     }
     words.extend(word);
+    (!words.is_empty()).then_some(words)
+}
+
+/// The program and arguments of a shell line that is one simple command with nothing for the
+/// shell to do ([`plain_words`]) whose first word is not a shell builtin, reserved word or
+/// assignment. Running such a line with `sh -c` would only have the shell split it into these
+/// words and run the program, so it can be run directly, saving a shell. `None` when the shell is
+/// needed.
+pub(crate) fn simple_command(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let words = plain_words(line)?;
     let program = words.first()?;
     if program.is_empty() || program.contains(&b'=') || SHELL_WORDS.contains(&program.as_slice()) {
         return None;
