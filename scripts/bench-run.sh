@@ -3,9 +3,12 @@
 #
 #   scripts/bench-run.sh            # 5 interleaved rounds of 2,000 jobs per workload
 #   ROUNDS=9 COUNT=2000 scripts/bench-run.sh
+#   MARTELLI_BASE=/path/to/older/martelli scripts/bench-run.sh   # A/B: adds its rows, same rounds
 #
-# Workloads, at -j2 with stdout to /dev/null: 2,000 jobs of `true {}` and 2,000 jobs of
-# `sh -c 'echo {}'`. Runs are interleaved (A B C D A B C D ...) so that a change in the machine's
+# Workloads, at -j2 with stdout to /dev/null: 2,000 jobs of `true {}`, 2,000 jobs of
+# `sh -c 'echo {}'`, and 2,000 jobs of `echo {}` (GNU parallel's most common example; `true` and
+# `echo` are shell builtins, which rust-parallel and xargs run as programs, without a shell).
+# Runs are interleaved (A B C D A B C D ...) so that a change in the machine's
 # load hits every tool alike. Reports the median wall time, jobs/s, and CPU ms per job (user+sys,
 # children included, from GNU time), with ratios. The floor is `spawn_floor`, a few lines of
 # std::process::Command running the same command (fork/exec/wait, nothing else).
@@ -61,13 +64,27 @@ tools_echo=(
     "martelli run --no-shell|$MARTELLI run -j$JOBS --no-shell sh -c 'echo {}'"
     "xargs -P2 -n1|xargs -P$JOBS -I{} sh -c 'echo {}'"
 )
+tools_builtin=(
+    "floor (sh -c)|$FLOOR $JOBS $COUNT 'echo {}'"
+    "floor (exec)|$FLOOR $JOBS $COUNT --argv echo {}"
+    "martelli run|$MARTELLI run -j$JOBS 'echo {}'"
+    "martelli run --no-shell|$MARTELLI run -j$JOBS --no-shell echo {}"
+    "xargs -P2 -n1|xargs -P$JOBS -n1 echo"
+)
+if [ -n "${MARTELLI_BASE:-}" ]; then
+    tools_true+=("martelli run (base)|$MARTELLI_BASE run -j$JOBS 'true {}'")
+    tools_echo+=("martelli run (base)|$MARTELLI_BASE run -j$JOBS \"sh -c 'echo {}'\"")
+    tools_builtin+=("martelli run (base)|$MARTELLI_BASE run -j$JOBS 'echo {}'")
+fi
 if [ $HAVE_PARALLEL = 1 ]; then
     tools_true+=("GNU parallel|parallel --will-cite -j$JOBS 'true {}'")
     tools_echo+=("GNU parallel|parallel --will-cite -j$JOBS \"sh -c 'echo {}'\"")
+    tools_builtin+=("GNU parallel|parallel --will-cite -j$JOBS 'echo {}'")
 fi
 if [ $HAVE_RP = 1 ]; then
     tools_true+=("rust-parallel|rust-parallel -j$JOBS -r '.*' true {}")
     tools_echo+=("rust-parallel|rust-parallel -j$JOBS -r '.*' sh -c 'echo {}'")
+    tools_builtin+=("rust-parallel|rust-parallel -j$JOBS -r '.*' echo {}")
 fi
 
 measure() { # workload name command
@@ -109,10 +126,12 @@ echo "tools: $($MARTELLI --version), $(xargs --version | head -1)$( [ $HAVE_PARA
 for round in $(seq "$ROUNDS"); do
     for t in "${tools_true[@]}"; do measure "true" "${t%%|*}" "${t#*|}"; done
     for t in "${tools_echo[@]}"; do measure "echo" "${t%%|*}" "${t#*|}"; done
+    for t in "${tools_builtin[@]}"; do measure "echo-builtin" "${t%%|*}" "${t#*|}"; done
     echo "round $round of $ROUNDS done" >&2
 done
 report "true" "${tools_true[@]}"
 report "echo" "${tools_echo[@]}"
+report "echo-builtin" "${tools_builtin[@]}"
 
 # Start-up latency of a single job: median of 21 runs, in ms.
 latency() {
@@ -127,6 +146,7 @@ latency() {
 printf '\n### start-up latency of one job (`true`), median of 21 runs\n\n| tool | ms |\n| --- | ---: |\n'
 printf '| bash -c true (the floor of this measurement) | %s |\n' "$(latency 'true')"
 printf '| martelli run | %s |\n' "$(latency "$MARTELLI run true ::: 1")"
+[ -n "${MARTELLI_BASE:-}" ] && printf '| martelli run (base) | %s |\n' "$(latency "$MARTELLI_BASE run true ::: 1")"
 printf '| xargs | %s |\n' "$(latency 'echo 1 | xargs true')"
 [ $HAVE_PARALLEL = 1 ] && printf '| GNU parallel | %s |\n' "$(latency 'parallel --will-cite true ::: 1')"
 [ $HAVE_RP = 1 ] && printf '| rust-parallel | %s |\n' "$(latency 'rust-parallel true ::: 1')"

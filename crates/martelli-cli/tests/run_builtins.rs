@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -88,14 +89,30 @@ impl Place {
     }
 }
 
-/// What is compared of a run.
-fn view(o: &Output) -> String {
+/// What is compared of a run: stdout, stderr, and the job's exit status (the shell's own, or the
+/// `Exitval` the tool's joblog gives, with its `Signal`).
+fn view(o: &Output, status: &str) -> String {
     format!(
-        "stdout: {:?}\nstderr: {:?}\nstatus: {:?}",
+        "stdout: {:?}\nstderr: {:?}\nstatus: {status}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),
-        o.status.code()
     )
+}
+
+/// `Exitval/Signal` of the one job in a joblog; checks that the tool's own exit status says
+/// whether the job failed (GNU parallel's: the number of failed jobs).
+#[track_caller]
+fn job_status(tool: &str, o: &Output, joblog: &Path) -> String {
+    let log = fs::read_to_string(joblog).expect("the joblog is written");
+    let row: Vec<&str> = log.lines().nth(1).expect("one job").split('\t').collect();
+    let status = format!("{}/{}", row[6], row[7]);
+    assert_eq!(
+        o.status.code(),
+        Some(i32::from(status != "0/0")),
+        "{tool}: exit status beside job status {status}"
+    );
+    fs::remove_file(joblog).expect("joblog removed");
+    status
 }
 
 /// Single quotes for the shell, as both tools quote a plain argument.
@@ -113,8 +130,14 @@ fn check(place: &Place, env: &[(&str, &str)], command: &str, arg: &str, shell_fr
         .args(["-c", &line])
         .output()
         .expect("the shell runs");
+    let reference_status = match (reference.status.code(), reference.status.signal()) {
+        (Some(code), _) => format!("{code}/0"),
+        (None, signal) => format!("0/{}", signal.unwrap_or(0)),
+    };
+    let reference = view(&reference, &reference_status);
+    let joblog = place.dir.path().join("joblog");
     let tool_args = |c: &mut Command| {
-        c.args(["-j1", "-k"]);
+        c.args(["-j1", "-k", "--joblog"]).arg(&joblog);
         c.args(command.split(' '));
         c.args([":::", arg]);
     };
@@ -124,9 +147,10 @@ fn check(place: &Place, env: &[(&str, &str)], command: &str, arg: &str, shell_fr
     let _ = place.take_starts();
     let ours = m.output().expect("martelli runs");
     let starts = place.take_starts();
+    let status = job_status("martelli run", &ours, &joblog);
     assert_eq!(
-        view(&ours),
-        view(&reference),
+        view(&ours, &status),
+        reference,
         "martelli run beside `{} -c {line}`",
         place.real.display()
     );
@@ -145,30 +169,38 @@ fn check(place: &Place, env: &[(&str, &str)], command: &str, arg: &str, shell_fr
         g.arg("--will-cite");
         tool_args(&mut g);
         let gnu = g.output().expect("GNU parallel runs");
-        assert_eq!(view(&gnu), view(&reference), "GNU parallel beside the shell: `{line}`");
+        let status = job_status("GNU parallel", &gnu, &joblog);
+        assert_eq!(
+            view(&gnu, &status),
+            reference,
+            "GNU parallel beside the shell: `{line}`"
+        );
     }
 }
 
 /// Arguments of `echo` that the rules let run without the shell, and that they do not.
 const ECHO_FREE: &[&str] = &[
-    "a",
-    "",
-    "a b",
-    "a  b",
-    "it's",
-    "%s %d",
-    "*",
-    "$HOME",
-    "`x`",
-    "é ü",
-    "a\nb",
-    "x=y",
-    "a-",
-    "a --help",
+    "a", "", "a b", "a  b", "%s %d", "*", "$HOME", "`x`", "é ü", "a\nb", "x=y", "a-", "a --help",
 ];
 const ECHO_SHELL: &[&str] = &[
-    "-n", "-e", "-E", "-neE", "-", "--", "--help", "--version", "-x", "a\\tb", "\\c", "a\\nb",
-    "\\\\", "\\0101", "-n a",
+    "-n",
+    "-e",
+    "-E",
+    "-neE",
+    "-",
+    "--",
+    "--help",
+    "--version",
+    "-x",
+    "a\\tb",
+    "\\c",
+    "a\\nb",
+    "\\\\",
+    "\\0101",
+    "-n a",
+    // Not for the builtin's sake: the quoting of `'` (`'it'"'"'s'`) is more than the plain words
+    // that a line run without the shell may hold (`simple_command`).
+    "it's",
 ];
 /// Arguments of `true` and `false`, likewise.
 const TRUE_FREE: &[&str] = &["", "1", "a b", "x\\y", "help"];
@@ -248,7 +280,11 @@ fn a_users_echo_earlier_on_path_is_not_what_runs() {
     fs::create_dir(&bin).expect("bin");
     fs::write(bin.join("echo"), "#!/bin/sh\nprintf 'mine\\n'\n").expect("own echo");
     fs::set_permissions(bin.join("echo"), fs::Permissions::from_mode(0o755)).expect("mode");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     check(&place, &[("PATH", &path)], "echo", "a", true);
 }
 
@@ -259,7 +295,9 @@ fn several_jobs_and_arguments() {
     let _ = place.take_starts();
     let out = place
         .command(Path::new(env!("CARGO_BIN_EXE_martelli")), &[])
-        .args(["run", "-k", "-j4", "echo", "x", "{}", ":::", "A", "B C", "-D"])
+        .args([
+            "run", "-k", "-j4", "echo", "x", "{}", ":::", "A", "B C", "-D",
+        ])
         .output()
         .expect("martelli runs");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "x A\nx B C\nx -D\n");

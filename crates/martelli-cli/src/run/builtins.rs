@@ -139,7 +139,13 @@ mod tests {
 
     #[test]
     fn shells_that_read_start_up_files_keep_every_builtin() {
-        for shell in ["/usr/bin/zsh", "/usr/bin/fish", "/bin/tcsh", "/bin/csh", "/x/ksh"] {
+        for shell in [
+            "/usr/bin/zsh",
+            "/usr/bin/fish",
+            "/bin/tcsh",
+            "/bin/csh",
+            "/x/ksh",
+        ] {
             let free = ShellFree::detect(Path::new(shell), &[]);
             assert!(free.programs.is_empty(), "{shell}");
         }

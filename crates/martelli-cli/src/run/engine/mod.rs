@@ -290,7 +290,14 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
     for handle in slots {
         let _ = handle.join();
     }
-    drop(executor);
+    // Every job is reaped and forgotten by the guardian now. Dropping it would close its pipe and
+    // wait for it to exit, a round trip through the scheduler at the very end of the run; instead
+    // it is left to see its pipe close when this process exits (`martelli run` returns to `main`
+    // and exits right after this), and to exit with nothing left to kill. It has left our session
+    // and closed our stdin, stdout and stderr, so nothing waits for it; its new parent reaps it.
+    if let Ok(Executor::Local(guardian)) = Arc::try_unwrap(executor) {
+        std::mem::forget(guardian);
+    }
     let code = lock(&shared.reporter).finish(&shared);
     Ok(code)
 }
