@@ -84,6 +84,9 @@ pub struct Queued {
     pub task: String,
 }
 
+/// A stream entry as `XRANGE` returns it: its id and its field-value pairs.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
 #[derive(Deserialize)]
 struct Read {
     id: String,
@@ -96,7 +99,7 @@ struct Read {
 /// When the broker cannot be read or an entry does not hold a task envelope in its `e` field: for
 /// a test, both are failures.
 pub fn queued(conn: &mut redis::Connection, stream: &str) -> Vec<Queued> {
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
         .arg("+")
