@@ -162,3 +162,30 @@ fn quote_mode_quotes_whole_words() {
         Composed::Argv(vec![b"echo".to_vec(), b"a b x".to_vec()])
     );
 }
+
+#[test]
+fn plain_words_of_builtin_lines() {
+    let words = |line: &str| {
+        plain_words(line.as_bytes()).map(|w| {
+            w.iter()
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect::<Vec<_>>()
+        })
+    };
+    // The words are there even where the first is the shell's own; `builtins` decides on those.
+    assert_eq!(words("echo a"), Some(vec!["echo".into(), "a".into()]));
+    assert_eq!(
+        words("true '' 'a b'"),
+        Some(vec!["true".into(), "".into(), "a b".into()])
+    );
+    for line in [
+        "",
+        "  ",
+        "echo $HOME",
+        "echo a; b",
+        "echo \\x",
+        "echo 'it'\"'\"'s'",
+    ] {
+        assert_eq!(words(line), None, "{line}");
+    }
+}
