@@ -181,7 +181,8 @@ where
     }
 
     /// At most `n` chunks in flight (default: twice the workers; `n` = 0 is taken as 1). Memory use is
-    /// bounded by `window × chunk` inputs and results.
+    /// bounded by `window × chunk` inputs and results, plus a few emptied chunk buffers kept for
+    /// later chunks (two of each kind).
     pub fn window(mut self, n: usize) -> Self {
         self.window.set_window(n);
         self
