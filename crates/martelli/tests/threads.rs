@@ -157,6 +157,13 @@ fn wait_with_a_timeout_splits_done_and_pending() {
     let pool = Pool::threads(2).unwrap();
     let (slow, gate) = gated(&pool, 0);
     let quick = pool.submit(|| 1).unwrap();
+    // The quick task is done before `wait` starts, so a loaded machine cannot push it past the
+    // 50 ms timeout: what is checked is the split, not the scheduler's speed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !quick.is_done() {
+        assert!(Instant::now() < deadline, "a no-op task never finished");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let waited = wait(
         vec![slow, quick],
         WaitMode::All,
