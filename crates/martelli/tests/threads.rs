@@ -822,6 +822,30 @@ fn lazy_map_of_many_items_keeps_order_and_isolates_every_panic() {
     }
 }
 
+/// Values travel through buffers that are kept and used again from chunk to chunk: dropping a lazy
+/// map part-way, with chunks still in flight and values not handed out, drops every value exactly
+/// once (none leaks, none is dropped twice), and the values handed out are the right ones.
+#[test]
+fn a_lazy_map_dropped_part_way_drops_every_value_exactly_once() {
+    let pool = Pool::threads(2).unwrap();
+    let shared = Arc::new(());
+    let tag = Arc::clone(&shared);
+    let mut map = pool.map(move |x: u64| (x, Arc::clone(&tag)), 0..1_000_000u64);
+    let mut kept = Vec::new();
+    for i in 0..100_000u64 {
+        let (x, value) = map.next().unwrap().unwrap();
+        assert_eq!(x, i);
+        if i % 10_000 == 0 {
+            kept.push(value);
+        }
+    }
+    drop(map);
+    pool.shutdown(martelli::Shutdown::Wait);
+    assert_eq!(Arc::strong_count(&shared), 1 + kept.len());
+    drop(kept);
+    assert_eq!(Arc::strong_count(&shared), 1);
+}
+
 /// Automatic chunks still keep the lazy map's memory bounded: with an endless input and a window of
 /// two chunks, what it has pulled stays within what was consumed plus two of the largest automatic
 /// chunks (16 Ki inputs each), however many items are consumed.
