@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints, unit, integration and doc tests, loom
-# models, the instruction-count guard, bounded fuzzing. Works on a fresh Debian machine with only the
+# models, ThreadSanitizer, the instruction-count guard, bounded fuzzing. Works on a fresh Debian machine with only the
 # Rust toolchain; installs what the tests need (redis-server, openssl, chromium, valgrind,
 # cargo-nextest, cargo-fuzz).
 #
@@ -107,6 +107,11 @@ bounded "unit and integration tests (cargo nextest; each test with its time limi
 bounded "doc tests" 20m cargo test --workspace --all-features --doc
 
 bounded "loom models (every interleaving up to a preemption bound)" 20m bash scripts/loom.sh
+
+# ThreadSanitizer over the in-process concurrency (std rebuilt instrumented: nightly + rust-src,
+# installed by the script when missing); first it must report a data race made on purpose.
+bounded "ThreadSanitizer: the canary's race is reported, then the pool, queue, barrier and event loop tests report none" 40m \
+  bash scripts/tsan.sh
 
 # Instruction counts per item of the hot paths (callgrind), against scripts/inscount-baseline.txt:
 # the speed check that the machine's load cannot move. First it must catch a build slowed on purpose.

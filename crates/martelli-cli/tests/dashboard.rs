@@ -8,12 +8,10 @@
 
 mod browser;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use browser::{Browser, http};
+use browser::{Browser, Dashboard, http};
 use martelli::cluster::{StatusOptions, status};
 use martelli_testkit::envelope::Envelope;
 use martelli_testkit::poll;
@@ -44,45 +42,6 @@ fn worker(url: &str, name: &str, jobs: usize) -> KillOnDrop {
             .spawn()
             .expect("the worker starts"),
     )
-}
-
-/// A running dashboard and the address it serves on.
-struct Dashboard {
-    addr: String,
-    process: KillOnDrop,
-}
-
-/// Starts `martelli dashboard --cluster url --listen LISTEN EXTRA…` and waits for the address it
-/// prints.
-fn dashboard(url: &str, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Dashboard {
-    let mut child = martelli()
-        .args(["dashboard", "--cluster", url, "--listen", listen])
-        .args(extra)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the dashboard starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let process = KillOnDrop::new(child);
-    let (found, address) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("serving http://").nth(1) {
-                let _ = found.send(Ok(rest.split('/').next().unwrap_or_default().to_owned()));
-            } else if line.contains("error") {
-                let _ = found.send(Err(line));
-            }
-        }
-    });
-    let addr = address
-        .recv_timeout(SLOW)
-        .expect("the dashboard says where it serves within 30 s")
-        .unwrap_or_else(|e| panic!("the dashboard did not start: {e}"));
-    // An unspecified address is reached on loopback.
-    let addr = addr.replace("0.0.0.0", "127.0.0.1");
-    Dashboard { addr, process }
 }
 
 /// A task envelope (docs/protocol.md, "Task").
@@ -149,7 +108,7 @@ fn the_page_shows_a_live_cluster_and_acts_on_dead_letters_in_a_real_browser() {
     let d = dir.path().display();
     let pid = std::process::id();
 
-    let dash = dashboard(&url, "127.0.0.1:0", &[], &[]);
+    let dash = Dashboard::start(&url, "127.0.0.1:0", &[], &[]);
     let home = format!("http://{}/", dash.addr);
     let mut page = Browser::launch();
     page.open(&format!("{home}#workers"));
@@ -513,7 +472,7 @@ fn ten_thousand_dead_letters_and_a_hundred_workers_stay_paged() {
     pipe.exec(&mut raw)
         .expect("the letters and heartbeats are written");
 
-    let dash = dashboard(&url, "127.0.0.1:0", &[], &[]);
+    let dash = Dashboard::start(&url, "127.0.0.1:0", &[], &[]);
     let home = format!("http://{}/", dash.addr);
     let mut page = Browser::launch();
     page.open(&format!("{home}#dead"));
@@ -610,7 +569,7 @@ fn credentials_csrf_and_read_only_guard_every_request() {
     let redis = RedisServer::start();
     let url = redis.url();
     let token = "tok-0123456789abcdef";
-    let open = dashboard(
+    let open = Dashboard::start(
         &url,
         "0.0.0.0:0",
         &["--auth", "token:DASH_TOKEN"],
@@ -698,7 +657,7 @@ fn credentials_csrf_and_read_only_guard_every_request() {
     assert!(bad.body.contains("is not a dead-letter id"), "{}", bad.body);
 
     // Basic auth asks the browser for credentials.
-    let basic = dashboard(
+    let basic = Dashboard::start(
         &url,
         "127.0.0.1:0",
         &["--auth", "basic:DASH_PAIR"],
@@ -725,7 +684,7 @@ fn credentials_csrf_and_read_only_guard_every_request() {
     );
 
     // Read-only: no writes at all; and without auth, only requests naming this machine.
-    let shown = dashboard(&url, "127.0.0.1:0", &["--read-only"], &[]);
+    let shown = Dashboard::start(&url, "127.0.0.1:0", &["--read-only"], &[]);
     let config: Value =
         serde_json::from_str(&http(&shown.addr, "GET", "/api/config", &[]).body).expect("JSON");
     assert_eq!(config["read_only"], true);
@@ -775,7 +734,7 @@ fn credentials_csrf_and_read_only_guard_every_request() {
 fn the_dashboard_reads_on_after_the_broker_restarts() {
     let mut redis = RedisServer::start();
     let url = redis.url();
-    let dash = dashboard(&url, "127.0.0.1:0", &["--interval", "0.2"], &[]);
+    let dash = Dashboard::start(&url, "127.0.0.1:0", &["--interval", "0.2"], &[]);
     let latest = |addr: &str| -> (u64, Value) {
         let history: Value =
             serde_json::from_str(&http(addr, "GET", "/api/history", &[]).body).expect("JSON");

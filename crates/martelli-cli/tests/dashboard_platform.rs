@@ -6,14 +6,12 @@
 
 mod browser;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use browser::Browser;
+use browser::{Browser, Dashboard};
 use martelli::cluster::{Client, Step, Tasks, Worker, WorkerOptions};
 use martelli_testkit::proc::KillOnDrop;
 use martelli_testkit::redis::RedisServer;
@@ -45,31 +43,6 @@ fn ok(url: &str, args: &[&str]) {
         .expect("martelli starts");
     let out = KillOnDrop::new(child).output(SLOW);
     assert!(out.status.success(), "martelli {args:?}: {out:?}");
-}
-
-/// Starts the dashboard on a free loopback port; its address.
-fn dashboard(url: &str) -> (KillOnDrop, String) {
-    let mut child = martelli()
-        .args(["dashboard", "--cluster", url, "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the dashboard starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let process = KillOnDrop::new(child);
-    let (found, address) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("serving http://").nth(1) {
-                let _ = found.send(rest.split('/').next().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = address
-        .recv_timeout(SLOW)
-        .expect("the dashboard says where it serves");
-    (process, addr)
 }
 
 #[derive(Serialize)]
@@ -227,7 +200,8 @@ fn the_platform_view_shows_schedules_rate_limits_and_retries() {
             .spawn()
             .expect("the scheduler starts"),
     );
-    let (_dash, addr) = dashboard(&url);
+    let dash = Dashboard::start(&url, "127.0.0.1:0", &[], &[]);
+    let addr = dash.addr.clone();
     let mut page = Browser::launch();
     page.open(&format!("http://{addr}/#platform"));
 

@@ -6,10 +6,9 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use martelli_testkit::poll;
 use martelli_testkit::proc::{KillOnDrop, Signal};
 use martelli_testkit::redis::RedisServer;
-use serde::Deserialize;
+use martelli_testkit::{envelope, poll};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const STREAM: &str = "martelli:q:default:normal";
@@ -53,29 +52,13 @@ fn scheduler(url: &str) -> KillOnDrop {
     )
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    id: String,
-    task: String,
-}
-
-type Fields = Vec<(String, Vec<u8>)>;
-
 /// The ticks of the tasks `name` queued, in stream order; every envelope checked.
 fn ticks(raw: &mut redis::Connection, name: &str) -> Vec<u64> {
-    let entries: Vec<(String, Fields)> = redis::cmd("XRANGE")
-        .arg(STREAM)
-        .arg("-")
-        .arg("+")
-        .query(raw)
-        .unwrap();
-    entries
+    envelope::queued(raw, STREAM)
         .into_iter()
-        .filter_map(|(_, fields)| {
-            let e = &fields.iter().find(|(k, _)| k == "e")?.1;
-            let envelope: Envelope = rmp_serde::from_slice(e).expect("a task envelope");
-            assert_eq!(envelope.task, "martelli.shell");
-            let tick = envelope.id.strip_prefix(&format!("{name}@"))?;
+        .filter_map(|queued| {
+            assert_eq!(queued.task, "martelli.shell");
+            let tick = queued.id.strip_prefix(&format!("{name}@"))?;
             Some(tick.parse().expect("a tick in ms"))
         })
         .collect()

@@ -1,7 +1,8 @@
 //! Task envelopes as a producer writes them (docs/protocol.md, "Task"), for tests that put tasks,
-//! delayed tasks or dead letters on the broker behind the library's back.
+//! delayed tasks or dead letters on the broker behind the library's back, and [`queued`], which
+//! reads back the tasks a stream holds.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A task envelope, version 1.
 #[derive(Debug, Clone, Serialize)]
@@ -70,4 +71,59 @@ impl<'a> Envelope<'a> {
     pub fn encode(&self) -> Vec<u8> {
         rmp_serde::to_vec_named(self).expect("an envelope of strings and bytes encodes")
     }
+}
+
+/// A task read back from a stream: the entry's time and the envelope's id and task name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The millisecond part of the stream entry's id: when the broker added it.
+    pub added_ms: u64,
+    /// The task's id.
+    pub id: String,
+    /// The registered name of the task.
+    pub task: String,
+}
+
+/// A stream entry as `XRANGE` returns it: its id and its field-value pairs.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
+#[derive(Deserialize)]
+struct Read {
+    id: String,
+    task: String,
+}
+
+/// Every task in `stream`, oldest first (`XRANGE stream - +`), each entry's envelope decoded.
+///
+/// # Panics
+/// When the broker cannot be read or an entry does not hold a task envelope in its `e` field: for
+/// a test, both are failures.
+pub fn queued(conn: &mut redis::Connection, stream: &str) -> Vec<Queued> {
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .expect("XRANGE of the task stream");
+    entries
+        .into_iter()
+        .map(|(entry, fields)| {
+            let e = &fields
+                .iter()
+                .find(|(k, _)| k == "e")
+                .unwrap_or_else(|| panic!("stream entry {entry} has no envelope field `e`"))
+                .1;
+            let read: Read = rmp_serde::from_slice(e).expect("a task envelope");
+            let added_ms = entry
+                .split('-')
+                .next()
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_else(|| panic!("a stream entry id of the form MS-SEQ, not {entry}"));
+            Queued {
+                added_ms,
+                id: read.id,
+                task: read.task,
+            }
+        })
+        .collect()
 }

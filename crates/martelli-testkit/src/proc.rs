@@ -2,7 +2,7 @@
 //! (Linux `/proc`).
 
 use std::io::Read;
-use std::process::{Child, ExitStatus, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 pub use rustix::process::Signal;
@@ -157,4 +157,33 @@ impl Drop for KillOnDrop {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// This test binary started again with only the ignored test `entry` selected and `var=value` in
+/// its environment: the way a test runs a helper (a worker, a scheduler) in a process of its own,
+/// to kill or freeze it. The entry test reads `var` and returns at once when it is unset, so an
+/// ordinary `--ignored` run passes over it. Standard output is discarded; standard error is the
+/// test's (or discarded, with `quiet`).
+///
+/// # Panics
+/// When the test binary cannot be found or started: for a test, a failure.
+pub fn child_test(entry: &str, var: &str, value: &str, quiet: bool) -> Child {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    Command::new(exe)
+        .args([
+            entry,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(var, value)
+        .stdout(Stdio::null())
+        .stderr(if quiet {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        })
+        .spawn()
+        .unwrap_or_else(|e| panic!("the test binary starts again as `{entry}`: {e}"))
 }

@@ -3,13 +3,15 @@
 //! The window (chunks in flight, chunk sizing, hand-out in order) is the core it shares with
 //! [`Pool::map_task`](crate::Pool::map_task), in [`window`](crate::window). What is its own is the
 //! chunk: a closure run over a vector of inputs on a worker of this process, which writes every
-//! value in place into one vector and sets apart the few items that panicked ([`run_chunk`]).
+//! value in place into one vector and sets apart the few items that panicked ([`run_chunk`]). Both
+//! vectors come from earlier chunks when the window kept them (see [`window`](crate::window)), and
+//! the inputs' vector goes back drained, for a later chunk.
 
 use crate::error::{Error, TaskError, TaskFailure, TaskResult};
 use crate::future::Future;
 use crate::options::TaskOptions;
 use crate::pool::Pool;
-use crate::window::{ChunkOutput, Chunks, Refused, Sizing, Window};
+use crate::window::{ChunkOutput, Chunks, Refused, Sizing, Spares, Window, room_for};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -24,31 +26,42 @@ const SIZING: Sizing = Sizing {
     growth: None,
 };
 
-/// Runs `f` over a chunk, writing each value in place into one vector. A panic is caught for the
-/// chunk, not for each item (so the loop over items is as tight as a plain one): the item that
-/// panicked is recorded at its position and the loop resumes with the next item.
-fn run_chunk<A, T>(f: &impl Fn(A) -> T, items: Vec<A>) -> ChunkOutput<T> {
+/// What a chunk of `map` resolves to: its output, and the vector its inputs came in (drained), for
+/// a later chunk.
+struct Ran<A, T> {
+    output: ChunkOutput<T>,
+    inputs: Vec<A>,
+}
+
+/// Runs `f` over a chunk, writing each value in place into `values` (emptied first). A panic is
+/// caught for the chunk, not for each item (so the loop over items is as tight as a plain one): the
+/// item that panicked is recorded at its position and the loop resumes with the next item.
+fn run_chunk<A, T>(f: &impl Fn(A) -> T, mut items: Vec<A>, values: Vec<T>) -> Ran<A, T> {
     let start = Instant::now();
-    let mut values = Vec::with_capacity(items.len());
+    let mut values = room_for(values, items.len());
     let mut failures = Vec::new();
-    let mut items = items.into_iter();
+    let mut drain = items.drain(..);
     loop {
         // `extend` over an exact-size iterator writes in place and keeps the length of what it
         // wrote when `f` unwinds out of it.
-        let ran = catch_unwind(AssertUnwindSafe(|| values.extend((&mut items).map(f))));
+        let ran = catch_unwind(AssertUnwindSafe(|| values.extend((&mut drain).map(f))));
         match ran {
             Ok(()) => break,
-            // The panicking item was taken from `items` and produced no value: its position is the
+            // The panicking item was taken from `drain` and produced no value: its position is the
             // count of outcomes before it.
             Err(payload) => {
                 failures.push((values.len() + failures.len(), TaskError::panicked(payload)))
             }
         }
     }
-    ChunkOutput {
-        values,
-        failures,
-        elapsed: Some(start.elapsed()),
+    drop(drain);
+    Ran {
+        output: ChunkOutput {
+            values,
+            failures,
+            elapsed: Some(start.elapsed()),
+        },
+        inputs: items,
     }
 }
 
@@ -66,17 +79,18 @@ where
 {
     type In = A;
     type Out = T;
-    type Done = ChunkOutput<T>;
+    type Done = Ran<A, T>;
 
     fn submit(
         &mut self,
         pool: &Pool,
         options: TaskOptions,
         items: Vec<A>,
-    ) -> Result<Future<ChunkOutput<T>>, Refused> {
+        values: Vec<T>,
+    ) -> Result<Future<Ran<A, T>>, Refused> {
         let f = Arc::clone(&self.f);
         pool.with(options)
-            .submit(move || run_chunk(&*f, items))
+            .submit(move || run_chunk(&*f, items, values))
             .map_err(|error| match error {
                 // A closure cannot reach workers that are other processes: the inputs taken say so,
                 // and no more are taken.
@@ -96,8 +110,9 @@ where
             })
     }
 
-    fn output(done: ChunkOutput<T>) -> ChunkOutput<T> {
-        done
+    fn output(done: Ran<A, T>, inputs: &mut Spares<A>) -> ChunkOutput<T> {
+        inputs.keep(done.inputs);
+        done.output
     }
 }
 
@@ -122,8 +137,12 @@ where
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Map<'p, I: Iterator, F, T> {
-    window: Window<'p, I, Closure<F, I::Item, T>, ChunkOutput<T>, T>,
+    window: MapWindow<'p, I, F, T>,
 }
+
+/// The window of a [`Map`]: chunks of `I`'s items sent as closures over `f`.
+type MapWindow<'p, I, F, T> =
+    Window<'p, I, Closure<F, <I as Iterator>::Item, T>, Ran<<I as Iterator>::Item, T>, T>;
 
 impl<'p, I, F, T> Map<'p, I, F, T>
 where
@@ -162,7 +181,8 @@ where
     }
 
     /// At most `n` chunks in flight (default: twice the workers; `n` = 0 is taken as 1). Memory use is
-    /// bounded by `window × chunk` inputs and results.
+    /// bounded by `window × chunk` inputs and results, plus a few emptied chunk buffers kept for
+    /// later chunks (two of each kind).
     pub fn window(mut self, n: usize) -> Self {
         self.window.set_window(n);
         self
@@ -228,14 +248,16 @@ mod tests {
 
     #[test]
     fn run_chunk_keeps_order_and_isolates_panicking_items() {
-        let output = run_chunk(
+        let ran = run_chunk(
             &|x: u32| {
                 assert!(x != 2 && x != 3 && x != 6, "{x} is not allowed");
                 x * 10
             },
             vec![0, 1, 2, 3, 4, 5, 6],
+            vec![99; 3],
         );
-        let got = drain(Cursor::ran(output));
+        assert!(ran.inputs.is_empty() && ran.inputs.capacity() >= 7);
+        let got = drain(Cursor::ran(ran.output));
         assert_eq!(got.len(), 7);
         assert_eq!(got[0], Ok(0));
         assert_eq!(got[1], Ok(10));

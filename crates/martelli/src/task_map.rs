@@ -11,7 +11,7 @@ use crate::future::Future;
 use crate::options::TaskOptions;
 use crate::pool::Pool;
 use crate::task::Task;
-use crate::window::{ChunkOutput, Chunks, Refused, Sizing, Window};
+use crate::window::{ChunkOutput, Chunks, Refused, Sizing, Spares, Window};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -43,6 +43,8 @@ impl<T: Task> Chunks for ByName<T> {
         pool: &Pool,
         options: TaskOptions,
         items: Vec<T::Args>,
+        // A batch's outcomes come back in a vector of their own (decoded, on a process pool).
+        _values: Vec<T::Output>,
     ) -> Result<Future<Self::Done>, Refused> {
         pool.with(options)
             .submit_chunk::<T>(items)
@@ -52,7 +54,7 @@ impl<T: Task> Chunks for ByName<T> {
             })
     }
 
-    fn output(done: Self::Done) -> ChunkOutput<T::Output> {
+    fn output(done: Self::Done, _inputs: &mut Spares<T::Args>) -> ChunkOutput<T::Output> {
         ChunkOutput::from_results(done)
     }
 }

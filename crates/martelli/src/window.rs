@@ -13,9 +13,20 @@
 //! The consuming thread touches every result, so its cost per item bounds the whole map for tiny
 //! items. A finished chunk comes back as one vector of values with the few items that failed set
 //! apart by position ([`ChunkOutput`]); a chunk without failures (the usual case) is handed out
-//! straight from its vector's iterator (`fast`), so [`Window::next`] is a pointer comparison, a load
-//! and an increment. A chunk with failures goes through a [`Cursor`] that puts each failure back at
-//! its position.
+//! straight from its vector ([`Handout`]), so [`Window::next`] is a comparison, a load and an
+//! increment. A chunk with failures goes through a [`Cursor`] that puts each failure back at its
+//! position.
+//!
+//! # Buffers go round
+//!
+//! The vectors a chunk travels in (its inputs, its values) are kept when they are empty and used
+//! again for a later chunk: the worker drains the inputs and hands their vector back with the
+//! values, and [`Handout`] gives back the values' vector once it has handed every value out. So a
+//! long map allocates a few chunks' worth of buffers at its start and then none: no page faults and
+//! no trips of the allocator to the kernel per chunk (with chunks of 16 Ki 8-byte items, each
+//! buffer is 128 KiB, at glibc's threshold for a fresh `mmap`, which a freed buffer had to be
+//! faulted in again). At most [`SPARE`] empty buffers of each kind are kept, so memory stays
+//! bounded by the window: `window` chunks in flight, plus that many empty buffers.
 
 use crate::error::{TaskError, TaskFailure, TaskResult};
 use crate::future::Future;
@@ -23,6 +34,7 @@ use crate::options::TaskOptions;
 use crate::pool::Pool;
 use std::collections::{HashMap, VecDeque};
 use std::iter::Fuse;
+use std::ptr;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -62,6 +74,44 @@ pub(crate) struct Refused {
     pub(crate) stop: bool,
 }
 
+/// Empty buffers of each kind (inputs, values) the window keeps for later chunks: in the steady
+/// state one chunk's inputs are being pulled while another's values are handed out, so two of each
+/// are enough for every chunk to find one.
+pub(crate) const SPARE: usize = 2;
+
+/// Empty vectors kept for later chunks (see the module's documentation).
+pub(crate) struct Spares<T>(Vec<Vec<T>>);
+
+impl<T> Spares<T> {
+    fn new() -> Self {
+        Spares(Vec::new())
+    }
+
+    /// An empty vector with room for `n` elements: a kept one when it has the room (one too small
+    /// is dropped, not grown: growing an empty vector copies its old capacity for nothing).
+    pub(crate) fn take(&mut self, n: usize) -> Vec<T> {
+        room_for(self.0.pop().unwrap_or_default(), n)
+    }
+
+    /// Keeps `buffer` (emptied) for a later chunk, unless enough are kept already.
+    pub(crate) fn keep(&mut self, mut buffer: Vec<T>) {
+        if buffer.capacity() > 0 && self.0.len() < SPARE {
+            buffer.clear();
+            self.0.push(buffer);
+        }
+    }
+}
+
+/// `buffer` emptied, with room for `n` elements: itself when it has the room, else a new vector
+/// (growing an empty vector would copy its old capacity for nothing).
+pub(crate) fn room_for<T>(mut buffer: Vec<T>, n: usize) -> Vec<T> {
+    if buffer.capacity() < n {
+        return Vec::with_capacity(n);
+    }
+    buffer.clear();
+    buffer
+}
+
 /// How one kind of map sends a chunk to the pool and reads what comes back.
 pub(crate) trait Chunks {
     /// One input.
@@ -70,15 +120,17 @@ pub(crate) trait Chunks {
     type Out;
     /// What a chunk's future resolves to.
     type Done: Send + 'static;
-    /// Sends `items` to the pool as one task.
+    /// Sends `items` to the pool as one task; `values` is an empty vector the chunk may write its
+    /// values into (kept from an earlier chunk, so it often has room already).
     fn submit(
         &mut self,
         pool: &Pool,
         options: TaskOptions,
         items: Vec<Self::In>,
+        values: Vec<Self::Out>,
     ) -> Result<Future<Self::Done>, Refused>;
-    /// Reads a finished chunk.
-    fn output(done: Self::Done) -> ChunkOutput<Self::Out>;
+    /// Reads a finished chunk; the vector its inputs came in, when it comes back, goes to `inputs`.
+    fn output(done: Self::Done, inputs: &mut Spares<Self::In>) -> ChunkOutput<Self::Out>;
 }
 
 /// How automatic chunk sizes move: toward chunks that take `target`, at most `max` inputs, growing
@@ -90,8 +142,82 @@ pub(crate) struct Sizing {
     pub(crate) growth: Option<usize>,
 }
 
+/// The values of a chunk without failures, handed out from the front of their vector, whose buffer
+/// is given back for a later chunk once every value is out.
+///
+/// Rules the code keeps (each `// SAFETY:` comment below cites them):
+/// 1. `buf` has length 0 at all times, so the vector itself never reads, drops or hands out an
+///    element: the elements are this struct's to move out or drop.
+/// 2. The slots `pos..end` of `buf`'s allocation hold initialised values not yet handed out;
+///    `end <= buf.capacity()`, and the slots before `pos` were moved out.
+pub(crate) struct Handout<T> {
+    buf: Vec<T>,
+    pos: usize,
+    end: usize,
+}
+
+impl<T> Handout<T> {
+    pub(crate) fn new(mut values: Vec<T>) -> Self {
+        let end = values.len();
+        // SAFETY: shortening a vector's length never exposes uninitialised slots; the `end` values
+        // stay initialised in place and are now this struct's (rules 1 and 2).
+        unsafe { values.set_len(0) };
+        Handout {
+            buf: values,
+            pos: 0,
+            end,
+        }
+    }
+
+    fn empty() -> Self {
+        Handout::new(Vec::new())
+    }
+
+    #[inline]
+    pub(crate) fn next(&mut self) -> Option<T> {
+        if self.pos == self.end {
+            return None;
+        }
+        // SAFETY: `pos < end`, so the slot is inside the allocation and holds an initialised value
+        // not yet handed out (rule 2); `pos` moves past it at once, so it is read exactly once.
+        let value = unsafe { ptr::read(self.buf.as_ptr().add(self.pos)) };
+        self.pos += 1;
+        Some(value)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.pos
+    }
+
+    /// The emptied vector, once every value has been handed out (else `None`).
+    fn take_buffer(&mut self) -> Option<Vec<T>> {
+        if self.pos != self.end {
+            return None;
+        }
+        self.pos = 0;
+        self.end = 0;
+        Some(std::mem::take(&mut self.buf))
+    }
+}
+
+impl<T> Drop for Handout<T> {
+    fn drop(&mut self) {
+        let left = ptr::slice_from_raw_parts_mut(
+            // SAFETY: `pos <= end <= capacity` (rule 2), so the offset stays inside the allocation.
+            unsafe { self.buf.as_mut_ptr().add(self.pos) },
+            self.end - self.pos,
+        );
+        self.pos = self.end;
+        // SAFETY: the slots `pos..end` hold initialised values not handed out (rule 2), dropped
+        // here exactly once; `buf` then frees its allocation without touching them (rule 1).
+        unsafe { ptr::drop_in_place(left) };
+    }
+}
+
 /// A finished chunk whose outcomes are being handed out, one per input, in input order.
 pub(crate) enum Cursor<T> {
+    /// The chunk ran without a failure: its values, handed out as they are.
+    Fast(Handout<T>),
     /// The chunk ran: values, with failures interleaved at their positions.
     Ran {
         values: std::vec::IntoIter<T>,
@@ -114,6 +240,9 @@ fn first_position(failures: &[(usize, TaskError)]) -> usize {
 
 impl<T> Cursor<T> {
     pub(crate) fn ran(output: ChunkOutput<T>) -> Self {
+        if output.failures.is_empty() {
+            return Cursor::Fast(Handout::new(output.values));
+        }
         let failures = output.failures.into_iter();
         Cursor::Ran {
             values: output.values.into_iter(),
@@ -132,6 +261,7 @@ impl<T> Cursor<T> {
 
     pub(crate) fn next(&mut self) -> Option<TaskResult<T>> {
         match self {
+            Cursor::Fast(values) => values.next().map(Ok),
             Cursor::Ran {
                 values,
                 failures,
@@ -159,6 +289,7 @@ impl<T> Cursor<T> {
 
     pub(crate) fn len(&self) -> usize {
         match self {
+            Cursor::Fast(values) => values.len(),
             Cursor::Ran {
                 values, failures, ..
             } => values.len() + failures.len(),
@@ -200,7 +331,7 @@ enum InFlight<D> {
 
 /// The window: see the module's documentation. `C` sends chunks ([`Chunks`]), whose futures resolve
 /// to `D` and whose inputs' values are `O` (spelled out, so that the struct needs no bounds).
-pub(crate) struct Window<'p, I, C, D, O> {
+pub(crate) struct Window<'p, I: Iterator, C, D, O> {
     pool: &'p Pool,
     chunks: C,
     inputs: Fuse<I>,
@@ -211,7 +342,10 @@ pub(crate) struct Window<'p, I, C, D, O> {
     window: usize,
     in_flight: InFlight<D>,
     /// The values of the chunk being handed out, when it has no failures: the fast path.
-    fast: std::vec::IntoIter<O>,
+    fast: Handout<O>,
+    /// Empty vectors for later chunks' inputs and values.
+    spare_inputs: Spares<I::Item>,
+    spare_values: Spares<O>,
     /// The chunk being handed out, when it has failures (else empty).
     current: Cursor<O>,
     /// Finished chunks waiting to be handed out, oldest first.
@@ -220,7 +354,7 @@ pub(crate) struct Window<'p, I, C, D, O> {
     refused: bool,
 }
 
-impl<I, C, D, O> Window<'_, I, C, D, O> {
+impl<I: Iterator, C, D, O> Window<'_, I, C, D, O> {
     pub(crate) fn chunk(&self) -> usize {
         self.chunk
     }
@@ -252,7 +386,9 @@ where
             chunk: 1,
             window: (pool.workers() * 2).max(2),
             in_flight: InFlight::Ordered(VecDeque::new()),
-            fast: Vec::new().into_iter(),
+            fast: Handout::empty(),
+            spare_inputs: Spares::new(),
+            spare_values: Spares::new(),
             current: Cursor::empty(),
             ready: VecDeque::new(),
             refused: false,
@@ -299,12 +435,16 @@ where
     /// Submits chunks until the window is full or the inputs end (or a chunk is refused).
     fn fill(&mut self) {
         while !self.refused && self.in_flight_len() < self.window {
-            let items: Vec<I::Item> = self.inputs.by_ref().take(self.chunk).collect();
+            let expected = self.chunk.min(self.inputs.size_hint().0);
+            let mut items = self.spare_inputs.take(expected);
+            items.extend(self.inputs.by_ref().take(self.chunk));
             if items.is_empty() {
+                self.spare_inputs.keep(items);
                 return;
             }
             let len = items.len();
-            match self.chunks.submit(self.pool, self.options, items) {
+            let values = self.spare_values.take(0);
+            match self.chunks.submit(self.pool, self.options, items, values) {
                 Ok(future) => {
                     let sent = (len, Instant::now(), future);
                     match &mut self.in_flight {
@@ -357,7 +497,7 @@ where
     fn absorb(&mut self, len: usize, sent: Instant, outcome: TaskResult<D>) {
         match outcome {
             Ok(done) => {
-                let output = C::output(done);
+                let output = C::output(done, &mut self.spare_inputs);
                 let took = output.elapsed.unwrap_or_else(|| sent.elapsed());
                 self.adapt(output.values.len() + output.failures.len(), took);
                 self.ready.push_back(Cursor::ran(output));
@@ -389,11 +529,11 @@ where
             }
             if let Some(cursor) = self.ready.pop_front() {
                 match cursor {
-                    Cursor::Ran {
-                        values, failures, ..
-                    } if failures.len() == 0 => {
+                    Cursor::Fast(values) => {
+                        if let Some(buffer) = self.fast.take_buffer() {
+                            self.spare_values.keep(buffer);
+                        }
                         self.fast = values;
-                        self.current = Cursor::empty();
                     }
                     cursor => self.current = cursor,
                 }
@@ -463,6 +603,65 @@ mod tests {
             .map(Result::ok)
             .collect();
         assert_eq!(got, [Some(1), None, Some(3), Some(4)]);
+    }
+
+    #[test]
+    fn handout_gives_values_in_order_then_its_buffer_back_with_its_room() {
+        let mut values = Vec::with_capacity(64);
+        values.extend(["a", "b", "c"].map(String::from));
+        let mut handout = Handout::new(values);
+        assert_eq!(handout.len(), 3);
+        assert!(handout.take_buffer().is_none(), "values are left");
+        assert_eq!(handout.next().as_deref(), Some("a"));
+        assert_eq!(handout.next().as_deref(), Some("b"));
+        assert_eq!(handout.len(), 1);
+        assert_eq!(handout.next().as_deref(), Some("c"));
+        assert_eq!(handout.next(), None);
+        let buffer = handout.take_buffer().expect("every value is out");
+        assert!(buffer.is_empty());
+        assert!(buffer.capacity() >= 64);
+        assert_eq!(handout.next(), None);
+        assert_eq!(handout.len(), 0);
+    }
+
+    #[test]
+    fn handout_drops_each_value_not_handed_out_exactly_once() {
+        let shared = std::sync::Arc::new(());
+        let values: Vec<_> = (0..10).map(|_| std::sync::Arc::clone(&shared)).collect();
+        let mut handout = Handout::new(values);
+        let first = handout.next();
+        let second = handout.next();
+        assert_eq!(std::sync::Arc::strong_count(&shared), 11);
+        drop(handout);
+        assert_eq!(std::sync::Arc::strong_count(&shared), 3);
+        drop((first, second));
+        assert_eq!(std::sync::Arc::strong_count(&shared), 1);
+    }
+
+    #[test]
+    fn handout_of_zero_sized_values() {
+        let mut handout = Handout::new(vec![(); 5]);
+        assert_eq!(std::iter::from_fn(|| handout.next()).count(), 5);
+        assert!(handout.take_buffer().is_some());
+    }
+
+    #[test]
+    fn spares_keep_a_bounded_number_and_drop_buffers_too_small() {
+        let mut spares: Spares<u64> = Spares::new();
+        for _ in 0..5 {
+            spares.keep(Vec::with_capacity(100));
+        }
+        spares.keep(Vec::new());
+        assert_eq!(spares.0.len(), SPARE);
+        let kept = spares.take(50);
+        assert!(kept.is_empty() && kept.capacity() >= 100);
+        let fresh = spares.take(1_000);
+        assert!(fresh.is_empty() && fresh.capacity() >= 1_000);
+        assert!(spares.0.is_empty());
+        let mut full = vec![1u64, 2, 3];
+        full.reserve(10);
+        spares.keep(full);
+        assert!(spares.take(3).is_empty(), "a kept buffer comes back empty");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 
 use martelli::cluster::{Client, ClusterError, SubmitOptions, Tasks, Worker, WorkerOptions, serve};
 use martelli::{Priority, TaskError};
+use martelli_testkit::proc::child_test;
 use martelli_testkit::redis::RedisServer;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -530,19 +531,7 @@ const CHILD_URL: &str = "MARTELLI_TEST_CLUSTER_CHILD";
 
 /// A worker in a child process: this test binary re-run with only `child_worker_entry` selected.
 fn spawn_child_worker(url: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_worker_entry",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_URL, url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    child_test("child_worker_entry", CHILD_URL, url, false)
 }
 
 /// Not a test: the `main` of the child worker process the tests below start and kill. Its tasks

@@ -9,8 +9,9 @@ use martelli::cluster::{
     Client, RecordState, Retry, RetryOn, SubmitOptions, Tasks, Worker, WorkerOptions, serve,
 };
 use martelli_testkit::poll;
+use martelli_testkit::proc::child_test;
 use martelli_testkit::redis::RedisServer;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -285,19 +286,7 @@ fn only_the_chosen_errors_are_retried() {
 const CHILD_URL: &str = "MARTELLI_PLATFORM_TEST_URL";
 
 fn spawn_child_worker(url: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_worker_entry",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_URL, url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    child_test("child_worker_entry", CHILD_URL, url, false)
 }
 
 /// Not a test: the `main` of the child worker process the test below starts and kills. Its

@@ -328,13 +328,14 @@ fn every_outcome_round_trips() {
     let started = Instant::now();
     let slow = pool
         .with(TaskOptions::new().timeout(Duration::from_millis(300)))
-        .submit_task(sleep_ms, (1_500,))
+        .submit_task(sleep_ms, (4_000,))
         .unwrap();
     match slow.wait() {
         Err(TaskError::TimedOut { after }) => assert_eq!(after, Duration::from_millis(300)),
         other => panic!("expected TimedOut, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_millis(1_400));
+    // Resolved by the deadline, not by the task's end (with room for a loaded machine).
+    assert!(started.elapsed() < Duration::from_millis(3_500));
 
     // A name no worker knows: dead-lettered, the caller sees Lost with the reason.
     let unknown = pool

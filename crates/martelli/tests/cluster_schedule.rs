@@ -12,17 +12,11 @@ use martelli::cluster::{
     CatchUp, Client, RecordState, Schedule, ScheduleError, Scheduler, SchedulerOptions, Schedules,
     Tasks, Worker, WorkerOptions,
 };
-use martelli_testkit::poll;
 use martelli_testkit::redis::RedisServer;
-use serde::Deserialize;
+use martelli_testkit::{envelope, poll};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const STREAM: &str = "martelli:q:default:normal";
-
-#[derive(Debug, Deserialize)]
-struct Envelope {
-    id: String,
-}
 
 /// A task a schedule queued: its tick (from its id) and when it was queued (its entry id).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,26 +26,16 @@ struct Queued {
     added_ms: u64,
 }
 
-type Fields = Vec<(String, Vec<u8>)>;
-
-/// Every task in the stream, oldest first.
+/// Every task schedule `name` queued, oldest first.
 fn queued(raw: &mut redis::Connection, name: &str) -> Vec<Queued> {
-    let entries: Vec<(String, Fields)> = redis::cmd("XRANGE")
-        .arg(STREAM)
-        .arg("-")
-        .arg("+")
-        .query(raw)
-        .unwrap();
-    entries
+    envelope::queued(raw, STREAM)
         .into_iter()
-        .filter_map(|(entry, fields)| {
-            let e = &fields.iter().find(|(k, _)| k == "e")?.1;
-            let envelope: Envelope = rmp_serde::from_slice(e).expect("a task envelope");
-            let tick = envelope.id.strip_prefix(&format!("{name}@"))?;
+        .filter_map(|task| {
+            let tick = task.id.strip_prefix(&format!("{name}@"))?;
             Some(Queued {
                 tick: tick.parse().expect("a tick in ms"),
-                added_ms: entry.split('-').next().unwrap().parse().unwrap(),
-                id: envelope.id.clone(),
+                added_ms: task.added_ms,
+                id: task.id.clone(),
             })
         })
         .collect()

@@ -9,9 +9,9 @@ use martelli::cluster::{
     WorkerOptions, serve,
 };
 use martelli_testkit::poll;
-use martelli_testkit::proc::{KillOnDrop, Signal};
+use martelli_testkit::proc::{KillOnDrop, Signal, child_test};
 use martelli_testkit::redis::RedisServer;
-use std::process::{Command, Stdio};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -337,21 +337,7 @@ fn a_failed_member_fails_the_chord_unless_ignored() {
 const CHILD_URL: &str = "MARTELLI_WORKFLOW_TEST_URL";
 
 fn spawn_child_worker(url: &str) -> KillOnDrop {
-    KillOnDrop::new(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child_worker_entry",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_URL, url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    KillOnDrop::new(child_test("child_worker_entry", CHILD_URL, url, true))
 }
 
 /// Not a test: the `main` of the child worker processes the test below starts and kills. Its

@@ -157,6 +157,13 @@ fn wait_with_a_timeout_splits_done_and_pending() {
     let pool = Pool::threads(2).unwrap();
     let (slow, gate) = gated(&pool, 0);
     let quick = pool.submit(|| 1).unwrap();
+    // The quick task is done before `wait` starts, so a loaded machine cannot push it past the
+    // 50 ms timeout: what is checked is the split, not the scheduler's speed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !quick.is_done() {
+        assert!(Instant::now() < deadline, "a no-op task never finished");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let waited = wait(
         vec![slow, quick],
         WaitMode::All,
@@ -813,6 +820,30 @@ fn lazy_map_of_many_items_keeps_order_and_isolates_every_panic() {
             }
         }
     }
+}
+
+/// Values travel through buffers that are kept and used again from chunk to chunk: dropping a lazy
+/// map part-way, with chunks still in flight and values not handed out, drops every value exactly
+/// once (none leaks, none is dropped twice), and the values handed out are the right ones.
+#[test]
+fn a_lazy_map_dropped_part_way_drops_every_value_exactly_once() {
+    let pool = Pool::threads(2).unwrap();
+    let shared = Arc::new(());
+    let tag = Arc::clone(&shared);
+    let mut map = pool.map(move |x: u64| (x, Arc::clone(&tag)), 0..1_000_000u64);
+    let mut kept = Vec::new();
+    for i in 0..100_000u64 {
+        let (x, value) = map.next().unwrap().unwrap();
+        assert_eq!(x, i);
+        if i % 10_000 == 0 {
+            kept.push(value);
+        }
+    }
+    drop(map);
+    pool.shutdown(martelli::Shutdown::Wait);
+    assert_eq!(Arc::strong_count(&shared), 1 + kept.len());
+    drop(kept);
+    assert_eq!(Arc::strong_count(&shared), 1);
 }
 
 /// Automatic chunks still keep the lazy map's memory bounded: with an endless input and a window of

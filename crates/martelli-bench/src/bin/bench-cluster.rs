@@ -90,23 +90,7 @@ fn main() -> anyhow::Result<()> {
     let mut p99 = Vec::new();
     for run in 1..=args.runs {
         let queue = format!("bench-{}-{run}", std::process::id());
-        let client = Client::builder(&args.url)
-            .queue(queue.clone())
-            .build()
-            .context("could not connect the client")?;
-        let mut workers = Vec::new();
-        for _ in 0..args.workers {
-            workers.push(martelli_bench::spawn_worker(
-                &args.url,
-                args.concurrency,
-                &queue,
-            )?);
-        }
-        let outcome = measure(&client, &args);
-        for worker in &mut workers {
-            stop(worker);
-        }
-        let (tasks_per_s, lats) = outcome?;
+        let (tasks_per_s, lats) = with_workers(&args, &queue, |client| measure(client, &args))?;
         let p = |q: f64| lats[((q * lats.len() as f64).ceil() as usize).clamp(1, lats.len()) - 1];
         println!(
             "{{\"run\": {run}, \"tasks_per_s\": {tasks_per_s:.0}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}}}",
@@ -139,25 +123,9 @@ fn measure_rate(args: &Args, rate: u32) -> anyhow::Result<()> {
         bail!("--rate and --seconds must be at least 1");
     }
     let queue = format!("bench-rate-{}", std::process::id());
-    let client = Client::builder(&args.url)
-        .queue(queue.clone())
-        .build()
-        .context("could not connect the client")?;
-    let mut workers = Vec::new();
-    for _ in 0..args.workers {
-        workers.push(martelli_bench::spawn_worker(
-            &args.url,
-            args.concurrency,
-            &queue,
-        )?);
-    }
-    let outcome = (|| -> anyhow::Result<(usize, f64)> {
-        // Warm-up without a limit; also waits until the workers are up.
-        for _ in 0..20 {
-            client
-                .submit_raw(martelli_bench::NOOP, Vec::new())?
-                .wait()?;
-        }
+    let (counted, observed) = with_workers(args, &queue, |client| {
+        // Warm-up without a limit.
+        warm_up(client)?;
         client.set_rate_limit(
             martelli_bench::NOOP,
             martelli::cluster::RateLimit::per_second(rate),
@@ -186,11 +154,7 @@ fn measure_rate(args: &Args, rate: u32) -> anyhow::Result<()> {
         // intervals.
         let observed = counted.saturating_sub(1) as f64 / args.seconds as f64;
         Ok((counted, observed))
-    })();
-    for worker in &mut workers {
-        stop(worker);
-    }
-    let (counted, observed) = outcome?;
+    })?;
     println!(
         "SUMMARY {{\"mode\": \"martelli-rate\", \"limit_per_s\": {rate}, \"seconds\": {}, \
          \"workers\": {}, \"concurrency\": {}, \"results_in_window\": {counted}, \
@@ -211,24 +175,8 @@ fn measure_workflows(args: &Args, kind: &str) -> anyhow::Result<()> {
     let mut seconds = Vec::new();
     for run in 1..=args.runs.max(1) {
         let queue = format!("bench-{kind}-{}-{run}", std::process::id());
-        let client = Client::builder(&args.url)
-            .queue(queue.clone())
-            .build()
-            .context("could not connect the client")?;
-        let mut workers = Vec::new();
-        for _ in 0..args.workers {
-            workers.push(martelli_bench::spawn_worker(
-                &args.url,
-                args.concurrency,
-                &queue,
-            )?);
-        }
-        let outcome = (|| -> anyhow::Result<f64> {
-            for _ in 0..20 {
-                client
-                    .submit_raw(martelli_bench::NOOP, Vec::new())?
-                    .wait()?;
-            }
+        let s = with_workers(args, &queue, |client| {
+            warm_up(client)?;
             let noop = || Step::raw(martelli_bench::NOOP, Vec::new()).whole();
             let t0 = Instant::now();
             let mut waiting: Vec<String> = if kind == "chain" {
@@ -265,11 +213,7 @@ fn measure_workflows(args: &Args, kind: &str) -> anyhow::Result<()> {
                 }
             }
             Ok(t0.elapsed().as_secs_f64())
-        })();
-        for worker in &mut workers {
-            stop(worker);
-        }
-        let s = outcome?;
+        })?;
         println!("{{\"run\": {run}, \"workflow\": \"{kind}\", \"seconds\": {s:.3}}}");
         seconds.push(s);
     }
@@ -294,13 +238,46 @@ fn measure_workflows(args: &Args, kind: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure(client: &Client, args: &Args) -> anyhow::Result<(f64, Vec<f64>)> {
-    // Warm-up; also waits until the workers are up.
+/// Runs `f` with a client on `queue` and `--workers` fresh worker processes serving it; the workers
+/// are stopped whatever `f` returns.
+fn with_workers<T>(
+    args: &Args,
+    queue: &str,
+    f: impl FnOnce(&Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let client = Client::builder(&args.url)
+        .queue(queue)
+        .build()
+        .context("could not connect the client")?;
+    let mut workers = Vec::new();
+    let outcome = (|| {
+        for _ in 0..args.workers {
+            workers.push(martelli_bench::spawn_worker(
+                &args.url,
+                args.concurrency,
+                queue,
+            )?);
+        }
+        f(&client)
+    })();
+    for worker in &mut workers {
+        stop(worker);
+    }
+    outcome
+}
+
+/// Twenty no-op round trips: warms the connections and waits until the workers are up.
+fn warm_up(client: &Client) -> anyhow::Result<()> {
     for _ in 0..20 {
         client
             .submit_raw(martelli_bench::NOOP, Vec::new())?
             .wait()?;
     }
+    Ok(())
+}
+
+fn measure(client: &Client, args: &Args) -> anyhow::Result<(f64, Vec<f64>)> {
+    warm_up(client)?;
     let t0 = Instant::now();
     let futures = (0..args.n)
         .map(|_| client.submit_raw(martelli_bench::NOOP, Vec::new()))

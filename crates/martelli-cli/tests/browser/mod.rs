@@ -338,3 +338,44 @@ fn unchunk(mut rest: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A running `martelli dashboard` and the address it serves on; killed when dropped.
+pub struct Dashboard {
+    pub addr: String,
+    pub process: KillOnDrop,
+}
+
+impl Dashboard {
+    /// Starts `martelli dashboard --cluster URL --listen LISTEN EXTRA…` with `env` added, and waits
+    /// (up to 30 s) for the address it prints; panics with the dashboard's error if it says one.
+    pub fn start(url: &str, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Dashboard {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_martelli"))
+            .args(["dashboard", "--cluster", url, "--listen", listen])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the dashboard starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let process = KillOnDrop::new(child);
+        let (found, address) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("serving http://").nth(1) {
+                    let _ = found.send(Ok(rest.split('/').next().unwrap_or_default().to_owned()));
+                } else if line.contains("error") {
+                    let _ = found.send(Err(line));
+                }
+            }
+        });
+        let addr = address
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the dashboard says where it serves within 30 s")
+            .unwrap_or_else(|e| panic!("the dashboard did not start: {e}"));
+        // An unspecified address is reached on loopback.
+        let addr = addr.replace("0.0.0.0", "127.0.0.1");
+        Dashboard { addr, process }
+    }
+}
