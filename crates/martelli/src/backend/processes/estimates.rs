@@ -9,7 +9,6 @@
 
 use crate::codec;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 /// Estimates below this count as this: a task always costs something.
@@ -24,45 +23,8 @@ pub(super) struct Estimates {
 /// The hash of a task's name: looked up two or three times per task (admit, pipelining, answer),
 /// where SipHash cost about 50 instructions a time. The names are the program's own registered
 /// tasks, read from frames this pool wrote, so a hash that an adversary could collide buys nothing
-/// to guard against here.
-type NameHash = BuildHasherDefault<FxHasher>;
-
-/// The multiply-rotate hash of rustc's `FxHasher`, a word at a time.
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl FxHasher {
-    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// to guard against here: rustc's `FxHasher` (a multiply-rotate a word at a time).
+type NameHash = rustc_hash::FxBuildHasher;
 
 impl Estimates {
     /// The estimate for the task a `Run`, `RunCaptured` or `RunBatch` frame carries; `None` when
