@@ -116,9 +116,19 @@ impl TokenState {
             return Poll::Ready(());
         }
         let list = wakers.get_or_insert_with(Default::default);
-        match &list.owner {
+        match &mut list.owner {
             Some(w) if w.will_wake(waker) => {}
-            _ => list.owner = Some(waker.clone()),
+            Some(w) => {
+                // The owner's place may hold a lasting registration (`wake_on_cancel`) rather than
+                // an earlier waker of this driver: it moves to the slab, never dropped. A stale
+                // waker of the driver kept there costs at most one spurious wake; the driver's
+                // executors (tokio, `block_on_here`) give it the same waker on every poll.
+                let previous = std::mem::replace(w, waker.clone());
+                list.others
+                    .get_or_insert_with(Default::default)
+                    .insert(previous);
+            }
+            None => list.owner = Some(waker.clone()),
         }
         Poll::Pending
     }
@@ -130,6 +140,11 @@ impl TokenState {
     /// tied to any value. For callers that ask once and then go on (a sender that writes a
     /// tombstone when the token fires, a process slot that drops a queued job). Ready if the token
     /// has fired already (then `waker` is not kept).
+    ///
+    /// The registration takes the owner's place when it is free (a job's token has no driver), so
+    /// that it costs one small allocation, the list itself; the slab is allocated only for a
+    /// second registration. A registration of a waker that the list holds already (one that
+    /// would wake the same) is not repeated.
     pub(crate) fn wake_on_cancel(&self, waker: &Waker) -> Poll<()> {
         if self.is_cancelled() {
             return Poll::Ready(());
@@ -139,9 +154,14 @@ impl TokenState {
         if self.is_cancelled() {
             return Poll::Ready(());
         }
-        wakers
-            .get_or_insert_with(Default::default)
-            .register(None, waker);
+        let list = wakers.get_or_insert_with(Default::default);
+        match &list.owner {
+            None => list.owner = Some(waker.clone()),
+            Some(w) if w.will_wake(waker) => {}
+            Some(_) => {
+                list.register(None, waker);
+            }
+        }
         Poll::Pending
     }
 }
@@ -151,7 +171,8 @@ impl TokenState {
 /// only when there are some, so that the usual case costs 24 bytes.
 #[derive(Default)]
 struct Wakers {
-    /// The driver of the token's task (see [`TokenState::poll_owner`]).
+    /// The driver of the token's task (see [`TokenState::poll_owner`]), or, on a token without
+    /// a driver, its first lasting registration ([`TokenState::wake_on_cancel`]).
     owner: Option<Waker>,
     /// The [`Cancelled`] futures: each remembers its slot, so registering, re-registering and
     /// removing one are O(1) however many wait.
@@ -472,6 +493,36 @@ mod tests {
         }
         assert!(token.host.state().poll_owner(&owner_waker).is_ready());
         assert_eq!(slots(&token), 0, "nothing registers once the token fired");
+    }
+
+    #[test]
+    fn lasting_registrations_and_an_owner_that_changes_its_waker_are_all_woken() {
+        let token = CancelToken::new();
+        let counts: Vec<Arc<Count>> = (0..4)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let wakers: Vec<Waker> = counts.iter().map(|c| Waker::from(c.clone())).collect();
+        let state = token.host.state();
+        // The first lasting registration takes the owner's place: no slab yet.
+        assert!(state.wake_on_cancel(&wakers[0]).is_pending());
+        assert!(state.wake_on_cancel(&wakers[0]).is_pending());
+        assert_eq!(slots(&token), 0, "the same waker is not registered twice");
+        // A second one goes to the slab.
+        assert!(state.wake_on_cancel(&wakers[1]).is_pending());
+        assert_eq!(slots(&token), 1);
+        // An owner arriving later does not push the lasting registration out, nor does a change
+        // of the owner's waker.
+        assert!(state.poll_owner(&wakers[2]).is_pending());
+        assert!(state.poll_owner(&wakers[2]).is_pending());
+        assert!(state.poll_owner(&wakers[3]).is_pending());
+        token.cancel();
+        for (i, c) in counts.iter().enumerate() {
+            assert_eq!(
+                c.0.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "waker {i}"
+            );
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::cancel::{CancelToken, TokenHost, TokenState};
 use crate::error::{TaskError, TaskResult};
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::fmt;
+use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr::NonNull;
@@ -388,20 +389,64 @@ pub(crate) fn promise<T>() -> (Promise<T>, Future<T>) {
         },
         Future {
             token,
-            shared: Holder::Own(shared),
+            shared: Holder::own(shared),
         },
     )
 }
 
-/// How a future reaches its shared state.
-enum Holder<T> {
-    /// In an allocation of its own (a [`Promise`]'s).
-    Own(Arc<Shared<T>>),
-    /// Inside the task's cell, which the future's token keeps alive.
-    Cell(NonNull<Shared<T>>),
+/// How a future reaches its shared state: one pointer, whose lowest bit says whether the future
+/// owns a count of an `Arc<Shared<T>>` of its own (a [`Promise`]'s) or points into the task's cell,
+/// which the future's token keeps alive. One word instead of an enum's two: a program that keeps
+/// 100,000 futures keeps 100,000 of these.
+struct Holder<T> {
+    /// The `Shared<T>`'s address, with [`Holder::OWN`] set when the future owns an `Arc` count.
+    tagged: NonNull<Shared<T>>,
+    _owns: PhantomData<Arc<Shared<T>>>,
 }
 
-// SAFETY: a `Holder` is a shared reference to a `Shared<T>` (an `Arc`, or a pointer into an
+impl<T> Holder<T> {
+    /// The tag bit: `Shared<T>` is aligned to at least 8 bytes (it holds a `u64`), so an address
+    /// never has it set.
+    const OWN: usize = 1;
+
+    /// A holder of one count of `shared`.
+    fn own(shared: Arc<Shared<T>>) -> Self {
+        let ptr = Arc::into_raw(shared).cast_mut();
+        Holder {
+            tagged: NonNull::new(ptr.map_addr(|a| a | Self::OWN))
+                .expect("an Arc's address is not null"),
+            _owns: PhantomData,
+        }
+    }
+
+    /// A holder of a pointer into a task's cell.
+    fn cell(shared: NonNull<Shared<T>>) -> Self {
+        Holder {
+            tagged: shared,
+            _owns: PhantomData,
+        }
+    }
+
+    fn owns(&self) -> bool {
+        self.tagged.as_ptr().addr() & Self::OWN != 0
+    }
+
+    fn ptr(&self) -> *const Shared<T> {
+        self.tagged.as_ptr().map_addr(|a| a & !Self::OWN)
+    }
+}
+
+impl<T> Drop for Holder<T> {
+    fn drop(&mut self) {
+        if self.owns() {
+            // SAFETY: a holder with the tag owns one count of the `Arc` whose raw pointer it was
+            // made from (`Holder::own`), released once, here.
+            drop(unsafe { Arc::from_raw(self.ptr()) });
+        }
+    }
+}
+
+// SAFETY: a `Holder` is a shared reference to a `Shared<T>` (an `Arc` count, or a pointer into an
 // allocation kept alive by the same future's token); `Shared<T>` is `Send + Sync` when `T: Send`,
 // exactly what an `Arc<Shared<T>>` would require.
 unsafe impl<T: Send> Send for Holder<T> {}
@@ -438,17 +483,15 @@ impl<T> Future<T> {
     pub(crate) unsafe fn in_cell(token: CancelToken, shared: NonNull<Shared<T>>) -> Self {
         Future {
             token,
-            shared: Holder::Cell(shared),
+            shared: Holder::cell(shared),
         }
     }
 
     fn shared(&self) -> &Shared<T> {
-        match &self.shared {
-            Holder::Own(shared) => shared,
-            // SAFETY: `in_cell`'s contract: the pointer is into the allocation `self.token` keeps
-            // alive, and `self` holds `self.token` for its whole life.
-            Holder::Cell(shared) => unsafe { shared.as_ref() },
-        }
+        // SAFETY: either the holder owns a count of the `Arc` it points to, or (`in_cell`'s
+        // contract) the pointer is into the allocation `self.token` keeps alive, and `self` holds
+        // `self.token` for its whole life.
+        unsafe { &*self.shared.ptr() }
     }
 
     /// The task's id (unique in this process, increasing in submission order).

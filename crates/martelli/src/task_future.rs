@@ -9,7 +9,6 @@ use crate::job::Timeout;
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
-use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr::NonNull;
@@ -72,6 +71,12 @@ impl fmt::Debug for Detector {
 ///    it from `Queued` to `Running`.
 /// 3. A driver dropped without an outcome (tokio dropped the task, a job was discarded) drops the
 ///    user's future first, then fires the token and resolves the future as `Cancelled`.
+/// 5. The live count is released when the driver is dropped, after the user's future (not when
+///    the outcome is delivered: a task cancelled or timed out at an `.await` still holds its
+///    future then), so that `Shutdown::Wait` returns only once every task's future is gone.
+/// 4. The driver releases its live count (`release`) while it still holds its reference to the
+///    cell, so the event loop's tracker, which keeps a thin pointer to the cell's token, never
+///    holds one to a freed cell.
 pub(crate) struct AsyncCell<T> {
     token: TokenState,
     shared: Shared<T>,
@@ -82,6 +87,9 @@ pub(crate) struct AsyncCell<T> {
 /// What the driver keeps between polls.
 struct DriverState<T> {
     started: bool,
+    /// The outcome is delivered (or the task was found cancelled while queued): the driver only
+    /// waits to be dropped.
+    done: bool,
     /// With `live_tracker`, the event loop's count of this task as live (`Live`, in two parts so
     /// that the key packs beside `started`), released when the task ends.
     #[cfg(feature = "async")]
@@ -138,25 +146,36 @@ impl<T> AsyncCell<T> {
 }
 
 /// The driver's counted reference to its cell: one thin pointer. Dropped without
-/// [`complete`](CellRef::complete), it resolves the future as cancelled (rule 3).
+/// [`complete`](CellRef::complete), it resolves the future as cancelled (rule 3); dropped either
+/// way, it releases the driver's state and live count (rule 5).
 struct CellRef<T: Send + 'static>(Arc<AsyncCell<T>>);
 
 impl<T: Send + 'static> CellRef<T> {
-    /// Delivers the outcome (it loses to an earlier cancel or timeout), then releases the driver's
-    /// state.
-    fn complete(self, result: TaskResult<T>) {
-        let this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped nor used again: the reference is moved out once.
-        let cell = unsafe { std::ptr::read(&this.0) };
-        cell.shared.complete(result);
-        // SAFETY: the driver's own reference, consumed here (rule 1).
-        unsafe { cell.release() };
+    /// Delivers the outcome (it loses to an earlier cancel or timeout), once; the driver's
+    /// settings go with it, its live count when the driver is dropped (rule 5).
+    fn complete(&self, result: TaskResult<T>) {
+        // SAFETY: the driver's own reference (rule 1); the borrow ends before any other.
+        let state = unsafe { self.0.driver() };
+        if state.done {
+            return;
+        }
+        state.done = true;
+        state.extras = None;
+        self.0.shared.complete(result);
+    }
+
+    /// True once the outcome is delivered.
+    fn is_done(&self) -> bool {
+        // SAFETY: as in `complete`.
+        unsafe { self.0.driver() }.done
     }
 }
 
 impl<T: Send + 'static> Drop for CellRef<T> {
     fn drop(&mut self) {
-        self.0.shared.abandon(&self.0.token);
+        if !self.is_done() {
+            self.0.shared.abandon(&self.0.token);
+        }
         // SAFETY: the driver's own reference, dropped here (rule 1).
         unsafe { self.0.release() };
     }
@@ -189,16 +208,20 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        let Some(cell) = this.cell.as_ref() else {
+        let Some(cell_ref) = this.cell.as_ref() else {
             return Poll::Ready(());
         };
-        let cell = Arc::clone(&cell.0);
+        if cell_ref.is_done() {
+            return Poll::Ready(());
+        }
+        let cell = Arc::clone(&cell_ref.0);
         // SAFETY: this is the task's driver (rule 1); the reference ends before any other.
         let state = unsafe { cell.driver() };
         if !state.started {
             state.started = true;
             if !cell.shared.start() {
-                *this.cell = None; // cancelled while queued: the future is already resolved
+                // Cancelled while queued: the future is already resolved.
+                state.done = true;
                 return Poll::Ready(());
             }
             if let Some(t) = state.extras.as_mut().and_then(|e| e.timeout.take()) {
@@ -246,9 +269,10 @@ where
     }
 }
 
-/// Delivers a driver's outcome, once.
+/// Delivers a driver's outcome, once. The driver keeps its reference to the cell until it is
+/// dropped, after the user's future (rule 5).
 fn finish<T: Send + 'static>(cell: &mut Option<CellRef<T>>, outcome: TaskResult<T>) -> Poll<()> {
-    if let Some(cell) = cell.take() {
+    if let Some(cell) = cell.as_ref() {
         cell.complete(outcome);
     }
     Poll::Ready(())
@@ -305,6 +329,7 @@ where
         shared: Shared::new(),
         driver: AssertUnwindSafe(UnsafeCell::new(DriverState {
             started: false,
+            done: false,
             #[cfg(feature = "async")]
             live_key: 0,
             extras,

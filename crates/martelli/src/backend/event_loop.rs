@@ -11,7 +11,7 @@
 //!   tokens (each is dropped at its next `.await`), and a queue bound limits how many may be in flight.
 
 use super::{Admission, Backend, Rejected};
-use crate::cancel::CancelToken;
+use crate::cancel::{CancelToken, TokenState};
 use crate::error::{Error, TaskResult};
 use crate::future::promise;
 use crate::job::{Job, Plain, TaskJob};
@@ -20,6 +20,7 @@ use crate::options::{Priority, Shutdown};
 use crate::sync::{Condvar, Mutex};
 use crate::task_future::BoxTask;
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -38,10 +39,17 @@ struct Tracked {
     waiting: usize,
     bound: Option<usize>,
     closed: bool,
-    /// The tokens of live tasks, in a slab: a task's key is its index.
-    tokens: Vec<Option<CancelToken>>,
+    /// The tokens of live tasks, in a slab: a task's key is its index. A thin pointer to the
+    /// token's state, not a counted token: a word per live task instead of two (100,000 waiting
+    /// tasks keep a slab of 100,000). Rule: whoever is given a [`Live`] keeps the token's
+    /// allocation alive until that `Live` is dropped (which empties the entry, under the lock).
+    tokens: Vec<Option<NonNull<TokenState>>>,
     free: Vec<usize>,
 }
+
+// SAFETY: the pointers are to `TokenState`s, which are `Sync` (a flag and a mutex), kept alive by
+// the rule above and only used under the tracker's lock; so the slab may move between threads.
+unsafe impl Send for Tracked {}
 
 /// Counts one task as live until dropped.
 pub(crate) struct Live {
@@ -86,9 +94,12 @@ enum Refusal {
 }
 
 impl Tracker {
+    /// Counts a task as live, its token's state registered for a shutdown with `CancelPending`.
+    /// The caller keeps `token`'s allocation alive until the returned `Live` is dropped (the rule
+    /// of [`Tracked::tokens`]).
     fn admit(
         self: &Arc<Self>,
-        token: CancelToken,
+        token: &CancelToken,
         admission: Admission,
         on_loop: bool,
     ) -> Result<Live, Refusal> {
@@ -112,13 +123,14 @@ impl Tracker {
             }
         }
         state.live += 1;
+        let token = Some(NonNull::from(token.host().state()));
         let key = match state.free.pop() {
             Some(key) => {
-                state.tokens[key] = Some(token);
+                state.tokens[key] = token;
                 key
             }
             None => {
-                state.tokens.push(Some(token));
+                state.tokens.push(token);
                 state.tokens.len() - 1
             }
         };
@@ -257,6 +269,9 @@ struct Counted<F> {
     /// Structurally pinned: only reached through `Pin::map_unchecked_mut` in `poll`.
     fut: F,
     _live: Live,
+    /// The task's token, kept until `_live` (declared before it, so dropped before it) has left
+    /// the tracker's slab.
+    _token: CancelToken,
 }
 
 impl<F: std::future::Future<Output = ()>> std::future::Future for Counted<F> {
@@ -281,9 +296,13 @@ impl EventLoop {
     {
         let live = self
             .tracker
-            .admit(token, Admission::Wait, self.on_a_runtime_thread())
+            .admit(&token, Admission::Wait, self.on_a_runtime_thread())
             .map_err(|_| Error::ShutDown)?;
-        drop(self.handle.spawn(Counted { fut, _live: live }));
+        drop(self.handle.spawn(Counted {
+            fut,
+            _live: live,
+            _token: token,
+        }));
         crate::chaos::point();
         Ok(())
     }
@@ -300,10 +319,13 @@ impl EventLoop {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        // The driver's cell holds the token's state, and the driver releases its `Live` before it
+        // lets the cell go (`task_future.rs`): the tracker's rule holds.
         let live = self
             .tracker
-            .admit(token, Admission::Wait, self.on_a_runtime_thread())
+            .admit(&token, Admission::Wait, self.on_a_runtime_thread())
             .map_err(|_| Error::ShutDown)?;
+        drop(token);
         driver.set_live(live);
         drop(self.handle.spawn(driver));
         crate::chaos::point();
@@ -321,16 +343,18 @@ impl Backend for EventLoop {
     }
 
     fn execute(&self, job: Job, admission: Admission) -> Result<(), Rejected> {
-        let live = match self.tracker.admit(
-            job.task.token().clone(),
-            admission,
-            self.on_a_runtime_thread(),
-        ) {
+        let token = job.task.token().clone();
+        let live = match self
+            .tracker
+            .admit(&token, admission, self.on_a_runtime_thread())
+        {
             Ok(live) => live,
             Err(Refusal::Full) => return Err(Rejected::Full(job)),
             Err(Refusal::ShutDown) => return Err(Rejected::ShutDown(job)),
         };
         self.handle.spawn(async move {
+            // Dropped in reverse order: the count leaves the slab before the token goes.
+            let _token = token;
             let _live = live;
             job.run();
         });
@@ -368,7 +392,9 @@ impl Backend for EventLoop {
             state.closed = true;
             if mode == Shutdown::CancelPending {
                 for token in state.tokens.iter().flatten() {
-                    token.cancel();
+                    // SAFETY: an entry is emptied, under this lock, before its token's allocation
+                    // may go (the rule of `Tracked::tokens`), so it points to a live token.
+                    unsafe { token.as_ref() }.cancel();
                 }
             }
         }
