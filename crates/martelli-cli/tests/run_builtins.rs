@@ -13,18 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
-fn gnu_present() -> bool {
-    static PRESENT: OnceLock<bool> = OnceLock::new();
-    *PRESENT.get_or_init(|| {
-        Command::new("parallel")
-            .arg("--version")
-            .stdin(Stdio::null())
-            .output()
-            .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"GNU parallel"))
-    })
-}
+mod util;
+use util::gnu_present;
 
 /// A private directory with a shell wrapper `name` (logging to `starts`) for `real`.
 struct Place {

@@ -11,9 +11,8 @@ mod util;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
-use util::martelli;
+use util::{gnu_present, martelli};
 
 /// One case: the arguments after `run` / `parallel`, stdin, and the expected stdout and status.
 struct Case<'a> {
@@ -50,17 +49,6 @@ impl<'a> Case<'a> {
         self.sorted = true;
         self
     }
-}
-
-fn gnu_present() -> bool {
-    static PRESENT: OnceLock<bool> = OnceLock::new();
-    *PRESENT.get_or_init(|| {
-        Command::new("parallel")
-            .arg("--version")
-            .stdin(Stdio::null())
-            .output()
-            .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"GNU parallel"))
-    })
 }
 
 fn feed(mut command: Command, stdin: &[u8]) -> Output {

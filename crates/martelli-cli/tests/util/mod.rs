@@ -4,10 +4,24 @@
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 /// The `martelli` binary under test.
 pub fn martelli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_martelli"))
+}
+
+/// Whether GNU parallel is installed (asked once per test binary): the differential tests run their
+/// cases through it too where it is.
+pub fn gnu_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    *PRESENT.get_or_init(|| {
+        Command::new("parallel")
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"GNU parallel"))
+    })
 }
 
 /// Runs `martelli run ARGS…` with an empty stdin.
