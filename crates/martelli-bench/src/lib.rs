@@ -243,6 +243,54 @@ pub fn spawn_worker(url: &str, concurrency: usize, queue: &str) -> anyhow::Resul
         .context("could not start a worker process")
 }
 
+/// Runs `f` with a client on `queue` and `workers` fresh worker processes serving it (each with
+/// `concurrency` task slots, started by [`spawn_worker`]); the workers are stopped whatever `f`
+/// returns, a failure to start one of them included.
+pub fn with_workers<T>(
+    url: &str,
+    queue: &str,
+    workers: usize,
+    concurrency: usize,
+    f: impl FnOnce(&martelli::cluster::Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let client = martelli::cluster::Client::builder(url)
+        .queue(queue)
+        .build()
+        .context("could not connect the client")?;
+    let mut started = Vec::new();
+    let outcome = (|| {
+        for _ in 0..workers {
+            started.push(spawn_worker(url, concurrency, queue)?);
+        }
+        f(&client)
+    })();
+    for worker in &mut started {
+        stop_worker(worker);
+    }
+    outcome
+}
+
+/// Twenty no-op round trips: warms the connections and waits until the workers are up.
+pub fn warm_up(client: &martelli::cluster::Client) -> anyhow::Result<()> {
+    for _ in 0..20 {
+        client.submit_raw(NOOP, Vec::new())?.wait()?;
+    }
+    Ok(())
+}
+
+/// Stops a worker as an operator would (SIGTERM: it finishes its tasks and leaves), or kills it when
+/// the signal cannot be sent; then reaps it.
+pub fn stop_worker(worker: &mut Child) {
+    let stopped = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stopped {
+        let _ = worker.kill();
+    }
+    let _ = worker.wait();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,9 @@
 //! and the run reports how many results arrived in the `--seconds` after the first one, as a rate
 //! beside the limit.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use martelli::cluster::Client;
-use std::process::{Child, Command};
 use std::time::Instant;
 
 #[derive(Parser, Debug)]
@@ -125,7 +124,7 @@ fn measure_rate(args: &Args, rate: u32) -> anyhow::Result<()> {
     let queue = format!("bench-rate-{}", std::process::id());
     let (counted, observed) = with_workers(args, &queue, |client| {
         // Warm-up without a limit.
-        warm_up(client)?;
+        martelli_bench::warm_up(client)?;
         client.set_rate_limit(
             martelli_bench::NOOP,
             martelli::cluster::RateLimit::per_second(rate),
@@ -176,7 +175,7 @@ fn measure_workflows(args: &Args, kind: &str) -> anyhow::Result<()> {
     for run in 1..=args.runs.max(1) {
         let queue = format!("bench-{kind}-{}-{run}", std::process::id());
         let s = with_workers(args, &queue, |client| {
-            warm_up(client)?;
+            martelli_bench::warm_up(client)?;
             let noop = || Step::raw(martelli_bench::NOOP, Vec::new()).whole();
             let t0 = Instant::now();
             let mut waiting: Vec<String> = if kind == "chain" {
@@ -238,46 +237,17 @@ fn measure_workflows(args: &Args, kind: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `f` with a client on `queue` and `--workers` fresh worker processes serving it; the workers
-/// are stopped whatever `f` returns.
+/// Runs `f` with a client on `queue` and `--workers` fresh worker processes serving it.
 fn with_workers<T>(
     args: &Args,
     queue: &str,
     f: impl FnOnce(&Client) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let client = Client::builder(&args.url)
-        .queue(queue)
-        .build()
-        .context("could not connect the client")?;
-    let mut workers = Vec::new();
-    let outcome = (|| {
-        for _ in 0..args.workers {
-            workers.push(martelli_bench::spawn_worker(
-                &args.url,
-                args.concurrency,
-                queue,
-            )?);
-        }
-        f(&client)
-    })();
-    for worker in &mut workers {
-        stop(worker);
-    }
-    outcome
-}
-
-/// Twenty no-op round trips: warms the connections and waits until the workers are up.
-fn warm_up(client: &Client) -> anyhow::Result<()> {
-    for _ in 0..20 {
-        client
-            .submit_raw(martelli_bench::NOOP, Vec::new())?
-            .wait()?;
-    }
-    Ok(())
+    martelli_bench::with_workers(&args.url, queue, args.workers, args.concurrency, f)
 }
 
 fn measure(client: &Client, args: &Args) -> anyhow::Result<(f64, Vec<f64>)> {
-    warm_up(client)?;
+    martelli_bench::warm_up(client)?;
     let t0 = Instant::now();
     let futures = (0..args.n)
         .map(|_| client.submit_raw(martelli_bench::NOOP, Vec::new()))
@@ -299,17 +269,6 @@ fn measure(client: &Client, args: &Args) -> anyhow::Result<(f64, Vec<f64>)> {
 }
 
 /// SIGTERM (a graceful stop: an idle worker exits within its poll interval), then wait.
-fn stop(worker: &mut Child) {
-    let stopped = Command::new("kill")
-        .args(["-TERM", &worker.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !stopped {
-        let _ = worker.kill();
-    }
-    let _ = worker.wait();
-}
-
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]

@@ -82,31 +82,27 @@ fn main() -> anyhow::Result<()> {
         .and_then(|c| c.get_connection())
         .context("cannot connect to the broker")?;
     let queue = "bench";
-    let client = Client::builder(&args.url)
-        .queue(queue)
-        .build()
-        .context("could not connect the client")?;
-    let mut workers = Vec::new();
-    for _ in 0..args.workers {
-        workers.push(martelli_bench::spawn_worker(
-            &args.url,
-            args.concurrency,
-            queue,
-        )?);
-    }
-    for _ in 0..20 {
-        client
-            .submit_raw(martelli_bench::NOOP, Vec::new())?
-            .wait()?;
-    }
+    martelli_bench::with_workers(&args.url, queue, args.workers, args.concurrency, |client| {
+        martelli_bench::warm_up(client)?;
+        measure_both(client, &mut info, &args, &martelli)
+    })
+}
+
+/// The load without the dashboard, then with it serving one open page.
+fn measure_both(
+    client: &Client,
+    info: &mut redis::Connection,
+    args: &Args,
+    martelli: &std::path::Path,
+) -> anyhow::Result<()> {
     println!(
         "load: {} tasks/s for {} s per phase, {} workers x {} slots",
         args.rate, args.seconds, args.workers, args.concurrency
     );
-    let without = phase(&client, &mut info, &args)?;
+    let without = phase(client, info, args)?;
     report("without the dashboard", &without, None);
 
-    let mut dashboard = Command::new(&martelli)
+    let mut dashboard = Command::new(martelli)
         .args([
             "dashboard",
             "--cluster",
@@ -119,7 +115,27 @@ fn main() -> anyhow::Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {} dashboard", martelli.display()))?;
-    let addr = served_at(&mut dashboard)?;
+    // The dashboard is stopped whatever the phase with it returns.
+    let with = with_dashboard(client, info, args, &mut dashboard);
+    let _ = dashboard.kill();
+    let _ = dashboard.wait();
+    let (with, reader) = with?;
+    // The reader ends now that the dashboard is stopped (its connection closed).
+    let ticks = reader.join().unwrap_or(0);
+    report("with the dashboard", &with, Some(&without));
+    println!("the page received {ticks} live ticks");
+    Ok(())
+}
+
+/// The phase with the dashboard serving one page open on its live feed, and the thread reading that
+/// feed (it returns the ticks it read once the dashboard is stopped).
+fn with_dashboard(
+    client: &Client,
+    info: &mut redis::Connection,
+    args: &Args,
+    dashboard: &mut Child,
+) -> anyhow::Result<(Phase, std::thread::JoinHandle<u64>)> {
+    let addr = served_at(dashboard)?;
     // One page open on the live feed, reading every tick.
     let mut feed = std::net::TcpStream::connect(&addr).context("cannot reach the dashboard")?;
     write!(
@@ -138,17 +154,8 @@ fn main() -> anyhow::Result<()> {
         ticks
     });
     std::thread::sleep(Duration::from_secs(3));
-    let with = phase(&client, &mut info, &args)?;
-    let _ = dashboard.kill();
-    let _ = dashboard.wait();
-    let ticks = reader.join().unwrap_or(0);
-    report("with the dashboard", &with, Some(&without));
-    println!("the page received {ticks} live ticks");
-    for worker in &mut workers {
-        let _ = worker.kill();
-        let _ = worker.wait();
-    }
-    Ok(())
+    let with = phase(client, info, args)?;
+    Ok((with, reader))
 }
 
 /// What one phase measured.
