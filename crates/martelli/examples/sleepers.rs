@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example sleepers -- async 100000     # 100,000 tasks each sleeping 10 ms
+//! cargo run --release --example sleepers -- queued 100000    # the same, queued behind a busy loop
 //! cargo run --release --example sleepers -- threads 10000    # 10,000 threads each sleeping 10 ms
 //! cargo run --release --example sleepers -- tokio 100000     # the same on bare tokio: the floor
 //! cargo run --release --example sleepers -- baseline         # the process at rest, for RSS deltas
@@ -57,6 +58,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 done.wait()?;
             }
         }
+        "queued" => {
+            // All tasks alive at once as asyncio.gather and the tokio floor below have them: created
+            // while the loop cannot run them (its one thread is busy with a first task that waits
+            // for the spawning to end), so that no task carries a gate of its own. `async` above
+            // holds each task at a shared `CancelToken` instead, whose waiter each task pays for.
+            let pool = Pool::event_loop()?;
+            let (release, hold) = std::sync::mpsc::channel::<()>();
+            let (busy, loop_busy) = std::sync::mpsc::channel::<()>();
+            let holder = pool.submit_async(async move {
+                let _ = busy.send(());
+                // Blocks the loop's thread on purpose, until every task is queued.
+                let _ = hold.recv();
+            })?;
+            loop_busy.recv()?;
+            // Handles in a vector of the exact size, as the tokio floor keeps its `JoinHandle`s.
+            let mut futures = Vec::with_capacity(n);
+            for _ in 0..n {
+                futures.push(pool.submit_async(async { tokio::time::sleep(SLEEP).await })?);
+            }
+            spawned = start.elapsed();
+            release.send(())?;
+            holder.wait()?;
+            for done in futures {
+                done.wait()?;
+            }
+        }
         "tokio" => {
             // The floor: the same tasks on a bare tokio current-thread runtime, no martelli.
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -87,9 +114,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pool.shutdown(martelli::Shutdown::Wait);
         }
         other => {
-            return Err(
-                format!("unknown mode {other:?}: use async, tokio, threads or baseline").into(),
-            );
+            return Err(format!(
+                "unknown mode {other:?}: use async, queued, tokio, threads or baseline"
+            )
+            .into());
         }
     }
     let wall = start.elapsed();
