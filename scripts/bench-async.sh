@@ -56,7 +56,8 @@ if py:
     print(f"| same, tasks queued behind a busy loop as asyncio.gather and tokio have them | {q['kib_per']:.2f} KiB | asyncio {pk:.2f} KiB | {q['kib_per']/pk:.2f}× | ≤ 0.33× |")
 else:
     print(f"| 100k tasks × sleep 10 ms: wall | {a['wall']:.3f} s | (python peer not found) | | ≤ 0.3 s |")
-    print(f"| 100k tasks × sleep 10 ms: memory per task | {a['kib_per']:.2f} KiB | (python peer not found) | | |")
+    print(f"| 100k tasks × sleep 10 ms: memory per task (each held at a shared CancelToken) | {a['kib_per']:.2f} KiB | (python peer not found) | | |")
+    print(f"| same, tasks queued behind a busy loop as asyncio.gather and tokio have them | {q['kib_per']:.2f} KiB | (python peer not found) | | |")
 print(f"| 100k tasks: martelli over bare tokio (the floor) | {a['kib_per']:.2f} KiB, {a['wall']:.3f} s | tokio {tk['kib_per']:.2f} KiB, {tk['wall']:.3f} s | {a['kib_per']/tk['kib_per']:.2f}× memory, {a['wall']/tk['wall']:.2f}× wall | |")
 print(f"| 10k units: spawn time | async {a10['spawn']*1e3:.1f} ms | threads {t10['spawn']*1e3:.1f} ms | {a10['spawn']/t10['spawn']:.3f}× | |")
 print(f"| 10k units: memory per unit | async {a10['kib_per']:.2f} KiB | threads {t10['kib_per']:.2f} KiB | {a10['kib_per']/t10['kib_per']:.3f}× | |")

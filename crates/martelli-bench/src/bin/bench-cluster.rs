@@ -268,7 +268,6 @@ fn measure(client: &Client, args: &Args) -> anyhow::Result<(f64, Vec<f64>)> {
     Ok((tasks_per_s, lats))
 }
 
-/// SIGTERM (a graceful stop: an idle worker exits within its poll interval), then wait.
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
