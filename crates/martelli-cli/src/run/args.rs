@@ -84,6 +84,20 @@ pub(crate) struct RawOptions {
     #[arg(long = "delay", value_name = "SECS")]
     pub(crate) delay: Option<String>,
 
+    /// Start a job only while the load (threads running or waiting for the disk now) is below MAX:
+    /// a number, N% of the cores, +N or -N cores.
+    #[arg(long = "load", value_name = "MAX", allow_hyphen_values = true)]
+    pub(crate) load: Option<String>,
+
+    /// Start a job only while SIZE is free (2G, 500M); kill the youngest job when less than half
+    /// is (it runs again if --retries allows).
+    #[arg(long = "memfree", value_name = "SIZE")]
+    pub(crate) memfree: Option<String>,
+
+    /// Start no job while the machine swaps (pages both in and out over the last second).
+    #[arg(long = "noswap")]
+    pub(crate) noswap: bool,
+
     /// Run jobs with this niceness increment.
     #[arg(long = "nice", value_name = "N", allow_hyphen_values = true)]
     pub(crate) nice: Option<String>,

@@ -21,7 +21,7 @@ fn word() -> impl Strategy<Value = String> {
             "3", "--delay", "--nice", "19", "--dry-run", "--joblog", "--resume", "--link", "-q",
             "--no-shell", "-a", "-0", "--line-buffer", "--json", "--results", "{}", "{.}", "{/}",
             "{//}", "{/.}", "{#}", "{%}", "{1}", "{-1}", "{2.}", "{0}", "{", "}", "echo", "true",
-            "-", "--", "--bar", "--eta", "-u",
+            "-", "--", "--bar", "--eta", "-u", "--load", "100%", "--memfree", "1G", "--noswap",
         ])
         .prop_map(str::to_owned),
         1 => "\\PC{0,12}",
@@ -58,6 +58,8 @@ proptest! {
     fn jobs_and_halt_specs_never_panic(spec in "\\PC{0,16}") {
         let _ = config::parse_jobs(&spec, 2);
         let _ = config::parse_halt(&spec);
+        let _ = super::limits::parse_load(&spec, 2);
+        let _ = super::limits::parse_memfree(&spec);
     }
 
     #[test]

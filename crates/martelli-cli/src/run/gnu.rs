@@ -189,20 +189,12 @@ const NOT_BUILT: &[(&str, &str)] = &[
         "file transfer to remote hosts is not built; with --cluster, workers need a shared file system",
     ),
     (
-        "--load",
-        "martelli run does not look at the load average; lower -j instead",
-    ),
-    (
-        "--memfree",
-        "martelli run does not look at free memory; lower -j instead",
-    ),
-    (
-        "--noswap",
-        "martelli run does not look at swapping; lower -j instead",
-    ),
-    (
         "--limit",
-        "martelli run has no --limit command; lower -j instead",
+        "martelli run has no --limit command; use --load or --memfree, or lower -j",
+    ),
+    (
+        "--memsuspend",
+        "martelli run does not suspend jobs; --memfree SIZE holds new jobs and kills the youngest when memory runs short",
     ),
     ("--semaphore", "martelli run is not a semaphore (`sem`)"),
     ("--tmux", "martelli run does not start a terminal per job"),
@@ -455,7 +447,10 @@ mod tests {
         assert!(not_built("-S").unwrap().contains("--cluster"));
         assert!(not_built("--sshlogin=host").unwrap().contains("--cluster"));
         assert!(not_built("-Sserver").unwrap().contains("-S"));
-        assert!(not_built("--load").unwrap().contains("--load"));
+        assert!(not_built("--limit").unwrap().contains("--limit"));
+        assert!(not_built("--memsuspend").unwrap().contains("--memfree"));
+        // Built: not looked up here.
+        assert_eq!(not_built("--load"), None);
         assert_eq!(not_built("--jbos"), None);
         assert_eq!(not_built("-\u{103c8}"), None);
     }

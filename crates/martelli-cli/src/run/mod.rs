@@ -21,6 +21,7 @@ mod fuzz;
 mod gnu;
 mod input;
 mod joblog;
+mod limits;
 mod multi;
 mod output;
 mod perl;

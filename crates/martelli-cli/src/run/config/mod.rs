@@ -102,6 +102,8 @@ pub(crate) struct Config {
     pub(crate) tries: u32,
     pub(crate) halt: Option<Halt>,
     pub(crate) delay: Option<Duration>,
+    /// `--load`, `--memfree`, `--noswap`: start jobs only while the machine has room.
+    pub(crate) limits: super::limits::Limits,
     pub(crate) nice: Option<i32>,
     pub(crate) dry_run: bool,
     pub(crate) joblog: Option<PathBuf>,
@@ -361,6 +363,13 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             ));
         }
     }
+    let limits =
+        super::limits::Limits::parse(o.load.as_deref(), o.memfree.as_deref(), o.noswap, cores)?;
+    if limits.any() && o.cluster.is_some() {
+        return Err(RunError::Usage(
+            "--load, --memfree and --noswap look at this machine, and with --cluster the jobs run on the workers: leave them out, or start the workers with a lower `martelli worker -j`".into(),
+        ));
+    }
     if pipe.is_some() && o.cluster.is_some() {
         return Err(RunError::Usage(
             "--pipe with --cluster is not supported: cluster jobs take arguments, not standard input".into(),
@@ -475,6 +484,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             .as_deref()
             .map(|s| parse_seconds("--delay", s))
             .transpose()?,
+        limits,
         nice,
         dry_run: o.dry_run,
         joblog: o.joblog,

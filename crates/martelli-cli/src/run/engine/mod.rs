@@ -22,7 +22,7 @@
 //! except in the microseconds between the reaping and the deregistration, and only if the group was
 //! empty and its id reused within them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -40,6 +40,7 @@ use martelli::process::{self, Guardian, Signal, Spawn, Stream, Supervision};
 use super::config::{Config, HaltOn, OutputMode, Threshold};
 use super::input::{Args, Inputs};
 use super::joblog::Joblog;
+use super::limits::Gate;
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
 use super::pipe::{JobInput, Splitter, Tee};
 use super::remote::Remote;
@@ -53,7 +54,7 @@ mod special;
 mod tally;
 
 use report::Reporter;
-use signals::{kill_all, running, watch_signals};
+use signals::{kill_all, kill_one, running, watch_signals, youngest};
 use special::{dry_run, shellquote, shuffled};
 use tally::{Tally, count};
 
@@ -105,12 +106,15 @@ struct Shared {
     stop: AtomicBool,
     /// Set by `--halt now`: running jobs are being killed, do not retry them.
     killing: AtomicBool,
-    /// Process groups of running jobs, registered between spawn and reap.
-    live: Mutex<HashSet<u32>>,
+    /// Process groups of running jobs, registered between spawn and reap, with their jobs'
+    /// sequence numbers.
+    live: Mutex<HashMap<u32, u64>>,
     /// Jobs running on cluster workers (`--cluster`).
     remote_running: AtomicUsize,
     /// When the next job may start (`--delay`).
     next_start: Mutex<Instant>,
+    /// Where jobs wait for room on this machine (`--load`, `--memfree`, `--noswap`).
+    gate: Gate,
     /// The signal that interrupted the run, 0 if none.
     interrupted: AtomicI32,
     /// Finished jobs, counted by the slots before they take another job, so that `--halt` stops
@@ -247,9 +251,10 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         feed: Mutex::new(feed),
         stop: AtomicBool::new(false),
         killing: AtomicBool::new(false),
-        live: Mutex::new(HashSet::new()),
+        live: Mutex::new(HashMap::new()),
         remote_running: AtomicUsize::new(0),
         next_start: Mutex::new(Instant::now()),
+        gate: Gate::new(config.limits.clone()),
         interrupted: AtomicI32::new(0),
         tally: Mutex::new(Tally {
             total,
@@ -262,6 +267,27 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         config,
     });
     watch_signals(&shared)?;
+    // --noswap measures swapping once a second; --memfree kills the youngest job when memory runs
+    // short. Both until the slots are done.
+    let watching = Arc::new(AtomicBool::new(false));
+    let watcher = (shared.config.limits.noswap || shared.config.limits.memfree.is_some())
+        .then(|| {
+            let shared = Arc::clone(&shared);
+            let done = Arc::clone(&watching);
+            thread::Builder::new()
+                .name("limits".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    shared
+                        .gate
+                        .watch(&done, || youngest(&shared), |pgid| kill_one(&shared, pgid));
+                })
+        })
+        .transpose()
+        .map_err(|source| RunError::System {
+            what: "cannot start the thread that watches memory and swapping",
+            source,
+        })?;
     // No more slots than jobs, when their number is known.
     let slot_count = total.map_or(shared.config.jobs, |t| {
         shared
@@ -290,6 +316,10 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
     for handle in slots {
         let _ = handle.join();
     }
+    watching.store(true, Ordering::SeqCst);
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
     // Every job is reaped and forgotten by the guardian now. Dropping it would close its pipe and
     // wait for it to exit, a round trip through the scheduler at the very end of the run; instead
     // it is left to see its pipe close when this process exits (`martelli run` returns to `main`
@@ -310,6 +340,11 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
         let (job, slot) = {
             let mut feed = lock(&shared.feed);
             let job = feed.next();
+            // --load, --memfree, --noswap: the job waits for room, holding the feed so that jobs
+            // start in their order (and no slot waits when no job is left).
+            if matches!(job, Some(Ok(_))) && !shared.gate.wait(&shared.stop) {
+                return;
+            }
             // Taken with the job, under the feed's lock, so that jobs get slots in their order.
             let slot = lock(&shared.free_slots).pop_first().unwrap_or(1);
             (job, slot)
@@ -539,7 +574,7 @@ fn run_job(
                     if let Ok(c) = &child {
                         // Best effort: the guardian only fails to watch beyond its capacity (`-j`).
                         let _ = guardian.watch(c.pgid());
-                        lock(&shared.live).insert(c.pgid());
+                        lock(&shared.live).insert(c.pgid(), seq);
                         if shared.killing.load(Ordering::SeqCst) {
                             let _ = c.signal_group(Signal::TERM);
                         }
@@ -619,8 +654,11 @@ fn run_job(
                 outcome.runtime = clock.elapsed();
             }
         }
-        let retry =
-            outcome.failed() && attempt < config.tries && !shared.killing.load(Ordering::SeqCst);
+        // A retry is a start: it waits for room as the first attempt did.
+        let retry = outcome.failed()
+            && attempt < config.tries
+            && !shared.killing.load(Ordering::SeqCst)
+            && shared.gate.wait(&shared.stop);
         if !retry {
             outcome.args = args;
             outcome.command = command;

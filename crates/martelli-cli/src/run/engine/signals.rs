@@ -49,7 +49,7 @@ pub(super) fn running(shared: &Shared) -> usize {
 
 /// Kills the process group of every running job: SIGTERM, the grace period, then SIGKILL.
 pub(super) fn kill_all(shared: &Shared) {
-    let groups: Vec<u32> = lock(&shared.live).iter().copied().collect();
+    let groups: Vec<u32> = lock(&shared.live).keys().copied().collect();
     for &pgid in &groups {
         let _ = process::signal_group(pgid, Signal::TERM);
     }
@@ -58,8 +58,35 @@ pub(super) fn kill_all(shared: &Shared) {
         thread::sleep(Duration::from_millis(5));
     }
     // Only groups still registered, whose leaders are (all but) unreaped: see the module docs.
-    for pgid in lock(&shared.live).iter().copied() {
+    for pgid in lock(&shared.live).keys().copied() {
         let _ = process::signal_group(pgid, Signal::KILL);
+    }
+}
+
+/// The youngest running job (the highest sequence number): its sequence number and group.
+pub(super) fn youngest(shared: &Shared) -> Option<(u64, u32)> {
+    lock(&shared.live)
+        .iter()
+        .max_by_key(|&(_, &seq)| seq)
+        .map(|(&pgid, &seq)| (seq, pgid))
+}
+
+/// Kills one job's process group (`--memfree`): SIGTERM, the grace period, then SIGKILL; returns
+/// once its slot has reaped it, or after a further grace if it does not.
+pub(super) fn kill_one(shared: &Shared, pgid: u32) {
+    let gone = || !lock(&shared.live).contains_key(&pgid);
+    let wait = |limit: Duration| {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && !gone() {
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let _ = process::signal_group(pgid, Signal::TERM);
+    wait(shared.config.grace);
+    // Only a group still registered, whose leader is (all but) unreaped: see the module docs.
+    if !gone() {
+        let _ = process::signal_group(pgid, Signal::KILL);
+        wait(shared.config.grace.max(Duration::from_secs(1)));
     }
 }
 
