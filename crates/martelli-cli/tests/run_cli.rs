@@ -332,8 +332,8 @@ fn bad_input_is_a_one_line_error_with_exit_255() {
         (vec!["--trim", "x", "echo", ":::", "a"], "invalid --trim"),
         (vec!["-S", "server", "echo", ":::", "a"], "--cluster"),
         (
-            vec!["--limit", "my-check", "echo", ":::", "a"],
-            "GNU parallel's --limit",
+            vec!["--termseq", "INT,200,KILL,25", "echo", ":::", "a"],
+            "GNU parallel's --termseq",
         ),
         (
             vec!["echo", "::::", missing.to_str().unwrap()],

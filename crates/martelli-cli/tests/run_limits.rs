@@ -1,9 +1,10 @@
-//! End-to-end tests of `martelli run --load`, `--memfree` and `--noswap`: jobs wait for room on the
-//! machine, and `--memfree` kills the youngest job when memory runs short.
+//! End-to-end tests of `martelli run --load`, `--memfree`, `--memsuspend`, `--noswap` and
+//! `--limit`: jobs wait for room on the machine, `--memfree` and `--limit` kill the youngest job,
+//! `--memsuspend` stops the youngest jobs while memory is short.
 //!
 //! The machine's real figures cannot be steered from a test, so most tests point the runner at a
-//! directory of their own holding the three files it reads (`MARTELLI_RUN_PROC`: `stat`, `meminfo`,
-//! `vmstat`, in `/proc`'s format) and change them while the run waits. One test reads the real
+//! directory of their own holding the files it reads (`MARTELLI_RUN_PROC`: `stat`, `meminfo`,
+//! `vmstat`, `diskstats`, in `/proc`'s format) and change them while the run waits. One test reads the real
 //! `/proc`; GNU parallel's own examples of these options run in `gnu_examples`.
 
 mod util;
@@ -34,6 +35,7 @@ impl FakeProc {
         fake.set_load(0);
         fake.set_free_kib(8 << 20);
         fake.set_swapped(0, 0);
+        fake.set_disk_busy_ms(0);
         fake
     }
 
@@ -74,6 +76,23 @@ impl FakeProc {
             &format!("nr_free_pages 1000\npswpin {pages_in}\npswpout {pages_out}\npgfault 5\n"),
         );
     }
+}
+
+impl FakeProc {
+    /// One disk that has been busy `ms` milliseconds since boot.
+    fn set_disk_busy_ms(&self, ms: u64) {
+        self.write(
+            "diskstats",
+            &format!("   8       0 sda 100 0 800 50 100 0 800 50 0 {ms} 100 0 0 0 0 0 0\n"),
+        );
+    }
+}
+
+/// Replaces `path` whole, so that no reader sees half of it.
+fn write_whole(path: &Path, text: &str) {
+    let tmp = path.with_extension("new");
+    fs::write(&tmp, text).expect("the file is written");
+    fs::rename(&tmp, path).expect("the file is renamed");
 }
 
 /// Starts `martelli run ARGS…` reading `fake` instead of `/proc`, in `cwd`.
@@ -370,9 +389,12 @@ fn bad_limits_are_refused_before_any_job_starts() {
         (&["--load", "lots"][..], "invalid --load 'lots'"),
         (&["--load", "2.5%"][..], "invalid --load '2.5%'"),
         (&["--memfree", "5X"][..], "invalid --memfree '5X'"),
+        (&["--memsuspend", "5X"][..], "invalid --memsuspend '5X'"),
+        (&["--limit", " "][..], "invalid --limit ' '"),
+        (&["--limit", "io lots"][..], "invalid --limit 'io lots'"),
         (
             &["--memfree", "1G", "--cluster", "redis://127.0.0.1:1"][..],
-            "--load, --memfree and --noswap look at this machine",
+            "--load, --memfree, --memsuspend, --noswap and --limit look at this machine",
         ),
     ] {
         let out = touch(args);
@@ -381,16 +403,15 @@ fn bad_limits_are_refused_before_any_job_starts() {
     }
     // A machine without the figures (here: a directory without them) is told so.
     let empty = tempfile::tempdir().unwrap();
-    for (option, file) in [
-        ("--load", "stat"),
-        ("--memfree", "meminfo"),
-        ("--noswap", "vmstat"),
+    for (option, value, file) in [
+        ("--load", Some("1"), "stat"),
+        ("--memfree", Some("1"), "meminfo"),
+        ("--memsuspend", Some("1"), "meminfo"),
+        ("--noswap", None, "vmstat"),
+        ("--limit", Some("io 50"), "diskstats"),
     ] {
         let mut cmd = martelli();
-        cmd.arg("run").arg(option);
-        if option != "--noswap" {
-            cmd.arg("1");
-        }
+        cmd.arg("run").arg(option).args(value);
         let out = cmd
             .args(["touch ran.{}", ":::", "a"])
             .env("MARTELLI_RUN_PROC", empty.path())
@@ -401,10 +422,195 @@ fn bad_limits_are_refused_before_any_job_starts() {
         assert_code(&out, 255);
         let expected: PathBuf = empty.path().join(file);
         assert!(
-            stderr(&out).contains(&format!("{option} needs {}", expected.display())),
+            stderr(&out).contains(&format!("needs {}", expected.display())),
             "{option}: {}",
             stderr(&out)
         );
     }
     assert!(!work.path().join("ran.a").exists(), "a job ran");
+}
+
+#[test]
+fn limit_command_decides_each_start_and_2_kills_the_youngest() {
+    let fake = FakeProc::new();
+    let work = tempfile::tempdir().unwrap();
+    let code = work.path().join("code");
+    let set = |status: u32| write_whole(&code, &status.to_string());
+    let m = marker(2);
+    let script =
+        format!("if [ -e {{}}.again ]; then echo {{}} again; else touch {{}}.again; sleep {m}; fi");
+    // The check runs in the shell, in the run's directory, with SSHLOGIN=":" as in GNU parallel.
+    let check = "[ \"$SSHLOGIN\" = : ] && exit $(cat code)";
+    set(1);
+    let mut child = spawn_run(
+        &fake,
+        work.path(),
+        &[
+            "-j2",
+            "--retries",
+            "2",
+            "--limit",
+            check,
+            &script,
+            ":::",
+            "1",
+            "2",
+        ],
+    );
+    assert!(
+        !holds_within(Duration::from_millis(800), || !live_sleeps(&m).is_empty()),
+        "a job started while the check said 1"
+    );
+    set(0);
+    until("both jobs to start", Duration::from_secs(30), || {
+        live_sleeps(&m).len() == 2
+    });
+    // 2: the youngest (job 2) is killed; its retry waits while the check says 1.
+    set(2);
+    until("job 2 to be killed", Duration::from_secs(30), || {
+        live_sleeps(&m).len() == 1
+    });
+    set(1);
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        live_sleeps(&m).len(),
+        1,
+        "job 1 runs on while the check says 1"
+    );
+    assert!(running(&mut child));
+    set(2);
+    until("job 1 to be killed", Duration::from_secs(30), || {
+        live_sleeps(&m).is_empty()
+    });
+    set(0);
+    let out = finish(child);
+    assert_code(&out, 0);
+    let mut got: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(got, ["1 again", "2 again"], "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    let (two, one) = (
+        err.find("killing job 2, the youngest: --limit"),
+        err.find("killing job 1, the youngest: --limit"),
+    );
+    assert!(
+        matches!((two, one), (Some(two), Some(one)) if two < one),
+        "job 2 killed, then job 1: {err}"
+    );
+}
+
+#[test]
+fn limit_built_ins_read_memory_and_disk_activity() {
+    let fake = Arc::new(FakeProc::new());
+    let work = tempfile::tempdir().unwrap();
+    // mem 1G: held with 512 MiB free.
+    fake.set_free_kib(512 * 1024);
+    let mut child = spawn_run(
+        &fake,
+        work.path(),
+        &["--limit", "mem 1G", "echo {}", ":::", "m"],
+    );
+    assert!(!holds_within(Duration::from_millis(800), || !running(
+        &mut child
+    )));
+    fake.set_free_kib(2 << 20);
+    let out = finish(child);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "m\n");
+
+    // io 50: held while the disk is 90 % busy (900 ms of every second).
+    let busy = Arc::new(AtomicBool::new(true));
+    let pump = {
+        let (fake, busy) = (Arc::clone(&fake), Arc::clone(&busy));
+        thread::spawn(move || {
+            let started = Instant::now();
+            while busy.load(Ordering::SeqCst) {
+                let ms = started.elapsed().as_millis() as u64 * 9 / 10;
+                fake.set_disk_busy_ms(1_000_000 + ms);
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let mut child = spawn_run(
+        &fake,
+        work.path(),
+        &["--limit", "io 50", "echo {}", ":::", "io"],
+    );
+    assert!(
+        !holds_within(Duration::from_millis(2500), || !running(&mut child)),
+        "a job started while the disk was 90 % busy"
+    );
+    busy.store(false, Ordering::SeqCst);
+    pump.join().unwrap();
+    let out = finish(child);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "io\n");
+}
+
+/// The state letters of jobs 1, 2 and 3, each sleeping `MARKER` followed by its number (`-` for a
+/// job not running).
+fn sleep_states(m: &str) -> Vec<char> {
+    (1..=3)
+        .map(|n| {
+            live_sleeps(&format!("{m}{n}"))
+                .first()
+                .map_or('-', |p| p.state)
+        })
+        .collect()
+}
+
+#[test]
+fn memsuspend_stops_the_youngest_jobs_and_continues_them_when_memory_is_back() {
+    let fake = FakeProc::new();
+    let work = tempfile::tempdir().unwrap();
+    let m = marker(3);
+    let command = format!("sleep {m}{{}}; echo {{}}");
+    let child = spawn_run(
+        &fake,
+        work.path(),
+        &["-j3", "--memsuspend", "1G", &command, ":::", "1", "2", "3"],
+    );
+    until("three jobs to start", Duration::from_secs(30), || {
+        sleep_states(&m) == ['S', 'S', 'S']
+    });
+    // 512 MiB free, under --memsuspend: one job runs (the oldest), two are stopped.
+    fake.set_free_kib(512 * 1024);
+    until(
+        "jobs 2 and 3 to be stopped",
+        Duration::from_secs(30),
+        || sleep_states(&m) == ['S', 'T', 'T'],
+    );
+    // 1.2 GiB: 1 / (2 - 1.2) = 1.25, so two run.
+    fake.set_free_kib(1_258_291);
+    until("job 2 to continue", Duration::from_secs(30), || {
+        sleep_states(&m) == ['S', 'S', 'T']
+    });
+    // Twice --memsuspend free: all continue.
+    fake.set_free_kib(4 << 20);
+    until("every job to continue", Duration::from_secs(30), || {
+        sleep_states(&m) == ['S', 'S', 'S']
+    });
+    // Stopped again, then killed by a second Ctrl-C: a stopped job dies too.
+    fake.set_free_kib(512 * 1024);
+    until(
+        "jobs 2 and 3 to be stopped again",
+        Duration::from_secs(30),
+        || sleep_states(&m) == ['S', 'T', 'T'],
+    );
+    let pid = Pid::from_raw(child.id() as i32).expect("a child's pid is positive");
+    kill_process(pid, Signal::INT).expect("the runner is alive");
+    thread::sleep(Duration::from_millis(300));
+    kill_process(pid, Signal::INT).expect("the runner is alive");
+    let out = finish(child);
+    assert_code(&out, 130);
+    assert_eq!(
+        sleep_states(&m),
+        ['-', '-', '-'],
+        "a stopped job outlived the run"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("--memsuspend") && err.contains("memory is back"),
+        "{err}"
+    );
 }

@@ -94,9 +94,19 @@ pub(crate) struct RawOptions {
     #[arg(long = "memfree", value_name = "SIZE")]
     pub(crate) memfree: Option<String>,
 
+    /// Stop the youngest jobs while less than twice SIZE is free (one job runs under SIZE);
+    /// continue them when memory is back.
+    #[arg(long = "memsuspend", value_name = "SIZE")]
+    pub(crate) memsuspend: Option<String>,
+
     /// Start no job while the machine swaps (pages both in and out over the last second).
     #[arg(long = "noswap")]
     pub(crate) noswap: bool,
+
+    /// Before each start run CMD: status 0 starts the job, 1 waits, 2 also kills the youngest
+    /// job. Built in: "io N" (% busy disk), "load N", "mem SIZE".
+    #[arg(long = "limit", value_name = "CMD")]
+    pub(crate) limit: Option<String>,
 
     /// Run jobs with this niceness increment.
     #[arg(long = "nice", value_name = "N", allow_hyphen_values = true)]

@@ -22,6 +22,7 @@ fn word() -> impl Strategy<Value = String> {
             "--no-shell", "-a", "-0", "--line-buffer", "--json", "--results", "{}", "{.}", "{/}",
             "{//}", "{/.}", "{#}", "{%}", "{1}", "{-1}", "{2.}", "{0}", "{", "}", "echo", "true",
             "-", "--", "--bar", "--eta", "-u", "--load", "100%", "--memfree", "1G", "--noswap",
+            "--memsuspend", "--limit", "io 50", "mem 1G",
         ])
         .prop_map(str::to_owned),
         1 => "\\PC{0,12}",
@@ -59,7 +60,8 @@ proptest! {
         let _ = config::parse_jobs(&spec, 2);
         let _ = config::parse_halt(&spec);
         let _ = super::limits::parse_load(&spec, 2);
-        let _ = super::limits::parse_memfree(&spec);
+        let _ = super::limits::parse_memory("--memfree", &spec);
+        let _ = super::limits::parse_limit(&spec);
     }
 
     #[test]

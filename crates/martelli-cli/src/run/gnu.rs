@@ -188,14 +188,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
         "--basefile",
         "file transfer to remote hosts is not built; with --cluster, workers need a shared file system",
     ),
-    (
-        "--limit",
-        "martelli run has no --limit command; use --load or --memfree, or lower -j",
-    ),
-    (
-        "--memsuspend",
-        "martelli run does not suspend jobs; --memfree SIZE holds new jobs and kills the youngest when memory runs short",
-    ),
     ("--semaphore", "martelli run is not a semaphore (`sem`)"),
     ("--tmux", "martelli run does not start a terminal per job"),
     (
@@ -447,10 +439,10 @@ mod tests {
         assert!(not_built("-S").unwrap().contains("--cluster"));
         assert!(not_built("--sshlogin=host").unwrap().contains("--cluster"));
         assert!(not_built("-Sserver").unwrap().contains("-S"));
-        assert!(not_built("--limit").unwrap().contains("--limit"));
-        assert!(not_built("--memsuspend").unwrap().contains("--memfree"));
+        assert!(not_built("--termseq").unwrap().contains("--kill-grace"));
         // Built: not looked up here.
         assert_eq!(not_built("--load"), None);
+        assert_eq!(not_built("--limit"), None);
         assert_eq!(not_built("--jbos"), None);
         assert_eq!(not_built("-\u{103c8}"), None);
     }

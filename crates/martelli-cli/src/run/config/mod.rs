@@ -363,11 +363,19 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             ));
         }
     }
-    let limits =
-        super::limits::Limits::parse(o.load.as_deref(), o.memfree.as_deref(), o.noswap, cores)?;
+    let limits = super::limits::Limits::parse(
+        &super::limits::LimitOptions {
+            load: o.load.as_deref(),
+            memfree: o.memfree.as_deref(),
+            memsuspend: o.memsuspend.as_deref(),
+            noswap: o.noswap,
+            limit: o.limit.as_deref(),
+        },
+        cores,
+    )?;
     if limits.any() && o.cluster.is_some() {
         return Err(RunError::Usage(
-            "--load, --memfree and --noswap look at this machine, and with --cluster the jobs run on the workers: leave them out, or start the workers with a lower `martelli worker -j`".into(),
+            "--load, --memfree, --memsuspend, --noswap and --limit look at this machine, and with --cluster the jobs run on the workers: leave them out, or start the workers with a lower `martelli worker -j`".into(),
         ));
     }
     if pipe.is_some() && o.cluster.is_some() {

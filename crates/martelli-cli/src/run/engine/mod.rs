@@ -40,7 +40,7 @@ use martelli::process::{self, Guardian, Signal, Spawn, Stream, Supervision};
 use super::config::{Config, HaltOn, OutputMode, Threshold};
 use super::input::{Args, Inputs};
 use super::joblog::Joblog;
-use super::limits::Gate;
+use super::limits::{Gate, Jobs};
 use super::output::{LineSink, Outcome, Print, PrintError, Printer};
 use super::pipe::{JobInput, Splitter, Tee};
 use super::remote::Remote;
@@ -54,7 +54,7 @@ mod special;
 mod tally;
 
 use report::Reporter;
-use signals::{kill_all, kill_one, running, watch_signals, youngest};
+use signals::{kill_all, kill_one, running, watch_signals};
 use special::{dry_run, shellquote, shuffled};
 use tally::{Tally, count};
 
@@ -87,6 +87,19 @@ impl Feed {
             self.next_order += 1;
             return Some(Ok((order, self.next_seq, args)));
         }
+    }
+}
+
+impl Jobs for Shared {
+    fn running(&self) -> Vec<(u64, u32)> {
+        lock(&self.live)
+            .iter()
+            .map(|(&pgid, &seq)| (seq, pgid))
+            .collect()
+    }
+
+    fn kill(&self, pgid: u32) {
+        kill_one(self, pgid);
     }
 }
 
@@ -254,7 +267,7 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         live: Mutex::new(HashMap::new()),
         remote_running: AtomicUsize::new(0),
         next_start: Mutex::new(Instant::now()),
-        gate: Gate::new(config.limits.clone()),
+        gate: Gate::new(config.limits.clone(), config.shell.clone()),
         interrupted: AtomicI32::new(0),
         tally: Mutex::new(Tally {
             total,
@@ -267,21 +280,20 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         config,
     });
     watch_signals(&shared)?;
-    // --noswap measures swapping once a second; --memfree kills the youngest job when memory runs
-    // short. Both until the slots are done.
+    // --memfree and --limit kill the youngest job, --memsuspend stops jobs, --noswap and --limit
+    // io measure over a second: a thread watches until the slots are done.
     let watching = Arc::new(AtomicBool::new(false));
-    let watcher = (shared.config.limits.noswap || shared.config.limits.memfree.is_some())
+    let watcher = shared
+        .config
+        .limits
+        .watched()
         .then(|| {
             let shared = Arc::clone(&shared);
             let done = Arc::clone(&watching);
             thread::Builder::new()
                 .name("limits".into())
                 .stack_size(64 * 1024)
-                .spawn(move || {
-                    shared
-                        .gate
-                        .watch(&done, || youngest(&shared), |pgid| kill_one(&shared, pgid));
-                })
+                .spawn(move || shared.gate.watch(&done, &*shared))
         })
         .transpose()
         .map_err(|source| RunError::System {

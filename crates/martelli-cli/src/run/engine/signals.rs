@@ -52,6 +52,8 @@ pub(super) fn kill_all(shared: &Shared) {
     let groups: Vec<u32> = lock(&shared.live).keys().copied().collect();
     for &pgid in &groups {
         let _ = process::signal_group(pgid, Signal::TERM);
+        // A job stopped by --memsuspend handles the SIGTERM only once continued.
+        let _ = process::signal_group(pgid, Signal::CONT);
     }
     let deadline = Instant::now() + shared.config.grace;
     while Instant::now() < deadline && !lock(&shared.live).is_empty() {
@@ -61,14 +63,6 @@ pub(super) fn kill_all(shared: &Shared) {
     for pgid in lock(&shared.live).keys().copied() {
         let _ = process::signal_group(pgid, Signal::KILL);
     }
-}
-
-/// The youngest running job (the highest sequence number): its sequence number and group.
-pub(super) fn youngest(shared: &Shared) -> Option<(u64, u32)> {
-    lock(&shared.live)
-        .iter()
-        .max_by_key(|&(_, &seq)| seq)
-        .map(|(&pgid, &seq)| (seq, pgid))
 }
 
 /// Kills one job's process group (`--memfree`): SIGTERM, the grace period, then SIGKILL; returns
@@ -82,6 +76,8 @@ pub(super) fn kill_one(shared: &Shared, pgid: u32) {
         }
     };
     let _ = process::signal_group(pgid, Signal::TERM);
+    // A job stopped by --memsuspend handles the SIGTERM only once continued.
+    let _ = process::signal_group(pgid, Signal::CONT);
     wait(shared.config.grace);
     // Only a group still registered, whose leader is (all but) unreaped: see the module docs.
     if !gone() {

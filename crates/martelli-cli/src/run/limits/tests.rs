@@ -1,4 +1,6 @@
+use super::figures::*;
 use super::*;
+use std::path::PathBuf;
 
 #[test]
 fn load_takes_the_syntax_of_jobs() {
@@ -21,20 +23,25 @@ fn load_takes_the_syntax_of_jobs() {
 
 #[test]
 fn memfree_takes_gnu_suffixes() {
-    assert_eq!(parse_memfree("1G").ok(), Some(1 << 30));
-    assert_eq!(parse_memfree("500M").ok(), Some(500 << 20));
-    assert_eq!(parse_memfree("2k").ok(), Some(2000));
-    assert_eq!(parse_memfree("1000").ok(), Some(1000));
-    assert_eq!(parse_memfree("0").ok(), Some(0));
+    assert_eq!(parse_memory("--memfree", "1G").ok(), Some(1 << 30));
+    assert_eq!(parse_memory("--memfree", "500M").ok(), Some(500 << 20));
+    assert_eq!(parse_memory("--memfree", "2k").ok(), Some(2000));
+    assert_eq!(parse_memory("--memfree", "1000").ok(), Some(1000));
+    assert_eq!(parse_memory("--memfree", "0").ok(), Some(0));
     for bad in ["", "G", "1X", "-1G", "lots"] {
-        let err = parse_memfree(bad).expect_err(bad).to_string();
+        let err = parse_memory("--memfree", bad).expect_err(bad).to_string();
         assert!(err.contains("invalid --memfree"), "{bad:?}: {err}");
     }
 }
 
 #[test]
 fn memfree_zero_sets_no_limit() {
-    let limits = Limits::parse(None, Some("0"), false, 2).expect("parses");
+    let options = LimitOptions {
+        memfree: Some("0"),
+        memsuspend: Some("0"),
+        ..LimitOptions::default()
+    };
+    let limits = Limits::parse(&options, 2).expect("parses");
     assert!(!limits.any());
 }
 
@@ -88,4 +95,53 @@ fn this_machines_figures_read() {
     let free = proc.free_memory().expect("/proc/meminfo");
     assert!(free > 0);
     proc.swap_counters().expect("/proc/vmstat");
+}
+
+#[test]
+fn limit_knows_gnu_parallels_built_in_checks() {
+    assert_eq!(parse_limit("io 50").ok(), Some(LimitCommand::Io(50.0)));
+    assert_eq!(parse_limit("load 2.5").ok(), Some(LimitCommand::Load(2.5)));
+    assert_eq!(parse_limit("mem 1G").ok(), Some(LimitCommand::Mem(1 << 30)));
+    assert_eq!(
+        parse_limit("  mem   2k ").ok(),
+        Some(LimitCommand::Mem(2000))
+    );
+    // Anything else is a command for the shell, kept as written.
+    for script in [
+        "./check.sh 3",
+        "io",
+        "load 1 2",
+        "test -e ok",
+        "memcheck 1G",
+    ] {
+        assert_eq!(
+            parse_limit(script).ok(),
+            Some(LimitCommand::Script(script.to_owned())),
+            "{script}"
+        );
+    }
+    for bad in ["", "   ", "io fifty", "load -1", "mem lots"] {
+        let err = parse_limit(bad).expect_err(bad).to_string();
+        assert!(err.contains("invalid --limit"), "{bad:?}: {err}");
+    }
+}
+
+const DISKSTATS: &str = "   7       0 loop0 10 0 20 5 0 0 0 0 0 12 5 0 0 0 0 0 0\n   8       0 sda 900 10 8000 300 500 20 9000 700 0 1500 1000 0 0 0 0 0 0\n   8       1 sda1 800 10 7000 250 400 20 8000 600 0 1400 850 0 0 0 0 0 0\n";
+
+#[test]
+fn disk_activity_is_iostats_util_of_the_busiest_device() {
+    let before = parse_diskstats(DISKSTATS).expect("parses");
+    assert_eq!(before.get("sda"), Some(&1500));
+    assert_eq!(before.get("loop0"), Some(&12));
+    let mut after = before.clone();
+    after.insert("sda".into(), 1500 + 250);
+    after.insert("loop0".into(), 12 + 900);
+    after.insert("new0".into(), 999_999);
+    // 900 ms busy of 1000 for loop0: 90 %; a device that appeared in between is left out.
+    assert!((busiest(&before, &after, 1000.0) - 90.0).abs() < 1e-9);
+    // Never above 100 %, nothing for no time.
+    assert_eq!(busiest(&before, &after, 100.0), 100.0);
+    assert_eq!(busiest(&before, &after, 0.0), 0.0);
+    assert!(parse_diskstats("").is_err());
+    assert!(parse_diskstats("8 0 sda 1 2 3 4 5 6 7 8 9 x 11\n").is_err());
 }
