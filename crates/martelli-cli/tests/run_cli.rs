@@ -504,6 +504,55 @@ fn delay_spaces_job_starts() {
 }
 
 #[test]
+fn delay_auto_grows_after_failures_and_durations_take_time_postfixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    // 0.3 s, then 30 % longer after each failed job, as the jobs (`false`) end before the next
+    // start: 0.39, 0.507, 0.659 (GNU parallel 20221122 gave 0.389, 0.506, 0.660 s). "0.005m" is
+    // 0.3 s with GNU parallel's time postfix. Bounds only from below (a loaded machine starts late):
+    // every gap at least 0.3 s, and the last at least 0.507, the delay after the first two jobs
+    // failed, which they did long before.
+    let o = run(&[
+        "-j3",
+        "--delay",
+        "0.005mauto",
+        "--joblog",
+        log.to_str().unwrap(),
+        "false",
+        ":::",
+        "a",
+        "b",
+        "c",
+        "d",
+    ]);
+    assert_code(&o, 4);
+    let mut starts: Vec<f64> = joblog_rows(&log)
+        .iter()
+        .map(|r| r[2].parse().unwrap())
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    let gaps: Vec<f64> = starts.windows(2).map(|p| p[1] - p[0]).collect();
+    assert_eq!(gaps.len(), 3, "starts {starts:?}");
+    assert!(gaps.iter().all(|&g| g >= 0.29), "gaps {gaps:?}");
+    assert!(gaps[2] >= 0.5, "gaps {gaps:?}");
+}
+
+#[test]
+fn retries_0_tries_until_the_job_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    // Fails four times, then succeeds: GNU parallel's --retries 0 is "for ever".
+    let script = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 5 ] && echo done {{}}",
+        c = count.display()
+    );
+    let o = run(&["--retries", "0", &script, ":::", "x"]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["done x"]);
+    assert_eq!(fs::read_to_string(&count).unwrap().trim(), "5");
+}
+
+#[test]
 fn progress_goes_to_stderr_only_and_only_when_asked() {
     let o = run(&["-k", "--bar", "echo", ":::", "a", "b", "c"]);
     assert_code(&o, 0);

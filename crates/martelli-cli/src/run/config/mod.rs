@@ -102,6 +102,9 @@ pub(crate) struct Config {
     pub(crate) tries: u32,
     pub(crate) halt: Option<Halt>,
     pub(crate) delay: Option<Duration>,
+    /// `--delay …auto`: the delay grows by 30 % after a failed job and shrinks by 10 % after one
+    /// that succeeded, as in GNU parallel.
+    pub(crate) delay_auto: bool,
     /// `--load`, `--memfree`, `--noswap`: start jobs only while the machine has room.
     pub(crate) limits: super::limits::Limits,
     pub(crate) nice: Option<i32>,
@@ -485,13 +488,15 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             .map(|s| parse_seconds("--kill-grace", s))
             .transpose()?
             .unwrap_or(Duration::from_millis(500)),
-        tries: retries.max(1),
+        // GNU parallel: --retries 0 tries for ever.
+        tries: if retries == 0 { u32::MAX } else { retries },
         halt: o.halt.as_deref().map(parse_halt).transpose()?.flatten(),
         delay: o
             .delay
             .as_deref()
-            .map(|s| parse_seconds("--delay", s))
+            .map(|s| parse_seconds("--delay", s.strip_suffix("auto").unwrap_or(s)))
             .transpose()?,
+        delay_auto: o.delay.as_deref().is_some_and(|s| s.ends_with("auto")),
         limits,
         nice,
         dry_run: o.dry_run,
@@ -622,16 +627,53 @@ pub(crate) fn parse_jobs(spec: &str, cores: usize) -> Result<usize, RunError> {
     Ok(n.clamp(1, MAX_JOBS))
 }
 
-/// A number of seconds such as `2` or `0.5`.
-fn parse_seconds(option: &str, s: &str) -> Result<Duration, RunError> {
+/// A number of seconds such as `2` or `0.5`, or with GNU parallel's time postfixes: `1m30s`,
+/// `1d3.5h16.6m4s` (s, m, h, d, in either case; a number without one is seconds).
+pub(crate) fn parse_seconds(option: &str, s: &str) -> Result<Duration, RunError> {
     s.parse::<f64>()
         .ok()
+        .or_else(|| time_units(s))
         .and_then(|f| Duration::try_from_secs_f64(f).ok())
         .ok_or_else(|| {
             RunError::Usage(format!(
-                "invalid {option} '{s}': expected a number of seconds, such as 2 or 0.5"
+                "invalid {option} '{s}': expected a number of seconds, such as 2 or 0.5, or with s, m, h or d, such as 1m30s"
             ))
         })
+}
+
+/// Seconds in `1d3.5h16.6m4s`: numbers each followed by a unit, the last one's unit optional.
+fn time_units(s: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = decimal_number(&rest[..end])?;
+        rest = &rest[end..];
+        let unit = match rest.chars().next() {
+            None => 1.0,
+            Some('s' | 'S') => 1.0,
+            Some('m' | 'M') => 60.0,
+            Some('h' | 'H') => 3600.0,
+            Some('d' | 'D') => 86400.0,
+            Some(_) => return None,
+        };
+        rest = rest.get(1..).unwrap_or("");
+        total += number * unit;
+    }
+    total.is_finite().then_some(total)
+}
+
+/// `2`, `1.5`, `.5`: digits with at most one point.
+fn decimal_number(s: &str) -> Option<f64> {
+    let digits = s.bytes().filter(u8::is_ascii_digit).count();
+    (digits > 0 && s.bytes().filter(|&b| b == b'.').count() <= 1)
+        .then(|| s.parse().ok())
+        .flatten()
 }
 
 /// `--halt`; `None` for `never`.

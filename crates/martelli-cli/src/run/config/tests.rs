@@ -76,3 +76,25 @@ fn halt_specs() {
         assert!(parse_halt(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn durations_take_gnu_parallels_time_postfixes() {
+    let secs = |s: &str| parse_seconds("--timeout", s).map(|d| d.as_secs_f64()).ok();
+    assert_eq!(secs("2"), Some(2.0));
+    assert_eq!(secs("0.5"), Some(0.5));
+    assert_eq!(secs("1e3"), Some(1000.0));
+    assert_eq!(secs("4s"), Some(4.0));
+    assert_eq!(secs("1m30"), Some(90.0));
+    assert_eq!(secs("1M30S"), Some(90.0));
+    assert_eq!(secs(".5m"), Some(30.0));
+    assert_eq!(secs("2h"), Some(7200.0));
+    // GNU parallel's own example: 100000 seconds.
+    let gnu = secs("1d3.5h16.6m4s").expect("parses");
+    assert!((gnu - 100_000.0).abs() < 1e-6, "{gnu}");
+    for bad in [
+        "", "s", "1x", "1.2.3s", "-1", "1m-5", "m30", "inf", "NaN", "1 m",
+    ] {
+        let err = parse_seconds("--timeout", bad).expect_err(bad).to_string();
+        assert!(err.contains("invalid --timeout"), "{bad:?}: {err}");
+    }
+}

@@ -124,8 +124,10 @@ struct Shared {
     live: Mutex<HashMap<u32, u64>>,
     /// Jobs running on cluster workers (`--cluster`).
     remote_running: AtomicUsize,
-    /// When the next job may start (`--delay`).
-    next_start: Mutex<Instant>,
+    /// When the last job started (`--delay`).
+    last_start: Mutex<Option<Instant>>,
+    /// The delay between starts now (`--delay`; it moves with `--delay …auto`).
+    delay: Mutex<Duration>,
     /// Where jobs wait for room on this machine (`--load`, `--memfree`, `--noswap`).
     gate: Gate,
     /// The signal that interrupted the run, 0 if none.
@@ -266,7 +268,8 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         killing: AtomicBool::new(false),
         live: Mutex::new(HashMap::new()),
         remote_running: AtomicUsize::new(0),
-        next_start: Mutex::new(Instant::now()),
+        last_start: Mutex::new(None),
+        delay: Mutex::new(config.delay.unwrap_or_default()),
         gate: Gate::new(config.limits.clone(), config.shell.clone()),
         interrupted: AtomicI32::new(0),
         tally: Mutex::new(Tally {
@@ -398,15 +401,25 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
             }
         };
         // With `--delay`, the slots pass one at a time, each at least the delay after the one before;
-        // the job's recorded start and the next one's earliest start are read together once this
-        // slot has passed, so that the joblog's starts are spaced by the delay however late a slot
-        // wakes (a schedule computed in advance is not: a slot that wakes late starts closer to
-        // the next one).
-        let start = shared.config.delay.map(|delay| {
-            let mut next = lock(&shared.next_start);
-            thread::sleep(next.saturating_duration_since(Instant::now()));
+        // the job's recorded start and the time the next one waits from are read together once
+        // this slot has passed, so that the joblog's starts are spaced by the delay however late a
+        // slot wakes (a schedule computed in advance is not: a slot that wakes late starts closer
+        // to the next one). The delay is the one current when the wait ends: with `--delay …auto`
+        // a job that ends meanwhile moves it, as in GNU parallel.
+        let start = shared.config.delay.map(|_| {
+            let mut last = lock(&shared.last_start);
+            if let Some(previous) = *last {
+                loop {
+                    let until = previous + *lock(&shared.delay);
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    thread::sleep(until - now);
+                }
+            }
             let start = SystemTime::now();
-            *next = Instant::now() + delay;
+            *last = Some(Instant::now());
             start
         });
         let mut outcome = run_job(
@@ -664,6 +677,15 @@ fn run_job(
                     }
                 }
                 outcome.runtime = clock.elapsed();
+            }
+        }
+        if config.delay_auto {
+            // GNU parallel: 30 % longer after a failed job, 10 % shorter after one that succeeded.
+            let mut delay = lock(&shared.delay);
+            let factor = if outcome.failed() { 1.3 } else { 0.9 };
+            // A delay grown past what a `Duration` holds stays where it is.
+            if let Ok(next) = Duration::try_from_secs_f64(delay.as_secs_f64() * factor) {
+                *delay = next;
             }
         }
         // A retry is a start: it waits for room as the first attempt did.
