@@ -120,11 +120,13 @@ fn gnu_parallel() -> Option<PathBuf> {
         .then_some(path)
 }
 
-/// Writes an executable `parallel` in `bin` that runs `target`.
+/// Writes an executable `parallel` in `bin` that runs `target`. A bash script: dash (`/bin/sh`)
+/// drops the `BASH_FUNC_…%%` variables that carry exported functions (`export -f`), so through it
+/// neither tool would see them.
 fn wrapper(bin: &Path, target: &str) {
     fs::create_dir_all(bin).expect("bin dir");
     let path = bin.join("parallel");
-    fs::write(&path, format!("#!/bin/sh\nexec {target} \"$@\"\n")).expect("wrapper written");
+    fs::write(&path, format!("#!/bin/bash\nexec {target} \"$@\"\n")).expect("wrapper written");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("wrapper executable");
 }
 

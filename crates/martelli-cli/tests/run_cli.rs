@@ -331,10 +331,7 @@ fn bad_input_is_a_one_line_error_with_exit_255() {
         (vec!["-d", "ab", "echo", ":::", "a"], "invalid -d 'ab'"),
         (vec!["--trim", "x", "echo", ":::", "a"], "invalid --trim"),
         (vec!["-S", "server", "echo", ":::", "a"], "--cluster"),
-        (
-            vec!["--termseq", "INT,200,KILL,25", "echo", ":::", "a"],
-            "GNU parallel's --termseq",
-        ),
+        (vec!["--tmux", "echo", ":::", "a"], "GNU parallel's --tmux"),
         (
             vec!["echo", "::::", missing.to_str().unwrap()],
             "missing.txt",
@@ -350,6 +347,38 @@ fn bad_input_is_a_one_line_error_with_exit_255() {
         (vec!["echo", "{2}", ":::", "a"], "{2}"),
         (vec!["echo", ":::"], ":::"),
         (vec!["--resume", "echo", ":::", "a"], "--joblog"),
+        (
+            vec!["--timeout", "0%", "echo", ":::", "a"],
+            "invalid --timeout '0%'",
+        ),
+        (
+            vec!["--timeout", "1x", "echo", ":::", "a"],
+            "invalid --timeout '1x'",
+        ),
+        (
+            vec![
+                "--termseq",
+                "TERM,100",
+                "--cluster",
+                "redis://127.0.0.1:1",
+                "echo",
+                ":::",
+                "a",
+            ],
+            "--termseq is for jobs run here",
+        ),
+        (
+            vec![
+                "--timeout",
+                "200%",
+                "--cluster",
+                "redis://127.0.0.1:1",
+                "echo",
+                ":::",
+                "a",
+            ],
+            "--timeout N% follows the runtimes",
+        ),
     ];
     for (args, needle) in cases {
         let o = run(&args);

@@ -340,3 +340,91 @@ fn no_job_outlives_a_runner_killed_with_sigkill() {
         live_sleeps(&m)
     );
 }
+
+#[test]
+fn timeout_percent_kills_the_jobs_slower_than_the_median_allows() {
+    // GNU parallel's tutorial example, shortened: the median of the jobs that succeeded is about
+    // 0.35 s, so the 30-second job is killed at about 0.7 s, once the first jobs have succeeded.
+    let m = marker(7);
+    let started = std::time::Instant::now();
+    let o = run(&[
+        "--timeout",
+        "200%",
+        "-j3",
+        "sleep {}; echo {}",
+        ":::",
+        "0.3",
+        "0.4",
+        &m,
+        "0.35",
+    ]);
+    assert_code(&o, 1);
+    let mut got = lines(&o);
+    got.sort();
+    assert_eq!(got, ["0.3", "0.35", "0.4"]);
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(live_sleeps(&m).is_empty());
+}
+
+#[test]
+fn termseq_sends_its_signals_in_turn_to_a_timed_out_job() {
+    // GNU parallel's tutorial example (--termseq), with perl writing the signals it gets to a file
+    // rather than to its buffered stdout. The shell running the function dies at the first SIGTERM;
+    // the sequence goes on to perl.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("signals");
+    let show = format!(
+        "perl -e 'open(my $f, \">>\", \"{}\") or die; $f->autoflush(1); \
+         for my $s (qw(INT TERM HUP)) {{ $SIG{{$s}} = sub {{ print $f \"Got $s\\n\" }} }} \
+         while (1) {{ sleep 1 }}'",
+        log.display()
+    );
+    for (termseq, expected) in [
+        (None, "Got TERM\nGot TERM\nGot TERM\n"),
+        (
+            Some("TERM,200,TERM,100,TERM,50,KILL,25"),
+            "Got TERM\nGot TERM\nGot TERM\n",
+        ),
+        (Some("INT,200,TERM,100,KILL,25"), "Got INT\nGot TERM\n"),
+        (
+            Some("sigint,300,15,300,HUP,200,9"),
+            "Got INT\nGot TERM\nGot HUP\n",
+        ),
+    ] {
+        let _ = fs::remove_file(&log);
+        let mut args = vec!["-u", "--timeout", "0.5"];
+        args.extend(termseq.iter().flat_map(|s| ["--termseq", *s]));
+        args.extend([show.as_str(), ":::", "x"]);
+        let o = run(&args);
+        assert_code(&o, 1);
+        assert_eq!(
+            fs::read_to_string(&log).unwrap_or_default(),
+            expected,
+            "--termseq {termseq:?}"
+        );
+    }
+    for (spec, message) in [
+        ("TERM,soon", "'soon' is not a number of milliseconds"),
+        ("NOPE,100", "'NOPE' is not a signal"),
+        ("", "'' is not a signal"),
+    ] {
+        let o = run(&["--termseq", spec, "true", ":::", "x"]);
+        assert_code(&o, 255);
+        assert!(stderr(&o).contains(message), "{spec}: {}", stderr(&o));
+    }
+    let o = run(&[
+        "--termseq",
+        "TERM,100",
+        "--kill-grace",
+        "1",
+        "true",
+        ":::",
+        "x",
+    ]);
+    assert_code(&o, 255);
+}

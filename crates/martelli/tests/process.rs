@@ -74,6 +74,47 @@ fn timeout_kills_the_group_with_its_grandchildren() {
 }
 
 #[test]
+fn a_kill_sequence_sends_its_signals_in_turn_and_goes_on_after_the_leader_dies() {
+    // The leader (a shell) dies at the first SIGTERM; its child (perl, writing every signal it
+    // gets to a file) gets the rest of the sequence, as with GNU parallel's --termseq. The HUP can
+    // only come from the sequence: a leftover's clean-up sends TERM and KILL.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("signals");
+    let script = format!(
+        "perl -e 'open(my $f, \">>\", \"{}\") or die; $f->autoflush(1); \
+         for my $s (qw(INT TERM HUP)) {{ $SIG{{$s}} = sub {{ print $f \"$s\\n\" }} }} \
+         print \"ready\\n\"; $|=1; while (1) {{ sleep 1 }}'",
+        log.display()
+    );
+    let mut child = Spawn::shell(&script).capture_output(true).spawn().unwrap();
+    let pgid = child.pgid();
+    let ms = Duration::from_millis;
+    let limits = Supervision::default()
+        .timeout(Some(ms(300)))
+        .kill_sequence([
+            (Signal::INT, ms(200)),
+            (Signal::TERM, ms(200)),
+            (Signal::HUP, ms(200)),
+            (Signal::KILL, ms(25)),
+        ]);
+    let started = Instant::now();
+    let done = child.communicate(&limits, |_, _| {}).unwrap();
+    assert!(done.timed_out);
+    use std::os::unix::process::ExitStatusExt;
+    // The shell ignores SIGINT while it waits for perl, and dies of the SIGTERM.
+    assert_eq!(done.status.signal(), Some(Signal::TERM.as_raw()));
+    assert!(
+        holds_within(TEARDOWN, || live_in_group(pgid).is_empty()),
+        "left: {:?}",
+        live_in_group(pgid)
+    );
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(seen, "INT\nTERM\nHUP\n");
+    // 300 ms, then 200 + 200 ms of steps before the HUP.
+    assert!(started.elapsed() >= ms(700), "{:?}", started.elapsed());
+}
+
+#[test]
 fn sigterm_is_escalated_to_sigkill_after_the_grace() {
     let mut child = Spawn::shell("trap '' TERM; echo ready; sleep 30 & wait; wait")
         .capture_output(true)

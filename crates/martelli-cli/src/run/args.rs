@@ -68,9 +68,15 @@ pub(crate) struct RawOptions {
     #[arg(long = "timeout", value_name = "SECS")]
     pub(crate) timeout: Option<String>,
 
-    /// Time between SIGTERM and SIGKILL when a job is killed [default: 0.5].
-    #[arg(long = "kill-grace", value_name = "SECS")]
+    /// Kill a job with SIGTERM, then SIGKILL after SECS seconds (instead of --termseq's
+    /// sequence).
+    #[arg(long = "kill-grace", value_name = "SECS", conflicts_with = "termseq")]
     pub(crate) kill_grace: Option<String>,
+
+    /// The signals that kill a job, each with the milliseconds to wait for it to die before the
+    /// next [default: TERM,200,TERM,100,TERM,50,KILL,25].
+    #[arg(long = "termseq", visible_alias = "term-seq", value_name = "SEQ")]
+    pub(crate) termseq: Option<String>,
 
     /// Run a failing job up to N times in all.
     #[arg(long = "retries", value_name = "N")]

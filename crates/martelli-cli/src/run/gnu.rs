@@ -200,10 +200,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ),
     ("--interactive", "martelli run does not ask before each job"),
     (
-        "--termseq",
-        "martelli run kills with SIGTERM, then SIGKILL after --kill-grace SECS",
-    ),
-    (
         "--sqlmaster",
         "martelli run has no SQL table; use --cluster URL to share jobs",
     ),
@@ -439,7 +435,7 @@ mod tests {
         assert!(not_built("-S").unwrap().contains("--cluster"));
         assert!(not_built("--sshlogin=host").unwrap().contains("--cluster"));
         assert!(not_built("-Sserver").unwrap().contains("-S"));
-        assert!(not_built("--termseq").unwrap().contains("--kill-grace"));
+        assert!(not_built("--tmux").unwrap().contains("terminal"));
         // Built: not looked up here.
         assert_eq!(not_built("--load"), None);
         assert_eq!(not_built("--limit"), None);

@@ -202,11 +202,14 @@ pub enum Stream {
 }
 
 /// Limits for [`Child::communicate`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Supervision {
     timeout: Option<Duration>,
     grace: Duration,
     kill_leftovers: bool,
+    /// The signals a timeout sends, each with the longest wait for the child before the next;
+    /// `None`: `SIGTERM`, the grace period, `SIGKILL`.
+    sequence: Option<Vec<(Signal, Duration)>>,
 }
 
 impl Default for Supervision {
@@ -215,6 +218,7 @@ impl Default for Supervision {
             timeout: None,
             grace: DEFAULT_GRACE,
             kill_leftovers: true,
+            sequence: None,
         }
     }
 }
@@ -231,6 +235,37 @@ impl Supervision {
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
+    }
+
+    /// The signals a timeout sends to the child's group, in turn, each followed by up to its wait
+    /// for the child to exit, instead of `SIGTERM`, the grace period and `SIGKILL`: GNU parallel's
+    /// `--termseq`, whose default is `TERM` 200 ms, `TERM` 100 ms, `TERM` 50 ms, `KILL` 25 ms. A
+    /// child that outlives a sequence without `SIGKILL` is waited for as if no timeout had fired;
+    /// an empty sequence sends nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use martelli::process::{Signal, Supervision};
+    ///
+    /// let ms = Duration::from_millis;
+    /// let gentle = Supervision::default()
+    ///     .timeout(Some(Duration::from_secs(60)))
+    ///     .kill_sequence([(Signal::INT, ms(200)), (Signal::TERM, ms(100)), (Signal::KILL, ms(25))]);
+    /// # drop(gentle);
+    /// ```
+    pub fn kill_sequence(mut self, steps: impl IntoIterator<Item = (Signal, Duration)>) -> Self {
+        self.sequence = Some(steps.into_iter().collect());
+        self
+    }
+
+    /// The `index`th step of the timeout's kill sequence.
+    fn step(&self, index: usize) -> Option<(Signal, Duration)> {
+        match &self.sequence {
+            Some(steps) => steps.get(index).copied(),
+            None => [(Signal::TERM, self.grace), (Signal::KILL, Duration::ZERO)]
+                .get(index)
+                .copied(),
+        }
     }
 
     /// Whether processes left in the group when the child exits are killed (the default): the
@@ -341,8 +376,8 @@ impl Child {
         let mut stdout = self.inner.stdout.take();
         let mut stderr = self.inner.stderr.take();
         let mut buf = [0u8; 32 * 1024];
-        let mut term_at = supervision.timeout.map(|t| Instant::now() + t);
-        let mut kill_at = None;
+        // The next step of the kill sequence, and when it is due.
+        let mut next_step = supervision.timeout.map(|t| (0, Instant::now() + t));
         let mut timed_out = false;
         loop {
             let exited = self.status.is_some();
@@ -354,9 +389,7 @@ impl Child {
                 // Drain what the child left in the pipes, without waiting for more.
                 Some(Duration::ZERO)
             } else {
-                let deadline = term_at
-                    .or(kill_at)
-                    .map(|d| d.saturating_duration_since(now));
+                let deadline = next_step.map(|(_, at)| at.saturating_duration_since(now));
                 match (&self.pidfd, deadline) {
                     (Some(_), d) => d,
                     (None, Some(d)) => Some(d.min(FALLBACK_TICK)),
@@ -403,25 +436,62 @@ impl Child {
             }
             if self.status.is_none() {
                 let now = Instant::now();
-                if term_at.is_some_and(|t| now >= t) {
-                    self.signal_group(Signal::TERM)?;
+                if let Some((index, _)) = next_step.filter(|&(_, at)| now >= at) {
                     timed_out = true;
-                    term_at = None;
-                    kill_at = Some(now + supervision.grace);
-                } else if kill_at.is_some_and(|k| now >= k) {
-                    self.signal_group(Signal::KILL)?;
-                    kill_at = None;
+                    next_step = match supervision.step(index) {
+                        Some((signal, wait)) => {
+                            self.signal_group(signal)?;
+                            supervision.step(index + 1).map(|_| (index + 1, now + wait))
+                        }
+                        None => None,
+                    };
                 }
             }
         }
         drop((stdout, stderr));
         let status = self.wait()?;
+        // A timeout's kill sequence goes on while the group has members: a shell that dies at the
+        // first SIGTERM leaves its children to the next steps, as GNU parallel's `--termseq` does.
+        if let Some((index, at)) = next_step.filter(|_| timed_out) {
+            self.finish_sequence(supervision, index, at);
+        }
         let killed_leftovers = supervision.kill_leftovers && self.clean_group(supervision.grace);
         Ok(Finished {
             status,
             timed_out,
             killed_leftovers,
         })
+    }
+
+    /// The rest of a timeout's kill sequence, from step `index` due at `at`, sent to the group
+    /// (its leader reaped) while it has members.
+    fn finish_sequence(&self, supervision: &Supervision, mut index: usize, mut at: Instant) {
+        let pgid = self.pgid();
+        loop {
+            reap_adopted(pgid);
+            if !group::group_alive(pgid) {
+                return;
+            }
+            let now = Instant::now();
+            if now < at {
+                std::thread::sleep((at - now).min(Duration::from_millis(5)));
+                continue;
+            }
+            let Some((signal, wait)) = supervision.step(index) else {
+                return;
+            };
+            let _ = signal_group(pgid, signal);
+            index += 1;
+            // After the last step, its wait for the group to go.
+            at = now + wait;
+            if supervision.step(index).is_none() {
+                while Instant::now() < at && group::group_alive(pgid) {
+                    reap_adopted(pgid);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return;
+            }
+        }
     }
 
     /// Waits for the child to exit until `deadline`; returns whether it did (and reaps it).

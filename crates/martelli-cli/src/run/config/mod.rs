@@ -4,6 +4,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use martelli::process::Signal;
+
 use super::RunError;
 use super::args::{Parsed, Source};
 use super::gnu;
@@ -102,6 +104,12 @@ pub(crate) struct Config {
     pub(crate) tries: u32,
     pub(crate) halt: Option<Halt>,
     pub(crate) delay: Option<Duration>,
+    /// How a job is killed (`--timeout`, `--halt now`, `--memfree`, a second Ctrl-C): each signal
+    /// sent to its process group, then up to its wait for the group to go.
+    pub(crate) kill_sequence: Vec<(Signal, Duration)>,
+    /// `--timeout N%`: kill a job that runs longer than N % of the median runtime of the jobs that
+    /// succeeded so far (as a fraction: 2.0 for 200 %).
+    pub(crate) timeout_percent: Option<f64>,
     /// `--delay …auto`: the delay grows by 30 % after a failed job and shrinks by 10 % after one
     /// that succeeded, as in GNU parallel.
     pub(crate) delay_auto: bool,
@@ -381,6 +389,16 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             "--load, --memfree, --memsuspend, --noswap and --limit look at this machine, and with --cluster the jobs run on the workers: leave them out, or start the workers with a lower `martelli worker -j`".into(),
         ));
     }
+    if o.termseq.is_some() && o.cluster.is_some() {
+        return Err(RunError::Usage(
+            "--termseq is for jobs run here; with --cluster the workers kill a job with SIGTERM, then SIGKILL after --kill-grace SECS".into(),
+        ));
+    }
+    if o.timeout.as_deref().is_some_and(|t| t.ends_with('%')) && o.cluster.is_some() {
+        return Err(RunError::Usage(
+            "--timeout N% follows the runtimes of the jobs run here; with --cluster give it in seconds (--timeout 60)".into(),
+        ));
+    }
     if pipe.is_some() && o.cluster.is_some() {
         return Err(RunError::Usage(
             "--pipe with --cluster is not supported: cluster jobs take arguments, not standard input".into(),
@@ -480,7 +498,14 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         timeout: o
             .timeout
             .as_deref()
+            .filter(|s| !s.ends_with('%'))
             .map(|s| parse_seconds("--timeout", s))
+            .transpose()?,
+        timeout_percent: o
+            .timeout
+            .as_deref()
+            .and_then(|s| s.strip_suffix('%'))
+            .map(parse_percent_timeout)
             .transpose()?,
         grace: o
             .kill_grace
@@ -488,6 +513,15 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             .map(|s| parse_seconds("--kill-grace", s))
             .transpose()?
             .unwrap_or(Duration::from_millis(500)),
+        kill_sequence: match (&o.termseq, &o.kill_grace) {
+            (Some(seq), _) => parse_termseq(seq)?,
+            // --kill-grace: SIGTERM, the grace, SIGKILL.
+            (None, Some(g)) => vec![
+                (Signal::TERM, parse_seconds("--kill-grace", g)?),
+                (Signal::KILL, KILL_WAIT),
+            ],
+            (None, None) => default_termseq(),
+        },
         // GNU parallel: --retries 0 tries for ever.
         tries: if retries == 0 { u32::MAX } else { retries },
         halt: o.halt.as_deref().map(parse_halt).transpose()?.flatten(),
@@ -625,6 +659,71 @@ pub(crate) fn parse_jobs(spec: &str, cores: usize) -> Result<usize, RunError> {
         }
     };
     Ok(n.clamp(1, MAX_JOBS))
+}
+
+/// How long the last step of a kill sequence waits when it is `--kill-grace`'s `SIGKILL`.
+const KILL_WAIT: Duration = Duration::from_millis(25);
+
+/// GNU parallel's `--termseq` default: `TERM,200,TERM,100,TERM,50,KILL,25`.
+pub(crate) fn default_termseq() -> Vec<(Signal, Duration)> {
+    let ms = Duration::from_millis;
+    vec![
+        (Signal::TERM, ms(200)),
+        (Signal::TERM, ms(100)),
+        (Signal::TERM, ms(50)),
+        (Signal::KILL, ms(25)),
+    ]
+}
+
+/// `--termseq`: `SIGNAL,MS,SIGNAL,MS,…`, a signal by name (`TERM`, `SIGINT`) or number, each
+/// followed by the milliseconds to wait for the job to die (the last wait may be left out).
+pub(crate) fn parse_termseq(spec: &str) -> Result<Vec<(Signal, Duration)>, RunError> {
+    let bad = |why: String| {
+        RunError::Usage(format!(
+            "invalid --termseq '{spec}': {why}; expected signals and milliseconds, such as TERM,200,TERM,100,KILL,25"
+        ))
+    };
+    let words: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let mut steps = Vec::new();
+    for pair in words.chunks(2) {
+        let signal =
+            signal_named(pair[0]).ok_or_else(|| bad(format!("'{}' is not a signal", pair[0])))?;
+        let wait = match pair.get(1) {
+            None => Duration::ZERO,
+            Some(ms) => ms
+                .parse::<f64>()
+                .ok()
+                .filter(|ms| *ms >= 0.0)
+                .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+                .ok_or_else(|| bad(format!("'{ms}' is not a number of milliseconds")))?,
+        };
+        steps.push((signal, wait));
+    }
+    Ok(steps)
+}
+
+/// A signal by its name (`TERM`, `SIGTERM`, `term`) or number (`15`).
+fn signal_named(name: &str) -> Option<Signal> {
+    if let Ok(n) = name.parse::<i32>() {
+        return Signal::from_raw(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    (1..=64)
+        .filter_map(Signal::from_raw)
+        .find(|s| s.name() == Some(bare))
+}
+
+/// `--timeout N%`'s N (GNU parallel: digits, with a fraction), as a fraction.
+fn parse_percent_timeout(n: &str) -> Result<f64, RunError> {
+    decimal_number(n)
+        .filter(|p| *p > 0.0 && !n.starts_with('.'))
+        .map(|p| p / 100.0)
+        .ok_or_else(|| {
+            RunError::Usage(format!(
+                "invalid --timeout '{n}%': expected a percentage of the median runtime, such as 200%"
+            ))
+        })
 }
 
 /// A number of seconds such as `2` or `0.5`, or with GNU parallel's time postfixes: `1m30s`,

@@ -48,15 +48,19 @@ use super::template::{Composed, plain_words, simple_command};
 use super::{EXIT_OWN_ERROR, RunError};
 use std::collections::BTreeSet;
 
+mod median;
 mod report;
 mod signals;
 mod special;
 mod tally;
+mod timeouts;
 
+use median::RunningMedian;
 use report::Reporter;
 use signals::{kill_all, kill_one, running, watch_signals};
 use special::{dry_run, shellquote, shuffled};
 use tally::{Tally, count};
+use timeouts::time_out_slow_jobs;
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the data consistent.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,11 +94,18 @@ impl Feed {
     }
 }
 
+/// A running job, as `live` keeps it.
+#[derive(Debug, Clone, Copy)]
+struct LiveJob {
+    seq: u64,
+    started: Instant,
+}
+
 impl Jobs for Shared {
     fn running(&self) -> Vec<(u64, u32)> {
         lock(&self.live)
             .iter()
-            .map(|(&pgid, &seq)| (seq, pgid))
+            .map(|(&pgid, job)| (job.seq, pgid))
             .collect()
     }
 
@@ -119,9 +130,12 @@ struct Shared {
     stop: AtomicBool,
     /// Set by `--halt now`: running jobs are being killed, do not retry them.
     killing: AtomicBool,
-    /// Process groups of running jobs, registered between spawn and reap, with their jobs'
-    /// sequence numbers.
-    live: Mutex<HashMap<u32, u64>>,
+    /// Process groups of running jobs, registered between spawn and reap.
+    live: Mutex<HashMap<u32, LiveJob>>,
+    /// `--timeout N%`: the runtimes of the jobs that succeeded, and the groups killed for running
+    /// too long (their outcomes say so).
+    runtimes: Mutex<RunningMedian>,
+    timed_out: Mutex<HashSet<u32>>,
     /// Jobs running on cluster workers (`--cluster`).
     remote_running: AtomicUsize,
     /// When the last job started (`--delay`).
@@ -267,6 +281,8 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         stop: AtomicBool::new(false),
         killing: AtomicBool::new(false),
         live: Mutex::new(HashMap::new()),
+        runtimes: Mutex::new(RunningMedian::default()),
+        timed_out: Mutex::new(HashSet::new()),
         remote_running: AtomicUsize::new(0),
         last_start: Mutex::new(None),
         delay: Mutex::new(config.delay.unwrap_or_default()),
@@ -327,13 +343,30 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
             Err(_) => break,
         }
     }
+    // --timeout N%: a thread kills the jobs that run longer than N % of the median runtime.
+    let timer = shared
+        .config
+        .timeout_percent
+        .map(|percent| {
+            let shared = Arc::clone(&shared);
+            let done = Arc::clone(&watching);
+            thread::Builder::new()
+                .name("timeouts".into())
+                .stack_size(64 * 1024)
+                .spawn(move || time_out_slow_jobs(&shared, percent, &done))
+        })
+        .transpose()
+        .map_err(|source| RunError::System {
+            what: "cannot start the thread that times jobs out",
+            source,
+        })?;
     run_slot(&shared, &executor, 1);
     for handle in slots {
         let _ = handle.join();
     }
     watching.store(true, Ordering::SeqCst);
-    if let Some(watcher) = watcher {
-        let _ = watcher.join();
+    for thread in [watcher, timer].into_iter().flatten() {
+        let _ = thread.join();
     }
     // Every job is reaped and forgotten by the guardian now. Dropping it would close its pipe and
     // wait for it to exit, a round trip through the scheduler at the very end of the run; instead
@@ -469,7 +502,8 @@ fn run_job(
     let keep_output = config.output != OutputMode::LineBuffer || config.results.is_some();
     let supervision = Supervision::default()
         .timeout(config.timeout)
-        .grace(config.grace);
+        .grace(config.grace)
+        .kill_sequence(config.kill_sequence.iter().copied());
     let tag_prefix = match (&config.tagstring, config.tag) {
         (Some(tagstring), _) => {
             let mut t = match tagstring.compose(&args, seq, slot) {
@@ -599,7 +633,13 @@ fn run_job(
                     if let Ok(c) = &child {
                         // Best effort: the guardian only fails to watch beyond its capacity (`-j`).
                         let _ = guardian.watch(c.pgid());
-                        lock(&shared.live).insert(c.pgid(), seq);
+                        lock(&shared.live).insert(
+                            c.pgid(),
+                            LiveJob {
+                                seq,
+                                started: Instant::now(),
+                            },
+                        );
                         if shared.killing.load(Ordering::SeqCst) {
                             let _ = c.signal_group(Signal::TERM);
                         }
@@ -674,10 +714,16 @@ fn run_job(
                         }
                         guardian.forget(child.pgid());
                         lock(&shared.live).remove(&child.pgid());
+                        if lock(&shared.timed_out).remove(&child.pgid()) {
+                            outcome.timed_out = true;
+                        }
                     }
                 }
                 outcome.runtime = clock.elapsed();
             }
+        }
+        if config.timeout_percent.is_some() && !outcome.failed() {
+            lock(&shared.runtimes).push(outcome.runtime);
         }
         if config.delay_auto {
             // GNU parallel: 30 % longer after a failed job, 10 % shorter after one that succeeded.

@@ -47,42 +47,49 @@ pub(super) fn running(shared: &Shared) -> usize {
     lock(&shared.live).len() + shared.remote_running.load(Ordering::SeqCst)
 }
 
-/// Kills the process group of every running job: SIGTERM, the grace period, then SIGKILL.
+/// Kills the process group of every running job by the run's kill sequence (`--termseq`).
 pub(super) fn kill_all(shared: &Shared) {
     let groups: Vec<u32> = lock(&shared.live).keys().copied().collect();
-    for &pgid in &groups {
-        let _ = process::signal_group(pgid, Signal::TERM);
-        // A job stopped by --memsuspend handles the SIGTERM only once continued.
-        let _ = process::signal_group(pgid, Signal::CONT);
-    }
-    let deadline = Instant::now() + shared.config.grace;
-    while Instant::now() < deadline && !lock(&shared.live).is_empty() {
+    kill_groups(shared, &groups);
+}
+
+/// Kills one job's process group (`--memfree`, `--limit`, `--timeout N%`) by the run's kill
+/// sequence; returns once its slot has reaped it, or a second after the sequence if it does not.
+pub(super) fn kill_one(shared: &Shared, pgid: u32) {
+    kill_groups(shared, &[pgid]);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline && lock(&shared.live).contains_key(&pgid) {
         thread::sleep(Duration::from_millis(5));
-    }
-    // Only groups still registered, whose leaders are (all but) unreaped: see the module docs.
-    for pgid in lock(&shared.live).keys().copied() {
-        let _ = process::signal_group(pgid, Signal::KILL);
     }
 }
 
-/// Kills one job's process group (`--memfree`): SIGTERM, the grace period, then SIGKILL; returns
-/// once its slot has reaped it, or after a further grace if it does not.
-pub(super) fn kill_one(shared: &Shared, pgid: u32) {
-    let gone = || !lock(&shared.live).contains_key(&pgid);
-    let wait = |limit: Duration| {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline && !gone() {
+/// Sends each signal of the kill sequence to the groups still registered (their leaders are (all
+/// but) unreaped: see the module docs), then waits up to the step's time for them all to be gone.
+fn kill_groups(shared: &Shared, groups: &[u32]) {
+    let alive = |pgid: &u32| lock(&shared.live).contains_key(pgid);
+    for &(signal, wait) in &shared.config.kill_sequence {
+        let targets: Vec<u32> = groups.iter().copied().filter(alive).collect();
+        if targets.is_empty() {
+            return;
+        }
+        for pgid in targets {
+            let _ = process::signal_group(pgid, signal);
+            if signal != Signal::KILL {
+                continue_stopped(shared, pgid);
+            }
+        }
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline && groups.iter().any(alive) {
             thread::sleep(Duration::from_millis(5));
         }
-    };
-    let _ = process::signal_group(pgid, Signal::TERM);
-    // A job stopped by --memsuspend handles the SIGTERM only once continued.
-    let _ = process::signal_group(pgid, Signal::CONT);
-    wait(shared.config.grace);
-    // Only a group still registered, whose leader is (all but) unreaped: see the module docs.
-    if !gone() {
-        let _ = process::signal_group(pgid, Signal::KILL);
-        wait(shared.config.grace.max(Duration::from_secs(1)));
+    }
+}
+
+/// With `--memsuspend`, a job may be stopped: it handles a signal only once continued. (Not sent
+/// otherwise: a job that catches `SIGCONT` would see it.)
+fn continue_stopped(shared: &Shared, pgid: u32) {
+    if shared.config.limits.memsuspend.is_some() {
+        let _ = process::signal_group(pgid, Signal::CONT);
     }
 }
 
