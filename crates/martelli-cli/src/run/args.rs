@@ -25,7 +25,10 @@ use super::{RunError, gnu};
     name = "martelli run",
     version,
     disable_version_flag = true,
-    max_term_width = 100
+    max_term_width = 100,
+    // An option given twice (in a profile or $PARALLEL, then on the command line) takes its last
+    // value, as in GNU parallel; options that collect (`-a`, `--env`, `--rpl`, …) keep collecting.
+    args_override_self = true
 )]
 pub(crate) struct RawOptions {
     /// Number of jobs at once: N, N% of the cores, +N or -N cores, 0 for as many as possible
@@ -327,6 +330,15 @@ pub(crate) struct RawOptions {
     #[arg(long = "will-cite", hide = true)]
     pub(crate) will_cite: bool,
 
+    /// Read options from the profile NAME (a file in ~/.parallel, or a path) instead of GNU
+    /// parallel's config files.
+    #[arg(long = "profile", short = 'J', value_name = "NAME")]
+    pub(crate) profile: Vec<String>,
+
+    /// Read no profile and not $PARALLEL.
+    #[arg(long = "plain")]
+    pub(crate) plain: bool,
+
     /// Accepted: martelli run's default job count is already the number of CPUs this process may
     /// run on, which is what GNU parallel's option asks for instead of its count of cores.
     #[arg(long = "use-cpus-instead-of-cores", hide = true)]
@@ -467,9 +479,10 @@ pub(crate) enum Request {
     Run(Box<Parsed>),
 }
 
-/// Parses the arguments after `martelli run`, after the words of `$PARALLEL` (as GNU parallel).
+/// Parses the arguments after `martelli run`, after the words of GNU parallel's profiles and of
+/// `$PARALLEL` (as GNU parallel).
 pub(crate) fn parse(args: Vec<OsString>) -> Result<Request, RunError> {
-    let mut all = gnu::env_options()?;
+    let mut all = gnu::prefix_options(&args)?;
     all.extend(args);
     parse_args(all)
 }

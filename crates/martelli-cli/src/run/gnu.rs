@@ -9,8 +9,142 @@ use std::path::{Path, PathBuf};
 
 use super::RunError;
 
+/// The words GNU parallel puts before the command line: those of its profiles, then those of
+/// `$PARALLEL`; none with `--plain`. `args` is the command line, looked at for `--profile`/`-J`
+/// and `--plain` among its options (before the command).
+///
+/// Profiles, as GNU parallel reads them: without `--profile`, the files `/etc/parallel/config`,
+/// `config` in each configuration directory (`$PARALLEL_HOME`, `$XDG_CONFIG_HOME/parallel`,
+/// `parallel` in each of `$XDG_CONFIG_DIRS`, `~/.parallel`; those that exist) and `~/.parallelrc`,
+/// when they exist; with `--profile NAME` (repeatable), only the files it names: a path starting
+/// with `/` or `./`, or NAME in the configuration directories, which must exist. Each line is
+/// shell words; a line starting with `#` is a comment.
+pub(crate) fn prefix_options(args: &[OsString]) -> Result<Vec<OsString>, RunError> {
+    let (profiles, plain) = profile_flags(args);
+    if plain {
+        return Ok(Vec::new());
+    }
+    let mut words = Vec::new();
+    for path in profile_files(&profiles)? {
+        words.extend(read_profile(&path)?);
+    }
+    words.extend(env_options()?);
+    Ok(words)
+}
+
+/// The `--profile`/`-J` names and whether `--plain` was given, among the options at the head of
+/// `args` (up to the first word that is not an option, as GNU parallel's option parser stops).
+fn profile_flags(args: &[OsString]) -> (Vec<OsString>, bool) {
+    let mut profiles = Vec::new();
+    let mut plain = false;
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        let w = word.as_bytes();
+        if w == b"--" || !w.starts_with(b"-") || w == b"-" {
+            break;
+        }
+        if w == b"--plain" {
+            plain = true;
+        } else if w == b"--profile" || w == b"-J" {
+            profiles.extend(words.next().cloned());
+        } else if let Some(name) = w.strip_prefix(b"--profile=") {
+            profiles.push(OsStr::from_bytes(name).to_owned());
+        } else if let Some(name) = w.strip_prefix(b"-J").filter(|n| !n.is_empty()) {
+            profiles.push(OsStr::from_bytes(name).to_owned());
+        }
+    }
+    (profiles, plain)
+}
+
+/// GNU parallel's configuration directories that exist.
+fn config_dirs() -> Vec<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    dirs.extend(var("PARALLEL_HOME").map(PathBuf::from));
+    dirs.extend(var("XDG_CONFIG_HOME").map(|d| Path::new(&d).join("parallel")));
+    if let Some(list) = var("XDG_CONFIG_DIRS") {
+        dirs.extend(std::env::split_paths(&list).map(|d| d.join("parallel")));
+    }
+    dirs.extend(var("HOME").map(|h| Path::new(&h).join(".parallel")));
+    dirs.retain(|d| d.is_dir());
+    dirs
+}
+
+/// The profile files to read, in order.
+fn profile_files(names: &[OsString]) -> Result<Vec<PathBuf>, RunError> {
+    let dirs = config_dirs();
+    if names.is_empty() {
+        let mut files = vec![PathBuf::from("/etc/parallel/config")];
+        files.extend(dirs.iter().map(|d| d.join("config")));
+        files.extend(std::env::var_os("HOME").map(|h| Path::new(&h).join(".parallelrc")));
+        // The default files need not exist.
+        files.retain(|f| f.is_file());
+        return Ok(files);
+    }
+    let mut files = Vec::new();
+    for name in names {
+        let path = Path::new(name);
+        let found: Vec<PathBuf> = if path.starts_with("/") || path.starts_with("./") {
+            vec![path.to_owned()]
+        } else {
+            dirs.iter().map(|d| d.join(path)).collect()
+        };
+        let found: Vec<PathBuf> = found.into_iter().filter(|f| f.is_file()).collect();
+        if found.is_empty() {
+            return Err(RunError::Usage(format!(
+                "--profile {}: no such readable file (looked for it in {})",
+                path.display(),
+                if path.is_absolute() || path.starts_with("./") {
+                    "that path".to_owned()
+                } else if dirs.is_empty() {
+                    "~/.parallel, which does not exist".to_owned()
+                } else {
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
+        }
+        files.extend(found);
+    }
+    Ok(files)
+}
+
+/// A profile's words: each line's shell words, comment lines left out. Its options are checked
+/// on their own, so that an error names the file.
+fn read_profile(path: &Path) -> Result<Vec<OsString>, RunError> {
+    let text = std::fs::read(path)
+        .map_err(|e| RunError::Usage(format!("cannot read the profile {}: {e}", path.display())))?;
+    let mut words = Vec::new();
+    for line in text.split(|&b| b == b'\n') {
+        if line.trim_ascii_start().starts_with(b"#") {
+            continue;
+        }
+        let line_words = shell_words(line).ok_or_else(|| {
+            RunError::Usage(format!(
+                "the profile {} has an unterminated quote in the line {:?}",
+                path.display(),
+                String::from_utf8_lossy(line)
+            ))
+        })?;
+        words.extend(
+            line_words
+                .into_iter()
+                .map(|w| OsString::from(OsStr::from_bytes(&w))),
+        );
+    }
+    if let Err(e) = super::args::parse_args(words.clone()) {
+        return Err(RunError::Usage(format!(
+            "in the profile {} (GNU parallel's options file; leave it out with --plain): {e}",
+            path.display()
+        )));
+    }
+    Ok(words)
+}
+
 /// `$PARALLEL`'s words, which GNU parallel puts before the command line's options.
-pub(crate) fn env_options() -> Result<Vec<OsString>, RunError> {
+fn env_options() -> Result<Vec<OsString>, RunError> {
     match std::env::var_os("PARALLEL") {
         Some(value) if !value.is_empty() => shell_words(value.as_bytes())
             .map(|words| {
@@ -222,12 +356,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
         "coloured tags are not built; use --tag or --tagstring",
     ),
     ("--color", "coloured output is not built"),
-    ("--timeout-percent", "--timeout takes seconds only"),
-    (
-        "--profile",
-        "profiles are not read; use the PARALLEL variable",
-    ),
-    ("-J", "profiles are not read; use the PARALLEL variable"),
     (
         "--record-env",
         "martelli run runs jobs in its own environment; nothing to record",

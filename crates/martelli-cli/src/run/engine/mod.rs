@@ -144,6 +144,8 @@ struct Shared {
     delay: Mutex<Duration>,
     /// Where jobs wait for room on this machine (`--load`, `--memfree`, `--noswap`).
     gate: Gate,
+    /// How a job is watched: its timeout and how it is killed.
+    supervision: Supervision,
     /// The signal that interrupted the run, 0 if none.
     interrupted: AtomicI32,
     /// Finished jobs, counted by the slots before they take another job, so that `--halt` stops
@@ -287,6 +289,10 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         last_start: Mutex::new(None),
         delay: Mutex::new(config.delay.unwrap_or_default()),
         gate: Gate::new(config.limits.clone(), config.shell.clone()),
+        supervision: Supervision::default()
+            .timeout(config.timeout)
+            .grace(config.grace)
+            .kill_sequence(config.kill_sequence.iter().copied()),
         interrupted: AtomicI32::new(0),
         tally: Mutex::new(Tally {
             total,
@@ -500,10 +506,6 @@ fn run_job(
     let capture = config.output != OutputMode::Ungroup;
     // Output printed line by line as it comes is kept too only when `--results` stores it.
     let keep_output = config.output != OutputMode::LineBuffer || config.results.is_some();
-    let supervision = Supervision::default()
-        .timeout(config.timeout)
-        .grace(config.grace)
-        .kill_sequence(config.kill_sequence.iter().copied());
     let tag_prefix = match (&config.tagstring, config.tag) {
         (Some(tagstring), _) => {
             let mut t = match tagstring.compose(&args, seq, slot) {
@@ -674,7 +676,7 @@ fn run_job(
                         let mut lines = (config.output == OutputMode::LineBuffer
                             && config.results.is_none())
                         .then(|| LineSink::new(tag_prefix.clone()));
-                        let result = child.communicate(&supervision, |stream, bytes| {
+                        let result = child.communicate(&shared.supervision, |stream, bytes| {
                             let i = match stream {
                                 Stream::Stdout => 0,
                                 Stream::Stderr => 1,
