@@ -11,7 +11,7 @@ mod util;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -124,6 +124,37 @@ fn finish(child: Child) -> std::process::Output {
     })
 }
 
+/// The run's stdout, line by line, sorted.
+fn sorted_lines(out: &Output) -> Vec<String> {
+    let mut lines: Vec<String> = stdout(out).lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// Asserts that jobs 1 and 2 were killed for `why`, job 2 (the youngest) first, and that both
+/// then ran again and succeeded.
+#[track_caller]
+fn assert_killed_youngest_first_and_retried(out: &Output, why: &str) {
+    assert_code(out, 0);
+    assert_eq!(
+        sorted_lines(out),
+        ["1 again", "2 again"],
+        "stderr: {}",
+        stderr(out)
+    );
+    let err = stderr(out);
+    // The line that says job `job` was killed, and names `why`.
+    let killed = |job: u32| {
+        let says = format!("killing job {job}, the youngest:");
+        err.lines()
+            .position(|l| l.contains(&says) && l.contains(why))
+    };
+    assert!(
+        matches!((killed(2), killed(1)), (Some(two), Some(one)) if two < one),
+        "job 2, the youngest, killed first: {err}"
+    );
+}
+
 #[test]
 fn load_holds_jobs_until_it_drops_below_the_limit() {
     let fake = FakeProc::new();
@@ -185,9 +216,7 @@ fn memfree_holds_jobs_while_memory_is_short() {
     fake.set_free_kib(2 << 20);
     let out = finish(child);
     assert_code(&out, 0);
-    let mut got: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
-    got.sort();
-    assert_eq!(got, ["ran a", "ran b"]);
+    assert_eq!(sorted_lines(&out), ["ran a", "ran b"]);
 }
 
 #[test]
@@ -237,19 +266,7 @@ fn memfree_kills_the_youngest_jobs_first_and_retries_them_when_there_is_room() {
     );
     fake.set_free_kib(4 << 20);
     let out = finish(child);
-    assert_code(&out, 0);
-    let mut got: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
-    got.sort();
-    assert_eq!(got, ["1 again", "2 again"], "stderr: {}", stderr(&out));
-    let err = stderr(&out);
-    let (two, one) = (
-        err.find("killing job 2, the youngest"),
-        err.find("killing job 1, the youngest"),
-    );
-    assert!(
-        matches!((two, one), (Some(two), Some(one)) if two < one),
-        "job 2, the youngest, killed first: {err}"
-    );
+    assert_killed_youngest_first_and_retried(&out, "--memfree");
     assert!(
         started.elapsed() < Duration::from_secs(25),
         "the sleeping attempts were not killed: {:?}",
@@ -484,19 +501,7 @@ fn limit_command_decides_each_start_and_2_kills_the_youngest() {
     });
     set(0);
     let out = finish(child);
-    assert_code(&out, 0);
-    let mut got: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
-    got.sort();
-    assert_eq!(got, ["1 again", "2 again"], "stderr: {}", stderr(&out));
-    let err = stderr(&out);
-    let (two, one) = (
-        err.find("killing job 2, the youngest: --limit"),
-        err.find("killing job 1, the youngest: --limit"),
-    );
-    assert!(
-        matches!((two, one), (Some(two), Some(one)) if two < one),
-        "job 2 killed, then job 1: {err}"
-    );
+    assert_killed_youngest_first_and_retried(&out, "--limit");
 }
 
 #[test]
