@@ -64,8 +64,13 @@ fn main() -> ExitCode {
     // parallel's syntax): the same as the `Run` arm below, without building the whole command tree
     // first. That tree is a fifth of the instructions of starting one job.
     let mut argv = std::env::args_os();
-    if argv.nth(1).is_some_and(|first| first == "run") {
-        return run::main(argv.collect());
+    match argv.nth(1) {
+        Some(first) if first == "run" => return run::main(argv.collect()),
+        // `#!/usr/bin/martelli run --shebang …`: Linux passes the rest of the `#!` line as one word.
+        Some(first) if run::is_shebang_line(&first) => {
+            return run::main(run::shebang_words(&first).chain(argv).collect());
+        }
+        _ => {}
     }
     let cli = Cli::parse();
     match cli.command {

@@ -942,3 +942,100 @@ fn retry_failed_reruns_the_failed_commands_of_the_joblog() {
         ]
     );
 }
+
+/// Writes an executable script whose `#!` line runs `interpreter` with `line`, followed by `body`.
+fn script(dir: &std::path::Path, name: &str, interpreter: &str, line: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    fs::write(&path, format!("#!{interpreter} {line}\n{body}")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn shebang_scripts_run_as_with_gnu_parallel() {
+    // The kernel passes the rest of the #! line as one word (`run --shebang -r -k echo`), then the
+    // script's path and its arguments. The same scripts run through GNU parallel where present.
+    let dir = tempfile::tempdir().unwrap();
+    let mut tools = vec![(env!("CARGO_BIN_EXE_martelli"), "run ")];
+    if util::gnu_present() {
+        tools.push(("/usr/bin/parallel", ""));
+    }
+    for (i, (interpreter, prefix)) in tools.into_iter().enumerate() {
+        let line = format!("{prefix}--shebang -r -k echo");
+        let args = script(
+            dir.path(),
+            &format!("args{i}"),
+            interpreter,
+            &line,
+            "x\ny z\n\nlast\n",
+        );
+        let o = std::process::Command::new(&args).output().unwrap();
+        // The #! line is not an argument; -r drops the empty line; -k keeps the order.
+        assert_eq!(
+            (lines(&o), o.status.code()),
+            (vec!["x".to_owned(), "y z".into(), "last".into()], Some(0)),
+            "{interpreter}: {}",
+            stderr(&o)
+        );
+
+        // --shebang-wrap: each argument of the script is a job running the script.
+        let line = format!("{prefix}--shebang-wrap /bin/sh");
+        let wrapped = script(
+            dir.path(),
+            &format!("wrapped{i}"),
+            interpreter,
+            &line,
+            "echo \"job $1\"\n",
+        );
+        let o = std::process::Command::new(&wrapped)
+            .args(["a", "b", "c"])
+            .output()
+            .unwrap();
+        let mut got = lines(&o);
+        got.sort();
+        assert_eq!(
+            (got, o.status.code()),
+            (
+                vec!["job a".to_owned(), "job b".into(), "job c".into()],
+                Some(0)
+            ),
+            "{interpreter}: {}",
+            stderr(&o)
+        );
+        // No argument, no job.
+        let o = std::process::Command::new(&wrapped).output().unwrap();
+        assert_eq!(
+            (o.stdout.len(), o.status.code()),
+            (0, Some(0)),
+            "{interpreter}"
+        );
+    }
+}
+
+#[test]
+fn skip_first_line_leaves_out_the_first_sources_first_line() {
+    // As GNU parallel 20221122 gives them.
+    let o = run(&[
+        "-k",
+        "--skip-first-line",
+        "echo",
+        ":::",
+        "h",
+        "a",
+        ":::",
+        "1",
+        "2",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(lines(&o), ["a 1", "a 2"]);
+    let o = util::run_stdin(&["--skip-first-line", "echo"], b"header\nx\n");
+    assert_eq!(lines(&o), ["x"]);
+    let o = run(&["--skip-first-line", "--pipe", "cat"]);
+    assert_code(&o, 255);
+    assert!(
+        stderr(&o).contains("--skip-first-line with --pipe"),
+        "{}",
+        stderr(&o)
+    );
+}

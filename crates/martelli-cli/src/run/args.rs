@@ -67,7 +67,8 @@ pub(crate) struct RawOptions {
     #[arg(long = "json", conflicts_with_all = ["line_buffer", "tag"])]
     pub(crate) json: bool,
 
-    /// Kill a job's process group after SECS seconds (SIGTERM, then SIGKILL after the grace).
+    /// Kill a job's process group after SECS seconds (1m30s: s, m, h, d), or after N% of the
+    /// median runtime of the jobs that succeeded; by --termseq.
     #[arg(long = "timeout", value_name = "SECS")]
     pub(crate) timeout: Option<String>,
 
@@ -81,7 +82,7 @@ pub(crate) struct RawOptions {
     #[arg(long = "termseq", visible_alias = "term-seq", value_name = "SEQ")]
     pub(crate) termseq: Option<String>,
 
-    /// Run a failing job up to N times in all.
+    /// Run a failing job up to N times in all (0: until it succeeds).
     #[arg(long = "retries", value_name = "N")]
     pub(crate) retries: Option<String>,
 
@@ -89,7 +90,8 @@ pub(crate) struct RawOptions {
     #[arg(long = "halt", visible_alias = "halt-on-error", value_name = "SPEC")]
     pub(crate) halt: Option<String>,
 
-    /// Wait SECS seconds between starting jobs.
+    /// Wait SECS seconds between starting jobs; SECSauto: 30 % longer after a failed job, 10 %
+    /// shorter after one that succeeded.
     #[arg(long = "delay", value_name = "SECS")]
     pub(crate) delay: Option<String>,
 
@@ -401,6 +403,10 @@ pub(crate) struct RawOptions {
     /// Skip arguments that are empty or only blanks.
     #[arg(short = 'r', long = "no-run-if-empty")]
     pub(crate) no_run_if_empty: bool,
+
+    /// Leave out the first line of the first input source (`--shebang` uses it for the `#!` line).
+    #[arg(long = "skip-first-line")]
+    pub(crate) skip_first_line: bool,
 
     /// Trim blanks from arguments: n (none, the default), l (left), r (right), lr or rl (both).
     #[arg(long = "trim", value_name = "SIDES")]

@@ -143,6 +143,71 @@ fn read_profile(path: &Path) -> Result<Vec<OsString>, RunError> {
     Ok(words)
 }
 
+/// Ends the words of a `#!` line (main puts it there when the kernel passed the line as one
+/// word), so that `--shebang-wrap` knows where the script's path begins.
+pub(crate) const SHEBANG_END: &str = "--_shebang-end";
+
+/// `--shebang` and `--shebang-wrap`, which must come first, rewritten as GNU parallel rewrites
+/// them:
+///
+/// - `#!/usr/bin/martelli run --shebang OPTIONS COMMAND`, then lines of arguments: the script (the
+///   last word) is read as `-a SCRIPT` with its first line, the `#!` line, skipped;
+/// - `#!/usr/bin/martelli run --shebang-wrap OPTIONS PROGRAM`: each argument the script is run
+///   with becomes a job, `PROGRAM SCRIPT ARG` (none, no job); with `--pipe` the arguments are
+///   input files (none: stdin).
+///
+/// When the `#!` line's words come apart from the script's (`#!/usr/bin/env -S martelli run …`, or
+/// typed), `--shebang-wrap` takes one word for the program, as GNU parallel does on Linux.
+pub(crate) fn shebang(args: Vec<OsString>) -> Result<Vec<OsString>, RunError> {
+    let first = args.first().map(|a| a.as_bytes());
+    let wrap = matches!(first, Some(b"--shebang-wrap" | b"--shebangwrap"));
+    if !wrap && !matches!(first, Some(b"--shebang" | b"--hashbang")) {
+        return Ok(args);
+    }
+    let mut words: Vec<OsString> = args.into_iter().skip(1).collect();
+    let end = words.iter().position(|w| w == SHEBANG_END);
+    if let Some(end) = end {
+        words.remove(end);
+    }
+    if !wrap {
+        let script = words.pop().ok_or_else(|| {
+            RunError::Usage(
+                "--shebang goes on a script's #! line (#!/usr/bin/martelli run --shebang -r echo): no script was given".into(),
+            )
+        })?;
+        let mut out: Vec<OsString> = vec!["--skip-first-line".into(), "-a".into(), script];
+        out.extend(words);
+        return Ok(out);
+    }
+    // The #! line's words: up to the end marker, else one word (the program).
+    let line_len = end.unwrap_or(1.min(words.len()));
+    if line_len == 0 || words.len() <= line_len {
+        return Err(RunError::Usage(
+            "--shebang-wrap goes on a script's #! line (#!/usr/bin/martelli run --shebang-wrap /usr/bin/python3): no program or no script was given".into(),
+        ));
+    }
+    let script_args = words.split_off(line_len + 1);
+    let pipe = words[..line_len]
+        .iter()
+        .any(|w| w == "--pipe" || w == "--spreadstdin");
+    if pipe {
+        let mut out = Vec::new();
+        for file in script_args {
+            out.push(OsString::from("-a"));
+            out.push(file);
+        }
+        out.extend(words);
+        return Ok(out);
+    }
+    if script_args.is_empty() {
+        // No argument, no job, as with GNU parallel.
+        return Ok(vec!["true".into(), "::::".into(), "/dev/null".into()]);
+    }
+    words.push(":::".into());
+    words.extend(script_args);
+    Ok(words)
+}
+
 /// `$PARALLEL`'s words, which GNU parallel puts before the command line's options.
 fn env_options() -> Result<Vec<OsString>, RunError> {
     match std::env::var_os("PARALLEL") {
@@ -345,8 +410,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
         "--sqlandworker",
         "martelli run has no SQL table; use --cluster URL to share jobs",
     ),
-    ("--shebang", "martelli run cannot be a #! interpreter"),
-    ("--shebang-wrap", "martelli run cannot be a #! interpreter"),
     (
         "--latest-line",
         "--latest-line is not built; use --line-buffer",

@@ -24,6 +24,9 @@ pub(crate) struct Reading {
     pub(crate) eof: Option<Vec<u8>>,
     /// `-r`: arguments that are empty or only blanks are dropped.
     pub(crate) skip_empty: bool,
+    /// `--skip-first-line`: the first source's first line (or value) is left out, before the
+    /// other filters.
+    pub(crate) skip_first_line: bool,
 }
 
 impl Reading {
@@ -108,14 +111,15 @@ pub(crate) fn inputs(
 ) -> Result<Inputs, RunError> {
     let separator = reading.separator;
     let filtered = !(reading.eof.is_none() && !reading.skip_empty && !reading.trim.any());
+    // How many records to leave out of source `i`.
+    let skip = |i: usize| usize::from(reading.skip_first_line && i == 0);
     match sources {
         [] => {
             let iter = reading
-                .filter(lines(
-                    Box::new(BufReader::new(io::stdin())),
-                    separator,
-                    "-".into(),
-                ))
+                .filter(
+                    lines(Box::new(BufReader::new(io::stdin())), separator, "-".into())
+                        .skip(skip(0)),
+                )
                 .map(|r| r.map(|a| vec![a]));
             Ok(Inputs {
                 iter: Box::new(iter),
@@ -128,8 +132,9 @@ pub(crate) fn inputs(
                 ..
             },
         ] if !filtered => {
+            let values: Vec<Vec<u8>> = values.iter().skip(skip(0)).cloned().collect();
             let total = values.len() as u64;
-            let iter = values.clone().into_iter().map(|a| Ok(vec![a]));
+            let iter = values.into_iter().map(|a| Ok(vec![a]));
             Ok(Inputs {
                 iter: Box::new(iter),
                 total: Some(total),
@@ -142,7 +147,7 @@ pub(crate) fn inputs(
             },
         ] => {
             let iter = reading
-                .filter(lines(open(path)?, separator, path.clone()))
+                .filter(lines(open(path)?, separator, path.clone()).skip(skip(0)))
                 .map(|r| r.map(|a| vec![a]));
             Ok(Inputs {
                 iter: Box::new(iter),
@@ -151,13 +156,13 @@ pub(crate) fn inputs(
         }
         _ => {
             let mut columns = Vec::with_capacity(sources.len());
-            for source in sources {
+            for (i, source) in sources.iter().enumerate() {
                 let values = match &source.spec {
                     SourceSpec::Values(values) => reading
-                        .filter(values.clone().into_iter().map(Ok))
+                        .filter(values.clone().into_iter().skip(skip(i)).map(Ok))
                         .collect::<Result<_, _>>()?,
                     SourceSpec::File(path) => reading
-                        .filter(lines(open(path)?, separator, path.clone()))
+                        .filter(lines(open(path)?, separator, path.clone()).skip(skip(i)))
                         .collect::<Result<_, _>>()?,
                 };
                 columns.push(values);
@@ -299,6 +304,7 @@ mod tests {
             },
             eof: Some(b"stop".to_vec()),
             skip_empty: true,
+            skip_first_line: false,
         };
         assert_eq!(collect(inputs(&s, false, &r).unwrap()), ["a 1", "b 1"]);
         let s = [values(&[" a ", "stop", "b"], false)];

@@ -29,8 +29,9 @@ mod pipe;
 mod remote;
 mod template;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -94,7 +95,27 @@ fn cores() -> usize {
         .unwrap_or(1)
 }
 
+/// Whether `word` is the rest of a `#!` line naming `martelli run --shebang…` (or `--hashbang`,
+/// `--shebang-wrap`), which Linux passes as one word.
+pub(crate) fn is_shebang_line(word: &OsStr) -> bool {
+    let word = word.as_bytes();
+    [&b"run --shebang"[..], b"run --hashbang"]
+        .iter()
+        .any(|prefix| word.starts_with(prefix))
+}
+
+/// The words of a `#!` line after `martelli` and `run`, and the mark of their end.
+pub(crate) fn shebang_words(line: &OsStr) -> impl Iterator<Item = OsString> + '_ {
+    line.as_bytes()
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty())
+        .skip(1)
+        .map(|w| OsStr::from_bytes(w).to_owned())
+        .chain(std::iter::once(OsString::from(gnu::SHEBANG_END)))
+}
+
 fn try_main(args: Vec<OsString>) -> Result<u8, RunError> {
+    let args = gnu::shebang(args)?;
     let parsed = match args::parse(args)? {
         args::Request::Help(text) => {
             let _ = write!(std::io::stdout().lock(), "{text}");

@@ -130,6 +130,8 @@ pub(crate) struct Config {
     pub(crate) eof: Option<Vec<u8>>,
     /// `-r`: skip jobs whose arguments are all blank.
     pub(crate) skip_empty: bool,
+    /// `--skip-first-line`: the first input source's first line is left out.
+    pub(crate) skip_first_line: bool,
     pub(crate) trim: Trim,
     /// `--shuf`: run the jobs in a random order.
     pub(crate) shuf: bool,
@@ -399,6 +401,11 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             "--timeout N% follows the runtimes of the jobs run here; with --cluster give it in seconds (--timeout 60)".into(),
         ));
     }
+    if o.skip_first_line && (o.pipe || o.pipepart || o.header.is_some() || o.csv) {
+        return Err(RunError::Usage(
+            "--skip-first-line with --pipe, --header or --csv is not built: leave the first line out of the input (tail -n +2)".into(),
+        ));
+    }
     if pipe.is_some() && o.cluster.is_some() {
         return Err(RunError::Usage(
             "--pipe with --cluster is not supported: cluster jobs take arguments, not standard input".into(),
@@ -550,6 +557,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         tagstring,
         eof: o.eof.map(String::into_bytes),
         skip_empty: o.no_run_if_empty,
+        skip_first_line: o.skip_first_line,
         trim,
         shuf: o.shuf,
         files,

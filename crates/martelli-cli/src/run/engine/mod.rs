@@ -181,6 +181,7 @@ pub(crate) fn run(mut config: Config) -> Result<u8, RunError> {
         trim: config.trim,
         eof: config.eof.clone(),
         skip_empty: config.skip_empty,
+        skip_first_line: config.skip_first_line,
     };
     // --pipe: the jobs read blocks of the input; --round-robin: all from one shared splitter.
     let mut round_robin = None;
