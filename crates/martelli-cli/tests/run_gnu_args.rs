@@ -181,6 +181,104 @@ fn max_replace_args_names_the_arguments_of_a_job() {
 }
 
 #[test]
+fn arguments_a_job_lacks_and_tags_of_several_arguments() {
+    check(&[
+        // An argument the last job lacks is nothing in a shell line, an empty word with -q.
+        case(
+            &["-k", "-n2", "echo", "{1}", "{2}", ":::", "a", "b", "c"],
+            "a b\nc\n",
+        ),
+        case(
+            &["-k", "-N2", "echo", "{1}", "{2}x", ":::", "a", "b", "c"],
+            "a bx\nc x\n",
+        ),
+        case(
+            &[
+                "-k", "-q", "-n2", "echo", "{1}", "{2}", ":::", "a", "b", "c",
+            ],
+            "a b\nc \n",
+        ),
+        // --tagstring is a command word: with -N, a word around {} is repeated per argument.
+        case(
+            &["-k", "-N2", "--tagstring", "T{}", "echo", ":::", "a", "b"],
+            "Ta Tb\ta b\n",
+        ),
+        case(
+            &[
+                "-k",
+                "-n2",
+                "--tagstring",
+                "x{}y",
+                "echo",
+                ":::",
+                "a",
+                "b",
+                "c",
+            ],
+            "xa by\ta b\nxcy\tc\n",
+        ),
+        case(
+            &["-k", "--tagstring", "{}-{#}", "echo", ":::", "a", "b"],
+            "a-1\ta\nb-2\tb\n",
+        ),
+    ]);
+}
+
+#[test]
+fn values_of_a_source_are_split_at_the_delimiter() {
+    check(&[
+        // `::: "$(ls)"`: one argument a line, as GNU parallel reads them.
+        case(
+            &["-k", "echo", "{#}:{}", ":::", "a\nb", "c"],
+            "1:a\n2:b\n3:c\n",
+        ),
+        case(
+            &["-k", "echo", "{#}:{}", ":::", "a\n", "c"],
+            "1:a\n2:\n3:c\n",
+        ),
+        case(
+            &[
+                "-k", "-d", ",", "echo", "{#}:{}", ":::", "a,b", "c", ":::", "x,y",
+            ],
+            "1:a x\n2:a y\n3:b x\n4:b y\n5:c x\n6:c y\n",
+        ),
+        // With -0 nothing is split.
+        case(&["-k", "-0", "echo", "{#}:{}", ":::", "a\nb"], "1:a\nb\n"),
+    ]);
+}
+
+#[test]
+fn positional_forms_follow_renamed_replacement_strings() {
+    check(&[
+        case(
+            &["--er", "{e}", "echo", "{1e}", "{1.}", ":::", "a.b"],
+            "a {1.}\n",
+        ),
+        case(
+            &["-I", "{in}", "echo", "{1in}", "{1}", ":::", "a.b"],
+            "a.b {1}\n",
+        ),
+        // A name without braces has no positional form: `${1}` stays the shell's.
+        case(
+            &["-I", "XX", "echo", "{1}", "XX", ":::", "a.b"],
+            "{1} a.b\n",
+        ),
+        case(
+            &[
+                "--bnr", "{b}", "echo", "{1b}", "{1/}", "{b}", ":::", "x/a.b",
+            ],
+            "a.b {1/} a.b\n",
+        ),
+        case(
+            &[
+                "echo", "{1}", "{1.}", "{1/}", "{1//}", "{1/.}", "{-1}", ":::", "x/a.b",
+            ],
+            "x/a.b x/a a.b x a x/a.b\n",
+        ),
+    ]);
+}
+
+#[test]
 fn context_replace_repeats_the_word_for_each_argument() {
     check(&[
         // man parallel, -X: "echo pre{}post" gets each argument with its context.

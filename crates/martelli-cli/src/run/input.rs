@@ -103,6 +103,16 @@ fn lines(
     })
 }
 
+/// The arguments of a `:::` source: each value split at the separator, as GNU parallel, which
+/// passes them through a file of records, gives them (`::: "$(ls)"` is one argument a line;
+/// `"a\n"` is `a` and an empty argument). With `-0` no value holds the separator.
+fn split_values(values: &[Vec<u8>], separator: u8) -> Vec<Vec<u8>> {
+    values
+        .iter()
+        .flat_map(|v| v.split(move |&b| b == separator).map(<[u8]>::to_vec))
+        .collect()
+}
+
 /// Builds the job arguments from the sources (stdin when there are none).
 pub(crate) fn inputs(
     sources: &[Source],
@@ -132,7 +142,10 @@ pub(crate) fn inputs(
                 ..
             },
         ] if !filtered => {
-            let values: Vec<Vec<u8>> = values.iter().skip(skip(0)).cloned().collect();
+            let values: Vec<Vec<u8>> = split_values(values, separator)
+                .into_iter()
+                .skip(skip(0))
+                .collect();
             let total = values.len() as u64;
             let iter = values.into_iter().map(|a| Ok(vec![a]));
             Ok(Inputs {
@@ -159,7 +172,12 @@ pub(crate) fn inputs(
             for (i, source) in sources.iter().enumerate() {
                 let values = match &source.spec {
                     SourceSpec::Values(values) => reading
-                        .filter(values.clone().into_iter().skip(skip(i)).map(Ok))
+                        .filter(
+                            split_values(values, separator)
+                                .into_iter()
+                                .skip(skip(i))
+                                .map(Ok),
+                        )
                         .collect::<Result<_, _>>()?,
                     SourceSpec::File(path) => reading
                         .filter(lines(open(path)?, separator, path.clone()).skip(skip(i)))

@@ -277,7 +277,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             jobs,
         )?
     };
-    let tagstring = o
+    let mut tagstring = o
         .tagstring
         .as_ref()
         .map(|t| Template::parse_with(&[t.as_bytes().to_vec()], Mode::NoShell, &tokens));
@@ -412,6 +412,13 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         ));
     }
     template.set_context_replace(context);
+    // The tag's template is a command word as GNU parallel sees it: with several arguments per
+    // job, a word around `{}` is repeated for each (`-N2 --tagstring T{}` tags `Ta Tb`).
+    // A tag without replacement strings is only its text: the arguments are not appended.
+    if let Some(tag) = tagstring.as_mut() {
+        tag.set_context_replace(context);
+        tag.never_append();
+    }
     let source_count = sources.len().max(1);
     // With several records per job, {n} counts the job's arguments: a short job leaves it empty.
     let split = columns.as_ref().is_some_and(|c| c.split.is_some());

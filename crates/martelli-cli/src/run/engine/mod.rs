@@ -510,7 +510,7 @@ fn run_job(
     let tag_prefix = match (&config.tagstring, config.tag) {
         (Some(tagstring), _) => {
             let mut t = match tagstring.compose(&args, seq, slot) {
-                Composed::Argv(words) => words.into_iter().next().unwrap_or_default(),
+                Composed::Argv(words) => words.join(&b' '),
                 Composed::Shell(line) => line,
             };
             t.push(b'\t');

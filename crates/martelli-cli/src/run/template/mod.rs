@@ -105,6 +105,28 @@ impl Tokens {
         list
     }
 
+    /// The part a positional replacement string's suffix names: `{2.}` is `{2` + `.}`, the
+    /// suffix of the current spelling of `{.}`. As in GNU parallel, positional forms follow the
+    /// renamed strings: with `--er {e}` it is `{2e}` (and `{2.}` is text), with `-I {in}` `{2in}`,
+    /// and a name without braces (`-I XX`) has no positional form.
+    fn positional_part(&self, suffix: &[u8]) -> Option<Part> {
+        [
+            (&self.whole, Part::Whole),
+            (&self.no_ext, Part::NoExt),
+            (&self.base, Part::Base),
+            (&self.dir, Part::Dir),
+            (&self.base_no_ext, Part::BaseNoExt),
+        ]
+        .into_iter()
+        .find(|(token, _)| {
+            token
+                .strip_prefix(b"{")
+                .and_then(|t| t.strip_suffix(b"}"))
+                .is_some_and(|inner| inner == suffix)
+        })
+        .map(|(_, part)| part)
+    }
+
     /// Whether the default spelling of `piece` still means it (it was not renamed).
     fn default_kept(&self, piece: &Piece) -> bool {
         let d = Tokens::default();
@@ -491,13 +513,12 @@ fn render(piece: &Piece, args: &[Vec<u8>], seq: u64, slot: usize, quote: bool, o
             } else {
                 args.len().checked_sub(n.unsigned_abs() as usize)
             };
-            // Sources are checked against the template before any job runs; an index out of range
-            // can only come from a short line of a linked source and renders as empty.
-            let value = index
-                .and_then(|i| args.get(i))
-                .map(|a| transform(a, *part))
-                .unwrap_or_default();
-            emit(&value, out);
+            // An argument the job does not have (the last job of `-N`, a short line of a linked
+            // source) renders as nothing: in a shell line not even an empty quoted word, as GNU
+            // parallel gives it (`-n2 echo {1} {2} ::: a b c` runs `echo c `).
+            if let Some(value) = index.and_then(|i| args.get(i)) {
+                emit(&transform(value, *part), out);
+            }
         }
     }
 }
@@ -518,9 +539,7 @@ fn parse_word(word: &[u8], tokens: &Tokens, renamed: &[(&[u8], Piece)]) -> Vec<P
         }
         if word[i] == b'{' {
             if let Some(len) = word[i + 1..].iter().position(|&b| b == b'}') {
-                if let Some(piece) =
-                    parse_replacement(&word[i + 1..i + 1 + len]).filter(|p| tokens.default_kept(p))
-                {
+                if let Some(piece) = parse_replacement(&word[i + 1..i + 1 + len], tokens) {
                     if !literal.is_empty() {
                         pieces.push(Piece::Literal(std::mem::take(&mut literal)));
                     }
@@ -539,13 +558,20 @@ fn parse_word(word: &[u8], tokens: &Tokens, renamed: &[(&[u8], Piece)]) -> Vec<P
     pieces
 }
 
-/// Parses the inside of `{…}`; `None` when it is not a replacement string.
-fn parse_replacement(inner: &[u8]) -> Option<Piece> {
-    match inner {
-        b"#" => return Some(Piece::Seq),
-        b"%" => return Some(Piece::Slot),
-        _ => {}
-    }
+/// Parses the inside of `{…}` with the replacement strings `tokens` define; `None` when it is
+/// not a replacement string.
+fn parse_replacement(inner: &[u8], tokens: &Tokens) -> Option<Piece> {
+    let piece = match inner {
+        b"#" => Piece::Seq,
+        b"%" => Piece::Slot,
+        _ => parse_arg(inner, tokens)?,
+    };
+    // A default spelling that was renamed is text (`{}` after `-I XX`).
+    tokens.default_kept(&piece).then_some(piece)
+}
+
+/// `{N…}` and the unnumbered `{…}` of an argument.
+fn parse_arg(inner: &[u8], tokens: &Tokens) -> Option<Piece> {
     let digits = inner
         .iter()
         .enumerate()
@@ -561,13 +587,17 @@ fn parse_replacement(inner: &[u8]) -> Option<Piece> {
         }
         Some(n)
     };
-    let part = match rest {
-        b"" => Part::Whole,
-        b"." => Part::NoExt,
-        b"/" => Part::Base,
-        b"//" => Part::Dir,
-        b"/." => Part::BaseNoExt,
-        _ => return None,
+    let part = match source {
+        // Numbered: the suffix of the current spelling (`positional_part`).
+        Some(_) => tokens.positional_part(rest)?,
+        None => match rest {
+            b"" => Part::Whole,
+            b"." => Part::NoExt,
+            b"/" => Part::Base,
+            b"//" => Part::Dir,
+            b"/." => Part::BaseNoExt,
+            _ => return None,
+        },
     };
     Some(Piece::Arg { source, part })
 }
