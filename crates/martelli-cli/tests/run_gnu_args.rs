@@ -221,6 +221,57 @@ fn arguments_a_job_lacks_and_tags_of_several_arguments() {
             &["-k", "--tagstring", "{}-{#}", "echo", ":::", "a", "b"],
             "a-1\ta\nb-2\tb\n",
         ),
+        // A dry run is tagged as the output would be.
+        case(
+            &["-k", "--tag", "--dry-run", "echo", ":::", "a", "b"],
+            "a\techo a\nb\techo b\n",
+        ),
+        // -X, -m and --xargs combine: -X's context wins, -m's spreading too.
+        case(
+            &[
+                "-k",
+                "-j1",
+                "-X",
+                "-m",
+                "echo",
+                "pre{}post",
+                ":::",
+                "a",
+                "b",
+                "c",
+            ],
+            "preapost prebpost precpost\n",
+        ),
+        case(
+            &[
+                "-k",
+                "-j1",
+                "-m",
+                "--xargs",
+                "echo",
+                "pre{}post",
+                ":::",
+                "a",
+                "b",
+                "c",
+            ],
+            "prea b cpost\n",
+        ),
+        case(
+            &[
+                "-k",
+                "-m",
+                "--xargs",
+                "echo",
+                "pre{}post",
+                ":::",
+                "a",
+                "b",
+                "c",
+                "d",
+            ],
+            "prea bpost\nprec dpost\n",
+        ),
     ]);
 }
 

@@ -201,11 +201,11 @@ pub(crate) struct RawOptions {
 
     /// As many arguments per job as the command line holds, with context: a word holding {} is
     /// repeated for each argument (`-X echo a{}b` → `echo a1b a2b`).
-    #[arg(short = 'X', conflicts_with_all = ["multi", "xargs"])]
+    #[arg(short = 'X')]
     pub(crate) context_replace: bool,
 
     /// As many arguments per job as the command line holds, spread evenly over the job slots.
-    #[arg(short = 'm', conflicts_with = "xargs")]
+    #[arg(short = 'm')]
     pub(crate) multi: bool,
 
     /// As many arguments per job as the command line holds (as xargs; not spread over slots).
@@ -506,9 +506,12 @@ pub(crate) fn parse_args(args: Vec<OsString>) -> Result<Request, RunError> {
             return Ok(Request::Help(e.render().to_string()));
         }
         Err(e) => {
-            // A GNU parallel option that is not built is named as such, with what to do instead.
-            if let Some(clap::error::ContextValue::String(arg)) =
-                e.get(clap::error::ContextKind::InvalidArg)
+            // A GNU parallel option that is not built is named as such, with what to do instead
+            // (only for an option clap does not know: a conflict names a built one).
+            if let (
+                clap::error::ErrorKind::UnknownArgument,
+                Some(clap::error::ContextValue::String(arg)),
+            ) = (e.kind(), e.get(clap::error::ContextKind::InvalidArg))
             {
                 if let Some(message) = gnu::not_built(arg) {
                     return Err(RunError::Usage(message));

@@ -429,40 +429,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("--keep-order-stderr", "not built"),
     ("--embed", "not built"),
     ("--citation", "not needed"),
-    // Issue 15, being built: refused by name until then (clap knows them once they are).
-    ("-N", "several arguments per job are not built yet"),
-    ("-n", "several arguments per job are not built yet"),
-    ("--max-args", "several arguments per job are not built yet"),
-    ("-X", "several arguments per job are not built yet"),
-    ("-m", "several arguments per job are not built yet"),
-    ("--xargs", "several arguments per job are not built yet"),
-    ("-L", "several arguments per job are not built yet"),
-    ("--max-lines", "several arguments per job are not built yet"),
-    ("-s", "several arguments per job are not built yet"),
-    ("--max-chars", "several arguments per job are not built yet"),
-    ("--rpl", "Perl replacement strings are not built yet"),
-    ("--plus", "Perl replacement strings are not built yet"),
-    ("--pipe", "splitting stdin among jobs is not built yet"),
-    ("--pipepart", "splitting a file among jobs is not built yet"),
-    (
-        "--pipe-part",
-        "splitting a file among jobs is not built yet",
-    ),
-    ("--block", "splitting stdin among jobs is not built yet"),
-    ("--recstart", "splitting stdin among jobs is not built yet"),
-    ("--recend", "splitting stdin among jobs is not built yet"),
-    ("--regexp", "splitting stdin among jobs is not built yet"),
-    (
-        "--round-robin",
-        "splitting stdin among jobs is not built yet",
-    ),
-    (
-        "--roundrobin",
-        "splitting stdin among jobs is not built yet",
-    ),
-    ("--colsep", "columns are not built yet"),
-    ("--header", "columns are not built yet"),
-    ("--csv", "columns are not built yet"),
 ];
 
 /// An explanation for a GNU parallel option clap rejected, when it is one `martelli run` knows

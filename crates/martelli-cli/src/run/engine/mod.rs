@@ -477,6 +477,21 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
     }
 }
 
+/// The prefix of every output line of a job: its tag and a tab (`--tag`, `--tagstring`), or
+/// nothing.
+fn tag(config: &Config, args: &Args, seq: u64, slot: usize) -> Vec<u8> {
+    let mut tag = match (&config.tagstring, config.tag) {
+        (Some(tagstring), _) => match tagstring.compose(args, seq, slot) {
+            Composed::Argv(words) => words.join(&b' '),
+            Composed::Shell(line) => line,
+        },
+        (None, true) => args.join(&b' '),
+        (None, false) => return Vec::new(),
+    };
+    tag.push(b'\t');
+    tag
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_job(
     shared: &Shared,
@@ -507,22 +522,7 @@ fn run_job(
     let capture = config.output != OutputMode::Ungroup;
     // Output printed line by line as it comes is kept too only when `--results` stores it.
     let keep_output = config.output != OutputMode::LineBuffer || config.results.is_some();
-    let tag_prefix = match (&config.tagstring, config.tag) {
-        (Some(tagstring), _) => {
-            let mut t = match tagstring.compose(&args, seq, slot) {
-                Composed::Argv(words) => words.join(&b' '),
-                Composed::Shell(line) => line,
-            };
-            t.push(b'\t');
-            t
-        }
-        (None, true) => {
-            let mut t = args.join(&b' ');
-            t.push(b'\t');
-            t
-        }
-        (None, false) => Vec::new(),
-    };
+    let tag_prefix = tag(config, &args, seq, slot);
     if config.verbose_stderr {
         let mut line = command.clone();
         line.push(b'\n');

@@ -54,7 +54,9 @@ pub(super) fn dry_run(config: &Config, feed: &mut Feed) -> Result<u8, RunError> 
         else {
             continue; // skip()
         };
-        let mut line = composed.display();
+        // Tagged as the job's output would be, as GNU parallel does.
+        let mut line = tag(config, &args, seq, slot);
+        line.extend_from_slice(&composed.display());
         line.push(b'\n');
         if out.write_all(&line).is_err() {
             break; // stdout closed: nothing more to show
