@@ -260,6 +260,7 @@ fn arguments_a_job_lacks_and_tags_of_several_arguments() {
         case(
             &[
                 "-k",
+                "-j2",
                 "-m",
                 "--xargs",
                 "echo",
