@@ -701,6 +701,38 @@ fn seq(n: u32) -> Vec<u8> {
 }
 
 #[test]
+fn cat_puts_each_block_in_a_file_named_by_the_replacement_string() {
+    let twenty = seq(20);
+    let out = std::str::from_utf8(&twenty).unwrap().to_owned();
+    // The file holds the block: the files' contents, in order, are the input.
+    check(&[
+        case(
+            &["-k", "--pipe", "--cat", "--block", "20", "cat", "{}"],
+            &out,
+        )
+        .stdin(&twenty),
+        // Counted through the file (`wc -l < {}`): 3 records a job.
+        case(
+            &["-k", "--pipe", "--cat", "-N3", "wc -l < {}"],
+            "3\n3\n3\n3\n3\n3\n2\n",
+        )
+        .stdin(&twenty),
+    ]);
+    // The files are gone once their jobs are.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = martelli();
+    m.args(["run", "--pipe", "--cat", "--block", "10", "cat", "{}"])
+        .env("TMPDIR", tmp.path());
+    let o = feed(m, &twenty);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "--cat left files"
+    );
+}
+
+#[test]
 fn pipe_splits_standard_input_into_blocks_of_records() {
     let twenty = seq(20);
     let ten = seq(10);

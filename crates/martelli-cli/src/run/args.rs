@@ -404,6 +404,11 @@ pub(crate) struct RawOptions {
     #[arg(short = 'r', long = "no-run-if-empty")]
     pub(crate) no_run_if_empty: bool,
 
+    /// With --pipe: each job's block in a temporary file, named by {} (instead of on stdin); the
+    /// file is removed when the job ends.
+    #[arg(long = "cat")]
+    pub(crate) cat: bool,
+
     /// Leave out the first line of the first input source (`--shebang` uses it for the `#!` line).
     #[arg(long = "skip-first-line")]
     pub(crate) skip_first_line: bool,

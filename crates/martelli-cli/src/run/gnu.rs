@@ -420,6 +420,10 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ),
     ("--color", "coloured output is not built"),
     (
+        "--fifo",
+        "a fifo per job is not built; --cat gives each job its block in a file named by {}",
+    ),
+    (
         "--record-env",
         "martelli run runs jobs in its own environment; nothing to record",
     ),

@@ -130,6 +130,8 @@ pub(crate) struct Config {
     pub(crate) eof: Option<Vec<u8>>,
     /// `-r`: skip jobs whose arguments are all blank.
     pub(crate) skip_empty: bool,
+    /// `--cat`: each job's block in a temporary file in this directory, named by `{}`.
+    pub(crate) cat: Option<PathBuf>,
     /// `--skip-first-line`: the first input source's first line is left out.
     pub(crate) skip_first_line: bool,
     pub(crate) trim: Trim,
@@ -401,6 +403,26 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             "--timeout N% follows the runtimes of the jobs run here; with --cluster give it in seconds (--timeout 60)".into(),
         ));
     }
+    if o.cat && !(o.pipe || o.pipepart) {
+        return Err(RunError::Usage(
+            "--cat puts each job's block of standard input in a file: it needs --pipe (or --pipepart)".into(),
+        ));
+    }
+    if o.cat && (o.round_robin || o.tee || o.cluster.is_some()) {
+        return Err(RunError::Usage(
+            "--cat with --round-robin, --tee or --cluster is not built: leave out --cat and read the block on stdin".into(),
+        ));
+    }
+    let cat_dir = o.cat.then(|| {
+        o.tmpdir
+            .clone()
+            .or_else(|| {
+                std::env::var_os("TMPDIR")
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+    });
     if o.skip_first_line && (o.pipe || o.pipepart || o.header.is_some() || o.csv) {
         return Err(RunError::Usage(
             "--skip-first-line with --pipe, --header or --csv is not built: leave the first line out of the input (tail -n +2)".into(),
@@ -565,6 +587,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
         eof: o.eof.map(String::into_bytes),
         skip_empty: o.no_run_if_empty,
         skip_first_line: o.skip_first_line,
+        cat: cat_dir,
         trim,
         shuf: o.shuf,
         files,

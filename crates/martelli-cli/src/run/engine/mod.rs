@@ -27,7 +27,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -421,11 +421,29 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
                 (args, input)
             }
             (Some(_), Some(splitter)) => (Vec::new(), Some(JobInput::Shared(Arc::clone(splitter)))),
+            // --cat: the block in a file, named by {}.
+            (Some(_), None) if shared.config.cat.is_some() => {
+                let block = args.into_iter().next().unwrap_or_default();
+                match cat_file(&shared.config, seq, &block) {
+                    Ok(path) => (vec![path.into_os_string().into_vec()], None),
+                    Err(e) => {
+                        lock(&shared.reporter).fail(shared, e);
+                        return;
+                    }
+                }
+            }
             (Some(_), None) => (
                 Vec::new(),
                 Some(JobInput::Block(args.into_iter().next().unwrap_or_default())),
             ),
         };
+        // --cat's file goes when the job is done, whatever became of it.
+        let _cat = shared
+            .config
+            .cat
+            .as_ref()
+            .and_then(|_| args.first())
+            .map(|path| RemoveOnDrop(PathBuf::from(OsStr::from_bytes(path))));
         let composed = match shared.config.template.try_compose(&args, seq, slot) {
             Ok(Some(composed)) => composed,
             // skip() in a perl expression: the job is not run, and its slot is free again. As in
@@ -474,6 +492,44 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
         if counted.kill_now || stdout_closed {
             kill_all(shared);
         }
+    }
+}
+
+/// `--cat`: writes a job's block to a new file in the configured directory.
+fn cat_file(config: &Config, seq: u64, block: &[u8]) -> Result<PathBuf, RunError> {
+    let dir = config.cat.as_deref().unwrap_or(Path::new("/tmp"));
+    let mut n = 0u32;
+    loop {
+        let path = dir.join(format!("par{}-{seq}-{n}.cat", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                file.write_all(block).map_err(|source| RunError::System {
+                    what: "cannot write --cat's file",
+                    source,
+                })?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(source) => {
+                return Err(RunError::System {
+                    what: "cannot create --cat's file (set --tmpdir or TMPDIR)",
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -1,5 +1,6 @@
 //! `--timeout N%`: kill the jobs that run longer than N % of the median runtime of the jobs that
-//! succeeded so far, GNU parallel's rule. Until a job has succeeded there is no median, and no job
+//! succeeded so far, GNU parallel's rule (with its test of the clock's whole seconds, so a job may
+//! run up to a second past the limit). Until a job has succeeded there is no median, and no job
 //! times out; once there is one, it applies to the jobs already running too.
 
 use super::*;
@@ -21,8 +22,17 @@ pub(super) fn time_out_slow_jobs(shared: &Shared, percent: f64, done: &AtomicBoo
             {
                 let live = lock(&shared.live);
                 let mut timed_out = lock(&shared.timed_out);
+                // GNU parallel's test, whole seconds of the clock against the job's start plus
+                // the limit: a job is late once the clock's second is past its deadline, so a
+                // limit of milliseconds (a median of tiny jobs) does not kill a job that is merely
+                // slowed for a moment.
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let whole_seconds = now.as_secs() as f64;
                 for (&pgid, job) in live.iter() {
-                    if job.started.elapsed() > limit && timed_out.insert(pgid) {
+                    let started = now.as_secs_f64() - job.started.elapsed().as_secs_f64();
+                    if whole_seconds > started + limit.as_secs_f64() && timed_out.insert(pgid) {
                         late.push(pgid);
                     }
                 }
