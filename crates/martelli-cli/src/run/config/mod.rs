@@ -314,16 +314,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             "--compress with --files or --results DIR: GNU parallel leaves those files compressed, and martelli run writes them plain; leave out --compress".into(),
         ));
     }
-    let files = o.files.then(|| {
-        o.tmpdir
-            .clone()
-            .or_else(|| {
-                std::env::var_os("TMPDIR")
-                    .filter(|d| !d.is_empty())
-                    .map(PathBuf::from)
-            })
-            .unwrap_or_else(|| PathBuf::from("/tmp"))
-    });
+    let files = o.files.then(|| temp_dir(o.tmpdir.as_ref()));
     let (grouping, context) = super::multi::grouping(&super::multi::MultiOptions {
         max_replace_args: o.max_replace_args.as_deref(),
         max_args: o.max_args.as_deref(),
@@ -413,16 +404,7 @@ pub(crate) fn validate(parsed: Parsed, cores: usize) -> Result<Config, RunError>
             "--cat with --round-robin, --tee or --cluster is not built: leave out --cat and read the block on stdin".into(),
         ));
     }
-    let cat_dir = o.cat.then(|| {
-        o.tmpdir
-            .clone()
-            .or_else(|| {
-                std::env::var_os("TMPDIR")
-                    .filter(|d| !d.is_empty())
-                    .map(PathBuf::from)
-            })
-            .unwrap_or_else(|| PathBuf::from("/tmp"))
-    });
+    let cat_dir = o.cat.then(|| temp_dir(o.tmpdir.as_ref()));
     if o.skip_first_line && (o.pipe || o.pipepart || o.header.is_some() || o.csv) {
         return Err(RunError::Usage(
             "--skip-first-line with --pipe, --header or --csv is not built: leave the first line out of the input (tail -n +2)".into(),
@@ -697,6 +679,18 @@ pub(crate) fn parse_jobs(spec: &str, cores: usize) -> Result<usize, RunError> {
         }
     };
     Ok(n.clamp(1, MAX_JOBS))
+}
+
+/// Where temporary files go (`--files`, `--cat`): `--tmpdir`, else `$TMPDIR`, else `/tmp`.
+fn temp_dir(tmpdir: Option<&PathBuf>) -> PathBuf {
+    tmpdir
+        .cloned()
+        .or_else(|| {
+            std::env::var_os("TMPDIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 /// How long the last step of a kill sequence waits when it is `--kill-grace`'s `SIGKILL`.

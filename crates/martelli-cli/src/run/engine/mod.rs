@@ -773,7 +773,10 @@ fn run_job(
                         }
                         guardian.forget(child.pgid());
                         lock(&shared.live).remove(&child.pgid());
-                        if lock(&shared.timed_out).remove(&child.pgid()) {
+                        // --timeout N% marks the jobs it killed (no lock per job otherwise).
+                        if config.timeout_percent.is_some()
+                            && lock(&shared.timed_out).remove(&child.pgid())
+                        {
                             outcome.timed_out = true;
                         }
                     }

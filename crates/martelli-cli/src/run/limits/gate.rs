@@ -116,7 +116,7 @@ impl Gate {
                 Err(e) => return Some(Closed::Unreadable(e)),
             }
         }
-        let min_free = self.limits.memfree.unwrap_or(0) + self.limits.memsuspend.unwrap_or(0);
+        let min_free = self.limits.min_free();
         if min_free > 0 {
             match self.proc.free_memory() {
                 Ok(free) if free < min_free => return Some(Closed::Memory(free)),
@@ -182,7 +182,7 @@ impl Gate {
         if !io::stderr().is_terminal() || self.told.swap(true, Ordering::SeqCst) {
             return;
         }
-        let min_free = self.limits.memfree.unwrap_or(0) + self.limits.memsuspend.unwrap_or(0);
+        let min_free = self.limits.min_free();
         let why = match closed {
             Closed::Load(load) => format!(
                 "the load is {load} and --load allows below {}",

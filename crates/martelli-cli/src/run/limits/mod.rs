@@ -114,6 +114,11 @@ impl Limits {
         Ok(limits)
     }
 
+    /// The free memory a start needs: `--memfree` plus `--memsuspend` (0: no limit).
+    pub(crate) fn min_free(&self) -> u64 {
+        self.memfree.unwrap_or(0) + self.memsuspend.unwrap_or(0)
+    }
+
     /// True when any limit is set.
     pub(crate) fn any(&self) -> bool {
         self.load.is_some()
