@@ -13,8 +13,8 @@
 # children included, from GNU time), with ratios. The floor is `spawn_floor`, a few lines of
 # std::process::Command running the same command (fork/exec/wait, nothing else).
 #
-# Also: the start-up latency of one job (median of 21 runs), and whether `--timeout 1` on
-# `sh -c 'sleep 60 | cat'` leaves a process behind.
+# Also: the start-up latency of one job (median of 21 interleaved runs, beside two floors), and
+# whether `--timeout 1` on `sh -c 'sleep 60 | cat'` leaves a process behind.
 #
 # Peers: GNU parallel is installed with apt-get when missing (needs root); rust-parallel is
 # installed with `cargo install rust-parallel` when missing (a few minutes of compiling; give up
@@ -133,23 +133,30 @@ report "true" "${tools_true[@]}"
 report "echo" "${tools_echo[@]}"
 report "echo-builtin" "${tools_builtin[@]}"
 
-# Start-up latency of a single job: median of 21 runs, in ms.
-latency() {
-    local samples=()
-    for _ in $(seq 21); do
-        local a b
-        a=$(date +%s%N); bash -c "$1" > /dev/null; b=$(date +%s%N)
-        samples+=($(( (b - a) / 1000 )))
+# Start-up latency of a single job: each command run 21 times, the commands interleaved run by run
+# (A B C … A B C …) so that a change in the machine's load hits them alike; medians in ms. Every
+# sample is `bash -c COMMAND` timed from the outside, so `bash -c true` is this method's floor;
+# `spawn_floor 1 1` is the floor of any runner written in Rust: a minimal program that spawns one
+# `true` with std::process::Command and waits for it.
+LAT_NAMES=(); LAT_CMDS=()
+lat() { LAT_NAMES+=("$1"); LAT_CMDS+=("$2"); }
+lat 'bash -c true (the floor of this measurement)' 'true'
+lat 'spawn_floor 1 1 (a minimal Rust program that spawns one `true`)' "$FLOOR 1 1 --argv true 1"
+lat 'martelli run' "$MARTELLI run true ::: 1"
+[ -n "${MARTELLI_BASE:-}" ] && lat 'martelli run (base)' "$MARTELLI_BASE run true ::: 1"
+lat 'xargs' 'echo 1 | xargs true'
+[ $HAVE_PARALLEL = 1 ] && lat 'GNU parallel' 'parallel --will-cite true ::: 1'
+[ $HAVE_RP = 1 ] && lat 'rust-parallel' 'rust-parallel true ::: 1'
+for _ in $(seq 21); do
+    for k in "${!LAT_CMDS[@]}"; do
+        a=$(date +%s%N); bash -c "${LAT_CMDS[$k]}" > /dev/null; b=$(date +%s%N)
+        echo $(( (b - a) / 1000 )) >> "$WORK/lat.$k"
     done
-    printf '%s\n' "${samples[@]}" | median | awk '{printf "%.2f", $1 / 1000}'
-}
-printf '\n### start-up latency of one job (`true`), median of 21 runs\n\n| tool | ms |\n| --- | ---: |\n'
-printf '| bash -c true (the floor of this measurement) | %s |\n' "$(latency 'true')"
-printf '| martelli run | %s |\n' "$(latency "$MARTELLI run true ::: 1")"
-[ -n "${MARTELLI_BASE:-}" ] && printf '| martelli run (base) | %s |\n' "$(latency "$MARTELLI_BASE run true ::: 1")"
-printf '| xargs | %s |\n' "$(latency 'echo 1 | xargs true')"
-[ $HAVE_PARALLEL = 1 ] && printf '| GNU parallel | %s |\n' "$(latency 'parallel --will-cite true ::: 1')"
-[ $HAVE_RP = 1 ] && printf '| rust-parallel | %s |\n' "$(latency 'rust-parallel true ::: 1')"
+done
+printf '\n### start-up latency of one job (`true`), median of 21 interleaved runs\n\n| tool | ms |\n| --- | ---: |\n'
+for k in "${!LAT_CMDS[@]}"; do
+    printf '| %s | %s |\n' "${LAT_NAMES[$k]}" "$(median < "$WORK/lat.$k" | awk '{printf "%.2f", $1 / 1000}')"
+done
 
 # Correctness: --timeout 1 on `sh -c 'sleep 60 | cat'`; is a process left behind?
 leftover() { # unique sleep duration, command
