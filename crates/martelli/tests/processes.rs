@@ -344,6 +344,10 @@ fn main() {
             cancel_of_a_pipelined_task_skips_it,
         ),
         (
+            "a_zero_pipeline_window_keeps_one_task_in_flight",
+            a_zero_pipeline_window_keeps_one_task_in_flight,
+        ),
+        (
             "a_pipelined_timeout_counts_from_the_task_start",
             a_pipelined_timeout_counts_from_the_task_start,
         ),
@@ -1210,9 +1214,21 @@ fn assert_ahead_done(ahead: Vec<martelli::Future<u64>>) {
 /// How many fresh pools a pipelining test tries before it gives up on the slot ever pipelining.
 const PIPELINE_TRIES: usize = 10;
 
+/// A pool of one worker for the tests that need its slot to pipeline: a window of 250 ms instead
+/// of the default 2 ms, so that the tests' tiny tasks, measured in a debug build on a loaded
+/// machine (where 2 ms was passed in every one of 10 fresh pools, once), still count as short.
+fn pipelining_pool() -> Pool {
+    Pool::builder()
+        .processes(1)
+        .pipeline_window(Duration::from_millis(250))
+        .build()
+        .expect("a process pool starts")
+}
+
 /// Whether what was submitted after `fut` is pipelined behind it: `fut` runs and, while it still
 /// runs, the pool's queue is empty (waiting at most 3 s for that). A slot pipelines only tasks it
-/// measured under its window (2 ms); on a loaded machine its measures can run over, and then it
+/// measured under its window (2 ms by default; [`pipelining_pool`] widens it); on a loaded
+/// machine its measures can run over, and then it
 /// does not: the test tries again on a fresh pool instead of testing something else.
 fn pipelined_behind<T>(pool: &Pool, fut: &martelli::Future<T>) -> bool {
     wait_until_running(fut);
@@ -1262,7 +1278,7 @@ fn pipelined_timeout_in_the_middle_runs_the_rest_once() {
             round < rounds() + PIPELINE_TRIES,
             "the slot pipelined {pipelined} of {round} rounds"
         );
-        let pool = pool(1);
+        let pool = pipelining_pool();
         warm_up(&pool);
         warm_up_gated(&pool);
         let path = record_file("timeout");
@@ -1312,9 +1328,45 @@ fn pipelined_crash_in_the_middle_runs_the_rest_once() {
     }
 }
 
+/// `pipeline_window(Duration::ZERO)`: nothing is written behind a running task, however short the
+/// tasks are known to be; they wait in the pool's queue until the worker is free.
+fn a_zero_pipeline_window_keeps_one_task_in_flight() {
+    let pool = Pool::builder()
+        .processes(1)
+        .pipeline_window(Duration::ZERO)
+        .build()
+        .expect("a process pool starts");
+    warm_up(&pool);
+    warm_up_gated(&pool);
+    let path = record_file("unpipelined");
+    let go = record_file("go");
+    let front = pool
+        .submit_task(record_wait_exit, (path.clone(), 1, go.clone(), 0))
+        .unwrap();
+    let behind = submit_records(&pool, &path, 10..15);
+    wait_until_running(&front);
+    // A slot that pipelined would have taken them from the queue at once (see `pipelined_behind`).
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(300) {
+        assert_eq!(
+            pool.queued(),
+            5,
+            "the tasks behind the running one stay queued"
+        );
+        assert_eq!(front.status(), Status::Running);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(front.wait().unwrap(), 1);
+    assert_each_returned(behind, 10..15, 0);
+    assert_eq!(recorded_in_order(&path), [1, 10, 11, 12, 13, 14]);
+    let _ = std::fs::remove_file(&go);
+    let _ = std::fs::remove_file(&path);
+}
+
 fn cancel_of_a_pipelined_task_skips_it() {
     for _ in 0..PIPELINE_TRIES {
-        let pool = pool(1);
+        let pool = pipelining_pool();
         warm_up(&pool);
         warm_up_gated(&pool);
         let worker = pool.submit_task(worker_pid, ()).unwrap().wait().unwrap();
@@ -1371,7 +1423,7 @@ fn cancel_of_a_pipelined_task_skips_it() {
 
 fn a_pipelined_timeout_counts_from_the_task_start() {
     for _ in 0..PIPELINE_TRIES {
-        let pool = pool(1);
+        let pool = pipelining_pool();
         warm_up(&pool);
         warm_up_gated(&pool);
         let path = record_file("start");
@@ -1488,7 +1540,7 @@ struct HeldLine {
 /// fresh pool whose slot pipelined its tasks (see [`pipelined_behind`]).
 fn held_line(last_code: i32) -> (Pool, HeldLine) {
     for _ in 0..PIPELINE_TRIES {
-        let pool = pool(1);
+        let pool = pipelining_pool();
         warm_up(&pool);
         warm_up_gated(&pool);
         if let Some(held) = try_held_line(&pool, last_code) {

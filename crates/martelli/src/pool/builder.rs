@@ -35,6 +35,8 @@ struct ProcessSettings {
     max_frame: usize,
     capture_limit: usize,
     max_tasks_per_worker: Option<usize>,
+    #[cfg(target_os = "linux")]
+    pipeline_window: Duration,
     max_worker_memory: Option<u64>,
     nice: Option<i32>,
     #[cfg(target_os = "linux")]
@@ -50,6 +52,8 @@ impl Default for ProcessSettings {
             max_frame: codec::DEFAULT_MAX_FRAME,
             capture_limit: crate::capture::DEFAULT_CAPTURE_LIMIT,
             max_tasks_per_worker: None,
+            #[cfg(target_os = "linux")]
+            pipeline_window: crate::backend::processes::PIPELINE_WINDOW,
             max_worker_memory: None,
             nice: None,
             #[cfg(target_os = "linux")]
@@ -227,6 +231,20 @@ impl PoolBuilder {
     /// in long-lived workers.
     pub fn max_tasks_per_worker(mut self, n: usize) -> Self {
         self.processes.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// How much work a process pool's slot writes behind the task its worker is running, by the
+    /// times it has measured for each task name (default 2 ms): short tasks are sent in a batch of
+    /// about this much work, so the worker goes from one to the next without waiting for the
+    /// parent; a task measured longer than this, or not measured yet, is never written behind
+    /// another. `Duration::ZERO` turns pipelining off (one task in flight per worker: every task
+    /// waits in the pool's queue, where `Future::cancel` always removes it, until a worker is
+    /// free). A wider window helps tiny tasks on a loaded machine, where their measured times grow;
+    /// a task pipelined behind a long one waits for it, even if another worker is free meanwhile.
+    #[cfg(target_os = "linux")]
+    pub fn pipeline_window(mut self, window: Duration) -> Self {
+        self.processes.pipeline_window = window;
         self
     }
 
@@ -413,6 +431,7 @@ impl PoolBuilder {
                     max_frame: p.max_frame,
                     capture_limit: p.capture_limit,
                     max_tasks_per_worker: p.max_tasks_per_worker,
+                    pipeline_window: p.pipeline_window,
                     max_worker_memory: p.max_worker_memory,
                     nice: p.nice,
                     rlimits: p.rlimits,

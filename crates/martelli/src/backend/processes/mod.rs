@@ -13,7 +13,8 @@
 //!    never takes work an idle slot could run) and writes their frames behind the running one, all
 //!    in one non-blocking `sendmsg`. How many it keeps in flight adapts to the tasks, by each task
 //!    name's time on this slot (`estimates.rs`): only behind a task known to be short, only tasks
-//!    known to be short, about `PIPELINE_WINDOW` of their estimated work, at most `MAX_DEPTH` tasks
+//!    known to be short, about `PIPELINE_WINDOW` of their estimated work (2 ms unless
+//!    `PoolBuilder::pipeline_window` sets it), at most `MAX_DEPTH` tasks
 //!    and `PIPELINE_BYTES` of frames, and never more than the worker has left before
 //!    `max_tasks_per_worker`. A task not seen yet, or seen to be long, is never written behind
 //!    another, and nothing is written behind it. The worker runs them in order and answers in order.
@@ -60,6 +61,7 @@ mod estimates;
 mod inflight;
 mod spawned;
 mod supervisor;
+pub(crate) use supervisor::PIPELINE_WINDOW;
 pub(crate) mod worker;
 
 use super::{Admission, Backend, Rejected, RemoteBackend, RemoteJob, RemoteRejected};
@@ -93,6 +95,8 @@ pub(crate) struct ProcessConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_frame: usize,
     pub(crate) max_tasks_per_worker: Option<usize>,
+    /// How much estimated work a slot writes behind its worker's running task (rule 2).
+    pub(crate) pipeline_window: Duration,
     pub(crate) max_worker_memory: Option<u64>,
     pub(crate) nice: Option<i32>,
     pub(crate) rlimits: Vec<(crate::process::Resource, Option<u64>, Option<u64>)>,

@@ -31,9 +31,11 @@ mod losses;
 /// be woken, which on an idle machine (cores in deep sleep states) costs tens of microseconds.
 const SPIN_FOR_ANSWER: Duration = Duration::from_micros(50);
 /// How much work, by the estimates of the tasks' times, a slot keeps waiting behind the running task
-/// on its worker (rule 2). Short tasks are pipelined deeply; tasks longer than this not at all, so
-/// that a long task never holds back others another worker could run.
-const PIPELINE_WINDOW: Duration = Duration::from_millis(2);
+/// on its worker (rule 2), unless the pool says otherwise
+/// ([`PoolBuilder::pipeline_window`](crate::PoolBuilder::pipeline_window)). Short tasks are
+/// pipelined deeply; tasks longer than this not at all, so that a long task never holds back others
+/// another worker could run.
+pub(crate) const PIPELINE_WINDOW: Duration = Duration::from_millis(2);
 /// The most tasks in flight on one worker.
 const MAX_DEPTH: usize = 256;
 /// No more tasks are added behind the running one while their frames pass this many bytes.
@@ -341,7 +343,8 @@ impl Slot {
         let Some(worker) = self.worker.as_ref() else {
             return;
         };
-        let short = |estimate: Option<Duration>| estimate.filter(|e| *e <= PIPELINE_WINDOW);
+        let window = self.config.pipeline_window;
+        let short = |estimate: Option<Duration>| estimate.filter(|e| *e <= window);
         if self.retiring
             || self.line.behind_bytes() >= PIPELINE_BYTES
             || short(self.line.front().and_then(|f| f.estimate)).is_none()
@@ -352,7 +355,7 @@ impl Slot {
         if let Some(max) = self.config.max_tasks_per_worker {
             room = room.min(max.saturating_sub(worker.tasks + self.line.len()));
         }
-        let mut budget = PIPELINE_WINDOW.saturating_sub(self.line.behind_work());
+        let mut budget = window.saturating_sub(self.line.behind_work());
         if room == 0 || budget.is_zero() {
             return;
         }
