@@ -421,21 +421,20 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
                 (args, input)
             }
             (Some(_), Some(splitter)) => (Vec::new(), Some(JobInput::Shared(Arc::clone(splitter)))),
-            // --cat: the block in a file, named by {}.
-            (Some(_), None) if shared.config.cat.is_some() => {
+            (Some(_), None) => {
                 let block = args.into_iter().next().unwrap_or_default();
-                match cat_file(&shared.config, seq, &block) {
-                    Ok(path) => (vec![path.into_os_string().into_vec()], None),
-                    Err(e) => {
-                        lock(&shared.reporter).fail(shared, e);
-                        return;
-                    }
+                match &shared.config.cat {
+                    // --cat: the block in a file, named by {}.
+                    Some(dir) => match cat_file(dir, seq, &block) {
+                        Ok(path) => (vec![path.into_os_string().into_vec()], None),
+                        Err(e) => {
+                            lock(&shared.reporter).fail(shared, e);
+                            return;
+                        }
+                    },
+                    None => (Vec::new(), Some(JobInput::Block(block))),
                 }
             }
-            (Some(_), None) => (
-                Vec::new(),
-                Some(JobInput::Block(args.into_iter().next().unwrap_or_default())),
-            ),
         };
         // --cat's file goes when the job is done, whatever became of it.
         let _cat = shared
@@ -495,9 +494,8 @@ fn run_slot(shared: &Shared, executor: &Executor, _thread: usize) {
     }
 }
 
-/// `--cat`: writes a job's block to a new file in the configured directory.
-fn cat_file(config: &Config, seq: u64, block: &[u8]) -> Result<PathBuf, RunError> {
-    let dir = config.cat.as_deref().unwrap_or(Path::new("/tmp"));
+/// `--cat`: writes a job's block to a new file in `dir` (the run's temporary directory).
+fn cat_file(dir: &Path, seq: u64, block: &[u8]) -> Result<PathBuf, RunError> {
     let mut n = 0u32;
     loop {
         let path = dir.join(format!("par{}-{seq}-{n}.cat", std::process::id()));
