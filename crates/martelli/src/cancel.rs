@@ -1,6 +1,6 @@
 //! Cooperative cancellation: a thread is never killed, it is asked to stop.
 
-use crate::sync::{AtomicBool, Mutex, Ordering};
+use crate::sync::Ordering;
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
@@ -39,7 +39,7 @@ pub struct CancelToken {
     /// The allocation that holds the token's state: a token of its own, or the cell of the task
     /// it belongs to (one allocation per task holds the task's closure, its future's state and its
     /// token; see `cell.rs`). Reference counting is not part of the state machine, so this is the
-    /// standard `Arc` even under loom; the flag and the wakers go through the `sync` shim.
+    /// standard `Arc` even under loom; the flag goes through the `sync` shim, the waiters through a lock that is loom's under loom.
     host: std::sync::Arc<dyn TokenHost>,
 }
 
@@ -70,14 +70,161 @@ pub(crate) trait TokenHost:
     fn expire(&self, _after: std::time::Duration) {}
 }
 
-/// The state of a token: the flag and its async waiters.
-#[derive(Default)]
+/// The state of a token: the flag and its async waiters, in 24 bytes. A token lives in every
+/// task's cell, so its size is part of the cost of a task: the one waker most tokens ever hold (an
+/// async task's driver on its own token) is kept inline, a list is allocated only for a second one,
+/// and the lock is a byte beside the flag (`parking_lot`'s; a standard `Mutex` around the waiters
+/// would take 8 more bytes, which would push an async task's cell out of the allocator's 112-byte
+/// chunks, see BENCHMARKS.md).
 pub(crate) struct TokenState {
-    flag: AtomicBool,
-    /// Async waiters of [`CancelToken::cancelled`], allocated when the first one registers: a token
-    /// lives in every task's cell, and most are never awaited.
-    wakers: Mutex<Option<Box<Wakers>>>,
+    /// The flag and the waiters, in one struct so that the flag packs beside the lock's byte.
+    inner: WaitersLock,
 }
+
+impl Default for TokenState {
+    fn default() -> Self {
+        TokenState {
+            inner: WaitersLock::new(),
+        }
+    }
+}
+
+/// Who waits for a token to fire, in 16 bytes (the waker's non-null vtable tells the two apart).
+enum Waiters {
+    /// One registration, kept inline: the owner (the driver of the token's task, see
+    /// [`TokenState::poll_owner`]) or, on a token without a driver, its first lasting registration
+    /// ([`TokenState::wake_on_cancel`]).
+    One(Waker),
+    /// Nobody yet (`None`), or the list allocated when a second waiter came.
+    #[allow(clippy::box_collection)] // one word: most tokens never have a list
+    List(Option<Box<Wakers>>),
+}
+
+impl Waiters {
+    const NONE: Waiters = Waiters::List(None);
+
+    /// The list, allocated now if there was none: the inline waker, if any, takes the owner's place
+    /// in it.
+    fn list(&mut self) -> &mut Wakers {
+        if !matches!(self, Waiters::List(Some(_))) {
+            let owner = match std::mem::replace(self, Waiters::NONE) {
+                Waiters::One(waker) => Some(waker),
+                Waiters::List(_) => None,
+            };
+            *self = Waiters::List(Some(Box::new(Wakers {
+                owner,
+                others: None,
+            })));
+        }
+        match self {
+            Waiters::List(Some(list)) => list,
+            // Just made so.
+            _ => unreachable!("the waiters were just made a list"),
+        }
+    }
+
+    fn wake_all(self) {
+        match self {
+            Waiters::One(waker) => waker.wake(),
+            Waiters::List(Some(list)) => list.wake_all(),
+            Waiters::List(None) => {}
+        }
+    }
+}
+
+#[cfg(not(loom))]
+mod waiters_lock {
+    use super::Waiters;
+    use crate::sync::AtomicBool;
+    use parking_lot::lock_api::RawMutex as _;
+    use std::cell::UnsafeCell;
+    use std::ops::{Deref, DerefMut};
+    use std::panic::AssertUnwindSafe;
+
+    /// The token's flag, and [`Waiters`] behind a one-byte lock: 24 bytes.
+    pub(super) struct WaitersLock {
+        pub(super) flag: AtomicBool,
+        lock: parking_lot::RawMutex,
+        /// Wrapped in `AssertUnwindSafe`: only this module's guard reaches it, and every change is a
+        /// single assignment made after anything that could panic (cloning a waker), so an unwind
+        /// leaves the waiters as they were.
+        waiters: AssertUnwindSafe<UnsafeCell<Waiters>>,
+    }
+
+    // SAFETY: the waiters are only reached through a guard, which holds the lock; `Waker` is
+    // `Send + Sync`, so the waiters may be used from any thread that holds it.
+    unsafe impl Sync for WaitersLock {}
+    // SAFETY: as above; `Waiters` itself is `Send`.
+    unsafe impl Send for WaitersLock {}
+
+    impl WaitersLock {
+        pub(super) fn new() -> Self {
+            WaitersLock {
+                flag: AtomicBool::new(false),
+                lock: parking_lot::RawMutex::INIT,
+                waiters: AssertUnwindSafe(UnsafeCell::new(Waiters::NONE)),
+            }
+        }
+
+        pub(super) fn lock(&self) -> Guard<'_> {
+            self.lock.lock();
+            Guard(self)
+        }
+    }
+
+    /// Holds the lock; unlocks when dropped (also when unwinding).
+    pub(super) struct Guard<'a>(&'a WaitersLock);
+
+    impl Deref for Guard<'_> {
+        type Target = Waiters;
+        fn deref(&self) -> &Waiters {
+            // SAFETY: the guard holds the lock, so no other reference to the waiters exists.
+            unsafe { &*self.0.waiters.get() }
+        }
+    }
+
+    impl DerefMut for Guard<'_> {
+        fn deref_mut(&mut self) -> &mut Waiters {
+            // SAFETY: as in `deref`; `&mut self` makes this the guard's only reference.
+            unsafe { &mut *self.0.waiters.get() }
+        }
+    }
+
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            // SAFETY: this guard locked it (`WaitersLock::lock`) and unlocks it once.
+            unsafe { self.0.lock.unlock() };
+        }
+    }
+}
+
+/// Under loom the waiters sit in a loom mutex, so that the models explore the lock's interleavings
+/// (the size does not matter there).
+#[cfg(loom)]
+mod waiters_lock {
+    use super::Waiters;
+    use crate::sync::AtomicBool;
+
+    pub(super) struct WaitersLock {
+        pub(super) flag: AtomicBool,
+        waiters: crate::sync::Mutex<Waiters>,
+    }
+
+    impl WaitersLock {
+        pub(super) fn new() -> Self {
+            WaitersLock {
+                flag: AtomicBool::new(false),
+                waiters: crate::sync::Mutex::new(Waiters::NONE),
+            }
+        }
+
+        pub(super) fn lock(&self) -> crate::sync::MutexGuard<'_, Waiters> {
+            self.inner.lock()
+        }
+    }
+}
+
+use waiters_lock::WaitersLock;
 
 impl TokenHost for TokenState {
     fn state(&self) -> &TokenState {
@@ -88,16 +235,14 @@ impl TokenHost for TokenState {
 impl TokenState {
     /// True once the token has fired.
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
+        self.inner.flag.load(Ordering::Acquire)
     }
 
     /// Fires the token. Idempotent.
     pub(crate) fn cancel(&self) {
-        if !self.flag.swap(true, Ordering::AcqRel) {
-            let wakers = self.wakers.lock().take();
-            if let Some(wakers) = wakers {
-                wakers.wake_all();
-            }
+        if !self.inner.flag.swap(true, Ordering::AcqRel) {
+            let waiters = std::mem::replace(&mut *self.inner.lock(), Waiters::NONE);
+            waiters.wake_all();
         }
     }
 
@@ -108,14 +253,21 @@ impl TokenState {
         if self.is_cancelled() {
             return Poll::Ready(());
         }
-        let mut wakers = self.wakers.lock();
-        // Checked under the lock: `cancel` sets the flag before it takes the list, so either it is
-        // seen here or `cancel` takes the list after this registration. Nothing registers once the
-        // list has been taken, so it is never allocated again.
+        let mut waiters = self.inner.lock();
+        // Checked under the lock: `cancel` sets the flag before it takes the waiters, so either it
+        // is seen here or `cancel` takes them after this registration. Nothing registers once they
+        // have been taken, so no list is allocated again.
         if self.is_cancelled() {
             return Poll::Ready(());
         }
-        let list = wakers.get_or_insert_with(Default::default);
+        let list = match &mut *waiters {
+            Waiters::List(None) => {
+                *waiters = Waiters::One(waker.clone());
+                return Poll::Pending;
+            }
+            Waiters::One(w) if w.will_wake(waker) => return Poll::Pending,
+            _ => waiters.list(),
+        };
         match &mut list.owner {
             Some(w) if w.will_wake(waker) => {}
             Some(w) => {
@@ -142,19 +294,25 @@ impl TokenState {
     /// has fired already (then `waker` is not kept).
     ///
     /// The registration takes the owner's place when it is free (a job's token has no driver), so
-    /// that it costs one small allocation, the list itself; the slab is allocated only for a
-    /// second registration. A registration of a waker that the list holds already (one that
+    /// that it costs no allocation; the list is allocated only for a second registration. A registration of a waker that the list holds already (one that
     /// would wake the same) is not repeated.
     pub(crate) fn wake_on_cancel(&self, waker: &Waker) -> Poll<()> {
         if self.is_cancelled() {
             return Poll::Ready(());
         }
-        let mut wakers = self.wakers.lock();
+        let mut waiters = self.inner.lock();
         // Checked under the lock, as in `poll_owner`.
         if self.is_cancelled() {
             return Poll::Ready(());
         }
-        let list = wakers.get_or_insert_with(Default::default);
+        let list = match &mut *waiters {
+            Waiters::List(None) => {
+                *waiters = Waiters::One(waker.clone());
+                return Poll::Pending;
+            }
+            Waiters::One(w) if w.will_wake(waker) => return Poll::Pending,
+            _ => waiters.list(),
+        };
         match &list.owner {
             None => list.owner = Some(waker.clone()),
             Some(w) if w.will_wake(waker) => {}
@@ -166,9 +324,8 @@ impl TokenState {
     }
 }
 
-/// The waiters of a token. Usually one task waits on a token (an async task's driver on its own
-/// token): its waker is kept without a second allocation, and the slab of the others is allocated
-/// only when there are some, so that the usual case costs 24 bytes.
+/// The waiters of a token once there are two or more ([`Waiters::List`]): the owner's place, and
+/// the slab of the others, allocated only when there are some.
 #[derive(Default)]
 struct Wakers {
     /// The driver of the token's task (see [`TokenState::poll_owner`]), or, on a token without
@@ -314,16 +471,14 @@ impl std::future::Future for Cancelled<'_> {
         if state.is_cancelled() {
             return Poll::Ready(());
         }
-        let mut wakers = state.wakers.lock();
-        // Checked under the lock, as in `poll_owner`: once `cancel` has taken the list nothing
+        let mut waiters = state.inner.lock();
+        // Checked under the lock, as in `poll_owner`: once `cancel` has taken the waiters nothing
         // registers, so a slot always refers to the one list of the token.
         if state.is_cancelled() {
             return Poll::Ready(());
         }
-        let slot = wakers
-            .get_or_insert_with(Default::default)
-            .register(self.slot, cx.waker());
-        drop(wakers);
+        let slot = waiters.list().register(self.slot, cx.waker());
+        drop(waiters);
         self.slot = Some(slot);
         Poll::Pending
     }
@@ -332,8 +487,10 @@ impl std::future::Future for Cancelled<'_> {
 impl Drop for Cancelled<'_> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot {
-            let mut wakers = self.token.host.state().wakers.lock();
-            if let Some(slab) = wakers.as_mut().and_then(|w| w.others.as_mut()) {
+            let mut waiters = self.token.host.state().inner.lock();
+            if let Waiters::List(Some(list)) = &mut *waiters
+                && let Some(slab) = list.others.as_mut()
+            {
                 slab.remove(slot);
             }
         }
@@ -418,11 +575,10 @@ mod tests {
     }
 
     fn slots(token: &CancelToken) -> usize {
-        let wakers = token.host.state().wakers.lock();
-        wakers
-            .as_ref()
-            .and_then(|w| w.others.as_ref())
-            .map_or(0, |slab| slab.slots.len())
+        match &*token.host.state().inner.lock() {
+            Waiters::List(Some(list)) => list.others.as_ref().map_or(0, |slab| slab.slots.len()),
+            _ => 0,
+        }
     }
 
     #[test]

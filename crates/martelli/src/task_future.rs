@@ -74,7 +74,7 @@ impl fmt::Debug for Detector {
 /// 5. The live count is released when the driver is dropped, after the user's future (not when
 ///    the outcome is delivered: a task cancelled or timed out at an `.await` still holds its
 ///    future then), so that `Shutdown::Wait` returns only once every task's future is gone.
-/// 4. The driver releases its live count (`release`) while it still holds its reference to the
+/// 4. The driver releases its live count (in `CellRef`'s `drop`) while it still holds its reference to the
 ///    cell, so the event loop's tracker, which keeps a thin pointer to the cell's token, never
 ///    holds one to a freed cell.
 pub(crate) struct AsyncCell<T> {
@@ -90,15 +90,15 @@ struct DriverState<T> {
     /// The outcome is delivered (or the task was found cancelled while queued): the driver only
     /// waits to be dropped.
     done: bool,
-    /// With `live_tracker`, the event loop's count of this task as live (`Live`, in two parts so
-    /// that the key packs beside `started`), released when the task ends.
+    /// With the driver's tracker (`CellRef`), the event loop's count of this task as live (`Live`,
+    /// in two parts: the key packs beside `started` here, the tracker, the same for every task of
+    /// a loop, stays with the driver, which tokio keeps in its own task cell), released when the
+    /// driver is dropped.
     #[cfg(feature = "async")]
     live_key: u32,
     /// The rarely used settings, boxed so that a plain task stays small (100,000 waiting tasks
     /// should cost as little memory as possible).
     extras: Option<Box<Extras<T>>>,
-    #[cfg(feature = "async")]
-    live_tracker: Option<Arc<crate::backend::event_loop::Tracker>>,
 }
 
 // SAFETY: `token` and `shared` synchronise themselves (`Sync` when `T: Send`); `driver` is only
@@ -126,58 +126,55 @@ impl<T> AsyncCell<T> {
         // SAFETY: by the caller's contract no other reference to the state exists.
         unsafe { &mut *self.driver.0.get() }
     }
-
-    /// Drops what the driver kept once the task has ended: its settings and its live count.
-    ///
-    /// # Safety
-    /// As for `driver`.
-    unsafe fn release(&self) {
-        // SAFETY: the caller is the driver (rule 1).
-        let state = unsafe { self.driver() };
-        state.extras = None;
-        #[cfg(feature = "async")]
-        if let Some(tracker) = state.live_tracker.take() {
-            drop(crate::backend::event_loop::Live::from_parts(
-                tracker,
-                state.live_key,
-            ));
-        }
-    }
 }
 
-/// The driver's counted reference to its cell: one thin pointer. Dropped without
-/// [`complete`](CellRef::complete), it resolves the future as cancelled (rule 3); dropped either
-/// way, it releases the driver's state and live count (rule 5).
-struct CellRef<T: Send + 'static>(Arc<AsyncCell<T>>);
+/// The driver's counted reference to its cell, and on an event loop the loop's tracker of live
+/// tasks. Dropped without [`complete`](CellRef::complete), it resolves the future as cancelled
+/// (rule 3); dropped either way, it releases the driver's settings and live count (rule 5).
+struct CellRef<T: Send + 'static> {
+    cell: Arc<AsyncCell<T>>,
+    /// With the cell's `live_key`, the task's `Live` count (rule 4: released before `cell`).
+    #[cfg(feature = "async")]
+    tracker: Option<Arc<crate::backend::event_loop::Tracker>>,
+}
 
 impl<T: Send + 'static> CellRef<T> {
     /// Delivers the outcome (it loses to an earlier cancel or timeout), once; the driver's
     /// settings go with it, its live count when the driver is dropped (rule 5).
     fn complete(&self, result: TaskResult<T>) {
         // SAFETY: the driver's own reference (rule 1); the borrow ends before any other.
-        let state = unsafe { self.0.driver() };
+        let state = unsafe { self.cell.driver() };
         if state.done {
             return;
         }
         state.done = true;
         state.extras = None;
-        self.0.shared.complete(result);
+        self.cell.shared.complete(result);
     }
 
     /// True once the outcome is delivered.
     fn is_done(&self) -> bool {
         // SAFETY: as in `complete`.
-        unsafe { self.0.driver() }.done
+        unsafe { self.cell.driver() }.done
     }
 }
 
 impl<T: Send + 'static> Drop for CellRef<T> {
     fn drop(&mut self) {
         if !self.is_done() {
-            self.0.shared.abandon(&self.0.token);
+            self.cell.shared.abandon(&self.cell.token);
         }
         // SAFETY: the driver's own reference, dropped here (rule 1).
-        unsafe { self.0.release() };
+        let state = unsafe { self.cell.driver() };
+        state.extras = None;
+        // Rule 4: the count leaves the tracker while `self.cell` still keeps the token alive.
+        #[cfg(feature = "async")]
+        if let Some(tracker) = self.tracker.take() {
+            drop(crate::backend::event_loop::Live::from_parts(
+                tracker,
+                state.live_key,
+            ));
+        }
     }
 }
 
@@ -214,7 +211,7 @@ where
         if cell_ref.is_done() {
             return Poll::Ready(());
         }
-        let cell = Arc::clone(&cell_ref.0);
+        let cell = Arc::clone(&cell_ref.cell);
         // SAFETY: this is the task's driver (rule 1); the reference ends before any other.
         let state = unsafe { cell.driver() };
         if !state.started {
@@ -286,12 +283,12 @@ where
     /// driver's state, not when the handle lets the cell go).
     #[cfg(feature = "async")]
     pub(crate) fn set_live(&mut self, live: crate::backend::event_loop::Live) {
-        match &self.cell {
+        match &mut self.cell {
             Some(cell) => {
                 // SAFETY: `self` is the task's driver (rule 1), not yet spawned.
-                let state = unsafe { cell.0.driver() };
+                let state = unsafe { cell.cell.driver() };
                 let (tracker, key) = live.into_parts();
-                state.live_tracker = Some(tracker);
+                cell.tracker = Some(tracker);
                 state.live_key = key;
             }
             None => drop(live),
@@ -333,8 +330,6 @@ where
             #[cfg(feature = "async")]
             live_key: 0,
             extras,
-            #[cfg(feature = "async")]
-            live_tracker: None,
         })),
     });
     let shared = NonNull::from(&cell.shared);
@@ -344,7 +339,11 @@ where
     let future = unsafe { crate::Future::in_cell(token.clone(), shared) };
     let driver = Driver {
         fut,
-        cell: Some(CellRef(cell)),
+        cell: Some(CellRef {
+            cell,
+            #[cfg(feature = "async")]
+            tracker: None,
+        }),
     };
     (driver, future, token)
 }
@@ -392,5 +391,37 @@ impl crate::job::Runnable for FutureJob {
 
     fn token(&self) -> &CancelToken {
         &self.token
+    }
+}
+
+#[cfg(all(test, not(loom), target_pointer_width = "64"))]
+mod tests {
+    use super::*;
+
+    /// What an async task's cell asks of the allocator: the `Arc`'s two counts and the cell. At most
+    /// 104 bytes it fits the hole glibc leaves beside tokio's 128-byte-aligned task cell; at 112 it
+    /// costs 64 bytes more per task (BENCHMARKS.md, "What the allocator charges per async task").
+    #[test]
+    fn an_async_cell_fits_the_allocators_112_byte_chunk() {
+        assert_eq!(size_of::<TokenState>(), 24, "the token's state");
+        assert_eq!(
+            size_of::<Shared<()>>(),
+            48,
+            "the future's state for a () result"
+        );
+        let request = 2 * size_of::<usize>() + size_of::<AsyncCell<()>>();
+        assert!(request <= 104, "the async cell asks for {request} bytes");
+    }
+
+    /// The driver is what tokio keeps in its own cell beside the user's future: 16 bytes over it keep
+    /// a 136-byte future (a task that first awaits a token) in tokio's 256-byte cell; 24 do not.
+    #[test]
+    fn the_driver_adds_at_most_16_bytes_to_the_users_future() {
+        let seven = 7u64;
+        let fut = async move { seven };
+        let inner = size_of_val(&fut);
+        assert_eq!(inner % 8, 0, "an 8-aligned future, as the ones that matter are");
+        let (driver, _future, _token) = async_task(fut, None, None, None);
+        assert!(size_of_val(&driver) <= inner + 16);
     }
 }
