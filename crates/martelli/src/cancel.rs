@@ -68,6 +68,12 @@ pub(crate) trait TokenHost:
     /// Times the host's task out if it is running (the timeout watchdog): a task cell or an async
     /// task's cell does; a token of its own has no task.
     fn expire(&self, _after: std::time::Duration) {}
+
+    /// The address of the task state (`Shared<T>`, of the task's result type) a task's host keeps
+    /// for the task's [`Future`](crate::Future); null for a token of its own.
+    fn shared(&self) -> *const () {
+        std::ptr::null()
+    }
 }
 
 /// The state of a token: the flag and its async waiters, in 24 bytes. A token lives in every
@@ -219,7 +225,7 @@ mod waiters_lock {
         }
 
         pub(super) fn lock(&self) -> crate::sync::MutexGuard<'_, Waiters> {
-            self.inner.lock()
+            self.waiters.lock()
         }
     }
 }

@@ -35,7 +35,6 @@ use crate::watchdog::Watchdog;
 use std::cell::UnsafeCell;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +95,10 @@ where
 
     fn expire(&self, after: Duration) {
         RunCell::expire(self, after);
+    }
+
+    fn shared(&self) -> *const () {
+        std::ptr::from_ref(&self.shared).cast()
     }
 }
 
@@ -177,15 +180,13 @@ where
         timeout: timeout.map(Box::new),
         body: AssertUnwindSafe(UnsafeCell::new(Some(body))),
     });
-    let shared = NonNull::from(&cell.shared);
     let host: Arc<dyn TokenHost> = cell;
     let token = CancelToken::hosted(host);
     let job = CellJob {
         token: token.clone(),
     };
-    // SAFETY: `shared` points into the cell, which `token` (held by the future) keeps alive; the
-    // cell never moves, being behind an `Arc`.
-    let future = unsafe { Future::in_cell(token, shared) };
+    // SAFETY: the token's host is the cell, whose `shared` is a `Shared<T>` (`TokenHost::shared`).
+    let future = unsafe { Future::hosted(token) };
     (job, future)
 }
 

@@ -33,10 +33,8 @@ use crate::cancel::{CancelToken, TokenHost, TokenState};
 use crate::error::{TaskError, TaskResult};
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::fmt;
-use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::ptr::NonNull;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -279,7 +277,21 @@ fn run_guarded(f: impl FnOnce()) {
 /// task's driver, a remote sink, a scoped job) that completes it.
 pub(crate) struct Promise<T> {
     token: CancelToken,
-    shared: Option<Arc<Shared<T>>>,
+    shared: Option<Arc<PromiseState<T>>>,
+}
+
+/// A promise's state, shared with its future: the future reaches its token through it, so that a
+/// future is two words whichever kind it is.
+struct PromiseState<T> {
+    token: CancelToken,
+    shared: Shared<T>,
+}
+
+impl<T> std::ops::Deref for PromiseState<T> {
+    type Target = Shared<T>;
+    fn deref(&self) -> &Shared<T> {
+        &self.shared
+    }
 }
 
 impl<T> Promise<T> {
@@ -349,9 +361,9 @@ pub(crate) trait ExpireShared: Send + Sync {
     fn expire(&self, token: &TokenState, after: Duration);
 }
 
-impl<T: Send> ExpireShared for Shared<T> {
+impl<T: Send> ExpireShared for PromiseState<T> {
     fn expire(&self, token: &TokenState, after: Duration) {
-        Shared::expire(self, token, after);
+        self.shared.expire(token, after);
     }
 }
 
@@ -390,78 +402,31 @@ impl Expirer {
 
 /// A new promise and the future it completes.
 pub(crate) fn promise<T>() -> (Promise<T>, Future<T>) {
-    let shared = Arc::new(Shared::new());
     let token = CancelToken::new();
+    let state = Arc::new(PromiseState {
+        token: token.clone(),
+        shared: Shared::new(),
+    });
     (
         Promise {
-            token: token.clone(),
-            shared: Some(shared.clone()),
+            token,
+            shared: Some(state.clone()),
         },
         Future {
-            token,
-            shared: Holder::own(shared),
+            repr: Repr::Promise(state),
         },
     )
 }
 
-/// How a future reaches its shared state: one pointer, whose lowest bit says whether the future
-/// owns a count of an `Arc<Shared<T>>` of its own (a [`Promise`]'s) or points into the task's cell,
-/// which the future's token keeps alive. One word instead of an enum's two: a program that keeps
-/// 100,000 futures keeps 100,000 of these.
-struct Holder<T> {
-    /// The `Shared<T>`'s address, with [`Holder::OWN`] set when the future owns an `Arc` count.
-    tagged: NonNull<Shared<T>>,
-    _owns: PhantomData<Arc<Shared<T>>>,
+/// How a future reaches its task's state and token.
+enum Repr<T> {
+    /// The state lives in the token's host (a task cell, `cell.rs`, or an async task's cell,
+    /// `task_future.rs`), at the address [`TokenHost::shared`] gives; the token's counted pointer
+    /// keeps it alive.
+    Hosted(CancelToken),
+    /// A promise's state, which holds the token.
+    Promise(Arc<PromiseState<T>>),
 }
-
-impl<T> Holder<T> {
-    /// The tag bit: `Shared<T>` is aligned to at least 8 bytes (it holds a `u64`), so an address
-    /// never has it set.
-    const OWN: usize = 1;
-
-    /// A holder of one count of `shared`.
-    fn own(shared: Arc<Shared<T>>) -> Self {
-        let ptr = Arc::into_raw(shared).cast_mut();
-        Holder {
-            tagged: NonNull::new(ptr.map_addr(|a| a | Self::OWN))
-                .expect("an Arc's address is not null"),
-            _owns: PhantomData,
-        }
-    }
-
-    /// A holder of a pointer into a task's cell.
-    fn cell(shared: NonNull<Shared<T>>) -> Self {
-        Holder {
-            tagged: shared,
-            _owns: PhantomData,
-        }
-    }
-
-    fn owns(&self) -> bool {
-        self.tagged.as_ptr().addr() & Self::OWN != 0
-    }
-
-    fn ptr(&self) -> *const Shared<T> {
-        self.tagged.as_ptr().map_addr(|a| a & !Self::OWN)
-    }
-}
-
-impl<T> Drop for Holder<T> {
-    fn drop(&mut self) {
-        if self.owns() {
-            // SAFETY: a holder with the tag owns one count of the `Arc` whose raw pointer it was
-            // made from (`Holder::own`), released once, here.
-            drop(unsafe { Arc::from_raw(self.ptr()) });
-        }
-    }
-}
-
-// SAFETY: a `Holder` is a shared reference to a `Shared<T>` (an `Arc` count, or a pointer into an
-// allocation kept alive by the same future's token); `Shared<T>` is `Send + Sync` when `T: Send`,
-// exactly what an `Arc<Shared<T>>` would require.
-unsafe impl<T: Send> Send for Holder<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for Holder<T> {}
 
 /// The result of a task that will finish later.
 ///
@@ -479,29 +444,31 @@ unsafe impl<T: Send> Sync for Holder<T> {}
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Future<T> {
-    /// The task's token. For a task cell it is also what keeps the cell, and so `shared`, alive.
-    token: CancelToken,
-    shared: Holder<T>,
+    /// Two words either way (the token's pointer is never null, which tells the kinds apart): a
+    /// program that keeps 100,000 futures keeps 100,000 of these.
+    repr: Repr<T>,
 }
 
 impl<T> Future<T> {
-    /// A future whose state lives in a task cell.
+    /// A future whose state lives in its token's host.
     ///
     /// # Safety
-    /// `shared` must point into the allocation that `token` keeps alive, and stay valid for as long
-    /// as that allocation does.
-    pub(crate) unsafe fn in_cell(token: CancelToken, shared: NonNull<Shared<T>>) -> Self {
+    /// `token`'s host must hold a `Shared<T>`, of this `T`, at the address its
+    /// [`TokenHost::shared`] returns, for as long as the host lives.
+    pub(crate) unsafe fn hosted(token: CancelToken) -> Self {
+        debug_assert!(!token.host().shared().is_null());
         Future {
-            token,
-            shared: Holder::cell(shared),
+            repr: Repr::Hosted(token),
         }
     }
 
     fn shared(&self) -> &Shared<T> {
-        // SAFETY: either the holder owns a count of the `Arc` it points to, or (`in_cell`'s
-        // contract) the pointer is into the allocation `self.token` keeps alive, and `self` holds
-        // `self.token` for its whole life.
-        unsafe { &*self.shared.ptr() }
+        match &self.repr {
+            // SAFETY: `hosted`'s contract: the host holds a `Shared<T>` at this address, and the
+            // token, which `self` holds for its whole life, keeps the host alive.
+            Repr::Hosted(token) => unsafe { &*token.host().shared().cast::<Shared<T>>() },
+            Repr::Promise(state) => &state.shared,
+        }
     }
 
     /// The task's id (unique in this process, increasing in submission order).
@@ -530,7 +497,10 @@ impl<T> Future<T> {
 
     /// The task's cancellation token (it fires on [`cancel`](Future::cancel) and on timeout).
     pub fn token(&self) -> &CancelToken {
-        &self.token
+        match &self.repr {
+            Repr::Hosted(token) => token,
+            Repr::Promise(state) => &state.token,
+        }
     }
 
     /// Cancels the task. Returns true when it was still queued: it will not run, and the future resolves
@@ -544,12 +514,12 @@ impl<T> Future<T> {
         match slot.stage {
             Stage::Pending { running: false, .. } => {
                 // Checked and settled under one lock: a worker cannot start the task in between.
-                self.token.cancel();
+                self.token().cancel();
                 self.shared().settle(slot, Err(TaskError::Cancelled))
             }
             Stage::Pending { running: true, .. } => {
                 drop(slot);
-                self.token.cancel();
+                self.token().cancel();
                 false
             }
             Stage::Value(_) | Stage::Error(_) | Stage::Taken => false,
@@ -694,7 +664,10 @@ mod tests {
 
     #[test]
     fn outcome_round_trips() {
-        assert_eq!(Stage::done(Ok::<u8, TaskError>(7)).take().map(|r| r.ok()), Some(Some(7)));
+        assert_eq!(
+            Stage::done(Ok::<u8, TaskError>(7)).take().map(|r| r.ok()),
+            Some(Some(7))
+        );
         let mut error = Stage::<u8>::done(Err(TaskError::Cancelled));
         assert!(matches!(error.take(), Some(Err(TaskError::Cancelled))));
         assert!(error.take().is_none(), "an outcome is taken once");
@@ -703,7 +676,31 @@ mod tests {
             waiters: 2,
         };
         assert!(pending.take().is_none());
-        assert!(matches!(pending, Stage::Pending { running: true, waiters: 2 }));
+        assert!(matches!(
+            pending,
+            Stage::Pending {
+                running: true,
+                waiters: 2
+            }
+        ));
+    }
+
+    /// A program that keeps 100,000 futures keeps 100,000 of these (`sleepers queued`, BENCHMARKS.md).
+    #[cfg(all(not(loom), target_pointer_width = "64"))]
+    #[test]
+    fn a_future_is_two_words_whichever_kind() {
+        assert_eq!(size_of::<Future<()>>(), 16);
+        assert_eq!(size_of::<Future<Vec<u8>>>(), 16);
+    }
+
+    #[test]
+    fn a_promise_futures_token_is_the_promises() {
+        let (promise, future) = promise::<u8>();
+        assert!(future.cancel(), "queued: the cancel settles it");
+        assert!(promise.token().is_cancelled());
+        assert!(future.token().is_cancelled());
+        drop(promise);
+        assert!(matches!(future.wait(), Err(TaskError::Cancelled)));
     }
 
     #[test]

@@ -133,6 +133,22 @@ fn cancelled_future_is_woken_by_cancel() {
     });
 }
 
+/// A token's owner alone (an async task's driver on its own token), whose waker is kept inline
+/// without a list, is woken by `cancel` from another thread.
+#[test]
+fn an_owner_kept_inline_is_woken_by_cancel() {
+    loom::model(|| {
+        let token = CancelToken::new();
+        let remote = token.clone();
+        let canceller = thread::spawn(move || remote.cancel());
+        loom::future::block_on(std::future::poll_fn(|cx| {
+            token.host().state().poll_owner(cx.waker())
+        }));
+        assert!(token.is_cancelled());
+        canceller.join().expect("no panic");
+    });
+}
+
 /// The waker list's slots: a waiter that registers and goes away while another thread cancels
 /// leaves the others registered (its slot is freed, maybe reused), and the token's owner and a
 /// `Cancelled` that stays are both woken by `cancel`.

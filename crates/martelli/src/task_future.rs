@@ -11,7 +11,6 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -113,6 +112,10 @@ impl<T: Send + 'static> TokenHost for AsyncCell<T> {
 
     fn expire(&self, after: Duration) {
         self.shared.expire(&self.token, after);
+    }
+
+    fn shared(&self) -> *const () {
+        std::ptr::from_ref(&self.shared).cast()
     }
 }
 
@@ -332,11 +335,9 @@ where
             extras,
         })),
     });
-    let shared = NonNull::from(&cell.shared);
     let token = CancelToken::hosted(cell.clone());
-    // SAFETY: `shared` points into the cell, which `token` (held by the future) keeps alive; the
-    // cell never moves, being behind an `Arc`.
-    let future = unsafe { crate::Future::in_cell(token.clone(), shared) };
+    // SAFETY: the token's host is the cell, whose `shared` is a `Shared<T>` (`TokenHost::shared`).
+    let future = unsafe { crate::Future::hosted(token.clone()) };
     let driver = Driver {
         fut,
         cell: Some(CellRef {
@@ -420,7 +421,11 @@ mod tests {
         let seven = 7u64;
         let fut = async move { seven };
         let inner = size_of_val(&fut);
-        assert_eq!(inner % 8, 0, "an 8-aligned future, as the ones that matter are");
+        assert_eq!(
+            inner % 8,
+            0,
+            "an 8-aligned future, as the ones that matter are"
+        );
         let (driver, _future, _token) = async_task(fut, None, None, None);
         assert!(size_of_val(&driver) <= inner + 16);
     }

@@ -20,7 +20,6 @@ use crate::options::{Priority, Shutdown};
 use crate::sync::{Condvar, Mutex};
 use crate::task_future::BoxTask;
 use std::fmt;
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -39,17 +38,78 @@ struct Tracked {
     waiting: usize,
     bound: Option<usize>,
     closed: bool,
-    /// The tokens of live tasks, in a slab: a task's key is its index. A thin pointer to the
-    /// token's state, not a counted token: a word per live task instead of two (100,000 waiting
-    /// tasks keep a slab of 100,000). Rule: whoever is given a [`Live`] keeps the token's
-    /// allocation alive until that `Live` is dropped (which empties the entry, under the lock).
-    tokens: Vec<Option<NonNull<TokenState>>>,
-    free: Vec<usize>,
+    /// The tokens of live tasks. Rule: whoever is given a [`Live`] keeps the token's allocation
+    /// alive until that `Live` is dropped (which empties the entry, under the lock).
+    tokens: TokenSlab,
 }
 
-// SAFETY: the pointers are to `TokenState`s, which are `Sync` (a flag and a mutex), kept alive by
-// the rule above and only used under the tracker's lock; so the slab may move between threads.
-unsafe impl Send for Tracked {}
+/// The tokens of live tasks, in a slab whose free list runs through its vacant entries: one word
+/// per entry, and nothing else per task (100,000 waiting tasks keep a slab of 100,000 words; a
+/// separate list of free keys would grow to as many again as they end). A task's key is its index.
+/// A live entry is a thin pointer to the token's state, not a counted token; a vacant one holds the
+/// next vacant index, shifted left, with the low bit set (a `TokenState` is aligned to 8, so a
+/// pointer never has it).
+struct TokenSlab {
+    entries: Vec<*const TokenState>,
+    /// The first vacant entry, [`TokenSlab::END`] if none.
+    free: usize,
+}
+
+// SAFETY: the pointers are to `TokenState`s, which are `Sync` (a flag and a lock), kept alive by
+// the rule of [`Tracked::tokens`] and only used under the tracker's lock; so the slab may move
+// between threads.
+unsafe impl Send for TokenSlab {}
+
+impl TokenSlab {
+    const END: usize = usize::MAX >> 1;
+
+    fn new() -> Self {
+        TokenSlab {
+            entries: Vec::new(),
+            free: Self::END,
+        }
+    }
+
+    fn vacant(next: usize) -> *const TokenState {
+        std::ptr::without_provenance(next << 1 | 1)
+    }
+
+    fn is_live(entry: *const TokenState) -> bool {
+        entry.addr() & 1 == 0
+    }
+
+    /// Keeps `token`; returns its key.
+    fn insert(&mut self, token: &TokenState) -> usize {
+        let token = std::ptr::from_ref(token);
+        match self.entries.get_mut(self.free) {
+            Some(entry) => {
+                let key = self.free;
+                self.free = entry.addr() >> 1;
+                *entry = token;
+                key
+            }
+            None => {
+                self.entries.push(token);
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    /// Empties entry `key` if it is live.
+    fn remove(&mut self, key: usize) {
+        if let Some(entry) = self.entries.get_mut(key)
+            && Self::is_live(*entry)
+        {
+            *entry = Self::vacant(self.free);
+            self.free = key;
+        }
+    }
+
+    /// The live entries.
+    fn live(&self) -> impl Iterator<Item = *const TokenState> + '_ {
+        self.entries.iter().copied().filter(|e| Self::is_live(*e))
+    }
+}
 
 /// Counts one task as live until dropped.
 pub(crate) struct Live {
@@ -78,10 +138,7 @@ impl Drop for Live {
         let mut state = self.tracker.state.lock();
         state.live -= 1;
         let key = self.key as usize;
-        if let Some(slot) = state.tokens.get_mut(key) {
-            *slot = None;
-            state.free.push(key);
-        }
+        state.tokens.remove(key);
         if state.waiting > 0 {
             self.tracker.changed.notify_all();
         }
@@ -123,17 +180,7 @@ impl Tracker {
             }
         }
         state.live += 1;
-        let token = Some(NonNull::from(token.host().state()));
-        let key = match state.free.pop() {
-            Some(key) => {
-                state.tokens[key] = token;
-                key
-            }
-            None => {
-                state.tokens.push(token);
-                state.tokens.len() - 1
-            }
-        };
+        let key = state.tokens.insert(token.host().state());
         Ok(Live {
             tracker: Arc::clone(self),
             key: key as u32,
@@ -187,8 +234,7 @@ impl EventLoop {
                 waiting: 0,
                 bound: queue_bound,
                 closed: false,
-                tokens: Vec::new(),
-                free: Vec::new(),
+                tokens: TokenSlab::new(),
             }),
             changed: Condvar::new(),
         });
@@ -391,10 +437,10 @@ impl Backend for EventLoop {
             let mut state = self.tracker.state.lock();
             state.closed = true;
             if mode == Shutdown::CancelPending {
-                for token in state.tokens.iter().flatten() {
+                for token in state.tokens.live() {
                     // SAFETY: an entry is emptied, under this lock, before its token's allocation
                     // may go (the rule of `Tracked::tokens`), so it points to a live token.
-                    unsafe { token.as_ref() }.cancel();
+                    unsafe { &*token }.cancel();
                 }
             }
         }
@@ -467,4 +513,35 @@ where
         )));
     }
     future.await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_slab_reuses_vacant_entries_and_lists_only_live_ones() {
+        let states: Vec<TokenState> = (0..4).map(|_| TokenState::default()).collect();
+        let mut slab = TokenSlab::new();
+        let keys: Vec<usize> = states.iter().map(|s| slab.insert(s)).collect();
+        assert_eq!(keys, [0, 1, 2, 3]);
+        slab.remove(1);
+        slab.remove(3);
+        slab.remove(3); // twice: the second does nothing
+        slab.remove(99); // no such entry
+        let live: Vec<*const TokenState> = slab.live().collect();
+        assert_eq!(
+            live,
+            [
+                std::ptr::from_ref(&states[0]),
+                std::ptr::from_ref(&states[2])
+            ]
+        );
+        // The last vacated entry is reused first, then the one before; then the slab grows.
+        assert_eq!(slab.insert(&states[3]), 3);
+        assert_eq!(slab.insert(&states[1]), 1);
+        assert_eq!(slab.insert(&states[1]), 4);
+        assert_eq!(slab.live().count(), 5);
+        assert_eq!(slab.entries.len(), 5);
+    }
 }
