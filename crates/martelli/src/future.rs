@@ -21,13 +21,15 @@
 //! # Layout
 //!
 //! A submitted closure's state lives in its task cell (`cell.rs`), one allocation with the closure
-//! and the token, and the future points into it; an async task's lives in its async cell
-//! (`task_future.rs`) in the same way; a [`Promise`]'s state (remote and scoped jobs, `to_thread`)
-//! has an `Arc` of its own. Either way its size is part of the cost of a task: the state, the count
-//! of blocked threads and the outcome share one enum, an error is stored boxed ([`Stage`]), and the
-//! async waker and the callbacks are boxed on first use
+//! and the token, and the future holds only the token, through whose host it reaches the state
+//! ([`TokenHost::shared`]); an async task's lives in its async cell (`task_future.rs`) in the same
+//! way; a [`Promise`]'s state (remote and scoped jobs, `to_thread`) has an `Arc` of its own, which
+//! holds the token. So a future is two words either way ([`Repr`]). The state's size is part of the
+//! cost of a task too: the state, the count of blocked threads and the outcome share one enum, an
+//! error is stored boxed ([`Stage`]), and the async waker and the callbacks are boxed on first use
 //! (`Watchers`), which keeps a cell for a small closure and a word-sized result within 128 bytes,
-//! the largest size the system allocator recycles through its fast bins.
+//! the largest size the system allocator recycles through its fast bins, and an async task's cell
+//! within the 104 bytes that fit beside tokio's task cell (BENCHMARKS.md).
 
 use crate::cancel::{CancelToken, TokenHost, TokenState};
 use crate::error::{TaskError, TaskResult};

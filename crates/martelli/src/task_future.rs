@@ -61,7 +61,10 @@ impl fmt::Debug for Detector {
 /// shared state, and what its driver keeps between polls. The [`Future`](crate::Future) handle and
 /// every clone of the token point here (the token's counted pointer keeps it alive, as a task
 /// cell's does, `cell.rs`); the driver, which tokio keeps in its own task cell, holds one thin
-/// pointer to it, so a waiting task adds only a word to what tokio allocates anyway.
+/// pointer to it and, on an event loop, one to the loop's tracker of live tasks: two words over the
+/// user's future, which keep a future of up to 136 bytes in tokio's 256-byte cell. The cell itself
+/// asks for at most 104 bytes (a test holds it), which glibc serves from the hole it leaves beside
+/// tokio's 128-byte-aligned cell (BENCHMARKS.md, async memory).
 ///
 /// Rules:
 /// 1. `driver` is touched only by the task's one [`Driver`] (through its `CellRef`), never by the
