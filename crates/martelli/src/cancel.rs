@@ -687,6 +687,69 @@ mod tests {
         }
     }
 
+    /// Many rounds of an owner, a lasting registration and `cancelled()` waiters registering on
+    /// three threads while a fourth fires the token: whatever the order (the inline waker turned
+    /// into a list, or not, before the cancel), every registration that returned `Pending` is
+    /// woken exactly once, and one that came after the cancel sees `Ready`.
+    #[test]
+    fn every_pending_registration_is_woken_once_whatever_the_order() {
+        for round in 0..500 {
+            let token = CancelToken::new();
+            let counts: Vec<Arc<Count>> = (0..3)
+                .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+                .collect();
+            let start = Arc::new(std::sync::Barrier::new(4));
+            // Set once `cancel` has returned, that is once it has woken everything it took.
+            let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let registrar = |i: usize| {
+                let token = token.clone();
+                let count = counts[i].clone();
+                let start = start.clone();
+                let fired = fired.clone();
+                std::thread::spawn(move || {
+                    let waker = Waker::from(count);
+                    start.wait();
+                    let state = token.host.state();
+                    // Returns whether the registration is pending (to be woken by the cancel).
+                    match i {
+                        0 => state.poll_owner(&waker).is_pending(),
+                        1 => state.wake_on_cancel(&waker).is_pending(),
+                        _ => {
+                            let mut waiter = Box::pin(token.cancelled());
+                            let pending = waiter
+                                .as_mut()
+                                .poll(&mut Context::from_waker(&waker))
+                                .is_pending();
+                            if pending {
+                                // Kept until the cancel is over, so that the registration stays.
+                                while !fired.load(std::sync::atomic::Ordering::SeqCst) {
+                                    std::thread::yield_now();
+                                }
+                            }
+                            pending
+                        }
+                    }
+                })
+            };
+            let threads: Vec<_> = (0..3).map(registrar).collect();
+            start.wait();
+            if round % 2 == 0 {
+                std::thread::yield_now();
+            }
+            token.cancel();
+            fired.store(true, std::sync::atomic::Ordering::SeqCst);
+            for (i, thread) in threads.into_iter().enumerate() {
+                let pending = thread.join().expect("no panic");
+                let woken = counts[i].0.load(std::sync::atomic::Ordering::SeqCst);
+                assert_eq!(
+                    woken,
+                    usize::from(pending),
+                    "round {round}, registration {i}: pending {pending}, woken {woken} times"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_wake_on_cancel_registration_outlives_the_call_that_made_it() {
         let token = CancelToken::new();
