@@ -278,8 +278,10 @@ fn run_guarded(f: impl FnOnce()) {
 /// The producing side of a [`Future`] whose state is not in a task cell: owned by the job (an async
 /// task's driver, a remote sink, a scoped job) that completes it.
 pub(crate) struct Promise<T> {
-    token: CancelToken,
-    shared: Option<Arc<PromiseState<T>>>,
+    /// Shared with the future, which reaches the token through it.
+    state: Arc<PromiseState<T>>,
+    /// Set by `complete`, so that the drop leaves the outcome alone (rule 3).
+    completed: bool,
 }
 
 /// A promise's state, shared with its future: the future reaches its token through it, so that a
@@ -289,39 +291,24 @@ struct PromiseState<T> {
     shared: Shared<T>,
 }
 
-impl<T> std::ops::Deref for PromiseState<T> {
-    type Target = Shared<T>;
-    fn deref(&self) -> &Shared<T> {
-        &self.shared
-    }
-}
-
 impl<T> Promise<T> {
     /// Marks the task running. False when it was cancelled while queued: then the task must not run.
     pub(crate) fn start(&self) -> bool {
-        match &self.shared {
-            Some(shared) => shared.start(),
-            None => false,
-        }
+        self.state.shared.start()
     }
 
     pub(crate) fn id(&self) -> TaskId {
-        match &self.shared {
-            Some(shared) => shared.id,
-            None => unreachable!("a promise holds its shared state until it completes"),
-        }
+        self.state.shared.id
     }
 
     pub(crate) fn token(&self) -> &CancelToken {
-        &self.token
+        &self.state.token
     }
 
     /// Completes the future. Returns whether this outcome won (it loses to an earlier cancel or timeout).
     pub(crate) fn complete(mut self, result: TaskResult<T>) -> bool {
-        match self.shared.take() {
-            Some(shared) => shared.complete(result),
-            None => false,
-        }
+        self.completed = true;
+        self.state.shared.complete(result)
     }
 }
 
@@ -336,15 +323,10 @@ impl<T: Send + 'static> Promise<T> {
     /// A handle to time the task out from elsewhere (the timeout watchdog).
     #[cfg(not(loom))]
     pub(crate) fn expirer(&self) -> Expirer {
-        match &self.shared {
-            Some(shared) => {
-                let arc: Arc<dyn ExpireShared> = shared.clone();
-                Expirer::Promise {
-                    shared: Arc::downgrade(&arc),
-                    token: self.token.clone(),
-                }
-            }
-            None => Expirer::Nothing,
+        let arc: Arc<dyn ExpireShared> = self.state.clone();
+        Expirer::Promise {
+            shared: Arc::downgrade(&arc),
+            token: self.state.token.clone(),
         }
     }
 }
@@ -352,8 +334,8 @@ impl<T: Send + 'static> Promise<T> {
 impl<T> Drop for Promise<T> {
     fn drop(&mut self) {
         // Rule 3: a job discarded without running resolves as cancelled.
-        if let Some(shared) = self.shared.take() {
-            shared.abandon(self.token.host().state());
+        if !self.completed {
+            self.state.shared.abandon(self.state.token.host().state());
         }
     }
 }
@@ -372,7 +354,8 @@ impl<T: Send> ExpireShared for PromiseState<T> {
 /// A weak handle to a running task, used by the timeout watchdog: it does not keep the task's
 /// outcome alive.
 pub(crate) enum Expirer {
-    /// Nothing to time out.
+    /// Nothing to time out (a promise under loom, whose `Arc` has no weak references).
+    #[cfg(loom)]
     Nothing,
     /// A promise's state (and its token, which is small and separate).
     #[cfg_attr(loom, allow(dead_code))] // loom's Arc has no weak references
@@ -387,6 +370,7 @@ pub(crate) enum Expirer {
 impl Expirer {
     pub(crate) fn expire(&self, after: Duration) {
         match self {
+            #[cfg(loom)]
             Expirer::Nothing => {}
             Expirer::Promise { shared, token } => {
                 if let Some(shared) = shared.upgrade() {
@@ -404,15 +388,14 @@ impl Expirer {
 
 /// A new promise and the future it completes.
 pub(crate) fn promise<T>() -> (Promise<T>, Future<T>) {
-    let token = CancelToken::new();
     let state = Arc::new(PromiseState {
-        token: token.clone(),
+        token: CancelToken::new(),
         shared: Shared::new(),
     });
     (
         Promise {
-            token,
-            shared: Some(state.clone()),
+            state: state.clone(),
+            completed: false,
         },
         Future {
             repr: Repr::Promise(state),
