@@ -256,25 +256,7 @@ impl TokenState {
     /// replaces the owner's waker if it would not wake the same task. One owner per token; the
     /// registration stays across polls, so re-polling costs one `will_wake`. Ready once fired.
     pub(crate) fn poll_owner(&self, waker: &Waker) -> Poll<()> {
-        if self.is_cancelled() {
-            return Poll::Ready(());
-        }
-        let mut waiters = self.inner.lock();
-        // Checked under the lock: `cancel` sets the flag before it takes the waiters, so either it
-        // is seen here or `cancel` takes them after this registration. Nothing registers once they
-        // have been taken, so no list is allocated again.
-        if self.is_cancelled() {
-            return Poll::Ready(());
-        }
-        let list = match &mut *waiters {
-            Waiters::List(None) => {
-                *waiters = Waiters::One(waker.clone());
-                return Poll::Pending;
-            }
-            Waiters::One(w) if w.will_wake(waker) => return Poll::Pending,
-            _ => waiters.list(),
-        };
-        match &mut list.owner {
+        self.register_waiter(waker, |list| match &mut list.owner {
             Some(w) if w.will_wake(waker) => {}
             Some(w) => {
                 // The owner's place may hold a lasting registration (`wake_on_cancel`) rather than
@@ -287,6 +269,27 @@ impl TokenState {
                     .insert(previous);
             }
             None => list.owner = Some(waker.clone()),
+        })
+    }
+
+    /// The part of `poll_owner` and `wake_on_cancel` that is the same: `Ready` if the token has
+    /// fired; else `waker` is kept inline when nothing waits yet (or is there already, the inline
+    /// waker waking the same), and otherwise `in_list` registers it in the list, under the lock.
+    fn register_waiter(&self, waker: &Waker, in_list: impl FnOnce(&mut Wakers)) -> Poll<()> {
+        if self.is_cancelled() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.inner.lock();
+        // Checked under the lock: `cancel` sets the flag before it takes the waiters, so either it
+        // is seen here or `cancel` takes them after this registration. Nothing registers once they
+        // have been taken, so no list is allocated again.
+        if self.is_cancelled() {
+            return Poll::Ready(());
+        }
+        match &mut *waiters {
+            Waiters::List(None) => *waiters = Waiters::One(waker.clone()),
+            Waiters::One(w) if w.will_wake(waker) => {}
+            _ => in_list(waiters.list()),
         }
         Poll::Pending
     }
@@ -303,30 +306,13 @@ impl TokenState {
     /// that it costs no allocation; the list is allocated only for a second registration. A registration of a waker that the list holds already (one that
     /// would wake the same) is not repeated.
     pub(crate) fn wake_on_cancel(&self, waker: &Waker) -> Poll<()> {
-        if self.is_cancelled() {
-            return Poll::Ready(());
-        }
-        let mut waiters = self.inner.lock();
-        // Checked under the lock, as in `poll_owner`.
-        if self.is_cancelled() {
-            return Poll::Ready(());
-        }
-        let list = match &mut *waiters {
-            Waiters::List(None) => {
-                *waiters = Waiters::One(waker.clone());
-                return Poll::Pending;
-            }
-            Waiters::One(w) if w.will_wake(waker) => return Poll::Pending,
-            _ => waiters.list(),
-        };
-        match &list.owner {
+        self.register_waiter(waker, |list| match &list.owner {
             None => list.owner = Some(waker.clone()),
             Some(w) if w.will_wake(waker) => {}
             Some(_) => {
                 list.register(None, waker);
             }
-        }
-        Poll::Pending
+        })
     }
 }
 
